@@ -1,0 +1,33 @@
+# The one entry point: `make demo` runs a dispatcher and a worker on example jobs,
+# `make test` runs the whole suite. Both set up .venv themselves on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint format clean
+
+$(STAMP): pyproject.toml setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/python examples/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check tqueues tests examples benchmarks
+	$(BIN)/ruff format --check tqueues tests examples benchmarks
+
+format: $(STAMP)
+	$(BIN)/ruff format tqueues tests examples benchmarks
+	$(BIN)/ruff check --fix tqueues tests examples benchmarks
+
+test: $(STAMP) lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache tqueues-data

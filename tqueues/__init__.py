@@ -1,0 +1,5 @@
+"""TQueues (reThinkdb Queues): an HTTP job dispatcher with distributed asyncio workers."""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"

@@ -1,0 +1,95 @@
+"""TQueues job dispatcher.
+
+Serves the TQueues HTTP API. Jobs are kept in the embedded SQLite store under --data,
+or in RethinkDB when any of --host, --port, --db, --user or --password is given.
+
+Usage:
+  tqueues_dispatcher [options]
+  tqueues_dispatcher -h | --help
+  tqueues_dispatcher --version
+
+Options:
+  --listen HOST:PORT          Address to serve HTTP on [default: 127.0.0.1:8080].
+  --data DIR                  Directory of the embedded store [default: ./tqueues-data].
+  --sync MODE                 Embedded store durability: FULL (sync every commit) or
+                              NORMAL (survives process crashes) [default: FULL].
+  --host HOST                 RethinkDB host (default localhost).
+  --port PORT                 RethinkDB port (default 28015).
+  --db DB                     RethinkDB database (default tqueues).
+  --user USER                 RethinkDB user.
+  --password PASSWORD         RethinkDB password.
+  --allowed_domains DOMAINS   Comma-separated origins allowed by CORS,
+                              e.g. 'https://foo.com,https://bar.com'.
+  --max_wait SECONDS          Longest long-poll a take may ask for [default: 300].
+  --reap_interval SECONDS     How often expired leases and due jobs are swept [default: 0.5].
+  --retry_base SECONDS        Wait before the first retry of a failed job; doubles on each
+                              further retry [default: 1].
+  --loglevel LEVEL            DEBUG, INFO, WARNING or ERROR [default: INFO].
+  -h --help                   Show this screen.
+  --version                   Show version.
+
+Examples:
+  tqueues_dispatcher --data /var/lib/tqueues
+  tqueues_dispatcher --host localhost --db foo --port 28015 --user foo --password bar \\
+      --loglevel INFO --allowed_domains 'https://foo.com,https://bar.com'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+from docopt import docopt
+
+from tqueues import __version__
+from tqueues.dispatcher import create_app
+from tqueues.errors import TqueuesError
+from tqueues.settings import DispatcherSettings, setup_logging
+
+log = logging.getLogger("tqueues.dispatcher")
+
+
+async def serve(settings: DispatcherSettings) -> None:
+    """Run the dispatcher until SIGTERM or SIGINT."""
+    app = create_app(settings)
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
+        await site.start()
+        for sock in getattr(site._server, "sockets", None) or ():
+            host, port = sock.getsockname()[:2]
+            # Tests and scripts read this line to learn the port when --listen asked for 0.
+            log.info("listening on http://%s:%d/", host, port, extra={"action": "listening"})
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+        log.info("shutting down", extra={"action": "stopping"})
+    finally:
+        await runner.cleanup()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tqueues_dispatcher``: parse the options, serve until stopped; the exit status."""
+    args = docopt(__doc__, argv=argv, version=__version__)
+    try:
+        settings = DispatcherSettings.from_docopt(args)
+        setup_logging(settings.loglevel)
+        asyncio.run(serve(settings))
+    except TqueuesError as exc:
+        print(f"tqueues_dispatcher: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"tqueues_dispatcher: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

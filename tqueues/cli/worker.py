@@ -1,0 +1,92 @@
+"""TQueues worker.
+
+Takes jobs from the dispatcher and runs the method each names
+(package.module:function), N at a time.
+
+Usage:
+  tqueues_worker --queue QUEUE... [options]
+  tqueues_worker -h | --help
+  tqueues_worker --version
+
+Options:
+  --endpoint_url URL     TQueues dispatcher endpoint (default: $TQUEUES_URL or
+                         http://127.0.0.1:8080/).
+  --queue QUEUE          Queue to take jobs from; repeat it for several queues.
+  --allow PREFIX         Run only methods from modules under PREFIX; repeatable. Also
+                         $TQUEUES_ALLOW (comma-separated). Without any, every
+                         importable method may run: give it outside of development.
+  --concurrency N        Jobs run at once [default: 1].
+  --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
+  --grace SECONDS        On SIGTERM/SIGINT, how long running jobs get to finish before
+                         they are given back [default: 30].
+  --burst                Exit once the queues are empty.
+  --loglevel LEVEL       DEBUG, INFO, WARNING or ERROR [default: INFO].
+  -h --help              Show this screen.
+  -v --version           Show version.
+
+Examples:
+  tqueues_worker --endpoint_url http://127.0.0.1:8080/ --queue testqueue --allow myapp.tasks
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from docopt import docopt
+
+from tqueues import __version__
+from tqueues.errors import TqueuesError
+from tqueues.settings import WorkerSettings, setup_logging
+from tqueues.worker import Worker
+
+log = logging.getLogger("tqueues.worker")
+
+
+async def work(settings: WorkerSettings) -> int:
+    """Run a worker until SIGTERM/SIGINT (or, with --burst, until the queues are empty)."""
+    worker = Worker(
+        settings.endpoint_url,
+        settings.queues,
+        concurrency=settings.concurrency,
+        wait=settings.wait,
+        grace=settings.grace,
+        allow=settings.allow,
+        burst=settings.burst,
+    )
+    if not settings.allow:
+        log.warning(
+            "no --allow given: jobs may run any importable function",
+            extra={"action": "no_allow_list"},
+        )
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, worker.stop)
+    log.info(
+        "worker %s taking from %s at %s",
+        worker.worker_id,
+        ", ".join(settings.queues),
+        settings.endpoint_url,
+        extra={"action": "started"},
+    )
+    await worker.run()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tqueues_worker``: parse the options, work until stopped; the exit status."""
+    args = docopt(__doc__, argv=argv, version=__version__)
+    try:
+        settings = WorkerSettings.from_docopt(args)
+        setup_logging(settings.loglevel)
+        return asyncio.run(work(settings))
+    except TqueuesError as exc:
+        print(f"tqueues_worker: {exc.message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The dispatcher's aiohttp application: routes, middlewares, and the resources it owns.
+
+``create_app(settings, store=None)`` is used by the command line, by the tests and by
+anyone embedding the dispatcher; every resource (the store, the reaper task, the open
+WebSockets) is opened and closed in ``cleanup_ctx``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator
+
+import aiohttp_cors
+from aiohttp import web
+
+from tqueues import __version__
+from tqueues.dispatcher import ws
+from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
+from tqueues.dispatcher.middlewares import error_middleware
+from tqueues.dispatcher.reaper import reap_forever
+from tqueues.dispatcher.views import Dispatcher
+from tqueues.settings import DispatcherSettings
+from tqueues.stores import open_store
+from tqueues.stores.base import Store
+
+log = logging.getLogger(__name__)
+
+
+def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None:
+    """The only place URLs are spelled."""
+    app.router.add_view("/", Dispatcher)
+    app.router.add_get("/ws", ws.websocket)
+    app.router.add_get("/health", health)
+    if allowed_domains:
+        cors = aiohttp_cors.setup(
+            app,
+            defaults={
+                origin: aiohttp_cors.ResourceOptions(
+                    allow_credentials=False,
+                    expose_headers="*",
+                    allow_headers="*",
+                    allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                )
+                for origin in allowed_domains
+            },
+        )
+        for route in list(app.router.routes()):
+            cors.add(route)
+
+
+async def health(request: web.Request) -> web.Response:
+    """``GET /health``: 200 with the version and queues while the store answers."""
+    queues = await request.app[store_key].list_queues()
+    return web.json_response({"status": "ok", "version": __version__, "queues": len(queues)})
+
+
+def create_app(
+    settings: DispatcherSettings | None = None, store: Store | None = None
+) -> web.Application:
+    """The dispatcher as an aiohttp application; ``store`` defaults to the one ``settings`` name."""
+    settings = settings or DispatcherSettings()
+    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body)
+    app[settings_key] = settings
+    app[websockets_key] = weakref.WeakSet()
+    the_store = store if store is not None else open_store(settings)
+
+    async def store_ctx(app: web.Application) -> AsyncIterator[None]:
+        await the_store.open()
+        app[store_key] = the_store
+        reaper = asyncio.create_task(reap_forever(the_store, settings.reap_interval))
+        yield
+        reaper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reaper
+        await ws.close_all(app)
+        await the_store.close()
+
+    app.cleanup_ctx.append(store_ctx)
+    setup_routes(app, settings.allowed_domains)
+    return app

@@ -1,0 +1,53 @@
+"""Every error answer is JSON that names the problem; no traceback ever leaves the process."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+
+from tqueues.errors import TqueuesError
+
+log = logging.getLogger(__name__)
+
+
+def error_response(status: int, code: str, message: str, **details: object) -> web.Response:
+    """A JSON error answer: ``{"error": code, "message": message, ...details}``."""
+    return web.json_response({"error": code, "message": message, **details}, status=status)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn :class:`TqueuesError` and aiohttp's HTTP errors into JSON answers; log the rest."""
+    try:
+        return await handler(request)
+    except TqueuesError as exc:
+        if exc.status >= 500:
+            log.warning(
+                "%s %s: %s", request.method, request.path, exc.message, extra={"action": exc.code}
+            )
+        return web.json_response(exc.to_dict(), status=exc.status)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = (exc.reason or "error").lower().replace(" ", "_")
+        message = exc.text if exc.text and not exc.text.startswith(f"{exc.status}:") else exc.reason
+        if exc.status == 413:
+            message = f"the request body is larger than {request.app._client_max_size} bytes"
+        response = error_response(exc.status, code, message or code)
+        for name in ("Allow",):
+            if name in exc.headers:
+                response.headers[name] = exc.headers[name]
+        return response
+    except json.JSONDecodeError as exc:  # pragma: no cover - views validate bodies themselves
+        return error_response(400, "bad_json", f"the body is not valid JSON: {exc}")
+    except Exception:
+        log.exception(
+            "unhandled error in %s %s",
+            request.method,
+            request.path,
+            extra={"action": "internal_error"},
+        )
+        return error_response(500, "internal_error", "the dispatcher failed; see its log")

@@ -1,0 +1,103 @@
+"""The exceptions of tqueues: one root, a docstring that is the default message.
+
+Every error carries the HTTP ``status`` it maps to and a short machine-readable ``code``;
+the dispatcher's error middleware turns any :class:`TqueuesError` into a JSON answer
+``{"error": code, "message": str(exc), **details}`` with that status.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+
+class TqueuesError(Exception):
+    """Something went wrong in tqueues."""
+
+    status: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, message: str | None = None, **details: Any) -> None:
+        self.message = message or (self.__doc__ or self.code).strip()
+        self.details = details
+        super().__init__(self.message)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON body of the HTTP answer for this error."""
+        return {"error": self.code, "message": self.message, **self.details}
+
+
+class ValidationError(TqueuesError):
+    """The request is malformed."""
+
+    status = 400
+    code = "bad_request"
+
+
+class QueueNotFound(TqueuesError):
+    """The queue does not exist."""
+
+    # The documented `/` API answers 501 when the queue (table) does not exist.
+    status = 501
+    code = "queue_not_found"
+
+
+class QueueEmpty(TqueuesError):
+    """No job is ready in the queue; retry later."""
+
+    status = 404
+    code = "queue_empty"
+
+
+class JobNotFound(TqueuesError):
+    """The job does not exist in that queue."""
+
+    status = 404
+    code = "job_not_found"
+
+
+class LeaseMismatch(TqueuesError):
+    """The lease is no longer yours: it expired and the job was given back or taken again."""
+
+    status = 409
+    code = "lease_mismatch"
+
+
+class InvalidTransition(TqueuesError):
+    """The job is not in a state that allows this operation."""
+
+    status = 409
+    code = "invalid_transition"
+
+
+class PayloadTooLarge(TqueuesError):
+    """The request body is larger than the dispatcher accepts."""
+
+    status = 413
+    code = "payload_too_large"
+
+
+class StoreUnavailable(TqueuesError):
+    """The store cannot be reached or cannot write right now; retry later."""
+
+    status = 503
+    code = "store_unavailable"
+
+
+class DispatcherUnavailable(TqueuesError):
+    """The dispatcher cannot be reached; the client retries with backoff."""
+
+    status = 503
+    code = "dispatcher_unavailable"
+
+
+class ImportTargetError(TqueuesError, ImportError):
+    """The job's method cannot be imported on the worker."""
+
+    status = 400
+    code = "bad_method"
+
+
+class MethodNotAllowed(ImportTargetError):
+    """The job's method is outside the worker's allow-list; nothing was imported."""
+
+    code = "method_not_allowed"

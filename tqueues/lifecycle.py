@@ -1,0 +1,146 @@
+"""The transitions of a job, as pure functions from one :class:`Job` to the next.
+
+Every store applies these same functions, so the semantics cannot drift between stores:
+a store reads a job, calls the transition (which raises if it is not allowed) and writes
+the result only if the job did not change in between (compare-and-set on ``rev``).
+
+Lease rules: an operation that carries a lease token is accepted only while the job is
+``started`` under that same token (else :class:`LeaseMismatch`); an operation without a
+token (as the original TQueues clients send it) is accepted in any non-final state.
+Operations on a final job raise :class:`InvalidTransition`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
+from tqueues.jobs import JSON, RESERVED_FIELDS, Job, JobStatus, NewJob, QueueConfig, new_id
+
+
+def create(new: NewJob, config: QueueConfig, *, now: float) -> Job:
+    """The stored form of a newly put job; pending, or delayed when ``new.delay`` > 0."""
+    return Job(
+        id=new_id(),
+        queue=new.queue,
+        method=new.method,
+        args=new.args,
+        kwargs=new.kwargs,
+        status=JobStatus.DELAYED if new.delay > 0 else JobStatus.PENDING,
+        priority=new.priority,
+        ttr=new.ttr if new.ttr is not None else config.ttr,
+        max_attempts=new.max_attempts if new.max_attempts is not None else config.max_attempts,
+        attempts=0,
+        ready_at=now + new.delay,
+        created_at=now,
+    )
+
+
+def claim(job: Job, *, lease: str, worker: str | None, now: float) -> Job:
+    """A pending job taken by a worker: started, under a new lease of ``job.ttr`` seconds."""
+    if job.status is not JobStatus.PENDING:
+        raise InvalidTransition(f"job {job.id} is {job.status.value}, not pending")
+    return job.evolve(
+        status=JobStatus.STARTED,
+        lease=lease,
+        lease_expires=now + job.ttr,
+        attempts=job.attempts + 1,
+        started_at=now,
+        worker=worker,
+    )
+
+
+def _check_lease(job: Job, lease: str | None) -> None:
+    if job.status.is_final:
+        raise InvalidTransition(f"job {job.id} is already {job.status.value}", status=job.status)
+    if lease is not None and (job.status is not JobStatus.STARTED or job.lease != lease):
+        raise LeaseMismatch(
+            f"the lease on job {job.id} is no longer yours: it expired and the job is now "
+            f"{job.status.value}",
+            status=job.status,
+        )
+
+
+def update(job: Job, fields: Mapping[str, JSON], *, lease: str | None, now: float) -> Job:
+    """Merge ``fields`` into the job's own fields; with a lease, also extend the lease (touch)."""
+    reserved = sorted(set(fields) & RESERVED_FIELDS)
+    if reserved:
+        raise ValidationError(
+            f"field(s) owned by the dispatcher cannot be updated: {', '.join(reserved)}",
+            fields=reserved,
+        )
+    _check_lease(job, lease)
+    changes: dict[str, Any] = {"extra": {**job.extra, **fields}}
+    if lease is not None:
+        changes["lease_expires"] = now + job.ttr
+    return job.evolve(**changes)
+
+
+def finish(job: Job, *, lease: str | None, result: JSON, now: float) -> Job:
+    """The job done, with ``result`` kept."""
+    _check_lease(job, lease)
+    return job.evolve(
+        status=JobStatus.FINISHED, result=result, finished_at=now, lease=None, lease_expires=None
+    )
+
+
+def fail(
+    job: Job,
+    *,
+    lease: str | None,
+    error: str,
+    traceback: str | None,
+    now: float,
+    backoff: Callable[[int], float],
+) -> Job:
+    """A failed run: retried after ``backoff(attempts)`` seconds while attempts remain."""
+    _check_lease(job, lease)
+    common: dict[str, Any] = {
+        "error": error,
+        "traceback": traceback,
+        "lease": None,
+        "lease_expires": None,
+    }
+    if job.attempts < job.max_attempts:
+        delay = backoff(max(job.attempts, 1))
+        status = JobStatus.DELAYED if delay > 0 else JobStatus.PENDING
+        return job.evolve(status=status, ready_at=now + delay, **common)
+    return job.evolve(status=JobStatus.FAILED, finished_at=now, **common)
+
+
+def release(job: Job, *, lease: str | None, delay: float, now: float) -> Job:
+    """The job given back untried (a worker shutting down): its attempt is not counted."""
+    _check_lease(job, lease)
+    return job.evolve(
+        status=JobStatus.DELAYED if delay > 0 else JobStatus.PENDING,
+        attempts=max(job.attempts - 1, 0) if job.status is JobStatus.STARTED else job.attempts,
+        ready_at=now + delay if delay > 0 else job.ready_at,
+        lease=None,
+        lease_expires=None,
+    )
+
+
+def expire(job: Job, *, now: float) -> Job:
+    """A started job whose lease ran out: pending again, or failed when out of attempts."""
+    if job.status is not JobStatus.STARTED or job.lease_expires is None:
+        raise InvalidTransition(f"job {job.id} holds no lease")
+    if job.lease_expires > now:
+        raise InvalidTransition(f"the lease on job {job.id} has not expired")
+    if job.attempts >= job.max_attempts:
+        return job.evolve(
+            status=JobStatus.FAILED,
+            finished_at=now,
+            lease=None,
+            lease_expires=None,
+            error=f"lease expired after {job.ttr:g}s on attempt {job.attempts} of "
+            f"{job.max_attempts}",
+        )
+    return job.evolve(status=JobStatus.PENDING, lease=None, lease_expires=None)
+
+
+def promote(job: Job, *, now: float) -> Job:
+    """A delayed job whose time has come: pending."""
+    if job.status is not JobStatus.DELAYED or job.ready_at > now:
+        raise InvalidTransition(f"job {job.id} is not due")
+    return job.evolve(status=JobStatus.PENDING)

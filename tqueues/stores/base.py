@@ -1,0 +1,274 @@
+"""The store boundary: the one seam between the dispatcher and where jobs live.
+
+A store keeps queues and jobs durably and publishes every change to its :attr:`Store.hub`.
+Subclasses implement a handful of primitives (:meth:`Store.insert`, :meth:`Store.claim`,
+:meth:`Store.mutate`, :meth:`Store.reap`, ...); the operations the dispatcher calls
+(put, take with long-poll, update, finish, fail, release) are written once here on top of
+them and the pure transitions of :mod:`tqueues.lifecycle`, so every store behaves alike.
+
+Conventions: times are epoch seconds (floats) from :func:`tqueues.clock.now`; durations
+are seconds (floats). A job is addressed by its queue and id. Every mutating call returns
+the job as stored after the change.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import TracebackType
+
+from tqueues import clock, lifecycle
+from tqueues.jobs import JSON, ChangeEvent, Job, NewJob, QueueConfig, new_lease
+from tqueues.retry import RetryPolicy
+from tqueues.stores.hub import ChangeHub
+
+Mutation = Callable[[Job], Job]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing and the cursor of the next (None on the last page)."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+class Store(abc.ABC):
+    """Where queues and jobs live. Open it before use and close it after; one per process.
+
+    Raises, from any method: :class:`~tqueues.errors.StoreUnavailable` when the backend
+    cannot be reached or cannot write (the operation did not happen, or for a write whose
+    answer was lost, may have happened: retry is safe for everything but ``put``).
+    """
+
+    def __init__(self, *, retry: RetryPolicy | None = None) -> None:
+        self.hub = ChangeHub()
+        self.retry = retry or RetryPolicy()
+        self._background: set[asyncio.Future[Job]] = set()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    async def open(self) -> None:  # noqa: B027 - optional hook
+        """Connect and prepare the backend (idempotent schema set-up)."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release every connection and task; the store cannot be used afterwards."""
+
+    async def __aenter__(self) -> Store:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- primitives every store implements ------------------------------------------------
+
+    @abc.abstractmethod
+    async def create_queue(self, config: QueueConfig) -> bool:
+        """Create the queue with these defaults unless it exists; True if it was created.
+
+        Idempotent: an existing queue keeps its settings.
+        """
+
+    @abc.abstractmethod
+    async def get_queue(self, name: str) -> QueueConfig:
+        """The queue's settings. Raises :class:`~tqueues.errors.QueueNotFound`."""
+
+    @abc.abstractmethod
+    async def list_queues(self) -> list[QueueConfig]:
+        """Every queue, by name."""
+
+    @abc.abstractmethod
+    async def insert(self, job: Job) -> Job:
+        """Store a new job durably before returning. Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
+        """Atomically take the most urgent pending job (lowest priority, then oldest ``ready_at``).
+
+        The job becomes started under a fresh lease (see :func:`tqueues.lifecycle.claim`);
+        it is handed to exactly one caller however many claim at once. None when no job is
+        pending. Costs an index read, whatever the size of the queue. Raises QueueNotFound.
+        """
+
+    @abc.abstractmethod
+    async def get(self, queue: str, job_id: str) -> Job:
+        """The job. Raises QueueNotFound, :class:`~tqueues.errors.JobNotFound`."""
+
+    @abc.abstractmethod
+    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
+        """Apply ``change`` to the job atomically; return (before, after).
+
+        ``change`` is a pure function of the job that raises to refuse; the store writes its
+        result only if the job is still the revision it passed in (and retries otherwise).
+        Raises QueueNotFound, JobNotFound, or whatever ``change`` raises.
+        """
+
+    @abc.abstractmethod
+    async def list_jobs(self, queue: str, *, cursor: str | None = None, limit: int = 500) -> Page:
+        """The queue's jobs in creation order, ``limit`` at a time. Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def reap(self, now: float) -> int:
+        """Expire leases that ran out and promote delayed jobs that are due; the count changed.
+
+        Idempotent and safe to run from several processes at once; publishes each change.
+        """
+
+    async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
+        """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""
+
+    # -- operations, written once ------------------------------------------------------------
+
+    def publish(self, kind: str, job: Job, before: Job | None = None) -> None:
+        """Tell the hub about a change this process made (stores with feeds override)."""
+        self.hub.publish(ChangeEvent(kind, job.queue, job, before.status if before else None))
+
+    async def put(self, new: NewJob) -> Job:
+        """Enqueue a job with the queue's defaults; durable when this returns.
+
+        Raises QueueNotFound.
+        """
+        config = await self.get_queue(new.queue)
+        job = lifecycle.create(new, config, now=clock.now())
+        return await asyncio.shield(self._insert_and_publish(job))
+
+    async def _insert_and_publish(self, job: Job) -> Job:
+        job = await self.insert(job)
+        self.publish("put", job)
+        return job
+
+    async def take(
+        self, queue: str, *, worker: str | None = None, wait: float = 0.0, poll: float = 5.0
+    ) -> Job | None:
+        """Claim the next pending job, waiting up to ``wait`` seconds for one; None if none came.
+
+        Wakes as soon as the hub reports a pending job in the queue; re-checks every
+        ``poll`` seconds as a safety net. Raises QueueNotFound.
+        """
+        await self.watch(queue)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait
+        while True:
+            ready = self.hub.ready_event(queue)
+            claiming = asyncio.ensure_future(self._claim_and_publish(queue, worker))
+            try:
+                job = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                # The caller went away mid-claim: give back whatever the claim got.
+                claiming.add_done_callback(self._give_back)
+                raise
+            if job is not None:
+                return job
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return None
+            try:
+                await asyncio.wait_for(ready.wait(), min(remaining, poll))
+            except TimeoutError:
+                pass
+
+    async def _claim_and_publish(self, queue: str, worker: str | None) -> Job | None:
+        job = await self.claim(queue, worker=worker, now=clock.now())
+        if job is not None:
+            self.publish("taken", job)
+        return job
+
+    def _give_back(self, claiming: asyncio.Future[Job | None]) -> None:
+        if claiming.cancelled() or claiming.exception() is not None:
+            return
+        job = claiming.result()
+        if job is not None:
+            task = asyncio.ensure_future(self.release(job.queue, job.id, lease=job.lease))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _apply(self, kind: str, queue: str, job_id: str, change: Mutation) -> Job:
+        """Write ``change`` and publish it; runs to the end even if the caller is cancelled."""
+        return await asyncio.shield(self._mutate_and_publish(kind, queue, job_id, change))
+
+    async def _mutate_and_publish(
+        self, kind: str, queue: str, job_id: str, change: Mutation
+    ) -> Job:
+        before, after = await self.mutate(queue, job_id, change)
+        self.publish(kind, after, before)
+        return after
+
+    async def update(
+        self, queue: str, job_id: str, fields: Mapping[str, JSON], *, lease: str | None = None
+    ) -> Job:
+        """Merge ``fields`` into the job; with a lease, also extend it by the job's ttr.
+
+        Raises JobNotFound, LeaseMismatch, InvalidTransition (final job), ValidationError
+        (a field the dispatcher owns).
+        """
+        now = clock.now()
+        return await self._apply(
+            "updated", queue, job_id, lambda j: lifecycle.update(j, fields, lease=lease, now=now)
+        )
+
+    async def finish(
+        self, queue: str, job_id: str, *, lease: str | None = None, result: JSON = None
+    ) -> Job:
+        """Mark the job finished with ``result``.
+
+        Raises JobNotFound, LeaseMismatch, InvalidTransition.
+        """
+        now = clock.now()
+        return await self._apply(
+            "finished",
+            queue,
+            job_id,
+            lambda j: lifecycle.finish(j, lease=lease, result=result, now=now),
+        )
+
+    async def fail(
+        self,
+        queue: str,
+        job_id: str,
+        *,
+        lease: str | None = None,
+        error: str,
+        traceback: str | None = None,
+    ) -> Job:
+        """Record a failed run: retried with backoff while attempts remain, else failed.
+
+        Raises JobNotFound, LeaseMismatch, InvalidTransition.
+        """
+        now = clock.now()
+
+        def change(job: Job) -> Job:
+            return lifecycle.fail(
+                job,
+                lease=lease,
+                error=error,
+                traceback=traceback,
+                now=now,
+                backoff=self.retry.delay,
+            )
+
+        return await self._apply("failed", queue, job_id, change)
+
+    async def release(
+        self, queue: str, job_id: str, *, lease: str | None = None, delay: float = 0.0
+    ) -> Job:
+        """Give a taken job back untried, takeable again after ``delay`` seconds.
+
+        Raises JobNotFound, LeaseMismatch, InvalidTransition.
+        """
+        now = clock.now()
+        return await self._apply(
+            "released",
+            queue,
+            job_id,
+            lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now),
+        )
+
+    @staticmethod
+    def new_lease() -> str:
+        """A fresh lease token for a claim."""
+        return new_lease()

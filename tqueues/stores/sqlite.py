@@ -1,0 +1,363 @@
+"""The embedded store: one SQLite file in WAL mode, the zero-setup default.
+
+One connection for the whole process, owned by one thread: every operation runs there as
+a single transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a claim (read the most
+urgent pending job through a partial index, then write it started) is atomic, and a job is
+on disk before its ``put`` returns (``synchronous=FULL``). A lock file keeps a second
+dispatcher off the same data directory, since change notifications are in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import sqlite3
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tqueues import lifecycle
+from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable
+from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.retry import RetryPolicy
+from tqueues.stores.base import Mutation, Page, Store
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    ttr REAL NOT NULL,
+    max_attempts INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL REFERENCES queues(name),
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    ready_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    ttr REAL NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    lease TEXT,
+    lease_expires REAL,
+    started_at REAL,
+    finished_at REAL,
+    worker TEXT,
+    method TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    extra TEXT NOT NULL,
+    rev INTEGER NOT NULL
+);
+-- The take index: only pending jobs, in the order they are handed out.
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE status = 'started';
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(ready_at) WHERE status = 'delayed';
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
+"""
+
+COLUMNS = (
+    "id",
+    "queue",
+    "status",
+    "priority",
+    "ready_at",
+    "created_at",
+    "ttr",
+    "max_attempts",
+    "attempts",
+    "lease",
+    "lease_expires",
+    "started_at",
+    "finished_at",
+    "worker",
+    "method",
+    "args",
+    "kwargs",
+    "result",
+    "error",
+    "traceback",
+    "extra",
+    "rev",
+)
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
+INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
+REAP_BATCH = 1000
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _row(job: Job) -> list[Any]:
+    values = []
+    for name in COLUMNS:
+        value = getattr(job, name)
+        if name in JSON_COLUMNS:
+            value = _dumps(value)
+        elif name == "status":
+            value = value.value
+        values.append(value)
+    return values
+
+
+def _job(row: sqlite3.Row) -> Job:
+    fields = {name: row[name] for name in COLUMNS}
+    for name in JSON_COLUMNS:
+        fields[name] = json.loads(fields[name]) if fields[name] is not None else None
+    fields["status"] = JobStatus(fields["status"])
+    return Job(**fields)
+
+
+class SQLiteStore(Store):
+    """Jobs in ``<directory>/tqueues.sqlite3``; one per directory and process.
+
+    ``synchronous`` is SQLite's durability setting: FULL (default) syncs every commit to
+    disk, so an acknowledged job survives a crash of the machine, not only of the process;
+    NORMAL survives any crash of the process and is faster.
+    """
+
+    def __init__(
+        self,
+        directory: str | os.PathLike[str],
+        *,
+        synchronous: str = "FULL",
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        super().__init__(retry=retry)
+        if synchronous.upper() not in ("FULL", "NORMAL", "EXTRA"):
+            raise ValueError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        self.directory = Path(directory)
+        self.path = self.directory / "tqueues.sqlite3"
+        self._synchronous = synchronous.upper()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock_fd: int | None = None
+        self._queues: dict[str, QueueConfig] = {}
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self._executor is None:
+            raise StoreUnavailable("the SQLite store is not open")
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"the SQLite store cannot write: {exc}") from exc
+        except sqlite3.DatabaseError as exc:
+            raise StoreUnavailable(f"the SQLite store failed: {exc}") from exc
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        assert self._conn is not None
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield conn
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    def _connect(self) -> None:
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.executescript(SCHEMA)
+        self._conn = conn
+        for row in conn.execute("SELECT name, ttr, max_attempts FROM queues"):
+            self._queues[row["name"]] = QueueConfig(row["name"], row["ttr"], row["max_attempts"])
+
+    async def open(self) -> None:
+        """Create the directory and database if needed and take the directory's lock.
+
+        Raises StoreUnavailable when the directory cannot be used or another process
+        holds it.
+        """
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.directory / "tqueues.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot use data directory {self.directory}: {exc}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            raise StoreUnavailable(
+                f"another dispatcher is using data directory {self.directory}"
+            ) from exc
+        self._lock_fd = fd
+        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tq-sqlite")
+        try:
+            await self._run(self._connect)
+        except BaseException:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- queues ------------------------------------------------------------------------------
+
+    async def create_queue(self, config: QueueConfig) -> bool:
+        if config.name in self._queues:
+            return False
+
+        def create() -> bool:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT OR IGNORE INTO queues (name, ttr, max_attempts) VALUES (?, ?, ?)",
+                    (config.name, config.ttr, config.max_attempts),
+                )
+                return cursor.rowcount == 1
+
+        created = await self._run(create)
+        self._queues.setdefault(config.name, config)
+        return created
+
+    async def get_queue(self, name: str) -> QueueConfig:
+        try:
+            return self._queues[name]
+        except KeyError:
+            raise QueueNotFound(f"queue {name!r} does not exist", queue=name) from None
+
+    async def list_queues(self) -> list[QueueConfig]:
+        return [self._queues[name] for name in sorted(self._queues)]
+
+    # -- jobs --------------------------------------------------------------------------------
+
+    async def insert(self, job: Job) -> Job:
+        await self.get_queue(job.queue)
+
+        def insert() -> None:
+            with self._transaction() as conn:
+                conn.execute(INSERT, _row(job))
+
+        await self._run(insert)
+        return job
+
+    def _write(self, conn: sqlite3.Connection, before: Job, after: Job) -> Job:
+        after = after.evolve(rev=before.rev + 1)
+        values = _row(after)[2:]
+        cursor = conn.execute(UPDATE, [*values, before.id, before.rev])
+        if cursor.rowcount != 1:  # pragma: no cover - one writer thread makes this impossible
+            raise StoreUnavailable(f"job {before.id} changed under a write")
+        return after
+
+    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
+        await self.get_queue(queue)
+        lease = self.new_lease()
+
+        def claim() -> Job | None:
+            with self._transaction() as conn:
+                row = conn.execute(
+                    "SELECT * FROM jobs WHERE queue = ? AND status = 'pending' "
+                    "ORDER BY priority, ready_at, seq LIMIT 1",
+                    (queue,),
+                ).fetchone()
+                if row is None:
+                    return None
+                before = _job(row)
+                return self._write(
+                    conn, before, lifecycle.claim(before, lease=lease, worker=worker, now=now)
+                )
+
+        return await self._run(claim)
+
+    def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
+        row = conn.execute(
+            "SELECT * FROM jobs WHERE id = ? AND queue = ?", (job_id, queue)
+        ).fetchone()
+        if row is None:
+            raise JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
+        return _job(row)
+
+    async def get(self, queue: str, job_id: str) -> Job:
+        await self.get_queue(queue)
+
+        def get() -> Job:
+            assert self._conn is not None
+            return self._read(self._conn, queue, job_id)
+
+        return await self._run(get)
+
+    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
+        await self.get_queue(queue)
+
+        def mutate() -> tuple[Job, Job]:
+            with self._transaction() as conn:
+                before = self._read(conn, queue, job_id)
+                return before, self._write(conn, before, change(before))
+
+        return await self._run(mutate)
+
+    async def list_jobs(self, queue: str, *, cursor: str | None = None, limit: int = 500) -> Page:
+        await self.get_queue(queue)
+        after = int(cursor) if cursor and cursor.isdigit() else 0
+
+        def page() -> Page:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT * FROM jobs WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (queue, after, limit),
+            ).fetchall()
+            next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
+            return Page([_job(row) for row in rows], next_cursor)
+
+        return await self._run(page)
+
+    async def reap(self, now: float) -> int:
+        def reap() -> list[tuple[str, Job, Job]]:
+            changes = []
+            with self._transaction() as conn:
+                for kind, sql, step in (
+                    (
+                        "expired",
+                        "SELECT * FROM jobs WHERE status = 'started' AND "
+                        "lease_expires <= ? ORDER BY lease_expires LIMIT ?",
+                        lifecycle.expire,
+                    ),
+                    (
+                        "promoted",
+                        "SELECT * FROM jobs WHERE status = 'delayed' AND "
+                        "ready_at <= ? ORDER BY ready_at LIMIT ?",
+                        lifecycle.promote,
+                    ),
+                ):
+                    for row in conn.execute(sql, (now, REAP_BATCH)).fetchall():
+                        before = _job(row)
+                        changes.append(
+                            (kind, before, self._write(conn, before, step(before, now=now)))
+                        )
+            return changes
+
+        changes = await self._run(reap)
+        for kind, before, after in changes:
+            self.publish(kind, after, before)
+        return len(changes)

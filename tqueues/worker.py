@@ -1,0 +1,431 @@
+"""The worker side: :class:`Worker` takes jobs, :class:`Job` runs one and reports back.
+
+``Worker`` is an async iterator of ``Job``; ``Job`` is an async context manager::
+
+    async with Worker("http://127.0.0.1:8080/", ["default"], allow=["myapp.tasks"]) as worker:
+        async for job in worker:
+            async with job:        # runs the method, keeping its lease alive
+                pass               # job.result / job.exception are set here
+                                   # on exit: finished, failed or given back
+
+:meth:`Worker.run` does that for ``concurrency`` jobs at once, with graceful shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import functools
+import inspect
+import json
+import logging
+import os
+import random
+import socket
+import traceback as tb_module
+from collections.abc import Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Any
+
+from tqueues.client import Client
+from tqueues.errors import (
+    DispatcherUnavailable,
+    InvalidTransition,
+    JobNotFound,
+    LeaseMismatch,
+    StoreUnavailable,
+    TqueuesError,
+)
+from tqueues.loading import import_target
+
+log = logging.getLogger(__name__)
+#: Transport-level failures worth retrying with backoff.
+TRANSIENT = (DispatcherUnavailable, StoreUnavailable)
+#: Answers that mean the job is no longer ours to report on.
+LOST = (LeaseMismatch, InvalidTransition, JobNotFound)
+
+
+class Job:
+    """One taken job: runs its method in ``async with`` and reports the outcome.
+
+    On entry the lease is kept alive (a touch every ``ttr / 3`` seconds) and the method is
+    called with the job's ``args`` and ``kwargs`` plus ``tq_parent_job=self``; coroutine
+    functions are awaited, plain functions run in a thread. On exit the job is finished
+    with the method's return value, or failed with the error and traceback, or, if the
+    worker is being cancelled, given back untried.
+    """
+
+    def __init__(self, client: Client, doc: dict[str, Any], *, allow: Sequence[str] = ()) -> None:
+        self.client = client
+        self.data = doc
+        self.id: str = doc["id"]
+        self.queue: str = doc["queue"]
+        self.lease: str | None = doc.get("lease")
+        self.method: str = doc["method"]
+        self.args: list[Any] = list(doc.get("args") or [])
+        self.kwargs: dict[str, Any] = dict(doc.get("kwargs") or {})
+        self.ttr: float = float(doc.get("ttr") or 60.0)
+        self.allow = tuple(allow)
+        self.result: Any = None
+        self.exception: BaseException | None = None
+        self.lease_lost = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._toucher: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"<Job {self.queue}/{self.id} {self.method}>"
+
+    # -- called by the job's method ----------------------------------------------------------
+
+    def update(self, fields: dict[str, Any]) -> Any:
+        """Merge ``fields`` into the job on the dispatcher (and extend the lease).
+
+        From a coroutine: ``await tq_parent_job.update({...})``. From a plain function (run
+        in a thread): ``tq_parent_job.update({...})`` blocks until it is stored.
+        """
+        coro = self._update(fields)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is not None or self._loop is None:
+            return coro
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _update(self, fields: dict[str, Any]) -> dict[str, Any]:
+        doc = await self.client.update(self.queue, self.id, fields, lease=self.lease)
+        self.data = {**doc, "lease": self.lease}
+        return doc
+
+    # -- running -----------------------------------------------------------------------------
+
+    async def _touch_forever(self) -> None:
+        interval = max(self.ttr / 3, 0.05)
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.client.update(self.queue, self.id, {}, lease=self.lease)
+            except LOST as exc:
+                self.lease_lost = True
+                log.warning(
+                    "%r: lost its lease: %s", self, exc.message, extra={"action": "lease_lost"}
+                )
+                return
+            except TRANSIENT as exc:
+                log.warning(
+                    "%r: cannot touch its lease: %s",
+                    self,
+                    exc.message,
+                    extra={"action": "touch_failed"},
+                )
+
+    async def _call(self) -> Any:
+        func = import_target(self.method, allow=self.allow)
+        kwargs = {**self.kwargs, "tq_parent_job": self}
+        if inspect.iscoroutinefunction(func):
+            return await func(*self.args, **kwargs)
+        result = await asyncio.to_thread(functools.partial(func, *self.args, **kwargs))
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    async def __aenter__(self) -> Job:
+        self._loop = asyncio.get_running_loop()
+        self._toucher = asyncio.create_task(self._touch_forever())
+        try:
+            self.result = await self._call()
+            json.dumps(self.result)
+        except asyncio.CancelledError:
+            await self._stop_touching()
+            await self._report(self._give_back())
+            raise
+        except Exception as exc:
+            self.exception = exc
+        return self
+
+    async def _stop_touching(self) -> None:
+        if self._toucher is not None:
+            self._toucher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._toucher
+            self._toucher = None
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._stop_touching()
+        if isinstance(e, asyncio.CancelledError):
+            await self._report(self._give_back())
+            return
+        failure = e if isinstance(e, Exception) else self.exception
+        if failure is not None:
+            text = "".join(tb_module.format_exception(failure))
+            error = f"{type(failure).__name__}: {failure}"
+            log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
+            await self._report(
+                lambda: self.client.fail(
+                    self.queue, self.id, lease=self.lease, error=error, traceback=text
+                )
+            )
+        else:
+            log.info("%r finished", self, extra={"action": "job_finished"})
+            await self._report(
+                lambda: self.client.finish(
+                    self.queue, self.id, lease=self.lease, result=self.result
+                )
+            )
+
+    def _give_back(self) -> Callable[[], Awaitable[Any]]:
+        log.info("%r given back", self, extra={"action": "job_released"})
+        return lambda: self.client.release(self.queue, self.id, lease=self.lease)
+
+    async def _report(self, call: Callable[[], Awaitable[Any]]) -> None:
+        """Send the outcome, retrying transport errors until the lease would have expired.
+
+        Shielded from cancellation. If it still cannot be sent, the lease expires on the
+        dispatcher and the job runs again: at-least-once, never lost.
+        """
+        task = asyncio.ensure_future(self._report_with_retries(call))
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            await task
+            raise
+
+    async def _report_with_retries(self, call: Callable[[], Awaitable[Any]]) -> None:
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.ttr
+        delay = 0.1
+        while True:
+            try:
+                await call()
+                return
+            except LOST as exc:
+                log.warning(
+                    "%r: outcome refused (%s): %s",
+                    self,
+                    exc.code,
+                    exc.message,
+                    extra={"action": "report_refused"},
+                )
+                return
+            except TRANSIENT as exc:
+                if loop.time() + delay > give_up:
+                    log.error(
+                        "%r: outcome not delivered; it will run again after its lease expires: %s",
+                        self,
+                        exc.message,
+                        extra={"action": "report_lost"},
+                    )
+                    return
+                log.warning(
+                    "%r: retrying the report in %.1fs: %s",
+                    self,
+                    delay,
+                    exc.message,
+                    extra={"action": "report_retry"},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+            except TqueuesError as exc:
+                log.error(
+                    "%r: outcome refused: %s", self, exc.message, extra={"action": "report_refused"}
+                )
+                return
+
+
+class Worker:
+    """Takes jobs from ``queues`` of the dispatcher at ``endpoint_url``; an async iterator of Job.
+
+    Long-polls (``wait`` seconds per request) and never busy-polls; when the dispatcher
+    cannot be reached it retries with exponential backoff (0.1 s to 5 s, with jitter).
+    ``allow`` restricts the modules a job's method may come from (empty: any). With
+    ``burst``, iteration ends once the queues are empty.
+    """
+
+    def __init__(
+        self,
+        endpoint_url: str,
+        queues: Sequence[str],
+        *,
+        concurrency: int = 1,
+        wait: float = 30.0,
+        grace: float = 30.0,
+        allow: Sequence[str] = (),
+        burst: bool = False,
+        client: Client | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        if not queues:
+            raise ValueError("a worker needs at least one queue")
+        self.queues = tuple(queues)
+        self.concurrency = concurrency
+        self.wait = wait
+        self.grace = grace
+        self.allow = tuple(allow)
+        self.burst = burst
+        self.client = client or Client(endpoint_url)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._stopping = asyncio.Event()
+        self._prefetched: collections.deque[dict[str, Any]] = collections.deque()
+        self._next_queue = 0
+
+    async def __aenter__(self) -> Worker:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Give back any prefetched jobs and close the HTTP session."""
+        while self._prefetched:
+            doc = self._prefetched.popleft()
+            with contextlib.suppress(TqueuesError):
+                await self.client.release(doc["queue"], doc["id"], lease=doc.get("lease"))
+        await self.client.close()
+
+    def stop(self) -> None:
+        """Stop taking jobs (running ones carry on); safe to call from a signal handler."""
+        self._stopping.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def __aiter__(self) -> Worker:
+        return self
+
+    async def __anext__(self) -> Job:
+        doc = await self.take()
+        if doc is None:
+            raise StopAsyncIteration
+        return Job(self.client, doc, allow=self.allow)
+
+    async def take(self) -> dict[str, Any] | None:
+        """The next job document, or None once stopping (or, in burst mode, when empty)."""
+        delay = 0.1
+        while not self.stopping:
+            if self._prefetched:
+                return self._prefetched.popleft()
+            try:
+                doc = await self._until_stopped(self._take_any())
+            except TRANSIENT as exc:
+                log.warning(
+                    "cannot take: %s; retrying in %.1fs",
+                    exc.message,
+                    delay,
+                    extra={"action": "take_retry"},
+                )
+                await self._until_stopped(asyncio.sleep(delay * random.uniform(0.5, 1.0)))
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.1
+            if doc is not None:
+                self.counts["taken"] += 1
+                return doc
+            if self.burst:
+                return None
+        return None
+
+    async def _until_stopped(self, coro: Awaitable[Any]) -> Any:
+        """Await ``coro`` unless the worker stops first (then cancel it and return None)."""
+        task = asyncio.ensure_future(coro)
+        stopper = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            return None
+        return task.result()
+
+    async def _take_any(self) -> dict[str, Any] | None:
+        wait = 0.0 if self.burst else self.wait
+        if len(self.queues) == 1:
+            return await self.client.take(self.queues[0], wait=wait, worker=self.worker_id)
+        # Several queues: a quick look at each in turn, then a long-poll on all at once.
+        for _ in range(len(self.queues)):
+            queue = self.queues[self._next_queue]
+            self._next_queue = (self._next_queue + 1) % len(self.queues)
+            doc = await self.client.take(queue, worker=self.worker_id)
+            if doc is not None:
+                return doc
+        if wait <= 0:
+            return None
+        polls = [
+            asyncio.ensure_future(self.client.take(q, wait=wait, worker=self.worker_id))
+            for q in self.queues
+        ]
+        try:
+            await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for poll in polls:
+                poll.cancel()
+            await asyncio.gather(*polls, return_exceptions=True)
+        docs = [p.result() for p in polls if not p.cancelled() and p.exception() is None]
+        self._prefetched.extend(doc for doc in docs if doc is not None)
+        errors = [p.exception() for p in polls if not p.cancelled() and p.exception()]
+        if not self._prefetched and errors:
+            raise errors[0]  # type: ignore[misc]
+        return self._prefetched.popleft() if self._prefetched else None
+
+    async def run_job(self, job: Job) -> None:
+        """Run one job to its reported outcome, counting it."""
+        async with job:
+            pass
+        self.counts["failed" if job.exception else "finished"] += 1
+
+    async def run(self) -> collections.Counter[str]:
+        """Run jobs, ``concurrency`` at a time, until :meth:`stop` (or, in burst mode, empty).
+
+        On stop: take nothing more, give running jobs ``grace`` seconds to finish, then
+        cancel them (each gives its job back), then close. Returns the counts.
+        """
+        slots = asyncio.Semaphore(self.concurrency)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            while not self.stopping:
+                await slots.acquire()
+                doc = await self.take()
+                if doc is None:
+                    slots.release()
+                    if self.burst and running:
+                        await asyncio.wait(running)
+                        continue
+                    break
+                task = asyncio.create_task(self.run_job(Job(self.client, doc, allow=self.allow)))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(lambda _: slots.release())
+        finally:
+            await self._shutdown(running)
+        log.info(
+            "worker %s stopped: %s",
+            self.worker_id,
+            ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items())) or "no jobs",
+            extra={"action": "worker_stopped"},
+        )
+        return self.counts
+
+    async def _shutdown(self, running: set[asyncio.Task[None]]) -> None:
+        if running:
+            log.info(
+                "waiting up to %gs for %d running job(s)",
+                self.grace,
+                len(running),
+                extra={"action": "draining"},
+            )
+            _, pending = await asyncio.wait(running, timeout=self.grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+                self.counts["given_back"] += len(pending)
+        await self.close()
