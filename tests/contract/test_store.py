@@ -1,0 +1,308 @@
+"""The store contract: what the dispatcher relies on, written once and run on every store.
+
+Given/When/Then comments state the behaviour; the ``store`` fixture runs each test on
+SQLite and, when TQUEUES_TEST_RETHINKDB is set, on RethinkDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+
+import pytest
+
+from tqueues import clock
+from tqueues.errors import (
+    InvalidTransition,
+    JobNotFound,
+    LeaseMismatch,
+    QueueNotFound,
+    ValidationError,
+)
+from tqueues.jobs import DEFAULT_PRIORITY, JobStatus, NewJob, QueueConfig
+from tqueues.stores.base import Store
+from tests.conftest import StoreFactory
+
+
+def new(queue: str = "q", method: str = "m:f", **options: object) -> NewJob:
+    return NewJob.from_request({"queue": queue, "method": method, **options})
+
+
+async def expire_all(store: Store) -> int:
+    """Run the reaper as if every lease had run out."""
+    return await store.reap(clock.now() + 10_000)
+
+
+# -- queues ----------------------------------------------------------------------------------
+
+
+async def test_create_queue_is_idempotent_and_keeps_settings(store: Store) -> None:
+    # Given a queue created with its own defaults
+    assert await store.create_queue(QueueConfig("q", ttr=5, max_attempts=2)) is True
+    # When it is created again with others
+    assert await store.create_queue(QueueConfig("q", ttr=9, max_attempts=9)) is False
+    # Then the first settings stay
+    config = await store.get_queue("q")
+    assert (config.ttr, config.max_attempts) == (5, 2)
+    assert [q.name for q in await store.list_queues()] == ["q"]
+
+
+async def test_missing_queue_raises_queue_not_found(store: Store) -> None:
+    with pytest.raises(QueueNotFound):
+        await store.get_queue("nope")
+    with pytest.raises(QueueNotFound):
+        await store.put(new("nope"))
+    with pytest.raises(QueueNotFound):
+        await store.take("nope")
+    with pytest.raises(QueueNotFound):
+        await store.get("nope", "x")
+
+
+# -- put and take ----------------------------------------------------------------------------
+
+
+async def test_put_applies_queue_defaults_and_job_overrides(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", ttr=7, max_attempts=4))
+    plain = await store.put(new(args=[1, "a"], kwargs={"k": [True, None]}))
+    custom = await store.put(new(ttr=2.5, max_attempts=1, priority=5))
+    assert plain.status is JobStatus.PENDING
+    assert (plain.ttr, plain.max_attempts, plain.priority) == (7, 4, DEFAULT_PRIORITY)
+    assert (custom.ttr, custom.max_attempts, custom.priority) == (2.5, 1, 5)
+    stored = await store.get("q", plain.id)
+    assert (stored.args, stored.kwargs, stored.attempts) == ([1, "a"], {"k": [True, None]}, 0)
+
+
+async def test_take_orders_by_priority_then_fifo(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    low = [await store.put(new(priority=10, args=[i])) for i in range(3)]
+    urgent = await store.put(new(priority=0))
+    taken = [await store.take("q") for _ in range(4)]
+    assert [job.id for job in taken if job] == [urgent.id, *(j.id for j in low)]
+    assert await store.take("q") is None
+
+
+async def test_take_starts_the_job_under_a_lease(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", ttr=30))
+    put = await store.put(new())
+    before = clock.now()
+    job = await store.take("q", worker="w1")
+    assert job is not None and job.id == put.id
+    assert job.status is JobStatus.STARTED and job.attempts == 1 and job.worker == "w1"
+    assert job.lease and job.lease_expires is not None
+    assert before + 29 < job.lease_expires < clock.now() + 31
+    assert (await store.get("q", job.id)).lease == job.lease
+
+
+async def test_fifty_concurrent_takers_get_each_job_exactly_once(store: Store) -> None:
+    # Given 200 jobs
+    await store.create_queue(QueueConfig("q"))
+    ids = {(await store.put(new(args=[i]))).id for i in range(200)}
+
+    # When 50 takers race for them
+    async def taker() -> list[str]:
+        got = []
+        while (job := await store.take("q")) is not None:
+            got.append(job.id)
+        return got
+
+    results = await asyncio.gather(*(taker() for _ in range(50)))
+    # Then every job went to exactly one taker
+    counts = collections.Counter(job_id for got in results for job_id in got)
+    assert set(counts) == ids
+    assert max(counts.values()) == 1
+
+
+async def test_long_poll_wakes_when_a_job_is_put(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waiter = asyncio.create_task(store.take("q", wait=20, poll=20))
+    await asyncio.sleep(0)  # let the waiter find the queue empty
+    put = await store.put(new())
+    job = await asyncio.wait_for(waiter, 20)
+    assert job is not None and job.id == put.id
+    assert loop.time() - started < 10  # woken by the change, not by the 20 s poll
+
+
+async def test_long_poll_returns_none_when_time_is_up(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    assert await store.take("q", wait=0.2) is None
+
+
+# -- leases ----------------------------------------------------------------------------------
+
+
+async def test_expired_lease_returns_job_to_pending_and_counts_the_attempt(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", max_attempts=3))
+    await store.put(new())
+    first = await store.take("q")
+    assert first is not None
+    assert await store.reap(clock.now()) == 0  # not yet expired
+    assert await expire_all(store) == 1
+    again = await store.get("q", first.id)
+    assert again.status is JobStatus.PENDING and again.lease is None and again.attempts == 1
+    second = await store.take("q")
+    assert second is not None and second.id == first.id
+    assert second.attempts == 2 and second.lease != first.lease
+
+
+async def test_expired_lease_on_last_attempt_fails_the_job(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", max_attempts=1))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    await expire_all(store)
+    failed = await store.get("q", job.id)
+    assert failed.status is JobStatus.FAILED
+    assert failed.error and "lease expired" in failed.error
+
+
+async def test_update_with_lease_touches_it(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", ttr=60))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None and job.lease_expires is not None
+    await asyncio.sleep(0.01)
+    touched = await store.update("q", job.id, {}, lease=job.lease)
+    assert touched.lease_expires is not None and touched.lease_expires > job.lease_expires
+
+
+async def test_late_finish_after_lease_loss_is_refused(store: Store) -> None:
+    # Given a job whose first lease expired and which a second worker took
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    first = await store.take("q")
+    assert first is not None
+    await expire_all(store)
+    second = await store.take("q")
+    assert second is not None
+    # When the first worker reports late
+    with pytest.raises(LeaseMismatch):
+        await store.finish("q", first.id, lease=first.lease, result="late")
+    with pytest.raises(LeaseMismatch):
+        await store.update("q", first.id, {"x": 1}, lease=first.lease)
+    # Then the second run is untouched and can finish
+    assert (await store.get("q", first.id)).status is JobStatus.STARTED
+    done = await store.finish("q", second.id, lease=second.lease, result="ok")
+    assert done.status is JobStatus.FINISHED and done.result == "ok"
+
+
+# -- finish, fail, release, update --------------------------------------------------------------
+
+
+async def test_finish_keeps_the_result_and_is_final(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    done = await store.finish("q", job.id, lease=job.lease, result={"sum": 3})
+    assert done.status is JobStatus.FINISHED and done.result == {"sum": 3}
+    assert done.finished_at is not None and done.lease is None
+    with pytest.raises(InvalidTransition):
+        await store.finish("q", job.id, lease=job.lease, result=None)
+    with pytest.raises(InvalidTransition):
+        await store.finish("q", job.id)
+
+
+async def test_finish_without_lease_is_accepted_as_original_clients_send_it(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    pending = await store.put(new())
+    assert (await store.finish("q", pending.id)).status is JobStatus.FINISHED
+    await store.put(new())
+    started = await store.take("q")
+    assert started is not None
+    assert (await store.finish("q", started.id, result=1)).status is JobStatus.FINISHED
+
+
+async def test_fail_retries_with_backoff_then_fails_for_good(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", max_attempts=2))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    retried = await store.fail("q", job.id, lease=job.lease, error="E: boom", traceback="tb")
+    assert retried.status is JobStatus.DELAYED and retried.ready_at > clock.now()
+    assert await store.take("q") is None  # not before its time
+    await store.reap(retried.ready_at + 0.001)
+    again = await store.take("q")
+    assert again is not None and again.attempts == 2
+    failed = await store.fail("q", job.id, lease=again.lease, error="E: boom 2", traceback="tb2")
+    assert failed.status is JobStatus.FAILED
+    assert (failed.error, failed.traceback) == ("E: boom 2", "tb2")
+
+
+async def test_release_gives_the_job_back_without_counting_the_attempt(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    released = await store.release("q", job.id, lease=job.lease)
+    assert released.status is JobStatus.PENDING and released.attempts == 0
+    assert (await store.take("q")) is not None
+
+
+async def test_update_merges_fields_and_refuses_owned_ones(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    job = await store.put(new())
+    await store.update("q", job.id, {"progress": 1, "note": "a"})
+    merged = await store.update("q", job.id, {"progress": 2})
+    assert merged.extra == {"progress": 2, "note": "a"}
+    assert merged.to_dict()["progress"] == 2
+    with pytest.raises(ValidationError):
+        await store.update("q", job.id, {"status": "finished"})
+    assert (await store.get("q", job.id)).status is JobStatus.PENDING
+
+
+async def test_unknown_job_raises_job_not_found(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    with pytest.raises(JobNotFound):
+        await store.get("q", "0" * 32)
+    with pytest.raises(JobNotFound):
+        await store.finish("q", "0" * 32)
+    with pytest.raises(JobNotFound):
+        await store.update("q", "0" * 32, {})
+
+
+# -- changes, listing, durability ---------------------------------------------------------------
+
+
+async def test_changes_are_published_in_order(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.watch("q")
+    with store.hub.subscribe("q") as subscription:
+        job = await store.put(new())
+        taken = await store.take("q")
+        assert taken is not None
+        await store.finish("q", job.id, lease=taken.lease, result=1)
+        events = [await asyncio.wait_for(anext(subscription), 10) for _ in range(3)]
+    assert [(e.kind, e.job.status) for e in events] == [
+        ("put", JobStatus.PENDING),
+        ("taken", JobStatus.STARTED),
+        ("finished", JobStatus.FINISHED),
+    ]
+    assert {e.job.id for e in events} == {job.id}
+
+
+async def test_list_jobs_pages_through_the_queue(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    ids = [(await store.put(new(args=[i]))).id for i in range(7)]
+    seen, cursor = [], None
+    while True:
+        page = await store.list_jobs("q", cursor=cursor, limit=3)
+        seen += [job.id for job in page.jobs]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == ids
+
+
+async def test_jobs_survive_reopening_the_store(make_store: StoreFactory) -> None:
+    async with make_store() as store:
+        await store.create_queue(QueueConfig("q", ttr=11))
+        pending = await store.put(new(args=["keep"]))
+        await store.put(new())
+        started = await store.take("q")
+        assert started is not None
+    async with make_store() as reopened:
+        assert (await reopened.get_queue("q")).ttr == 11
+        assert (await reopened.get("q", pending.id)).args == ["keep"]
+        again = await reopened.get("q", started.id)
+        assert again.status is JobStatus.STARTED and again.lease == started.lease
