@@ -35,7 +35,7 @@ async def make_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIte
         yield lambda: SQLiteStore(tmp_path / "data")
         return
     settings = rethinkdb_settings(f"tqueues_test_{uuid.uuid4().hex[:12]}")
-    from tqueues.stores.rethinkdb import RethinkDBStore  # noqa: PLC0415
+    from tqueues.stores.rethinkdb import RethinkDBStore
 
     yield lambda: RethinkDBStore(settings)
     async with RethinkDBStore(settings) as cleaner:

@@ -11,6 +11,7 @@ import collections
 
 import pytest
 
+from tests.conftest import StoreFactory
 from tqueues import clock
 from tqueues.errors import (
     InvalidTransition,
@@ -21,7 +22,6 @@ from tqueues.errors import (
 )
 from tqueues.jobs import DEFAULT_PRIORITY, JobStatus, NewJob, QueueConfig
 from tqueues.stores.base import Store
-from tests.conftest import StoreFactory
 
 
 def new(queue: str = "q", method: str = "m:f", **options: object) -> NewJob:
