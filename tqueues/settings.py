@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 from tqueues.errors import TqueuesError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+DEFAULT_ENDPOINT = "http://127.0.0.1:8080/"
 
 
 class SettingsError(TqueuesError):
@@ -133,7 +134,7 @@ class DispatcherSettings:
 class WorkerSettings:
     """Everything ``tqueues_worker`` can be told."""
 
-    endpoint_url: str = "http://127.0.0.1:8080/"
+    endpoint_url: str = DEFAULT_ENDPOINT
     queues: tuple[str, ...] = ()
     concurrency: int = 1
     wait: float = 30.0  #: seconds each long-poll take may wait.
@@ -147,7 +148,7 @@ class WorkerSettings:
         cls, args: Mapping[str, Any], environ: Mapping[str, str] = os.environ
     ) -> WorkerSettings:
         """Build from ``tqueues_worker``'s parsed command line; raises SettingsError."""
-        url = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or cls.endpoint_url
+        url = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or DEFAULT_ENDPOINT
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise SettingsError(f"--endpoint_url must be an http(s) URL, not {url!r}")
@@ -175,10 +176,3 @@ def setup_logging(level: str) -> None:
         level=getattr(logging, level),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-def as_list(value: Sequence[str] | str | None) -> list[str]:
-    """A docopt value that may be missing, one string or a list, as a list."""
-    if value is None:
-        return []
-    return [value] if isinstance(value, str) else list(value)

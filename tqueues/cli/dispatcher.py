@@ -30,8 +30,8 @@ Options:
 
 Examples:
   tqueues_dispatcher --data /var/lib/tqueues
-  tqueues_dispatcher --host localhost --db foo --port 28015 --user foo --password bar \\
-      --loglevel INFO --allowed_domains 'https://foo.com,https://bar.com'
+  tqueues_dispatcher --host localhost --db foo --port 28015 --user foo --password bar
+  tqueues_dispatcher --listen 127.0.0.1:8080 --allowed_domains 'https://foo.com,https://bar.com'
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Takes jobs from the dispatcher and runs the method each names
 (package.module:function), N at a time.
 
 Usage:
-  tqueues_worker --queue QUEUE... [options]
+  tqueues_worker (--queue QUEUE)... [--allow PREFIX]... [options]
   tqueues_worker -h | --help
   tqueues_worker --version
 

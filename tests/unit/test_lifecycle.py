@@ -1,0 +1,84 @@
+"""The pure job transitions every store applies."""
+
+from __future__ import annotations
+
+import pytest
+
+from tqueues import lifecycle
+from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
+from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
+
+NOW = 1_000_000.0
+
+
+def pending(**options: object) -> Job:
+    new = NewJob.from_request({"queue": "q", "method": "m:f", **options})
+    return lifecycle.create(new, QueueConfig("q", ttr=10, max_attempts=2), now=NOW)
+
+
+def test_create_is_pending_or_delayed() -> None:
+    assert pending().status is JobStatus.PENDING
+    delayed = pending(delay=5)
+    assert delayed.status is JobStatus.DELAYED and delayed.ready_at == NOW + 5
+    assert lifecycle.promote(delayed, now=NOW + 5).status is JobStatus.PENDING
+    with pytest.raises(InvalidTransition):
+        lifecycle.promote(delayed, now=NOW + 1)
+
+
+def test_claim_then_expire_counts_attempts_until_failed() -> None:
+    job = lifecycle.claim(pending(), lease="a", worker=None, now=NOW)
+    assert (job.status, job.attempts, job.lease_expires) == (JobStatus.STARTED, 1, NOW + 10)
+    with pytest.raises(InvalidTransition):
+        lifecycle.expire(job, now=NOW + 9)
+    again = lifecycle.expire(job, now=NOW + 10)
+    assert again.status is JobStatus.PENDING and again.lease is None
+    last = lifecycle.claim(again, lease="b", worker=None, now=NOW + 11)
+    failed = lifecycle.expire(last, now=NOW + 30)
+    assert failed.status is JobStatus.FAILED and "attempt 2 of 2" in (failed.error or "")
+    with pytest.raises(InvalidTransition):
+        lifecycle.claim(failed, lease="c", worker=None, now=NOW)
+
+
+def test_lease_rules() -> None:
+    job = lifecycle.claim(pending(), lease="a", worker=None, now=NOW)
+    with pytest.raises(LeaseMismatch):
+        lifecycle.finish(job, lease="b", result=None, now=NOW)
+    with pytest.raises(LeaseMismatch):
+        lifecycle.finish(pending(), lease="a", result=None, now=NOW)
+    done = lifecycle.finish(job, lease=None, result=1, now=NOW)
+    with pytest.raises(InvalidTransition):
+        lifecycle.update(done, {"x": 1}, lease=None, now=NOW)
+
+
+def test_fail_uses_backoff_while_attempts_remain() -> None:
+    job = lifecycle.claim(pending(), lease="a", worker=None, now=NOW)
+    retried = lifecycle.fail(job, lease="a", error="E", traceback="T", now=NOW,
+                             backoff=lambda n: 3.0 * n)  # fmt: skip
+    assert (retried.status, retried.ready_at, retried.error) == (JobStatus.DELAYED, NOW + 3, "E")
+    immediate = lifecycle.fail(job, lease="a", error="E", traceback=None, now=NOW,
+                               backoff=lambda n: 0.0)  # fmt: skip
+    assert immediate.status is JobStatus.PENDING
+
+
+def test_update_refuses_owned_fields_and_touches_with_lease() -> None:
+    job = lifecycle.claim(pending(), lease="a", worker=None, now=NOW)
+    with pytest.raises(ValidationError, match="attempts"):
+        lifecycle.update(job, {"attempts": 0}, lease="a", now=NOW)
+    touched = lifecycle.update(job, {"p": 1}, lease="a", now=NOW + 5)
+    assert touched.lease_expires == NOW + 15 and touched.extra == {"p": 1}
+    assert lifecycle.update(job, {"p": 2}, lease=None, now=NOW + 5).lease_expires == NOW + 10
+
+
+def test_release_does_not_count_the_attempt() -> None:
+    job = lifecycle.claim(pending(), lease="a", worker=None, now=NOW)
+    back = lifecycle.release(job, lease="a", delay=0, now=NOW)
+    assert (back.status, back.attempts, back.lease) == (JobStatus.PENDING, 0, None)
+    later = lifecycle.release(job, lease="a", delay=4, now=NOW)
+    assert (later.status, later.ready_at) == (JobStatus.DELAYED, NOW + 4)
+
+
+def test_to_dict_hides_the_lease_unless_asked() -> None:
+    job = lifecycle.claim(pending(), lease="secret", worker=None, now=NOW)
+    assert "lease" not in job.to_dict()
+    assert job.to_dict(with_lease=True)["lease"] == "secret"
+    assert job.to_dict()["status"] == "started"

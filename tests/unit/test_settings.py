@@ -1,0 +1,82 @@
+"""Command lines: docopt parsing into settings, with clear errors for bad values."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from docopt import docopt
+
+from tqueues.cli import dispatcher as dispatcher_cli
+from tqueues.cli import worker as worker_cli
+from tqueues.settings import DispatcherSettings, SettingsError, WorkerSettings
+
+
+def dispatcher_args(*argv: str) -> dict[str, Any]:
+    return dict(docopt(dispatcher_cli.__doc__, argv=list(argv)))
+
+
+def worker_args(*argv: str) -> dict[str, Any]:
+    return dict(docopt(worker_cli.__doc__, argv=list(argv)))
+
+
+def test_dispatcher_defaults_are_safe() -> None:
+    settings = DispatcherSettings.from_docopt(dispatcher_args())
+    assert (settings.listen_host, settings.listen_port) == ("127.0.0.1", 8080)
+    assert settings.rethinkdb is None and settings.data_dir == "./tqueues-data"
+
+
+def test_documented_rethinkdb_options_select_rethinkdb() -> None:
+    argv = ["--host", "db1", "--db", "foo", "--port", "28016", "--user", "u", "--password", "p"]
+    argv += ["--loglevel", "DEBUG", "--allowed_domains", "https://foo.com,https://bar.com"]
+    settings = DispatcherSettings.from_docopt(dispatcher_args(*argv))
+    assert settings.rethinkdb is not None
+    assert (settings.rethinkdb.host, settings.rethinkdb.port, settings.rethinkdb.db) == (
+        "db1", 28016, "foo",
+    )  # fmt: skip
+    assert settings.allowed_domains == ("https://foo.com", "https://bar.com")
+    assert settings.loglevel == "DEBUG"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--listen", "nonsense"], "--listen"),
+        (["--listen", "127.0.0.1:99999"], "port"),
+        (["--port", "abc"], "--port"),
+        (["--loglevel", "LOUD"], "--loglevel"),
+        (["--allowed_domains", "*"], "--allowed_domains"),
+        (["--max_wait", "-1"], "--max_wait"),
+        (["--sync", "OFF"], "--sync"),
+    ],
+)
+def test_dispatcher_bad_values_name_the_option(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        DispatcherSettings.from_docopt(dispatcher_args(*argv))
+
+
+def test_worker_options() -> None:
+    args = worker_args("--queue", "a", "--queue", "b", "--concurrency", "4", "--allow", "app")
+    settings = WorkerSettings.from_docopt(args, environ={"TQUEUES_ALLOW": "lib.jobs"})
+    assert settings.queues == ("a", "b") and settings.concurrency == 4
+    assert settings.allow == ("app", "lib.jobs")
+    assert settings.endpoint_url == "http://127.0.0.1:8080/"
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--queue", "a", "--endpoint_url", "ftp://x"], "--endpoint_url"),
+        (["--queue", "a", "--concurrency", "0"], "--concurrency"),
+        (["--queue", "a", "--wait", "soon"], "--wait"),
+    ],
+)
+def test_worker_bad_values_name_the_option(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        WorkerSettings.from_docopt(worker_args(*argv), environ={})
+
+
+def test_bad_option_exits_with_usage() -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        dispatcher_cli.main(["--no-such-option"])
+    assert "Usage:" in str(exit_info.value.code)
