@@ -306,3 +306,13 @@ async def test_jobs_survive_reopening_the_store(make_store: StoreFactory) -> Non
         assert (await reopened.get("q", pending.id)).args == ["keep"]
         again = await reopened.get("q", started.id)
         assert again.status is JobStatus.STARTED and again.lease == started.lease
+
+
+async def test_put_many_stores_all_in_order(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    jobs = await store.put_many([new(args=[i]) for i in range(5)])
+    assert [job.args for job in jobs] == [[i] for i in range(5)]
+    taken = [await store.take("q") for _ in range(5)]
+    assert [job.id for job in taken if job] == [job.id for job in jobs]
+    with pytest.raises(QueueNotFound):
+        await store.put_many([new("nope")])

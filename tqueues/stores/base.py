@@ -16,7 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import dataclasses
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from tqueues import clock, lifecycle
@@ -86,6 +86,14 @@ class Store(abc.ABC):
     async def insert(self, job: Job) -> Job:
         """Store a new job durably before returning. Raises QueueNotFound."""
 
+    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        """Store several new jobs durably; all or nothing where the backend allows.
+
+        The default inserts one at a time; stores override it with a batch write.
+        Raises QueueNotFound.
+        """
+        return [await self.insert(job) for job in jobs]
+
     @abc.abstractmethod
     async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
         """Atomically take the most urgent pending job (lowest priority, then oldest ``ready_at``).
@@ -141,6 +149,19 @@ class Store(abc.ABC):
         job = await self.insert(job)
         self.publish("put", job)
         return job
+
+    async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+        """Enqueue several jobs in one durable write. Raises QueueNotFound."""
+        now = clock.now()
+        configs = {name: await self.get_queue(name) for name in {new.queue for new in jobs}}
+        created = [lifecycle.create(new, configs[new.queue], now=now) for new in jobs]
+        return await asyncio.shield(self._insert_many_and_publish(created))
+
+    async def _insert_many_and_publish(self, jobs: list[Job]) -> list[Job]:
+        stored = await self.insert_many(jobs)
+        for job in stored:
+            self.publish("put", job)
+        return stored
 
     async def take(
         self, queue: str, *, worker: str | None = None, wait: float = 0.0, poll: float = 5.0

@@ -17,7 +17,7 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -261,6 +261,17 @@ class SQLiteStore(Store):
 
         await self._run(insert)
         return job
+
+    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+        for queue in {job.queue for job in jobs}:
+            await self.get_queue(queue)
+
+        def insert_many() -> None:
+            with self._transaction() as conn:
+                conn.executemany(INSERT, [_row(job) for job in jobs])
+
+        await self._run(insert_many)
+        return list(jobs)
 
     def _write(self, conn: sqlite3.Connection, before: Job, after: Job) -> Job:
         after = after.evolve(rev=before.rev + 1)
