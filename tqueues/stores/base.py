@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from tqueues import clock, lifecycle
-from tqueues.jobs import JSON, ChangeEvent, Job, NewJob, QueueConfig, new_lease
+from tqueues.jobs import JSON, ChangeEvent, Job, JobStatus, NewJob, QueueConfig, new_lease
 from tqueues.retry import RetryPolicy
 from tqueues.stores.hub import ChangeHub
 
@@ -133,8 +133,14 @@ class Store(abc.ABC):
     # -- operations, written once ------------------------------------------------------------
 
     def publish(self, kind: str, job: Job, before: Job | None = None) -> None:
-        """Tell the hub about a change this process made (stores with feeds override)."""
-        self.hub.publish(ChangeEvent(kind, job.queue, job, before.status if before else None))
+        """Tell the hub about a change this process made (stores with feeds override).
+
+        ``before`` is the job before the change; a claim ("taken") always starts from pending.
+        """
+        old_status = before.status if before else None
+        if kind == "taken":
+            old_status = JobStatus.PENDING
+        self.hub.publish(ChangeEvent(kind, job.queue, job, old_status))
 
     async def put(self, new: NewJob) -> Job:
         """Enqueue a job with the queue's defaults; durable when this returns.
