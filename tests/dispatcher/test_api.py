@@ -113,7 +113,18 @@ async def test_post_names_the_bad_field(client: Client, body: Any, named: str) -
     assert named in error["message"]
 
 
-@pytest.mark.parametrize("raw", [b"{bad", b"[1, 2]", b'"text"', b"\xff\xfe", b"null"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"{bad",
+        b"[1, 2]",
+        b'"text"',
+        b"\xff\xfe",
+        b"null",
+        b'{"queue": "q", "method": "a:b", "args": [NaN]}',
+        b"[" * 50_000,
+    ],
+)
 async def test_post_rejects_malformed_json(client: Client, raw: bytes) -> None:
     response = await client.post("/", data=raw, headers={"Content-Type": "application/json"})
     await error_of(response, 400)

@@ -44,10 +44,15 @@ def query_float(request: web.Request, name: str, default: float, *, high: float)
     return value
 
 
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _json(raw: bytes | str, what: str) -> Any:
+    """Strict JSON: NaN and Infinity, which other JSON parsers refuse, are refused here too."""
     try:
-        return json.loads(raw)
-    except (ValueError, UnicodeDecodeError) as exc:
+        return json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc}") from None
 
 
