@@ -181,6 +181,7 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB keeps deep queues in memory
         conn.executescript(SCHEMA)
         self._conn = conn
         for row in conn.execute("SELECT name, ttr, max_attempts FROM queues"):
