@@ -18,6 +18,7 @@ from aiohttp import web
 
 from tqueues import __version__
 from tqueues.dispatcher import ws
+from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.middlewares import error_middleware
 from tqueues.dispatcher.reaper import reap_forever
@@ -62,7 +63,9 @@ def create_app(
 ) -> web.Application:
     """The dispatcher as an aiohttp application; ``store`` defaults to the one ``settings`` name."""
     settings = settings or DispatcherSettings()
-    app = web.Application(middlewares=[error_middleware], client_max_size=settings.max_body)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body
+    )
     app[settings_key] = settings
     app[websockets_key] = weakref.WeakSet()
     the_store = store if store is not None else open_store(settings)
