@@ -8,15 +8,19 @@ message that names the option.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import logging
 import os
+import re
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from tqueues.errors import TqueuesError
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+_DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 DEFAULT_ENDPOINT = "http://127.0.0.1:8080/"
 
 
@@ -62,15 +66,91 @@ def parse_listen(value: str) -> tuple[str, int]:
     return host.strip("[]"), _int(port, "the --listen port", low=0, high=65535)
 
 
+DURABILITIES = ("hard", "soft")
+
+
+def is_loopback(host: str) -> bool:
+    """True for addresses only this machine can reach (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _token_file(path: str, option: str) -> str:
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise SettingsError(f"{option}: cannot read {path}: {exc.strerror}") from None
+
+
+def read_tokens(args: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """The dispatcher's tokens (token -> role) from options, files and the environment.
+
+    ``--token``/``--token_file``/``TQUEUES_TOKEN`` give the admin token;
+    ``--producer_token``/``TQUEUES_PRODUCER_TOKEN`` and ``--worker_token``/
+    ``TQUEUES_WORKER_TOKEN`` the narrower ones (each also as a ``_file`` option).
+    Raises SettingsError for tokens under 16 characters or one token given two roles.
+    """
+    tokens: dict[str, str] = {}
+    for role, name in (("admin", "token"), ("producer", "producer_token"),
+                       ("worker", "worker_token")):  # fmt: skip
+        value = args.get(f"--{name}") or environ.get(f"TQUEUES_{name.upper()}")
+        if args.get(f"--{name}_file"):
+            value = _token_file(args[f"--{name}_file"], f"--{name}_file")
+        if not value:
+            continue
+        if len(value) < 16:
+            raise SettingsError(f"--{name} must be at least 16 characters long")
+        if value in tokens:
+            raise SettingsError(f"--{name} is the same as the {tokens[value]} token")
+        tokens[value] = role
+    return tokens
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RethinkDBSettings:
-    """Where the RethinkDB store connects."""
+    """Where the RethinkDB store connects, and how it writes."""
 
     host: str = "localhost"
     port: int = 28015
     db: str = "tqueues"
     user: str = "admin"
     password: str = ""
+    pool_size: int = 4  #: connections per process; queries are multiplexed over them.
+    durability: str = "hard"  #: "hard": on disk before acknowledged; "soft": in memory.
+    timeout: float = 10.0  #: seconds any one query (or connect) may take.
+
+    @classmethod
+    def from_url(cls, url: str) -> RethinkDBSettings:
+        """``rethinkdb://USER:PASSWORD@HOST:PORT/DB``; every part but the scheme is optional.
+
+        Raises SettingsError for another scheme, a bad port or a bad database name.
+        """
+        parts = urlsplit(url)
+        if parts.scheme != "rethinkdb":
+            raise SettingsError(
+                f"the RethinkDB URL must look like rethinkdb://user:password@host:28015/db, "
+                f"not {url!r}"
+            )
+        try:
+            port = parts.port
+        except ValueError:
+            raise SettingsError(f"the RethinkDB URL has a bad port: {url!r}") from None
+        db = unquote(parts.path.strip("/")) or cls.db
+        if not _DB_NAME_RE.match(db):
+            raise SettingsError(
+                f"the RethinkDB database name must be letters, digits or underscores, not {db!r}"
+            )
+        return cls(
+            host=parts.hostname or cls.host,
+            port=port or cls.port,
+            db=db,
+            user=unquote(parts.username) if parts.username else cls.user,
+            password=unquote(parts.password) if parts.password else cls.password,
+        )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -88,39 +168,37 @@ class DispatcherSettings:
     max_body: int = 1024 * 1024  #: the largest request body, bytes.
     reap_interval: float = 0.5  #: seconds between lease/delay sweeps.
     retry_base: float = 1.0  #: seconds before the first retry of a failed job.
+    tokens: dict[str, str] = dataclasses.field(default_factory=dict)  #: token -> role.
+    insecure: bool = False  #: allow listening beyond loopback without tokens.
 
     @classmethod
-    def from_docopt(cls, args: Mapping[str, Any]) -> DispatcherSettings:
-        """Build from ``tqueues_dispatcher``'s parsed command line; raises SettingsError."""
+    def from_docopt(
+        cls, args: Mapping[str, Any], environ: Mapping[str, str] = os.environ
+    ) -> DispatcherSettings:
+        """Build from ``tqueues_dispatcher``'s parsed command line; raises SettingsError.
+
+        The RethinkDB store is chosen by ``--rethinkdb URL`` (or ``TQUEUES_RETHINKDB`` in
+        ``environ``) or by any of ``--host``, ``--port``, ``--db``, ``--user``,
+        ``--password``; those options override the URL's parts.
+        """
         host, port = parse_listen(args.get("--listen") or "127.0.0.1:8080")
-        rethink_options = ("--host", "--port", "--db", "--user", "--password")
-        rethinkdb = None
-        if any(args.get(option) for option in rethink_options):
-            rethinkdb = RethinkDBSettings(
-                host=args.get("--host") or "localhost",
-                port=_int(args.get("--port") or 28015, "--port", low=1, high=65535),
-                db=args.get("--db") or "tqueues",
-                user=args.get("--user") or "admin",
-                password=args.get("--password") or "",
+        tokens = read_tokens(args, environ)
+        insecure = bool(args.get("--insecure"))
+        if not tokens and not insecure and not is_loopback(host):
+            raise SettingsError(
+                f"refusing to listen on {host} without a token: anyone who can reach it could "
+                "enqueue jobs that workers run; give --token (or TQUEUES_TOKEN), or pass "
+                "--insecure if the network is trusted"
             )
-        domains = tuple(
-            d.strip() for d in (args.get("--allowed_domains") or "").split(",") if d.strip()
-        )
-        for domain in domains:
-            if domain == "*" or not urlsplit(domain).scheme:
-                raise SettingsError(
-                    f"--allowed_domains takes origins such as https://foo.com, not {domain!r}"
-                )
-        synchronous = str(args.get("--sync") or "FULL").upper()
-        if synchronous not in ("FULL", "NORMAL"):
-            raise SettingsError(f"--sync must be FULL or NORMAL, not {args.get('--sync')!r}")
         return cls(
+            tokens=tokens,
+            insecure=insecure,
             listen_host=host,
             listen_port=port,
             data_dir=args.get("--data") or "./tqueues-data",
-            sqlite_synchronous=synchronous,
-            rethinkdb=rethinkdb,
-            allowed_domains=domains,
+            sqlite_synchronous=_synchronous(args.get("--sync")),
+            rethinkdb=_rethinkdb_settings(args, environ),
+            allowed_domains=_domains(args.get("--allowed_domains")),
             loglevel=_loglevel(args.get("--loglevel")),
             max_wait=_float(args.get("--max_wait") or 300, "--max_wait", low=0, high=3600),
             reap_interval=_float(
@@ -128,6 +206,50 @@ class DispatcherSettings:
             ),
             retry_base=_float(args.get("--retry_base") or 1.0, "--retry_base", low=0, high=3600),
         )
+
+
+def _synchronous(value: Any) -> str:
+    synchronous = str(value or "FULL").upper()
+    if synchronous not in ("FULL", "NORMAL"):
+        raise SettingsError(f"--sync must be FULL or NORMAL, not {value!r}")
+    return synchronous
+
+
+def _domains(value: Any) -> tuple[str, ...]:
+    domains = tuple(d.strip() for d in (value or "").split(",") if d.strip())
+    for domain in domains:
+        if domain == "*" or not urlsplit(domain).scheme:
+            raise SettingsError(
+                f"--allowed_domains takes origins such as https://foo.com, not {domain!r}"
+            )
+    return domains
+
+
+def _rethinkdb_settings(
+    args: Mapping[str, Any], environ: Mapping[str, str]
+) -> RethinkDBSettings | None:
+    """The RethinkDB settings the command line names, or None for the embedded store."""
+    url = args.get("--rethinkdb") or environ.get("TQUEUES_RETHINKDB") or ""
+    options = ("--host", "--port", "--db", "--user", "--password")
+    if not url and not any(args.get(option) for option in options):
+        return None
+    base = RethinkDBSettings.from_url(url) if url else RethinkDBSettings()
+    db = args.get("--db") or base.db
+    if not _DB_NAME_RE.match(db):
+        raise SettingsError(f"--db must be letters, digits or underscores, not {db!r}")
+    durability = str(args.get("--durability") or base.durability).lower()
+    if durability not in DURABILITIES:
+        raise SettingsError(f"--durability must be hard or soft, not {args.get('--durability')!r}")
+    return dataclasses.replace(
+        base,
+        host=args.get("--host") or base.host,
+        port=_int(args.get("--port") or base.port, "--port", low=1, high=65535),
+        db=db,
+        user=args.get("--user") or base.user,
+        password=args.get("--password") or base.password,
+        pool_size=_int(args.get("--pool_size") or base.pool_size, "--pool_size", low=1, high=64),
+        durability=durability,
+    )
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

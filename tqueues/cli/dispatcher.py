@@ -1,7 +1,8 @@
 """TQueues job dispatcher.
 
 Serves the TQueues HTTP API. Jobs are kept in the embedded SQLite store under --data,
-or in RethinkDB when any of --host, --port, --db, --user or --password is given.
+or in RethinkDB when --rethinkdb or any of --host, --port, --db, --user or --password
+is given.
 
 Usage:
   tqueues_dispatcher [options]
@@ -18,6 +19,22 @@ Options:
   --db DB                     RethinkDB database (default tqueues).
   --user USER                 RethinkDB user.
   --password PASSWORD         RethinkDB password.
+  --rethinkdb URL             RethinkDB as one URL, rethinkdb://USER:PASSWORD@HOST:PORT/DB
+                              (also read from TQUEUES_RETHINKDB); the options above
+                              override its parts.
+  --pool_size N               RethinkDB connections per process (default 4).
+  --durability MODE           RethinkDB write durability: hard (on disk before the write
+                              is acknowledged) or soft (in memory) (default hard).
+  --token TOKEN               Bearer token for every request (admin); also
+                              TQUEUES_TOKEN. At least 16 characters.
+  --token_file FILE           Read the admin token from FILE.
+  --producer_token TOKEN      Token that may only create queues, enqueue and read jobs;
+                              also TQUEUES_PRODUCER_TOKEN (and --producer_token_file FILE).
+  --producer_token_file FILE  Read the producer token from FILE.
+  --worker_token TOKEN        Token that may only take, update and end jobs; also
+                              TQUEUES_WORKER_TOKEN (and --worker_token_file FILE).
+  --worker_token_file FILE    Read the worker token from FILE.
+  --insecure                  Allow --listen beyond loopback without any token.
   --allowed_domains DOMAINS   Comma-separated origins allowed by CORS,
                               e.g. 'https://foo.com,https://bar.com'.
   --max_wait SECONDS          Longest long-poll a take may ask for [default: 300].
