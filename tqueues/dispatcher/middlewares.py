@@ -24,7 +24,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except TqueuesError as exc:
-        if exc.status >= 500:
+        if exc.status == 503:
             log.warning(
                 "%s %s: %s", request.method, request.path, exc.message, extra={"action": exc.code}
             )
