@@ -128,7 +128,8 @@ class SQLiteStore(Store):
 
     ``synchronous`` is SQLite's durability setting: FULL (default) syncs every commit to
     disk, so an acknowledged job survives a crash of the machine, not only of the process;
-    NORMAL survives any crash of the process and is faster.
+    NORMAL survives any crash of the process and is faster. ``max_size`` caps the database
+    file (bytes); past it writes fail with StoreUnavailable, as on a full disk.
     """
 
     def __init__(
@@ -136,6 +137,7 @@ class SQLiteStore(Store):
         directory: str | os.PathLike[str],
         *,
         synchronous: str = "FULL",
+        max_size: int | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
         super().__init__(retry=retry)
@@ -144,6 +146,7 @@ class SQLiteStore(Store):
         self.directory = Path(directory)
         self.path = self.directory / "tqueues.sqlite3"
         self._synchronous = synchronous.upper()
+        self._max_size = max_size
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
@@ -184,8 +187,24 @@ class SQLiteStore(Store):
         conn.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB keeps deep queues in memory
         conn.executescript(SCHEMA)
         self._conn = conn
+        if self._max_size is not None:
+            self._apply_max_size(self._max_size)
         for row in conn.execute("SELECT name, ttr, max_attempts FROM queues"):
             self._queues[row["name"]] = QueueConfig(row["name"], row["ttr"], row["max_attempts"])
+
+    def _apply_max_size(self, max_size: int) -> None:
+        assert self._conn is not None
+        page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
+        self._conn.execute(f"PRAGMA max_page_count = {max(1, max_size // page_size)}")
+
+    async def set_max_size(self, max_size: int) -> None:
+        """Cap the database file at about ``max_size`` bytes (rounded down to whole pages).
+
+        Past the cap, writes raise StoreUnavailable ("database or disk is full") exactly as
+        when the disk fills up; reads and everything already stored keep working.
+        """
+        self._max_size = max_size
+        await self._run(self._apply_max_size, max_size)
 
     async def open(self) -> None:
         """Create the directory and database if needed and take the directory's lock.

@@ -1,0 +1,69 @@
+"""What only the embedded store has: its data directory lock, and a full disk."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from tests.dispatcher.conftest import Client
+from tqueues.dispatcher import create_app
+from tqueues.errors import StoreUnavailable
+from tqueues.jobs import NewJob, QueueConfig
+from tqueues.settings import DispatcherSettings
+from tqueues.stores.sqlite import SQLiteStore
+
+JOB = NewJob(queue="q", method="m:f", args=["x" * 2000])
+
+
+async def test_a_second_store_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path):
+        with pytest.raises(StoreUnavailable, match="another dispatcher"):
+            await SQLiteStore(tmp_path).open()
+    async with SQLiteStore(tmp_path):  # the lock goes with the store
+        pass
+
+
+async def test_an_unusable_directory_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    with pytest.raises(StoreUnavailable, match="cannot use data directory"):
+        await SQLiteStore(tmp_path / "file" / "data").open()
+
+
+async def test_full_store_refuses_writes_then_recovers(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put(JOB)
+        await store.set_max_size(1)  # as if the disk were full now
+        accepted = 1
+        with pytest.raises(StoreUnavailable, match="full"):
+            for _ in range(100):
+                await store.put(JOB)
+                accepted += 1
+        # Reads still work, and exactly the acknowledged jobs are stored: none half-written.
+        assert len((await store.list_jobs("q")).jobs) == accepted
+        await store.set_max_size(1 << 30)  # space again
+        assert (await store.put(JOB)).args == JOB.args
+
+
+async def test_dispatcher_answers_503_while_full_and_recovers(
+    aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path
+) -> None:
+    store = SQLiteStore(tmp_path / "data")
+    client = await aiohttp_client(create_app(DispatcherSettings(), store=store))
+    assert (await client.put("/?queue=q")).status == 200
+    await store.set_max_size(1)
+    body = {"queue": "q", "method": "m:f", "args": ["x" * 2000]}
+    statuses = set()
+    for _ in range(100):
+        response = await client.post("/", json=body)
+        statuses.add(response.status)
+        if response.status == 503:
+            error = await response.json()
+            assert error["error"] == "store_unavailable" and "full" in error["message"]
+            break
+    assert 503 in statuses
+    assert (await client.get("/health")).status == 200  # the dispatcher stays up
+    await store.set_max_size(1 << 30)
+    assert (await client.post("/", json=body)).status == 200
