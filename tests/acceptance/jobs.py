@@ -1,0 +1,106 @@
+"""Job functions the acceptance tests enqueue; the worker subprocesses import them.
+
+Workers run with ``--allow tests.acceptance.jobs``, so only these may run. Every function
+takes ``tq_parent_job`` (the worker's Job) as the worker passes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+MODULE = "tests.acceptance.jobs"
+
+
+def method(name: str) -> str:
+    """The ``method`` string that names job function ``name`` of this module."""
+    return f"{MODULE}:{name}"
+
+
+def _in_worker_thread() -> bool:
+    return threading.current_thread() is not threading.main_thread()
+
+
+async def coro_add(a: int, b: int, *, tq_parent_job: Any) -> dict[str, Any]:
+    """A coroutine: the sum, and whether it ran on a thread other than the loop's."""
+    await asyncio.sleep(0)
+    return {"sum": a + b, "thread": _in_worker_thread()}
+
+
+def plain_mul(a: int, b: int, *, tq_parent_job: Any) -> dict[str, Any]:
+    """A plain function: the product, and whether it ran on a worker thread."""
+    return {"product": a * b, "thread": _in_worker_thread()}
+
+
+async def coro_update(i: int, *, tq_parent_job: Any) -> list[Any]:
+    """A coroutine that reports progress twice with ``await tq_parent_job.update``."""
+    await tq_parent_job.update({"progress": 0, "by": "coro"})
+    doc = await tq_parent_job.update({"progress": i})
+    return ["coro", i, doc["progress"], doc["by"]]
+
+
+def plain_update(i: int, *, tq_parent_job: Any) -> list[Any]:
+    """A plain function that reports progress with ``tq_parent_job.update`` (no await)."""
+    tq_parent_job.update({"progress": 0, "by": "plain"})
+    doc = tq_parent_job.update({"progress": i, "tag": f"plain-{i}"})
+    return ["plain", i, doc["progress"], doc["by"], _in_worker_thread()]
+
+
+async def coro_raise(i: int, *, tq_parent_job: Any) -> None:
+    """A coroutine that fails."""
+    await asyncio.sleep(0)
+    raise ValueError(f"coro boom {i}")
+
+
+def plain_raise(i: int, *, tq_parent_job: Any) -> None:
+    """A plain function that fails."""
+    raise RuntimeError(f"plain boom {i}")
+
+
+def _record_start(marker_dir: Path, job_id: str) -> int:
+    """Write one marker file for this start of ``job_id``; how many starts came before."""
+    before = len(list(marker_dir.glob(f"start-{job_id}-*.json")))
+    marker = {"job": job_id, "pid": os.getpid(), "time": time.time()}
+    name = f"start-{job_id}-{uuid.uuid4().hex}.json"
+    (marker_dir / f".{name}").write_text(json.dumps(marker))
+    os.replace(marker_dir / f".{name}", marker_dir / name)  # appears whole or not at all
+    return before
+
+
+def _record_finish(marker_dir: Path, job_id: str) -> None:
+    with open(marker_dir / "finished.txt", "a") as finished:
+        finished.write(job_id + "\n")
+
+
+async def marked_sleep(
+    marker_dir: str, first: float, then: float = 0.0, *, tq_parent_job: Any
+) -> str:
+    """Sleep ``first`` seconds on the first run, ``then`` on later ones; leave markers.
+
+    Each start writes ``start-<job id>-<uuid>.json`` (with the worker's pid and the time)
+    in ``marker_dir``; a run that completes appends the job id to ``finished.txt`` there.
+    """
+    directory = Path(marker_dir)
+    starts_before = _record_start(directory, tq_parent_job.id)
+    await asyncio.sleep(first if starts_before == 0 else then)
+    _record_finish(directory, tq_parent_job.id)
+    return f"slept after {starts_before} earlier start(s)"
+
+
+def start_markers(marker_dir: Path, job_id: str | None = None) -> list[dict[str, Any]]:
+    """The start markers ``marked_sleep`` left (of one job, or of all), oldest first."""
+    pattern = f"start-{job_id}-*.json" if job_id else "start-*.json"
+    markers = [json.loads(p.read_text()) for p in marker_dir.glob(pattern)]
+    return sorted(markers, key=lambda m: m["time"])
+
+
+def finished_ids(marker_dir: Path) -> list[str]:
+    """The job ids ``marked_sleep`` recorded as finished, one per completed run."""
+    path = marker_dir / "finished.txt"
+    return path.read_text().split() if path.exists() else []
