@@ -392,7 +392,9 @@ class Worker:
         running: set[asyncio.Task[None]] = set()
         try:
             while not self.stopping:
-                await slots.acquire()
+                # A stop must not wait for a free slot: the grace period starts now.
+                if not await self._until_stopped(slots.acquire()):
+                    break
                 doc = await self.take()
                 if doc is None:
                     slots.release()
