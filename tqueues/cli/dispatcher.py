@@ -68,12 +68,19 @@ from tqueues.errors import TqueuesError
 from tqueues.settings import DispatcherSettings, setup_logging
 
 log = logging.getLogger("tqueues.dispatcher")
+#: Seconds requests still open at shutdown (long-polls) get to end before they are
+#: cancelled, and again for the cancellation (aiohttp waits twice).
+SHUTDOWN_TIMEOUT = 1.5
 
 
 async def serve(settings: DispatcherSettings) -> None:
     """Run the dispatcher until SIGTERM or SIGINT."""
     app = create_app(settings)
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    # On shutdown, open long-polls are cancelled after SHUTDOWN_TIMEOUT (their claims are
+    # given back) rather than holding the exit for aiohttp's default of 60 s.
+    runner = web.AppRunner(
+        app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    )
     await runner.setup()
     try:
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)

@@ -82,5 +82,8 @@ def create_app(
         await the_store.close()
 
     app.cleanup_ctx.append(store_ctx)
+    # On shutdown, before the server waits for open handlers: an open WebSocket would
+    # otherwise hold the shutdown for the runner's whole shutdown_timeout.
+    app.on_shutdown.append(ws.close_all)
     setup_routes(app, settings.allowed_domains)
     return app
