@@ -33,12 +33,16 @@ ERRORS = _error_classes()
 class Client:
     """Talks to one dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
 
-    ``timeout`` bounds each call, in seconds, on top of any long-poll ``wait``.
+    ``timeout`` bounds each call, in seconds, on top of any long-poll ``wait``; ``token``
+    is sent as ``Authorization: Bearer <token>``.
     """
 
-    def __init__(self, endpoint_url: str, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.endpoint_url = endpoint_url if endpoint_url.endswith("/") else endpoint_url + "/"
         self.timeout = timeout
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -46,6 +50,7 @@ class Client:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                headers=self._headers,
             )
         return self._session
 

@@ -101,3 +101,17 @@ class MethodNotAllowed(ImportTargetError):
     """The job's method is outside the worker's allow-list; nothing was imported."""
 
     code = "method_not_allowed"
+
+
+class Unauthorized(TqueuesError):
+    """A valid bearer token is required."""
+
+    status = 401
+    code = "unauthorized"
+
+
+class Forbidden(TqueuesError):
+    """The token does not allow this operation."""
+
+    status = 403
+    code = "forbidden"

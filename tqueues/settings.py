@@ -86,6 +86,18 @@ def _token_file(path: str, option: str) -> str:
         raise SettingsError(f"{option}: cannot read {path}: {exc.strerror}") from None
 
 
+def _worker_token(args: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """The worker's token: --token_file, --token, TQUEUES_WORKER_TOKEN or TQUEUES_TOKEN."""
+    if args.get("--token_file"):
+        return _token_file(args["--token_file"], "--token_file")
+    return (
+        args.get("--token")
+        or environ.get("TQUEUES_WORKER_TOKEN")
+        or environ.get("TQUEUES_TOKEN")
+        or None
+    )
+
+
 def read_tokens(args: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
     """The dispatcher's tokens (token -> role) from options, files and the environment.
 
@@ -263,6 +275,7 @@ class WorkerSettings:
     grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM/SIGINT.
     allow: tuple[str, ...] = ()  #: module prefixes a job's method may come from.
     burst: bool = False  #: stop once the queues are empty.
+    token: str | None = None  #: bearer token for the dispatcher.
     loglevel: str = "INFO"
 
     @classmethod
@@ -288,6 +301,7 @@ class WorkerSettings:
             grace=_float(args.get("--grace") or 30, "--grace", low=0, high=86400),
             allow=tuple(p.strip() for p in allow),
             burst=bool(args.get("--burst")),
+            token=_worker_token(args, environ),
             loglevel=_loglevel(args.get("--loglevel")),
         )
 

@@ -16,13 +16,13 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import functools
 import inspect
 import json
 import logging
 import os
 import random
 import socket
+import threading
 import traceback as tb_module
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -44,6 +44,28 @@ log = logging.getLogger(__name__)
 TRANSIENT = (DispatcherUnavailable, StoreUnavailable)
 #: Answers that mean the job is no longer ours to report on.
 LOST = (LeaseMismatch, InvalidTransition, JobNotFound)
+_busy_threads = 0
+_busy_lock = threading.Lock()
+
+
+def busy_threads() -> int:
+    """How many plain (blocking) job functions are running in threads right now.
+
+    A thread cannot be cancelled: after a shutdown has given such a job back, the process
+    may exit without waiting for it (the job runs again elsewhere).
+    """
+    return _busy_threads
+
+
+def _in_thread(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+    global _busy_threads
+    with _busy_lock:
+        _busy_threads += 1
+    try:
+        return func(*args, **kwargs)
+    finally:
+        with _busy_lock:
+            _busy_threads -= 1
 
 
 class Job:
@@ -125,7 +147,7 @@ class Job:
         kwargs = {**self.kwargs, "tq_parent_job": self}
         if inspect.iscoroutinefunction(func):
             return await func(*self.args, **kwargs)
-        result = await asyncio.to_thread(functools.partial(func, *self.args, **kwargs))
+        result = await asyncio.to_thread(_in_thread, func, *self.args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
         return result
@@ -240,6 +262,7 @@ class Worker:
 
     Long-polls (``wait`` seconds per request) and never busy-polls; when the dispatcher
     cannot be reached it retries with exponential backoff (0.1 s to 5 s, with jitter).
+    ``token`` authenticates to the dispatcher.
     ``allow`` restricts the modules a job's method may come from (empty: any). With
     ``burst``, iteration ends once the queues are empty.
     """
@@ -255,6 +278,7 @@ class Worker:
         allow: Sequence[str] = (),
         burst: bool = False,
         client: Client | None = None,
+        token: str | None = None,
         worker_id: str | None = None,
     ) -> None:
         if not queues:
@@ -265,7 +289,7 @@ class Worker:
         self.grace = grace
         self.allow = tuple(allow)
         self.burst = burst
-        self.client = client or Client(endpoint_url)
+        self.client = client or Client(endpoint_url, token=token)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.counts: collections.Counter[str] = collections.Counter()
         self._stopping = asyncio.Event()

@@ -147,7 +147,10 @@ class Cluster:
         return proc
 
     async def dispatcher(self, data: Path | None = None, *extra: str) -> DispatcherProc:
-        """A dispatcher on a free port; returns once GET /health answers 200."""
+        """A dispatcher on a free port; returns once GET /health answers 200.
+
+        ``--token T`` in ``extra`` is also used for the health check.
+        """
         data = data or self.tmp_path / "data"
         argv = [
             DISPATCHER,
@@ -170,7 +173,9 @@ class Cluster:
             return match.group(1) if match else None
 
         url = await wait_for(listening, timeout=STARTUP_TIMEOUT, what=f"{proc.name} to listen")
-        async with aiohttp.ClientSession() as session:
+        token = extra[extra.index("--token") + 1] if "--token" in extra else None
+        headers = {"Authorization": f"Bearer {token}"} if token else None
+        async with aiohttp.ClientSession(headers=headers) as session:
 
             async def healthy() -> bool:
                 try:
@@ -182,11 +187,11 @@ class Cluster:
             await wait_for(healthy, timeout=STARTUP_TIMEOUT, what=f"{proc.name} /health")
         return DispatcherProc(proc, url, data)
 
-    async def worker(
+    def worker_argv(
         self, url: str, queue: str, *extra: str, concurrency: int = 4, grace: float = 2.0
-    ) -> Proc:
-        """A worker taking from ``queue``; returns once it logged that it started."""
-        argv = [
+    ) -> list[str]:
+        """The command line of a worker taking from ``queue``."""
+        return [
             WORKER,
             "--endpoint_url",
             url,
@@ -202,6 +207,12 @@ class Cluster:
             ALLOW,
             *extra,
         ]
+
+    async def worker(
+        self, url: str, queue: str, *extra: str, concurrency: int = 4, grace: float = 2.0
+    ) -> Proc:
+        """A worker taking from ``queue``; returns once it logged that it started."""
+        argv = self.worker_argv(url, queue, *extra, concurrency=concurrency, grace=grace)
         proc = self.spawn("worker", argv)
 
         async def started() -> bool:

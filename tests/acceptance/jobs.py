@@ -104,3 +104,11 @@ def finished_ids(marker_dir: Path) -> list[str]:
     """The job ids ``marked_sleep`` recorded as finished, one per completed run."""
     path = marker_dir / "finished.txt"
     return path.read_text().split() if path.exists() else []
+
+
+def plain_marked_sleep(marker_dir: str, seconds: float, *, tq_parent_job: Any) -> str:
+    """A blocking (thread) job that leaves a start marker, then sleeps ``seconds``."""
+    _record_start(Path(marker_dir), tq_parent_job.id)
+    time.sleep(seconds)
+    _record_finish(Path(marker_dir), tq_parent_job.id)
+    return "slept"

@@ -15,6 +15,9 @@ Options:
   --allow PREFIX         Run only methods from modules under PREFIX; repeatable. Also
                          $TQUEUES_ALLOW (comma-separated). Without any, every
                          importable method may run: give it outside of development.
+  --token TOKEN          Bearer token for the dispatcher; also $TQUEUES_WORKER_TOKEN
+                         or $TQUEUES_TOKEN.
+  --token_file FILE      Read the token from FILE.
   --concurrency N        Jobs run at once [default: 1].
   --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
   --grace SECONDS        On SIGTERM/SIGINT, how long running jobs get to finish before
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -41,7 +45,7 @@ from docopt import docopt
 from tqueues import __version__
 from tqueues.errors import TqueuesError
 from tqueues.settings import WorkerSettings, setup_logging
-from tqueues.worker import Worker
+from tqueues.worker import Worker, busy_threads
 
 log = logging.getLogger("tqueues.worker")
 
@@ -56,6 +60,7 @@ async def work(settings: WorkerSettings) -> int:
         grace=settings.grace,
         allow=settings.allow,
         burst=settings.burst,
+        token=settings.token,
     )
     if not settings.allow:
         log.warning(
@@ -73,6 +78,14 @@ async def work(settings: WorkerSettings) -> int:
         extra={"action": "started"},
     )
     await worker.run()
+    if busy_threads():
+        # Their jobs were given back; waiting for the threads would hang the shutdown.
+        log.warning("exiting with %d blocking job function(s) still running; their jobs "
+                    "were given back and will run again", busy_threads(),
+                    extra={"action": "abandoned_threads"})  # fmt: skip
+        logging.shutdown()
+        sys.stdout.flush()
+        os._exit(0)
     return 0
 
 
