@@ -151,17 +151,18 @@ class RethinkDBSettings:
             port = parts.port
         except ValueError:
             raise SettingsError(f"the RethinkDB URL has a bad port: {url!r}") from None
-        db = unquote(parts.path.strip("/")) or cls.db
+        default = cls()
+        db = unquote(parts.path.strip("/")) or default.db
         if not _DB_NAME_RE.match(db):
             raise SettingsError(
                 f"the RethinkDB database name must be letters, digits or underscores, not {db!r}"
             )
         return cls(
-            host=parts.hostname or cls.host,
-            port=port or cls.port,
+            host=parts.hostname or default.host,
+            port=port or default.port,
             db=db,
-            user=unquote(parts.username) if parts.username else cls.user,
-            password=unquote(parts.password) if parts.password else cls.password,
+            user=unquote(parts.username) if parts.username else default.user,
+            password=unquote(parts.password) if parts.password else default.password,
         )
 
 

@@ -1,0 +1,398 @@
+"""The RethinkDB store without a server: its pure parts, its queries, its failure handling.
+
+The queries are checked as the driver serialises them (the wire JSON), the store's logic
+end to end against the in-memory fake of tests/unit/fake_rethinkdb.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from rethinkdb import ql2_pb2
+from rethinkdb.ast import ReQLEncoder
+from rethinkdb.errors import ReqlDriverCompileError
+
+from tests.unit.fake_rethinkdb import FakeServer, patch_store
+from tqueues import clock, lifecycle
+from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
+from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
+from tqueues.stores.rethinkdb import (
+    Backoff,
+    RethinkDBStore,
+    change_kind,
+    doc_to_job,
+    job_to_doc,
+    parse_cursor,
+    r,
+    reql_literal,
+)
+
+T = ql2_pb2.Term.TermType
+NOW = 1_700_000_000.123456
+
+
+def pending(**options: object) -> Job:
+    new = NewJob.from_request({"queue": "q", "method": "m:f", **options})
+    return lifecycle.create(new, QueueConfig("q", ttr=10, max_attempts=2), now=NOW)
+
+
+def started(job: Job | None = None) -> Job:
+    return lifecycle.claim(job or pending(), lease="L", worker="w", now=NOW + 1)
+
+
+def wire(query: Any) -> Any:
+    """The query as the driver sends it."""
+    return json.loads(ReQLEncoder().encode(query))
+
+
+def term_types(built: Any) -> set[int]:
+    """Every term type in a serialised query."""
+    found: set[int] = set()
+    if isinstance(built, list) and built and isinstance(built[0], int):
+        found.add(built[0])
+        for part in built[1:]:
+            found |= term_types(part)
+    elif isinstance(built, list):
+        for part in built:
+            found |= term_types(part)
+    elif isinstance(built, dict):
+        for part in built.values():
+            found |= term_types(part)
+    return found
+
+
+# -- change kinds: the same as the base store publishes for each operation -------------------
+
+
+def no_backoff(attempt: int) -> float:
+    return 0.0
+
+
+def some_backoff(attempt: int) -> float:
+    return 4.0
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "kind"),
+    [
+        (None, pending(), "put"),
+        (pending(), None, "deleted"),
+        (pending(), started(), "taken"),
+        (started(), lifecycle.finish(started(), lease="L", result=1, now=NOW + 2), "finished"),
+        (pending(), lifecycle.finish(pending(), lease=None, result=1, now=NOW + 2), "finished"),
+        (
+            started(),
+            lifecycle.update(started(), {"progress": 1}, lease="L", now=NOW + 2),
+            "updated",
+        ),
+        (pending(), lifecycle.update(pending(), {"x": 1}, lease=None, now=NOW), "updated"),
+        (
+            started(),
+            lifecycle.fail(
+                started(), lease="L", error="E", traceback="T", now=NOW + 2, backoff=some_backoff
+            ),
+            "failed",
+        ),
+        (
+            started(),
+            lifecycle.fail(
+                started(), lease="L", error="E", traceback="T", now=NOW + 2, backoff=no_backoff
+            ),
+            "failed",
+        ),
+        (started(), lifecycle.release(started(), lease="L", delay=0, now=NOW + 2), "released"),
+        (started(), lifecycle.release(started(), lease="L", delay=9, now=NOW + 2), "released"),
+        (started(), lifecycle.expire(started(), now=NOW + 100), "expired"),
+        (
+            pending(delay=5),
+            lifecycle.promote(pending(delay=5), now=NOW + 5),
+            "promoted",
+        ),
+    ],
+)
+def test_change_kind_matches_what_the_base_store_publishes(
+    before: Job | None, after: Job | None, kind: str
+) -> None:
+    assert change_kind(before, after) == kind
+
+
+def test_change_kind_tells_an_expiry_on_the_last_attempt_from_a_final_failure() -> None:
+    last = started(lifecycle.expire(started(), now=NOW + 100))  # attempt 2 of 2
+    assert last.attempts == 2
+    assert change_kind(last, lifecycle.expire(last, now=NOW + 200)) == "expired"
+    failed = lifecycle.fail(
+        last, lease="L", error="E: boom", traceback="tb", now=NOW + 3, backoff=some_backoff
+    )
+    assert failed.status is JobStatus.FAILED
+    assert change_kind(last, failed) == "failed"
+
+
+def test_change_kind_of_a_retry_with_the_same_error_is_still_failed() -> None:
+    first = lifecycle.fail(
+        started(), lease="L", error="E", traceback="T", now=NOW + 2, backoff=no_backoff
+    )
+    again = started(first)
+    second = lifecycle.fail(
+        again, lease="L", error="E", traceback="T", now=NOW + 3, backoff=no_backoff
+    )
+    assert change_kind(again, second) == "failed"  # told apart from an expiry by ready_at
+
+
+# -- documents -----------------------------------------------------------------------------
+
+
+def test_doc_round_trip_keeps_every_field() -> None:
+    job = lifecycle.update(started(pending(args=[1, {"a": [None]}])), {"p": 1}, lease="L", now=NOW)
+    doc = job_to_doc(job)
+    assert doc["status"] == "started" and doc["extra"] == {"p": 1} and doc["id"] == job.id
+    assert doc_to_job(doc) == job
+
+
+def test_doc_to_job_normalises_numbers_the_server_returns_as_integers() -> None:
+    doc = job_to_doc(started()) | {"ttr": 60, "ready_at": 1700000000, "lease_expires": 7}
+    job = doc_to_job(doc)
+    assert isinstance(job.ttr, float) and isinstance(job.ready_at, float)
+    assert isinstance(job.lease_expires, float) and job.lease_expires == 7.0
+
+
+def test_reql_literal_has_no_nesting_limit() -> None:
+    deep: Any = "bottom"
+    for _ in range(30):
+        deep = {"k": [deep]}
+    with pytest.raises(ReqlDriverCompileError):
+        wire(r.expr(deep))
+    assert wire(reql_literal(deep))["k"][0] == T.MAKE_ARRAY
+
+
+# -- queries ---------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def store() -> RethinkDBStore:
+    return RethinkDBStore(RethinkDBSettings(db="d"))
+
+
+def test_the_compare_and_set_write_is_deterministic_and_single_document(
+    store: RethinkDBStore,
+) -> None:
+    before = pending()
+    after = started(before).evolve(rev=1)
+    new_doc = reql_literal(job_to_doc(after))
+    query = (
+        store._table("q")
+        .get(before.id)
+        .replace(
+            lambda row: r.branch(
+                row.eq(None),
+                None,
+                r.branch((row["rev"] == 0) & (row["status"] == "pending"), new_doc, row),
+            ),
+            durability="hard",
+        )
+    )
+    built = wire(query)
+    assert built[0] == T.REPLACE and built[1][0][0] == T.GET
+    assert built[2] == {"durability": "hard"}
+    function = built[1][1]
+    assert function[0] == T.FUNC
+    nondeterministic = {T.NOW, T.RANDOM, T.UUID, T.JAVASCRIPT, T.HTTP, T.TABLE, T.DB, T.GET}
+    assert not term_types(function) & nondeterministic
+
+
+def test_claim_candidates_are_read_through_the_pending_index(store: RethinkDBStore) -> None:
+    table = store._table("q")
+    query = (
+        table.between([r.minval, r.minval], [r.maxval, r.maxval], index="pending")
+        .order_by(index="pending")
+        .limit(8)
+        .coerce_to("array")
+    )
+    built = wire(query)
+    assert built[0] == T.COERCE_TO
+    limit = built[1][0]
+    order = limit[1][0]
+    between = order[1][0]
+    assert (limit[0], limit[1][1]) == (T.LIMIT, 8)
+    assert (order[0], order[2]) == (T.ORDER_BY, {"index": "pending"})
+    assert (between[0], between[2]) == (T.BETWEEN, {"index": "pending"})
+    assert T.FILTER not in term_types(built)
+
+
+def test_list_query_resumes_after_the_cursor_through_the_created_index(
+    store: RethinkDBStore,
+) -> None:
+    first = wire(store._list_query("q", None, 3))
+    assert T.BETWEEN not in term_types(first)
+    job_id = "a" * 32
+    built = wire(store._list_query("q", f"{NOW!r}:{job_id}", 3))
+    between = built[1][0][1][0][1][0]
+    assert between[0] == T.BETWEEN
+    assert between[1][1] == [T.MAKE_ARRAY, [NOW, job_id]]
+    assert between[2] == {"index": "created", "left_bound": "open"}
+
+
+def test_parse_cursor() -> None:
+    assert parse_cursor(f"{NOW!r}:{'b' * 32}") == (NOW, "b" * 32)
+    assert parse_cursor("12:" + "c" * 32) == (12.0, "c" * 32)
+    for bad in (None, "", "17", "x:" + "b" * 32, "1:nothex"):
+        assert parse_cursor(bad) is None
+
+
+# -- backoff -------------------------------------------------------------------------------
+
+
+def test_backoff_doubles_from_a_tenth_of_a_second_to_five_with_jitter() -> None:
+    backoff = Backoff(rng=random.Random(7))
+    waits = [backoff.next() for _ in range(10)]
+    ceilings = [min(5.0, 0.1 * 2**n) for n in range(10)]
+    for wait, ceiling in zip(waits, ceilings, strict=True):
+        assert ceiling * 0.5 <= wait <= ceiling
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+# -- settings ----------------------------------------------------------------------------------
+
+
+def test_dispatcher_options_select_and_tune_the_rethinkdb_store() -> None:
+    settings = DispatcherSettings.from_docopt(
+        {"--host": "db1", "--pool_size": "8", "--durability": "SOFT"}, environ={}
+    )
+    assert settings.rethinkdb == RethinkDBSettings(host="db1", pool_size=8, durability="soft")
+    assert DispatcherSettings.from_docopt({}, environ={}).rethinkdb is None
+    assert DispatcherSettings.from_docopt({"--pool_size": "8"}, environ={}).rethinkdb is None
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"--host": "h", "--pool_size": "0"}, "--pool_size"),
+        ({"--host": "h", "--pool_size": "x"}, "--pool_size"),
+        ({"--host": "h", "--durability": "maybe"}, "--durability"),
+        ({"--db": "no-dashes"}, "--db"),
+        ({"--rethinkdb": "mysql://h/db"}, "rethinkdb://"),
+    ],
+)
+def test_bad_rethinkdb_options_are_refused(options: dict[str, str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message):
+        DispatcherSettings.from_docopt(options, environ={})
+
+
+def test_the_store_url_names_every_part_and_options_override_it() -> None:
+    url = "rethinkdb://bob:s%40cret@db.example:29015/jobs"
+    settings = RethinkDBSettings.from_url(url)
+    assert (settings.host, settings.port, settings.db) == ("db.example", 29015, "jobs")
+    assert (settings.user, settings.password) == ("bob", "s@cret")
+    assert RethinkDBSettings.from_url("rethinkdb://") == RethinkDBSettings()
+    from_env = DispatcherSettings.from_docopt(
+        {"--db": "other"}, environ={"TQUEUES_RETHINKDB": url}
+    ).rethinkdb
+    assert from_env is not None and (from_env.host, from_env.db) == ("db.example", "other")
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+async def test_open_against_a_closed_port_fails_at_once_with_a_clear_message() -> None:
+    store = RethinkDBStore(RethinkDBSettings(host="127.0.0.1", port=1, timeout=5))
+    loop = asyncio.get_running_loop()
+    started_at = loop.time()
+    with pytest.raises(StoreUnavailable, match=r"^cannot reach RethinkDB at 127\.0\.0\.1:1: "):
+        await store.open()
+    assert loop.time() - started_at < 5
+    await store.close()
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> FakeServer:
+    fake = FakeServer()
+    patch_store(monkeypatch, fake)
+    return fake
+
+
+@pytest.fixture
+async def fake_store(server: FakeServer) -> AsyncIterator[RethinkDBStore]:
+    async with RethinkDBStore(RethinkDBSettings(db="d", timeout=2)) as opened:
+        yield opened
+
+
+async def test_a_queue_created_through_another_store_is_found_and_its_changes_seen(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    async with RethinkDBStore(RethinkDBSettings(db="d")) as other:
+        assert await other.create_queue(QueueConfig("shared", ttr=7)) is True
+        assert await fake_store.create_queue(QueueConfig("shared", ttr=9)) is False
+        assert (await fake_store.get_queue("shared")).ttr == 7
+        waiter = asyncio.create_task(fake_store.take("shared", wait=20, poll=20))
+        await fake_store.watch("shared")
+        put = await other.put(NewJob("shared", "m:f"))
+        job = await asyncio.wait_for(waiter, 5)
+        assert job is not None and job.id == put.id
+
+
+async def test_publish_is_left_to_the_feed(fake_store: RethinkDBStore) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    with fake_store.hub.subscribe("q") as subscription:
+        fake_store.publish("put", pending())
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(anext(subscription), 0.05)
+
+
+async def test_while_the_server_is_down_calls_fail_fast_then_the_feed_comes_back(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    await fake_store.watch("q")
+    loop = asyncio.get_running_loop()
+    # When the server goes away
+    server.crash()
+    started_at = loop.time()
+    for _ in range(3):
+        with pytest.raises(StoreUnavailable):
+            await fake_store.put(NewJob("q", "m:f"))
+    with pytest.raises(StoreUnavailable):
+        await fake_store.watch("q")
+    assert loop.time() - started_at < 1  # fast, not after a timeout
+    # Then once it is back, the feed reopens by itself and wakes a waiting taker
+    server.up = True
+    deadline = loop.time() + 15
+    while True:
+        try:
+            await fake_store.watch("q")
+            break
+        except StoreUnavailable:
+            assert loop.time() < deadline, "the feed did not come back"
+            await asyncio.sleep(0.05)
+    waiter = asyncio.create_task(fake_store.take("q", wait=20, poll=20))
+    put = await fake_store.put(NewJob("q", "m:f"))
+    job = await asyncio.wait_for(waiter, 5)
+    assert job is not None and job.id == put.id
+
+
+async def test_take_on_a_missing_queue_is_queue_not_found(fake_store: RethinkDBStore) -> None:
+    with pytest.raises(QueueNotFound):
+        await fake_store.take("nope")
+    with pytest.raises(QueueNotFound):
+        await fake_store.watch("nope")
+
+
+async def test_reap_across_two_stores_changes_each_job_once(server: FakeServer) -> None:
+    async with (
+        RethinkDBStore(RethinkDBSettings(db="d")) as one,
+        RethinkDBStore(RethinkDBSettings(db="d")) as two,
+    ):
+        await one.create_queue(QueueConfig("q"))
+        for _ in range(20):
+            await one.put(NewJob("q", "m:f"))
+        while await one.take("q") is not None:
+            pass
+        later = clock.now() + 1000
+        counts = await asyncio.gather(one.reap(later), two.reap(later), one.reap(later))
+        assert sum(counts) == 20
+        assert all(j.status is JobStatus.PENDING for j in (await two.list_jobs("q")).jobs)
