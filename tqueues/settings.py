@@ -294,7 +294,7 @@ class WorkerSettings:
         allow = tuple(args.get("--allow") or ()) + tuple(
             p for p in environ.get("TQUEUES_ALLOW", "").split(",") if p.strip()
         )
-        return cls(
+        settings = cls(
             endpoint_url=url,
             queues=queues,
             concurrency=_int(args.get("--concurrency") or 1, "--concurrency", low=1, high=1000),
@@ -305,6 +305,14 @@ class WorkerSettings:
             token=_worker_token(args, environ),
             loglevel=_loglevel(args.get("--loglevel")),
         )
+        if not allow and not args.get("--allow_any"):
+            raise SettingsError(
+                "give --allow PREFIX (the modules whose functions jobs may run; repeatable) "
+                "or --allow_any: a job names the function a worker imports and runs"
+            )
+        if allow and args.get("--allow_any"):
+            raise SettingsError("--allow and --allow_any exclude each other")
+        return settings
 
 
 def setup_logging(level: str) -> None:

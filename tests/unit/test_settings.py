@@ -66,9 +66,11 @@ def test_worker_options() -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--queue", "a", "--endpoint_url", "ftp://x"], "--endpoint_url"),
-        (["--queue", "a", "--concurrency", "0"], "--concurrency"),
-        (["--queue", "a", "--wait", "soon"], "--wait"),
+        (["--queue", "a", "--allow_any", "--endpoint_url", "ftp://x"], "--endpoint_url"),
+        (["--queue", "a", "--allow_any", "--concurrency", "0"], "--concurrency"),
+        (["--queue", "a", "--allow_any", "--wait", "soon"], "--wait"),
+        (["--queue", "a"], "--allow"),
+        (["--queue", "a", "--allow", "x", "--allow_any"], "exclude"),
     ],
 )
 def test_worker_bad_values_name_the_option(argv: list[str], message: str) -> None:
@@ -80,3 +82,10 @@ def test_bad_option_exits_with_usage() -> None:
     with pytest.raises(SystemExit) as exit_info:
         dispatcher_cli.main(["--no-such-option"])
     assert "Usage:" in str(exit_info.value.code)
+
+
+def test_worker_allow_any_is_an_explicit_choice() -> None:
+    settings = WorkerSettings.from_docopt(worker_args("--queue", "a", "--allow_any"), environ={})
+    assert settings.allow == ()
+    from_env = WorkerSettings.from_docopt(worker_args("--queue", "a"), {"TQUEUES_ALLOW": "x,y"})
+    assert from_env.allow == ("x", "y")

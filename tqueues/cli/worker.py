@@ -13,8 +13,10 @@ Options:
                          http://127.0.0.1:8080/).
   --queue QUEUE          Queue to take jobs from; repeat it for several queues.
   --allow PREFIX         Run only methods from modules under PREFIX; repeatable. Also
-                         $TQUEUES_ALLOW (comma-separated). Without any, every
-                         importable method may run: give it outside of development.
+                         $TQUEUES_ALLOW (comma-separated). This or --allow_any
+                         is required.
+  --allow_any            Let jobs run any importable function (anyone who can enqueue
+                         can then run code on this worker).
   --token TOKEN          Bearer token for the dispatcher; also $TQUEUES_WORKER_TOKEN
                          or $TQUEUES_TOKEN.
   --token_file FILE      Read the token from FILE.
@@ -64,7 +66,7 @@ async def work(settings: WorkerSettings) -> int:
     )
     if not settings.allow:
         log.warning(
-            "no --allow given: jobs may run any importable function",
+            "--allow_any: jobs may run any importable function",
             extra={"action": "no_allow_list"},
         )
     loop = asyncio.get_running_loop()
