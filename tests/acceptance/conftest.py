@@ -152,10 +152,10 @@ class Cluster:
         ``--token T`` in ``extra`` is also used for the health check.
         """
         data = data or self.tmp_path / "data"
+        listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
         argv = [
             DISPATCHER,
-            "--listen",
-            "127.0.0.1:0",
+            *listen,
             "--data",
             str(data),
             "--reap_interval",

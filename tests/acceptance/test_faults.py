@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import signal
+import socket
 import time
 from pathlib import Path
 
@@ -180,3 +181,35 @@ async def test_50_concurrent_takers_each_job_taken_exactly_once(
     for job_id in list(ids)[:20]:
         job = await api.get("claim", job_id)
         assert (job["status"], job["attempts"]) == ("started", 1)
+
+
+async def test_worker_waits_for_a_dispatcher_and_survives_its_restart(
+    cluster: Cluster, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # Given a worker started before any dispatcher listens on its port
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/"
+    worker = cluster.spawn("worker", cluster.worker_argv(url, "later"))
+    await wait_for(lambda: "cannot take" in worker.log(), timeout=15, what="a failed take")
+    assert worker.running()
+
+    # When the dispatcher comes up on that port
+    listen = ("--listen", f"127.0.0.1:{port}")
+    data = tmp_path / "restart-data"
+    dispatcher = await cluster.dispatcher(data, *listen)
+    api = Api(session, dispatcher.url)
+    await api.create_queue("later")
+    first = await api.put("later", "coro_add", 1, 2)
+    # Then the worker reconnects by itself and runs the job
+    assert (await api.wait_final("later", [first["id"]], timeout=20))[first["id"]]["result"]
+
+    # And when the dispatcher is killed and restarted, the worker carries on
+    dispatcher.proc.kill()
+    await dispatcher.proc.wait_exit(timeout=10)
+    dispatcher = await cluster.dispatcher(data, *listen)
+    second = await api.put("later", "coro_add", 3, 4)
+    final = await api.wait_final("later", [second["id"]], timeout=30)
+    assert final[second["id"]]["status"] == "finished"
+    assert worker.running()
