@@ -22,7 +22,7 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-FINAL = {"finished", "failed"}
+FINAL = {"finished", "failed", "buried"}  # buried: out of attempts, kept for an operator
 
 
 def start(*argv: str, log: Path) -> subprocess.Popen[bytes]:

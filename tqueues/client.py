@@ -176,11 +176,11 @@ class Client:
         lease: str | None = None,
         error: str,
         traceback: str | None = None,
+        permanent: bool = False,
     ) -> JSONDict:
-        """Report a failed run (retried while attempts remain)."""
-        job: JSONDict = await self.request(
-            "DELETE", self._params(queue, job_id, lease), {"error": error, "traceback": traceback}
-        )
+        """Report a failed run (retried while attempts remain; failed at once if permanent)."""
+        body = {"error": error, "traceback": traceback, "permanent": permanent}
+        job: JSONDict = await self.request("DELETE", self._params(queue, job_id, lease), body)
         return job
 
     async def release(

@@ -25,32 +25,6 @@ DEFAULT_MAX_ATTEMPTS = 3  #: takes (runs) a job gets before it ends failed.
 MAX_TTR = 7 * 24 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000
 QUEUE_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-#: Fields of a job that the dispatcher owns; an update (PATCH) may not set them.
-RESERVED_FIELDS = frozenset(
-    {
-        "id",
-        "queue",
-        "method",
-        "args",
-        "kwargs",
-        "status",
-        "priority",
-        "ttr",
-        "max_attempts",
-        "attempts",
-        "lease",
-        "lease_expires",
-        "ready_at",
-        "created_at",
-        "started_at",
-        "finished_at",
-        "result",
-        "error",
-        "traceback",
-        "worker",
-        "rev",
-    }
-)
 
 
 class JobStatus(enum.StrEnum):
@@ -64,7 +38,10 @@ class JobStatus(enum.StrEnum):
     STARTED = "started"
     #: Done; ``result`` holds the method's return value.
     FINISHED = "finished"
-    #: Out of attempts; ``error`` and ``traceback`` hold the last failure.
+    #: Out of attempts, or set aside by hand: kept with its last error for an operator
+    #: to inspect and kick back to pending (the dead-letter state).
+    BURIED = "buried"
+    #: Failed for good (a failure reported as permanent); ``error`` and ``traceback`` say why.
     FAILED = "failed"
 
     @property
@@ -234,6 +211,7 @@ class Job:
     traceback: str | None = None
     extra: dict[str, JSON] = dataclasses.field(default_factory=dict)  #: fields set by update.
     rev: int = 0  #: bumped by every write; stores compare-and-set on it.
+    event: str = "put"  #: the change that made this revision (a ChangeEvent kind).
 
     def to_dict(self, *, with_lease: bool = False) -> dict[str, JSON]:
         """The job as JSON; ``extra`` fields sit at the top level beside the others.
@@ -255,11 +233,17 @@ class Job:
         return dataclasses.replace(self, **changes)
 
 
+#: Fields of a job that the dispatcher owns; an update (PATCH) may not set them.
+RESERVED_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class ChangeEvent:
     """One change to a job, as stores publish it and the WebSocket stream sends it."""
 
-    kind: str  #: put, taken, updated, finished, failed, released, retried, expired, deleted
+    #: put, taken, updated, finished, failed, buried, released, expired, promoted, kicked,
+    #: deleted: the ``event`` of the job's revision (see :mod:`tqueues.lifecycle`).
+    kind: str
     queue: str
     job: Job
     old_status: JobStatus | None = None

@@ -2,7 +2,8 @@
 
 Every store applies these same functions, so the semantics cannot drift between stores:
 a store reads a job, calls the transition (which raises if it is not allowed) and writes
-the result only if the job did not change in between (compare-and-set on ``rev``).
+the result only if the job did not change in between (compare-and-set on ``rev``). Each
+transition records its name in ``event``, which is what change streams report.
 
 Lease rules: an operation that carries a lease token is accepted only while the job is
 ``started`` under that same token (else :class:`LeaseMismatch`); an operation without a
@@ -34,6 +35,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float) -> Job:
         attempts=0,
         ready_at=now + new.delay,
         created_at=now,
+        event="put",
     )
 
 
@@ -48,6 +50,7 @@ def claim(job: Job, *, lease: str, worker: str | None, now: float) -> Job:
         attempts=job.attempts + 1,
         started_at=now,
         worker=worker,
+        event="taken",
     )
 
 
@@ -71,7 +74,7 @@ def update(job: Job, fields: Mapping[str, JSON], *, lease: str | None, now: floa
             fields=reserved,
         )
     _check_lease(job, lease)
-    changes: dict[str, Any] = {"extra": {**job.extra, **fields}}
+    changes: dict[str, Any] = {"extra": {**job.extra, **fields}, "event": "updated"}
     if lease is not None:
         changes["lease_expires"] = now + job.ttr
     return job.evolve(**changes)
@@ -81,7 +84,12 @@ def finish(job: Job, *, lease: str | None, result: JSON, now: float) -> Job:
     """The job done, with ``result`` kept."""
     _check_lease(job, lease)
     return job.evolve(
-        status=JobStatus.FINISHED, result=result, finished_at=now, lease=None, lease_expires=None
+        status=JobStatus.FINISHED,
+        result=result,
+        finished_at=now,
+        lease=None,
+        lease_expires=None,
+        event="finished",
     )
 
 
@@ -93,20 +101,23 @@ def fail(
     traceback: str | None,
     now: float,
     backoff: Callable[[int], float],
+    permanent: bool = False,
 ) -> Job:
-    """A failed run: retried after ``backoff(attempts)`` seconds while attempts remain."""
+    """A failed run: retried after ``backoff(attempts)`` seconds while attempts remain.
+
+    Out of attempts, the job is buried with its error; a ``permanent`` failure (one no
+    retry can mend, such as a method the worker may not run) ends it failed at once.
+    """
     _check_lease(job, lease)
-    common: dict[str, Any] = {
-        "error": error,
-        "traceback": traceback,
-        "lease": None,
-        "lease_expires": None,
-    }
+    common: dict[str, Any] = {"error": error, "traceback": traceback, "lease": None,
+                              "lease_expires": None}  # fmt: skip
+    if permanent:
+        return job.evolve(status=JobStatus.FAILED, finished_at=now, event="failed", **common)
     if job.attempts < job.max_attempts:
         delay = backoff(max(job.attempts, 1))
         status = JobStatus.DELAYED if delay > 0 else JobStatus.PENDING
-        return job.evolve(status=status, ready_at=now + delay, **common)
-    return job.evolve(status=JobStatus.FAILED, finished_at=now, **common)
+        return job.evolve(status=status, ready_at=now + delay, event="failed", **common)
+    return job.evolve(status=JobStatus.BURIED, event="buried", **common)
 
 
 def release(job: Job, *, lease: str | None, delay: float, now: float) -> Job:
@@ -118,29 +129,55 @@ def release(job: Job, *, lease: str | None, delay: float, now: float) -> Job:
         ready_at=now + delay if delay > 0 else job.ready_at,
         lease=None,
         lease_expires=None,
+        event="released",
     )
 
 
 def expire(job: Job, *, now: float) -> Job:
-    """A started job whose lease ran out: pending again, or failed when out of attempts."""
+    """A started job whose lease ran out: pending again, or buried when out of attempts."""
     if job.status is not JobStatus.STARTED or job.lease_expires is None:
         raise InvalidTransition(f"job {job.id} holds no lease")
     if job.lease_expires > now:
         raise InvalidTransition(f"the lease on job {job.id} has not expired")
     if job.attempts >= job.max_attempts:
         return job.evolve(
-            status=JobStatus.FAILED,
-            finished_at=now,
+            status=JobStatus.BURIED,
             lease=None,
             lease_expires=None,
             error=f"lease expired after {job.ttr:g}s on attempt {job.attempts} of "
             f"{job.max_attempts}",
+            event="expired",
         )
-    return job.evolve(status=JobStatus.PENDING, lease=None, lease_expires=None)
+    return job.evolve(status=JobStatus.PENDING, lease=None, lease_expires=None, event="expired")
 
 
 def promote(job: Job, *, now: float) -> Job:
     """A delayed job whose time has come: pending."""
     if job.status is not JobStatus.DELAYED or job.ready_at > now:
         raise InvalidTransition(f"job {job.id} is not due")
-    return job.evolve(status=JobStatus.PENDING)
+    return job.evolve(status=JobStatus.PENDING, event="promoted")
+
+
+def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
+    """Set the job aside (dead-letter) until an operator kicks it; ``reason`` kept as error."""
+    _check_lease(job, lease)
+    if job.status is JobStatus.BURIED:
+        raise InvalidTransition(f"job {job.id} is already buried", status=job.status)
+    return job.evolve(
+        status=JobStatus.BURIED,
+        lease=None,
+        lease_expires=None,
+        error=reason if reason is not None else job.error,
+        event="buried",
+    )
+
+
+def kick(job: Job, *, now: float) -> Job:
+    """A buried job (its attempts renewed) or a delayed one, pending at the end of the queue."""
+    if job.status not in (JobStatus.BURIED, JobStatus.DELAYED):
+        raise InvalidTransition(
+            f"job {job.id} is {job.status.value}; only buried or delayed jobs can be kicked",
+            status=job.status,
+        )
+    attempts = 0 if job.status is JobStatus.BURIED else job.attempts
+    return job.evolve(status=JobStatus.PENDING, attempts=attempts, ready_at=now, event="kicked")

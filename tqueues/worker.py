@@ -31,6 +31,7 @@ from typing import Any
 from tqueues.client import Client
 from tqueues.errors import (
     DispatcherUnavailable,
+    ImportTargetError,
     InvalidTransition,
     JobNotFound,
     LeaseMismatch,
@@ -187,7 +188,13 @@ class Job:
             log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
             await self._report(
                 lambda: self.client.fail(
-                    self.queue, self.id, lease=self.lease, error=error, traceback=text
+                    self.queue,
+                    self.id,
+                    lease=self.lease,
+                    error=error,
+                    traceback=text,
+                    # Retrying cannot mend a method this worker may not (or cannot) import.
+                    permanent=isinstance(failure, ImportTargetError),
                 )
             )
         else:

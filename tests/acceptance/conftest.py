@@ -305,13 +305,13 @@ class Api:
     async def wait_final(
         self, queue: str, ids: list[str], *, timeout: float
     ) -> dict[str, dict[str, Any]]:
-        """Poll until every job in ``ids`` is finished or failed; the final jobs by id."""
+        """Poll until every job in ``ids`` is finished, failed or buried; those jobs by id."""
         final: dict[str, dict[str, Any]] = {}
 
         async def all_final() -> bool:
             todo = [i for i in ids if i not in final]
             for job in await asyncio.gather(*(self.get(queue, i) for i in todo)):
-                if job["status"] in ("finished", "failed"):
+                if job["status"] in ("finished", "failed", "buried"):
                     final[job["id"]] = job
             return len(final) == len(ids)
 

@@ -37,8 +37,8 @@ def expected(kind: str, i: int) -> dict[str, Any]:
             "tag": f"plain-{i}",
         }
     if kind == "coro_raise":
-        return {"status": "failed", "result": None, "error": f"ValueError: coro boom {i}"}
-    return {"status": "failed", "result": None, "error": f"RuntimeError: plain boom {i}"}
+        return {"status": "buried", "result": None, "error": f"ValueError: coro boom {i}"}
+    return {"status": "buried", "result": None, "error": f"RuntimeError: plain boom {i}"}
 
 
 def job_args(kind: str, i: int) -> list[Any]:

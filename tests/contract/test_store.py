@@ -146,15 +146,15 @@ async def test_expired_lease_returns_job_to_pending_and_counts_the_attempt(store
     assert second.attempts == 2 and second.lease != first.lease
 
 
-async def test_expired_lease_on_last_attempt_fails_the_job(store: Store) -> None:
+async def test_expired_lease_on_last_attempt_buries_the_job(store: Store) -> None:
     await store.create_queue(QueueConfig("q", max_attempts=1))
     await store.put(new())
     job = await store.take("q")
     assert job is not None
     await expire_all(store)
-    failed = await store.get("q", job.id)
-    assert failed.status is JobStatus.FAILED
-    assert failed.error and "lease expired" in failed.error
+    buried = await store.get("q", job.id)
+    assert (buried.status, buried.event) == (JobStatus.BURIED, "expired")
+    assert buried.error and "lease expired" in buried.error
 
 
 async def test_update_with_lease_touches_it(store: Store) -> None:
@@ -214,7 +214,7 @@ async def test_finish_without_lease_is_accepted_as_original_clients_send_it(stor
     assert (await store.finish("q", started.id, result=1)).status is JobStatus.FINISHED
 
 
-async def test_fail_retries_with_backoff_then_fails_for_good(store: Store) -> None:
+async def test_fail_retries_with_backoff_then_buries(store: Store) -> None:
     await store.create_queue(QueueConfig("q", max_attempts=2))
     await store.put(new())
     job = await store.take("q")
@@ -225,9 +225,39 @@ async def test_fail_retries_with_backoff_then_fails_for_good(store: Store) -> No
     await store.reap(retried.ready_at + 0.001)
     again = await store.take("q")
     assert again is not None and again.attempts == 2
-    failed = await store.fail("q", job.id, lease=again.lease, error="E: boom 2", traceback="tb2")
-    assert failed.status is JobStatus.FAILED
-    assert (failed.error, failed.traceback) == ("E: boom 2", "tb2")
+    buried = await store.fail("q", job.id, lease=again.lease, error="E: boom 2", traceback="tb2")
+    assert buried.status is JobStatus.BURIED
+    assert (buried.error, buried.traceback) == ("E: boom 2", "tb2")
+    assert await store.take("q") is None  # buried jobs are not handed out
+    # An operator kicks it back with its attempts renewed
+    kicked = await store.kick_job("q", job.id)
+    assert (kicked.status, kicked.attempts, kicked.event) == (JobStatus.PENDING, 0, "kicked")
+    assert (await store.take("q")) is not None
+
+
+async def test_permanent_failure_fails_at_once(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", max_attempts=5))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    failed = await store.fail("q", job.id, lease=job.lease, error="E", permanent=True)
+    assert failed.status is JobStatus.FAILED and failed.finished_at is not None
+    with pytest.raises(InvalidTransition):
+        await store.kick_job("q", job.id)
+
+
+async def test_bury_and_kick(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    pending = await store.put(new())
+    buried = await store.bury("q", pending.id, reason="suspicious")
+    assert (buried.status, buried.error) == (JobStatus.BURIED, "suspicious")
+    with pytest.raises(InvalidTransition):
+        await store.bury("q", pending.id)
+    delayed = await store.put(new(delay=3600))
+    assert (await store.kick_job("q", delayed.id)).status is JobStatus.PENDING
+    with pytest.raises(InvalidTransition):
+        await store.kick_job("q", delayed.id)  # pending now: nothing to kick
+    assert (await store.kick_job("q", pending.id)).status is JobStatus.PENDING
 
 
 async def test_release_gives_the_job_back_without_counting_the_attempt(store: Store) -> None:
@@ -274,6 +304,7 @@ async def test_changes_are_published_in_order(store: Store) -> None:
         assert taken is not None
         await store.finish("q", job.id, lease=taken.lease, result=1)
         events = [await asyncio.wait_for(anext(subscription), 10) for _ in range(3)]
+    assert all(e.kind == e.job.event for e in events)
     assert [(e.kind, e.job.status) for e in events] == [
         ("put", JobStatus.PENDING),
         ("taken", JobStatus.STARTED),

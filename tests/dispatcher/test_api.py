@@ -240,7 +240,7 @@ async def test_delete_without_body_or_lease_as_original_clients(client: Client) 
     assert response.status == 200 and (await response.json())["status"] == "finished"
 
 
-async def test_delete_with_error_fails_the_job(client: Client) -> None:
+async def test_delete_with_error_buries_the_job_out_of_attempts(client: Client) -> None:
     await client.put("/?queue=once", json={"max_attempts": 1})
     put = await enqueue(client, queue="once")
     job = await take(client, "once")
@@ -248,7 +248,27 @@ async def test_delete_with_error_fails_the_job(client: Client) -> None:
     body = {"error": "ValueError: no", "traceback": "Traceback ...\nValueError: no"}
     response = await client.delete("/", params=params, json=body)
     done = await response.json()
-    assert (done["status"], done["error"], done["traceback"]) == ("failed", *body.values())
+    assert (done["status"], done["error"], done["traceback"]) == ("buried", *body.values())
+    assert done["event"] == "buried"
+
+
+async def test_delete_with_permanent_error_fails_at_once(client: Client) -> None:
+    put = await enqueue(client)  # max_attempts 3
+    job = await take(client)
+    params = {"queue": "q", "id": put["id"], "lease": job["lease"]}
+    body = {"error": "MethodNotAllowed: no", "traceback": None, "permanent": True}
+    done = await (await client.delete("/", params=params, json=body)).json()
+    assert (done["status"], done["attempts"], done["finished_at"] > 0) == ("failed", 1, True)
+
+
+async def test_delete_with_bury_sets_the_job_aside(client: Client) -> None:
+    put = await enqueue(client)
+    job = await take(client)
+    params = {"queue": "q", "id": put["id"], "lease": job["lease"]}
+    body = {"bury": True, "reason": "needs a human"}
+    done = await (await client.delete("/", params=params, json=body)).json()
+    assert (done["status"], done["error"]) == ("buried", "needs a human")
+    await error_of(await client.get("/?queue=q"), 404)  # a buried job is not handed out
 
 
 async def test_delete_with_release_gives_the_job_back(client: Client) -> None:
@@ -278,6 +298,8 @@ async def test_late_delete_after_lease_loss_is_409(client: Client) -> None:
         {"error": 5},
         {"release": "yes"},
         {"release": True, "delay": -1},
+        {"bury": True, "reason": 5},
+        {"error": "x", "permanent": "yes"},
         {"what": 1},
     ],
 )

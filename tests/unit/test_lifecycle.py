@@ -33,10 +33,10 @@ def test_claim_then_expire_counts_attempts_until_failed() -> None:
     again = lifecycle.expire(job, now=NOW + 10)
     assert again.status is JobStatus.PENDING and again.lease is None
     last = lifecycle.claim(again, lease="b", worker=None, now=NOW + 11)
-    failed = lifecycle.expire(last, now=NOW + 30)
-    assert failed.status is JobStatus.FAILED and "attempt 2 of 2" in (failed.error or "")
+    buried = lifecycle.expire(last, now=NOW + 30)
+    assert buried.status is JobStatus.BURIED and "attempt 2 of 2" in (buried.error or "")
     with pytest.raises(InvalidTransition):
-        lifecycle.claim(failed, lease="c", worker=None, now=NOW)
+        lifecycle.claim(buried, lease="c", worker=None, now=NOW)
 
 
 def test_lease_rules() -> None:

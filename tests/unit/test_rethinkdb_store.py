@@ -122,26 +122,14 @@ def test_change_kind_matches_what_the_base_store_publishes(
     assert change_kind(before, after) == kind
 
 
-def test_change_kind_tells_an_expiry_on_the_last_attempt_from_a_final_failure() -> None:
+def test_change_kind_is_the_revision_event() -> None:
     last = started(lifecycle.expire(started(), now=NOW + 100))  # attempt 2 of 2
-    assert last.attempts == 2
     assert change_kind(last, lifecycle.expire(last, now=NOW + 200)) == "expired"
-    failed = lifecycle.fail(
+    buried = lifecycle.fail(
         last, lease="L", error="E: boom", traceback="tb", now=NOW + 3, backoff=some_backoff
     )
-    assert failed.status is JobStatus.FAILED
-    assert change_kind(last, failed) == "failed"
-
-
-def test_change_kind_of_a_retry_with_the_same_error_is_still_failed() -> None:
-    first = lifecycle.fail(
-        started(), lease="L", error="E", traceback="T", now=NOW + 2, backoff=no_backoff
-    )
-    again = started(first)
-    second = lifecycle.fail(
-        again, lease="L", error="E", traceback="T", now=NOW + 3, backoff=no_backoff
-    )
-    assert change_kind(again, second) == "failed"  # told apart from an expiry by ready_at
+    assert (buried.status, change_kind(last, buried)) == (JobStatus.BURIED, "buried")
+    assert change_kind(buried, None) == "deleted"
 
 
 # -- documents -----------------------------------------------------------------------------

@@ -105,8 +105,10 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         """End the run of job ``?queue=Q&id=ID``: finish it, fail it or give it back.
 
         The optional JSON body is one of ``{"result": ...}`` (finished; also an empty body),
-        ``{"error": "...", "traceback": "..."}`` (failed: retried while attempts remain) or
-        ``{"release": true, "delay": SECONDS}`` (given back untried). With ``&lease=``, 409
+        ``{"error": "...", "traceback": "...", "permanent": false}`` (a failed run: retried
+        while attempts remain, then buried; failed at once if permanent),
+        ``{"release": true, "delay": SECONDS}`` (given back untried) or
+        ``{"bury": true, "reason": "..."}`` (set aside until kicked). With ``&lease=``, 409
         when the lease is no longer the caller's; without it (the original clients) the job
         is ended whoever holds it. 404 for an unknown job.
         """
@@ -120,17 +122,17 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         keys = set(body)
         if keys <= {"result"}:
             return await self.store.finish(queue, job_id, lease=lease, result=body.get("result"))
-        if "error" in keys and keys <= {"error", "traceback"}:
+        if "error" in keys and keys <= {"error", "traceback", "permanent"}:
             error, traceback = body["error"], body.get("traceback")
             if not isinstance(error, str) or not isinstance(traceback, str | None):
                 raise ValidationError("'error' and 'traceback' must be strings", field="error")
+            permanent = body.get("permanent", False)
+            if not isinstance(permanent, bool):
+                raise ValidationError("'permanent' must be true or false", field="permanent")
             return await self.store.fail(
-                queue,
-                job_id,
-                lease=lease,
-                error=error[:10_000],
-                traceback=traceback[:100_000] if traceback else None,
-            )
+                queue, job_id, lease=lease, error=error[:10_000],
+                traceback=traceback[:100_000] if traceback else None, permanent=permanent,
+            )  # fmt: skip
         if body.get("release") is True and keys <= {"release", "delay"}:
             delay = body.get("delay", 0)
             if (
@@ -140,8 +142,13 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
             ):
                 raise ValidationError("'delay' must be a number of seconds", field="delay")
             return await self.store.release(queue, job_id, lease=lease, delay=float(delay))
+        if body.get("bury") is True and keys <= {"bury", "reason"}:
+            reason = body.get("reason")
+            if not isinstance(reason, str | None):
+                raise ValidationError("'reason' must be a string", field="reason")
+            return await self.store.bury(queue, job_id, lease=lease, reason=reason)
         raise ValidationError(
-            'the body must be {"result": ...}, {"error": ..., "traceback": ...} or '
-            '{"release": true, "delay": ...}',
+            'the body must be {"result": ...}, {"error": ..., "traceback": ...}, '
+            '{"release": true, "delay": ...} or {"bury": true, "reason": ...}',
             fields=sorted(keys),
         )

@@ -132,15 +132,16 @@ class Store(abc.ABC):
 
     # -- operations, written once ------------------------------------------------------------
 
-    def publish(self, kind: str, job: Job, before: Job | None = None) -> None:
+    def publish(self, job: Job, before: Job | None = None) -> None:
         """Tell the hub about a change this process made (stores with feeds override).
 
-        ``before`` is the job before the change; a claim ("taken") always starts from pending.
+        The kind of change is ``job.event``; ``before`` is the job before it (a claim,
+        "taken", always starts from pending).
         """
         old_status = before.status if before else None
-        if kind == "taken":
+        if job.event == "taken":
             old_status = JobStatus.PENDING
-        self.hub.publish(ChangeEvent(kind, job.queue, job, old_status))
+        self.hub.publish(ChangeEvent(job.event, job.queue, job, old_status))
 
     async def put(self, new: NewJob) -> Job:
         """Enqueue a job with the queue's defaults; durable when this returns.
@@ -153,7 +154,7 @@ class Store(abc.ABC):
 
     async def _insert_and_publish(self, job: Job) -> Job:
         job = await self.insert(job)
-        self.publish("put", job)
+        self.publish(job)
         return job
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
@@ -166,7 +167,7 @@ class Store(abc.ABC):
     async def _insert_many_and_publish(self, jobs: list[Job]) -> list[Job]:
         stored = await self.insert_many(jobs)
         for job in stored:
-            self.publish("put", job)
+            self.publish(job)
         return stored
 
     async def take(
@@ -202,7 +203,7 @@ class Store(abc.ABC):
     async def _claim_and_publish(self, queue: str, worker: str | None) -> Job | None:
         job = await self.claim(queue, worker=worker, now=clock.now())
         if job is not None:
-            self.publish("taken", job)
+            self.publish(job)
         return job
 
     def _give_back(self, claiming: asyncio.Future[Job | None]) -> None:
@@ -214,15 +215,13 @@ class Store(abc.ABC):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _apply(self, kind: str, queue: str, job_id: str, change: Mutation) -> Job:
+    async def _apply(self, queue: str, job_id: str, change: Mutation) -> Job:
         """Write ``change`` and publish it; runs to the end even if the caller is cancelled."""
-        return await asyncio.shield(self._mutate_and_publish(kind, queue, job_id, change))
+        return await asyncio.shield(self._mutate_and_publish(queue, job_id, change))
 
-    async def _mutate_and_publish(
-        self, kind: str, queue: str, job_id: str, change: Mutation
-    ) -> Job:
+    async def _mutate_and_publish(self, queue: str, job_id: str, change: Mutation) -> Job:
         before, after = await self.mutate(queue, job_id, change)
-        self.publish(kind, after, before)
+        self.publish(after, before)
         return after
 
     async def update(
@@ -235,7 +234,7 @@ class Store(abc.ABC):
         """
         now = clock.now()
         return await self._apply(
-            "updated", queue, job_id, lambda j: lifecycle.update(j, fields, lease=lease, now=now)
+            queue, job_id, lambda j: lifecycle.update(j, fields, lease=lease, now=now)
         )
 
     async def finish(
@@ -247,7 +246,6 @@ class Store(abc.ABC):
         """
         now = clock.now()
         return await self._apply(
-            "finished",
             queue,
             job_id,
             lambda j: lifecycle.finish(j, lease=lease, result=result, now=now),
@@ -261,8 +259,10 @@ class Store(abc.ABC):
         lease: str | None = None,
         error: str,
         traceback: str | None = None,
+        permanent: bool = False,
     ) -> Job:
-        """Record a failed run: retried with backoff while attempts remain, else failed.
+        """Record a failed run: retried with backoff while attempts remain, else buried;
+        failed at once when ``permanent``.
 
         Raises JobNotFound, LeaseMismatch, InvalidTransition.
         """
@@ -276,9 +276,10 @@ class Store(abc.ABC):
                 traceback=traceback,
                 now=now,
                 backoff=self.retry.delay,
+                permanent=permanent,
             )
 
-        return await self._apply("failed", queue, job_id, change)
+        return await self._apply(queue, job_id, change)
 
     async def release(
         self, queue: str, job_id: str, *, lease: str | None = None, delay: float = 0.0
@@ -289,11 +290,30 @@ class Store(abc.ABC):
         """
         now = clock.now()
         return await self._apply(
-            "released",
             queue,
             job_id,
             lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now),
         )
+
+    async def bury(
+        self, queue: str, job_id: str, *, lease: str | None = None, reason: str | None = None
+    ) -> Job:
+        """Set the job aside until kicked; by its worker (with the lease) or an operator.
+
+        Raises JobNotFound, LeaseMismatch, InvalidTransition (final or already buried).
+        """
+        now = clock.now()
+        return await self._apply(
+            queue, job_id, lambda j: lifecycle.bury(j, lease=lease, reason=reason, now=now)
+        )
+
+    async def kick_job(self, queue: str, job_id: str) -> Job:
+        """Make a buried (attempts renewed) or delayed job pending now, at the end of the queue.
+
+        Raises JobNotFound, InvalidTransition (not buried or delayed).
+        """
+        now = clock.now()
+        return await self._apply(queue, job_id, lambda j: lifecycle.kick(j, now=now))
 
     @staticmethod
     def new_lease() -> str:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import random
 import re
@@ -55,30 +56,7 @@ r.set_loop_type("asyncio")
 
 QUEUES_TABLE = "tqueues_queues"
 #: Every field of a job document, in the order of :class:`Job`.
-FIELDS = (
-    "id",
-    "queue",
-    "method",
-    "args",
-    "kwargs",
-    "status",
-    "priority",
-    "ttr",
-    "max_attempts",
-    "attempts",
-    "ready_at",
-    "created_at",
-    "lease",
-    "lease_expires",
-    "started_at",
-    "finished_at",
-    "worker",
-    "result",
-    "error",
-    "traceback",
-    "extra",
-    "rev",
-)
+FIELDS = tuple(field.name for field in dataclasses.fields(Job))
 FLOAT_FIELDS = frozenset({"ttr", "ready_at", "created_at"})
 OPTIONAL_FLOAT_FIELDS = frozenset({"lease_expires", "started_at", "finished_at"})
 INT_FIELDS = frozenset({"priority", "max_attempts", "attempts", "rev"})
@@ -153,51 +131,10 @@ def doc_to_job(doc: Mapping[str, Any]) -> Job:
     return Job(**fields)
 
 
-def expire_message(job: Job) -> str:
-    """The error :func:`tqueues.lifecycle.expire` gives a job that ran out of attempts."""
-    return f"lease expired after {job.ttr:g}s on attempt {job.attempts} of {job.max_attempts}"
-
-
 def change_kind(old: Job | None, new: Job | None) -> str:
-    """The kind of change that turned ``old`` into ``new`` (None: absent), as stores publish it.
-
-    The kinds match what :class:`~tqueues.stores.base.Store` publishes for the same
-    operation: put, taken, updated, finished, failed (a failed run, retried or not),
-    released, expired (a lease ran out), promoted (a delayed job became due), deleted.
-    Ambiguous cases (a release or fail of a job that was not started) are resolved by the
-    fields each transition of :mod:`tqueues.lifecycle` sets.
-    """
-    if new is None:
-        return "deleted"
-    if old is None:
-        return "put"
-    before, after = old.status, new.status
-    failed_run = (new.error, new.traceback) != (old.error, old.traceback)
-    if after is JobStatus.FINISHED and before is not JobStatus.FINISHED:
-        return "finished"
-    if after is JobStatus.FAILED and before is not JobStatus.FAILED:
-        if (
-            before is JobStatus.STARTED
-            and new.error == expire_message(new)
-            and new.traceback == old.traceback
-        ):
-            return "expired"
-        return "failed"
-    if before is JobStatus.PENDING and after is JobStatus.STARTED:
-        return "taken"
-    if before is JobStatus.STARTED and after in (JobStatus.PENDING, JobStatus.DELAYED):
-        if new.attempts < old.attempts:
-            return "released"
-        if failed_run or new.ready_at != old.ready_at:
-            return "failed"
-        return "expired"
-    if before is JobStatus.DELAYED and after is JobStatus.PENDING:
-        return "failed" if failed_run else "promoted"
-    if before is not after:  # pending <-> delayed without a run
-        return "failed" if failed_run else "released"
-    if failed_run:
-        return "failed"
-    return "updated"
+    """The kind of change that turned ``old`` into ``new`` (None: absent): the new revision's
+    ``event`` (set by the transitions of :mod:`tqueues.lifecycle`), or "deleted"."""
+    return "deleted" if new is None else new.event
 
 
 def reql_literal(value: Any) -> RqlQuery:
@@ -769,7 +706,7 @@ class RethinkDBStore(Store):
 
     # -- changes -----------------------------------------------------------------------------
 
-    def publish(self, kind: str, job: Job, before: Job | None = None) -> None:
+    def publish(self, job: Job, before: Job | None = None) -> None:
         """Do nothing: every change, this process's own too, reaches the hub from the feeds."""
 
     async def watch(self, queue: str) -> None:

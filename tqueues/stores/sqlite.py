@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -59,7 +60,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     error TEXT,
     traceback TEXT,
     extra TEXT NOT NULL,
-    rev INTEGER NOT NULL
+    rev INTEGER NOT NULL,
+    event TEXT NOT NULL
 );
 -- The take index: only pending jobs, in the order they are handed out.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
@@ -69,30 +71,8 @@ CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(ready_at) WHERE status = 'delaye
 CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
 """
 
-COLUMNS = (
-    "id",
-    "queue",
-    "status",
-    "priority",
-    "ready_at",
-    "created_at",
-    "ttr",
-    "max_attempts",
-    "attempts",
-    "lease",
-    "lease_expires",
-    "started_at",
-    "finished_at",
-    "worker",
-    "method",
-    "args",
-    "kwargs",
-    "result",
-    "error",
-    "traceback",
-    "extra",
-    "rev",
-)
+#: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
+COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
 JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
@@ -364,18 +344,16 @@ class SQLiteStore(Store):
         return await self._run(page)
 
     async def reap(self, now: float) -> int:
-        def reap() -> list[tuple[str, Job, Job]]:
+        def reap() -> list[tuple[Job, Job]]:
             changes = []
             with self._transaction() as conn:
-                for kind, sql, step in (
+                for sql, step in (
                     (
-                        "expired",
                         "SELECT * FROM jobs WHERE status = 'started' AND "
                         "lease_expires <= ? ORDER BY lease_expires LIMIT ?",
                         lifecycle.expire,
                     ),
                     (
-                        "promoted",
                         "SELECT * FROM jobs WHERE status = 'delayed' AND "
                         "ready_at <= ? ORDER BY ready_at LIMIT ?",
                         lifecycle.promote,
@@ -383,12 +361,10 @@ class SQLiteStore(Store):
                 ):
                     for row in conn.execute(sql, (now, REAP_BATCH)).fetchall():
                         before = _job(row)
-                        changes.append(
-                            (kind, before, self._write(conn, before, step(before, now=now)))
-                        )
+                        changes.append((before, self._write(conn, before, step(before, now=now))))
             return changes
 
         changes = await self._run(reap)
-        for kind, before, after in changes:
-            self.publish(kind, after, before)
+        for before, after in changes:
+            self.publish(after, before)
         return len(changes)
