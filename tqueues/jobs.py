@@ -95,93 +95,139 @@ def _integer(fields: Mapping[str, Any], name: str, default: int, *, low: int, hi
     return value
 
 
+def _optional_number(
+    fields: Mapping[str, Any], name: str, *, low: float, high: float
+) -> float | None:
+    return None if fields.get(name) is None else _number(fields, name, 0.0, low=low, high=high)
+
+
+MAX_DELAY = 365 * 24 * 3600.0
+DEFAULT_RETENTION = 7 * 24 * 3600.0  #: seconds finished and failed jobs are kept.
+TTL_ACTIONS = ("bury", "delete")
+QUEUE_SETTINGS = ("ttr", "max_attempts", "delay", "ttl", "priority", "retention", "ttl_action")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class QueueConfig:
-    """A queue's defaults, applied to jobs put without their own values."""
+    """A queue's settings: defaults for jobs put without their own values, and policies."""
 
     name: str
-    ttr: float = DEFAULT_TTR
-    max_attempts: int = DEFAULT_MAX_ATTEMPTS
+    ttr: float = DEFAULT_TTR  #: seconds a taken job's lease lasts.
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS  #: runs before a failing job is buried.
+    delay: float = 0.0  #: seconds before a new job may be taken.
+    ttl: float | None = None  #: seconds a job may wait unfinished (None: forever).
+    priority: int = DEFAULT_PRIORITY  #: 0 (most urgent) to 2**32-1.
+    retention: float = DEFAULT_RETENTION  #: seconds finished/failed jobs are kept.
+    ttl_action: str = "bury"  #: what happens to a job whose ttl ran out: bury or delete.
 
     @classmethod
     def from_request(cls, name: str, fields: Mapping[str, Any]) -> QueueConfig:
         """Validate a queue's name and settings from a request; raises :class:`ValidationError`."""
-        unknown = set(fields) - {"ttr", "max_attempts"}
+        return cls(name=validate_queue_name(name)).changed(fields)
+
+    def changed(self, fields: Mapping[str, Any]) -> QueueConfig:
+        """These settings with ``fields`` changed (any subset); raises ValidationError."""
+        unknown = set(fields) - set(QUEUE_SETTINGS)
         if unknown:
-            raise ValidationError(f"unknown queue setting(s): {', '.join(sorted(unknown))}")
-        return cls(
-            name=validate_queue_name(name),
-            ttr=_number(fields, "ttr", DEFAULT_TTR, low=0.1, high=MAX_TTR),
-            max_attempts=_integer(
-                fields, "max_attempts", DEFAULT_MAX_ATTEMPTS, low=1, high=MAX_ATTEMPTS_LIMIT
-            ),
+            raise ValidationError(
+                f"unknown queue setting(s): {', '.join(sorted(unknown))}", fields=sorted(unknown)
+            )
+        action = fields.get("ttl_action", self.ttl_action)
+        if action not in TTL_ACTIONS:
+            raise ValidationError("'ttl_action' must be bury or delete", field="ttl_action")
+        ttl = (
+            _optional_number(fields, "ttl", low=0.001, high=MAX_DELAY)
+            if "ttl" in fields
+            else self.ttl
         )
+        return dataclasses.replace(
+            self,
+            ttr=_number(fields, "ttr", self.ttr, low=0.1, high=MAX_TTR),
+            max_attempts=_integer(
+                fields, "max_attempts", self.max_attempts, low=1, high=MAX_ATTEMPTS_LIMIT
+            ),
+            delay=_number(fields, "delay", self.delay, low=0.0, high=MAX_DELAY),
+            ttl=ttl,
+            priority=_integer(fields, "priority", self.priority, low=0, high=MAX_PRIORITY),
+            retention=_number(fields, "retention", self.retention, low=0.0, high=10 * MAX_DELAY),
+            ttl_action=action,
+        )
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The settings as JSON."""
+        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class NewJob:
-    """A job as a producer asks for it, validated; the store adds the rest."""
+    """A job as a producer asks for it, validated; the store adds the rest.
+
+    Options left None take the queue's default.
+    """
 
     queue: str
     method: str
     args: list[JSON] = dataclasses.field(default_factory=list)
     kwargs: dict[str, JSON] = dataclasses.field(default_factory=dict)
-    priority: int = DEFAULT_PRIORITY
-    ttr: float | None = None  #: None: the queue's default.
-    max_attempts: int | None = None  #: None: the queue's default.
-    delay: float = 0.0
+    priority: int | None = None
+    ttr: float | None = None
+    max_attempts: int | None = None
+    delay: float | None = None
+    ttl: float | None = None
+    urgent: bool = False  #: ahead of every other ready job of the queue.
 
     @classmethod
     def from_request(cls, fields: Mapping[str, Any]) -> NewJob:
         """Validate an enqueue request's fields; raises :class:`ValidationError` naming the field.
 
         Required: ``queue`` and ``method`` (strings). Optional: ``args`` (list), ``kwargs``
-        (object with string keys), ``priority`` (0 to 2**32-1, lower first), ``ttr``
-        (seconds), ``max_attempts`` and ``delay`` (seconds).
+        (object with string keys), ``priority`` (0 to 2**32-1, lower first), ``urgent``
+        (bool), ``ttr``, ``ttl`` and ``delay`` (seconds), ``max_attempts``.
         """
         missing = [name for name in ("queue", "method") if name not in fields]
         if missing:
             raise ValidationError(f"missing field(s): {', '.join(missing)}", fields=missing)
-        unknown = set(fields) - {
-            "queue",
-            "method",
-            "args",
-            "kwargs",
-            "priority",
-            "ttr",
-            "max_attempts",
-            "delay",
-        }
+        unknown = set(fields) - {"queue", "method", "args", "kwargs", "urgent", *QUEUE_SETTINGS}
+        unknown |= set(fields) & {"retention", "ttl_action"}
         if unknown:
-            raise ValidationError(f"unknown field(s): {', '.join(sorted(unknown))}")
+            raise ValidationError(
+                f"unknown field(s): {', '.join(sorted(unknown))}", fields=sorted(unknown)
+            )
         method = fields["method"]
         if not isinstance(method, str) or not method.strip() or len(method) > 512:
             raise ValidationError("'method' must be a non-empty string", field="method")
-        args = fields.get("args", [])
+        args = fields.get("args")
         if args is None:
             args = []
         if not isinstance(args, list):
             raise ValidationError("'args' must be a list", field="args")
-        kwargs = fields.get("kwargs", {})
+        kwargs = fields.get("kwargs")
         if kwargs is None:
             kwargs = {}
         if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
             raise ValidationError("'kwargs' must be an object", field="kwargs")
         if "tq_parent_job" in kwargs:
             raise ValidationError("'tq_parent_job' is set by the worker", field="kwargs")
-        ttr = fields.get("ttr")
+        urgent = fields.get("urgent", False)
+        if not isinstance(urgent, bool):
+            raise ValidationError("'urgent' must be true or false", field="urgent")
+        priority = fields.get("priority")
         max_attempts = fields.get("max_attempts")
         return cls(
             queue=validate_queue_name(fields["queue"]),
             method=method,
             args=args,
             kwargs=kwargs,
-            priority=_integer(fields, "priority", DEFAULT_PRIORITY, low=0, high=MAX_PRIORITY),
-            ttr=None if ttr is None else _number(fields, "ttr", 0, low=0.1, high=MAX_TTR),
+            priority=None
+            if priority is None
+            else _integer(fields, "priority", 0, low=0, high=MAX_PRIORITY),
+            ttr=_optional_number(fields, "ttr", low=0.1, high=MAX_TTR),
             max_attempts=None
             if max_attempts is None
             else _integer(fields, "max_attempts", 0, low=1, high=MAX_ATTEMPTS_LIMIT),
-            delay=_number(fields, "delay", 0.0, low=0.0, high=MAX_TTR * 52),
+            delay=_optional_number(fields, "delay", low=0.0, high=MAX_DELAY),
+            ttl=_optional_number(fields, "ttl", low=0.001, high=MAX_DELAY),
+            urgent=urgent,
         )
 
 
@@ -195,7 +241,7 @@ class Job:
     args: list[JSON]
     kwargs: dict[str, JSON]
     status: JobStatus
-    priority: int
+    priority: int  #: lower first; -1 for urgent jobs.
     ttr: float
     max_attempts: int
     attempts: int  #: how many times the job was taken.
@@ -209,6 +255,7 @@ class Job:
     result: JSON = None
     error: str | None = None
     traceback: str | None = None
+    expires_at: float | None = None  #: created_at + ttl: unfinished by then, the ttl acts.
     extra: dict[str, JSON] = dataclasses.field(default_factory=dict)  #: fields set by update.
     rev: int = 0  #: bumped by every write; stores compare-and-set on it.
     event: str = "put"  #: the change that made this revision (a ChangeEvent kind).
@@ -256,4 +303,22 @@ class ChangeEvent:
             "queue": self.queue,
             "old_status": self.old_status.value if self.old_status else None,
             "job": self.job.to_dict(),
+        }
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class QueueStats:
+    """A queue's jobs by status, and what happened to it since this dispatcher started."""
+
+    queue: str
+    counts: dict[str, int]  #: jobs per status, every status present.
+    counters: dict[str, int]  #: events (put, taken, finished, ...) since start, this process.
+
+    def to_dict(self) -> dict[str, JSON]:
+        """The statistics as JSON."""
+        return {
+            "queue": self.queue,
+            "jobs": self.counts,
+            "total": sum(self.counts.values()),
+            "counters": self.counters,
         }

@@ -21,20 +21,27 @@ from tqueues.jobs import JSON, RESERVED_FIELDS, Job, JobStatus, NewJob, QueueCon
 
 
 def create(new: NewJob, config: QueueConfig, *, now: float) -> Job:
-    """The stored form of a newly put job; pending, or delayed when ``new.delay`` > 0."""
+    """The stored form of a newly put job, the queue's defaults filling what it left out.
+
+    Pending, or delayed while its delay runs; an urgent job gets priority -1, ahead of all.
+    """
+    delay = new.delay if new.delay is not None else config.delay
+    ttl = new.ttl if new.ttl is not None else config.ttl
+    priority = new.priority if new.priority is not None else config.priority
     return Job(
         id=new_id(),
         queue=new.queue,
         method=new.method,
         args=new.args,
         kwargs=new.kwargs,
-        status=JobStatus.DELAYED if new.delay > 0 else JobStatus.PENDING,
-        priority=new.priority,
+        status=JobStatus.DELAYED if delay > 0 else JobStatus.PENDING,
+        priority=-1 if new.urgent else priority,
         ttr=new.ttr if new.ttr is not None else config.ttr,
         max_attempts=new.max_attempts if new.max_attempts is not None else config.max_attempts,
         attempts=0,
-        ready_at=now + new.delay,
+        ready_at=now + delay,
         created_at=now,
+        expires_at=now + ttl if ttl is not None else None,
         event="put",
     )
 
@@ -120,16 +127,49 @@ def fail(
     return job.evolve(status=JobStatus.BURIED, event="buried", **common)
 
 
-def release(job: Job, *, lease: str | None, delay: float, now: float) -> Job:
-    """The job given back untried (a worker shutting down): its attempt is not counted."""
+def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bool = False) -> Job:
+    """The job given back untried (its attempt is not counted), takeable after ``delay``.
+
+    It keeps its place in the queue, unless ``to_end`` (requeue) puts it behind every
+    job that is ready now.
+    """
     _check_lease(job, lease)
+    if delay > 0 or to_end:
+        ready_at = now + delay
+    else:
+        ready_at = job.ready_at
     return job.evolve(
         status=JobStatus.DELAYED if delay > 0 else JobStatus.PENDING,
         attempts=max(job.attempts - 1, 0) if job.status is JobStatus.STARTED else job.attempts,
-        ready_at=now + delay if delay > 0 else job.ready_at,
+        ready_at=ready_at,
         lease=None,
         lease_expires=None,
         event="released",
+    )
+
+
+def touch(job: Job, *, lease: str, ttr: float | None, now: float) -> Job:
+    """The lease extended to ``ttr`` (default: the job's ttr) seconds from now."""
+    _check_lease(job, lease)
+    return job.evolve(lease_expires=now + (ttr if ttr is not None else job.ttr), event="touched")
+
+
+def outlive(job: Job, *, now: float) -> Job:
+    """A waiting job whose ttl ran out, buried (a queue that deletes such jobs removes it)."""
+    if (
+        job.expires_at is None
+        or job.expires_at > now
+        or job.status
+        not in (
+            JobStatus.PENDING,
+            JobStatus.DELAYED,
+        )
+    ):
+        raise InvalidTransition(f"job {job.id} has not outlived its ttl")
+    return job.evolve(
+        status=JobStatus.BURIED,
+        error=f"its ttl ran out after {job.expires_at - job.created_at:g}s unfinished",
+        event="buried",
     )
 
 

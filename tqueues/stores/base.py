@@ -15,12 +15,23 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import collections
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 
 from tqueues import clock, lifecycle
-from tqueues.jobs import JSON, ChangeEvent, Job, JobStatus, NewJob, QueueConfig, new_lease
+from tqueues.errors import InvalidTransition, JobNotFound
+from tqueues.jobs import (
+    JSON,
+    ChangeEvent,
+    Job,
+    JobStatus,
+    NewJob,
+    QueueConfig,
+    QueueStats,
+    new_lease,
+)
 from tqueues.retry import RetryPolicy
 from tqueues.stores.hub import ChangeHub
 
@@ -47,6 +58,10 @@ class Store(abc.ABC):
         self.hub = ChangeHub()
         self.retry = retry or RetryPolicy()
         self._background: set[asyncio.Future[Job]] = set()
+        #: events per queue since this store was created (this process only)
+        self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
+            collections.Counter
+        )
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -83,6 +98,34 @@ class Store(abc.ABC):
         """Every queue, by name."""
 
     @abc.abstractmethod
+    async def update_queue(self, config: QueueConfig) -> None:
+        """Replace the settings of queue ``config.name``; jobs already put keep theirs.
+
+        Raises QueueNotFound.
+        """
+
+    @abc.abstractmethod
+    async def drop_queue(self, name: str) -> int:
+        """Remove the queue and every job in it; how many jobs went. Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def truncate(self, queue: str) -> int:
+        """Remove every job of the queue (the queue stays); how many went. Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
+        """How many jobs the queue holds in each status (index counts). Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def remove(self, queue: str, job_id: str) -> Job:
+        """Delete the job whatever its status; the job as it was. Raises JobNotFound."""
+
+    @abc.abstractmethod
+    async def peek(self, queue: str, status: JobStatus) -> Job | None:
+        """The job of ``status`` that comes next, or None: for pending, the one a take gets;
+        for delayed, the one due first; otherwise the oldest. Raises QueueNotFound."""
+
+    @abc.abstractmethod
     async def insert(self, job: Job) -> Job:
         """Store a new job durably before returning. Raises QueueNotFound."""
 
@@ -117,20 +160,40 @@ class Store(abc.ABC):
         """
 
     @abc.abstractmethod
-    async def list_jobs(self, queue: str, *, cursor: str | None = None, limit: int = 500) -> Page:
-        """The queue's jobs in creation order, ``limit`` at a time. Raises QueueNotFound."""
+    async def list_jobs(
+        self,
+        queue: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 500,
+    ) -> Page:
+        """The queue's jobs (of one ``status``, or all) in creation order, ``limit`` at a time.
+
+        ``cursor`` is the ``next_cursor`` of the previous page. Raises QueueNotFound.
+        """
 
     @abc.abstractmethod
     async def reap(self, now: float) -> int:
-        """Expire leases that ran out and promote delayed jobs that are due; the count changed.
+        """The housekeeping of every queue, as of ``now``; how many jobs changed.
 
-        Idempotent and safe to run from several processes at once; publishes each change.
+        Expires leases that ran out (:func:`~tqueues.lifecycle.expire`), promotes delayed
+        jobs that are due (:func:`~tqueues.lifecycle.promote`), acts on waiting jobs whose
+        ttl ran out (buried by :func:`~tqueues.lifecycle.outlive`, or deleted, by the
+        queue's ``ttl_action``) and deletes finished and failed jobs older than the queue's
+        ``retention``. Idempotent and safe to run from several processes at once; records
+        each change with :meth:`record` (deletions are not published).
         """
 
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""
 
     # -- operations, written once ------------------------------------------------------------
+
+    def record(self, job: Job, before: Job | None = None) -> None:
+        """Count a change this process made and publish it."""
+        self.counters[job.queue][job.event] += 1
+        self.publish(job, before)
 
     def publish(self, job: Job, before: Job | None = None) -> None:
         """Tell the hub about a change this process made (stores with feeds override).
@@ -154,7 +217,7 @@ class Store(abc.ABC):
 
     async def _insert_and_publish(self, job: Job) -> Job:
         job = await self.insert(job)
-        self.publish(job)
+        self.record(job)
         return job
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
@@ -167,7 +230,7 @@ class Store(abc.ABC):
     async def _insert_many_and_publish(self, jobs: list[Job]) -> list[Job]:
         stored = await self.insert_many(jobs)
         for job in stored:
-            self.publish(job)
+            self.record(job)
         return stored
 
     async def take(
@@ -194,6 +257,7 @@ class Store(abc.ABC):
                 return job
             remaining = deadline - loop.time()
             if remaining <= 0:
+                self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return None
             try:
                 await asyncio.wait_for(ready.wait(), min(remaining, poll))
@@ -203,7 +267,7 @@ class Store(abc.ABC):
     async def _claim_and_publish(self, queue: str, worker: str | None) -> Job | None:
         job = await self.claim(queue, worker=worker, now=clock.now())
         if job is not None:
-            self.publish(job)
+            self.record(job)
         return job
 
     def _give_back(self, claiming: asyncio.Future[Job | None]) -> None:
@@ -221,7 +285,7 @@ class Store(abc.ABC):
 
     async def _mutate_and_publish(self, queue: str, job_id: str, change: Mutation) -> Job:
         before, after = await self.mutate(queue, job_id, change)
-        self.publish(after, before)
+        self.record(after, before)
         return after
 
     async def update(
@@ -229,9 +293,11 @@ class Store(abc.ABC):
     ) -> Job:
         """Merge ``fields`` into the job; with a lease, also extend it by the job's ttr.
 
-        Raises JobNotFound, LeaseMismatch, InvalidTransition (final job), ValidationError
-        (a field the dispatcher owns).
+        No fields with a lease is a :meth:`touch`. Raises JobNotFound, LeaseMismatch,
+        InvalidTransition (final job), ValidationError (a field the dispatcher owns).
         """
+        if not fields and lease is not None:
+            return await self.touch(queue, job_id, lease=lease)
         now = clock.now()
         return await self._apply(
             queue, job_id, lambda j: lifecycle.update(j, fields, lease=lease, now=now)
@@ -282,17 +348,32 @@ class Store(abc.ABC):
         return await self._apply(queue, job_id, change)
 
     async def release(
-        self, queue: str, job_id: str, *, lease: str | None = None, delay: float = 0.0
+        self,
+        queue: str,
+        job_id: str,
+        *,
+        lease: str | None = None,
+        delay: float = 0.0,
+        to_end: bool = False,
     ) -> Job:
-        """Give a taken job back untried, takeable again after ``delay`` seconds.
+        """Give a taken job back untried, takeable again after ``delay`` seconds; it keeps
+        its place unless ``to_end`` (requeue). Raises JobNotFound, LeaseMismatch,
+        InvalidTransition."""
+        now = clock.now()
+        return await self._apply(
+            queue,
+            job_id,
+            lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now, to_end=to_end),
+        )
+
+    async def touch(self, queue: str, job_id: str, *, lease: str, ttr: float | None = None) -> Job:
+        """Extend the lease to ``ttr`` seconds (default: the job's ttr) from now.
 
         Raises JobNotFound, LeaseMismatch, InvalidTransition.
         """
         now = clock.now()
         return await self._apply(
-            queue,
-            job_id,
-            lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now),
+            queue, job_id, lambda j: lifecycle.touch(j, lease=lease, ttr=ttr, now=now)
         )
 
     async def bury(
@@ -314,6 +395,55 @@ class Store(abc.ABC):
         """
         now = clock.now()
         return await self._apply(queue, job_id, lambda j: lifecycle.kick(j, now=now))
+
+    async def kick(self, queue: str, bound: int) -> int:
+        """Kick up to ``bound`` jobs: buried ones if there are any, else delayed ones (as
+        beanstalkd does); how many were kicked. Raises QueueNotFound."""
+        for status in (JobStatus.BURIED, JobStatus.DELAYED):
+            page = await self.list_jobs(queue, status=status, limit=bound)
+            if page.jobs:
+                kicked = 0
+                for job in page.jobs:
+                    try:
+                        await self.kick_job(queue, job.id)
+                        kicked += 1
+                    except (InvalidTransition, JobNotFound):
+                        continue  # changed meanwhile
+                return kicked
+        return 0
+
+    async def delete(self, queue: str, job_id: str) -> Job:
+        """Delete any job (an operator's call); the job as it was. Raises JobNotFound."""
+        job = await self.remove(queue, job_id)
+        self.record(job.evolve(event="deleted"), job)
+        return job
+
+    async def stats(self, queue: str) -> QueueStats:
+        """Jobs by status, and this process's event counters. Raises QueueNotFound."""
+        counts = await self.count_jobs(queue)
+        return QueueStats(
+            queue=queue,
+            counts={status.value: counts.get(status, 0) for status in JobStatus},
+            counters=dict(sorted(self.counters[queue].items())),
+        )
+
+    async def take_many(
+        self, queue: str, count: int, *, worker: str | None = None, wait: float = 0.0
+    ) -> list[Job]:
+        """Up to ``count`` jobs: waits (up to ``wait`` seconds) for the first only.
+
+        Raises QueueNotFound.
+        """
+        first = await self.take(queue, worker=worker, wait=wait)
+        if first is None:
+            return []
+        jobs = [first]
+        while len(jobs) < count:
+            job = await self.take(queue, worker=worker)
+            if job is None:
+                break
+            jobs.append(job)
+        return jobs
 
     @staticmethod
     def new_lease() -> str:

@@ -34,8 +34,7 @@ T = TypeVar("T")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
     name TEXT PRIMARY KEY,
-    ttr REAL NOT NULL,
-    max_attempts INTEGER NOT NULL
+    config TEXT NOT NULL  -- QueueConfig as JSON
 );
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY,
@@ -61,7 +60,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     traceback TEXT,
     extra TEXT NOT NULL,
     rev INTEGER NOT NULL,
-    event TEXT NOT NULL
+    event TEXT NOT NULL,
+    expires_at REAL
 );
 -- The take index: only pending jobs, in the order they are handed out.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
@@ -69,6 +69,11 @@ CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
 CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE status = 'started';
 CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(ready_at) WHERE status = 'delayed';
 CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(queue, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(expires_at)
+    WHERE expires_at IS NOT NULL AND status IN ('pending', 'delayed');
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
+    WHERE status IN ('finished', 'failed');
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
@@ -169,8 +174,8 @@ class SQLiteStore(Store):
         self._conn = conn
         if self._max_size is not None:
             self._apply_max_size(self._max_size)
-        for row in conn.execute("SELECT name, ttr, max_attempts FROM queues"):
-            self._queues[row["name"]] = QueueConfig(row["name"], row["ttr"], row["max_attempts"])
+        for row in conn.execute("SELECT name, config FROM queues"):
+            self._queues[row["name"]] = QueueConfig(**json.loads(row["config"]))
 
     def _apply_max_size(self, max_size: int) -> None:
         assert self._conn is not None
@@ -232,8 +237,8 @@ class SQLiteStore(Store):
         def create() -> bool:
             with self._transaction() as conn:
                 cursor = conn.execute(
-                    "INSERT OR IGNORE INTO queues (name, ttr, max_attempts) VALUES (?, ?, ?)",
-                    (config.name, config.ttr, config.max_attempts),
+                    "INSERT OR IGNORE INTO queues (name, config) VALUES (?, ?)",
+                    (config.name, _dumps(config.to_dict())),
                 )
                 return cursor.rowcount == 1
 
@@ -249,6 +254,53 @@ class SQLiteStore(Store):
 
     async def list_queues(self) -> list[QueueConfig]:
         return [self._queues[name] for name in sorted(self._queues)]
+
+    async def update_queue(self, config: QueueConfig) -> None:
+        await self.get_queue(config.name)
+
+        def update() -> None:
+            with self._transaction() as conn:
+                conn.execute(
+                    "UPDATE queues SET config = ? WHERE name = ?",
+                    (_dumps(config.to_dict()), config.name),
+                )
+
+        await self._run(update)
+        self._queues[config.name] = config
+
+    async def drop_queue(self, name: str) -> int:
+        await self.get_queue(name)
+
+        def drop() -> int:
+            with self._transaction() as conn:
+                removed = conn.execute("DELETE FROM jobs WHERE queue = ?", (name,)).rowcount
+                conn.execute("DELETE FROM queues WHERE name = ?", (name,))
+                return int(removed)
+
+        removed = await self._run(drop)
+        self._queues.pop(name, None)
+        return removed
+
+    async def truncate(self, queue: str) -> int:
+        await self.get_queue(queue)
+
+        def truncate() -> int:
+            with self._transaction() as conn:
+                return int(conn.execute("DELETE FROM jobs WHERE queue = ?", (queue,)).rowcount)
+
+        return await self._run(truncate)
+
+    async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
+        await self.get_queue(queue)
+
+        def count() -> dict[JobStatus, int]:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT status, COUNT(*) FROM jobs WHERE queue = ? GROUP BY status", (queue,)
+            )
+            return {JobStatus(status): n for status, n in rows}
+
+        return await self._run(count)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -328,24 +380,62 @@ class SQLiteStore(Store):
 
         return await self._run(mutate)
 
-    async def list_jobs(self, queue: str, *, cursor: str | None = None, limit: int = 500) -> Page:
+    async def list_jobs(
+        self,
+        queue: str,
+        *,
+        status: JobStatus | None = None,
+        cursor: str | None = None,
+        limit: int = 500,
+    ) -> Page:
         await self.get_queue(queue)
         after = int(cursor) if cursor and cursor.isdigit() else 0
+        where, params = "queue = ? AND seq > ?", [queue, after]
+        if status is not None:
+            where, params = "queue = ? AND status = ? AND seq > ?", [queue, status.value, after]
 
         def page() -> Page:
             assert self._conn is not None
             rows = self._conn.execute(
-                "SELECT * FROM jobs WHERE queue = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (queue, after, limit),
+                f"SELECT * FROM jobs WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
             ).fetchall()
             next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
             return Page([_job(row) for row in rows], next_cursor)
 
         return await self._run(page)
 
+    async def peek(self, queue: str, status: JobStatus) -> Job | None:
+        await self.get_queue(queue)
+        order = {JobStatus.PENDING: "priority, ready_at, seq", JobStatus.DELAYED: "ready_at, seq"}
+
+        def peek() -> Job | None:
+            assert self._conn is not None
+            row = self._conn.execute(
+                f"SELECT * FROM jobs WHERE queue = ? AND status = '{status.value}' "
+                f"ORDER BY {order.get(status, 'seq')} LIMIT 1",
+                (queue,),
+            ).fetchone()
+            return _job(row) if row is not None else None
+
+        return await self._run(peek)
+
+    async def remove(self, queue: str, job_id: str) -> Job:
+        await self.get_queue(queue)
+
+        def remove() -> Job:
+            with self._transaction() as conn:
+                job = self._read(conn, queue, job_id)
+                conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                return job
+
+        return await self._run(remove)
+
     async def reap(self, now: float) -> int:
-        def reap() -> list[tuple[Job, Job]]:
-            changes = []
+        queues = dict(self._queues)
+
+        def reap() -> tuple[list[tuple[Job, Job]], int]:
+            changes: list[tuple[Job, Job]] = []
+            deleted = 0
             with self._transaction() as conn:
                 for sql, step in (
                     (
@@ -358,13 +448,29 @@ class SQLiteStore(Store):
                         "ready_at <= ? ORDER BY ready_at LIMIT ?",
                         lifecycle.promote,
                     ),
+                    (
+                        "SELECT * FROM jobs WHERE expires_at <= ? AND expires_at IS NOT NULL "
+                        "AND status IN ('pending', 'delayed') ORDER BY expires_at LIMIT ?",
+                        lifecycle.outlive,
+                    ),
                 ):
                     for row in conn.execute(sql, (now, REAP_BATCH)).fetchall():
                         before = _job(row)
+                        config = queues.get(before.queue)
+                        if step is lifecycle.outlive and config and config.ttl_action == "delete":
+                            conn.execute("DELETE FROM jobs WHERE id = ?", (before.id,))
+                            deleted += 1
+                            continue
                         changes.append((before, self._write(conn, before, step(before, now=now))))
-            return changes
+                for name, config in queues.items():
+                    deleted += conn.execute(
+                        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND "
+                        "status IN ('finished', 'failed') AND finished_at <= ? LIMIT ?)",
+                        (name, now - config.retention, REAP_BATCH),
+                    ).rowcount
+            return changes, deleted
 
-        changes = await self._run(reap)
+        changes, deleted = await self._run(reap)
         for before, after in changes:
-            self.publish(after, before)
-        return len(changes)
+            self.record(after, before)
+        return len(changes) + deleted

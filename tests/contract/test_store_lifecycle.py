@@ -1,0 +1,171 @@
+"""The full job lifecycle on every store: priorities, queue defaults, ttl, retention,
+touch, requeue, kick, peek, listing by status, truncate, drop, delete and statistics."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.contract.test_store import new
+from tqueues import clock
+from tqueues.errors import JobNotFound, QueueNotFound
+from tqueues.jobs import JobStatus, QueueConfig
+from tqueues.stores.base import Store
+
+
+async def test_urgent_jobs_go_ahead_of_every_priority(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    top = await store.put(new(priority=0))
+    urgent = await store.put(new(urgent=True))
+    assert urgent.priority == -1
+    assert [j.id for j in await store.take_many("q", 5)] == [urgent.id, top.id]
+
+
+async def test_queue_defaults_apply_and_can_change(store: Store) -> None:
+    await store.create_queue(QueueConfig("q").changed({"priority": 7, "delay": 30, "ttl": 60}))
+    job = await store.put(new())
+    assert (job.priority, job.status) == (7, JobStatus.DELAYED)
+    assert job.expires_at == pytest.approx(job.created_at + 60)
+    own = await store.put(new(priority=1, delay=0, ttl=5))
+    assert (own.priority, own.status, own.expires_at) == (1, JobStatus.PENDING, own.created_at + 5)
+    # When the defaults change, new jobs follow them and old ones keep theirs
+    await store.update_queue((await store.get_queue("q")).changed({"delay": 0, "ttr": 9}))
+    config = await store.get_queue("q")
+    assert (config.delay, config.ttr, config.priority) == (0, 9, 7)
+    assert (await store.put(new())).status is JobStatus.PENDING
+    assert (await store.get("q", job.id)).status is JobStatus.DELAYED
+    with pytest.raises(QueueNotFound):
+        await store.update_queue(QueueConfig("nope"))
+
+
+async def test_ttl_buries_or_deletes_waiting_jobs_by_queue_setting(store: Store) -> None:
+    await store.create_queue(QueueConfig("bury", ttl=1))
+    await store.create_queue(QueueConfig("drop", ttl=1, ttl_action="delete"))
+    buried = await store.put(new("bury"))
+    dropped = await store.put(new("drop"))
+    running = await store.put(new("bury"))
+    await store.take("bury")  # the older job: started jobs are not cut short by their ttl
+    assert (await store.get("bury", buried.id)).status is JobStatus.STARTED
+    await store.reap(clock.now() + 2)
+    assert (await store.get("bury", running.id)).status is JobStatus.BURIED
+    assert "ttl" in ((await store.get("bury", running.id)).error or "")
+    with pytest.raises(JobNotFound):
+        await store.get("drop", dropped.id)
+
+
+async def test_finished_jobs_are_purged_after_retention(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", retention=60))
+    kept = await store.put(new())
+    done = await store.put(new())
+    await store.finish("q", done.id, result=1)
+    await store.reap(clock.now() + 30)
+    assert (await store.get("q", done.id)).result == 1
+    await store.reap(clock.now() + 61)
+    with pytest.raises(JobNotFound):
+        await store.get("q", done.id)
+    assert (await store.get("q", kept.id)).status is JobStatus.PENDING
+
+
+async def test_touch_extends_the_lease(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", ttr=5))
+    await store.put(new())
+    job = await store.take("q")
+    assert job is not None and job.lease is not None
+    touched = await store.touch("q", job.id, lease=job.lease, ttr=100)
+    assert touched.lease_expires is not None and touched.lease_expires > clock.now() + 90
+    assert touched.event == "touched"
+
+
+async def test_requeue_goes_to_the_end_and_release_keeps_the_place(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    first, second = await store.put(new()), await store.put(new())
+    job = await store.take("q")
+    assert job is not None and job.id == first.id
+    await store.release("q", job.id, lease=job.lease)
+    again = await store.take("q")
+    assert again is not None and again.id == first.id  # kept its place
+    await store.release("q", again.id, lease=again.lease, to_end=True)
+    assert [j.id for j in await store.take_many("q", 2)] == [second.id, first.id]
+
+
+async def test_kick_takes_buried_first_then_delayed_up_to_the_bound(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    buried = [await store.put(new()) for _ in range(3)]
+    for job in buried:
+        await store.bury("q", job.id)
+    delayed = await store.put(new(delay=3600))
+    assert await store.kick("q", 2) == 2
+    assert await store.kick("q", 5) == 1  # the last buried one; delayed ones wait their turn
+    assert (await store.get("q", delayed.id)).status is JobStatus.DELAYED
+    assert await store.kick("q", 5) == 1
+    assert (await store.get("q", delayed.id)).status is JobStatus.PENDING
+    assert await store.kick("q", 5) == 0
+
+
+async def test_peek_shows_the_next_job_of_each_status(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    assert await store.peek("q", JobStatus.PENDING) is None
+    later = await store.put(new(priority=9))
+    sooner = await store.put(new(priority=1))
+    late = await store.put(new(delay=600))
+    soon = await store.put(new(delay=60))
+    await store.bury("q", later.id)
+    peeked = {s: await store.peek("q", s) for s in (JobStatus.PENDING, JobStatus.DELAYED,
+                                                      JobStatus.BURIED)}  # fmt: skip
+    assert {s: j.id if j else None for s, j in peeked.items()} == {
+        JobStatus.PENDING: sooner.id,
+        JobStatus.DELAYED: soon.id,
+        JobStatus.BURIED: later.id,
+    }
+    assert late.status is JobStatus.DELAYED
+    assert (await store.take("q")) is not None  # peeking took nothing
+
+
+async def test_list_jobs_by_status_with_pages(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    jobs = [await store.put(new(args=[i])) for i in range(7)]
+    for job in jobs[::2]:
+        await store.bury("q", job.id)
+    seen, cursor = [], None
+    while True:
+        page = await store.list_jobs("q", status=JobStatus.BURIED, cursor=cursor, limit=2)
+        seen += [job.id for job in page.jobs]
+        if (cursor := page.next_cursor) is None:
+            break
+    assert seen == [job.id for job in jobs[::2]]
+    pending = await store.list_jobs("q", status=JobStatus.PENDING)
+    assert [job.id for job in pending.jobs] == [job.id for job in jobs[1::2]]
+
+
+async def test_truncate_drop_and_delete(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.create_queue(QueueConfig("other"))
+    kept = await store.put(new("other"))
+    jobs = [await store.put(new()) for _ in range(4)]
+    deleted = await store.delete("q", jobs[0].id)
+    assert deleted.id == jobs[0].id
+    with pytest.raises(JobNotFound):
+        await store.get("q", jobs[0].id)
+    assert await store.truncate("q") == 3
+    assert (await store.list_jobs("q")).jobs == []
+    assert await store.drop_queue("other") == 1
+    with pytest.raises(QueueNotFound):
+        await store.get("other", kept.id)
+    assert [c.name for c in await store.list_queues()] == ["q"]
+    with pytest.raises(QueueNotFound):
+        await store.drop_queue("other")
+
+
+async def test_stats_count_jobs_by_status_and_events(store: Store) -> None:
+    await store.create_queue(QueueConfig("q", max_attempts=1))
+    for _ in range(3):
+        await store.put(new())
+    job = await store.take("q")
+    assert job is not None
+    await store.fail("q", job.id, lease=job.lease, error="E")  # buried
+    await store.take("q", wait=0.01)
+    stats = await store.stats("q")
+    assert stats.counts == {"pending": 1, "delayed": 0, "started": 1, "finished": 0,
+                            "buried": 1, "failed": 0}  # fmt: skip
+    assert stats.counters["put"] == 3 and stats.counters["taken"] == 2
+    assert stats.counters["buried"] == 1
+    assert stats.to_dict()["total"] == 3
