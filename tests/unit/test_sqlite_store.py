@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -67,3 +68,26 @@ async def test_dispatcher_answers_503_while_full_and_recovers(
     assert (await client.get("/health")).status == 200  # the dispatcher stays up
     await store.set_max_size(1 << 30)
     assert (await client.post("/", json=body)).status == 200
+
+
+async def test_concurrent_operations_share_commits_and_fail_alone(tmp_path: Path) -> None:
+    from tqueues.errors import JobNotFound
+
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        assert store._thread is not None
+        commits_before = store._thread.commits
+        # Given 300 puts racing with finishes of jobs that do not exist
+        results = await asyncio.gather(
+            *(store.put(JOB) for _ in range(300)),
+            *(store.finish("q", f"missing{i}") for i in range(20)),
+            return_exceptions=True,
+        )
+        put = [r for r in results[:300] if not isinstance(r, BaseException)]
+        refused = [r for r in results[300:] if isinstance(r, JobNotFound)]
+        # Then each failed alone, every put was acknowledged, and they shared disk syncs
+        assert (len(put), len(refused)) == (300, 20)
+        assert store._thread.commits - commits_before < 320
+    async with SQLiteStore(tmp_path) as reopened:
+        stored = {job.id for job in (await reopened.list_jobs("q", limit=1000)).jobs}
+        assert stored == {job.id for job in put}

@@ -1,16 +1,18 @@
 """The embedded store: one SQLite file in WAL mode, the zero-setup default.
 
-One connection for the whole process, owned by one thread: every operation runs there as
-a single transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``), so a claim (read the most
-urgent pending job through a partial index, then write it started) is atomic, and a job is
-on disk before its ``put`` returns (``synchronous=FULL``). A lock file keeps a second
+One connection for the whole process, owned by one thread. Operations queue up for that
+thread, which runs whatever has queued as one transaction with a savepoint per operation
+(group commit): each operation is atomic on its own (a claim reads the most urgent pending
+job through a partial index and writes it started, with nothing in between), a failing one
+is rolled back alone, and all of them are answered only after the one ``COMMIT`` that makes
+them durable (``synchronous=FULL``: on disk before a ``put`` returns). Under load many
+operations share one disk sync; alone, an operation costs one. A lock file keeps a second
 dispatcher off the same data directory, since change notifications are in-process.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -18,8 +20,10 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+import threading
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
+from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from tqueues import lifecycle
@@ -108,6 +112,119 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(**fields)
 
 
+@dataclasses.dataclass(slots=True)
+class _Operation:
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    batch: bool
+    future: asyncio.Future[Any]
+    loop: asyncio.AbstractEventLoop
+
+
+class _GroupCommit:
+    """The store's one thread: runs queued operations, many to a transaction.
+
+    Each batch is ``BEGIN IMMEDIATE``, then per operation ``SAVEPOINT``/``RELEASE`` (or
+    ``ROLLBACK TO`` when it raises), then one ``COMMIT``; only then are the operations
+    answered, so an answer always means durable. If the commit fails, every operation of
+    the batch gets the error (none of them happened).
+    """
+
+    MAX_BATCH = 512
+
+    def __init__(self, connection: Callable[[], sqlite3.Connection | None]) -> None:
+        self._connection = connection
+        self._queue: SimpleQueue[_Operation | None] = SimpleQueue()
+        self.commits = 0  #: transactions committed (operations share them under load)
+        self._thread = threading.Thread(target=self._serve, name="tq-sqlite", daemon=True)
+        self._thread.start()
+
+    def submit(self, fn: Callable[..., T], args: tuple[Any, ...], batch: bool) -> Awaitable[T]:
+        """Queue ``fn(*args)``; the future of its result (or exception)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Operation(fn, args, batch, future, loop))
+        return future
+
+    def stop(self) -> None:
+        """Finish what is queued, then end the thread (blocks until it has)."""
+        self._queue.put(None)
+        self._thread.join()
+
+    def _serve(self) -> None:
+        held: _Operation | None = None
+        while True:
+            first = held or self._queue.get()
+            held = None
+            if first is None:
+                return
+            if not first.batch:
+                self._answer([first], [self._call(first)])
+                continue
+            batch = [first]
+            while len(batch) < self.MAX_BATCH:
+                try:
+                    following = self._queue.get_nowait()
+                except Empty:
+                    break
+                if following is None or not following.batch:
+                    held = following
+                    if following is None:
+                        self._queue.put(None)
+                        held = None
+                    break
+                batch.append(following)
+            self._answer(batch, self._run_batch(batch))
+
+    @staticmethod
+    def _call(operation: _Operation) -> tuple[Any, BaseException | None]:
+        try:
+            return operation.fn(*operation.args), None
+        except BaseException as exc:  # handed to the caller
+            return None, exc
+
+    def _run_batch(self, batch: list[_Operation]) -> list[tuple[Any, BaseException | None]]:
+        conn = self._connection()
+        if conn is None:
+            error = StoreUnavailable("the SQLite store is closed")
+            return [(None, error)] * len(batch)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            outcomes = []
+            for operation in batch:
+                conn.execute("SAVEPOINT operation")
+                outcome = self._call(operation)
+                if outcome[1] is not None and not conn.in_transaction:
+                    # SQLite rolled the whole transaction back (a full disk, an I/O error):
+                    # none of the batch happened.
+                    return [(None, outcome[1])] * len(batch)
+                if outcome[1] is not None:
+                    conn.execute("ROLLBACK TO operation")
+                conn.execute("RELEASE operation")
+                outcomes.append(outcome)
+            conn.execute("COMMIT")
+            self.commits += 1
+            return outcomes
+        except sqlite3.Error as exc:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            return [(None, exc)] * len(batch)
+
+    @staticmethod
+    def _answer(batch: list[_Operation], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        for operation, (result, error) in zip(batch, outcomes, strict=True):
+            operation.loop.call_soon_threadsafe(_settle, operation.future, result, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the operation happened all the same
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
 class SQLiteStore(Store):
     """Jobs in ``<directory>/tqueues.sqlite3``; one per directory and process.
 
@@ -132,19 +249,20 @@ class SQLiteStore(Store):
         self.path = self.directory / "tqueues.sqlite3"
         self._synchronous = synchronous.upper()
         self._max_size = max_size
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._thread: _GroupCommit | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._queues: dict[str, QueueConfig] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+    async def _run(self, fn: Callable[..., T], *args: Any, batch: bool = True) -> T:
+        """Run ``fn(*args)`` on the store's thread; inside a group-committed transaction
+        unless ``batch`` is False. Maps SQLite errors to StoreUnavailable."""
+        if self._thread is None:
             raise StoreUnavailable("the SQLite store is not open")
-        loop = asyncio.get_running_loop()
         try:
-            return await loop.run_in_executor(self._executor, fn, *args)
+            return await self._thread.submit(fn, args, batch)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the SQLite store cannot write: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -152,16 +270,9 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """The connection, inside the running operation's savepoint (see _GroupCommit)."""
         assert self._conn is not None
-        conn = self._conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield conn
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            raise
-        conn.execute("COMMIT")
+        yield self._conn
 
     def _connect(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
@@ -189,7 +300,7 @@ class SQLiteStore(Store):
         when the disk fills up; reads and everything already stored keep working.
         """
         self._max_size = max_size
-        await self._run(self._apply_max_size, max_size)
+        await self._run(self._apply_max_size, max_size, batch=False)
 
     async def open(self) -> None:
         """Create the directory and database if needed and take the directory's lock.
@@ -210,20 +321,20 @@ class SQLiteStore(Store):
                 f"another dispatcher is using data directory {self.directory}"
             ) from exc
         self._lock_fd = fd
-        self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="tq-sqlite")
+        self._thread = _GroupCommit(lambda: self._conn)
         try:
-            await self._run(self._connect)
+            await self._run(self._connect, batch=False)
         except BaseException:
             await self.close()
             raise
 
     async def close(self) -> None:
-        if self._executor is not None:
+        if self._thread is not None:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
-                await asyncio.get_running_loop().run_in_executor(self._executor, conn.close)
-            self._executor.shutdown(wait=True)
-            self._executor = None
+                await self._thread.submit(conn.close, (), False)
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.stop)
+            self._thread = None
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
