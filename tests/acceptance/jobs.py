@@ -112,3 +112,42 @@ def plain_marked_sleep(marker_dir: str, seconds: float, *, tq_parent_job: Any) -
     time.sleep(seconds)
     _record_finish(Path(marker_dir), tq_parent_job.id)
     return "slept"
+
+
+async def record_run(runs_file: str, n: int, *, tq_parent_job: Any) -> str:
+    """Append ``<job id> <n> <run token>`` to ``runs_file`` once per completed run; the token.
+
+    The token is new on every run, so the stored result tells which run was reported.
+    """
+    token = uuid.uuid4().hex
+    with open(runs_file, "a") as runs:  # one short write per line: whole lines, even
+        runs.write(f"{tq_parent_job.id} {n} {token}\n")  # from two processes (O_APPEND)
+    return token
+
+
+def read_runs(runs_file: Path) -> dict[str, list[str]]:
+    """The run tokens ``record_run`` recorded, by job id, in the order they were written."""
+    runs: dict[str, list[str]] = {}
+    if runs_file.exists():
+        for line in runs_file.read_text().splitlines():
+            job_id, _, token = line.split()
+            runs.setdefault(job_id, []).append(token)
+    return runs
+
+
+def crash_worker(marker_dir: str, *, tq_parent_job: Any) -> None:
+    """A poison job: leaves a start marker, then ends the worker process at once (exit 1).
+
+    No outcome is reported and nothing is cleaned up, as if the process segfaulted.
+    """
+    _record_start(Path(marker_dir), tq_parent_job.id)
+    os._exit(1)
+
+
+async def hang_worker(marker_dir: str, seconds: float = 600.0, *, tq_parent_job: Any) -> None:
+    """A poison job: a coroutine that blocks the worker's event loop with ``time.sleep``.
+
+    Nothing else in that worker runs meanwhile, its lease heartbeat included.
+    """
+    _record_start(Path(marker_dir), tq_parent_job.id)
+    time.sleep(seconds)
