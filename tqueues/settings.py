@@ -277,6 +277,7 @@ class WorkerSettings:
     allow: tuple[str, ...] = ()  #: module prefixes a job's method may come from.
     burst: bool = False  #: stop once the queues are empty.
     token: str | None = None  #: bearer token for the dispatcher.
+    timeout: float | None = None  #: seconds a run may take (None: no limit).
     loglevel: str = "INFO"
 
     @classmethod
@@ -303,6 +304,9 @@ class WorkerSettings:
             allow=tuple(p.strip() for p in allow),
             burst=bool(args.get("--burst")),
             token=_worker_token(args, environ),
+            timeout=None
+            if args.get("--timeout") is None
+            else _float(args["--timeout"], "--timeout", low=0.001, high=7 * 86400),
             loglevel=_loglevel(args.get("--loglevel")),
         )
         if not allow and not args.get("--allow_any"):

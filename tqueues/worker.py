@@ -79,7 +79,14 @@ class Job:
     worker is being cancelled, given back untried.
     """
 
-    def __init__(self, client: Client, doc: dict[str, Any], *, allow: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        client: Client,
+        doc: dict[str, Any],
+        *,
+        allow: Sequence[str] = (),
+        timeout: float | None = None,
+    ) -> None:
         self.client = client
         self.data = doc
         self.id: str = doc["id"]
@@ -90,6 +97,7 @@ class Job:
         self.kwargs: dict[str, Any] = dict(doc.get("kwargs") or {})
         self.ttr: float = float(doc.get("ttr") or 60.0)
         self.allow = tuple(allow)
+        self.timeout = timeout
         self.result: Any = None
         self.exception: BaseException | None = None
         self.lease_lost = False
@@ -157,12 +165,19 @@ class Job:
         self._loop = asyncio.get_running_loop()
         self._toucher = asyncio.create_task(self._touch_forever())
         try:
-            self.result = await self._call()
+            self.result = await asyncio.wait_for(self._call(), self.timeout)
             json.dumps(self.result)
         except asyncio.CancelledError:
             await self._stop_touching()
             await self._report(self._give_back())
             raise
+        except TimeoutError as exc:
+            timed_out = self.timeout is not None and not str(exc)
+            self.exception = (
+                TimeoutError(f"the job ran longer than its {self.timeout:g}s timeout")
+                if timed_out
+                else exc
+            )
         except Exception as exc:
             self.exception = exc
         return self
@@ -269,7 +284,9 @@ class Worker:
 
     Long-polls (``wait`` seconds per request) and never busy-polls; when the dispatcher
     cannot be reached it retries with exponential backoff (0.1 s to 5 s, with jitter).
-    ``token`` authenticates to the dispatcher.
+    ``token`` authenticates to the dispatcher. ``timeout`` (seconds) bounds each run: a
+    run that takes longer is cancelled and reported as failed with a TimeoutError (a plain
+    function's thread cannot be stopped: its outcome is then ignored).
     ``allow`` restricts the modules a job's method may come from (empty: any). With
     ``burst``, iteration ends once the queues are empty.
     """
@@ -283,6 +300,7 @@ class Worker:
         wait: float = 30.0,
         grace: float = 30.0,
         allow: Sequence[str] = (),
+        timeout: float | None = None,
         burst: bool = False,
         client: Client | None = None,
         token: str | None = None,
@@ -295,6 +313,7 @@ class Worker:
         self.wait = wait
         self.grace = grace
         self.allow = tuple(allow)
+        self.timeout = timeout
         self.burst = burst
         self.client = client or Client(endpoint_url, token=token)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
@@ -334,7 +353,7 @@ class Worker:
         doc = await self.take()
         if doc is None:
             raise StopAsyncIteration
-        return Job(self.client, doc, allow=self.allow)
+        return Job(self.client, doc, allow=self.allow, timeout=self.timeout)
 
     async def take(self) -> dict[str, Any] | None:
         """The next job document, or None once stopping (or, in burst mode, when empty)."""
@@ -433,7 +452,8 @@ class Worker:
                         await asyncio.wait(running)
                         continue
                     break
-                task = asyncio.create_task(self.run_job(Job(self.client, doc, allow=self.allow)))
+                job = Job(self.client, doc, allow=self.allow, timeout=self.timeout)
+                task = asyncio.create_task(self.run_job(job))
                 running.add(task)
                 task.add_done_callback(running.discard)
                 task.add_done_callback(lambda _: slots.release())

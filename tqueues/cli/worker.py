@@ -21,6 +21,8 @@ Options:
                          or $TQUEUES_TOKEN.
   --token_file FILE      Read the token from FILE.
   --concurrency N        Jobs run at once [default: 1].
+  --timeout SECONDS      Longest a job may run; past it the run fails with a
+                         TimeoutError (default: no limit).
   --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
   --grace SECONDS        On SIGTERM/SIGINT, how long running jobs get to finish before
                          they are given back [default: 30].
@@ -63,6 +65,7 @@ async def work(settings: WorkerSettings) -> int:
         allow=settings.allow,
         burst=settings.burst,
         token=settings.token,
+        timeout=settings.timeout,
     )
     if not settings.allow:
         log.warning(
