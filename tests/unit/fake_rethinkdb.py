@@ -4,7 +4,8 @@ It evaluates the driver's query objects (the ReQL terms the RethinkDB store buil
 only those) against Python dicts, with the semantics the store relies on: single-document
 writes are atomic, secondary indexes skip null keys and documents whose index function
 fails, ``between`` is left-closed and right-open unless told otherwise, changefeeds report
-every write in order. It is no proof that a real server agrees: it lets the store's own
+every write in order, ties in an index are broken by primary key (as the server stores
+index keys). It is no proof that a real server agrees: it lets the store's own
 logic (claims, compare-and-set, feeds, reconnection) run end to end without one.
 """
 
@@ -204,6 +205,10 @@ class _Evaluator:
             return self.eval(args[0], env) == self.eval(args[1], env)
         if name == "And":
             return all(self.eval(arg, env) for arg in args)
+        if name == "Or":
+            return any(self.eval(arg, env) for arg in args)
+        if name == "Ne":
+            return self.eval(args[0], env) != self.eval(args[1], env)
         if name == "Bracket":
             value, field = self.eval(args[0], env), self.eval(args[1], env)
             if not isinstance(value, dict) or field not in value:
@@ -234,6 +239,14 @@ class _Evaluator:
                 raise ReqlOpFailedError(f"Table `{db}.{table}` already exists.")
             tables[table] = FakeTable(self.opt(term, "primary_key", "id"))
             return {"tables_created": 1}
+        if name == "TableDrop":
+            db, table = self.eval(args[0], env), self.eval(args[1], env)
+            tables = self.db(db)
+            if table not in tables:
+                raise ReqlOpFailedError(f"Table `{db}.{table}` does not exist.")
+            for cursor in tables.pop(table).feeds:
+                cursor.items.put_nowait(ReqlOpFailedError(f"Table `{db}.{table}` does not exist."))
+            return {"tables_dropped": 1}
         if name == "Wait":
             self.table(args[0], env)
             return {"ready": 1}
@@ -259,6 +272,15 @@ class _Evaluator:
             return self.insert(term, env)
         if name in ("Replace", "Update"):
             return self.replace(term, env, update=name == "Update")
+        if name == "Delete":
+            return self.delete(term, env)
+        if name == "Count":
+            source = args[0]
+            if type(source).__name__ == "Group":
+                return self.group_count(source, env)
+            if type(source).__name__ == "Table":
+                return len(self.table(source, env).docs)
+            return len(self.sequence(source, env))
         if name == "Changes":
             table = self.table(args[0], env)
             cursor = FakeCursor(table, self.conn)
@@ -271,16 +293,17 @@ class _Evaluator:
 
     def insert(self, term: ast.RqlQuery, env: dict[int, Any]) -> dict[str, Any]:
         table = self.table(term._args[0], env)
-        doc = self.eval(term._args[1], env)
-        key = doc[table.primary_key]
-        if key in table.docs:
-            return {
-                "inserted": 0,
-                "errors": 1,
-                "first_error": f"Duplicate primary key `{table.primary_key}`",
-            }
-        table.write(None, doc)
-        return {"inserted": 1, "errors": 0}
+        value = self.eval(term._args[1], env)
+        result: dict[str, Any] = {"inserted": 0, "errors": 0}
+        for doc in value if isinstance(value, list) else [value]:
+            key = doc[table.primary_key]
+            if key in table.docs:
+                result["errors"] += 1
+                result.setdefault("first_error", f"Duplicate primary key `{table.primary_key}`")
+                continue
+            table.write(None, doc)
+            result["inserted"] += 1
+        return result
 
     def replace(self, term: ast.RqlQuery, env: dict[int, Any], *, update: bool) -> dict[str, Any]:
         selection = term._args[0]
@@ -299,7 +322,51 @@ class _Evaluator:
         if new == old:
             return {"unchanged": 1, "replaced": 0, "errors": 0}
         table.write(old, new)
+        if new is None:
+            return {"deleted": 1, "replaced": 0, "errors": 0}
         return {"replaced": 1, "errors": 0}
+
+    def delete(self, term: ast.RqlQuery, env: dict[int, Any]) -> dict[str, Any]:
+        """Delete one document (``get``) or a selection, each document on its own."""
+        selection = term._args[0]
+        source = selection
+        while type(source).__name__ != "Table":
+            source = source._args[0]
+        table = self.table(source, env)
+        if type(selection).__name__ == "Get":
+            key = self.eval(selection._args[1], env)
+            docs = [table.docs[key]] if key in table.docs else []
+        elif type(selection).__name__ == "Table":
+            docs = list(table.docs.values())
+        else:
+            docs = self.sequence(selection, env)
+        result: dict[str, Any] = {"deleted": 0, "skipped": 0, "errors": 0}
+        changes = []
+        for doc in docs:
+            old = table.docs.get(doc[table.primary_key])
+            if old is None:
+                result["skipped"] += 1
+                continue
+            old = copy.deepcopy(old)
+            table.write(old, None)
+            result["deleted"] += 1
+            changes.append({"old_val": old, "new_val": None})
+        if type(selection).__name__ == "Get" and not docs:
+            result["skipped"] = 1
+        if self.opt(term, "return_changes"):
+            result["changes"] = changes
+        return result
+
+    def group_count(self, term: ast.RqlQuery, env: dict[int, Any]) -> dict[Any, int]:
+        """``table.group(index=...).count()``: grouped data, as the driver returns it."""
+        table = self.table(term._args[0], env)
+        index = self.opt(term, "index")
+        counts: dict[Any, int] = {}
+        for doc in table.docs.values():
+            key = table.index_key(index, doc)
+            if key is not None:
+                counts[key] = counts.get(key, 0) + 1
+        return counts
 
     def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:
         name = type(term).__name__
@@ -318,7 +385,11 @@ class _Evaluator:
                 assert self.opt(source, "index") == index, "order_by after between: same index"
                 table = self.table(source._args[0], env)
                 docs = self.sequence(source, env)
-            return sorted(docs, key=lambda d: _sort_key(table.index_key(index, d)))
+            pk = table.primary_key
+            return sorted(
+                docs,
+                key=lambda d: (_sort_key(table.index_key(index, d)), _sort_key(d[pk])),
+            )
         if name == "Between":
             table = self.table(args[0], env)
             index = self.opt(term, "index", table.primary_key)
@@ -343,12 +414,12 @@ class _Evaluator:
 
 def patch_store(monkeypatch: Any, server: FakeServer) -> None:
     """Make every RethinkDBStore connect to ``server`` instead of the network."""
-    from tqueues.stores import rethinkdb as module
+    from tqueues.stores.rethinkdb.pool import Pool
 
     async def connect(self: Any) -> FakeConnection:
         return await server.connect()
 
-    monkeypatch.setattr(module._Pool, "_connect", connect)
+    monkeypatch.setattr(Pool, "_connect", connect)
 
 
 __all__ = ["FakeServer", "patch_store"]

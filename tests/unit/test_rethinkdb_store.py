@@ -17,6 +17,7 @@ from rethinkdb import ql2_pb2
 from rethinkdb.ast import ReQLEncoder
 from rethinkdb.errors import ReqlDriverCompileError
 
+from tests.unit import fake_rethinkdb
 from tests.unit.fake_rethinkdb import FakeServer, patch_store
 from tqueues import clock, lifecycle
 from tqueues.errors import QueueNotFound, StoreUnavailable
@@ -26,9 +27,11 @@ from tqueues.stores.rethinkdb import (
     Backoff,
     RethinkDBStore,
     change_kind,
+    doc_to_config,
     doc_to_job,
     job_to_doc,
     parse_cursor,
+    queries,
     r,
     reql_literal,
 )
@@ -384,3 +387,160 @@ async def test_reap_across_two_stores_changes_each_job_once(server: FakeServer) 
         counts = await asyncio.gather(one.reap(later), two.reap(later), one.reap(later))
         assert sum(counts) == 20
         assert all(j.status is JobStatus.PENDING for j in (await two.list_jobs("q")).jobs)
+
+
+# -- the full lifecycle: queries through indexes, upgrades, several dispatchers ---------------
+
+
+def _index_reads(built: Any) -> list[tuple[int, Any]]:
+    """Every (term type, optargs) of the index reads (BETWEEN, ORDER_BY, GROUP) in a query."""
+    found: list[tuple[int, Any]] = []
+    if isinstance(built, list) and built and isinstance(built[0], int):
+        if built[0] in (T.BETWEEN, T.ORDER_BY, T.GROUP) and len(built) > 2:
+            found.append((built[0], built[2].get("index")))
+        for part in built[1:]:
+            found += _index_reads(part)
+    elif isinstance(built, list):
+        for part in built:
+            found += _index_reads(part)
+    return found
+
+
+@pytest.mark.parametrize(
+    ("status", "index"),
+    [
+        (JobStatus.PENDING, "pending"),
+        (JobStatus.DELAYED, "delayed"),
+        (JobStatus.BURIED, "status_created"),
+        (JobStatus.STARTED, "status_created"),
+    ],
+)
+def test_peek_reads_one_job_through_the_status_index(
+    store: RethinkDBStore, status: JobStatus, index: str
+) -> None:
+    built = wire(queries.peek(store._table("q"), status))
+    assert T.FILTER not in term_types(built)
+    assert {found for _, found in _index_reads(built)} == {index}
+
+
+def test_list_by_status_resumes_after_the_cursor_through_status_created(
+    store: RethinkDBStore,
+) -> None:
+    job_id = "a" * 32
+    built = wire(store._list_query("q", f"{NOW!r}:{job_id}", 3, JobStatus.BURIED))
+    between = built[1][0][1][0][1][0]
+    assert between[0] == T.BETWEEN
+    assert between[1][1] == [T.MAKE_ARRAY, ["buried", NOW, job_id]]
+    assert between[2] == {"index": "status_created", "left_bound": "open"}
+    assert T.FILTER not in term_types(built)
+
+
+def test_counts_group_on_the_status_index(store: RethinkDBStore) -> None:
+    built = wire(queries.count_by_status(store._table("q")))
+    assert built[0] == T.COUNT and built[1][0][0] == T.GROUP
+    assert built[1][0][2] == {"index": "status"}
+
+
+@pytest.mark.parametrize(("index", "status"), [("ttl", "pending"), ("finished", "finished")])
+def test_reaper_reads_and_purges_through_time_indexes(
+    store: RethinkDBStore, index: str, status: str
+) -> None:
+    purge = wire(
+        queries.due(store._table("q"), index, JobStatus(status), NOW, 256).delete(durability="hard")
+    )
+    assert purge[0] == T.DELETE
+    between = purge[1][0][1][0][1][0]
+    assert between[0] == T.BETWEEN
+    assert between[1][2] == [T.MAKE_ARRAY, [status, NOW]]
+    assert between[2] == {"index": index, "right_bound": "closed"}
+    assert T.FILTER not in term_types(purge)
+
+
+def test_the_conditional_delete_is_one_deterministic_replace(store: RethinkDBStore) -> None:
+    built = wire(queries.delete_if_unchanged(store._table("q"), pending(), durability="hard"))
+    assert built[0] == T.REPLACE and built[1][0][0] == T.GET
+    nondeterministic = {T.NOW, T.RANDOM, T.UUID, T.JAVASCRIPT, T.HTTP, T.TABLE, T.DB, T.GET}
+    assert not term_types(built[1][1]) & nondeterministic
+
+
+def test_index_functions_leave_out_what_they_do_not_order() -> None:
+    fake = FakeServer()
+    evaluate = fake_rethinkdb._Evaluator(fake_rethinkdb.FakeConnection(fake))
+    functions = {
+        name: evaluate.eval(r.ast.func_wrap(fn), {}) for name, fn in queries.INDEXES.items()
+    }
+    waiting = job_to_doc(pending(ttl=5))
+    assert functions["ttl"](waiting) == ["pending", waiting["expires_at"]]
+    assert functions["ttl"](job_to_doc(pending())) is None  # no ttl: not indexed
+    assert functions["ttl"](job_to_doc(started(pending(ttl=5)))) is None
+    done = job_to_doc(lifecycle.finish(started(), lease="L", result=1, now=NOW + 2))
+    assert functions["finished"](done) == ["finished", NOW + 2]
+    assert functions["finished"](job_to_doc(pending())) is None
+    assert functions["status_created"](waiting) == ["pending", NOW, waiting["id"]]
+
+
+def test_documents_carry_ttl_and_event_and_old_documents_still_read() -> None:
+    job = pending(ttl=5)
+    assert doc_to_job(job_to_doc(job)) == job and job.expires_at == NOW + 5
+    old = {k: v for k, v in job_to_doc(pending()).items() if k not in ("expires_at", "event")}
+    assert (doc_to_job(old).expires_at, doc_to_job(old).event) == (None, "put")
+    config = QueueConfig("q", ttl=3, ttl_action="delete", priority=2, retention=9)
+    assert doc_to_config({**config.to_dict(), "ready": True}) == config
+    assert doc_to_config({"name": "q", "ttr": 7, "max_attempts": 2, "ready": True}) == QueueConfig(
+        "q", ttr=7.0, max_attempts=2
+    )
+
+
+async def test_tables_of_an_older_version_get_the_new_indexes_on_open(server: FakeServer) -> None:
+    # Given a queue table with only the indexes of the first version, and its old document
+    async with RethinkDBStore(RethinkDBSettings(db="d")) as first:
+        await first.create_queue(QueueConfig("q"))
+        await first.put(NewJob("q", "m:f"))
+    table = server.dbs["d"]["q"]
+    for name in ("status", "status_created", "ttl", "finished"):
+        del table.indexes[name]
+    server.dbs["d"]["tqueues_queues"].docs["q"] = {
+        "name": "q", "ttr": 60, "max_attempts": 3, "ready": True
+    }  # fmt: skip
+    # When a store of this version opens the database
+    async with RethinkDBStore(RethinkDBSettings(db="d")) as upgraded:
+        # Then the missing indexes exist and every new primitive works
+        assert set(table.indexes) == set(queries.INDEXES)
+        assert (await upgraded.count_jobs("q")) == {JobStatus.PENDING: 1}
+        assert (await upgraded.get_queue("q")).ttl_action == "bury"
+
+
+async def test_settings_changed_through_one_store_reach_another(server: FakeServer) -> None:
+    async with (
+        RethinkDBStore(RethinkDBSettings(db="d")) as one,
+        RethinkDBStore(RethinkDBSettings(db="d")) as two,
+    ):
+        await one.create_queue(QueueConfig("q"))
+        assert (await two.get_queue("q")).ttl is None
+        await one.update_queue((await one.get_queue("q")).changed({"ttl": 5}))
+        await two.list_queues()  # the reaper's every round
+        assert (await two.get_queue("q")).ttl == 5
+        assert await one.drop_queue("q") == 0
+        with pytest.raises(QueueNotFound):
+            await two.put(NewJob("q", "m:f"))
+        with pytest.raises(QueueNotFound):
+            await two.get_queue("q")
+
+
+async def test_concurrent_reapers_delete_and_bury_each_outlived_job_once(
+    server: FakeServer,
+) -> None:
+    async with (
+        RethinkDBStore(RethinkDBSettings(db="d")) as one,
+        RethinkDBStore(RethinkDBSettings(db="d")) as two,
+    ):
+        await one.create_queue(QueueConfig("drop", ttl=1, ttl_action="delete"))
+        await one.create_queue(QueueConfig("bury", ttl=1, retention=0))
+        await one.put_many([NewJob("drop", "m:f") for _ in range(10)])
+        await one.put_many([NewJob("bury", "m:f", delay=5) for _ in range(10)])
+        later = clock.now() + 2
+        counts = await asyncio.gather(one.reap(later), two.reap(later), one.reap(later))
+        assert sum(counts) == 20
+        assert await one.count_jobs("drop") == {}
+        assert await one.count_jobs("bury") == {JobStatus.BURIED: 10}
+        assert one.counters["bury"]["buried"] + two.counters["bury"]["buried"] == 10

@@ -1,0 +1,43 @@
+"""The RethinkDB store: one table per queue, claims by compare-and-set, one changefeed per queue.
+
+Modules, each owning one thing:
+
+* :mod:`~tqueues.stores.rethinkdb.documents`: jobs and queue settings as documents, ReQL
+  literals, listing cursors (pure);
+* :mod:`~tqueues.stores.rethinkdb.queries`: the secondary indexes of a queue table and
+  every query on it (builders, no I/O);
+* :mod:`~tqueues.stores.rethinkdb.pool`: connections, reconnection backoff, driver
+  errors as StoreUnavailable;
+* :mod:`~tqueues.stores.rethinkdb.queues`: the ``tqueues_queues`` catalog, queue creation
+  and index upgrades;
+* :mod:`~tqueues.stores.rethinkdb.feeds`: the changefeeds and their fan-out to the hub;
+* :mod:`~tqueues.stores.rethinkdb.store`: :class:`RethinkDBStore`, the store boundary.
+
+See docs/rethinkdb.rst for the layout in the database and the algorithms.
+"""
+
+from __future__ import annotations
+
+from tqueues.stores.rethinkdb.documents import (
+    change_kind,
+    doc_to_config,
+    doc_to_job,
+    job_to_doc,
+    parse_cursor,
+    r,
+    reql_literal,
+)
+from tqueues.stores.rethinkdb.pool import Backoff
+from tqueues.stores.rethinkdb.store import RethinkDBStore
+
+__all__ = [
+    "Backoff",
+    "RethinkDBStore",
+    "change_kind",
+    "doc_to_config",
+    "doc_to_job",
+    "job_to_doc",
+    "parse_cursor",
+    "r",
+    "reql_literal",
+]

@@ -1,0 +1,181 @@
+"""The changefeeds: one per queue per process, fanned out to the store's hub.
+
+Every change of a queue table, this process's own writes included, reaches
+:class:`~tqueues.stores.hub.ChangeHub` through the table's feed, so the RethinkDB store
+publishes nothing itself. A feed that breaks is reopened with backoff; a feed whose table
+is gone (the queue was dropped) stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+from rethinkdb.errors import ReqlCursorEmpty, ReqlError
+
+from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.jobs import ChangeEvent
+from tqueues.stores.hub import ChangeHub
+from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job, r
+from tqueues.stores.rethinkdb.pool import Backoff, Pool, consume, message
+
+log = logging.getLogger("tqueues.stores.rethinkdb")
+
+FEED_HEARTBEAT = 10.0  #: seconds of feed silence after which the connection is pinged.
+
+RunOnQueue = Callable[..., Awaitable[Any]]
+
+
+class Feed:
+    """The changefeed of one queue: its task and whether it is open."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[None] | None = None
+        self.up = asyncio.Event()  #: set while the feed is open.
+        self.tried = asyncio.Event()  #: set once the first attempt to open it has ended.
+        self.error = ""  #: why it is down.
+
+
+class Feeds:
+    """The feeds of one store. ``run_on_queue(queue, query, conn=...)`` runs a query on a
+    queue's table (a missing table raising QueueNotFound); ``table(queue)`` is the table."""
+
+    def __init__(
+        self,
+        *,
+        pool: Pool,
+        hub: ChangeHub,
+        table: Callable[[str], Any],
+        run_on_queue: RunOnQueue,
+        timeout: float,
+    ) -> None:
+        self.pool, self.hub, self.table = pool, hub, table
+        self.run_on_queue, self.timeout = run_on_queue, timeout
+        self.closed = False
+        self._feeds: dict[str, Feed] = {}
+
+    async def watch(self, queue: str) -> None:
+        """Make sure the queue's changefeed runs; return once it is open.
+
+        Raises StoreUnavailable when the feed cannot be opened within the timeout (it keeps
+        retrying in the background, with backoff).
+        """
+        if self.closed:
+            raise StoreUnavailable("the RethinkDB store is not open")
+        feed = self._feeds.get(queue)
+        if feed is None or feed.task is None or feed.task.done():
+            feed = self._feeds[queue] = Feed()
+            feed.task = asyncio.create_task(self._follow(queue, feed), name=f"feed:{queue}")
+        if feed.up.is_set():
+            return
+        if not feed.tried.is_set():
+            tried = asyncio.ensure_future(feed.tried.wait())
+            try:
+                await asyncio.wait({tried}, timeout=self.timeout)
+            finally:
+                tried.cancel()
+        if not feed.up.is_set():
+            raise StoreUnavailable(
+                f"the change feed of queue {queue!r} is down: {feed.error or 'opening'}"
+            )
+
+    def stop(self, queue: str) -> None:
+        """Stop following ``queue`` (it is being dropped)."""
+        feed = self._feeds.pop(queue, None)
+        if feed is not None and feed.task is not None:
+            feed.task.cancel()
+
+    async def close(self) -> None:
+        """Stop every feed and wait for them to end; idempotent."""
+        self.closed = True
+        feeds, self._feeds = self._feeds, {}
+        tasks = [feed.task for feed in feeds.values() if feed.task is not None]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _follow(self, queue: str, feed: Feed) -> None:
+        """Run the queue's changefeed until cancelled, reopening it with backoff when it
+        breaks; stop when the queue no longer exists."""
+        backoff = Backoff()
+        while not self.closed:
+            gone = False
+            try:
+                await self._follow_once(queue, feed, backoff)
+            except asyncio.CancelledError:
+                raise
+            except QueueNotFound as exc:
+                feed.error, gone = exc.message, True
+            except (ReqlError, StoreUnavailable, OSError, TimeoutError) as exc:
+                feed.error = exc.message if isinstance(exc, StoreUnavailable) else message(exc)
+                if feed.up.is_set():
+                    log.warning("change feed of queue %r broke: %s", queue, feed.error)
+            finally:
+                feed.up.clear()
+                feed.tried.set()
+            if gone:
+                if self._feeds.get(queue) is feed:
+                    del self._feeds[queue]
+                return
+            await asyncio.sleep(backoff.next())
+
+    async def _follow_once(self, queue: str, feed: Feed, backoff: Backoff) -> None:
+        """Open the feed, announce it, and deliver its changes until it breaks."""
+        conn = await self.pool.get()
+        cursor = await self.run_on_queue(
+            queue, self.table(queue).changes(include_types=True), conn=conn
+        )
+        try:
+            feed.error = ""
+            feed.up.set()
+            feed.tried.set()
+            backoff.reset()
+            # Whatever changed while the feed was down is found by the index reads of claims.
+            self.hub.notify_ready(queue)
+            pending: asyncio.Future[Any] | None = None
+            try:
+                while not self.closed:
+                    if pending is None:
+                        pending = asyncio.ensure_future(cursor.next())
+                    done, _ = await asyncio.wait({pending}, timeout=FEED_HEARTBEAT)
+                    if not done:  # quiet: is the connection still there?
+                        await self.pool.run(r.expr(1), conn=conn)
+                        continue
+                    change, pending = pending.result(), None
+                    self.deliver(queue, change)
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    pending.add_done_callback(consume)
+        except ReqlCursorEmpty:
+            return
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cursor.close(), 2.0)
+
+    def deliver(self, queue: str, change: Mapping[str, Any]) -> None:
+        """Turn one changefeed message into a ChangeEvent on the hub.
+
+        A deletion is reported as "deleted", whoever made it (an operator's delete, the
+        reaper's ttl or retention purge, a truncate).
+        """
+        if change.get("type") not in (None, "add", "change", "remove"):
+            return  # "state", "initial", "uninitial": not changes
+        try:
+            old = doc_to_job(change["old_val"]) if change.get("old_val") else None
+            new = doc_to_job(change["new_val"]) if change.get("new_val") else None
+        except (KeyError, ValueError, TypeError) as exc:
+            log.warning("queue %r holds a document that is not a job: %s", queue, exc)
+            return
+        kind = change_kind(old, new)
+        job = new if new is not None else old.evolve(event=kind) if old is not None else None
+        if job is None:
+            return
+        self.hub.publish(ChangeEvent(kind, queue, job, old.status if old else None))
+
+
+__all__ = ["FEED_HEARTBEAT", "Feed", "Feeds"]

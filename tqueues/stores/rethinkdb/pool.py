@@ -1,0 +1,221 @@
+"""Connections to RethinkDB: a small round-robin pool, reconnection backoff, and the one
+place where driver errors become :class:`~tqueues.errors.StoreUnavailable`.
+
+Every query of the package runs through :meth:`Pool.run`, under a timeout, without ever
+cancelling the driver's wait for an answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Mapping
+from typing import Any
+
+from rethinkdb.ast import RqlQuery
+from rethinkdb.errors import ReqlDriverError, ReqlError
+
+from tqueues.errors import StoreUnavailable
+from tqueues.settings import RethinkDBSettings
+from tqueues.stores.rethinkdb.documents import r
+
+log = logging.getLogger("tqueues.stores.rethinkdb")
+
+
+class Backoff:
+    """Exponential backoff with jitter between reconnection attempts.
+
+    The n-th consecutive failure waits ``min(cap, base * 2 ** (n - 1))`` seconds scaled by
+    a random factor in ``[1 - jitter, 1]``; :meth:`reset` after a success starts over.
+    """
+
+    def __init__(
+        self,
+        base: float = 0.1,
+        cap: float = 5.0,
+        jitter: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base, self.cap, self.jitter = base, cap, jitter
+        self.failures = 0
+        self._rng = rng or random.Random()
+
+    def next(self) -> float:
+        """Count one more failure; the seconds to wait before the next attempt."""
+        self.failures += 1
+        wait = min(self.cap, self.base * 2 ** min(self.failures - 1, 32))
+        return wait * (1.0 - self.jitter * self._rng.random())
+
+    def reset(self) -> None:
+        """Forget the failures (the connection works again)."""
+        self.failures = 0
+
+
+def message(exc: BaseException) -> str:
+    """A one-line description of a driver error (without the query printout)."""
+    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
+    return " ".join(str(text).split())
+
+
+def first_error(result: Mapping[str, Any]) -> str:
+    """The ``first_error`` of a write result, on one line (or the whole result)."""
+    return " ".join(str(result.get("first_error") or result).split())
+
+
+class Missing(StoreUnavailable):
+    """The table or database a query names does not exist."""
+
+
+class Exists(StoreUnavailable):
+    """The table, database or index a query creates exists already."""
+
+
+def consume(task: asyncio.Future[Any]) -> None:
+    """Retrieve a background query's outcome so an abandoned failure is not logged."""
+    if not task.cancelled():
+        task.exception()
+
+
+class Pool:
+    """A few asyncio connections, used round-robin (each multiplexes many queries).
+
+    A dead connection is replaced on its next use; after a failed connect, further connects
+    are refused at once (StoreUnavailable) until a backoff delay has passed, so requests
+    fail fast while the server is down.
+    """
+
+    def __init__(self, settings: RethinkDBSettings) -> None:
+        self.settings = settings
+        self.address = f"{settings.host}:{settings.port}"
+        self._slots: list[Any] = [None] * settings.pool_size
+        self._locks = [asyncio.Lock() for _ in range(settings.pool_size)]
+        self._next = 0
+        self._backoff = Backoff()
+        self._retry_at = 0.0
+        self._last_error = ""
+        self._closers: set[asyncio.Task[None]] = set()
+        self.closed = False
+
+    async def _connect(self) -> Any:
+        settings = self.settings
+        return await r.connect(
+            host=settings.host,
+            port=settings.port,
+            user=settings.user,
+            password=settings.password,
+            timeout=max(1, round(settings.timeout)),
+        )
+
+    async def get(self) -> Any:
+        """An open connection. Raises StoreUnavailable when none can be had."""
+        if self.closed:
+            raise StoreUnavailable("the RethinkDB store is closed")
+        index = self._next
+        self._next = (index + 1) % len(self._slots)
+        conn = self._slots[index]
+        if conn is not None and conn.is_open():
+            return conn
+        async with self._locks[index]:
+            conn = self._slots[index]
+            if conn is not None and conn.is_open():
+                return conn
+            loop = asyncio.get_running_loop()
+            if loop.time() < self._retry_at:
+                raise StoreUnavailable(
+                    f"cannot reach RethinkDB at {self.address}: {self._last_error} (reconnecting)"
+                )
+            try:
+                conn = await asyncio.wait_for(self._connect(), self.settings.timeout)
+            except (ReqlError, OSError, TimeoutError) as exc:
+                self._last_error = (
+                    message(exc)
+                    if not isinstance(exc, TimeoutError)
+                    else f"no answer within {self.settings.timeout:g}s"
+                )
+                self._retry_at = loop.time() + self._backoff.next()
+                raise StoreUnavailable(
+                    f"cannot reach RethinkDB at {self.address}: {self._last_error}"
+                ) from exc
+            if self.closed:  # closed while connecting
+                self._close_later(conn)
+                raise StoreUnavailable("the RethinkDB store is closed")
+            self._backoff.reset()
+            self._retry_at = 0.0
+            old, self._slots[index] = self._slots[index], conn
+            if old is not None:
+                self._close_later(old)
+            return conn
+
+    async def run(self, query: RqlQuery, *, timeout: float | None = None, conn: Any = None) -> Any:
+        """Run ``query``; its result (``coerce_to("array")`` reads as lists, feeds as cursors).
+
+        Raises StoreUnavailable for a lost connection, an unavailable table, a refused query
+        or no answer within ``timeout`` (default ``settings.timeout``) seconds; its
+        subclasses :class:`Missing` ("does not exist") and :class:`Exists` ("already
+        exists") let callers tell those apart.
+        """
+        timeout = self.settings.timeout if timeout is None else timeout
+        if conn is None:
+            conn = await self.get()
+        try:
+            task = asyncio.ensure_future(query.run(conn))
+        except ReqlDriverError as exc:  # the connection closed under us
+            self.discard(conn)
+            raise StoreUnavailable(f"lost RethinkDB at {self.address}: {message(exc)}") from exc
+        task.add_done_callback(consume)
+        # asyncio.wait, not wait_for: the query task is never cancelled (cancelling the
+        # driver's wait for an answer makes it close the whole connection when the answer
+        # comes), and a cancellation of the caller is never swallowed.
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+        if not done:
+            self.discard(conn)
+            raise StoreUnavailable(
+                f"RethinkDB at {self.address} did not answer within {timeout:g}s"
+            )
+        try:
+            return task.result()
+        except (ReqlDriverError, OSError) as exc:  # the connection broke (timeouts too)
+            self.discard(conn)
+            raise StoreUnavailable(f"lost RethinkDB at {self.address}: {message(exc)}") from exc
+        except ReqlError as exc:
+            text = message(exc)
+            if "does not exist" in text:
+                raise Missing(text) from exc
+            if "already exists" in text:
+                raise Exists(text) from exc
+            log.error("RethinkDB refused a query: %s", exc)
+            raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
+
+    def discard(self, conn: Any) -> None:
+        """Close ``conn`` (it stopped answering) so the next use of its slot reconnects.
+
+        Queries and feeds still running on it fail at once.
+        """
+        for index, slot in enumerate(self._slots):
+            if slot is conn:
+                self._slots[index] = None
+        self._close_later(conn)
+
+    def _close_later(self, conn: Any) -> None:
+        task = asyncio.ensure_future(self._close(conn))
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
+
+    async def _close(self, conn: Any) -> None:
+        with contextlib.suppress(Exception, asyncio.TimeoutError):
+            await asyncio.wait_for(conn.close(noreply_wait=False), 2.0)
+
+    async def close(self) -> None:
+        """Close every connection."""
+        self.closed = True
+        for index, conn in enumerate(self._slots):
+            self._slots[index] = None
+            if conn is not None:
+                self._close_later(conn)
+        if self._closers:
+            await asyncio.gather(*tuple(self._closers), return_exceptions=True)
+
+
+__all__ = ["Backoff", "Exists", "Missing", "Pool", "consume", "first_error", "message"]

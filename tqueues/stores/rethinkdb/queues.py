@@ -1,0 +1,195 @@
+"""The queue catalog: the ``tqueues_queues`` table, the in-memory cache of queue settings,
+and the creation (and upgrade) of each queue's table and secondary indexes.
+
+A queue's document holds every :class:`~tqueues.jobs.QueueConfig` field and ``ready``,
+which turns true once the queue's table and indexes exist. The document doubles as the
+lock that serialises the creation of the table across dispatchers, since RethinkDB's
+``table_create`` is not serialisable across a cluster (rethinkdb/rethinkdb#5900, #4898).
+
+The cache is refreshed from the server by every :meth:`Catalog.list` (the reaper calls it
+each round), so a change of settings made through another dispatcher is seen within a
+reap interval; a cache miss always reads the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from rethinkdb.ast import RqlQuery
+
+from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.jobs import QueueConfig
+from tqueues.settings import RethinkDBSettings
+from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
+from tqueues.stores.rethinkdb.pool import Exists, Missing, Pool, first_error
+from tqueues.stores.rethinkdb.queries import INDEXES
+
+log = logging.getLogger("tqueues.stores.rethinkdb")
+
+QUEUES_TABLE = "tqueues_queues"
+ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
+
+
+class Catalog:
+    """The queues of one database, as one dispatcher process sees them."""
+
+    def __init__(self, pool: Pool, settings: RethinkDBSettings) -> None:
+        self.pool = pool
+        self.settings = settings
+        self.db = r.db(settings.db)
+        self.queues = self.db.table(QUEUES_TABLE)
+        self.configs: dict[str, QueueConfig] = {}  #: the cache, by name.
+        self._unbuilt: set[str] = set()  #: queues recorded here whose table is not built yet.
+
+    async def admin(self, query: RqlQuery) -> Any:
+        """Run a schema query, with a longer timeout; "already exists" is success (None)."""
+        try:
+            return await self.pool.run(query, timeout=max(ADMIN_TIMEOUT, self.settings.timeout))
+        except Exists:
+            return None
+
+    async def open(self) -> None:
+        """Create the database and ``tqueues_queues`` if missing, load every ready queue and
+        give the tables an older version created the indexes they lack."""
+        db = self.settings.db
+        if db not in await self.pool.run(r.db_list()):
+            await self.admin(r.db_create(db))
+        if QUEUES_TABLE not in await self.pool.run(self.db.table_list()):
+            await self.admin(self.db.table_create(QUEUES_TABLE, primary_key="name"))
+        await self.admin(self.queues.wait(wait_for="ready_for_writes"))
+        configs = await self.list()
+        await asyncio.gather(*(self.upgrade(config.name) for config in configs))
+
+    async def upgrade(self, name: str) -> None:
+        """Create the indexes the queue's table lacks and wait for them; a table that is
+        gone, or indexes still building after the admin timeout, are logged, not raised
+        (reads through an unready index fail with StoreUnavailable until it is built)."""
+        try:
+            await self.ensure_indexes(name)
+        except Missing:
+            log.warning("queue %r is recorded but its table does not exist", name)
+        except StoreUnavailable as exc:
+            log.warning("indexes of queue %r are not ready: %s", name, exc.message)
+
+    async def ensure_indexes(self, name: str) -> None:
+        """``index_list``, ``index_create`` for each missing index, ``index_wait`` for all."""
+        table = self.db.table(name)
+        existing = set(await self.pool.run(table.index_list()))
+        missing = [index for index in INDEXES if index not in existing]
+        for index in missing:
+            await self.admin(table.index_create(index, INDEXES[index]))
+        if missing:
+            log.info("queue %r: created indexes %s", name, ", ".join(missing))
+        await self.admin(table.index_wait(*INDEXES))
+
+    async def create(self, config: QueueConfig) -> bool:
+        """Create the queue's table and indexes unless the queue exists; True if created here.
+
+        Race-safe across dispatchers: the queue's document is inserted first (one insert
+        wins); the winner creates the table and indexes and marks the queue ready, the
+        others wait (up to 60 s) for that, then build it themselves (the winner may have
+        died). Raises StoreUnavailable.
+        """
+        if config.name in self.configs:
+            return False
+        doc = reql_literal({**config_to_doc(config), "ready": False})
+        result = await self.pool.run(
+            self.queues.insert(doc, conflict="error", durability=self.settings.durability)
+        )
+        created = result.get("inserted") == 1
+        if created:
+            self._unbuilt.add(config.name)
+        elif config.name not in self._unbuilt:
+            if await self.pool.run(self.queues.get(config.name)) is None:
+                raise StoreUnavailable(
+                    f"could not record queue {config.name!r}: {first_error(result)}"
+                )
+            stored = await self._wait_ready(config.name)
+            if stored is not None:
+                self.configs[config.name] = stored
+                return False
+        await self._build(config.name)
+        await self.pool.run(
+            self.queues.get(config.name).update(
+                {"ready": True}, durability=self.settings.durability
+            )
+        )
+        self._unbuilt.discard(config.name)
+        stored_doc = await self.pool.run(self.queues.get(config.name))
+        self.configs[config.name] = doc_to_config(stored_doc) if stored_doc else config
+        return created
+
+    async def _wait_ready(self, name: str) -> QueueConfig | None:
+        """The queue's settings once another dispatcher has built it; None after 60 s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(ADMIN_TIMEOUT, self.settings.timeout)
+        delay = 0.05
+        while True:
+            doc = await self.pool.run(self.queues.get(name))
+            if doc is not None and doc.get("ready"):
+                return doc_to_config(doc)
+            if loop.time() >= deadline:
+                log.warning("queue %r was not built by its creator; building it here", name)
+                return None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+
+    async def _build(self, name: str) -> None:
+        """Create the queue's table and its indexes and wait until they are ready."""
+        await self.admin(self.db.table_create(name))
+        await self.admin(self.db.table(name).wait(wait_for="ready_for_writes"))
+        await self.ensure_indexes(name)
+
+    async def get(self, name: str) -> QueueConfig:
+        """The queue's settings, from the cache or else from the server (queues made
+        elsewhere). Raises QueueNotFound (also while another dispatcher is creating it)."""
+        config = self.configs.get(name)
+        if config is not None:
+            return config
+        doc = await self.pool.run(self.queues.get(name))
+        if doc is None or not doc.get("ready"):
+            raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
+        config = self.configs[name] = doc_to_config(doc)
+        return config
+
+    async def list(self) -> list[QueueConfig]:
+        """Every ready queue, by name, read from the server; refreshes the cache."""
+        docs = await self.pool.run(self.queues.order_by(index="name").coerce_to("array"))
+        configs = [doc_to_config(doc) for doc in docs if doc.get("ready")]
+        for config in configs:
+            self.configs[config.name] = config
+        return configs
+
+    async def update(self, config: QueueConfig) -> None:
+        """Replace every setting of the queue (one atomic write of its document).
+
+        Raises QueueNotFound.
+        """
+        await self.get(config.name)
+        result = await self.pool.run(
+            self.queues.get(config.name).update(
+                reql_literal(config_to_doc(config)), durability=self.settings.durability
+            )
+        )
+        if result.get("errors"):
+            raise StoreUnavailable(
+                f"RethinkDB did not store queue {config.name!r}: {first_error(result)}"
+            )
+        if not (result.get("replaced") or result.get("unchanged")):
+            self.forget(config.name)
+            raise QueueNotFound(f"queue {config.name!r} does not exist", queue=config.name)
+        self.configs[config.name] = config
+
+    async def remove(self, name: str) -> None:
+        """Delete the queue's document (its table is dropped first) and forget it."""
+        self.forget(name)
+        await self.pool.run(self.queues.get(name).delete(durability=self.settings.durability))
+
+    def forget(self, name: str) -> None:
+        """Drop the queue from the cache (its table is gone); the next use re-reads."""
+        self.configs.pop(name, None)
+
+
+__all__ = ["ADMIN_TIMEOUT", "QUEUES_TABLE", "Catalog"]
