@@ -182,7 +182,8 @@ class Store(abc.ABC):
         ttl ran out (buried by :func:`~tqueues.lifecycle.outlive`, or deleted, by the
         queue's ``ttl_action``) and deletes finished and failed jobs older than the queue's
         ``retention``. Idempotent and safe to run from several processes at once; records
-        each change with :meth:`record` (deletions are not published).
+        each change with :meth:`record` (deletions are not recorded; stores whose change
+        feeds report every write publish them as "deleted").
         """
 
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
