@@ -33,12 +33,39 @@ class ValidationError(TqueuesError):
     code = "bad_request"
 
 
-class QueueNotFound(TqueuesError):
+class NotFound(TqueuesError):
+    """What the request names does not exist."""
+
+    status = 404
+    code = "not_found"
+
+
+class Conflict(TqueuesError):
+    """The request conflicts with the current state of what it names."""
+
+    status = 409
+    code = "conflict"
+
+
+class Unavailable(TqueuesError):
+    """A service tqueues needs cannot answer right now; retry later."""
+
+    status = 503
+    code = "unavailable"
+
+
+class QueueNotFound(NotFound):
     """The queue does not exist."""
 
     # The documented `/` API answers 501 when the queue (table) does not exist.
     status = 501
     code = "queue_not_found"
+
+
+class QueueMissing(QueueNotFound):
+    """The queue does not exist (the REST API's answer, 404; same code as QueueNotFound)."""
+
+    status = 404
 
 
 class QueueEmpty(TqueuesError):
@@ -48,21 +75,21 @@ class QueueEmpty(TqueuesError):
     code = "queue_empty"
 
 
-class JobNotFound(TqueuesError):
+class JobNotFound(NotFound):
     """The job does not exist in that queue."""
 
     status = 404
     code = "job_not_found"
 
 
-class LeaseMismatch(TqueuesError):
+class LeaseMismatch(Conflict):
     """The lease is no longer yours: it expired and the job was given back or taken again."""
 
     status = 409
     code = "lease_mismatch"
 
 
-class InvalidTransition(TqueuesError):
+class InvalidTransition(Conflict):
     """The job is not in a state that allows this operation."""
 
     status = 409
@@ -76,14 +103,14 @@ class PayloadTooLarge(TqueuesError):
     code = "payload_too_large"
 
 
-class StoreUnavailable(TqueuesError):
+class StoreUnavailable(Unavailable):
     """The store cannot be reached or cannot write right now; retry later."""
 
     status = 503
     code = "store_unavailable"
 
 
-class DispatcherUnavailable(TqueuesError):
+class DispatcherUnavailable(Unavailable):
     """The dispatcher cannot be reached; the client retries with backoff."""
 
     status = 503

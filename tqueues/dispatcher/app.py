@@ -17,10 +17,11 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import __version__
-from tqueues.dispatcher import ws
+from tqueues.dispatcher import rest, ws
 from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.middlewares import error_middleware
+from tqueues.dispatcher.openapi import openapi
 from tqueues.dispatcher.reaper import reap_forever
 from tqueues.dispatcher.views import Dispatcher
 from tqueues.settings import DispatcherSettings
@@ -35,6 +36,20 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_view("/", Dispatcher)
     app.router.add_get("/ws", ws.websocket)
     app.router.add_get("/health", health)
+    app.router.add_get("/openapi.json", openapi)
+    # The REST API; the names are what auth.permitted checks roles against.
+    queue, job = "/queues/{name}", "/queues/{name}/jobs/{id}"
+    app.router.add_view("/queues", rest.Queues, name="queues")
+    app.router.add_view(queue, rest.Queue, name="queue")
+    app.router.add_view(queue + "/truncate", rest.QueueTruncate, name="queue.truncate")
+    app.router.add_view(queue + "/stats", rest.QueueStatsView, name="queue.stats")
+    app.router.add_view(queue + "/kick", rest.QueueKick, name="queue.kick")
+    app.router.add_view(queue + "/take", rest.Take, name="take")
+    app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
+    app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")
+    app.router.add_view(job, rest.JobView, name="job")
+    actions = "|".join(rest.ACTIONS)
+    app.router.add_view(job + "/{action:" + actions + "}", rest.JobAction, name="job.action")
     if allowed_domains:
         cors = aiohttp_cors.setup(
             app,

@@ -2,7 +2,11 @@
 
 Tokens carry a role. ``admin`` may do everything; ``producer`` may create queues, enqueue
 and read jobs (PUT, POST, GET by id); ``worker`` may take, update and end jobs (GET,
-PATCH, DELETE) and read them. The WebSocket and ``/health`` need any valid token. A
+PATCH, DELETE) and read them. On the REST API (:mod:`tqueues.dispatcher.rest`) the same
+split holds route by route (:data:`REST_ALLOWED`): every role reads jobs and the list of
+queues; producers create queues and enqueue; workers take, update, touch, finish, fail,
+release, requeue and bury; queue settings and stats, kicks, deletes, truncate and drop are
+the admin's. The WebSocket, ``/health`` and ``/openapi.json`` need any valid token. A
 request without a valid token gets 401 and learns nothing else; a valid token without the
 role gets 403.
 
@@ -28,6 +32,16 @@ ALLOWED: Mapping[str, frozenset[tuple[str, bool]]] = {
                            ("GET", True)}),
     "worker": frozenset({("GET", False), ("GET", True), ("PATCH", True), ("DELETE", True)}),
 }  # fmt: skip
+#: What each role may do on the REST API: (route name, method[, action]). Reads are for all.
+REST_READS = frozenset({("queues", "GET"), ("jobs", "GET"), ("jobs.next", "GET"), ("job", "GET")})
+WORKER_ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury")
+REST_ALLOWED: Mapping[str, frozenset[tuple[str, ...]]] = {
+    "producer": REST_READS | {("queue", "PUT"), ("jobs", "POST")},
+    "worker": REST_READS
+    | {("take", "POST"), ("job", "PATCH")}
+    | {("job.action", "POST", action) for action in WORKER_ACTIONS},
+}
+OPEN_PATHS = ("/ws", "/health", "/openapi.json")
 
 
 def role_of(tokens: Mapping[str, str], presented: str) -> str | None:
@@ -51,9 +65,17 @@ def _presented(request: web.Request) -> str:
 
 def permitted(role: str, request: web.Request) -> bool:
     """Whether ``role`` may make this request."""
-    if role == "admin" or request.path in ("/ws", "/health"):
+    if role == "admin" or request.path in OPEN_PATHS:
         return True
-    return request.path == "/" and (request.method, "id" in request.query) in ALLOWED[role]
+    if request.path == "/":
+        return (request.method, "id" in request.query) in ALLOWED[role]
+    resource = request.match_info.route.resource
+    if resource is None or resource.name is None:
+        return True  # no such route: the router answers 404 or 405, which reveals nothing
+    key: tuple[str, ...] = (resource.name, request.method)
+    if "action" in request.match_info:
+        key = (*key, request.match_info["action"])
+    return key in REST_ALLOWED[role]
 
 
 @web.middleware

@@ -1,0 +1,593 @@
+"""The REST API: every route and status code, batches, roles, and every answer checked
+against the OpenAPI document the dispatcher serves."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from jsonschema import Draft202012Validator
+from openapi_spec_validator import validate as validate_spec
+
+from tests.dispatcher.conftest import Client
+from tqueues.dispatcher import create_app
+from tqueues.dispatcher.openapi import document
+from tqueues.dispatcher.rest import MAX_BATCH
+from tqueues.settings import DispatcherSettings
+
+DOC = document()
+#: (path template, its regex, how many parameters), literal segments preferred.
+TEMPLATES = sorted(
+    (
+        (path, re.compile("^" + re.sub(r"\{(\w+)\}", r"[^/]+", path) + "$"), path.count("{"))
+        for path in DOC["paths"]
+    ),
+    key=lambda t: t[2],
+)
+#: (template, method, status) of every answer checked in this module.
+SEEN: set[tuple[str, str, int]] = set()
+
+
+def template_of(path: str) -> str:
+    for template, pattern, _ in TEMPLATES:
+        if pattern.match(path):
+            return template
+    raise AssertionError(f"{path} is not in the OpenAPI document")
+
+
+def check_answer(method: str, path: str, status: int, content_type: str, body: Any) -> None:
+    """Assert the answer is documented: its status for that operation, and its body's schema."""
+    template = template_of(path)
+    operation = DOC["paths"][template].get(method.lower())
+    assert operation is not None, f"{method} {template} is not documented"
+    response = operation["responses"].get(str(status))
+    assert response is not None, f"{method} {template} {status} is not documented: {body}"
+    content = response.get("content", {}).get(content_type)
+    assert content is not None, f"{method} {template} {status} {content_type} is not documented"
+    schema = {**content["schema"], "components": DOC["components"]}
+    Draft202012Validator(schema).validate(body)
+    SEEN.add((template, method.upper(), status))
+
+
+class Rest:
+    """The REST API over a test client; every answer is checked against the document."""
+
+    def __init__(self, client: Client, token: str | None = None) -> None:
+        self.client = client
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    async def call(
+        self, method: str, path: str, body: Any = None, *, expect: int | None = None, **params: Any
+    ) -> Any:
+        """One request; the decoded body (asserting ``expect`` when given)."""
+        kwargs: dict[str, Any] = {"headers": self.headers}
+        if params:
+            kwargs["params"] = {k: str(v) for k, v in params.items()}
+        if body is not None:
+            kwargs["data" if isinstance(body, str | bytes) else "json"] = body
+        response = await self.client.request(method, path, **kwargs)
+        text = await response.text()
+        assert response.status < 500 or response.status in (501, 503), text
+        is_json = response.content_type == "application/json"
+        decoded = json.loads(text) if is_json else text
+        check_answer(method, path, response.status, response.content_type, decoded)
+        if expect is not None:
+            assert response.status == expect, text
+        if response.status >= 400:
+            assert decoded["error"] and decoded["message"] and "Traceback" not in text
+        self.status = response.status
+        return decoded
+
+    async def put_job(self, queue: str = "q", **fields: Any) -> dict[str, Any]:
+        job: dict[str, Any] = await self.call(
+            "POST", f"/queues/{queue}/jobs", {"method": "pkg.mod:func", **fields}, expect=201
+        )
+        return job
+
+    async def take(self, queue: str = "q", **params: Any) -> list[dict[str, Any]]:
+        answer = await self.call("POST", f"/queues/{queue}/take", expect=200, **params)
+        jobs: list[dict[str, Any]] = answer["jobs"]
+        return jobs
+
+    async def take_one(self, queue: str = "q") -> dict[str, Any]:
+        jobs = await self.take(queue)
+        assert len(jobs) == 1
+        return jobs[0]
+
+    async def action(
+        self,
+        job: dict[str, Any],
+        action: str,
+        body: Any = None,
+        *,
+        expect: int = 200,
+        **params: Any,
+    ) -> Any:
+        path = f"/queues/{job['queue']}/jobs/{job['id']}/{action}"
+        return await self.call("POST", path, body, expect=expect, **params)
+
+
+@pytest.fixture
+def rest(client: Client) -> Rest:
+    return Rest(client)
+
+
+# -- the document --------------------------------------------------------------------------
+
+
+async def test_the_document_is_valid_openapi_and_served(rest: Rest) -> None:
+    validate_spec(DOC)
+    assert DOC["openapi"].startswith("3.")
+    served = await rest.call("GET", "/openapi.json", expect=200)
+    assert served == DOC
+    assert {"Job", "QueueConfig", "QueueStats", "Error"} <= set(DOC["components"]["schemas"])
+
+
+def test_every_route_is_documented(tmp_path: Path) -> None:
+    app = create_app(DispatcherSettings(data_dir=str(tmp_path)))
+    for resource in app.router.resources():
+        canonical = resource.canonical
+        actions = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
+        paths = [canonical.replace("{action}", action) for action in actions]
+        for path in paths if "{action}" in canonical else [canonical]:
+            assert path in DOC["paths"], path
+            for route in resource:
+                if route.method == "*":  # a class-based view: its verbs
+                    verbs = {"get", "put", "post", "patch", "delete"} & set(dir(route.handler))
+                elif route.method == "HEAD":
+                    continue
+                else:
+                    verbs = {route.method.lower()}
+                assert verbs and verbs <= set(DOC["paths"][path]), (path, verbs)
+
+
+# -- queues --------------------------------------------------------------------------------
+
+
+async def test_queues_list_create_read_change_drop(rest: Rest) -> None:
+    listed = await rest.call("GET", "/queues", expect=200)
+    assert [q["name"] for q in listed["queues"]] == ["q"]
+
+    created = await rest.call("PUT", "/queues/fast", {"ttr": 5, "priority": 7}, expect=201)
+    assert (created["name"], created["ttr"], created["priority"]) == ("fast", 5.0, 7)
+    again = await rest.call("PUT", "/queues/fast", {"ttr": 99}, expect=200)
+    assert again["ttr"] == 5.0  # an existing queue keeps its settings
+    assert (await rest.call("PUT", "/queues/plain", expect=201))["ttr"] == 60.0
+
+    detail = await rest.call("GET", "/queues/fast", expect=200)
+    assert detail["stats"]["total"] == 0 and detail["ttr"] == 5.0
+
+    changed = await rest.call("PATCH", "/queues/fast", {"delay": 2.5, "ttl": None}, expect=200)
+    assert (changed["delay"], changed["ttr"], changed["ttl"]) == (2.5, 5.0, None)
+    job = await rest.put_job("fast")
+    assert (job["status"], job["priority"]) == ("delayed", 7)
+
+    dropped = await rest.call("DELETE", "/queues/fast", expect=200)
+    assert dropped == {"queue": "fast", "deleted": 1}
+    names = [q["name"] for q in (await rest.call("GET", "/queues"))["queues"]]
+    assert names == ["plain", "q"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/queues/nope"), ("PATCH", "/queues/nope"), ("DELETE", "/queues/nope"),
+     ("POST", "/queues/nope/truncate"), ("GET", "/queues/nope/stats"),
+     ("POST", "/queues/nope/kick"), ("GET", "/queues/nope/jobs"),
+     ("GET", "/queues/nope/jobs/next"), ("POST", "/queues/nope/take"),
+     ("GET", "/queues/nope/jobs/abc"), ("PATCH", "/queues/nope/jobs/abc"),
+     ("DELETE", "/queues/nope/jobs/abc"), ("POST", "/queues/nope/jobs/abc/finish")],
+)  # fmt: skip
+async def test_a_missing_queue_is_404(rest: Rest, method: str, path: str) -> None:
+    body = await rest.call(method, path, expect=404)
+    assert body["error"] in ("queue_not_found", "job_not_found")
+    if "/jobs/abc" not in path:
+        assert body["error"] == "queue_not_found"
+
+
+async def test_enqueue_into_a_missing_queue_is_404(rest: Rest) -> None:
+    body = await rest.call("POST", "/queues/nope/jobs", {"method": "a:b"}, expect=404)
+    assert body["error"] == "queue_not_found"
+    batch = {"jobs": [{"method": "a:b"}]}
+    assert (await rest.call("POST", "/queues/nope/jobs", batch, expect=404))["queue"] == "nope"
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body", "field"),
+    [("PUT", "/queues/bad-name", None, "queue"),
+     ("PUT", "/queues/" + "x" * 65, None, "queue"),
+     ("PUT", "/queues/n", {"ttr": -1}, "ttr"),
+     ("PUT", "/queues/n", {"ttl_action": "explode"}, "ttl_action"),
+     ("PUT", "/queues/n", {"colour": 1}, "colour"),
+     ("PUT", "/queues/n", "[1]", None),
+     ("PUT", "/queues/n", "{bad", None),
+     ("PATCH", "/queues/q", {"max_attempts": 0}, "max_attempts"),
+     ("PATCH", "/queues/q", {"priority": 2**32}, "priority"),
+     ("PATCH", "/queues/q", {"name": "other"}, "name"),
+     ("POST", "/queues/q/kick", {"bound": 0}, "bound"),
+     ("POST", "/queues/q/kick", {"bound": "3"}, "bound"),
+     ("POST", "/queues/q/kick", {"limit": 3}, "limit")],
+)  # fmt: skip
+async def test_queue_input_is_validated(
+    rest: Rest, method: str, path: str, body: Any, field: str | None
+) -> None:
+    error = await rest.call(method, path, body, expect=400)
+    if field is not None:
+        assert field == error.get("field") or field in error.get("fields", [])
+
+
+async def test_truncate_stats_and_kick(rest: Rest) -> None:
+    for _ in range(3):
+        await rest.put_job()
+    stats = await rest.call("GET", "/queues/q/stats", expect=200)
+    assert stats["jobs"]["pending"] == 3 and stats["total"] == 3
+    assert stats["counters"]["put"] == 3
+
+    for job in await rest.take(count=3):
+        await rest.action(job, "bury", {"reason": "later"}, lease=job["lease"])
+    kicked = await rest.call("POST", "/queues/q/kick", {"bound": 2}, expect=200)
+    assert kicked == {"queue": "q", "kicked": 2}
+    stats = await rest.call("GET", "/queues/q/stats")
+    assert (stats["jobs"]["pending"], stats["jobs"]["buried"]) == (2, 1)
+    assert (await rest.call("POST", "/queues/q/kick", expect=200))["kicked"] == 1
+    assert (await rest.call("POST", "/queues/q/kick", {"bound": 5}))["kicked"] == 0
+
+    await rest.put_job(delay=60)  # with nothing buried, a kick promotes delayed jobs
+    assert (await rest.call("POST", "/queues/q/kick", {"bound": 5}))["kicked"] == 1
+
+    truncated = await rest.call("POST", "/queues/q/truncate", expect=200)
+    assert truncated == {"queue": "q", "deleted": 4}
+    assert (await rest.call("GET", "/queues/q/stats"))["total"] == 0
+
+
+# -- enqueue and list -------------------------------------------------------------------------
+
+
+async def test_enqueue_one_job(rest: Rest) -> None:
+    job = await rest.put_job(args=[1], kwargs={"a": 2}, priority=5, ttr=3, urgent=False)
+    assert (job["queue"], job["args"], job["kwargs"], job["priority"]) == ("q", [1], {"a": 2}, 5)
+    assert job["status"] == "pending" and "lease" not in job
+    same_queue = await rest.call("POST", "/queues/q/jobs", {"queue": "q", "method": "a:b"})
+    assert rest.status == 201 and same_queue["queue"] == "q"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [({}, "method"), ({"method": ""}, "method"), ({"method": "a:b", "queue": "other"}, "queue"),
+     ({"method": "a:b", "args": {}}, "args"), ({"method": "a:b", "priority": -1}, "priority"),
+     ({"method": "a:b", "urgent": "yes"}, "urgent"), ({"method": "a:b", "colour": 1}, "colour"),
+     ({"jobs": []}, "jobs"), ({"jobs": {}}, "jobs"), ({"jobs": [1]}, "jobs[0]"),
+     ({"jobs": [{"method": "a:b"}], "method": "a:b"}, "jobs")],
+)  # fmt: skip
+async def test_enqueue_input_is_validated(rest: Rest, body: Any, field: str) -> None:
+    error = await rest.call("POST", "/queues/q/jobs", body, expect=400)
+    assert field in (error.get("field"), error.get("index"), *error.get("fields", []))
+
+
+async def test_batch_enqueue_keeps_order_and_is_all_or_nothing(rest: Rest) -> None:
+    batch = {"jobs": [{"method": "a:b", "args": [i]} for i in range(5)]}
+    stored = await rest.call("POST", "/queues/q/jobs", batch, expect=201)
+    assert [job["args"] for job in stored["jobs"]] == [[i] for i in range(5)]
+
+    bad = {"jobs": [{"method": "a:b"}, {"method": "a:b", "ttr": "long"}, {"nothing": 1}]}
+    error = await rest.call("POST", "/queues/q/jobs", bad, expect=400)
+    assert (error["index"], error["field"]) == ("jobs[1]", "ttr")
+    assert "jobs[1]" in error["message"]
+    too_many = {"jobs": [{"method": "a:b"}] * (MAX_BATCH + 1)}
+    assert (await rest.call("POST", "/queues/q/jobs", too_many, expect=400))["field"] == "jobs"
+    assert (await rest.call("GET", "/queues/q/stats"))["total"] == 5  # nothing else stored
+
+    full = {"jobs": [{"method": "a:b"}] * MAX_BATCH}
+    assert len((await rest.call("POST", "/queues/q/jobs", full, expect=201))["jobs"]) == MAX_BATCH
+
+
+async def test_list_jobs_by_status_with_pages(rest: Rest) -> None:
+    ids = [(await rest.put_job(args=[i]))["id"] for i in range(5)]
+    taken = await rest.take_one()
+    page = await rest.call("GET", "/queues/q/jobs", expect=200, limit=2)
+    assert [j["id"] for j in page["jobs"]] == ids[:2] and page["next_cursor"]
+    seen = [j["id"] for j in page["jobs"]]
+    while page["next_cursor"]:
+        page = await rest.call("GET", "/queues/q/jobs", limit=2, cursor=page["next_cursor"])
+        seen += [j["id"] for j in page["jobs"]]
+    assert seen == ids
+    started = await rest.call("GET", "/queues/q/jobs", status="started")
+    assert [j["id"] for j in started["jobs"]] == [taken["id"]]
+    assert started["next_cursor"] is None and "lease" not in started["jobs"][0]
+    pending = await rest.call("GET", "/queues/q/jobs", status="pending", limit=100)
+    assert len(pending["jobs"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"status": "ready"}, "status"), ({"limit": 0}, "limit"), ({"limit": "x"}, "limit"),
+     ({"limit": 1001}, "limit"), ({"cursor": "c" * 2000}, "cursor")],
+)  # fmt: skip
+async def test_list_input_is_validated(rest: Rest, params: dict[str, Any], field: str) -> None:
+    error = await rest.call("GET", "/queues/q/jobs", expect=400, **params)
+    assert error["field"] == field
+
+
+async def test_peek_pending_delayed_buried(rest: Rest) -> None:
+    for status in ("pending", "delayed", "buried"):
+        error = await rest.call("GET", "/queues/q/jobs/next", expect=404, status=status)
+        assert error["error"] == "job_not_found"
+    low = await rest.put_job(priority=10)
+    high = await rest.put_job(priority=1)
+    late = await rest.put_job(delay=100)
+    soon = await rest.put_job(delay=50)
+    assert (await rest.call("GET", "/queues/q/jobs/next", expect=200))["id"] == high["id"]
+    peeked = await rest.call("GET", "/queues/q/jobs/next", status="delayed")
+    assert peeked["id"] == soon["id"] != late["id"]
+    job = await rest.take_one()
+    await rest.action(job, "bury", lease=job["lease"])
+    assert (await rest.call("GET", "/queues/q/jobs/next", status="buried"))["id"] == high["id"]
+    assert (await rest.call("GET", "/queues/q/jobs/next"))["id"] == low["id"]
+    error = await rest.call("GET", "/queues/q/jobs/next", expect=400, status="started")
+    assert error["field"] == "status"
+
+
+# -- take -------------------------------------------------------------------------------------
+
+
+async def test_take_one_many_and_none(rest: Rest) -> None:
+    assert await rest.take() == []  # none: 200 and an empty list
+    ids = [(await rest.put_job(args=[i]))["id"] for i in range(5)]
+    first = await rest.take_one()
+    assert first["id"] == ids[0] and first["lease"] and first["status"] == "started"
+    batch = await rest.take(count=3, worker="w1")
+    assert [j["id"] for j in batch] == ids[1:4]
+    assert {j["worker"] for j in batch} == {"w1"} and all(j["lease"] for j in batch)
+    assert [j["id"] for j in await rest.take(count=10)] == ids[4:]
+    assert await rest.take(count=10) == []
+
+
+async def test_take_waits_for_a_job(rest: Rest) -> None:
+    waiting = asyncio.create_task(rest.take(wait=10))
+    await asyncio.sleep(0.2)
+    assert not waiting.done()
+    job = await Rest(rest.client).put_job()
+    taken = await asyncio.wait_for(waiting, 5)
+    assert [j["id"] for j in taken] == [job["id"]]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    assert await rest.take(wait=0.3) == []
+    assert loop.time() - started >= 0.25
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({"wait": -1}, "wait"), ({"wait": "soon"}, "wait"), ({"wait": 31}, "wait"),
+     ({"count": 0}, "count"), ({"count": 101}, "count"), ({"count": "2.5"}, "count"),
+     ({"worker": "w" * 201}, "worker")],
+)  # fmt: skip
+async def test_take_input_is_validated(rest: Rest, params: dict[str, Any], field: str) -> None:
+    error = await rest.call("POST", "/queues/q/take", expect=400, **params)
+    assert error["field"] == field
+
+
+# -- one job ----------------------------------------------------------------------------------
+
+
+async def test_read_update_delete_a_job(rest: Rest) -> None:
+    job = await rest.put_job()
+    path = f"/queues/q/jobs/{job['id']}"
+    assert (await rest.call("GET", path, expect=200))["id"] == job["id"]
+    updated = await rest.call("PATCH", path, {"progress": 0.5}, expect=200)
+    assert updated["progress"] == 0.5
+    taken = await rest.take_one()
+    touched = await rest.call("PATCH", path, {"progress": 0.7}, lease=taken["lease"])
+    assert touched["lease_expires"] >= taken["lease_expires"] and touched["progress"] == 0.7
+    assert (await rest.call("GET", path))["progress"] == 0.7
+    assert "lease" not in await rest.call("GET", path)
+    error = await rest.call("PATCH", path, {"x": 1}, expect=409, lease="not-the-lease")
+    assert error["error"] == "lease_mismatch"
+    error = await rest.call("PATCH", path, {"status": "finished"}, expect=400)
+    assert error["error"] == "bad_request"
+    deleted = await rest.call("DELETE", path, expect=200)
+    assert deleted["id"] == job["id"] and deleted["status"] == "started"
+    for method in ("GET", "PATCH", "DELETE"):
+        error = await rest.call(method, path, expect=404)
+        assert error["error"] == "job_not_found"
+    assert (await rest.call("GET", "/queues/q/jobs/" + "x" * 129, expect=400))["field"] == "id"
+
+
+async def test_finish_and_read_the_result(rest: Rest) -> None:
+    await rest.put_job()
+    job = await rest.take_one()
+    done = await rest.action(job, "finish", {"result": {"answer": 42}}, lease=job["lease"])
+    assert (done["status"], done["result"]) == ("finished", {"answer": 42})
+    stored = await rest.call("GET", f"/queues/q/jobs/{job['id']}")
+    assert stored["result"] == {"answer": 42}
+    error = await rest.action(job, "finish", expect=409)
+    assert error["error"] == "invalid_transition"
+
+
+async def test_fail_retries_then_buries_and_permanent_fails(rest: Rest) -> None:
+    await rest.put_job(max_attempts=2)
+    job = await rest.take_one()
+    retried = await rest.action(
+        job, "fail", {"error": "E: 1", "traceback": "tb"}, lease=job["lease"]
+    )
+    assert retried["status"] in ("delayed", "pending") and retried["error"] == "E: 1"
+    await rest.action(retried, "kick") if retried["status"] == "delayed" else None
+    again = await rest.take_one()
+    buried = await rest.action(again, "fail", {"error": "E: 2"}, lease=again["lease"])
+    assert buried["status"] == "buried" and buried["traceback"] is None
+
+    await rest.put_job()
+    job = await rest.take_one()
+    failed = await rest.action(
+        job, "fail", {"error": "bad input", "permanent": True}, lease=job["lease"]
+    )
+    assert failed["status"] == "failed"
+
+
+async def test_release_requeue_touch_bury_kick(rest: Rest) -> None:
+    first, second = await rest.put_job(), await rest.put_job()
+    job = await rest.take_one()
+    released = await rest.action(job, "release", lease=job["lease"])
+    assert released["status"] == "pending" and released["attempts"] == 0
+    assert (await rest.take_one())["id"] == first["id"]  # it kept its place
+
+    delayed = await rest.action(first, "release", {"delay": 30})
+    assert delayed["status"] == "delayed"
+    kicked = await rest.action(first, "kick")
+    assert kicked["status"] == "pending"
+
+    job = await rest.take_one()
+    assert job["id"] == second["id"]  # the kicked one went to the end
+    requeued = await rest.action(job, "requeue", lease=job["lease"])
+    assert requeued["status"] == "pending"
+    assert (await rest.take_one())["id"] == first["id"]
+
+    job = await rest.take_one()
+    touched = await rest.action(job, "touch", {"ttr": 500}, lease=job["lease"])
+    assert touched["lease_expires"] > job["lease_expires"] + 400
+    assert (await rest.action(job, "touch", expect=400))["field"] == "lease"
+    error = await rest.action(job, "touch", expect=409, lease="stale")
+    assert error["error"] == "lease_mismatch"
+
+    buried = await rest.action(job, "bury", {"reason": "poison"}, lease=job["lease"])
+    assert buried["status"] == "buried"
+    error = await rest.action(buried, "bury", expect=409)
+    assert error["error"] == "invalid_transition"
+    assert (await rest.action(buried, "kick"))["status"] == "pending"
+    error = await rest.action(buried, "kick", expect=409)
+    assert error["error"] == "invalid_transition"
+
+
+@pytest.mark.parametrize(
+    ("action", "body", "params", "field"),
+    [("finish", {"results": 1}, {}, "results"), ("fail", {}, {}, "error"),
+     ("fail", {"error": 5}, {}, "error"), ("fail", {"error": "x", "permanent": 1}, {}, "permanent"),
+     ("release", {"delay": -1}, {}, "delay"), ("requeue", {"delay": "x"}, {}, "delay"),
+     ("touch", {"ttr": 0}, {"lease": "l"}, "ttr"), ("bury", {"reason": 3}, {}, "reason"),
+     ("kick", {"bound": 3}, {}, "bound"), ("finish", None, {"lease": "l" * 200}, "lease")],
+)  # fmt: skip
+async def test_action_input_is_validated(
+    rest: Rest, action: str, body: Any, params: dict[str, Any], field: str
+) -> None:
+    job = await rest.put_job()
+    error = await rest.action(job, action, body, expect=400, **params)
+    assert field in (error.get("field"), *error.get("fields", []))
+
+
+async def test_unknown_routes_and_methods(rest: Rest, client: Client) -> None:
+    job = await rest.put_job()
+    response = await client.post(f"/queues/q/jobs/{job['id']}/explode")
+    assert response.status == 404 and (await response.json())["error"] == "not_found"
+    response = await client.post("/queues")
+    assert response.status == 405 and "GET" in response.headers["Allow"]
+
+
+# -- the documented / API, checked against the document too --------------------------------
+
+
+async def test_the_root_api_matches_the_document(rest: Rest) -> None:
+    assert await rest.call("PUT", "/", expect=200, queue="r") == "ok"
+    job = await rest.call("POST", "/", {"queue": "r", "method": "a:b"}, expect=200)
+    await rest.call("POST", "/", {"queue": "nope", "method": "a:b"}, expect=501)
+    taken = await rest.call("GET", "/", expect=200, queue="r")
+    assert taken["lease"]
+    await rest.call("GET", "/", expect=404, queue="r")
+    await rest.call("GET", "/", expect=200, queue="r", id=job["id"])
+    await rest.call("PATCH", "/", {"p": 1}, expect=200, queue="r", id=job["id"])
+    await rest.call("DELETE", "/", {"result": 1}, expect=200, queue="r", id=job["id"])
+    await rest.call("DELETE", "/", expect=409, queue="r", id=job["id"], lease="x")
+    assert (await rest.call("GET", "/health", expect=200))["status"] == "ok"
+
+
+# -- roles ----------------------------------------------------------------------------------
+
+ADMIN, PRODUCER, WORKER = "a" * 32, "p" * 32, "w" * 32
+#: (method, path, body) of every REST operation, and the roles besides admin allowed it.
+OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
+    ("GET", "/queues", None, {"producer", "worker"}),
+    ("PUT", "/queues/new", None, {"producer"}),
+    ("GET", "/queues/q", None, set()),
+    ("PATCH", "/queues/q", {"ttr": 5}, set()),
+    ("DELETE", "/queues/gone", None, set()),
+    ("POST", "/queues/q/truncate", None, set()),
+    ("GET", "/queues/q/stats", None, set()),
+    ("POST", "/queues/q/kick", {"bound": 1}, set()),
+    ("POST", "/queues/q/jobs", {"method": "a:b"}, {"producer"}),
+    ("GET", "/queues/q/jobs", None, {"producer", "worker"}),
+    ("GET", "/queues/q/jobs/next", None, {"producer", "worker"}),
+    ("POST", "/queues/q/take", None, {"worker"}),
+    ("GET", "/queues/q/jobs/{id}", None, {"producer", "worker"}),
+    ("PATCH", "/queues/q/jobs/{id}", {"x": 1}, {"worker"}),
+    ("DELETE", "/queues/q/jobs/{id}", None, set()),
+    *[
+        ("POST", f"/queues/q/jobs/{{id}}/{action}", body, {"worker"})
+        for action, body in [
+            ("finish", None),
+            ("fail", {"error": "e"}),
+            ("release", None),
+            ("requeue", None),
+            ("bury", None),
+        ]
+    ],
+    ("POST", "/queues/q/jobs/{id}/touch", None, {"worker"}),
+    ("POST", "/queues/q/jobs/{id}/kick", None, set()),
+    ("GET", "/openapi.json", None, {"producer", "worker"}),
+]
+
+
+@pytest.fixture
+async def secured(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path) -> Client:
+    settings = DispatcherSettings(
+        data_dir=str(tmp_path / "data"),
+        tokens={ADMIN: "admin", PRODUCER: "producer", WORKER: "worker"},
+    )
+    return await aiohttp_client(create_app(settings))
+
+
+@pytest.mark.parametrize("role", ["admin", "producer", "worker", None])
+async def test_roles_on_the_rest_api(secured: Client, role: str | None) -> None:
+    token = {"admin": ADMIN, "producer": PRODUCER, "worker": WORKER, None: "bad" * 11}[role]
+    admin, caller = Rest(secured, ADMIN), Rest(secured, token)
+    for method, path, body, allowed in OPERATIONS:
+        for name in ("q", "gone"):
+            await admin.call("PUT", f"/queues/{name}")
+        await admin.call("POST", "/queues/q/truncate")
+        job = await admin.put_job()
+        await admin.put_job()  # left pending, for a peek
+        lease = (await admin.take_one())["lease"]
+        if path.endswith("/kick") and "{id}" in path:
+            await admin.action({"queue": "q", "id": job["id"]}, "bury", lease=lease)
+        params = {"lease": lease} if path.endswith("/touch") else {}
+        await caller.call(method, path.replace("{id}", job["id"]), body, **params)
+        if role is None:
+            assert caller.status == 401
+        elif role == "admin" or role in allowed:
+            assert caller.status < 400, (role, method, path)
+        else:
+            assert caller.status == 403, (role, method, path)
+
+
+# -- coverage of the document -----------------------------------------------------------------
+
+
+def test_every_rest_operation_was_checked(request: pytest.FixtureRequest) -> None:
+    """Runs last: every documented REST operation answered at least once above."""
+    mine = [item for item in request.session.items if item.module is request.module]
+    if (
+        len(mine) != len([i for i in request.session.items if i.path == request.path])
+        or len(mine) < 60
+    ):
+        pytest.skip("only meaningful when the whole module runs")
+    documented = {
+        (path, method.upper())
+        for path, item in DOC["paths"].items()
+        for method in item
+        if method != "parameters" and path not in ("/ws",)
+    }
+    checked = {(path, method) for path, method, _ in SEEN}
+    assert documented - checked == set()
+    codes = {status for _, _, status in SEEN}
+    assert {200, 201, 400, 401, 403, 404, 409, 501} <= codes

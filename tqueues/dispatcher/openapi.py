@@ -1,0 +1,515 @@
+"""The OpenAPI 3.1 document of the dispatcher, built here and served on ``GET /openapi.json``.
+
+It describes every REST route (:mod:`tqueues.dispatcher.rest`), the documented ``/`` API
+(:mod:`tqueues.dispatcher.views`), ``/health``, ``/ws`` and itself, with the schemas of
+Job, QueueConfig, QueueStats and Error. The tests validate the document and every answer
+they get against it.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+from typing import Any
+
+from aiohttp import web
+
+from tqueues import __version__
+from tqueues.dispatcher.rest import MAX_BATCH, MAX_KICK, MAX_PAGE, MAX_TAKE
+from tqueues.jobs import MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_PRIORITY, MAX_TTR, JobStatus
+
+Doc = dict[str, Any]
+STATUSES = [status.value for status in JobStatus]
+
+
+def ref(name: str) -> Doc:
+    """A reference to a component schema."""
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str) -> Doc:
+    return {"type": [kind, "null"]}
+
+
+def _seconds(description: str, *, low: float = 0, high: float = MAX_DELAY) -> Doc:
+    return {"type": "number", "minimum": low, "maximum": high, "description": description}
+
+
+SCHEMAS: Doc = {
+    "Job": {
+        "type": "object",
+        "description": "A stored job. Fields set by updates sit at the top level beside these.",
+        "required": [
+            "id", "queue", "method", "args", "kwargs", "status", "priority", "ttr",
+            "max_attempts", "attempts", "ready_at", "created_at", "rev", "event",
+        ],
+        "properties": {
+            "id": {"type": "string"},
+            "queue": {"type": "string"},
+            "method": {"type": "string"},
+            "args": {"type": "array"},
+            "kwargs": {"type": "object"},
+            "status": {"type": "string", "enum": STATUSES},
+            "priority": {"type": "integer", "minimum": -1, "maximum": MAX_PRIORITY,
+                         "description": "Lower first; -1 for urgent jobs."},
+            "ttr": {"type": "number"},
+            "max_attempts": {"type": "integer"},
+            "attempts": {"type": "integer", "minimum": 0},
+            "ready_at": {"type": "number"},
+            "created_at": {"type": "number"},
+            "lease": {**_nullable("string"),
+                      "description": "Only in the answer of a take, to the taker."},
+            "lease_expires": _nullable("number"),
+            "started_at": _nullable("number"),
+            "finished_at": _nullable("number"),
+            "worker": _nullable("string"),
+            "result": {"description": "The return value of a finished job."},
+            "error": _nullable("string"),
+            "traceback": _nullable("string"),
+            "expires_at": _nullable("number"),
+            "rev": {"type": "integer"},
+            "event": {"type": "string"},
+        },
+    },
+    "TakenJob": {
+        "allOf": [ref("Job"), {"type": "object", "required": ["lease"],
+                               "properties": {"lease": {"type": "string"}}}],
+    },
+    "NewJob": {
+        "type": "object",
+        "required": ["method"],
+        "additionalProperties": False,
+        "properties": {
+            "queue": {"type": "string", "description": "Optional; must match the path."},
+            "method": {"type": "string", "minLength": 1, "maxLength": 512},
+            "args": {"type": "array"},
+            "kwargs": {"type": "object"},
+            "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY},
+            "urgent": {"type": "boolean"},
+            "ttr": _seconds("Lease length.", low=0.1, high=MAX_TTR),
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
+            "delay": _seconds("Seconds before it may be taken."),
+            "ttl": _seconds("Seconds it may wait unfinished.", low=0.001),
+        },
+    },
+    "QueueSettings": {
+        "type": "object",
+        "additionalProperties": False,
+        "description": "Defaults for new jobs and policies; any subset.",
+        "properties": {
+            "ttr": _seconds("Lease length.", low=0.1, high=MAX_TTR),
+            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
+            "delay": _seconds("Default delay of new jobs."),
+            "ttl": {"type": ["number", "null"], "minimum": 0.001, "maximum": MAX_DELAY},
+            "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY},
+            "retention": _seconds("How long finished and failed jobs are kept.",
+                                  high=10 * MAX_DELAY),
+            "ttl_action": {"type": "string", "enum": ["bury", "delete"]},
+        },
+    },
+    "QueueConfig": {
+        "type": "object",
+        "required": ["name", "ttr", "max_attempts", "delay", "ttl", "priority", "retention",
+                     "ttl_action"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+            "ttr": {"type": "number"},
+            "max_attempts": {"type": "integer"},
+            "delay": {"type": "number"},
+            "ttl": _nullable("number"),
+            "priority": {"type": "integer"},
+            "retention": {"type": "number"},
+            "ttl_action": {"type": "string", "enum": ["bury", "delete"]},
+        },
+    },
+    "QueueStats": {
+        "type": "object",
+        "required": ["queue", "jobs", "total", "counters"],
+        "additionalProperties": False,
+        "properties": {
+            "queue": {"type": "string"},
+            "jobs": {
+                "type": "object",
+                "description": "Jobs per status; every status is present.",
+                "required": STATUSES,
+                "additionalProperties": False,
+                "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
+            },
+            "total": {"type": "integer", "minimum": 0},
+            "counters": {
+                "type": "object",
+                "description": "Events since this dispatcher started (put, taken, ...).",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+        },
+    },
+    "QueueDetail": {
+        "allOf": [ref("QueueConfig"), {"type": "object", "required": ["stats"],
+                                       "properties": {"stats": ref("QueueStats")}}],
+    },
+    "QueueList": {
+        "type": "object",
+        "required": ["queues"],
+        "properties": {"queues": {"type": "array", "items": ref("QueueConfig")}},
+    },
+    "JobPage": {
+        "type": "object",
+        "required": ["jobs", "next_cursor"],
+        "additionalProperties": False,
+        "properties": {
+            "jobs": {"type": "array", "items": ref("Job")},
+            "next_cursor": {**_nullable("string"),
+                            "description": "Pass as ?cursor= for the next page; null: last."},
+        },
+    },
+    "JobBatch": {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
+                                "items": ref("NewJob")}},
+    },
+    "StoredJobs": {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "items": ref("Job")}},
+    },
+    "TakenJobs": {
+        "type": "object",
+        "required": ["jobs"],
+        "additionalProperties": False,
+        "properties": {"jobs": {"type": "array", "maxItems": MAX_TAKE,
+                                "items": ref("TakenJob")}},
+    },
+    "Deleted": {
+        "type": "object",
+        "required": ["queue", "deleted"],
+        "additionalProperties": False,
+        "properties": {"queue": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0}},
+    },
+    "Kicked": {
+        "type": "object",
+        "required": ["queue", "kicked"],
+        "additionalProperties": False,
+        "properties": {"queue": {"type": "string"}, "kicked": {"type": "integer", "minimum": 0}},
+    },
+    "Error": {
+        "type": "object",
+        "required": ["error", "message"],
+        "description": "Other keys (field, fields, queue, ...) name the offending input.",
+        "properties": {
+            "error": {"type": "string", "description": "A stable code, e.g. queue_not_found."},
+            "message": {"type": "string"},
+            "field": {"type": "string"},
+            "fields": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "queues"],
+        "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
+                       "queues": {"type": "integer"}},
+    },
+}  # fmt: skip
+
+
+def _json(schema: Doc, description: str) -> Doc:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _error(description: str) -> Doc:
+    return _json(ref("Error"), description)
+
+
+ERRORS: Doc = {
+    "400": _error("A malformed request; the answer names the field."),
+    "401": _error("No valid bearer token (when the dispatcher has tokens)."),
+    "403": _error("The token's role does not allow this."),
+    "404": _error("The queue (queue_not_found) or job (job_not_found) does not exist."),
+    "409": _error("lease_mismatch: the lease is no longer yours; invalid_transition: the "
+                  "job's state does not allow this."),
+    "413": _error("The body is larger than the dispatcher accepts."),
+    "503": _error("The store cannot be reached or is full; retry later."),
+}  # fmt: skip
+
+
+def _param(name: str, where: str, schema: Doc, description: str, **more: Any) -> Doc:
+    return {"name": name, "in": where, "schema": schema, "description": description, **more}
+
+
+NAME = _param("name", "path", {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+              "The queue.", required=True)  # fmt: skip
+JOB_ID = _param("id", "path", {"type": "string", "maxLength": 128}, "The job.", required=True)
+LEASE = _param("lease", "query", {"type": "string"},
+               "The lease of the take; 409 when it is no longer the caller's. Without it the "
+               "operation applies whoever holds the job.")  # fmt: skip
+
+
+def _op(
+    summary: str,
+    role: str,
+    ok: dict[str, Doc],
+    *,
+    errors: tuple[str, ...] = ("400", "404"),
+    body: Doc | None = None,
+    body_required: bool = False,
+    params: tuple[Doc, ...] = (),
+    op_id: str,
+) -> Doc:
+    responses = {**ok, **{code: ERRORS[code] for code in (*errors, "401", "403", "503")}}
+    operation: Doc = {
+        "operationId": op_id,
+        "summary": summary,
+        "description": f"Roles: {role}.",
+        "responses": dict(sorted(responses.items())),
+    }
+    if params:
+        operation["parameters"] = list(params)
+    if body is not None:
+        operation["requestBody"] = {
+            "required": body_required,
+            "content": {"application/json": {"schema": body}},
+        }
+    return operation
+
+
+def _action(name: str, summary: str, role: str, body: Doc, *, lease_required: bool = False) -> Doc:
+    lease = {**LEASE, "required": True} if lease_required else LEASE
+    return {
+        "parameters": [NAME, JOB_ID],
+        "post": _op(
+            summary,
+            role,
+            {"200": _json(ref("Job"), "The job after the change.")},
+            errors=("400", "404", "409"),
+            body=body,
+            params=(lease,),
+            op_id=name,
+        ),
+    }
+
+
+def _object(**properties: Doc) -> Doc:
+    return {"type": "object", "additionalProperties": False, "properties": properties}
+
+
+READ = "admin, producer, worker"
+WORKER = "admin, worker"
+SECONDS = {"type": "number", "minimum": 0}
+
+REST_PATHS: Doc = {
+    "/queues": {
+        "get": _op("List every queue with its settings.", READ,
+                   {"200": _json(ref("QueueList"), "The queues, by name.")},
+                   errors=(), op_id="list_queues"),
+    },
+    "/queues/{name}": {
+        "parameters": [NAME],
+        "get": _op("The queue's settings and statistics.", "admin",
+                   {"200": _json(ref("QueueDetail"), "Settings and stats.")},
+                   op_id="queue_settings"),
+        "put": _op("Create the queue with these settings (idempotent).", "admin, producer",
+                   {"201": _json(ref("QueueConfig"), "Created with these settings."),
+                    "200": _json(ref("QueueConfig"),
+                                 "It existed; its settings, unchanged.")},
+                   errors=("400",), body=ref("QueueSettings"), op_id="create_queue"),
+        "patch": _op("Change any subset of the queue's settings; jobs already put keep theirs.",
+                     "admin", {"200": _json(ref("QueueConfig"), "The new settings.")},
+                     body=ref("QueueSettings"), op_id="update_queue"),
+        "delete": _op("Drop the queue and every job in it.", "admin",
+                      {"200": _json(ref("Deleted"), "How many jobs went.")},
+                      op_id="drop_queue"),
+    },
+    "/queues/{name}/truncate": {
+        "parameters": [NAME],
+        "post": _op("Remove every job of the queue; the queue stays.", "admin",
+                    {"200": _json(ref("Deleted"), "How many jobs went.")}, op_id="truncate"),
+    },
+    "/queues/{name}/stats": {
+        "parameters": [NAME],
+        "get": _op("Jobs per status and this dispatcher's event counters.", "admin",
+                   {"200": _json(ref("QueueStats"), "The statistics.")}, op_id="stats"),
+    },
+    "/queues/{name}/kick": {
+        "parameters": [NAME],
+        "post": _op("Kick up to `bound` buried jobs (delayed ones when none is buried) to "
+                    "pending.", "admin", {"200": _json(ref("Kicked"), "How many were kicked.")},
+                    body=_object(bound={"type": "integer", "minimum": 1, "maximum": MAX_KICK,
+                                        "default": 1}), op_id="kick"),
+    },
+    "/queues/{name}/jobs": {
+        "parameters": [NAME],
+        "post": _op(f"Enqueue one job, or a batch of 1 to {MAX_BATCH} (all validated before "
+                    "any is stored; one durable write).", "admin, producer",
+                    {"201": {"description": "The stored job, or the stored batch in order.",
+                             "content": {"application/json": {"schema": {
+                                 "oneOf": [ref("Job"), ref("StoredJobs")]}}}}},
+                    body={"oneOf": [ref("NewJob"), ref("JobBatch")]}, body_required=True,
+                    errors=("400", "404", "413"), op_id="put"),
+        "get": _op("List the queue's jobs in creation order, a page at a time.", READ,
+                   {"200": _json(ref("JobPage"), "One page.")}, op_id="list_jobs",
+                   params=(
+                       _param("status", "query", {"type": "string", "enum": STATUSES},
+                              "Only jobs of this status."),
+                       _param("cursor", "query", {"type": "string"},
+                              "The next_cursor of the previous page."),
+                       _param("limit", "query",
+                              {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
+                               "default": 100}, "Page size."),
+                   )),
+    },
+    "/queues/{name}/jobs/next": {
+        "parameters": [NAME],
+        "get": _op("Peek the job of a status that comes next, without taking it.", READ,
+                   {"200": _json(ref("Job"), "The job.")}, op_id="peek",
+                   params=(_param("status", "query",
+                                  {"type": "string", "enum": ["pending", "delayed", "buried"],
+                                   "default": "pending"},
+                                  "pending: the one a take gets; delayed: due first; "
+                                  "buried: the oldest. 404 job_not_found when none."),)),
+    },
+    "/queues/{name}/take": {
+        "parameters": [NAME],
+        "post": _op("Take up to `count` jobs, each with its lease, waiting up to `wait` "
+                    "seconds for the first. An empty list when none came.", WORKER,
+                    {"200": _json(ref("TakenJobs"), "The jobs taken (maybe none).")},
+                    op_id="take_many",
+                    params=(
+                        _param("wait", "query", SECONDS,
+                               "Long-poll: seconds to wait for a job (up to --max_wait)."),
+                        _param("count", "query",
+                               {"type": "integer", "minimum": 1, "maximum": MAX_TAKE,
+                                "default": 1}, "How many jobs at most."),
+                        _param("worker", "query", {"type": "string", "maxLength": 200},
+                               "The taker's name, recorded on the job."),
+                    )),
+    },
+    "/queues/{name}/jobs/{id}": {
+        "parameters": [NAME, JOB_ID],
+        "get": _op("Read one job (its result once finished).", READ,
+                   {"200": _json(ref("Job"), "The job.")}, op_id="get"),
+        "patch": _op("Merge fields into the job; with `lease`, extend the lease too.", WORKER,
+                     {"200": _json(ref("Job"), "The job after the change.")},
+                     errors=("400", "404", "409"), body={"type": "object"}, params=(LEASE,),
+                     op_id="update"),
+        "delete": _op("Delete the job whatever its state.", "admin",
+                      {"200": _json(ref("Job"), "The job as it was.")}, op_id="delete"),
+    },
+    "/queues/{name}/jobs/{id}/finish": _action(
+        "finish", "Finish the job with its result.", WORKER, _object(result={})),
+    "/queues/{name}/jobs/{id}/fail": _action(
+        "fail", "Report a failed run: retried with backoff while attempts remain, then "
+        "buried; failed at once when permanent.", WORKER,
+        {**_object(error={"type": "string", "minLength": 1}, traceback=_nullable("string"),
+                   permanent={"type": "boolean", "default": False}), "required": ["error"]}),
+    "/queues/{name}/jobs/{id}/release": _action(
+        "release", "Give the job back untried; it keeps its place. Pending again after "
+        "`delay`.", WORKER, _object(delay=SECONDS)),
+    "/queues/{name}/jobs/{id}/requeue": _action(
+        "requeue", "Give the job back untried, to the end of the queue.", WORKER,
+        _object(delay=SECONDS)),
+    "/queues/{name}/jobs/{id}/touch": _action(
+        "touch", "Extend the lease by `ttr` seconds (default: the job's ttr) from now.",
+        WORKER, _object(ttr={"type": "number", "minimum": 0.1, "maximum": MAX_TTR}),
+        lease_required=True),
+    "/queues/{name}/jobs/{id}/bury": _action(
+        "bury", "Set the job aside until kicked.", WORKER,
+        _object(reason=_nullable("string"))),
+    "/queues/{name}/jobs/{id}/kick": _action(
+        "kick_job", "Make a buried or delayed job pending now.", "admin", _object()),
+}  # fmt: skip
+
+QUEUE_Q = _param("queue", "query", {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
+                 "The queue.", required=True)  # fmt: skip
+ID_Q = _param("id", "query", {"type": "string", "maxLength": 128}, "The job.")
+LEGACY = "The documented TQueues API. A missing queue answers 501 here."
+
+ROOT_PATH: Doc = {
+    "/": {
+        "put": {**_op("Create the queue unless it exists.", "admin, producer",
+                      {"200": {"description": "Always ok.",
+                               "content": {"text/plain": {"schema": {"const": "ok"}}}}},
+                      errors=("400",), body=ref("QueueSettings"), params=(QUEUE_Q,),
+                      op_id="legacy_create_queue"), "tags": ["/"]},
+        "post": {**_op("Enqueue a job (the body names its queue).", "admin, producer",
+                       {"200": _json(ref("Job"), "The stored job."),
+                        "501": _error("The queue does not exist.")},
+                       errors=("400", "413"), body=ref("NewJob"), body_required=True,
+                       op_id="legacy_put"), "tags": ["/"]},
+        "get": {**_op("Take the next job of `queue` (its lease included), or read job `id`.",
+                      "worker (take, read), producer (read)",
+                      {"200": _json({"anyOf": [ref("TakenJob"), ref("Job")]}, "The job."),
+                       "404": _error("queue_empty: no job came; job_not_found."),
+                       "501": _error("The queue does not exist.")},
+                      errors=("400",), op_id="legacy_take_or_get",
+                      params=(QUEUE_Q, ID_Q,
+                              _param("wait", "query", SECONDS, "Long-poll seconds."),
+                              _param("worker", "query", {"type": "string"}, "Taker's name."))),
+                "tags": ["/"]},
+        "patch": {**_op("Merge fields into job `id`; with `lease`, touch it too.", WORKER,
+                        {"200": _json(ref("Job"), "The job after the change."),
+                         "501": _error("The queue does not exist.")},
+                        errors=("400", "404", "409"), body={"type": "object"},
+                        params=(QUEUE_Q, {**ID_Q, "required": True}, LEASE),
+                        op_id="legacy_update"), "tags": ["/"]},
+        "delete": {**_op("End the run of job `id`: {result}, {error, traceback, permanent}, "
+                         "{release: true, delay} or {bury: true, reason}.", WORKER,
+                         {"200": _json(ref("Job"), "The job after the change."),
+                          "501": _error("The queue does not exist.")},
+                         errors=("400", "404", "409"), body={"type": "object"},
+                         params=(QUEUE_Q, {**ID_Q, "required": True}, LEASE),
+                         op_id="legacy_end"), "tags": ["/"]},
+    },
+    "/health": {
+        "get": {"operationId": "health", "summary": "200 while the store answers.",
+                "description": "Any valid token.",
+                "responses": {"200": _json(ref("Health"), "Healthy."),
+                              "401": ERRORS["401"], "503": ERRORS["503"]}},
+    },
+    "/ws": {
+        "get": {"operationId": "websocket",
+                "summary": "WebSocket change stream of `queue` (see docs/http-api.rst).",
+                "description": "Any valid token, also as ?access_token=.",
+                "parameters": [QUEUE_Q],
+                "responses": {"101": {"description": "Switching to the WebSocket protocol."},
+                              "400": ERRORS["400"], "401": ERRORS["401"]}},
+    },
+    "/openapi.json": {
+        "get": {"operationId": "openapi", "summary": "This document.",
+                "description": "Any valid token.",
+                "responses": {"200": {"description": "The OpenAPI document.",
+                                      "content": {"application/json": {
+                                          "schema": {"type": "object"}}}},
+                              "401": ERRORS["401"]}},
+    },
+}  # fmt: skip
+
+
+@functools.cache
+def _document() -> Doc:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "tqueues dispatcher",
+            "version": __version__,
+            "description": "Job queues over HTTP: the resource-style REST API under /queues "
+            "and the documented TQueues API on /. See docs/rest-api.rst.",
+        },
+        "security": [{}, {"bearer": []}],
+        "paths": {**REST_PATHS, **ROOT_PATH},
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def document() -> Doc:
+    """The OpenAPI document (a fresh copy the caller may change)."""
+    return copy.deepcopy(_document())
+
+
+async def openapi(request: web.Request) -> web.Response:
+    """``GET /openapi.json``: the OpenAPI document."""
+    return web.json_response(_document())

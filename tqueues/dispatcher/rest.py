@@ -1,0 +1,424 @@
+"""The resource-style REST API: queues and their jobs as resources, one view per resource.
+
+=======================================  ================================================
+route                                    what it does
+=======================================  ================================================
+``GET /queues``                          every queue with its settings
+``PUT /queues/{name}``                   create (201) or confirm (200) a queue
+``GET|PATCH|DELETE /queues/{name}``      settings and stats; change settings; drop
+``POST /queues/{name}/truncate``         remove every job; how many went
+``GET /queues/{name}/stats``             jobs per status and event counters
+``POST /queues/{name}/kick``             kick up to ``bound`` buried (else delayed) jobs
+``POST|GET /queues/{name}/jobs``         enqueue one job or a batch; list jobs by status
+``GET /queues/{name}/jobs/next``         peek the next job of a status
+``POST /queues/{name}/take``             take up to ``count`` jobs with their leases
+``GET|PATCH|DELETE .../jobs/{id}``       read, update (touch with ``?lease=``), delete
+``POST .../jobs/{id}/{action}``          finish, fail, release, requeue, touch, bury, kick
+=======================================  ================================================
+
+A missing queue answers 404 ``queue_not_found`` here (the documented ``/`` API keeps its
+501). Errors are :class:`~tqueues.errors.TqueuesError` subclasses turned into JSON by the
+error middleware; the OpenAPI document (:mod:`tqueues.dispatcher.openapi`) describes
+every route.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import aiohttp_cors
+from aiohttp import web
+
+from tqueues.dispatcher.keys import settings_key, store_key
+from tqueues.dispatcher.requests import query_float, read_object
+from tqueues.errors import JobNotFound, QueueMissing, QueueNotFound, ValidationError
+from tqueues.jobs import (
+    MAX_DELAY,
+    MAX_TTR,
+    Job,
+    JobStatus,
+    NewJob,
+    QueueConfig,
+    validate_queue_name,
+)
+from tqueues.settings import DispatcherSettings
+from tqueues.stores.base import Store
+
+MAX_BATCH = 1000  #: jobs one enqueue request may carry.
+MAX_TAKE = 100  #: jobs one take may ask for.
+MAX_PAGE = 1000  #: jobs one listing page may hold.
+DEFAULT_PAGE = 100
+MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
+MAX_ID = 128
+PEEKABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
+ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
+
+
+def json_response(body: Any, *, status: int = 200) -> web.Response:
+    """A JSON answer."""
+    return web.json_response(body, status=status)
+
+
+def query_int(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
+    """An integer query parameter between ``low`` and ``high``; 400 naming it otherwise."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValidationError(f"'{name}' must be an integer", field=name) from None
+    if not low <= value <= high:
+        raise ValidationError(f"'{name}' must be between {low} and {high}", field=name)
+    return value
+
+
+def query_status(request: web.Request, allowed: tuple[JobStatus, ...]) -> JobStatus | None:
+    """The ``status`` query parameter, one of ``allowed``; None when absent."""
+    raw = request.query.get("status")
+    if raw is None or raw == "":
+        return None
+    if raw not in [s.value for s in allowed]:
+        choices = ", ".join(s.value for s in allowed)
+        raise ValidationError(f"'status' must be one of {choices}", field="status")
+    return JobStatus(raw)
+
+
+def _number_field(body: dict[str, Any], name: str, *, high: float) -> float | None:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValidationError(f"'{name}' must be a number of seconds", field=name)
+    if not 0 <= value <= high:
+        raise ValidationError(f"'{name}' must be between 0 and {high:g}", field=name)
+    return float(value)
+
+
+def _string_field(body: dict[str, Any], name: str, *, limit: int) -> str | None:
+    value = body.get(name)
+    if not isinstance(value, str | None):
+        raise ValidationError(f"'{name}' must be a string", field=name)
+    return value[:limit] if value is not None else None
+
+
+def _only(body: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
+    unknown = sorted(set(body) - set(allowed))
+    if unknown:
+        raise ValidationError(f"unknown field(s) for {what}: {', '.join(unknown)}", fields=unknown)
+
+
+class RestView(web.View, aiohttp_cors.CorsViewMixin):
+    """The base of every REST view: the store, the names in the path, 404 for a missing queue."""
+
+    @property
+    def store(self) -> Store:
+        return self.request.app[store_key]
+
+    @property
+    def settings(self) -> DispatcherSettings:
+        return self.request.app[settings_key]
+
+    @property
+    def queue(self) -> str:
+        """The queue named in the path, validated (400 naming ``queue`` otherwise)."""
+        return validate_queue_name(self.request.match_info["name"])
+
+    @property
+    def job_id(self) -> str:
+        """The job id named in the path."""
+        job_id = self.request.match_info["id"]
+        if len(job_id) > MAX_ID:
+            raise ValidationError("'id' is too long", field="id")
+        return job_id
+
+    @property
+    def lease(self) -> str | None:
+        """The ``lease`` query parameter, if any."""
+        lease = self.request.query.get("lease")
+        if lease is not None and len(lease) > MAX_ID:
+            raise ValidationError("'lease' is too long", field="lease")
+        return lease or None
+
+    async def _iter(self) -> web.StreamResponse:
+        # Every method of every REST view runs through here: a missing queue is 404 on this
+        # API, where the documented ``/`` API answers 501 for the same QueueNotFound.
+        try:
+            return await super()._iter()
+        except QueueNotFound as exc:
+            if isinstance(exc, QueueMissing):
+                raise
+            raise QueueMissing(exc.message, **exc.details) from None
+
+
+class Queues(RestView):
+    """``/queues``: the collection of queues."""
+
+    async def get(self) -> web.Response:
+        """Every queue with its settings: ``{"queues": [QueueConfig, ...]}`` by name."""
+        queues = await self.store.list_queues()
+        return json_response({"queues": [config.to_dict() for config in queues]})
+
+
+class Queue(RestView):
+    """``/queues/{name}``: one queue's settings."""
+
+    async def get(self) -> web.Response:
+        """The queue's settings and ``stats``; 404 if it does not exist."""
+        config = await self.store.get_queue(self.queue)
+        stats = await self.store.stats(self.queue)
+        return json_response({**config.to_dict(), "stats": stats.to_dict()})
+
+    async def put(self) -> web.Response:
+        """Create the queue with the body's settings: 201 with them; 200 with the settings
+        it already has (unchanged) when it exists."""
+        config = QueueConfig.from_request(self.queue, await read_object(self.request))
+        if await self.store.create_queue(config):
+            return json_response(config.to_dict(), status=201)
+        return json_response((await self.store.get_queue(config.name)).to_dict())
+
+    async def patch(self) -> web.Response:
+        """Change any subset of the settings; the new settings. Jobs already put keep theirs."""
+        fields = await read_object(self.request)
+        config = (await self.store.get_queue(self.queue)).changed(fields)
+        await self.store.update_queue(config)
+        return json_response(config.to_dict())
+
+    async def delete(self) -> web.Response:
+        """Drop the queue and its jobs: ``{"queue", "deleted": n}``."""
+        deleted = await self.store.drop_queue(self.queue)
+        return json_response({"queue": self.queue, "deleted": deleted})
+
+
+class QueueTruncate(RestView):
+    """``/queues/{name}/truncate``."""
+
+    async def post(self) -> web.Response:
+        """Remove every job, keep the queue: ``{"queue", "deleted": n}``."""
+        deleted = await self.store.truncate(self.queue)
+        return json_response({"queue": self.queue, "deleted": deleted})
+
+
+class QueueStatsView(RestView):
+    """``/queues/{name}/stats``."""
+
+    async def get(self) -> web.Response:
+        """Jobs per status and this dispatcher's event counters (QueueStats)."""
+        return json_response((await self.store.stats(self.queue)).to_dict())
+
+
+class QueueKick(RestView):
+    """``/queues/{name}/kick``."""
+
+    async def post(self) -> web.Response:
+        """Kick up to ``{"bound": N}`` buried jobs, or delayed ones when none is buried:
+        ``{"queue", "kicked": n}``."""
+        body = await read_object(self.request)
+        _only(body, ("bound",), "a kick")
+        bound = body.get("bound", 1)
+        if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= MAX_KICK:
+            raise ValidationError(f"'bound' must be an integer from 1 to {MAX_KICK}", field="bound")
+        kicked = await self.store.kick(self.queue, bound)
+        return json_response({"queue": self.queue, "kicked": kicked})
+
+
+class Jobs(RestView):
+    """``/queues/{name}/jobs``: the queue's jobs."""
+
+    def _new_job(self, fields: Any, where: str) -> NewJob:
+        if not isinstance(fields, dict):
+            raise ValidationError(f"{where} must be a JSON object", field=where)
+        queue = self.queue
+        if fields.get("queue", queue) != queue:
+            raise ValidationError(f"{where}: 'queue' differs from the path", field="queue")
+        try:
+            return NewJob.from_request({**fields, "queue": queue})
+        except ValidationError as exc:
+            if where == "the body":
+                raise
+            raise ValidationError(f"{where}: {exc.message}", index=where, **exc.details) from None
+
+    async def post(self) -> web.Response:
+        """Enqueue one job (the body is the job: 201 with the stored job) or a batch
+        (``{"jobs": [...]}``, 1 to MAX_BATCH: 201 with ``{"jobs": [...]}`` in order).
+
+        Every job of a batch is validated before any is stored; a 400 names the first bad
+        one (``jobs[i]``) and its field. The batch is one durable write.
+        """
+        body = await read_object(self.request)
+        if "jobs" in body:
+            if set(body) != {"jobs"}:
+                raise ValidationError("a batch body has only 'jobs'", fields=sorted(body))
+            items = body["jobs"]
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
+                raise ValidationError(
+                    f"'jobs' must be a list of 1 to {MAX_BATCH} jobs", field="jobs"
+                )
+            news = [self._new_job(item, f"jobs[{i}]") for i, item in enumerate(items)]
+            stored = await self.store.put_many(news)
+            return json_response({"jobs": [job.to_dict() for job in stored]}, status=201)
+        job = await self.store.put(self._new_job(body, "the body"))
+        return json_response(job.to_dict(), status=201)
+
+    async def get(self) -> web.Response:
+        """A page of the queue's jobs in creation order: ``?status=&cursor=&limit=`` →
+        ``{"jobs": [...], "next_cursor": str | null}`` (null on the last page)."""
+        request = self.request
+        status = query_status(request, tuple(JobStatus))
+        limit = query_int(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
+        cursor = request.query.get("cursor") or None
+        if cursor is not None and len(cursor) > 1024:
+            raise ValidationError("'cursor' is too long", field="cursor")
+        try:
+            page = await self.store.list_jobs(self.queue, status=status, cursor=cursor, limit=limit)
+        except (ValueError, TypeError):
+            raise ValidationError("'cursor' is not one this API gave", field="cursor") from None
+        return json_response(
+            {"jobs": [job.to_dict() for job in page.jobs], "next_cursor": page.next_cursor}
+        )
+
+
+class NextJob(RestView):
+    """``/queues/{name}/jobs/next``: peek."""
+
+    async def get(self) -> web.Response:
+        """The job of ``?status=`` (pending by default, delayed or buried) that comes next,
+        without taking it; 404 ``job_not_found`` when there is none."""
+        status = query_status(self.request, PEEKABLE) or JobStatus.PENDING
+        job = await self.store.peek(self.queue, status)
+        if job is None:
+            raise JobNotFound(
+                f"no {status.value} job in queue {self.queue!r}", queue=self.queue, status=status
+            )
+        return json_response(job.to_dict())
+
+
+class Take(RestView):
+    """``/queues/{name}/take``."""
+
+    async def post(self) -> web.Response:
+        """Take up to ``?count=`` (default 1) jobs, each with its ``lease``, waiting up to
+        ``?wait=`` seconds for the first: 200 ``{"jobs": [...]}``, an empty list when none
+        came. ``?worker=`` names the taker."""
+        request = self.request
+        queue = self.queue
+        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
+        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
+        worker = request.query.get("worker") or None
+        if worker is not None and len(worker) > 200:
+            raise ValidationError("'worker' is too long", field="worker")
+        jobs: list[Job] = await self.store.take_many(queue, count, worker=worker, wait=wait)
+        transport = request.transport
+        if jobs and (transport is None or transport.is_closing()):
+            # The waiting client went away: give the jobs back at once, not after their ttr.
+            for job in jobs:
+                await self.store.release(queue, job.id, lease=job.lease)
+            raise web.HTTPServiceUnavailable(text="the client disconnected")
+        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
+
+
+class JobView(RestView):
+    """``/queues/{name}/jobs/{id}``: one job."""
+
+    async def get(self) -> web.Response:
+        """The job (without its lease); 404 ``job_not_found``."""
+        return json_response((await self.store.get(self.queue, self.job_id)).to_dict())
+
+    async def patch(self) -> web.Response:
+        """Merge the body's fields into the job; with ``?lease=`` also extend the lease.
+
+        409 when the lease is no longer the caller's or the job is final; 400 for a field
+        the dispatcher owns.
+        """
+        fields = await read_object(self.request)
+        job = await self.store.update(self.queue, self.job_id, fields, lease=self.lease)
+        return json_response(job.to_dict())
+
+    async def delete(self) -> web.Response:
+        """Delete the job whatever its state (an operator's call); the job as it was."""
+        return json_response((await self.store.delete(self.queue, self.job_id)).to_dict())
+
+
+class JobAction(RestView):
+    """``/queues/{name}/jobs/{id}/{action}``: a transition of one job.
+
+    ``?lease=`` proves the caller holds the job (409 ``lease_mismatch`` otherwise);
+    without it the transition applies whoever holds the job. The answer is the job after
+    the change.
+    """
+
+    async def post(self) -> web.Response:
+        """Apply the ``action`` of the path with the body's fields."""
+        action = self.request.match_info["action"]
+        body = await read_object(self.request)
+        job = await getattr(self, f"_{action}")(body)
+        return json_response(job.to_dict())
+
+    async def _finish(self, body: dict[str, Any]) -> Job:
+        _only(body, ("result",), "finish")
+        return await self.store.finish(
+            self.queue, self.job_id, lease=self.lease, result=body.get("result")
+        )
+
+    async def _fail(self, body: dict[str, Any]) -> Job:
+        _only(body, ("error", "traceback", "permanent"), "fail")
+        error = _string_field(body, "error", limit=10_000)
+        if not error:
+            raise ValidationError("'error' is required", field="error")
+        permanent = body.get("permanent", False)
+        if not isinstance(permanent, bool):
+            raise ValidationError("'permanent' must be true or false", field="permanent")
+        return await self.store.fail(
+            self.queue,
+            self.job_id,
+            lease=self.lease,
+            error=error,
+            traceback=_string_field(body, "traceback", limit=100_000),
+            permanent=permanent,
+        )
+
+    async def _release(self, body: dict[str, Any], *, to_end: bool = False) -> Job:
+        _only(body, ("delay",), "requeue" if to_end else "release")
+        delay = _number_field(body, "delay", high=MAX_DELAY) or 0.0
+        return await self.store.release(
+            self.queue, self.job_id, lease=self.lease, delay=delay, to_end=to_end
+        )
+
+    async def _requeue(self, body: dict[str, Any]) -> Job:
+        return await self._release(body, to_end=True)
+
+    async def _touch(self, body: dict[str, Any]) -> Job:
+        _only(body, ("ttr",), "touch")
+        lease = self.lease
+        if lease is None:
+            raise ValidationError("touch needs the job's 'lease'", field="lease")
+        ttr = _number_field(body, "ttr", high=MAX_TTR)
+        if ttr is not None and ttr < 0.1:
+            raise ValidationError(f"'ttr' must be between 0.1 and {MAX_TTR:g}", field="ttr")
+        return await self.store.touch(self.queue, self.job_id, lease=lease, ttr=ttr)
+
+    async def _bury(self, body: dict[str, Any]) -> Job:
+        _only(body, ("reason",), "bury")
+        reason = _string_field(body, "reason", limit=10_000)
+        return await self.store.bury(self.queue, self.job_id, lease=self.lease, reason=reason)
+
+    async def _kick(self, body: dict[str, Any]) -> Job:
+        _only(body, (), "kick")
+        return await self.store.kick_job(self.queue, self.job_id)
+
+
+__all__ = [
+    "ACTIONS",
+    "MAX_BATCH",
+    "JobAction",
+    "JobView",
+    "Jobs",
+    "NextJob",
+    "Queue",
+    "QueueKick",
+    "QueueStatsView",
+    "QueueTruncate",
+    "Queues",
+    "Take",
+]
