@@ -1,0 +1,178 @@
+"""tqueues.Client and tqueues.BlockingClient against a real dispatcher process."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+import tqueues
+from tests.acceptance.conftest import Cluster
+from tqueues.errors import (
+    Conflict,
+    DispatcherUnavailable,
+    Forbidden,
+    InvalidTransition,
+    JobNotFound,
+    LeaseMismatch,
+    NotFound,
+    QueueNotFound,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
+
+TOKEN, WORKER_TOKEN = "t" * 32, "w" * 32
+
+
+async def test_every_operation_of_the_asyncio_client(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+    async with tqueues.Client(dispatcher.url) as client:
+        assert (await client.health())["status"] == "ok"
+        created = await client.create_queue("q", ttr=30, max_attempts=2)
+        assert (created["name"], created["ttr"]) == ("q", 30.0)
+        assert (await client.create_queue("q", ttr=99))["ttr"] == 30.0
+        assert [q["name"] for q in await client.list_queues()] == ["q"]
+        assert (await client.update_queue("q", priority=5))["priority"] == 5
+        assert (await client.queue_settings("q"))["stats"]["total"] == 0
+
+        job = await client.put("q", "pkg.mod:func", [1], {"k": "v"}, ttr=10)
+        assert (job["args"], job["kwargs"], job["ttr"], job["priority"]) == ([1], {"k": "v"}, 10, 5)
+        batch = await client.put_many("q", [{"method": "a:b", "args": [i]} for i in range(3)])
+        assert [j["args"] for j in batch] == [[0], [1], [2]]
+        assert (await client.peek("q"))["id"] == job["id"]
+        assert await client.peek("q", "buried") is None
+
+        taken = await client.take("q", worker="me")
+        assert taken is not None and taken["id"] == job["id"] and taken["lease"]
+        lease = taken["lease"]
+        updated = await client.update("q", job["id"], {"progress": 1}, lease=lease)
+        assert updated["progress"] == 1
+        touched = await client.touch("q", job["id"], lease=lease, ttr=100)
+        assert touched["lease_expires"] > taken["lease_expires"]
+        done = await client.finish("q", job["id"], lease=lease, result={"ok": True})
+        assert done["status"] == "finished"
+        assert (await client.get("q", job["id"]))["result"] == {"ok": True}
+
+        first, second = await client.take_many("q", 2, wait=1)
+        assert (await client.release("q", first["id"], lease=first["lease"]))["status"] == "pending"
+        requeued = await client.requeue("q", second["id"], lease=second["lease"])
+        assert requeued["status"] == "pending"
+        again = await client.take("q")
+        assert again is not None and again["id"] == first["id"]
+        failed = await client.fail(
+            "q", first["id"], lease=again["lease"], error="E", permanent=True
+        )
+        assert failed["status"] == "failed"
+
+        third = await client.take("q")
+        assert third is not None
+        buried = await client.bury("q", third["id"], lease=third["lease"], reason="later")
+        assert buried["status"] == "buried"
+        assert (await client.peek("q", "buried"))["id"] == third["id"]
+        assert (await client.kick_job("q", third["id"]))["status"] == "pending"
+        fourth = await client.take("q")
+        assert fourth is not None
+        await client.bury("q", fourth["id"])
+        assert await client.kick("q", 10) == 1
+
+        page = await client.list_jobs("q", limit=2)
+        ids = [j["id"] for j in page["jobs"]]
+        while page["next_cursor"]:
+            page = await client.list_jobs("q", limit=2, cursor=page["next_cursor"])
+            ids += [j["id"] for j in page["jobs"]]
+        assert len(ids) == 4
+        pending = await client.list_jobs("q", status="pending")
+        assert len(pending["jobs"]) == 2
+
+        stats = await client.stats("q")
+        assert stats["total"] == 4 and stats["counters"]["put"] == 4
+        deleted = await client.delete("q", ids[-1])
+        assert deleted["id"] == ids[-1]
+        assert await client.truncate("q") == 3
+        assert await client.take("q") is None
+        assert await client.take_many("q", 5, wait=0.2) == []
+        assert await client.drop_queue("q") == 0
+        assert await client.list_queues() == []
+
+
+async def test_typed_errors(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+    async with tqueues.Client(dispatcher.url) as client:
+        with pytest.raises(QueueNotFound) as missing:
+            await client.put("nope", "a:b")
+        assert isinstance(missing.value, NotFound) and missing.value.details["status_code"] == 404
+        with pytest.raises(QueueNotFound):
+            await client.peek("nope")
+        await client.create_queue("q")
+        with pytest.raises(JobNotFound):
+            await client.get("q", "0" * 32)
+        with pytest.raises(ValidationError) as invalid:
+            await client.put("q", "a:b", priority=-1)
+        assert invalid.value.details["field"] == "priority"
+        job = await client.put("q", "a:b")
+        taken = await client.take("q")
+        assert taken is not None
+        with pytest.raises(LeaseMismatch) as stale:
+            await client.finish("q", job["id"], lease="stale")
+        assert isinstance(stale.value, Conflict)
+        await client.finish("q", job["id"], lease=taken["lease"])
+        with pytest.raises(InvalidTransition):
+            await client.finish("q", job["id"])
+
+    dispatcher.proc.stop()
+    async with tqueues.Client(dispatcher.url, timeout=2) as gone:
+        with pytest.raises(DispatcherUnavailable) as unavailable:
+            await gone.stats("q")
+        assert isinstance(unavailable.value, Unavailable)
+
+
+async def test_tokens(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher(None, "--token", TOKEN, "--worker_token", WORKER_TOKEN)
+    async with tqueues.Client(dispatcher.url) as anonymous:
+        with pytest.raises(Unauthorized):
+            await anonymous.list_queues()
+    async with tqueues.Client(dispatcher.url, token=TOKEN) as admin:
+        await admin.create_queue("q")
+        assert (await admin.put("q", "a:b"))["status"] == "pending"
+    async with tqueues.Client(dispatcher.url, token=WORKER_TOKEN) as worker:
+        taken = await worker.take("q")
+        assert taken is not None
+        await worker.finish("q", taken["id"], lease=taken["lease"])
+        with pytest.raises(Forbidden):
+            await worker.drop_queue("q")
+
+
+async def test_the_blocking_client(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+
+    def script() -> list[str]:
+        with tqueues.BlockingClient(dispatcher.url) as client:
+            client.create_queue("b")
+            job = client.put("b", "pkg.mod:func", [1])
+            client.put_many("b", [{"method": "a:b"}])
+            taken = client.take("b", wait=1)
+            assert taken is not None and taken["id"] == job["id"]
+            client.finish("b", job["id"], lease=taken["lease"], result=7)
+            assert client.get("b", job["id"])["result"] == 7
+            with pytest.raises(JobNotFound):
+                client.get("b", "missing")
+            results = []
+
+            def other_thread() -> None:  # one client, shared between threads
+                results.append(client.stats("b")["total"])
+
+            thread = threading.Thread(target=other_thread)
+            thread.start()
+            thread.join()
+            assert results == [2]
+            events = sorted(client.stats("b")["counters"])
+        assert client._closed
+        with pytest.raises(RuntimeError):
+            client.stats("b")
+        client.close()  # idempotent
+        return events
+
+    events = await asyncio.to_thread(script)
+    assert {"put", "taken", "finished"} <= set(events)

@@ -1,0 +1,342 @@
+"""The asyncio client of the dispatcher's REST API, used by the worker and by programs.
+
+One :class:`aiohttp.ClientSession` per client, kept alive across calls. Every operation
+of docs/rest-api.rst is a method of the same name (see docs/client.rst). Errors come back
+as the typed exceptions of :mod:`tqueues.errors`, named by the dispatcher's JSON ``error``
+code: :class:`~tqueues.errors.NotFound` (:class:`~tqueues.errors.QueueNotFound`,
+:class:`~tqueues.errors.JobNotFound`), :class:`~tqueues.errors.Conflict`
+(:class:`~tqueues.errors.LeaseMismatch`, :class:`~tqueues.errors.InvalidTransition`),
+:class:`~tqueues.errors.Unavailable` (:class:`~tqueues.errors.StoreUnavailable`, and
+:class:`~tqueues.errors.DispatcherUnavailable` when the dispatcher cannot be reached),
+:class:`~tqueues.errors.ValidationError`, :class:`~tqueues.errors.Unauthorized`,
+:class:`~tqueues.errors.Forbidden`. Jobs are plain dicts, as the API writes them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
+
+JSONDict = dict[str, Any]
+
+
+def _error_classes(root: type[TqueuesError] = TqueuesError) -> dict[str, type[TqueuesError]]:
+    classes: dict[str, type[TqueuesError]] = {}
+    for cls in root.__subclasses__():
+        classes.setdefault(cls.code, cls)
+        classes.update({k: v for k, v in _error_classes(cls).items() if k not in classes})
+    return classes
+
+
+#: The exception class of each error code the dispatcher answers with.
+ERRORS = _error_classes()
+
+
+def error_for(status: int, payload: Any) -> TqueuesError:
+    """The typed exception for an HTTP error answer (``status_code`` in its details)."""
+    if isinstance(payload, dict) and payload.get("error") in ERRORS:
+        cls = ERRORS[payload["error"]]
+        # A code means the same thing on both APIs; only the queue's status differs (501/404).
+        if cls.status == status or issubclass(cls, QueueNotFound):
+            details = {k: v for k, v in payload.items() if k not in ("error", "message")}
+            return cls(payload.get("message"), status_code=status, **details)
+    return TqueuesError(f"HTTP {status}: {payload}", status_code=status)
+
+
+class Client:
+    """Talks to one dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
+
+    ``timeout`` bounds each call, in seconds, on top of any long-poll ``wait``; ``token``
+    is sent as ``Authorization: Bearer <token>``.
+    """
+
+    def __init__(
+        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        self.endpoint_url = endpoint_url if endpoint_url.endswith("/") else endpoint_url + "/"
+        self.timeout = timeout
+        self._base = URL(self.endpoint_url)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=60),
+                headers=self._headers,
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- transport -----------------------------------------------------------------------
+
+    def url(self, *segments: str) -> URL:
+        """The URL of a path under the endpoint; each segment is percent-encoded."""
+        url = self._base
+        for segment in segments:
+            url = url / segment
+        return url
+
+    async def request(
+        self,
+        method: str,
+        path: Sequence[str],
+        body: Any = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        wait: float = 0.0,
+    ) -> Any:
+        """One call to the path ``path`` (its segments); the decoded answer.
+
+        Raises the typed error the dispatcher names, DispatcherUnavailable when it cannot
+        be reached or does not answer within ``timeout + wait`` seconds.
+        """
+        timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
+        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            async with self.session.request(
+                method,
+                self.url(*path),
+                params=params,
+                data=data,
+                headers=headers,
+                timeout=timeout,
+            ) as response:
+                text = await response.text()
+                status = response.status
+                is_json = response.content_type == "application/json"
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise DispatcherUnavailable(
+                f"cannot reach the dispatcher at {self.endpoint_url}: {exc!r}"
+            ) from exc
+        payload = json.loads(text) if is_json and text else text
+        if status < 400:
+            return payload
+        raise error_for(status, payload)
+
+    @staticmethod
+    def _lease(lease: str | None) -> dict[str, str]:
+        return {} if lease is None else {"lease": lease}
+
+    # -- queues --------------------------------------------------------------------------
+
+    async def list_queues(self) -> list[JSONDict]:
+        """Every queue with its settings, by name."""
+        answer: JSONDict = await self.request("GET", ["queues"])
+        queues: list[JSONDict] = answer["queues"]
+        return queues
+
+    async def create_queue(self, queue: str, **settings: Any) -> JSONDict:
+        """Create ``queue`` unless it exists; its settings (those it had, if it existed).
+
+        ``settings``: ttr, max_attempts, delay, ttl, priority, retention, ttl_action.
+        """
+        config: JSONDict = await self.request("PUT", ["queues", queue], settings)
+        return config
+
+    async def queue_settings(self, queue: str) -> JSONDict:
+        """The queue's settings, with its statistics under ``stats``."""
+        config: JSONDict = await self.request("GET", ["queues", queue])
+        return config
+
+    async def update_queue(self, queue: str, **settings: Any) -> JSONDict:
+        """Change any of the queue's settings; the new settings."""
+        config: JSONDict = await self.request("PATCH", ["queues", queue], settings)
+        return config
+
+    async def drop_queue(self, queue: str) -> int:
+        """Remove the queue and its jobs; how many jobs went."""
+        answer: JSONDict = await self.request("DELETE", ["queues", queue])
+        return int(answer["deleted"])
+
+    async def truncate(self, queue: str) -> int:
+        """Remove every job of the queue; how many went."""
+        answer: JSONDict = await self.request("POST", ["queues", queue, "truncate"])
+        return int(answer["deleted"])
+
+    async def stats(self, queue: str) -> JSONDict:
+        """``{"queue", "jobs": {status: n}, "total", "counters": {event: n}}``."""
+        stats: JSONDict = await self.request("GET", ["queues", queue, "stats"])
+        return stats
+
+    async def kick(self, queue: str, bound: int = 1) -> int:
+        """Kick up to ``bound`` buried jobs (delayed ones if none is buried); how many."""
+        answer: JSONDict = await self.request("POST", ["queues", queue, "kick"], {"bound": bound})
+        return int(answer["kicked"])
+
+    # -- jobs ----------------------------------------------------------------------------
+
+    async def put(
+        self,
+        queue: str,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: JSONDict | None = None,
+        **options: Any,
+    ) -> JSONDict:
+        """Enqueue a job; the stored job. ``options``: priority, urgent, ttr, ttl, delay,
+        max_attempts."""
+        body = {"method": method, "args": list(args), "kwargs": kwargs or {}, **options}
+        job: JSONDict = await self.request("POST", ["queues", queue, "jobs"], body)
+        return job
+
+    async def put_many(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[JSONDict]:
+        """Enqueue 1 to 1,000 jobs (dicts with ``method`` and the options of :meth:`put`)
+        in one durable write, all or none; the stored jobs in order."""
+        answer: JSONDict = await self.request(
+            "POST", ["queues", queue, "jobs"], {"jobs": [dict(job) for job in jobs]}
+        )
+        stored: list[JSONDict] = answer["jobs"]
+        return stored
+
+    async def take_many(
+        self, queue: str, count: int, *, wait: float = 0.0, worker: str | None = None
+    ) -> list[JSONDict]:
+        """Up to ``count`` jobs, each with its ``lease``, waiting up to ``wait`` seconds for
+        the first; an empty list when none came."""
+        params = {"wait": repr(float(wait)), "count": str(count)}
+        if worker:
+            params["worker"] = worker
+        answer: JSONDict = await self.request(
+            "POST", ["queues", queue, "take"], params=params, wait=wait
+        )
+        jobs: list[JSONDict] = answer["jobs"]
+        return jobs
+
+    async def take(
+        self, queue: str, *, wait: float = 0.0, worker: str | None = None
+    ) -> JSONDict | None:
+        """The next job of ``queue`` with its lease, waiting up to ``wait`` seconds, or None."""
+        jobs = await self.take_many(queue, 1, wait=wait, worker=worker)
+        return jobs[0] if jobs else None
+
+    async def get(self, queue: str, job_id: str) -> JSONDict:
+        """Read one job (its ``result`` once finished)."""
+        job: JSONDict = await self.request("GET", ["queues", queue, "jobs", job_id])
+        return job
+
+    async def list_jobs(
+        self, queue: str, *, status: str | None = None, cursor: str | None = None, limit: int = 100
+    ) -> JSONDict:
+        """A page of the queue's jobs in creation order: ``{"jobs", "next_cursor"}``; pass
+        ``next_cursor`` back as ``cursor`` until it is None."""
+        params = {"limit": str(limit)}
+        if status is not None:
+            params["status"] = status
+        if cursor is not None:
+            params["cursor"] = cursor
+        page: JSONDict = await self.request("GET", ["queues", queue, "jobs"], params=params)
+        return page
+
+    async def peek(self, queue: str, status: str = "pending") -> JSONDict | None:
+        """The pending (delayed, buried) job that comes next, not taken; None if none.
+
+        Raises QueueNotFound for a missing queue.
+        """
+        try:
+            job: JSONDict = await self.request(
+                "GET", ["queues", queue, "jobs", "next"], params={"status": status}
+            )
+        except JobNotFound:
+            return None
+        return job
+
+    async def update(
+        self, queue: str, job_id: str, fields: JSONDict, *, lease: str | None = None
+    ) -> JSONDict:
+        """Merge ``fields`` into the job; with ``lease``, also extend the lease."""
+        job: JSONDict = await self.request(
+            "PATCH", ["queues", queue, "jobs", job_id], fields, params=self._lease(lease)
+        )
+        return job
+
+    async def delete(self, queue: str, job_id: str) -> JSONDict:
+        """Delete the job whatever its state; the job as it was."""
+        job: JSONDict = await self.request("DELETE", ["queues", queue, "jobs", job_id])
+        return job
+
+    async def _action(
+        self, queue: str, job_id: str, action: str, body: JSONDict, lease: str | None = None
+    ) -> JSONDict:
+        job: JSONDict = await self.request(
+            "POST", ["queues", queue, "jobs", job_id, action], body, params=self._lease(lease)
+        )
+        return job
+
+    async def finish(
+        self, queue: str, job_id: str, *, lease: str | None = None, result: Any = None
+    ) -> JSONDict:
+        """Mark the job finished with ``result``."""
+        return await self._action(queue, job_id, "finish", {"result": result}, lease)
+
+    async def fail(
+        self,
+        queue: str,
+        job_id: str,
+        *,
+        lease: str | None = None,
+        error: str,
+        traceback: str | None = None,
+        permanent: bool = False,
+    ) -> JSONDict:
+        """Report a failed run (retried while attempts remain; failed at once if permanent)."""
+        body = {"error": error, "traceback": traceback, "permanent": permanent}
+        return await self._action(queue, job_id, "fail", body, lease)
+
+    async def release(
+        self, queue: str, job_id: str, *, lease: str | None = None, delay: float = 0.0
+    ) -> JSONDict:
+        """Give a taken job back untried; it keeps its place (pending after ``delay``)."""
+        return await self._action(queue, job_id, "release", {"delay": delay}, lease)
+
+    async def requeue(
+        self, queue: str, job_id: str, *, lease: str | None = None, delay: float = 0.0
+    ) -> JSONDict:
+        """Give a taken job back untried, to the end of the queue."""
+        return await self._action(queue, job_id, "requeue", {"delay": delay}, lease)
+
+    async def touch(
+        self, queue: str, job_id: str, *, lease: str, ttr: float | None = None
+    ) -> JSONDict:
+        """Extend the lease to ``ttr`` seconds from now (default: the job's ttr)."""
+        body = {} if ttr is None else {"ttr": ttr}
+        return await self._action(queue, job_id, "touch", body, lease)
+
+    async def bury(
+        self, queue: str, job_id: str, *, lease: str | None = None, reason: str | None = None
+    ) -> JSONDict:
+        """Set the job aside until kicked."""
+        return await self._action(queue, job_id, "bury", {"reason": reason}, lease)
+
+    async def kick_job(self, queue: str, job_id: str) -> JSONDict:
+        """Make a buried (attempts renewed) or delayed job pending now."""
+        return await self._action(queue, job_id, "kick", {})
+
+    # -- the dispatcher ------------------------------------------------------------------
+
+    async def health(self) -> JSONDict:
+        """``{"status": "ok", "version", "queues"}`` while the dispatcher's store answers."""
+        health: JSONDict = await self.request("GET", ["health"])
+        return health
