@@ -20,7 +20,7 @@ from tqueues import __version__
 from tqueues.dispatcher import rest, ws
 from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
-from tqueues.dispatcher.middlewares import error_middleware
+from tqueues.dispatcher.middlewares import error_middleware, origin_middleware
 from tqueues.dispatcher.openapi import openapi
 from tqueues.dispatcher.reaper import reap_forever
 from tqueues.dispatcher.views import Dispatcher
@@ -79,7 +79,8 @@ def create_app(
     """The dispatcher as an aiohttp application; ``store`` defaults to the one ``settings`` name."""
     settings = settings or DispatcherSettings()
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=settings.max_body
+        middlewares=[error_middleware, origin_middleware, auth_middleware],
+        client_max_size=settings.max_body,
     )
     app[settings_key] = settings
     app[websockets_key] = weakref.WeakSet()

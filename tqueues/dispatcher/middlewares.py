@@ -8,6 +8,7 @@ import logging
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tqueues.dispatcher.keys import settings_key
 from tqueues.errors import TqueuesError
 
 log = logging.getLogger(__name__)
@@ -51,3 +52,23 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             extra={"action": "internal_error"},
         )
         return error_response(500, "internal_error", "the dispatcher failed; see its log")
+
+
+@web.middleware
+async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refuse requests a browser made for a page whose origin is not in --allowed_domains (403).
+
+    CORS only keeps such a page from reading the answers: without this, a form on any site
+    could enqueue a job (code the workers run) on a dispatcher without a token, and any
+    page could stream its jobs over /ws. Browsers send ``Origin`` on those requests;
+    clients that are not browsers send none and are not affected.
+    """
+    origin = request.headers.get("Origin")
+    if origin is not None and origin not in request.app[settings_key].allowed_domains:
+        return error_response(
+            403,
+            "origin_not_allowed",
+            f"requests from the web origin {origin[:200]!r} are not allowed; "
+            "add it to --allowed_domains",
+        )
+    return await handler(request)
