@@ -1,0 +1,195 @@
+"""The ``tqueues`` admin command line, run through its console script against a real dispatcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import tqueues
+from tests.acceptance.conftest import ROOT, Cluster, child_env
+from tqueues.cli import admin
+
+ADMIN = str(Path(sys.executable).parent / "tqueues")
+TOKEN = "s" * 32
+
+
+async def tq(
+    *argv: str, url: str | None = None, stdin: str | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Run ``tqueues ARGV`` (with --url unless ``url`` is None) without blocking the loop."""
+    full = [ADMIN, *argv, *(["--url", url] if url else [])]
+
+    def run() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            full,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            cwd=ROOT,
+            env={**child_env(), **(env or {})},
+        )
+
+    return await asyncio.to_thread(run)
+
+
+def lines(done: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    assert done.returncode == 0, done.stderr
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+async def test_help_and_version() -> None:
+    done = await tq("--help")
+    assert done.returncode == 0 and done.stdout.strip() == (admin.__doc__ or "").strip()
+    assert "Usage:\n  tqueues put " in done.stdout
+    assert (await tq("--version")).stdout.strip() == tqueues.__version__
+    wrong = await tq("explode")
+    assert wrong.returncode == 2 and "Usage:" in wrong.stderr
+
+
+async def test_put_take_consume_peek(cluster: Cluster, tmp_path: Path) -> None:
+    d = await cluster.dispatcher()
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+    url = d.url
+
+    from_arg = lines(await tq("put", "q", '{"method": "a:b", "args": [1]}', url=url))
+    assert [j["args"] for j in from_arg] == [[1]]
+    job_file = tmp_path / "job.json"
+    job_file.write_text(json.dumps({"method": "a:b", "args": [2], "priority": 5}))
+    from_file = lines(await tq("put", "q", "--file", str(job_file), url=url))
+    assert from_file[0]["priority"] == 5
+    batch = json.dumps([{"method": "a:b", "args": [3]}, {"method": "a:b", "args": [4]}])
+    from_stdin = lines(await tq("put", "q", url=url, stdin=batch))
+    assert [j["args"] for j in from_stdin] == [[3], [4]]
+    explicit = lines(await tq("put", "q", "--file", "-", url=url, stdin='{"method": "c:d"}'))
+    assert explicit[0]["method"] == "c:d"
+
+    peeked = lines(await tq("peek", "q", url=url))
+    assert peeked[0]["id"] == from_file[0]["id"]  # priority 5 comes first
+    by_id = lines(await tq("peek", "q", from_arg[0]["id"], url=url))
+    assert by_id[0]["args"] == [1]
+
+    taken = lines(await tq("take", "q", url=url))
+    assert taken[0]["id"] == from_file[0]["id"] and taken[0]["lease"]
+    assert taken[0]["status"] == "started"
+    consumed = lines(await tq("consume", "q", url=url))
+    assert consumed[0]["status"] == "finished" and consumed[0]["args"] == [1]
+    two = lines(await tq("take", "q", "--count", "5", url=url))
+    assert [j["args"] for j in two] == [[3], [4], []]
+
+    empty = await tq("take", "q", url=url)
+    assert (empty.returncode, empty.stdout) == (1, "")
+    assert "queue empty" in empty.stderr
+    started = time.monotonic()
+    waited = await tq("consume", "q", "--wait", "0.5", url=url)
+    assert waited.returncode == 1 and time.monotonic() - started >= 0.5
+    none_buried = await tq("peek", "q", "--status", "buried", url=url)
+    assert none_buried.returncode == 1
+
+
+async def test_wait_wakes_on_a_put(cluster: Cluster) -> None:
+    d = await cluster.dispatcher()
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+        waiting = asyncio.create_task(tq("consume", "q", "--wait", "20", url=d.url))
+        await asyncio.sleep(0.5)
+        job = await client.put("q", "a:b")
+        done = await asyncio.wait_for(waiting, 20)
+        assert lines(done)[0]["id"] == job["id"]
+
+
+async def test_bury_kick_delete_truncate(cluster: Cluster) -> None:
+    d = await cluster.dispatcher()
+    url = d.url
+    async with tqueues.Client(url) as client:
+        await client.create_queue("q")
+        jobs = await client.put_many("q", [{"method": "a:b"} for _ in range(4)])
+    ids = [j["id"] for j in jobs]
+
+    buried = lines(await tq("bury", "q", ids[0], "--reason", "poison", url=url))
+    assert buried[0]["status"] == "buried"
+    await tq("bury", "q", ids[1], url=url)
+    kicked_one = lines(await tq("kick", "q", "--id", ids[0], url=url))
+    assert kicked_one[0]["status"] == "pending"
+    kick = await tq("kick", "q", "10", url=url)
+    assert kick.returncode == 0 and kick.stdout.strip() == "kicked 1 job(s) in q"
+    assert (await tq("kick", "q", url=url)).stdout.strip() == "kicked 0 job(s) in q"
+
+    deleted = lines(await tq("delete", "q", ids[2], url=url))
+    assert deleted[0]["id"] == ids[2]
+    missing = await tq("delete", "q", ids[2], url=url)
+    assert missing.returncode == 2 and "job_not_found" in missing.stderr
+
+    truncated = await tq("truncate", "q", url=url)
+    assert truncated.stdout.strip() == "deleted 3 job(s) from q"
+
+
+async def test_stats_and_queues(cluster: Cluster) -> None:
+    d = await cluster.dispatcher()
+    url = d.url
+    async with tqueues.Client(url) as client:
+        await client.create_queue("alpha", ttr=12)
+        await client.create_queue("beta")
+        await client.put_many("alpha", [{"method": "a:b"}] * 3)
+        await client.take("alpha")
+
+    table = await tq("stats", url=url)
+    assert table.returncode == 0, table.stderr
+    header, alpha, beta = table.stdout.splitlines()[:3]
+    assert header.split() == ["queue", *admin.STATUSES, "total"]
+    assert alpha.split() == ["alpha", "2", "0", "1", "0", "0", "0", "3"]
+    assert beta.split()[0] == "beta" and beta.split()[-1] == "0"
+    assert "since start" in table.stdout
+
+    one = json.loads((await tq("stats", "alpha", "--json", url=url)).stdout)
+    assert one["jobs"]["pending"] == 2 and one["counters"]["put"] == 3
+    every = json.loads((await tq("stats", "--json", url=url)).stdout)
+    assert [s["queue"] for s in every] == ["alpha", "beta"]
+
+    queues = await tq("queues", url=url)
+    assert queues.stdout.splitlines()[0].split()[:3] == ["name", "ttr", "max_attempts"]
+    assert queues.stdout.splitlines()[1].split()[:2] == ["alpha", "12.0"]
+    listed = json.loads((await tq("queues", "--json", url=url)).stdout)
+    assert [q["name"] for q in listed] == ["alpha", "beta"]
+
+
+async def test_url_and_token_from_the_environment(cluster: Cluster) -> None:
+    d = await cluster.dispatcher(None, "--token", TOKEN)
+    env = {"TQUEUES_URL": d.url, "TQUEUES_TOKEN": TOKEN}
+    done = await tq("queues", "--json", env=env)
+    assert done.returncode == 0 and json.loads(done.stdout) == []
+    refused = await tq("queues", env={"TQUEUES_URL": d.url})
+    assert refused.returncode == 2 and "unauthorized" in refused.stderr
+    with_option = await tq("queues", "--json", "--token", TOKEN, url=d.url)
+    assert with_option.returncode == 0
+
+
+@pytest.mark.parametrize(
+    ("argv", "stdin", "message"),
+    [(["put", "q", "{nope"], None, "not valid JSON"), (["put", "q", "[1]"], None, "JSON object"),
+     (["put", "q", '{"method": "a:b", "colour": 1}'], None, "colour"),
+     (["put", "q", "--file", "/nonexistent"], None, "cannot read"),
+     (["put", "nope", '{"method": "a:b"}'], None, "queue_not_found"),
+     (["take", "q", "--wait", "soon"], None, "--wait"), (["stats", "nope"], None, "nope")],
+)  # fmt: skip
+async def test_errors_exit_2_with_a_message(
+    cluster: Cluster, argv: list[str], stdin: str | None, message: str
+) -> None:
+    d = await cluster.dispatcher()
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+    done = await tq(*argv, url=d.url, stdin=stdin)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_an_unreachable_dispatcher_exits_2() -> None:
+    done = await tq("stats", "--timeout", "2", url="http://127.0.0.1:9/")
+    assert done.returncode == 2 and "dispatcher_unavailable" in done.stderr

@@ -1,0 +1,295 @@
+"""TQueues admin command line.
+
+Talks to a dispatcher's REST API. Job JSON is one job, {"method": "pkg.mod:func",
+"args": [...], "kwargs": {...}, "priority": N, "delay": S, ...}, or a list of jobs; it
+comes from the <json> argument, from --file FILE, or from standard input (--file -, the
+default when <json> is absent). Answers are printed as JSON, one job per line, except the
+tables of stats and queues.
+
+take reserves jobs under their lease (a job not finished within its ttr goes back to the
+queue); consume takes a job and finishes it at once, as tpq's consume does. take, consume
+and peek exit with status 1 when no job came, as tpq does on an empty queue.
+
+Usage:
+  tqueues put [options] <queue> [<json>] [--file FILE]
+  tqueues take [options] <queue> [--wait SECONDS] [--count N]
+  tqueues consume [options] <queue> [--wait SECONDS]
+  tqueues peek [options] <queue> [<id>] [--status STATUS]
+  tqueues kick [options] <queue> [<bound>]
+  tqueues kick [options] <queue> --id ID
+  tqueues bury [options] <queue> <id> [--reason TEXT]
+  tqueues delete [options] <queue> <id>
+  tqueues truncate [options] <queue>
+  tqueues stats [options] [<queue>...] [--json]
+  tqueues queues [options] [--json]
+  tqueues -h | --help
+  tqueues --version
+
+Options:
+  --url URL          The dispatcher; also TQUEUES_URL (default http://127.0.0.1:8080/).
+  --token TOKEN      Bearer token (also TQUEUES_TOKEN).
+  --timeout SECONDS  Seconds each call may take, beyond any --wait [default: 30].
+  --file FILE        Read the job JSON from FILE; - is standard input.
+  --wait SECONDS     Seconds to wait for a job on an empty queue [default: 0].
+  --count N          Take up to N jobs [default: 1].
+  --status STATUS    Peek the next pending, delayed or buried job [default: pending].
+  --id ID            Kick this one job (buried or delayed) instead of N.
+  --reason TEXT      Why the job is buried (kept in its error).
+  --json             Print JSON instead of a table.
+  -h --help          Show this screen.
+  --version          Show version.
+
+Exit status: 0 done, 1 no job (take, consume, peek), 2 an error (printed on stderr).
+
+Examples:
+  export TQUEUES_URL=http://127.0.0.1:8080/
+  tqueues put emails '{"method": "app.mail:send", "args": ["bob@example.com"]}'
+  echo '[{"method": "app.x:f"}, {"method": "app.x:g"}]' | tqueues put work
+  tqueues consume emails --wait 5
+  tqueues stats
+  tqueues kick emails 100
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import Any, TextIO
+
+from docopt import DocoptExit, docopt
+
+from tqueues import __version__
+from tqueues.client import Client
+from tqueues.errors import TqueuesError, ValidationError
+
+STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
+DEFAULT_URL = "http://127.0.0.1:8080/"
+EMPTY = 1  #: the exit status when no job came.
+ERROR = 2
+
+
+def _number(args: Mapping[str, Any], name: str, *, integer: bool = False) -> float:
+    raw = args[name]
+    try:
+        value = int(raw) if integer else float(raw)
+    except (TypeError, ValueError):
+        raise ValidationError(f"{name} must be a number, not {raw!r}") from None
+    if value < 0 or value != value:
+        raise ValidationError(f"{name} must not be negative")
+    return value
+
+
+def read_jobs(args: Mapping[str, Any], stdin: TextIO) -> list[dict[str, Any]] | dict[str, Any]:
+    """The job (a dict) or jobs (a list) the command line gives; ValidationError if not JSON."""
+    if args["<json>"] is not None:
+        text, source = args["<json>"], "the argument"
+    elif args["--file"] not in (None, "-"):
+        try:
+            with open(args["--file"], encoding="utf-8") as file:
+                text = file.read()
+        except OSError as exc:
+            raise ValidationError(f"cannot read {args['--file']}: {exc.strerror}") from None
+        source = args["--file"]
+    else:
+        text, source = stdin.read(), "standard input"
+    try:
+        jobs = json.loads(text)
+    except ValueError as exc:
+        raise ValidationError(f"{source} is not valid JSON: {exc}") from None
+    if isinstance(jobs, dict) and isinstance(jobs.get("jobs"), list) and len(jobs) == 1:
+        jobs = jobs["jobs"]
+    if isinstance(jobs, list) and all(isinstance(job, dict) for job in jobs):
+        return jobs
+    if isinstance(jobs, dict):
+        return jobs
+    raise ValidationError(f"{source} must be a JSON object (a job) or a list of them")
+
+
+def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
+    """Rows as a plain text table with a header, columns left-aligned, numbers right."""
+    cells = [[str(h) for h in header], *[["-" if c is None else str(c) for c in r] for r in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    numeric = [
+        all(isinstance(r[i], int | float) for r in rows) and rows for i in range(len(header))
+    ]
+    lines = []
+    for row in cells:
+        lines.append(
+            "  ".join(
+                cell.rjust(width) if numeric[i] else cell.ljust(width)
+                for i, (cell, width) in enumerate(zip(row, widths, strict=True))
+            ).rstrip()
+        )
+    return "\n".join(lines)
+
+
+def _print_json(value: Any, out: TextIO) -> None:
+    print(json.dumps(value, separators=(",", ":")), file=out)
+
+
+class Admin:
+    """One command against one dispatcher; each method returns the exit status."""
+
+    def __init__(self, client: Client, args: Mapping[str, Any], out: TextIO, stdin: TextIO):
+        self.client, self.args, self.out, self.stdin = client, args, out, stdin
+
+    @property
+    def queue(self) -> str:
+        queues = self.args["<queue>"]
+        return str(queues[0] if isinstance(queues, list) else queues)
+
+    async def put(self) -> int:
+        """Enqueue the job or jobs; print each stored job."""
+        jobs = read_jobs(self.args, self.stdin)
+        if isinstance(jobs, dict):
+            stored = [await self.client.request("POST", ["queues", self.queue, "jobs"], jobs)]
+        else:
+            stored = await self.client.put_many(self.queue, jobs)
+        for job in stored:
+            _print_json(job, self.out)
+        return 0
+
+    async def take(self) -> int:
+        """Take up to --count jobs (waiting --wait seconds); print each with its lease."""
+        count = int(_number(self.args, "--count", integer=True))
+        wait = _number(self.args, "--wait")
+        jobs = await self.client.take_many(self.queue, max(count, 1), wait=wait)
+        for job in jobs:
+            _print_json(job, self.out)
+        return 0 if jobs else self._empty()
+
+    async def consume(self) -> int:
+        """Take one job and finish it at once; print it."""
+        job = await self.client.take(self.queue, wait=_number(self.args, "--wait"))
+        if job is None:
+            return self._empty()
+        done = await self.client.finish(self.queue, job["id"], lease=job["lease"])
+        _print_json(done, self.out)
+        return 0
+
+    async def peek(self) -> int:
+        """Print job <id>, or the next job of --status without taking it."""
+        if self.args["<id>"]:
+            _print_json(await self.client.get(self.queue, self.args["<id>"]), self.out)
+            return 0
+        job = await self.client.peek(self.queue, self.args["--status"])
+        if job is None:
+            return self._empty(f"no {self.args['--status']} job")
+        _print_json(job, self.out)
+        return 0
+
+    async def kick(self) -> int:
+        """Kick one job (--id) or up to <bound> jobs (default 1)."""
+        if self.args["--id"]:
+            _print_json(await self.client.kick_job(self.queue, self.args["--id"]), self.out)
+            return 0
+        bound = int(_number({"<bound>": self.args["<bound>"] or 1}, "<bound>", integer=True))
+        kicked = await self.client.kick(self.queue, bound)
+        print(f"kicked {kicked} job(s) in {self.queue}", file=self.out)
+        return 0
+
+    async def bury(self) -> int:
+        """Bury job <id> (an operator's call, whoever holds it)."""
+        job = await self.client.bury(self.queue, self.args["<id>"], reason=self.args["--reason"])
+        _print_json(job, self.out)
+        return 0
+
+    async def delete(self) -> int:
+        """Delete job <id> whatever its state; print it as it was."""
+        _print_json(await self.client.delete(self.queue, self.args["<id>"]), self.out)
+        return 0
+
+    async def truncate(self) -> int:
+        """Remove every job of the queue."""
+        deleted = await self.client.truncate(self.queue)
+        print(f"deleted {deleted} job(s) from {self.queue}", file=self.out)
+        return 0
+
+    async def stats(self) -> int:
+        """Statistics of the <queue>s (every queue by default): a table, or JSON."""
+        names = self.args["<queue>"] or [q["name"] for q in await self.client.list_queues()]
+        stats = [await self.client.stats(name) for name in names]
+        if self.args["--json"]:
+            _print_json(stats[0] if len(self.args["<queue>"]) == 1 else stats, self.out)
+            return 0
+        rows = [
+            [s["queue"], *(s["jobs"][status] for status in STATUSES), s["total"]] for s in stats
+        ]
+        print(table(rows, ["queue", *STATUSES, "total"]), file=self.out)
+        counters = [[s["queue"], event, n] for s in stats for event, n in s["counters"].items()]
+        if counters:
+            print(file=self.out)
+            print(table(counters, ["queue", "event", "since start"]), file=self.out)
+        return 0
+
+    async def queues(self) -> int:
+        """Every queue with its settings: a table, or JSON."""
+        queues = await self.client.list_queues()
+        if self.args["--json"]:
+            _print_json(queues, self.out)
+            return 0
+        header = [
+            "name",
+            "ttr",
+            "max_attempts",
+            "delay",
+            "ttl",
+            "priority",
+            "retention",
+            "ttl_action",
+        ]
+        print(table([[q[h] for h in header] for q in queues], header), file=self.out)
+        return 0
+
+    def _empty(self, what: str = "queue empty") -> int:
+        print(f"tqueues: {what}: {self.queue}", file=sys.stderr)
+        return EMPTY
+
+
+COMMANDS = (
+    "put",
+    "take",
+    "consume",
+    "peek",
+    "kick",
+    "bury",
+    "delete",
+    "truncate",
+    "stats",
+    "queues",
+)
+
+
+async def run(args: Mapping[str, Any], out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
+    """Run the command ``args`` (as docopt parsed it); the exit status."""
+    url = args["--url"] or os.environ.get("TQUEUES_URL") or DEFAULT_URL
+    token = args["--token"] or os.environ.get("TQUEUES_TOKEN") or None
+    timeout = _number(args, "--timeout")
+    async with Client(url, token=token, timeout=timeout) as client:
+        admin = Admin(client, args, out, stdin)
+        command = next(name for name in COMMANDS if args[name])
+        status: int = await getattr(admin, command)()
+        return status
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tqueues``: parse the command line, run the command; the exit status."""
+    try:
+        args = docopt(__doc__, argv=argv, version=__version__)
+    except DocoptExit as exc:
+        print(exc, file=sys.stderr)
+        return ERROR
+    try:
+        return asyncio.run(run(args))
+    except TqueuesError as exc:
+        print(f"tqueues: {exc.code}: {exc.message}", file=sys.stderr)
+        return ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
