@@ -186,7 +186,14 @@ async def test_50_concurrent_takers_each_job_taken_exactly_once(
 async def test_worker_waits_for_a_dispatcher_and_survives_its_restart(
     cluster: Cluster, session: aiohttp.ClientSession, tmp_path: Path
 ) -> None:
-    # Given a worker started before any dispatcher listens on its port
+    # Given a data directory that holds the queue (created by a dispatcher since stopped:
+    # a worker that reaches a dispatcher without its queue stops, so the queue must exist
+    # the moment the dispatcher answers)
+    data = tmp_path / "restart-data"
+    setup = await cluster.dispatcher(data)
+    await Api(session, setup.url).create_queue("later")
+    setup.proc.stop()
+    # ... and a worker started before any dispatcher listens on its port
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -197,10 +204,8 @@ async def test_worker_waits_for_a_dispatcher_and_survives_its_restart(
 
     # When the dispatcher comes up on that port
     listen = ("--listen", f"127.0.0.1:{port}")
-    data = tmp_path / "restart-data"
     dispatcher = await cluster.dispatcher(data, *listen)
     api = Api(session, dispatcher.url)
-    await api.create_queue("later")
     first = await api.put("later", "coro_add", 1, 2)
     # Then the worker reconnects by itself and runs the job
     assert (await api.wait_final("later", [first["id"]], timeout=20))[first["id"]]["result"]
