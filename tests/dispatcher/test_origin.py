@@ -1,11 +1,12 @@
 """Browsers on other sites cannot drive a dispatcher, token or not.
 
 CORS only stops a page from *reading* answers: a form on any site can still *send* a
-form-encoded (or text/plain) POST to http://127.0.0.1:8080/, and any page can open a
-WebSocket to it. On a dispatcher without a token (the loopback default) that would let
-every web page the local user visits enqueue jobs (run code on the workers) or stream
-every job. Browsers label such requests with ``Origin``; only the origins in
-``--allowed_domains`` get through. Clients that are not browsers send no ``Origin``.
+form-encoded (or text/plain) POST to http://127.0.0.1:8080/, an image can make it GET
+(take) a job, and any page can open a WebSocket to it. On a dispatcher without a token
+(the loopback default) that would let every web page the local user visits enqueue jobs
+(run code on the workers), take jobs until they are buried, or stream every job.
+Browsers label such requests with ``Origin`` or ``Sec-Fetch-Site``; only the origins in
+``--allowed_domains`` get through. Clients that are not browsers send neither.
 """
 
 from __future__ import annotations
@@ -43,6 +44,22 @@ async def test_a_page_on_another_origin_cannot_enqueue(client: Client, origin: s
         assert response.status == 403, await response.text()
         assert (await response.json())["error"] == "origin_not_allowed"
     assert await stored(client) == 0
+
+
+@pytest.mark.parametrize("site", ["cross-site", "same-site"])
+async def test_an_image_on_another_site_cannot_take_a_job(client: Client, site: str) -> None:
+    # <img src="http://127.0.0.1:8080/?queue=q">: a GET without Origin, labelled by the browser
+    job = await (await client.post("/", json={**FORM, "args": []})).json()
+    response = await client.get("/?queue=q", headers={"Sec-Fetch-Site": site})
+    assert response.status == 403
+    assert (await response.json())["error"] == "origin_not_allowed"
+    read = await client.get("/", params={"queue": "q", "id": job["id"]})
+    assert (await read.json())["status"] == "pending"
+
+
+async def test_a_user_typing_the_url_is_not_refused(client: Client) -> None:
+    response = await client.get("/health", headers={"Sec-Fetch-Site": "none"})
+    assert response.status == 200
 
 
 async def test_a_page_on_another_origin_cannot_open_the_websocket(client: Client) -> None:

@@ -59,16 +59,24 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     """Refuse requests a browser made for a page whose origin is not in --allowed_domains (403).
 
     CORS only keeps such a page from reading the answers: without this, a form on any site
-    could enqueue a job (code the workers run) on a dispatcher without a token, and any
-    page could stream its jobs over /ws. Browsers send ``Origin`` on those requests;
-    clients that are not browsers send none and are not affected.
+    could enqueue a job (code the workers run) on a dispatcher without a token, an image
+    tag could take jobs (a take is a GET) until they are buried, and any page could
+    stream the jobs over /ws. Browsers send ``Origin`` on cross-origin requests that are
+    not plain GETs, and ``Sec-Fetch-Site`` on all of them; clients that are not browsers
+    send neither and are not affected.
     """
     origin = request.headers.get("Origin")
-    if origin is not None and origin not in request.app[settings_key].allowed_domains:
+    site = request.headers.get("Sec-Fetch-Site")
+    if origin is not None:
+        refused = origin not in request.app[settings_key].allowed_domains
+        what = f"the web origin {origin[:200]!r}"
+    else:
+        refused = site is not None and site not in ("same-origin", "none")
+        what = f"another site (Sec-Fetch-Site: {site[:50]})" if site else ""
+    if refused:
         return error_response(
             403,
             "origin_not_allowed",
-            f"requests from the web origin {origin[:200]!r} are not allowed; "
-            "add it to --allowed_domains",
+            f"requests from {what} are not allowed; list the origin in --allowed_domains",
         )
     return await handler(request)
