@@ -20,10 +20,8 @@ import json
 import logging
 import os
 import sqlite3
-import threading
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from queue import Empty, SimpleQueue
 from typing import Any, TypeVar
 
 from tqueues import lifecycle
@@ -31,6 +29,7 @@ from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable
 from tqueues.jobs import Job, JobStatus, QueueConfig
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
+from tqueues.stores.groupcommit import GroupCommit
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,119 +111,6 @@ def _job(row: sqlite3.Row) -> Job:
     return Job(**fields)
 
 
-@dataclasses.dataclass(slots=True)
-class _Operation:
-    fn: Callable[..., Any]
-    args: tuple[Any, ...]
-    batch: bool
-    future: asyncio.Future[Any]
-    loop: asyncio.AbstractEventLoop
-
-
-class _GroupCommit:
-    """The store's one thread: runs queued operations, many to a transaction.
-
-    Each batch is ``BEGIN IMMEDIATE``, then per operation ``SAVEPOINT``/``RELEASE`` (or
-    ``ROLLBACK TO`` when it raises), then one ``COMMIT``; only then are the operations
-    answered, so an answer always means durable. If the commit fails, every operation of
-    the batch gets the error (none of them happened).
-    """
-
-    MAX_BATCH = 512
-
-    def __init__(self, connection: Callable[[], sqlite3.Connection | None]) -> None:
-        self._connection = connection
-        self._queue: SimpleQueue[_Operation | None] = SimpleQueue()
-        self.commits = 0  #: transactions committed (operations share them under load)
-        self._thread = threading.Thread(target=self._serve, name="tq-sqlite", daemon=True)
-        self._thread.start()
-
-    def submit(self, fn: Callable[..., T], args: tuple[Any, ...], batch: bool) -> Awaitable[T]:
-        """Queue ``fn(*args)``; the future of its result (or exception)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Operation(fn, args, batch, future, loop))
-        return future
-
-    def stop(self) -> None:
-        """Finish what is queued, then end the thread (blocks until it has)."""
-        self._queue.put(None)
-        self._thread.join()
-
-    def _serve(self) -> None:
-        held: _Operation | None = None
-        while True:
-            first = held or self._queue.get()
-            held = None
-            if first is None:
-                return
-            if not first.batch:
-                self._answer([first], [self._call(first)])
-                continue
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    following = self._queue.get_nowait()
-                except Empty:
-                    break
-                if following is None or not following.batch:
-                    held = following
-                    if following is None:
-                        self._queue.put(None)
-                        held = None
-                    break
-                batch.append(following)
-            self._answer(batch, self._run_batch(batch))
-
-    @staticmethod
-    def _call(operation: _Operation) -> tuple[Any, BaseException | None]:
-        try:
-            return operation.fn(*operation.args), None
-        except BaseException as exc:  # handed to the caller
-            return None, exc
-
-    def _run_batch(self, batch: list[_Operation]) -> list[tuple[Any, BaseException | None]]:
-        conn = self._connection()
-        if conn is None:
-            error = StoreUnavailable("the SQLite store is closed")
-            return [(None, error)] * len(batch)
-        try:
-            conn.execute("BEGIN IMMEDIATE")
-            outcomes = []
-            for operation in batch:
-                conn.execute("SAVEPOINT operation")
-                outcome = self._call(operation)
-                if outcome[1] is not None and not conn.in_transaction:
-                    # SQLite rolled the whole transaction back (a full disk, an I/O error):
-                    # none of the batch happened.
-                    return [(None, outcome[1])] * len(batch)
-                if outcome[1] is not None:
-                    conn.execute("ROLLBACK TO operation")
-                conn.execute("RELEASE operation")
-                outcomes.append(outcome)
-            conn.execute("COMMIT")
-            self.commits += 1
-            return outcomes
-        except sqlite3.Error as exc:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
-            return [(None, exc)] * len(batch)
-
-    @staticmethod
-    def _answer(batch: list[_Operation], outcomes: list[tuple[Any, BaseException | None]]) -> None:
-        for operation, (result, error) in zip(batch, outcomes, strict=True):
-            operation.loop.call_soon_threadsafe(_settle, operation.future, result, error)
-
-
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the operation happened all the same
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
-
-
 class SQLiteStore(Store):
     """Jobs in ``<directory>/tqueues.sqlite3``; one per directory and process.
 
@@ -249,7 +135,7 @@ class SQLiteStore(Store):
         self.path = self.directory / "tqueues.sqlite3"
         self._synchronous = synchronous.upper()
         self._max_size = max_size
-        self._thread: _GroupCommit | None = None
+        self._thread: GroupCommit | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock_fd: int | None = None
         self._queues: dict[str, QueueConfig] = {}
@@ -270,7 +156,7 @@ class SQLiteStore(Store):
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
-        """The connection, inside the running operation's savepoint (see _GroupCommit)."""
+        """The connection, inside the running operation's savepoint (see GroupCommit)."""
         assert self._conn is not None
         yield self._conn
 
@@ -321,7 +207,7 @@ class SQLiteStore(Store):
                 f"another dispatcher is using data directory {self.directory}"
             ) from exc
         self._lock_fd = fd
-        self._thread = _GroupCommit(lambda: self._conn)
+        self._thread = GroupCommit(lambda: self._conn)
         try:
             await self._run(self._connect, batch=False)
         except BaseException:
