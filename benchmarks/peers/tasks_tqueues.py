@@ -1,0 +1,12 @@
+"""The no-op benchmark job for tqueues (``benchmarks.peers.tasks_tqueues:noop``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from benchmarks.peers import sink
+
+
+async def noop(x: int, *, tq_parent_job: Any) -> None:
+    """Record the start time; nothing else."""
+    sink.record(x)

@@ -1,0 +1,621 @@
+"""The side-by-side benchmark: tqueues and the Python job queues, on this machine, in one run.
+
+    .venv/bin/python -m benchmarks.run                       # everything (installs peers)
+    .venv/bin/python -m benchmarks.run --systems tqueues,rq --jobs 2000
+    .venv/bin/python -m benchmarks.run --quick               # tqueues only, small, no installs
+
+Each peer gets its own virtualenv under ``benchmarks/.venvs/`` (installed on first use);
+Redis, beanstalkd and PostgreSQL come from the Debian packages (apt-get installs them when
+missing and the benchmark runs as root) and are started on free loopback ports, a fresh
+server per workload, and always stopped. Every job is a no-op that takes one small int
+and records its start time (:mod:`benchmarks.peers.sink`).
+
+W1 enqueue
+    One producer enqueues ``--jobs`` jobs one call at a time (jobs/s); then, after a
+    reset, in bulk calls of 1,000 where the system has a bulk enqueue.
+W2 drain
+    ``--jobs`` jobs already queued; 2 worker processes start (10 jobs at once each where
+    the system runs jobs concurrently in a process); jobs/s from the first job's start to
+    the last one's, and start-up: from launching the workers to the first job's start.
+W3 pickup latency
+    One idle worker; enqueue one job and wait until it has started, ``--samples`` times
+    (after 5 warm-up jobs); p50/p95/p99 of enqueue-to-start in ms.
+W4 deep queue (tqueues only)
+    :mod:`benchmarks.deep_queue`: store take and finish cost at 1,000 vs 1,000,000 queued.
+
+Prints a Markdown table and writes everything (with versions and the machine) as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from benchmarks import deep_queue
+from benchmarks.peers import sink
+from benchmarks.services import (
+    ROOT,
+    Beanstalkd,
+    Dispatcher,
+    Postgres,
+    Processes,
+    Redis,
+    Server,
+    ServiceError,
+    ensure_debian_packages,
+    ensure_venv,
+)
+
+VENVS = ROOT / "benchmarks" / ".venvs"
+RESULTS = ROOT / "benchmarks" / ".results"
+QUEUE = "bench"
+#: Upper bounds, in seconds, of each step (every loop in the benchmark is bounded).
+PRODUCE_TIMEOUT = 600.0
+DRAIN_TIMEOUT = 300.0
+WORKER_READY_TIMEOUT = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class System:
+    """One row of the table: a system, how to install it, serve it and run its workers."""
+
+    name: str
+    label: str
+    producer: str
+    server: str  # "redis", "beanstalkd", "postgresql" or "tqueues"
+    requirements: tuple[str, ...] = ()  # empty: the benchmark's own virtualenv (tqueues)
+    dispatcher_args: tuple[str, ...] = ()
+    bulk_note: str = "n/a"
+    model: str = ""  # how its workers run jobs, for the docs
+
+    def bin(self) -> Path:
+        return VENVS / self.name / "bin" if self.requirements else Path(sys.executable).parent
+
+    def workers(self, server: Server, count: int) -> list[list[str]]:
+        """The commands that start ``count`` worker processes."""
+        b = self.bin()
+        py = str(b / "python")
+        one: dict[str, list[str]] = {
+            "tqueues": [str(b / "tqueues_worker"), "--endpoint_url", server.url, "--queue", QUEUE,
+                        "--allow", "benchmarks.peers", "--concurrency", "10",
+                        "--loglevel", "WARNING"],
+            "rq": [str(b / "rq"), "worker", "--url", server.url, "--worker-class",
+                   "rq.worker.SimpleWorker", "--logging_level", "WARNING", QUEUE],
+            "arq": [py, "-m", "benchmarks.peers.run_arq"],
+            "celery": [str(b / "celery"), "-A", "benchmarks.peers.tasks_celery", "worker",
+                       "--pool", "solo", "--loglevel", "WARNING"],
+            "beanstalkd": [py, "-m", "benchmarks.peers.beanstalk_worker", str(server.port)],
+            "procrastinate": [str(b / "procrastinate"),
+                              "--app=benchmarks.peers.tasks_procrastinate.app", "worker",
+                              "--queues", QUEUE, "--concurrency", "10"],
+        }  # fmt: skip
+        if self.producer == "dramatiq":  # one command; it forks the worker processes itself
+            return [[str(b / "dramatiq"), "benchmarks.peers.tasks_dramatiq",
+                     "--processes", str(count), "--threads", "10"]]  # fmt: skip
+        commands = []
+        for index in range(count):
+            argv = list(one[self.producer])
+            if self.producer == "celery":
+                argv += ["--hostname", f"bench{index}@%h"]
+            commands.append(argv)
+        return commands
+
+
+SYSTEMS: dict[str, System] = {
+    s.name: s
+    for s in (
+        System("tqueues", "tqueues (SQLite, sync FULL)", "tqueues", "tqueues",
+               bulk_note="n/a (no HTTP bulk enqueue yet)",
+               model="asyncio, --concurrency 10"),
+        System("tqueues-normal", "tqueues (SQLite, --sync NORMAL)", "tqueues", "tqueues",
+               dispatcher_args=("--sync", "NORMAL"),
+               bulk_note="n/a (no HTTP bulk enqueue yet)",
+               model="asyncio, --concurrency 10"),
+        System("rq", "RQ (Redis)", "rq", "redis", ("rq", "redis"),
+               model="SimpleWorker (no fork per job), 1 at a time"),
+        System("arq", "arq (Redis)", "arq", "redis", ("arq",), model="asyncio, max_jobs 10"),
+        System("celery", "Celery (Redis)", "celery", "redis", ("celery[redis]",),
+               model="--pool solo, 1 at a time"),
+        System("dramatiq", "Dramatiq (Redis)", "dramatiq", "redis", ("dramatiq[redis]",),
+               model="--processes 2 --threads 10"),
+        System("beanstalkd", "beanstalkd + greenstalk", "beanstalkd", "beanstalkd",
+               ("greenstalk",), model="reserve/run/delete loop, 1 at a time"),
+        System("procrastinate", "procrastinate (PostgreSQL)", "procrastinate", "postgresql",
+               ("procrastinate", "psycopg[binary,pool]"), model="asyncio, --concurrency 10"),
+    )
+}  # fmt: skip
+DEFAULT_SYSTEMS = tuple(SYSTEMS)
+SERVERS: dict[str, Callable[[Processes, Path], Server]] = {
+    "redis": Redis,
+    "beanstalkd": Beanstalkd,
+    "postgresql": Postgres,
+}
+DEBIAN_FOR = {"redis": "redis-server", "beanstalkd": "beanstalkd", "postgresql": "postgresql"}
+
+
+class BenchError(RuntimeError):
+    """A workload could not be run; the message goes into the table."""
+
+
+class Bench:
+    """One run: the options, the processes it started, and where they write."""
+
+    def __init__(self, options: argparse.Namespace, workdir: Path) -> None:
+        self.options = options
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir()
+        self.processes = Processes(self.logs)
+        self._counter = 0
+
+    def fresh_dir(self, prefix: str) -> Path:
+        self._counter += 1
+        path = self.workdir / f"{prefix}-{self._counter}"
+        path.mkdir()
+        return path
+
+    def env(self, system: System, server: Server, sink_spec: str = "") -> dict[str, str]:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "TQBENCH_SINK": sink_spec}
+        env.pop("VIRTUAL_ENV", None)
+        if server.name == "redis":
+            env["TQBENCH_REDIS"] = server.url
+        if server.name == "postgresql":
+            env["TQBENCH_PG"] = server.url
+        return env
+
+    def server(self, system: System, prefill: int = 0) -> Server:
+        """A started server (for tqueues, a dispatcher on a fresh store of ``prefill`` jobs)."""
+        workdir = self.fresh_dir(system.name)
+        if system.server == "tqueues":
+            dispatcher = Dispatcher(self.processes, workdir, system.dispatcher_args, [QUEUE])
+            if prefill:
+                asyncio.run(prefill_store(dispatcher.data, prefill))
+            return dispatcher.start()
+        server = SERVERS[system.server](self.processes, workdir).start()
+        if system.server == "postgresql":
+            self.produce(system, server, "reset")  # procrastinate's schema
+        return server
+
+    def produce(self, system: System, server: Server, action: str, **args: Any) -> dict[str, Any]:
+        """Run one action of :mod:`benchmarks.peers.produce` in the system's virtualenv."""
+        argv = [str(system.bin() / "python"), "-m", "benchmarks.peers.produce", system.producer,
+                action, "--url", server.url]  # fmt: skip
+        for key, value in args.items():
+            argv += [f"--{key}", str(value)]
+        try:
+            done = subprocess.run(
+                argv, env=self.env(system, server), cwd=ROOT, capture_output=True,
+                text=True, timeout=PRODUCE_TIMEOUT,
+            )  # fmt: skip
+        except subprocess.TimeoutExpired as exc:
+            raise BenchError(f"{action} did not finish within {PRODUCE_TIMEOUT:g}s") from exc
+        if done.returncode != 0:
+            tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+            raise BenchError(f"{action} failed: {tail}")
+        result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return result
+
+    def start_workers(self, system: System, server: Server, count: int, spec: str) -> list[Any]:
+        env = self.env(system, server, spec)
+        return [
+            self.processes.start(argv, log=f"{system.name}-worker-{n}.log", env=env)
+            for n, argv in enumerate(system.workers(server, count))
+        ]
+
+    # -- workloads ---------------------------------------------------------------------------
+
+    def w1(self, system: System) -> dict[str, Any]:
+        """Enqueue ``--jobs`` jobs one call at a time, then (fresh server) in bulk."""
+        n = self.options.jobs
+        with self.server(system) as server:
+            single = self.produce(system, server, "enqueue", jobs=n)
+        result: dict[str, Any] = {"single_per_s": n / single["seconds"]}
+        with self.server(system) as server:
+            bulk = self.produce(system, server, "bulk", jobs=n)
+        if bulk.get("unsupported"):
+            result["bulk"] = system.bulk_note
+        else:
+            result["bulk_per_s"] = n / bulk["seconds"]
+        return result
+
+    def w2(self, system: System) -> dict[str, Any]:
+        """``--jobs`` jobs queued; 2 worker processes drain them."""
+        n = self.options.jobs
+        with self.server(system, prefill=n if system.server == "tqueues" else 0) as server:
+            if system.server != "tqueues":
+                self.produce(system, server, "fill", jobs=n)
+            times_dir = self.fresh_dir(f"{system.name}-w2-times")
+            launched = time.time()
+            workers = self.start_workers(system, server, 2, f"file:{times_dir}")
+            try:
+                done = self._wait_for_records(times_dir, n, workers, system)
+            finally:
+                for worker in workers:
+                    self.processes.stop(worker)
+        times = read_times(times_dir)
+        if done < n:
+            raise BenchError(f"only {done} of {n} jobs ran within {DRAIN_TIMEOUT:g}s")
+        first, last = min(times), max(times)
+        return {
+            "per_s": (len(times) - 1) / (last - first) if last > first else None,
+            "startup_s": first - launched,
+            "jobs": len(times),
+        }
+
+    def _wait_for_records(self, directory: Path, n: int, workers: list[Any], system: System) -> int:
+        deadline = time.monotonic() + DRAIN_TIMEOUT
+        done = 0
+        while time.monotonic() < deadline:
+            done = sum(p.stat().st_size // sink.LINE for p in directory.iterdir())
+            if done >= n:
+                return done
+            if any(worker.poll() is not None for worker in workers):
+                raise BenchError(
+                    f"a worker exited: {self.processes.tail(f'{system.name}-worker-0.log')}"
+                )
+            time.sleep(0.05)
+        return done
+
+    def w3(self, system: System) -> dict[str, Any]:
+        """One idle worker; one job at a time; enqueue-to-start latency."""
+        with self.server(system) as server:
+            port = free_port_udp()
+            workers = self.start_workers(system, server, 1, f"udp:{port}")
+            try:
+                ms = self.produce(system, server, "latency", jobs=self.options.samples, udp=port)[
+                    "ms"
+                ]
+            finally:
+                for worker in workers:
+                    self.processes.stop(worker)
+        cuts = statistics.quantiles(ms, n=100, method="inclusive")
+        return {
+            "p50_ms": statistics.median(ms),
+            "p95_ms": cuts[94],
+            "p99_ms": cuts[98],
+            "max_ms": max(ms),
+            "samples": len(ms),
+        }
+
+    def w4(self) -> dict[str, Any]:
+        """The deep-queue benchmark of the embedded store (in this process)."""
+        sizes = [200, 2000] if self.options.quick else [1000, 1_000_000]
+        cycles = 50 if self.options.quick else 500
+        rows = asyncio.run(deep_queue.main(sizes, cycles, "FULL"))
+        first, last = rows[0], rows[-1]
+        return {
+            "rows": rows,
+            "take_ratio": last["take_us_p50"] / first["take_us_p50"],
+            "finish_ratio": last["finish_us_p50"] / first["finish_us_p50"],
+            "report": deep_queue.report(rows),
+        }
+
+    # -- one system ----------------------------------------------------------------------------
+
+    def versions(self, system: System) -> dict[str, str]:
+        found = {}
+        if system.server != "tqueues":
+            found[f"{system.server} server"] = SERVERS[system.server](
+                self.processes, self.workdir
+            ).version()
+        dummy = Server(self.processes, self.workdir)
+        found.update(self.produce(system, dummy, "versions"))
+        if system.server == "tqueues":
+            found["tqueues commit"] = git_commit()
+        return found
+
+    def run_system(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
+        """Install, then W1-W3 for one system; a failure is recorded, never fatal."""
+        row: dict[str, Any] = {"label": system.label, "model": system.model}
+        reason = unavailable.get(DEBIAN_FOR.get(system.server, ""))
+        if reason:
+            return {**row, "error": reason}
+        if system.requirements and not self.options.quick:
+            try:
+                ensure_venv(system.name, system.requirements, VENVS, self.logs / "pip.log")
+            except ServiceError as exc:
+                return {**row, "error": str(exc)}
+        try:
+            row["versions"] = self.versions(system)
+        except (BenchError, ServiceError, OSError) as exc:
+            return {**row, "error": f"cannot run its client: {exc}"}
+        for name, workload in (("W1", self.w1), ("W2", self.w2), ("W3", self.w3)):
+            runs: list[dict[str, Any]] = []
+            # W3 is 300 samples already; W1 and W2 are repeated and their medians kept.
+            for attempt in range(1 if name == "W3" else self.options.repeat):
+                started = time.monotonic()
+                try:
+                    runs.append(workload(system))
+                except (BenchError, ServiceError, OSError, ValueError, KeyError) as exc:
+                    runs = [{"error": f"{type(exc).__name__}: {exc}"}]
+                    say(f"  {system.name} {name} #{attempt + 1}: {runs[0]['error']}")
+                    break
+                finally:
+                    self.processes.stop_all()
+                brief = {k: v for k, v in runs[-1].items() if k != "runs"}
+                say(f"  {system.name} {name} #{attempt + 1}: {brief} "
+                    f"({time.monotonic() - started:.1f}s)")  # fmt: skip
+            row[name] = medians(runs)
+        return row
+
+
+def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One result from repeated runs: the median of each number, with every run kept."""
+    if len(runs) == 1:
+        return runs[0]
+    merged: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        values = [run.get(key) for run in runs]
+        numbers = [v for v in values if isinstance(v, int | float)]
+        merged[key] = statistics.median(numbers) if len(numbers) == len(values) else value
+    merged["runs"] = runs
+    return merged
+
+
+def git_commit() -> str:
+    """The checkout's commit, marked when tqueues/ has uncommitted changes."""
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "tqueues"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return "?"
+    return f"{head} (with uncommitted changes in tqueues/)" if dirty else head or "?"
+
+
+def free_port_udp() -> int:
+    """A UDP port on 127.0.0.1 that nothing is bound to right now."""
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+async def prefill_store(directory: Path, n: int) -> None:
+    """Queue ``n`` no-op jobs in a fresh embedded store before its dispatcher starts."""
+    from tqueues.jobs import NewJob, QueueConfig
+    from tqueues.stores.sqlite import SQLiteStore
+
+    async with SQLiteStore(directory) as store:
+        await store.create_queue(QueueConfig(QUEUE))
+        for start in range(0, n, 5000):
+            await store.put_many(
+                [
+                    NewJob(queue=QUEUE, method="benchmarks.peers.tasks_tqueues:noop", args=[x])
+                    for x in range(start, min(n, start + 5000))
+                ]
+            )
+
+
+def read_times(directory: Path) -> list[float]:
+    """Every start time the jobs recorded in ``directory``."""
+    times = []
+    for path in directory.iterdir():
+        times += [float(line) for line in path.read_text().split()]
+    return times
+
+
+def say(message: str) -> None:
+    """Progress, on stderr (the table goes to stdout)."""
+    print(message, file=sys.stderr, flush=True)
+
+
+def machine() -> dict[str, Any]:
+    """What the numbers were measured on."""
+    cpu = "?"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        kib = int(Path("/proc/meminfo").read_text().split()[1])
+        memory = f"{kib / 1024 / 1024:.0f} GiB"
+    except (OSError, ValueError, IndexError):
+        pass
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory": memory,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "os": _os_name(),
+    }
+
+
+def _os_name() -> str:
+    try:
+        for line in Path("/etc/os-release").read_text().splitlines():
+            if line.startswith("PRETTY_NAME="):
+                return line.split("=", 1)[1].strip('"')
+    except OSError:
+        pass
+    return platform.system()
+
+
+# -- the table --------------------------------------------------------------------------------
+
+
+def _cell(workload: dict[str, Any] | None, key: str, fmt: str) -> str:
+    if workload is None:
+        return ""
+    if "error" in workload:
+        return "error"
+    value = workload.get(key)
+    if isinstance(value, str):
+        return value
+    return "" if value is None else format(value, fmt)
+
+
+def table(rows: dict[str, dict[str, Any]]) -> str:
+    """The results as a Markdown table, then the errors and versions under it."""
+    lines = [
+        "| system | W1 enqueue (jobs/s) | W1 bulk (jobs/s) | W2 drain (jobs/s) "
+        "| W2 start-up (s) | W3 p50 (ms) | W3 p95 (ms) | W3 p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    notes = []
+    for row in rows.values():
+        if "error" in row:
+            lines.append(f"| {row['label']} | not run: {row['error']} | | | | | | |")
+            continue
+        w1, w2, w3 = row.get("W1"), row.get("W2"), row.get("W3")
+        bulk = _cell(w1, "bulk_per_s", ",.0f") or _cell(w1, "bulk", "")
+        lines.append(
+            f"| {row['label']} | {_cell(w1, 'single_per_s', ',.0f')} | {bulk} "
+            f"| {_cell(w2, 'per_s', ',.0f')} | {_cell(w2, 'startup_s', '.2f')} "
+            f"| {_cell(w3, 'p50_ms', '.2f')} | {_cell(w3, 'p95_ms', '.2f')} "
+            f"| {_cell(w3, 'p99_ms', '.2f')} |"
+        )
+        for workload in ("W1", "W2", "W3"):
+            if "error" in (row.get(workload) or {}):
+                notes.append(f"* {row['label']} {workload}: {row[workload]['error']}")
+    if notes:
+        lines += ["", *notes]
+    return "\n".join(lines)
+
+
+def versions_lines(rows: dict[str, dict[str, Any]]) -> str:
+    """One line per system: its server's and its packages' versions."""
+    return "\n".join(
+        f"* {row['label']}: "
+        + ", ".join(f"{k} {v}" for k, v in (row.get("versions") or {}).items())
+        for row in rows.values()
+        if row.get("versions")
+    )
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--jobs", type=int, default=10_000, help="jobs in W1 and W2")
+    parser.add_argument("--samples", type=int, default=300, help="jobs timed in W3")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs of W1 and W2 per system (medians kept)"
+    )
+    parser.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all)",
+    )
+    parser.add_argument("--no-w4", action="store_true", help="skip the deep-queue benchmark")
+    parser.add_argument("--json", type=Path, help="where to write the results (default: "
+                        "benchmarks/.results/<date>.json)")  # fmt: skip
+    parser.add_argument(
+        "--quick", action="store_true", help="tqueues only, 300 jobs, 50 samples, no installs"
+    )
+    options = parser.parse_args(argv)
+    if options.quick:
+        options.jobs, options.samples = min(options.jobs, 300), min(options.samples, 50)
+        options.repeat = 1
+        if options.systems == ",".join(DEFAULT_SYSTEMS):
+            options.systems = "tqueues"
+    names = [s.strip() for s in options.systems.split(",") if s.strip()]
+    unknown = [n for n in names if n not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown systems: {', '.join(unknown)}")
+    if options.quick and any(SYSTEMS[n].requirements for n in names):
+        parser.error("--quick runs tqueues only (no installs)")
+    options.names = names
+    return options
+
+
+def run(options: argparse.Namespace) -> dict[str, Any]:
+    """Run the benchmark described by ``options``; the results (also written as JSON)."""
+    started = datetime.datetime.now(datetime.UTC)
+    systems = [SYSTEMS[n] for n in options.names]
+    with tempfile.TemporaryDirectory(prefix="tqbench-") as tmp:
+        bench = Bench(options, Path(tmp))
+        unavailable: dict[str, str] = {}
+        try:
+            wanted = sorted({DEBIAN_FOR[s.server] for s in systems if s.server in DEBIAN_FOR})
+            if wanted:
+                say(f"checking Debian packages: {', '.join(wanted)}")
+                unavailable = ensure_debian_packages(wanted, bench.logs / "apt.log")
+            rows: dict[str, Any] = {}
+            for system in systems:
+                say(f"{system.label}:")
+                rows[system.name] = bench.run_system(system, unavailable)
+            w4 = None
+            if not options.no_w4 and any(s.server == "tqueues" for s in systems):
+                say("W4 deep queue ...")
+                w4 = bench.w4()
+        finally:
+            bench.processes.stop_all()
+    results = {
+        "date": started.isoformat(timespec="seconds"),
+        "seconds": (datetime.datetime.now(datetime.UTC) - started).total_seconds(),
+        "machine": machine(),
+        "options": {
+            "jobs": options.jobs,
+            "samples": options.samples,
+            "repeat": options.repeat,
+            "quick": options.quick,
+        },
+        "systems": rows,
+        "W4": w4,
+    }
+    results["table"] = table(rows)
+    return results
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through ``finally``: every process is stopped
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m benchmarks.run``: run, print the table, write the JSON; the exit status."""
+    options = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    results = run(options)
+    m = results["machine"]
+    print(f"\n{results['date']} on {m['nproc']} x {m['cpu']}, {m['memory']}, "
+          f"Python {m['python']}, {m['os']}\n")  # fmt: skip
+    print(results["table"])
+    print(f"\nVersions:\n\n{versions_lines(results['systems'])}")
+    if results["W4"]:
+        print(f"\nW4 deep queue (tqueues embedded store, sync FULL):\n\n{results['W4']['report']}")
+    out = options.json or RESULTS / f"{results['date'].replace(':', '')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nresults written to {out}")
+    failed = [n for n, row in results["systems"].items() if "error" in row] + [
+        f"{n} {w}" for n, row in results["systems"].items() for w in ("W1", "W2", "W3")
+        if "error" in (row.get(w) or {})
+    ]  # fmt: skip
+    return 1 if failed and options.quick else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
