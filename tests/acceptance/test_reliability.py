@@ -405,3 +405,79 @@ async def test_duplicate_late_and_unknown_acknowledgements_change_nothing(
     jobs = {job["id"]: job for job in await snapshot(session, url, "acks")}
     assert len(jobs) == 3
     assert sorted(job["status"] for job in jobs.values()) == ["finished", "finished", "pending"]
+
+
+REST_ACTIONS: list[tuple[str, Any]] = [
+    ("finish", {"result": "late"}),
+    ("fail", {"error": "ValueError: late", "traceback": "Traceback ..."}),
+    ("fail", {"error": "MethodNotAllowed: late", "permanent": True}),
+    ("release", {}),
+    ("requeue", {}),
+    ("touch", {}),
+    ("bury", {"reason": "late"}),
+]
+
+
+async def test_rest_late_and_bogus_acknowledgements_change_nothing(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    # The same through the REST API, which the worker uses: /queues/Q/jobs/ID/ACTION?lease=
+    dispatcher = await cluster.dispatcher()
+    url = dispatcher.url
+    api = Api(session, url)
+    await api.create_queue("rest", ttr=1.0, max_attempts=5)
+
+    async def refused(
+        method_: str, job_id: str, path: str, body: Any, lease: str, statuses: tuple[int, ...]
+    ) -> dict[str, Any]:
+        before = await raw_job(session, url, "rest", job_id)
+        async with session.request(
+            method_, f"{url}queues/rest/jobs/{job_id}{path}", params={"lease": lease}, json=body
+        ) as response:
+            answer = await response.json()
+            assert response.status in statuses, (path, body, lease, response.status, answer)
+        assert await raw_job(session, url, "rest", job_id) == before, (path, body, lease)
+        return answer
+
+    # Given a job whose first lease expired, taken again under a second lease
+    put = await api.put("rest", "coro_add", 1, 1)
+    status, first = await api.take("rest")
+    assert status == 200 and first["id"] == put["id"]
+
+    async def pending_again() -> bool:
+        return (await api.get("rest", put["id"]))["status"] == "pending"
+
+    await wait_for(pending_again, timeout=10, what="the first lease to expire")
+    status, second = await api.take("rest")
+    assert status == 200 and second["id"] == put["id"]
+
+    # When stale or bogus leases are presented, every action and update is refused
+    for lease in [first["lease"], "", "0" * 32, "not-a-lease", "é\u202e%00"]:
+        for action, body in REST_ACTIONS:
+            status, _ = await api.call(
+                "PATCH", {"queue": "rest", "id": put["id"], "lease": second["lease"]}, {}
+            )
+            assert status == 200  # (keeps the current lease, ttr 1 s, alive meanwhile)
+            answer = await refused("POST", put["id"], f"/{action}", body, lease, (409,))
+            assert answer["error"] == "lease_mismatch", answer
+        await refused("PATCH", put["id"], "", {"progress": 1}, lease, (409,))
+
+    # And once the holder has finished it, its own lease cannot end it again
+    async with session.post(
+        f"{url}queues/rest/jobs/{put['id']}/finish",
+        params={"lease": second["lease"]},
+        json={"result": "mine"},
+    ) as response:
+        assert response.status == 200, await response.text()
+    for action, body in REST_ACTIONS:
+        await refused("POST", put["id"], f"/{action}", body, second["lease"], (409,))
+    done = await api.get("rest", put["id"])
+    assert (done["status"], done["result"], done["attempts"]) == ("finished", "mine", 2)
+
+    # Unknown ids: 404, nothing created
+    for job_id in ["0" * 32, "nothing"]:
+        for action, body in REST_ACTIONS:
+            async with session.post(
+                f"{url}queues/rest/jobs/{job_id}/{action}", params={"lease": "0" * 32}, json=body
+            ) as response:
+                assert response.status == 404, (action, await response.text())

@@ -139,7 +139,9 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
         lease = self.request.query.get("lease")
         if lease is not None and len(lease) > MAX_ID:
             raise ValidationError("'lease' is too long", field="lease")
-        return lease or None
+        # An empty ?lease= is a lease that matches nothing (409), as on /: read as "no
+        # lease", it would act on a job whoever holds it.
+        return lease
 
     async def _iter(self) -> web.StreamResponse:
         # Every method of every REST view runs through here: a missing queue is 404 on this
