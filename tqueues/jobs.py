@@ -11,6 +11,7 @@ import dataclasses
 import enum
 import math
 import re
+import secrets
 import uuid
 from collections.abc import Mapping
 from typing import Any
@@ -56,8 +57,8 @@ def new_id() -> str:
 
 
 def new_lease() -> str:
-    """A new lease token, handed to the worker that takes a job."""
-    return uuid.uuid4().hex
+    """A new lease token, handed to the worker that takes a job: 128 bits from ``secrets``."""
+    return secrets.token_hex(16)
 
 
 def validate_queue_name(name: object) -> str:

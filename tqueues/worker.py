@@ -35,6 +35,7 @@ from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
     LeaseMismatch,
+    QueueNotFound,
     StoreUnavailable,
     TqueuesError,
 )
@@ -363,7 +364,11 @@ class Worker:
                 return self._prefetched.popleft()
             try:
                 doc = await self._until_stopped(self._take_any())
-            except TRANSIENT as exc:
+            except (*TRANSIENT, QueueNotFound) as exc:
+                # A queue that does not exist yet is waited for, like a dispatcher that is
+                # not up yet: workers may start before whoever creates their queues.
+                if self.burst and isinstance(exc, QueueNotFound):
+                    return None
                 log.warning(
                     "cannot take: %s; retrying in %.1fs",
                     exc.message,

@@ -218,3 +218,20 @@ async def test_worker_waits_for_a_dispatcher_and_survives_its_restart(
     final = await api.wait_final("later", [second["id"]], timeout=30)
     assert final[second["id"]]["status"] == "finished"
     assert worker.running()
+
+
+async def test_worker_waits_for_its_queue_to_be_created(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    # Given a worker on a queue nobody has created yet
+    dispatcher = await cluster.dispatcher()
+    worker = cluster.spawn("worker", cluster.worker_argv(dispatcher.url, "not_yet"))
+    await wait_for(lambda: "does not exist" in worker.log(), timeout=15, what="a refused take")
+    assert worker.running()
+    # When the queue is created and a job put
+    api = Api(session, dispatcher.url)
+    await api.create_queue("not_yet")
+    job = await api.put("not_yet", "coro_add", 2, 2)
+    # Then the worker runs it
+    final = await api.wait_final("not_yet", [job["id"]], timeout=20)
+    assert final[job["id"]]["status"] == "finished"
