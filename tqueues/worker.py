@@ -17,7 +17,6 @@ import asyncio
 import collections
 import contextlib
 import inspect
-import json
 import logging
 import os
 import random
@@ -28,6 +27,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+from tqueues import codec
 from tqueues.client import Client
 from tqueues.errors import (
     DispatcherUnavailable,
@@ -167,7 +167,7 @@ class Job:
         self._toucher = asyncio.create_task(self._touch_forever())
         try:
             self.result = await asyncio.wait_for(self._call(), self.timeout)
-            json.dumps(self.result)
+            codec.dumps(self.result)  # refuse a result the dispatcher could not store
         except asyncio.CancelledError:
             await self._stop_touching()
             await self._report(self._give_back())
@@ -322,6 +322,7 @@ class Worker:
         self._stopping = asyncio.Event()
         self._prefetched: collections.deque[dict[str, Any]] = collections.deque()
         self._next_queue = 0
+        self._batch = 1  #: jobs one take may ask for (run() sets it to the free slots)
 
     async def __aenter__(self) -> Worker:
         return self
@@ -404,7 +405,11 @@ class Worker:
     async def _take_any(self) -> dict[str, Any] | None:
         wait = 0.0 if self.burst else self.wait
         if len(self.queues) == 1:
-            return await self.client.take(self.queues[0], wait=wait, worker=self.worker_id)
+            docs = await self.client.take_many(
+                self.queues[0], self._batch, wait=wait, worker=self.worker_id
+            )
+            self._prefetched.extend(docs[1:])
+            return docs[0] if docs else None
         # Several queues: a quick look at each in turn, then a long-poll on all at once.
         for _ in range(len(self.queues)):
             queue = self.queues[self._next_queue]
@@ -450,6 +455,8 @@ class Worker:
                 # A stop must not wait for a free slot: the grace period starts now.
                 if not await self._until_stopped(slots.acquire()):
                     break
+                # Take as many jobs in one request as there are free slots: they start now.
+                self._batch = self.concurrency - len(running)
                 doc = await self.take()
                 if doc is None:
                     slots.release()

@@ -14,7 +14,6 @@ code: :class:`~tqueues.errors.NotFound` (:class:`~tqueues.errors.QueueNotFound`,
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from tqueues import codec
 from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
 
 JSONDict = dict[str, Any]
@@ -113,7 +113,7 @@ class Client:
         be reached or does not answer within ``timeout + wait`` seconds.
         """
         timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
-        data = None if body is None else json.dumps(body, separators=(",", ":"))
+        data = None if body is None else codec.dumps(body)
         headers = {"Content-Type": "application/json"} if data is not None else None
         try:
             async with self.session.request(
@@ -131,7 +131,7 @@ class Client:
             raise DispatcherUnavailable(
                 f"cannot reach the dispatcher at {self.endpoint_url}: {exc!r}"
             ) from exc
-        payload = json.loads(text) if is_json and text else text
+        payload = codec.loads(text) if is_json and text else text
         if status < 400:
             return payload
         raise error_for(status, payload)

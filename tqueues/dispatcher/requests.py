@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
 
+from tqueues import codec
 from tqueues.errors import ValidationError
 from tqueues.jobs import validate_queue_name
 
@@ -44,15 +44,11 @@ def query_float(request: web.Request, name: str, default: float, *, high: float)
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not a JSON number")
-
-
 def _json(raw: bytes | str, what: str) -> Any:
-    """Strict JSON: NaN and Infinity, which other JSON parsers refuse, are refused here too."""
+    """Strict JSON (see :mod:`tqueues.codec`)."""
     try:
-        return json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        return codec.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc}") from None
 
 

@@ -30,6 +30,7 @@ from typing import Any
 import aiohttp_cors
 from aiohttp import web
 
+from tqueues import codec
 from tqueues.dispatcher.keys import settings_key, store_key
 from tqueues.dispatcher.requests import query_float, read_object
 from tqueues.errors import JobNotFound, QueueMissing, QueueNotFound, ValidationError
@@ -57,7 +58,7 @@ ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
     """A JSON answer."""
-    return web.json_response(body, status=status)
+    return web.json_response(body, status=status, dumps=codec.dumps_str)
 
 
 def query_int(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:

@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp_cors
 from aiohttp import web
 
+from tqueues import codec
 from tqueues.dispatcher.keys import settings_key, store_key
 from tqueues.dispatcher.requests import query_float, query_id, query_queue, read_object
 from tqueues.errors import QueueEmpty, ValidationError
@@ -32,7 +33,7 @@ ENQUEUE_JSON_FIELDS = ("args", "kwargs", "priority", "ttr", "max_attempts", "del
 
 def job_response(job: Job, *, with_lease: bool = False) -> web.Response:
     """A job as the JSON answer."""
-    return web.json_response(job.to_dict(with_lease=with_lease))
+    return web.json_response(job.to_dict(with_lease=with_lease), dumps=codec.dumps_str)
 
 
 class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):

@@ -14,6 +14,7 @@ import logging
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from tqueues import codec
 from tqueues.dispatcher.keys import store_key, websockets_key
 from tqueues.dispatcher.requests import query_queue
 from tqueues.stores.hub import SubscriberTooSlow
@@ -44,7 +45,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
             while True:
                 page = await store.list_jobs(queue, cursor=cursor)
                 for job in page.jobs:
-                    await ws.send_json({"type": "initial", "job": job.to_dict()})
+                    await ws.send_str(codec.dumps_str({"type": "initial", "job": job.to_dict()}))
                 if (cursor := page.next_cursor) is None:
                     break
             await ws.send_json({"type": "synced"})
@@ -54,7 +55,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 if reader in done:
                     events.cancel()
                     break
-                await ws.send_json(events.result().to_dict())
+                await ws.send_str(codec.dumps_str(events.result().to_dict()))
                 events = asyncio.ensure_future(anext(subscription))
     except SubscriberTooSlow as exc:
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=exc.message.encode()[:120])

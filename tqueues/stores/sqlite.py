@@ -16,7 +16,6 @@ import asyncio
 import contextlib
 import dataclasses
 import fcntl
-import json
 import logging
 import os
 import sqlite3
@@ -24,7 +23,7 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqueues import lifecycle
+from tqueues import codec, lifecycle
 from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable
 from tqueues.jobs import Job, JobStatus, QueueConfig
 from tqueues.retry import RetryPolicy
@@ -88,7 +87,7 @@ REAP_BATCH = 1000
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+    return codec.dumps_str(value)
 
 
 def _row(job: Job) -> list[Any]:
@@ -106,7 +105,7 @@ def _row(job: Job) -> list[Any]:
 def _job(row: sqlite3.Row) -> Job:
     fields = {name: row[name] for name in COLUMNS}
     for name in JSON_COLUMNS:
-        fields[name] = json.loads(fields[name]) if fields[name] is not None else None
+        fields[name] = codec.loads(fields[name]) if fields[name] is not None else None
     fields["status"] = JobStatus(fields["status"])
     return Job(**fields)
 
@@ -172,7 +171,7 @@ class SQLiteStore(Store):
         if self._max_size is not None:
             self._apply_max_size(self._max_size)
         for row in conn.execute("SELECT name, config FROM queues"):
-            self._queues[row["name"]] = QueueConfig(**json.loads(row["config"]))
+            self._queues[row["name"]] = QueueConfig(**codec.loads(row["config"]))
 
     def _apply_max_size(self, max_size: int) -> None:
         assert self._conn is not None
