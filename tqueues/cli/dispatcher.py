@@ -62,7 +62,7 @@ from collections.abc import Sequence
 from aiohttp import web
 from docopt import docopt
 
-from tqueues import __version__
+from tqueues import __version__, eventloop
 from tqueues.dispatcher import create_app
 from tqueues.errors import TqueuesError
 from tqueues.settings import DispatcherSettings, setup_logging
@@ -105,7 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = DispatcherSettings.from_docopt(args)
         setup_logging(settings.loglevel)
-        asyncio.run(serve(settings))
+        eventloop.run(serve(settings))
     except TqueuesError as exc:
         print(f"tqueues_dispatcher: {exc.message}", file=sys.stderr)
         return 2

@@ -46,7 +46,7 @@ from collections.abc import Sequence
 
 from docopt import docopt
 
-from tqueues import __version__
+from tqueues import __version__, eventloop
 from tqueues.errors import TqueuesError
 from tqueues.settings import WorkerSettings, setup_logging
 from tqueues.worker import Worker, busy_threads
@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = WorkerSettings.from_docopt(args)
         setup_logging(settings.loglevel)
-        return asyncio.run(work(settings))
+        return eventloop.run(work(settings))
     except TqueuesError as exc:
         print(f"tqueues_worker: {exc.message}", file=sys.stderr)
         return 2
