@@ -35,7 +35,9 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     queue = query_queue(request)
     await store.get_queue(queue)  # 501 before the upgrade when the queue is missing
     await store.watch(queue)
-    ws = web.WebSocketResponse(heartbeat=30.0)
+    # No per-message deflate: change events are small, and compressing each cost more CPU
+    # than the rest of the dispatcher's work on a job.
+    ws = web.WebSocketResponse(heartbeat=30.0, compress=False)
     await ws.prepare(request)
     request.app[websockets_key].add(ws)
     reader = asyncio.create_task(_drain_client(ws))
