@@ -239,6 +239,12 @@ async def test_truncate_stats_and_kick(rest: Rest) -> None:
     await rest.put_job(delay=60)  # with nothing buried, a kick promotes delayed jobs
     assert (await rest.call("POST", "/queues/q/kick", {"bound": 5}))["kicked"] == 1
 
+    await rest.call("PUT", "/queues/other", {}, expect=201)
+    overall = await rest.call("GET", "/stats", expect=200)
+    assert (overall["queues"], overall["jobs"]["pending"], overall["total"]) == (2, 4, 4)
+    assert overall["counters"]["put"] == 4 and overall["counters"]["kicked"] == 4
+    assert [q["queue"] for q in overall["by_queue"]] == ["other", "q"]
+
     truncated = await rest.call("POST", "/queues/q/truncate", expect=200)
     assert truncated == {"queue": "q", "deleted": 4}
     assert (await rest.call("GET", "/queues/q/stats"))["total"] == 0

@@ -181,6 +181,12 @@ class Client:
         stats: JSONDict = await self.request("GET", ["queues", queue, "stats"])
         return stats
 
+    async def dispatcher_stats(self) -> JSONDict:
+        """Every queue's statistics and their sums: ``{"queues", "jobs", "total",
+        "counters", "by_queue"}``."""
+        stats: JSONDict = await self.request("GET", ["stats"])
+        return stats
+
     async def kick(self, queue: str, bound: int = 1) -> int:
         """Kick up to ``bound`` buried jobs (delayed ones if none is buried); how many."""
         answer: JSONDict = await self.request("POST", ["queues", queue, "kick"], {"bound": bound})

@@ -89,6 +89,7 @@ class BlockingClient:
     drop_queue = _twin(Client.drop_queue)
     truncate = _twin(Client.truncate)
     stats = _twin(Client.stats)
+    dispatcher_stats = _twin(Client.dispatcher_stats)
     kick = _twin(Client.kick)
     put = _twin(Client.put)
     put_many = _twin(Client.put_many)

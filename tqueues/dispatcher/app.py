@@ -39,6 +39,7 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_get("/openapi.json", openapi)
     # The REST API; the names are what auth.permitted checks roles against.
     queue, job = "/queues/{name}", "/queues/{name}/jobs/{id}"
+    app.router.add_view("/stats", rest.DispatcherStatsView, name="stats")
     app.router.add_view("/queues", rest.Queues, name="queues")
     app.router.add_view(queue, rest.Queue, name="queue")
     app.router.add_view(queue + "/truncate", rest.QueueTruncate, name="queue.truncate")

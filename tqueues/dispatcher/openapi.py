@@ -143,6 +143,28 @@ SCHEMAS: Doc = {
             },
         },
     },
+    "DispatcherStats": {
+        "type": "object",
+        "required": ["queues", "jobs", "total", "counters", "by_queue"],
+        "additionalProperties": False,
+        "properties": {
+            "queues": {"type": "integer", "minimum": 0},
+            "jobs": {
+                "type": "object",
+                "description": "Jobs per status over every queue.",
+                "required": STATUSES,
+                "additionalProperties": False,
+                "properties": {s: {"type": "integer", "minimum": 0} for s in STATUSES},
+            },
+            "total": {"type": "integer", "minimum": 0},
+            "counters": {
+                "type": "object",
+                "description": "Events since this dispatcher started, over every queue.",
+                "additionalProperties": {"type": "integer", "minimum": 0},
+            },
+            "by_queue": {"type": "array", "items": ref("QueueStats")},
+        },
+    },
     "QueueDetail": {
         "allOf": [ref("QueueConfig"), {"type": "object", "required": ["stats"],
                                        "properties": {"stats": ref("QueueStats")}}],
@@ -330,6 +352,11 @@ REST_PATHS: Doc = {
         "parameters": [NAME],
         "get": _op("Jobs per status and this dispatcher's event counters.", "admin",
                    {"200": _json(ref("QueueStats"), "The statistics.")}, op_id="stats"),
+    },
+    "/stats": {
+        "get": _op("Every queue's statistics, and their sums.", "admin",
+                   {"200": _json(ref("DispatcherStats"), "The statistics.")},
+                   op_id="dispatcher_stats"),
     },
     "/queues/{name}/kick": {
         "parameters": [NAME],

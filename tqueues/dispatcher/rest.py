@@ -211,6 +211,14 @@ class QueueStatsView(RestView):
         return json_response((await self.store.stats(self.queue)).to_dict())
 
 
+class DispatcherStatsView(RestView):
+    """``/stats``: every queue's statistics and their sums."""
+
+    async def get(self) -> web.Response:
+        """Jobs per status and event counters, summed over the queues and per queue."""
+        return json_response(await self.store.dispatcher_stats())
+
+
 class QueueKick(RestView):
     """``/queues/{name}/kick``."""
 

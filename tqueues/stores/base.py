@@ -428,6 +428,24 @@ class Store(abc.ABC):
             counters=dict(sorted(self.counters[queue].items())),
         )
 
+    async def dispatcher_stats(self) -> dict[str, JSON]:
+        """Statistics of every queue, and their sums: ``{"queues", "jobs", "total",
+        "counters", "by_queue"}`` (counters: this process's events since it started)."""
+        by_queue = [await self.stats(config.name) for config in await self.list_queues()]
+        jobs = {status.value: 0 for status in JobStatus}
+        counters: collections.Counter[str] = collections.Counter()
+        for stats in by_queue:
+            for status, count in stats.counts.items():
+                jobs[status] += count
+            counters.update(stats.counters)
+        return {
+            "queues": len(by_queue),
+            "jobs": jobs,
+            "total": sum(jobs.values()),
+            "counters": dict(sorted(counters.items())),
+            "by_queue": [stats.to_dict() for stats in by_queue],
+        }
+
     async def take_many(
         self, queue: str, count: int, *, worker: str | None = None, wait: float = 0.0
     ) -> list[Job]:
