@@ -362,6 +362,7 @@ class Worker:
         delay = 0.1
         while not self.stopping:
             if self._prefetched:
+                self.counts["taken"] += 1
                 return self._prefetched.popleft()
             try:
                 doc = await self._until_stopped(self._take_any())
