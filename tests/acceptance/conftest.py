@@ -9,6 +9,7 @@ fixed sleeps.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import inspect
@@ -347,3 +348,27 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """One HTTP session for the test, closed at teardown."""
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=100)) as http:
         yield http
+
+
+@pytest.fixture(params=["sqlite", "rethinkdb"])
+def store_args(request: pytest.FixtureRequest) -> Iterator[list[str]]:
+    """The dispatcher options of each store: none for the embedded one, the RethinkDB server
+    of TQUEUES_TEST_RETHINKDB (a fresh database, dropped afterwards) for the other."""
+    if request.param == "sqlite":
+        yield []
+        return
+    import uuid
+
+    from tests.conftest import rethinkdb_settings
+
+    settings = rethinkdb_settings(f"tqueues_e2e_{uuid.uuid4().hex[:12]}")
+    yield ["--host", settings.host, "--port", str(settings.port), "--db", settings.db]
+    from tqueues.stores.rethinkdb import RethinkDBStore
+
+    async def drop() -> None:
+        async with RethinkDBStore(settings) as store:
+            await store.drop_database()
+
+    # In a thread of its own: this fixture's teardown may run while a loop is current.
+    with concurrent.futures.ThreadPoolExecutor(1) as thread:
+        thread.submit(asyncio.run, drop()).result()

@@ -50,10 +50,10 @@ def job_args(kind: str, i: int) -> list[Any]:
 
 
 async def test_200_jobs_through_two_workers(
-    cluster: Cluster, session: aiohttp.ClientSession
+    cluster: Cluster, session: aiohttp.ClientSession, store_args: list[str]
 ) -> None:
-    # Given a dispatcher and two workers running four jobs each
-    dispatcher = await cluster.dispatcher()
+    # Given a dispatcher (on each store) and two workers running four jobs each
+    dispatcher = await cluster.dispatcher(None, *store_args)
     api = Api(session, dispatcher.url)
     await api.create_queue(QUEUE)
     for _ in range(2):
