@@ -85,3 +85,76 @@ async def assert_consistent(client: Client) -> None:
             assert (job.lease is not None) == (job.status is JobStatus.STARTED)
             assert (job.finished_at is not None) == job.status.is_final
             assert 0 <= job.attempts <= job.max_attempts
+
+
+segments = st.sampled_from(["q", "nope", "bad-name", "Q_1", "x" * 70, "%00", "..", "é"])
+ids = st.sampled_from(["0" * 32, "next", "", "x" * 200]) | st.text(
+    st.characters(codec="ascii", exclude_characters="/?#%"), max_size=12
+)
+rest_paths = st.one_of(
+    st.just("/queues"),
+    st.just("/stats"),
+    st.builds("/queues/{}".format, segments),
+    st.builds(
+        "/queues/{}/{}".format,
+        segments,
+        st.sampled_from(["truncate", "stats", "kick", "take", "jobs", "jobs/next", "other"]),
+    ),
+    st.builds("/queues/{}/jobs/{}".format, segments, ids),
+    st.builds(
+        "/queues/{}/jobs/{}/{}".format,
+        segments,
+        ids,
+        st.sampled_from(["finish", "fail", "release", "requeue", "touch", "bury", "kick", "x"]),
+    ),
+)
+rest_query_values = {
+    **query_values,
+    "count": st.sampled_from(["1", "3", "0", "-1", "100000", "x", ""]),
+    "status": st.sampled_from(["pending", "delayed", "buried", "finished", "nope", ""]),
+    "cursor": st.text(max_size=20),
+    "limit": st.sampled_from(["1", "0", "1001", "x", "-5"]),
+}
+rest_queries = st.fixed_dictionaries({}, optional=rest_query_values)
+REST_FIELDS = [*FIELDS, "jobs", "bound", "reason", "permanent", "ttl", "urgent", "retention",
+               "ttl_action"]  # fmt: skip
+rest_bodies = st.one_of(
+    bodies,
+    st.dictionaries(st.sampled_from(REST_FIELDS), field_values, max_size=6)
+    .map(json.dumps)
+    .map(str.encode),
+    st.lists(st.dictionaries(st.sampled_from(FIELDS), field_values, max_size=4), max_size=3).map(
+        lambda jobs: json.dumps({"jobs": jobs}).encode()
+    ),
+)
+
+
+@settings(
+    max_examples=2000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
+    path=rest_paths,
+    query=rest_queries,
+    body=rest_bodies,
+    content_type=content_types,
+)
+async def test_no_rest_request_gets_a_5xx(
+    client: Client,
+    method: str,
+    path: str,
+    query: dict[str, str],
+    body: bytes | None,
+    content_type: Any,
+) -> None:
+    headers = {"Content-Type": content_type} if content_type else {}
+    response = await client.request(method, path, params=query, data=body, headers=headers)
+    text = await response.text()
+    assert response.status < 500, (method, path, query, body, text)
+    if response.status >= 400:
+        payload = await response.json()
+        assert payload["error"] and payload["message"]
+        assert "Traceback" not in text
+    await assert_consistent(client)
