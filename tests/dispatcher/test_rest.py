@@ -17,7 +17,7 @@ from openapi_spec_validator import validate as validate_spec
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
 from tqueues.dispatcher.openapi import document
-from tqueues.dispatcher.rest import MAX_BATCH
+from tqueues.dispatcher.rest import MAX_BATCH, MAX_OUTCOMES
 from tqueues.settings import DispatcherSettings
 
 DOC = document()
@@ -483,6 +483,99 @@ async def test_action_input_is_validated(
     assert field in (error.get("field"), *error.get("fields", []))
 
 
+# -- batched outcomes -----------------------------------------------------------------------
+
+
+async def test_outcomes_apply_each_item_on_its_own_in_order(rest: Rest) -> None:
+    for _ in range(5):
+        await rest.put_job(max_attempts=1)
+    jobs = await rest.take(count=5)
+    a, b, c, d, e = jobs
+    await rest.action(e, "finish", lease=e["lease"])  # already final: the batch gets 409
+    outcomes = [
+        {"id": a["id"], "lease": a["lease"], "action": "finish", "result": {"n": 1}},
+        {"id": b["id"], "lease": "stale", "action": "finish"},
+        {"id": "nope", "lease": "x", "action": "fail", "error": "E"},
+        {"id": c["id"], "lease": c["lease"], "action": "fail", "error": "E: c", "traceback": "t"},
+        {"id": d["id"], "lease": d["lease"], "action": "release", "delay": 30},
+        {"id": e["id"], "lease": e["lease"], "action": "finish"},
+    ]
+    answer = await rest.call("POST", "/queues/q/outcomes", {"outcomes": outcomes}, expect=200)
+    results = answer["results"]
+    assert len(results) == 6
+    assert results[0]["job"]["status"] == "finished" and results[0]["job"]["result"] == {"n": 1}
+    assert results[1]["error"]["error"] == "lease_mismatch" and results[1]["error"]["status"] == 409
+    assert results[2]["error"]["error"] == "job_not_found" and results[2]["error"]["status"] == 404
+    assert results[3]["job"]["status"] == "buried" and results[3]["job"]["error"] == "E: c"
+    assert results[4]["job"]["status"] == "delayed"
+    assert results[5]["error"]["error"] == "invalid_transition"
+    # Exactly what the single-job routes stored: b is still taken, its lease intact.
+    stored = await rest.call("GET", f"/queues/q/jobs/{b['id']}")
+    assert stored["status"] == "started"
+    done = await rest.action(b, "finish", lease=b["lease"])
+    assert done["status"] == "finished"
+    stats = await rest.call("GET", "/queues/q/stats")
+    assert stats["jobs"]["finished"] == 3 and stats["jobs"]["delayed"] == 1
+
+
+async def test_outcomes_requeue_and_bury_and_no_lease(rest: Rest) -> None:
+    for _ in range(3):
+        await rest.put_job()
+    a, b, c = await rest.take(count=3)
+    outcomes = [
+        {"id": a["id"], "lease": a["lease"], "action": "requeue"},
+        {"id": b["id"], "lease": b["lease"], "action": "bury", "reason": "poison"},
+        {"id": c["id"], "action": "finish"},  # no lease: whoever holds it, as on /finish
+    ]
+    results = (await rest.call("POST", "/queues/q/outcomes", {"outcomes": outcomes}))["results"]
+    assert [r["job"]["status"] for r in results] == ["pending", "buried", "finished"]
+
+
+async def test_outcomes_of_a_missing_queue_are_404_each(rest: Rest) -> None:
+    body = {"outcomes": [{"id": "x", "lease": "l", "action": "finish"}]}
+    results = (await rest.call("POST", "/queues/nope/outcomes", body, expect=200))["results"]
+    assert results[0]["error"]["error"] == "queue_not_found"
+    assert results[0]["error"]["status"] == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "index", "field"),
+    [({"outcomes": []}, None, "outcomes"),
+     ({"outcomes": "x"}, None, "outcomes"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "more": 1}, None, "more"),
+     ({}, None, None),
+     ({"outcomes": [{"id": "x", "action": "finish"}] * (MAX_OUTCOMES + 1)}, None, "outcomes"),
+     ({"outcomes": [{"id": "x", "action": "finish"}, 5]}, "outcomes[1]", None),
+     ({"outcomes": [{"action": "finish"}]}, "outcomes[0]", "id"),
+     ({"outcomes": [{"id": "x" * 200, "action": "finish"}]}, "outcomes[0]", "id"),
+     ({"outcomes": [{"id": "x", "lease": 5, "action": "finish"}]}, "outcomes[0]", "lease"),
+     ({"outcomes": [{"id": "x", "action": "touch"}]}, "outcomes[0]", "action"),
+     ({"outcomes": [{"id": "x", "action": "kick"}]}, "outcomes[0]", "action"),
+     ({"outcomes": [{"id": "x", "action": "finish"}, {"id": "y", "action": "finish",
+                                                      "results": 1}]}, "outcomes[1]", "results"),
+     ({"outcomes": [{"id": "x", "action": "finish"}, {"id": "y", "action": "fail"}]},
+      "outcomes[1]", "error"),
+     ({"outcomes": [{"id": "x", "action": "release", "delay": -1}]}, "outcomes[0]", "delay"),
+     ({"outcomes": [{"id": "x", "action": "fail", "error": "e", "permanent": 1}]},
+      "outcomes[0]", "permanent")],
+)  # fmt: skip
+async def test_outcomes_input_is_validated_before_any_is_applied(
+    rest: Rest, body: Any, index: str | None, field: str | None
+) -> None:
+    await rest.put_job()
+    taken = await rest.take_one()
+    if body.get("outcomes") and isinstance(body["outcomes"], list) and len(body["outcomes"]) < 5:
+        # A good first item must not be applied when a later one is bad.
+        body = {**body, "outcomes": [{"id": taken["id"], "action": "finish"}, *body["outcomes"]]}
+        index = index and f"outcomes[{int(index[9:-1]) + 1}]"
+    error = await rest.call("POST", "/queues/q/outcomes", body, expect=400)
+    if index is not None:
+        assert error["index"] == index and error["message"].startswith(index), error
+    if field is not None:
+        assert field in (error.get("field"), *error.get("fields", [])), error
+    assert (await rest.call("GET", f"/queues/q/jobs/{taken['id']}"))["status"] == "started"
+
+
 async def test_unknown_routes_and_methods(rest: Rest, client: Client) -> None:
     job = await rest.put_job()
     response = await client.post(f"/queues/q/jobs/{job['id']}/explode")
@@ -540,6 +633,7 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ],
     ("POST", "/queues/q/jobs/{id}/touch", None, {"worker"}),
     ("POST", "/queues/q/jobs/{id}/kick", None, set()),
+    ("POST", "/queues/q/outcomes", {"outcomes": [{"id": "x", "action": "finish"}]}, {"worker"}),
     ("GET", "/openapi.json", None, {"producer", "worker"}),
 ]
 

@@ -5,10 +5,10 @@ and read jobs (PUT, POST, GET by id); ``worker`` may take, update and end jobs (
 PATCH, DELETE) and read them. On the REST API (:mod:`tqueues.dispatcher.rest`) the same
 split holds route by route (:data:`REST_ALLOWED`): every role reads jobs and the list of
 queues; producers create queues and enqueue; workers take, update, touch, finish, fail,
-release, requeue and bury; queue settings and stats, kicks, deletes, truncate and drop are
-the admin's. The WebSocket, ``/health`` and ``/openapi.json`` need any valid token. A
-request without a valid token gets 401 and learns nothing else; a valid token without the
-role gets 403.
+release, requeue and bury (one job at a time or many, ``/outcomes``); queue settings and
+stats, kicks, deletes, truncate and drop are the admin's. The WebSocket, ``/health`` and
+``/openapi.json`` need any valid token. A request without a valid token gets 401 and
+learns nothing else; a valid token without the role gets 403.
 
 Browsers cannot set headers on a WebSocket, so ``/ws`` also accepts the token as the
 ``access_token`` query parameter (it may then appear in proxy logs: prefer the header).
@@ -38,7 +38,7 @@ WORKER_ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury")
 REST_ALLOWED: Mapping[str, frozenset[tuple[str, ...]]] = {
     "producer": REST_READS | {("queue", "PUT"), ("jobs", "POST")},
     "worker": REST_READS
-    | {("take", "POST"), ("job", "PATCH")}
+    | {("take", "POST"), ("job", "PATCH"), ("outcomes", "POST")}
     | {("job.action", "POST", action) for action in WORKER_ACTIONS},
 }
 OPEN_PATHS = ("/ws", "/health", "/openapi.json")

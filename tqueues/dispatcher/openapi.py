@@ -15,7 +15,15 @@ from typing import Any
 from aiohttp import web
 
 from tqueues import __version__
-from tqueues.dispatcher.rest import MAX_BATCH, MAX_KICK, MAX_PAGE, MAX_TAKE
+from tqueues.dispatcher.rest import (
+    MAX_BATCH,
+    MAX_ID,
+    MAX_KICK,
+    MAX_OUTCOMES,
+    MAX_PAGE,
+    MAX_TAKE,
+    OUTCOME_ACTIONS,
+)
 from tqueues.jobs import MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_PRIORITY, MAX_TTR, JobStatus
 
 Doc = dict[str, Any]
@@ -203,6 +211,46 @@ SCHEMAS: Doc = {
         "additionalProperties": False,
         "properties": {"jobs": {"type": "array", "maxItems": MAX_TAKE,
                                 "items": ref("TakenJob")}},
+    },
+    "Outcome": {
+        "type": "object",
+        "required": ["id", "action"],
+        "description": "One run's end: the job, its lease and the action, with the fields of "
+                       "that action's body (finish: result; fail: error, traceback, permanent; "
+                       "release, requeue: delay; bury: reason).",
+        "properties": {
+            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
+            "lease": {**_nullable("string"), "maxLength": MAX_ID,
+                      "description": "The lease of the take; without it the outcome applies "
+                                     "whoever holds the job."},
+            "action": {"type": "string", "enum": list(OUTCOME_ACTIONS)},
+            "result": {},
+            "error": {"type": "string", "minLength": 1},
+            "traceback": _nullable("string"),
+            "permanent": {"type": "boolean"},
+            "delay": {"type": "number", "minimum": 0},
+            "reason": _nullable("string"),
+        },
+    },
+    "OutcomeBatch": {
+        "type": "object",
+        "required": ["outcomes"],
+        "additionalProperties": False,
+        "properties": {"outcomes": {"type": "array", "minItems": 1, "maxItems": MAX_OUTCOMES,
+                                    "items": ref("Outcome")}},
+    },
+    "OutcomeResults": {
+        "type": "object",
+        "required": ["results"],
+        "additionalProperties": False,
+        "properties": {"results": {"type": "array", "items": {"oneOf": [
+            {"type": "object", "required": ["job"], "additionalProperties": False,
+             "properties": {"job": ref("Job")}},
+            {"type": "object", "required": ["error"], "additionalProperties": False,
+             "properties": {"error": {"allOf": [ref("Error"), {
+                 "type": "object", "required": ["status"],
+                 "properties": {"status": {"type": "integer", "minimum": 400}}}]}}},
+        ]}}},
     },
     "Deleted": {
         "type": "object",
@@ -411,6 +459,20 @@ REST_PATHS: Doc = {
                         _param("worker", "query", {"type": "string", "maxLength": 200},
                                "The taker's name, recorded on the job."),
                     )),
+    },
+    "/queues/{name}/outcomes": {
+        "parameters": [NAME],
+        "post": _op(f"Report how 1 to {MAX_OUTCOMES} runs ended, each applied on its own as "
+                    "POST /queues/{name}/jobs/{id}/{action}?lease= would, in one durable "
+                    "write. Every item is validated first; a 400 names the first bad one "
+                    "(outcomes[i]).", WORKER,
+                    {"200": _json(ref("OutcomeResults"),
+                                  "One result per outcome, in order: the job after the "
+                                  "change (durable), or the error that item alone got "
+                                  "(404 job_not_found, 409 lease_mismatch or "
+                                  "invalid_transition, 503).")},
+                    body=ref("OutcomeBatch"), body_required=True,
+                    errors=("400", "404", "413"), op_id="report"),
     },
     "/queues/{name}/jobs/{id}": {
         "parameters": [NAME, JOB_ID],

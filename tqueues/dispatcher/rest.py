@@ -14,6 +14,7 @@ route                                    what it does
 ``POST /queues/{name}/take``             take up to ``count`` jobs with their leases
 ``GET|PATCH|DELETE .../jobs/{id}``       read, update (touch with ``?lease=``), delete
 ``POST .../jobs/{id}/{action}``          finish, fail, release, requeue, touch, bury, kick
+``POST /queues/{name}/outcomes``         finish, fail, release, ... many jobs at once
 =======================================  ================================================
 
 A missing queue answers 404 ``queue_not_found`` here (the documented ``/`` API keeps its
@@ -24,7 +25,10 @@ every route.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp_cors
@@ -33,7 +37,13 @@ from aiohttp import web
 from tqueues import codec
 from tqueues.dispatcher.keys import settings_key, store_key
 from tqueues.dispatcher.requests import query_float, read_object
-from tqueues.errors import JobNotFound, QueueMissing, QueueNotFound, ValidationError
+from tqueues.errors import (
+    JobNotFound,
+    QueueMissing,
+    QueueNotFound,
+    TqueuesError,
+    ValidationError,
+)
 from tqueues.jobs import (
     MAX_DELAY,
     MAX_TTR,
@@ -48,12 +58,15 @@ from tqueues.stores.base import Store
 
 MAX_BATCH = 1000  #: jobs one enqueue request may carry.
 MAX_TAKE = 100  #: jobs one take may ask for.
+MAX_OUTCOMES = 1000  #: outcomes one report may carry.
 MAX_PAGE = 1000  #: jobs one listing page may hold.
 DEFAULT_PAGE = 100
 MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
 MAX_ID = 128
 PEEKABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
 ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
+#: An action: (store, queue, job id, lease, body) → the awaitable applying it (see below).
+Action = Callable[[Store, str, str, str | None, dict[str, Any]], Awaitable[Job]]
 
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
@@ -351,6 +364,115 @@ class JobView(RestView):
         return json_response((await self.store.delete(self.queue, self.job_id)).to_dict())
 
 
+# -- the transitions of one job, shared by JobAction and Outcomes ------------------------------
+#
+# Each takes (store, queue, job id, lease, body), validates the body at once (raising
+# ValidationError before anything is applied) and returns the awaitable that applies the
+# change through the store; awaiting it gives the job after the change. Splitting the two
+# lets a batch check every item before it applies any.
+
+
+def finish_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Finish the job with ``body["result"]``."""
+    _only(body, ("result",), "finish")
+    return store.finish(queue, job_id, lease=lease, result=body.get("result"))
+
+
+def fail_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Record a failed run: ``error`` (required), ``traceback``, ``permanent``."""
+    _only(body, ("error", "traceback", "permanent"), "fail")
+    error = _string_field(body, "error", limit=10_000)
+    if not error:
+        raise ValidationError("'error' is required", field="error")
+    permanent = body.get("permanent", False)
+    if not isinstance(permanent, bool):
+        raise ValidationError("'permanent' must be true or false", field="permanent")
+    return store.fail(
+        queue,
+        job_id,
+        lease=lease,
+        error=error,
+        traceback=_string_field(body, "traceback", limit=100_000),
+        permanent=permanent,
+    )
+
+
+def _give_back(
+    store: Store,
+    queue: str,
+    job_id: str,
+    lease: str | None,
+    body: dict[str, Any],
+    *,
+    to_end: bool,
+) -> Awaitable[Job]:
+    _only(body, ("delay",), "requeue" if to_end else "release")
+    delay = _number_field(body, "delay", high=MAX_DELAY) or 0.0
+    return store.release(queue, job_id, lease=lease, delay=delay, to_end=to_end)
+
+
+def release_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Give the job back untried after ``delay``; it keeps its place."""
+    return _give_back(store, queue, job_id, lease, body, to_end=False)
+
+
+def requeue_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Give the job back untried after ``delay``, to the end of the queue."""
+    return _give_back(store, queue, job_id, lease, body, to_end=True)
+
+
+def touch_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Extend the lease (required) by ``ttr`` seconds (default: the job's ttr)."""
+    _only(body, ("ttr",), "touch")
+    if lease is None:
+        raise ValidationError("touch needs the job's 'lease'", field="lease")
+    ttr = _number_field(body, "ttr", high=MAX_TTR)
+    if ttr is not None and ttr < 0.1:
+        raise ValidationError(f"'ttr' must be between 0.1 and {MAX_TTR:g}", field="ttr")
+    return store.touch(queue, job_id, lease=lease, ttr=ttr)
+
+
+def bury_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Set the job aside until kicked, with an optional ``reason``."""
+    _only(body, ("reason",), "bury")
+    reason = _string_field(body, "reason", limit=10_000)
+    return store.bury(queue, job_id, lease=lease, reason=reason)
+
+
+def kick_action(
+    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
+) -> Awaitable[Job]:
+    """Make a buried or delayed job pending now (no lease: an operator's call)."""
+    _only(body, (), "kick")
+    return store.kick_job(queue, job_id)
+
+
+#: Every action of ``POST .../jobs/{id}/{action}``.
+ACTION_FUNCTIONS: dict[str, Action] = {
+    "finish": finish_action,
+    "fail": fail_action,
+    "release": release_action,
+    "requeue": requeue_action,
+    "touch": touch_action,
+    "bury": bury_action,
+    "kick": kick_action,
+}
+#: The actions a batch of outcomes may carry: how a run ends (a worker's calls).
+OUTCOME_ACTIONS = ("finish", "fail", "release", "requeue", "bury")
+
+
 class JobAction(RestView):
     """``/queues/{name}/jobs/{id}/{action}``: a transition of one job.
 
@@ -361,71 +483,103 @@ class JobAction(RestView):
 
     async def post(self) -> web.Response:
         """Apply the ``action`` of the path with the body's fields."""
-        action = self.request.match_info["action"]
+        action = ACTION_FUNCTIONS[self.request.match_info["action"]]
         body = await read_object(self.request)
-        job = await getattr(self, f"_{action}")(body)
+        job = await action(self.store, self.queue, self.job_id, self.lease, body)
         return json_response(job.to_dict())
 
-    async def _finish(self, body: dict[str, Any]) -> Job:
-        _only(body, ("result",), "finish")
-        return await self.store.finish(
-            self.queue, self.job_id, lease=self.lease, result=body.get("result")
+
+def _outcome(item: Any, index: int) -> tuple[Action, str, str | None, dict[str, Any]]:
+    """The action, job id, lease and body of ``outcomes[index]``; 400 naming it otherwise."""
+    where = f"outcomes[{index}]"
+    if not isinstance(item, dict):
+        raise ValidationError(f"{where} must be a JSON object", index=where)
+    body = dict(item)
+    job_id = body.pop("id", None)
+    lease = body.pop("lease", None)
+    action = body.pop("action", None)
+    if not isinstance(job_id, str) or not 1 <= len(job_id) <= MAX_ID:
+        raise ValidationError(
+            f"{where}: 'id' must be a string of 1 to {MAX_ID} characters", index=where, field="id"
         )
-
-    async def _fail(self, body: dict[str, Any]) -> Job:
-        _only(body, ("error", "traceback", "permanent"), "fail")
-        error = _string_field(body, "error", limit=10_000)
-        if not error:
-            raise ValidationError("'error' is required", field="error")
-        permanent = body.get("permanent", False)
-        if not isinstance(permanent, bool):
-            raise ValidationError("'permanent' must be true or false", field="permanent")
-        return await self.store.fail(
-            self.queue,
-            self.job_id,
-            lease=self.lease,
-            error=error,
-            traceback=_string_field(body, "traceback", limit=100_000),
-            permanent=permanent,
+    if not isinstance(lease, str | None) or (lease is not None and len(lease) > MAX_ID):
+        raise ValidationError(
+            f"{where}: 'lease' must be a string of at most {MAX_ID} characters",
+            index=where,
+            field="lease",
         )
-
-    async def _release(self, body: dict[str, Any], *, to_end: bool = False) -> Job:
-        _only(body, ("delay",), "requeue" if to_end else "release")
-        delay = _number_field(body, "delay", high=MAX_DELAY) or 0.0
-        return await self.store.release(
-            self.queue, self.job_id, lease=self.lease, delay=delay, to_end=to_end
+    if action not in OUTCOME_ACTIONS:
+        raise ValidationError(
+            f"{where}: 'action' must be one of {', '.join(OUTCOME_ACTIONS)}",
+            index=where,
+            field="action",
         )
+    return ACTION_FUNCTIONS[action], job_id, lease, body
 
-    async def _requeue(self, body: dict[str, Any]) -> Job:
-        return await self._release(body, to_end=True)
 
-    async def _touch(self, body: dict[str, Any]) -> Job:
-        _only(body, ("ttr",), "touch")
-        lease = self.lease
-        if lease is None:
-            raise ValidationError("touch needs the job's 'lease'", field="lease")
-        ttr = _number_field(body, "ttr", high=MAX_TTR)
-        if ttr is not None and ttr < 0.1:
-            raise ValidationError(f"'ttr' must be between 0.1 and {MAX_TTR:g}", field="ttr")
-        return await self.store.touch(self.queue, self.job_id, lease=lease, ttr=ttr)
+class Outcomes(RestView):
+    """``/queues/{name}/outcomes``: how many runs ended, reported in one request."""
 
-    async def _bury(self, body: dict[str, Any]) -> Job:
-        _only(body, ("reason",), "bury")
-        reason = _string_field(body, "reason", limit=10_000)
-        return await self.store.bury(self.queue, self.job_id, lease=self.lease, reason=reason)
+    async def post(self) -> web.Response:
+        """Apply ``{"outcomes": [{"id", "lease", "action", ...its fields}, ...]}`` (1 to
+        MAX_OUTCOMES): 200 ``{"results": [{"job": Job} | {"error": Error}, ...]}`` in order.
 
-    async def _kick(self, body: dict[str, Any]) -> Job:
-        _only(body, (), "kick")
-        return await self.store.kick_job(self.queue, self.job_id)
+        Every item is validated before any is applied (a 400 names the first bad one,
+        ``outcomes[i]``, and its field). Then each is applied on its own, exactly as
+        ``POST .../jobs/{id}/{action}?lease=`` would, all at once so that the store's
+        group commit makes them one durable write; an item's 404 or 409 (or 503) is its
+        ``error`` and does not affect the others. A ``job`` in the answer is durable.
+        """
+        body = await read_object(self.request)
+        if set(body) != {"outcomes"}:
+            raise ValidationError("the body has only 'outcomes'", fields=sorted(body))
+        items = body["outcomes"]
+        if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
+            raise ValidationError(
+                f"'outcomes' must be a list of 1 to {MAX_OUTCOMES} outcomes", field="outcomes"
+            )
+        store, queue = self.store, self.queue
+        parsed = [_outcome(item, i) for i, item in enumerate(items)]
+        calls: list[Awaitable[Job]] = []
+        try:
+            for index, (action, job_id, lease, fields) in enumerate(parsed):
+                try:
+                    calls.append(action(store, queue, job_id, lease, fields))
+                except ValidationError as exc:
+                    where = f"outcomes[{index}]"
+                    raise ValidationError(
+                        f"{where}: {exc.message}", index=where, **exc.details
+                    ) from None
+        except BaseException:
+            for call in calls:  # never started: close them, nothing was applied
+                if inspect.iscoroutine(call):
+                    call.close()
+            raise
+        answers = await asyncio.gather(*calls, return_exceptions=True)
+        return json_response({"results": [_result(answer) for answer in answers]})
+
+
+def _result(answer: Job | BaseException) -> dict[str, Any]:
+    if isinstance(answer, Job):
+        return {"job": answer.to_dict()}
+    if isinstance(answer, QueueNotFound) and not isinstance(answer, QueueMissing):
+        answer = QueueMissing(answer.message, **answer.details)
+    if isinstance(answer, TqueuesError):
+        return {"error": {**answer.to_dict(), "status": answer.status}}
+    raise answer  # a bug, not an outcome: the error middleware logs it and answers 500
 
 
 __all__ = [
     "ACTIONS",
+    "ACTION_FUNCTIONS",
     "MAX_BATCH",
+    "MAX_OUTCOMES",
+    "OUTCOME_ACTIONS",
     "JobAction",
     "JobView",
     "Jobs",
     "NextJob",
+    "Outcomes",
     "Queue",
     "QueueKick",
     "QueueStatsView",
