@@ -29,23 +29,11 @@ from typing import Any
 
 from tqueues import codec
 from tqueues.client import Client
-from tqueues.errors import (
-    DispatcherUnavailable,
-    ImportTargetError,
-    InvalidTransition,
-    JobNotFound,
-    LeaseMismatch,
-    QueueNotFound,
-    StoreUnavailable,
-    TqueuesError,
-)
+from tqueues.errors import ImportTargetError, QueueNotFound, TqueuesError
 from tqueues.loading import import_target
+from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
 
 log = logging.getLogger(__name__)
-#: Transport-level failures worth retrying with backoff.
-TRANSIENT = (DispatcherUnavailable, StoreUnavailable)
-#: Answers that mean the job is no longer ours to report on.
-LOST = (LeaseMismatch, InvalidTransition, JobNotFound)
 _busy_threads = 0
 _busy_lock = threading.Lock()
 
@@ -78,6 +66,10 @@ class Job:
     functions are awaited, plain functions run in a thread. On exit the job is finished
     with the method's return value, or failed with the error and traceback, or, if the
     worker is being cancelled, given back untried.
+
+    The outcome goes through ``reporter`` (a Worker's, batching the outcomes of its jobs)
+    when given, else in a request of its own; either way ``async with`` ends once it is
+    stored (or refused, or given up after ``ttr`` seconds of transport errors).
     """
 
     def __init__(
@@ -87,8 +79,10 @@ class Job:
         *,
         allow: Sequence[str] = (),
         timeout: float | None = None,
+        reporter: Reporter | None = None,
     ) -> None:
         self.client = client
+        self.reporter = reporter
         self.data = doc
         self.id: str = doc["id"]
         self.queue: str = doc["queue"]
@@ -170,7 +164,7 @@ class Job:
             codec.dumps(self.result)  # refuse a result the dispatcher could not store
         except asyncio.CancelledError:
             await self._stop_touching()
-            await self._report(self._give_back())
+            await self._give_back()
             raise
         except TimeoutError as exc:
             timed_out = self.timeout is not None and not str(exc)
@@ -195,89 +189,44 @@ class Job:
     ) -> None:
         await self._stop_touching()
         if isinstance(e, asyncio.CancelledError):
-            await self._report(self._give_back())
+            await self._give_back()
             return
         failure = e if isinstance(e, Exception) else self.exception
         if failure is not None:
             text = "".join(tb_module.format_exception(failure))
             error = f"{type(failure).__name__}: {failure}"
             log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
-            await self._report(
-                lambda: self.client.fail(
-                    self.queue,
-                    self.id,
-                    lease=self.lease,
-                    error=error,
-                    traceback=text,
-                    # Retrying cannot mend a method this worker may not (or cannot) import.
-                    permanent=isinstance(failure, ImportTargetError),
-                )
-            )
+            # Retrying cannot mend a method this worker may not (or cannot) import.
+            permanent = isinstance(failure, ImportTargetError)
+            await self._report("fail", {"error": error, "traceback": text, "permanent": permanent})
         else:
             log.info("%r finished", self, extra={"action": "job_finished"})
-            await self._report(
-                lambda: self.client.finish(
-                    self.queue, self.id, lease=self.lease, result=self.result
-                )
-            )
+            await self._report("finish", {"result": self.result})
 
-    def _give_back(self) -> Callable[[], Awaitable[Any]]:
+    async def _give_back(self) -> None:
         log.info("%r given back", self, extra={"action": "job_released"})
-        return lambda: self.client.release(self.queue, self.id, lease=self.lease)
+        await self._report("release", {})
 
-    async def _report(self, call: Callable[[], Awaitable[Any]]) -> None:
-        """Send the outcome, retrying transport errors until the lease would have expired.
+    async def _report(self, action: str, fields: dict[str, Any]) -> None:
+        """Send the outcome (``action`` with ``fields``), retrying transport errors until the
+        lease would have expired.
 
         Shielded from cancellation. If it still cannot be sent, the lease expires on the
         dispatcher and the job runs again: at-least-once, never lost.
         """
-        task = asyncio.ensure_future(self._report_with_retries(call))
-        try:
-            await asyncio.shield(task)
-        except asyncio.CancelledError:
-            await task
-            raise
-
-    async def _report_with_retries(self, call: Callable[[], Awaitable[Any]]) -> None:
-        loop = asyncio.get_running_loop()
-        give_up = loop.time() + self.ttr
-        delay = 0.1
-        while True:
-            try:
-                await call()
-                return
-            except LOST as exc:
-                log.warning(
-                    "%r: outcome refused (%s): %s",
-                    self,
-                    exc.code,
-                    exc.message,
-                    extra={"action": "report_refused"},
-                )
-                return
-            except TRANSIENT as exc:
-                if loop.time() + delay > give_up:
-                    log.error(
-                        "%r: outcome not delivered; it will run again after its lease expires: %s",
-                        self,
-                        exc.message,
-                        extra={"action": "report_lost"},
-                    )
-                    return
-                log.warning(
-                    "%r: retrying the report in %.1fs: %s",
-                    self,
-                    delay,
-                    exc.message,
-                    extra={"action": "report_retry"},
-                )
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-            except TqueuesError as exc:
-                log.error(
-                    "%r: outcome refused: %s", self, exc.message, extra={"action": "report_refused"}
-                )
-                return
+        if self.reporter is not None:
+            await self.reporter.report(
+                self.queue, self.id, self.lease, action, fields, what=repr(self), ttr=self.ttr
+            )
+            return
+        method = getattr(self.client, action)
+        await shielded(
+            deliver(
+                lambda: method(self.queue, self.id, lease=self.lease, **fields),
+                repr(self),
+                self.ttr,
+            )
+        )
 
 
 class Worker:
@@ -317,6 +266,8 @@ class Worker:
         self.timeout = timeout
         self.burst = burst
         self.client = client or Client(endpoint_url, token=token)
+        #: Sends the outcomes of this worker's jobs, many in one request when they pile up.
+        self.reporter = Reporter(self.client)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.counts: collections.Counter[str] = collections.Counter()
         self._stopping = asyncio.Event()
@@ -333,7 +284,9 @@ class Worker:
         await self.close()
 
     async def close(self) -> None:
-        """Give back any prefetched jobs and close the HTTP session."""
+        """Deliver the outcomes still queued, give back any prefetched jobs and close the
+        HTTP session."""
+        await self.reporter.flush()
         while self._prefetched:
             doc = self._prefetched.popleft()
             with contextlib.suppress(TqueuesError):
@@ -355,7 +308,10 @@ class Worker:
         doc = await self.take()
         if doc is None:
             raise StopAsyncIteration
-        return Job(self.client, doc, allow=self.allow, timeout=self.timeout)
+        return self._job(doc)
+
+    def _job(self, doc: dict[str, Any]) -> Job:
+        return Job(self.client, doc, allow=self.allow, timeout=self.timeout, reporter=self.reporter)
 
     async def take(self) -> dict[str, Any] | None:
         """The next job document, or None once stopping (or, in burst mode, when empty)."""
@@ -465,7 +421,7 @@ class Worker:
                         await asyncio.wait(running)
                         continue
                     break
-                job = Job(self.client, doc, allow=self.allow, timeout=self.timeout)
+                job = self._job(doc)
                 task = asyncio.create_task(self.run_job(job))
                 running.add(task)
                 task.add_done_callback(running.discard)

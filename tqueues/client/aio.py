@@ -340,6 +340,33 @@ class Client:
         """Make a buried (attempts renewed) or delayed job pending now."""
         return await self._action(queue, job_id, "kick", {})
 
+    async def report(
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
+    ) -> list[JSONDict | TqueuesError]:
+        """Report how 1 to 1,000 runs ended, in one request and one durable write.
+
+        Each outcome is ``{"id", "lease", "action", ...}`` with ``action`` one of finish,
+        fail, release, requeue, bury and that action's fields (finish: ``result``; fail:
+        ``error``, ``traceback``, ``permanent``; release, requeue: ``delay``; bury:
+        ``reason``). Each is applied on its own, as :meth:`finish` (and the others) would.
+        The answer has one item per outcome, in order: the job after the change (durable),
+        or the typed error that outcome alone got (LeaseMismatch, InvalidTransition,
+        JobNotFound, QueueNotFound, StoreUnavailable, ...), returned, not raised. A
+        malformed batch raises ValidationError (naming ``outcomes[i]``) and applies none;
+        the transport raises as every call does.
+        """
+        answer: JSONDict = await self.request(
+            "POST", ["queues", queue, "outcomes"], {"outcomes": [dict(o) for o in outcomes]}
+        )
+        results: list[JSONDict | TqueuesError] = []
+        for item in answer["results"]:
+            if "job" in item:
+                results.append(item["job"])
+            else:
+                error = dict(item["error"])
+                results.append(error_for(int(error.pop("status", 0)), error))
+        return results
+
     # -- the dispatcher ------------------------------------------------------------------
 
     async def health(self) -> JSONDict:

@@ -107,4 +107,5 @@ class BlockingClient:
     touch = _twin(Client.touch)
     bury = _twin(Client.bury)
     kick_job = _twin(Client.kick_job)
+    report = _twin(Client.report)
     health = _twin(Client.health)

@@ -1,0 +1,140 @@
+"""A Worker's outcomes reach a real in-process dispatcher in batches, with today's guarantees.
+
+The worker talks HTTP to the dispatcher of the ``client`` fixture (its own TCP server on
+loopback); a counting subclass of the client counts the requests it makes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.acceptance.jobs import method
+from tests.dispatcher.conftest import Client as TestClient
+from tqueues.client import Client
+from tqueues.errors import DispatcherUnavailable, TqueuesError
+from tqueues.worker import Job, Worker
+
+
+class CountingClient(Client):
+    """A real client that counts its requests by their last path segment (or method)."""
+
+    def __init__(self, *args: Any, fail_reports: int = 0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: collections.Counter[str] = collections.Counter()
+        self.outcomes = 0
+        self.fail_reports = fail_reports  #: the first reports fail as if the network did
+
+    async def request(
+        self, method: str, path: Sequence[str], body: Any = None, **kwargs: Any
+    ) -> Any:
+        self.calls[path[-1] if path[0] == "queues" and len(path) > 2 else method] += 1
+        return await super().request(method, path, body, **kwargs)
+
+    async def report(
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | TqueuesError]:
+        if self.fail_reports:
+            self.fail_reports -= 1
+            raise DispatcherUnavailable("a simulated network failure")
+        self.outcomes += len(outcomes)
+        return await super().report(queue, outcomes)
+
+
+async def _enqueue(
+    client: TestClient, n: int, name: str = "coro_add", args: list[Any] | None = None
+) -> None:
+    jobs = [{"method": method(name), "args": args or [i, 1]} for i in range(n)]
+    response = await client.post("/queues/q/jobs", json={"jobs": jobs})
+    assert response.status == 201
+
+
+async def _stats(client: TestClient) -> dict[str, Any]:
+    response = await client.get("/queues/q/stats")
+    stats: dict[str, Any] = await response.json()
+    return stats
+
+
+async def test_a_worker_reports_many_outcomes_per_request(client: TestClient) -> None:
+    await _enqueue(client, 300)
+    counting = CountingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], concurrency=10, burst=True, client=counting)
+    counts = await worker.run()
+    assert counts["finished"] == 300
+    stats = await _stats(client)
+    assert stats["jobs"]["finished"] == 300 and stats["total"] == 300
+    # Every outcome went through the batched route, and fewer requests than outcomes.
+    assert counting.outcomes == 300
+    assert counting.calls["finish"] == 0
+    assert counting.calls["outcomes"] == worker.reporter.requests
+    assert counting.calls["outcomes"] < 300 * 0.6, counting.calls
+    assert counting._session is None  # closed after the flush
+
+
+async def test_failures_and_refusals_are_reported_in_batches(
+    client: TestClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    response = await client.patch("/queues/q", json={"max_attempts": 1})
+    assert response.status == 200
+    await _enqueue(client, 20, "coro_raise")
+    counting = CountingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], concurrency=5, burst=True, client=counting)
+    assert (await worker.run())["failed"] == 20
+    stats = await _stats(client)
+    assert stats["jobs"]["buried"] + stats["jobs"]["failed"] == 20
+
+    # A stale lease: the outcome is refused (logged), not retried, not raised.
+    await _enqueue(client, 1)
+    response = await client.post("/queues/q/take")
+    doc = (await response.json())["jobs"][0]
+    response = await client.post(f"/queues/q/jobs/{doc['id']}/release")
+    assert response.status == 200
+    worker = Worker("unused", ["q"], client=CountingClient(str(client.make_url("/"))))
+    with caplog.at_level(logging.WARNING, logger="tqueues.worker"):
+        async with worker._job(doc):
+            pass
+        await worker.close()
+    assert any(getattr(r, "action", "") == "report_refused" for r in caplog.records)
+
+
+async def test_a_transport_error_is_retried_until_delivered(client: TestClient) -> None:
+    await _enqueue(client, 3)
+    counting = CountingClient(str(client.make_url("/")), fail_reports=2)
+    worker = Worker("unused", ["q"], concurrency=3, burst=True, client=counting)
+    assert (await worker.run())["finished"] == 3
+    assert (await _stats(client))["jobs"]["finished"] == 3
+    assert counting.outcomes == 3
+
+
+async def test_a_cancelled_job_is_given_back_through_the_reporter(
+    client: TestClient, tmp_path: Path
+) -> None:
+    await _enqueue(client, 1, "marked_sleep", [str(tmp_path), 60.0])
+    counting = CountingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], client=counting, grace=0.1)
+    runner = asyncio.create_task(worker.run())
+    while (await _stats(client))["jobs"]["started"] == 0:
+        await asyncio.sleep(0.01)
+    worker.stop()
+    counts = await runner
+    assert counts["given_back"] == 1
+    stats = await _stats(client)
+    assert stats["jobs"]["pending"] == 1 and stats["jobs"]["started"] == 0
+    assert counting.calls["outcomes"] == 1 and counting.calls["release"] == 0
+
+
+async def test_a_standalone_job_reports_on_its_own(client: TestClient) -> None:
+    await _enqueue(client, 1)
+    async with CountingClient(str(client.make_url("/"))) as counting:
+        doc = (await counting.take_many("q", 1))[0]
+        async with Job(counting, doc, allow=["tests.acceptance.jobs"]) as job:
+            pass
+        assert job.result == {"sum": 1, "thread": False}
+        assert counting.calls["finish"] == 1 and counting.calls["outcomes"] == 0
+    assert (await _stats(client))["jobs"]["finished"] == 1
