@@ -229,6 +229,23 @@ class Job:
         )
 
 
+class _Slot:
+    """One job's place among the ``concurrency`` of :meth:`Worker.run`, freed once: when
+    the job's method has returned, or when its task ends, whichever comes first."""
+
+    def __init__(self, slots: asyncio.Semaphore, in_method: set[asyncio.Task[None]]) -> None:
+        self.slots = slots
+        self.in_method = in_method
+        self.task: asyncio.Task[None] | None = None
+        self.freed = False
+
+    def free(self) -> None:
+        if not self.freed:
+            self.freed = True
+            self.in_method.discard(self.task)  # type: ignore[arg-type]
+            self.slots.release()
+
+
 class Worker:
     """Takes jobs from ``queues`` of the dispatcher at ``endpoint_url``; an async iterator of Job.
 
@@ -393,41 +410,53 @@ class Worker:
             raise errors[0]  # type: ignore[misc]
         return self._prefetched.popleft() if self._prefetched else None
 
-    async def run_job(self, job: Job) -> None:
-        """Run one job to its reported outcome, counting it."""
+    async def run_job(self, job: Job, ran: Callable[[], None] | None = None) -> None:
+        """Run one job to its reported outcome, counting it; ``ran`` is called as soon as
+        its method has returned, before the outcome is delivered."""
         async with job:
-            pass
+            if ran is not None:
+                ran()
         self.counts["failed" if job.exception else "finished"] += 1
 
     async def run(self) -> collections.Counter[str]:
         """Run jobs, ``concurrency`` at a time, until :meth:`stop` (or, in burst mode, empty).
 
-        On stop: take nothing more, give running jobs ``grace`` seconds to finish, then
-        cancel them (each gives its job back), then close. Returns the counts.
+        A slot is free again once its job's method has returned: the next jobs are taken
+        while the outcome is being delivered (at most ``concurrency`` outcomes wait for
+        delivery at a time). On stop: take nothing more, give running jobs ``grace``
+        seconds to finish (and deliver their outcomes), then cancel them (each gives its
+        job back), then close. Returns the counts.
         """
         slots = asyncio.Semaphore(self.concurrency)
-        running: set[asyncio.Task[None]] = set()
+        running: set[asyncio.Task[None]] = set()  #: jobs running or reporting
+        in_method: set[asyncio.Task[None]] = set()  #: jobs whose method has not returned
         try:
             while not self.stopping:
                 # A stop must not wait for a free slot: the grace period starts now.
                 if not await self._until_stopped(slots.acquire()):
                     break
+                while len(running) >= 2 * self.concurrency and not self.stopping:
+                    await self._until_stopped(
+                        asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    )
                 # Take as many jobs in one request as there are free slots: they start now.
-                self._batch = self.concurrency - len(running)
-                doc = await self.take()
+                self._batch = self.concurrency - len(in_method)
+                doc = await self.take() if not self.stopping else None
                 if doc is None:
                     slots.release()
                     if self.burst and running:
                         await asyncio.wait(running)
                         continue
                     break
-                job = self._job(doc)
-                task = asyncio.create_task(self.run_job(job))
+                slot = _Slot(slots, in_method)
+                task = asyncio.create_task(self.run_job(self._job(doc), slot.free))
+                slot.task = task
                 running.add(task)
+                in_method.add(task)
                 task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _: slots.release())
+                task.add_done_callback(lambda _, slot=slot: slot.free())
         finally:
-            await self._shutdown(running)
+            await self._shutdown(running, in_method)
         log.info(
             "worker %s stopped: %s",
             self.worker_id,
@@ -436,7 +465,9 @@ class Worker:
         )
         return self.counts
 
-    async def _shutdown(self, running: set[asyncio.Task[None]]) -> None:
+    async def _shutdown(
+        self, running: set[asyncio.Task[None]], in_method: set[asyncio.Task[None]]
+    ) -> None:
         if running:
             log.info(
                 "waiting up to %gs for %d running job(s)",
@@ -445,9 +476,10 @@ class Worker:
                 extra={"action": "draining"},
             )
             _, pending = await asyncio.wait(running, timeout=self.grace)
+            given_back = len(pending & in_method)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
-                self.counts["given_back"] += len(pending)
+                self.counts["given_back"] += given_back
         await self.close()

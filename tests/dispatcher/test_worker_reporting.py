@@ -138,3 +138,38 @@ async def test_a_standalone_job_reports_on_its_own(client: TestClient) -> None:
         assert job.result == {"sum": 1, "thread": False}
         assert counting.calls["finish"] == 1 and counting.calls["outcomes"] == 0
     assert (await _stats(client))["jobs"]["finished"] == 1
+
+
+class GatedClient(CountingClient):
+    """Holds every report until ``gate`` opens, as a slow dispatcher would."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+
+    async def report(
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
+    ) -> list[dict[str, Any] | TqueuesError]:
+        await self.gate.wait()
+        return await super().report(queue, outcomes)
+
+
+async def test_a_slot_takes_the_next_job_while_the_outcome_is_delivered(
+    client: TestClient,
+) -> None:
+    await _enqueue(client, 4)
+    gated = GatedClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], concurrency=1, burst=True, client=gated)
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while gated.calls["take"] < 2:
+            await asyncio.sleep(0.01)
+    await asyncio.sleep(0.1)
+    # The first outcome is held: the next job was taken and ran all the same, but no more
+    # than `concurrency` outcomes wait for delivery, so a third take waits.
+    assert gated.calls["take"] == 2
+    stats = await _stats(client)
+    assert stats["jobs"]["started"] == 2 and stats["jobs"]["finished"] == 0
+    gated.gate.set()
+    assert (await runner)["finished"] == 4
+    assert (await _stats(client))["jobs"]["finished"] == 4
