@@ -27,14 +27,19 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp_cors
 from aiohttp import web
 
 from tqueues import codec
+from tqueues.dispatcher.actions import (
+    ACTION_FUNCTIONS,
+    OUTCOME_ACTIONS,
+    Action,
+    only,
+)
 from tqueues.dispatcher.keys import settings_key, store_key
 from tqueues.dispatcher.requests import query_float, read_object
 from tqueues.errors import (
@@ -45,8 +50,6 @@ from tqueues.errors import (
     ValidationError,
 )
 from tqueues.jobs import (
-    MAX_DELAY,
-    MAX_TTR,
     Job,
     JobStatus,
     NewJob,
@@ -64,9 +67,7 @@ DEFAULT_PAGE = 100
 MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
 MAX_ID = 128
 PEEKABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
-ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
-#: An action: (store, queue, job id, lease, body) → the awaitable applying it (see below).
-Action = Callable[[Store, str, str, str | None, dict[str, Any]], Awaitable[Job]]
+ACTIONS = tuple(ACTION_FUNCTIONS)  #: the job actions of the action route
 
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
@@ -97,30 +98,6 @@ def query_status(request: web.Request, allowed: tuple[JobStatus, ...]) -> JobSta
         choices = ", ".join(s.value for s in allowed)
         raise ValidationError(f"'status' must be one of {choices}", field="status")
     return JobStatus(raw)
-
-
-def _number_field(body: dict[str, Any], name: str, *, high: float) -> float | None:
-    value = body.get(name)
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(f"'{name}' must be a number of seconds", field=name)
-    if not 0 <= value <= high:
-        raise ValidationError(f"'{name}' must be between 0 and {high:g}", field=name)
-    return float(value)
-
-
-def _string_field(body: dict[str, Any], name: str, *, limit: int) -> str | None:
-    value = body.get(name)
-    if not isinstance(value, str | None):
-        raise ValidationError(f"'{name}' must be a string", field=name)
-    return value[:limit] if value is not None else None
-
-
-def _only(body: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
-    unknown = sorted(set(body) - set(allowed))
-    if unknown:
-        raise ValidationError(f"unknown field(s) for {what}: {', '.join(unknown)}", fields=unknown)
 
 
 class RestView(web.View, aiohttp_cors.CorsViewMixin):
@@ -239,7 +216,7 @@ class QueueKick(RestView):
         """Kick up to ``{"bound": N}`` buried jobs, or delayed ones when none is buried:
         ``{"queue", "kicked": n}``."""
         body = await read_object(self.request)
-        _only(body, ("bound",), "a kick")
+        only(body, ("bound",), "a kick")
         bound = body.get("bound", 1)
         if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= MAX_KICK:
             raise ValidationError(f"'bound' must be an integer from 1 to {MAX_KICK}", field="bound")
@@ -362,115 +339,6 @@ class JobView(RestView):
     async def delete(self) -> web.Response:
         """Delete the job whatever its state (an operator's call); the job as it was."""
         return json_response((await self.store.delete(self.queue, self.job_id)).to_dict())
-
-
-# -- the transitions of one job, shared by JobAction and Outcomes ------------------------------
-#
-# Each takes (store, queue, job id, lease, body), validates the body at once (raising
-# ValidationError before anything is applied) and returns the awaitable that applies the
-# change through the store; awaiting it gives the job after the change. Splitting the two
-# lets a batch check every item before it applies any.
-
-
-def finish_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Finish the job with ``body["result"]``."""
-    _only(body, ("result",), "finish")
-    return store.finish(queue, job_id, lease=lease, result=body.get("result"))
-
-
-def fail_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Record a failed run: ``error`` (required), ``traceback``, ``permanent``."""
-    _only(body, ("error", "traceback", "permanent"), "fail")
-    error = _string_field(body, "error", limit=10_000)
-    if not error:
-        raise ValidationError("'error' is required", field="error")
-    permanent = body.get("permanent", False)
-    if not isinstance(permanent, bool):
-        raise ValidationError("'permanent' must be true or false", field="permanent")
-    return store.fail(
-        queue,
-        job_id,
-        lease=lease,
-        error=error,
-        traceback=_string_field(body, "traceback", limit=100_000),
-        permanent=permanent,
-    )
-
-
-def _give_back(
-    store: Store,
-    queue: str,
-    job_id: str,
-    lease: str | None,
-    body: dict[str, Any],
-    *,
-    to_end: bool,
-) -> Awaitable[Job]:
-    _only(body, ("delay",), "requeue" if to_end else "release")
-    delay = _number_field(body, "delay", high=MAX_DELAY) or 0.0
-    return store.release(queue, job_id, lease=lease, delay=delay, to_end=to_end)
-
-
-def release_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Give the job back untried after ``delay``; it keeps its place."""
-    return _give_back(store, queue, job_id, lease, body, to_end=False)
-
-
-def requeue_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Give the job back untried after ``delay``, to the end of the queue."""
-    return _give_back(store, queue, job_id, lease, body, to_end=True)
-
-
-def touch_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Extend the lease (required) by ``ttr`` seconds (default: the job's ttr)."""
-    _only(body, ("ttr",), "touch")
-    if lease is None:
-        raise ValidationError("touch needs the job's 'lease'", field="lease")
-    ttr = _number_field(body, "ttr", high=MAX_TTR)
-    if ttr is not None and ttr < 0.1:
-        raise ValidationError(f"'ttr' must be between 0.1 and {MAX_TTR:g}", field="ttr")
-    return store.touch(queue, job_id, lease=lease, ttr=ttr)
-
-
-def bury_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Set the job aside until kicked, with an optional ``reason``."""
-    _only(body, ("reason",), "bury")
-    reason = _string_field(body, "reason", limit=10_000)
-    return store.bury(queue, job_id, lease=lease, reason=reason)
-
-
-def kick_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
-    """Make a buried or delayed job pending now (no lease: an operator's call)."""
-    _only(body, (), "kick")
-    return store.kick_job(queue, job_id)
-
-
-#: Every action of ``POST .../jobs/{id}/{action}``.
-ACTION_FUNCTIONS: dict[str, Action] = {
-    "finish": finish_action,
-    "fail": fail_action,
-    "release": release_action,
-    "requeue": requeue_action,
-    "touch": touch_action,
-    "bury": bury_action,
-    "kick": kick_action,
-}
-#: The actions a batch of outcomes may carry: how a run ends (a worker's calls).
-OUTCOME_ACTIONS = ("finish", "fail", "release", "requeue", "bury")
 
 
 class JobAction(RestView):
