@@ -47,11 +47,16 @@ content_types = st.sampled_from(
 )
 
 
-@settings(
+#: Thousands of requests against one dispatcher (the function-scoped client is reused on
+#: purpose: state accumulates across examples, and consistency is checked after each).
+FUZZ = settings(
     max_examples=2000,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+
+
+@FUZZ
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
     query=queries,
@@ -141,11 +146,7 @@ rest_bodies = st.one_of(
 )
 
 
-@settings(
-    max_examples=2000,
-    deadline=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@FUZZ
 @given(
     method=st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]),
     path=rest_paths,

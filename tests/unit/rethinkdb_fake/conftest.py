@@ -10,7 +10,6 @@ import pytest
 from tests.conftest import StoreFactory
 from tests.unit.fake_rethinkdb import FakeServer, patch_store
 from tqueues.settings import RethinkDBSettings
-from tqueues.stores.base import Store
 
 
 @pytest.fixture
@@ -30,10 +29,3 @@ async def make_store(fake_server: FakeServer) -> AsyncIterator[StoreFactory]:
     yield lambda: RethinkDBStore(settings)
     async with RethinkDBStore(settings) as cleaner:
         await cleaner.drop_database()
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    """An open RethinkDB store on the fake server."""
-    async with make_store() as opened:
-        yield opened
