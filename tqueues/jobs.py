@@ -61,6 +61,13 @@ def new_lease() -> str:
     return secrets.token_hex(16)
 
 
+def new_leases(count: int) -> list[str]:
+    """``count`` new lease tokens as :func:`new_lease` makes them, from one read of the
+    system's random source."""
+    digits = secrets.token_hex(16 * count)
+    return [digits[i : i + 32] for i in range(0, 32 * count, 32)]
+
+
 def validate_queue_name(name: object) -> str:
     """Return ``name`` if it is a valid queue name, else raise :class:`ValidationError`.
 
@@ -277,8 +284,23 @@ class Job:
         return {**self.extra, **doc}
 
     def evolve(self, **changes: Any) -> Job:
-        """A copy with ``changes`` applied."""
-        return dataclasses.replace(self, **changes)
+        """A copy with ``changes`` applied. Raises TypeError for a name that is not a field.
+
+        (Faster than :func:`dataclasses.replace`, which shows in profiles: every change of
+        every job makes one or two copies.)
+        """
+        if not changes.keys() <= _JOB_FIELD_SET:
+            raise TypeError(f"not fields of Job: {sorted(changes.keys() - _JOB_FIELD_SET)}")
+        new = _new_object(Job)
+        for name in _JOB_FIELDS:
+            _set_field(new, name, changes[name] if name in changes else getattr(self, name))
+        return new
+
+
+_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+_JOB_FIELD_SET = frozenset(_JOB_FIELDS)
+_new_object = object.__new__
+_set_field = object.__setattr__
 
 
 #: Fields of a job that the dispatcher owns; an update (PATCH) may not set them.

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from tqueues import lifecycle
 from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
-from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
+from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig, new_leases
 
 NOW = 1_000_000.0
 
@@ -82,3 +84,18 @@ def test_to_dict_hides_the_lease_unless_asked() -> None:
     assert "lease" not in job.to_dict()
     assert job.to_dict(with_lease=True)["lease"] == "secret"
     assert job.to_dict()["status"] == "started"
+
+
+def test_evolve_copies_with_changes_and_refuses_unknown_fields() -> None:
+    job = lifecycle.create(NewJob(queue="q", method="m:f", args=[1]), QueueConfig("q"), now=5.0)
+    changed = job.evolve(rev=7, event="updated")
+    assert (changed.rev, changed.event, job.rev) == (7, "updated", 0)
+    assert changed == dataclasses.replace(job, rev=7, event="updated")
+    with pytest.raises(TypeError, match="revision"):
+        job.evolve(revision=1)
+
+
+def test_new_leases_are_distinct_128_bit_tokens() -> None:
+    leases = new_leases(50)
+    assert len(set(leases)) == 50
+    assert all(len(lease) == 32 and int(lease, 16) >= 0 for lease in leases)

@@ -91,3 +91,19 @@ async def test_concurrent_operations_share_commits_and_fail_alone(tmp_path: Path
     async with SQLiteStore(tmp_path) as reopened:
         stored = {job.id for job in (await reopened.list_jobs("q", limit=1000)).jobs}
         assert stored == {job.id for job in put}
+
+
+async def test_a_batched_take_is_one_write(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put_many([NewJob(queue="q", method="m:f", args=[i]) for i in range(12)])
+        assert store._thread is not None
+        commits_before = store._thread.commits
+        # When ten jobs are taken in one call
+        jobs = await store.take_many("q", 10)
+        # Then they are the ten oldest, each under its own lease, claimed in one commit
+        assert [job.args for job in jobs] == [[i] for i in range(10)]
+        assert len({job.lease for job in jobs}) == 10
+        assert store._thread.commits - commits_before == 1
+        # And asking for more than is pending gets what is left
+        assert [job.args for job in await store.take_many("q", 10)] == [[10], [11]]

@@ -146,6 +146,23 @@ class Store(abc.ABC):
         pending. Costs an index read, whatever the size of the queue. Raises QueueNotFound.
         """
 
+    async def claim_many(
+        self, queue: str, count: int, *, worker: str | None, now: float
+    ) -> list[Job]:
+        """Claim up to ``count`` pending jobs, most urgent first, each as :meth:`claim` does
+        (its own lease); fewer, or none, when fewer are pending.
+
+        The default claims one at a time; stores override it with one write for the batch.
+        Raises QueueNotFound.
+        """
+        jobs: list[Job] = []
+        while len(jobs) < count:
+            job = await self.claim(queue, worker=worker, now=now)
+            if job is None:
+                break
+            jobs.append(job)
+        return jobs
+
     @abc.abstractmethod
     async def get(self, queue: str, job_id: str) -> Job:
         """The job. Raises QueueNotFound, :class:`~tqueues.errors.JobNotFound`."""
@@ -242,40 +259,58 @@ class Store(abc.ABC):
         Wakes as soon as the hub reports a pending job in the queue; re-checks every
         ``poll`` seconds as a safety net. Raises QueueNotFound.
         """
+        jobs = await self.take_many(queue, 1, worker=worker, wait=wait, poll=poll)
+        return jobs[0] if jobs else None
+
+    async def take_many(
+        self,
+        queue: str,
+        count: int,
+        *,
+        worker: str | None = None,
+        wait: float = 0.0,
+        poll: float = 5.0,
+    ) -> list[Job]:
+        """Claim up to ``count`` pending jobs in one store write, waiting up to ``wait``
+        seconds for the first; an empty list if none came.
+
+        Wakes as soon as the hub reports a pending job in the queue; re-checks every
+        ``poll`` seconds as a safety net. A caller cancelled mid-claim gives back what the
+        claim got. Raises QueueNotFound.
+        """
         await self.watch(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
             ready = self.hub.ready_event(queue)
-            claiming = asyncio.ensure_future(self._claim_and_publish(queue, worker))
+            claiming = asyncio.ensure_future(self._claim_and_publish(queue, count, worker))
             try:
-                job = await asyncio.shield(claiming)
+                jobs = await asyncio.shield(claiming)
             except asyncio.CancelledError:
                 # The caller went away mid-claim: give back whatever the claim got.
                 claiming.add_done_callback(self._give_back)
                 raise
-            if job is not None:
-                return job
+            if jobs:
+                return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
                 self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
-                return None
+                return []
             try:
                 await asyncio.wait_for(ready.wait(), min(remaining, poll))
             except TimeoutError:
                 pass
 
-    async def _claim_and_publish(self, queue: str, worker: str | None) -> Job | None:
-        job = await self.claim(queue, worker=worker, now=clock.now())
-        if job is not None:
+    async def _claim_and_publish(self, queue: str, count: int, worker: str | None) -> list[Job]:
+        jobs = await self.claim_many(queue, count, worker=worker, now=clock.now())
+        for job in jobs:
             self.record(job)
-        return job
+        return jobs
 
-    def _give_back(self, claiming: asyncio.Future[Job | None]) -> None:
+    def _give_back(self, claiming: asyncio.Future[list[Job]]) -> None:
         if claiming.cancelled() or claiming.exception() is not None:
             return
-        job = claiming.result()
-        if job is not None:
+        for job in claiming.result():
             task = asyncio.ensure_future(self.release(job.queue, job.id, lease=job.lease))
             self._background.add(task)
             task.add_done_callback(self._background.discard)
@@ -445,24 +480,6 @@ class Store(abc.ABC):
             "counters": dict(sorted(counters.items())),
             "by_queue": [stats.to_dict() for stats in by_queue],
         }
-
-    async def take_many(
-        self, queue: str, count: int, *, worker: str | None = None, wait: float = 0.0
-    ) -> list[Job]:
-        """Up to ``count`` jobs: waits (up to ``wait`` seconds) for the first only.
-
-        Raises QueueNotFound.
-        """
-        first = await self.take(queue, worker=worker, wait=wait)
-        if first is None:
-            return []
-        jobs = [first]
-        while len(jobs) < count:
-            job = await self.take(queue, worker=worker)
-            if job is None:
-                break
-            jobs.append(job)
-        return jobs
 
     @staticmethod
     def new_lease() -> str:

@@ -121,14 +121,19 @@ class GroupCommit:
 
     @staticmethod
     def _answer(batch: list[_Operation], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+        # One wake-up of each event loop per batch, not one per operation.
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         for operation, (result, error) in zip(batch, outcomes, strict=True):
-            operation.loop.call_soon_threadsafe(_settle, operation.future, result, error)
+            by_loop.setdefault(operation.loop, []).append((operation.future, result, error))
+        for loop, answers in by_loop.items():
+            loop.call_soon_threadsafe(_settle_all, answers)
 
 
-def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the operation happened all the same
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(result)
+def _settle_all(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
+    for future, result, error in answers:
+        if future.done():  # the caller was cancelled; the operation happened all the same
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
 from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable
-from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.jobs import Job, JobStatus, QueueConfig, new_leases
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.groupcommit import GroupCommit
@@ -81,6 +81,10 @@ CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
 COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
 JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
+#: Reads a job row: COLUMNS in order (for :func:`_job`), then ``seq`` (for cursors).
+SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
+_JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
+_STATUS_POSITION = COLUMNS.index("status")
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
 REAP_BATCH = 1000
@@ -90,24 +94,27 @@ def _dumps(value: Any) -> str:
     return codec.dumps_str(value)
 
 
+def _column(name: str, value: Any) -> Any:
+    """A job field as its SQLite column value."""
+    if name in JSON_COLUMNS:
+        return _dumps(value)
+    if name == "status":
+        return value.value
+    return value
+
+
 def _row(job: Job) -> list[Any]:
-    values = []
-    for name in COLUMNS:
-        value = getattr(job, name)
-        if name in JSON_COLUMNS:
-            value = _dumps(value)
-        elif name == "status":
-            value = value.value
-        values.append(value)
-    return values
+    return [_column(name, getattr(job, name)) for name in COLUMNS]
 
 
 def _job(row: sqlite3.Row) -> Job:
-    fields = {name: row[name] for name in COLUMNS}
-    for name in JSON_COLUMNS:
-        fields[name] = codec.loads(fields[name]) if fields[name] is not None else None
-    fields["status"] = JobStatus(fields["status"])
-    return Job(**fields)
+    """The job of a row read with SELECT_JOBS."""
+    values = list(row)[: len(COLUMNS)]
+    for i in _JSON_POSITIONS:
+        if values[i] is not None:
+            values[i] = codec.loads(values[i])
+    values[_STATUS_POSITION] = JobStatus(values[_STATUS_POSITION])
+    return Job(*values)
 
 
 class SQLiteStore(Store):
@@ -330,29 +337,33 @@ class SQLiteStore(Store):
         return after
 
     async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
+        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
+        return jobs[0] if jobs else None
+
+    async def claim_many(
+        self, queue: str, count: int, *, worker: str | None, now: float
+    ) -> list[Job]:
         await self.get_queue(queue)
-        lease = self.new_lease()
+        leases = new_leases(count)
 
-        def claim() -> Job | None:
+        def claim_many() -> list[Job]:
             with self._transaction() as conn:
-                row = conn.execute(
-                    "SELECT * FROM jobs WHERE queue = ? AND status = 'pending' "
-                    "ORDER BY priority, ready_at, seq LIMIT 1",
-                    (queue,),
-                ).fetchone()
-                if row is None:
-                    return None
-                before = _job(row)
-                return self._write(
-                    conn, before, lifecycle.claim(before, lease=lease, worker=worker, now=now)
-                )
+                rows = conn.execute(
+                    f"{SELECT_JOBS} WHERE queue = ? AND status = 'pending' "
+                    "ORDER BY priority, ready_at, seq LIMIT ?",
+                    (queue, count),
+                ).fetchall()
+                claimed = []
+                for row, lease in zip(rows, leases, strict=False):
+                    before = _job(row)
+                    after = lifecycle.claim(before, lease=lease, worker=worker, now=now)
+                    claimed.append(self._write(conn, before, after))
+                return claimed
 
-        return await self._run(claim)
+        return await self._run(claim_many)
 
     def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
-        row = conn.execute(
-            "SELECT * FROM jobs WHERE id = ? AND queue = ?", (job_id, queue)
-        ).fetchone()
+        row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
             raise JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
         return _job(row)
@@ -393,7 +404,7 @@ class SQLiteStore(Store):
         def page() -> Page:
             assert self._conn is not None
             rows = self._conn.execute(
-                f"SELECT * FROM jobs WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
+                f"{SELECT_JOBS} WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
             ).fetchall()
             next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
             return Page([_job(row) for row in rows], next_cursor)
@@ -407,7 +418,7 @@ class SQLiteStore(Store):
         def peek() -> Job | None:
             assert self._conn is not None
             row = self._conn.execute(
-                f"SELECT * FROM jobs WHERE queue = ? AND status = '{status.value}' "
+                f"{SELECT_JOBS} WHERE queue = ? AND status = '{status.value}' "
                 f"ORDER BY {order.get(status, 'seq')} LIMIT 1",
                 (queue,),
             ).fetchone()
@@ -435,17 +446,17 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 for sql, step in (
                     (
-                        "SELECT * FROM jobs WHERE status = 'started' AND "
+                        f"{SELECT_JOBS} WHERE status = 'started' AND "
                         "lease_expires <= ? ORDER BY lease_expires LIMIT ?",
                         lifecycle.expire,
                     ),
                     (
-                        "SELECT * FROM jobs WHERE status = 'delayed' AND "
+                        f"{SELECT_JOBS} WHERE status = 'delayed' AND "
                         "ready_at <= ? ORDER BY ready_at LIMIT ?",
                         lifecycle.promote,
                     ),
                     (
-                        "SELECT * FROM jobs WHERE expires_at <= ? AND expires_at IS NOT NULL "
+                        f"{SELECT_JOBS} WHERE expires_at <= ? AND expires_at IS NOT NULL "
                         "AND status IN ('pending', 'delayed') ORDER BY expires_at LIMIT ?",
                         lifecycle.outlive,
                     ),

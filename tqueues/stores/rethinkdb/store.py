@@ -246,28 +246,54 @@ class RethinkDBStore(Store):
     async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
         """Take the most urgent pending job by compare-and-set; None when none is pending.
 
-        Reads up to 8 candidates through the ``pending`` index (priority, then ready_at) and
-        tries them in turn; after losing every one to other takers, reads again (in a
-        shuffled order, to spread contention). Raises QueueNotFound.
+        Raises QueueNotFound.
+        """
+        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
+        return jobs[0] if jobs else None
+
+    async def claim_many(
+        self, queue: str, count: int, *, worker: str | None, now: float
+    ) -> list[Job]:
+        """Take up to ``count`` of the most urgent pending jobs, each by compare-and-set.
+
+        Reads ``count`` + 7 candidates through the ``pending`` index (priority, then
+        ready_at) and tries the first ``count`` of them at once; when other takers won some,
+        tries the next candidates, and after losing every candidate of a read, reads again
+        (in a shuffled order, to spread contention). Fewer jobs (or none) when fewer are
+        pending. Raises QueueNotFound.
         """
         await self.get_queue(queue)
-        candidates = queries.claim_candidates(self._table(queue), CLAIM_CANDIDATES)
+        claimed: list[Job] = []
         for attempt in range(CLAIM_ROUNDS):
+            need = count - len(claimed)
+            candidates = queries.claim_candidates(self._table(queue), need + CLAIM_CANDIDATES - 1)
             docs = await self._run_on_queue(queue, candidates)
-            if not docs:
-                return None
+            pending = [job for job in map(doc_to_job, docs) if job.status is JobStatus.PENDING]
+            if not pending:
+                return claimed
             if attempt:
-                random.shuffle(docs)
-            for doc in docs:
-                before = doc_to_job(doc)
-                if before.status is not JobStatus.PENDING:
-                    continue
-                after = lifecycle.claim(
-                    before, lease=self.new_lease(), worker=worker, now=now
-                ).evolve(rev=before.rev + 1)
-                if await self._compare_and_set(queue, before, after, status=JobStatus.PENDING):
-                    return after
+                random.shuffle(pending)
+            while pending and len(claimed) < count:
+                tries = pending[: count - len(claimed)]
+                del pending[: len(tries)]
+                claimed += await asyncio.gather(
+                    *(self._claim_one(queue, job, worker, now) for job in tries)
+                )
+                claimed = [job for job in claimed if job is not None]
+            if len(claimed) == count:
+                return claimed
         log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
+        return claimed
+
+    async def _claim_one(
+        self, queue: str, before: Job, worker: str | None, now: float
+    ) -> Job | None:
+        """``before`` claimed by compare-and-set, or None when another taker won it."""
+        after = lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).evolve(
+            rev=before.rev + 1
+        )
+        if await self._compare_and_set(queue, before, after, status=JobStatus.PENDING):
+            return after
         return None
 
     async def get(self, queue: str, job_id: str) -> Job:
