@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+from collections.abc import Callable
 
 import pytest
 
@@ -122,6 +123,50 @@ async def test_long_poll_wakes_when_a_job_is_put(store: Store) -> None:
     job = await asyncio.wait_for(waiter, 20)
     assert job is not None and job.id == put.id
     assert loop.time() - started < 10  # woken by the change, not by the 20 s poll
+
+
+async def until(condition: Callable[[], bool], seconds: float = 20.0, step: float = 0.001) -> None:
+    """Yield to the loop until ``condition()`` holds (fails after ``seconds``), checking
+    every ``step`` seconds (0: at every turn of the loop)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(step)
+
+
+async def test_a_put_hands_jobs_to_a_waiting_taker_in_order(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    # Given a taker waiting for up to three jobs
+    taking = asyncio.create_task(store.take_many("q", 3, worker="w", wait=20, poll=20))
+    await until(lambda: bool(store._waiters["q"]))
+    # When a job is put
+    put = await store.put(new(args=[1]))
+    # Then the put answers it as enqueued, and the taker got it, started under its lease
+    assert put.status is JobStatus.PENDING
+    (job,) = await asyncio.wait_for(taking, 20)
+    assert (job.id, job.status, job.worker, job.attempts) == (put.id, JobStatus.STARTED, "w", 1)
+    assert (await store.get("q", job.id)).lease == job.lease
+    await store.finish("q", job.id, lease=job.lease)
+
+
+async def test_a_job_handed_to_a_taker_that_went_away_is_given_back(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    # Given a waiting taker, and a put that has already chosen it
+    taking = asyncio.create_task(store.take("q", wait=20, poll=20))
+    await until(lambda: bool(store._waiters["q"]))
+    putting = asyncio.create_task(store.put(new()))
+    # (at every turn of the loop: the write takes at least a disk sync or a round trip)
+    await until(lambda: not store._waiters["q"], step=0)
+    # When the taker goes away before the put's write is done
+    taking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await taking
+    put = await putting
+    # Then the job comes back to pending, the attempt not counted, and can be taken
+    await until(lambda: store.counters["q"]["released"] == 1)
+    job = await store.get("q", put.id)
+    assert (job.status, job.attempts) == (JobStatus.PENDING, 0)
+    assert (await store.take("q")).id == put.id  # type: ignore[union-attr]
 
 
 async def test_long_poll_returns_none_when_time_is_up(store: Store) -> None:

@@ -107,3 +107,17 @@ async def test_a_batched_take_is_one_write(tmp_path: Path) -> None:
         assert store._thread.commits - commits_before == 1
         # And asking for more than is pending gets what is left
         assert [job.args for job in await store.take_many("q", 10)] == [[10], [11]]
+
+
+async def test_a_job_put_for_a_waiting_taker_costs_one_commit(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        assert store._thread is not None
+        taking = asyncio.create_task(store.take("q", wait=20, poll=20))
+        while not store._waiters["q"]:
+            await asyncio.sleep(0.001)
+        commits_before = store._thread.commits
+        put = await store.put(JOB)
+        job = await asyncio.wait_for(taking, 20)
+        assert job is not None and job.id == put.id
+        assert store._thread.commits - commits_before == 1

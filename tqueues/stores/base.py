@@ -16,6 +16,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
+import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
@@ -46,6 +47,23 @@ class Page:
     next_cursor: str | None
 
 
+@dataclasses.dataclass(eq=False)
+class _Waiter:
+    """A long-poll taker waiting for jobs: a put hands jobs claimed for it to ``jobs``."""
+
+    count: int
+    worker: str | None
+    jobs: asyncio.Future[list[Job]]
+
+    def hand(self, jobs: list[Job]) -> bool:
+        """Give ``jobs`` to the taker (an empty list wakes it to look for itself); False
+        when it went away."""
+        if self.jobs.done():
+            return False
+        self.jobs.set_result(jobs)
+        return True
+
+
 class Store(abc.ABC):
     """Where queues and jobs live. Open it before use and close it after; one per process.
 
@@ -58,6 +76,10 @@ class Store(abc.ABC):
         self.hub = ChangeHub()
         self.retry = retry or RetryPolicy()
         self._background: set[asyncio.Future[Job]] = set()
+        #: long-poll takers of this process waiting for a job, per queue, oldest first
+        self._waiters: dict[str, collections.deque[_Waiter]] = collections.defaultdict(
+            collections.deque
+        )
         #: events per queue since this store was created (this process only)
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
@@ -163,6 +185,19 @@ class Store(abc.ABC):
             jobs.append(job)
         return jobs
 
+    async def insert_and_claim(
+        self, job: Job, count: int, *, worker: str | None, now: float
+    ) -> tuple[Job, list[Job]]:
+        """Store a new pending job durably, then claim up to ``count`` pending jobs of its
+        queue (as :meth:`claim_many`: the most urgent first, the new job among them); the
+        job as stored, and the claimed jobs.
+
+        Hands a new job to a taker that is already waiting; the default makes the two
+        writes in turn, stores override it with one. Raises QueueNotFound.
+        """
+        stored = await self.insert(job)
+        return stored, await self.claim_many(job.queue, count, worker=worker, now=now)
+
     @abc.abstractmethod
     async def get(self, queue: str, job_id: str) -> Job:
         """The job. Raises QueueNotFound, :class:`~tqueues.errors.JobNotFound`."""
@@ -234,9 +269,34 @@ class Store(abc.ABC):
         return await asyncio.shield(self._insert_and_publish(job))
 
     async def _insert_and_publish(self, job: Job) -> Job:
-        job = await self.insert(job)
+        waiter = self._next_waiter(job.queue) if job.status is JobStatus.PENDING else None
+        if waiter is None:
+            job = await self.insert(job)
+            self.record(job)
+            return job
+        # A taker is waiting: claim for it in the same write (one disk sync, no wake-up).
+        try:
+            job, claimed = await self.insert_and_claim(
+                job, waiter.count, worker=waiter.worker, now=clock.now()
+            )
+        except BaseException:
+            waiter.hand([])  # the taker looks for itself
+            raise
         self.record(job)
+        for taken in claimed:
+            self.record(taken)
+        if not waiter.hand(claimed):
+            self._give_back_jobs(claimed)  # the taker went away meanwhile
         return job
+
+    def _next_waiter(self, queue: str) -> _Waiter | None:
+        """The longest-waiting taker of ``queue`` still waiting, taken off the line."""
+        waiters = self._waiters.get(queue)
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.jobs.done():
+                return waiter
+        return None
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Enqueue several jobs in one durable write. Raises QueueNotFound."""
@@ -296,10 +356,31 @@ class Store(abc.ABC):
             if remaining <= 0:
                 self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return []
-            try:
-                await asyncio.wait_for(ready.wait(), min(remaining, poll))
-            except TimeoutError:
-                pass
+            jobs = await self._wait_for_jobs(queue, count, worker, ready, min(remaining, poll))
+            if jobs:
+                return jobs
+
+    async def _wait_for_jobs(
+        self, queue: str, count: int, worker: str | None, ready: asyncio.Event, timeout: float
+    ) -> list[Job]:
+        """Wait up to ``timeout`` seconds for a put to hand over jobs (those jobs) or for
+        ``ready`` (an empty list: look again); a cancelled caller gives back what it got."""
+        waiter = _Waiter(count, worker, asyncio.get_running_loop().create_future())
+        self._waiters[queue].append(waiter)
+        woken = asyncio.ensure_future(ready.wait())
+        try:
+            await asyncio.wait((waiter.jobs, woken), timeout=timeout, return_when="FIRST_COMPLETED")
+        except asyncio.CancelledError:
+            if waiter.jobs.done() and not waiter.jobs.cancelled():
+                self._give_back_jobs(waiter.jobs.result())
+            raise
+        finally:
+            woken.cancel()
+            if not waiter.jobs.done():
+                waiter.jobs.cancel()  # a put still claiming for it gives its jobs back
+            with contextlib.suppress(ValueError):
+                self._waiters[queue].remove(waiter)
+        return [] if waiter.jobs.cancelled() else waiter.jobs.result()
 
     async def _claim_and_publish(self, queue: str, count: int, worker: str | None) -> list[Job]:
         jobs = await self.claim_many(queue, count, worker=worker, now=clock.now())
@@ -310,7 +391,11 @@ class Store(abc.ABC):
     def _give_back(self, claiming: asyncio.Future[list[Job]]) -> None:
         if claiming.cancelled() or claiming.exception() is not None:
             return
-        for job in claiming.result():
+        self._give_back_jobs(claiming.result())
+
+    def _give_back_jobs(self, jobs: Sequence[Job]) -> None:
+        """Release claimed jobs nobody will run (their taker went away), in the background."""
+        for job in jobs:
             task = asyncio.ensure_future(self.release(job.queue, job.id, lease=job.lease))
             self._background.add(task)
             task.add_done_callback(self._background.discard)

@@ -348,19 +348,44 @@ class SQLiteStore(Store):
 
         def claim_many() -> list[Job]:
             with self._transaction() as conn:
-                rows = conn.execute(
-                    f"{SELECT_JOBS} WHERE queue = ? AND status = 'pending' "
-                    "ORDER BY priority, ready_at, seq LIMIT ?",
-                    (queue, count),
-                ).fetchall()
-                claimed = []
-                for row, lease in zip(rows, leases, strict=False):
-                    before = _job(row)
-                    after = lifecycle.claim(before, lease=lease, worker=worker, now=now)
-                    claimed.append(self._write(conn, before, after))
-                return claimed
+                return self._claim(conn, queue, leases, worker, now)
 
         return await self._run(claim_many)
+
+    async def insert_and_claim(
+        self, job: Job, count: int, *, worker: str | None, now: float
+    ) -> tuple[Job, list[Job]]:
+        """One operation (so one commit): the insert, then the claim."""
+        await self.get_queue(job.queue)
+        leases = new_leases(count)
+
+        def insert_and_claim() -> list[Job]:
+            with self._transaction() as conn:
+                conn.execute(INSERT, _row(job))
+                return self._claim(conn, job.queue, leases, worker, now)
+
+        return job, await self._run(insert_and_claim)
+
+    def _claim(
+        self,
+        conn: sqlite3.Connection,
+        queue: str,
+        leases: list[str],
+        worker: str | None,
+        now: float,
+    ) -> list[Job]:
+        """Claim up to ``len(leases)`` pending jobs of ``queue``, most urgent first."""
+        rows = conn.execute(
+            f"{SELECT_JOBS} WHERE queue = ? AND status = 'pending' "
+            "ORDER BY priority, ready_at, seq LIMIT ?",
+            (queue, len(leases)),
+        ).fetchall()
+        claimed = []
+        for row, lease in zip(rows, leases, strict=False):
+            before = _job(row)
+            after = lifecycle.claim(before, lease=lease, worker=worker, now=now)
+            claimed.append(self._write(conn, before, after))
+        return claimed
 
     def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
