@@ -7,6 +7,27 @@ fails, ``between`` is left-closed and right-open unless told otherwise, changefe
 every write in order, ties in an index are broken by primary key (as the server stores
 index keys). It is no proof that a real server agrees: it lets the store's own
 logic (claims, compare-and-set, feeds, reconnection) run end to end without one.
+
+Where the store could get the server wrong, the fake is as strict as RethinkDB 2.4 (each
+rule names the server source or document it follows):
+
+* a write function (``replace``/``update``) and an index function must be deterministic
+  (no table reads, ``r.now()``, ``r.uuid()``, ``r.js``, ``r.http``, ``r.random``); the
+  server refuses them otherwise (``non_atomic`` is not supported here);
+* a replacement must keep the primary key (else the write reports an error);
+* only the optional arguments the server accepts for each term, and ``durability`` only
+  ``hard`` or ``soft``;
+* an index key is a number, string, bool or an array of those: null, objects, and arrays
+  holding null are not indexed (``datum_t::print_secondary`` and ``array_to_str_key``
+  raise, and the btree code drops the row from the index);
+* reading through an index the table lacks fails with the server's "Index `x` was not
+  found on table `db.t`." (not "does not exist");
+* a stream (``between``, ``order_by``, ``limit``, a table) that is not coerced to an array
+  comes back as a cursor, not a list;
+* ``changes`` adds ``type`` only with ``include_types``, refuses ``squash`` (the default,
+  false, is what the store needs), reports a dropped table as "Changefeed aborted (table
+  unavailable).", and reports an overflow of its queue as ``{"error": "Changefeed cache
+  over array size limit, skipped N elements."}`` (:meth:`FakeTable.overflow`).
 """
 
 from __future__ import annotations
@@ -17,17 +38,80 @@ from collections.abc import Callable
 from typing import Any
 
 from rethinkdb import ast
+from rethinkdb.ast import ReQLEncoder
 from rethinkdb.errors import (
     ReqlCursorEmpty,
     ReqlDriverError,
     ReqlNonExistenceError,
     ReqlOpFailedError,
+    ReqlQueryLogicError,
     ReqlRuntimeError,
+    ReqlServerCompileError,
 )
 
 _MIN = object()
 _MAX = object()
 _CLOSED = object()
+
+#: Terms that make a function non-deterministic (the server's ``is_deterministic``).
+_NONDETERMINISTIC = frozenset(
+    {"Now", "Random", "UUID", "JavaScript", "Http", "Table", "DB", "Get", "GetAll", "Between"}
+)
+#: The optional arguments the server accepts on the terms the store uses.
+_OPTARGS: dict[str, frozenset[str]] = {
+    "Insert": frozenset({"conflict", "durability", "return_changes"}),
+    "Replace": frozenset({"durability", "return_changes", "non_atomic", "ignore_write_hook"}),
+    "Update": frozenset({"durability", "return_changes", "non_atomic", "ignore_write_hook"}),
+    "Delete": frozenset({"durability", "return_changes", "ignore_write_hook"}),
+    "Between": frozenset({"index", "left_bound", "right_bound"}),
+    "OrderBy": frozenset({"index"}),
+    "Group": frozenset({"index", "multi"}),
+    "Changes": frozenset(
+        {
+            "squash",
+            "changefeed_queue_size",
+            "include_initial",
+            "include_states",
+            "include_offsets",
+            "include_types",
+        }
+    ),
+    "TableCreate": frozenset({"primary_key", "shards", "replicas", "primary_replica_tag"}),
+    "IndexCreate": frozenset({"multi", "geo"}),
+    "Wait": frozenset({"wait_for", "timeout"}),
+}
+#: Terms whose result the server streams (the driver hands back a cursor).
+_STREAMS = frozenset({"Between", "OrderBy", "Limit", "Table"})
+
+
+def _deterministic(term: Any) -> bool:
+    """Whether a function body uses only deterministic terms (as the server checks)."""
+    if not isinstance(term, ast.RqlQuery):
+        return True
+    if type(term).__name__ in _NONDETERMINISTIC:
+        return False
+    parts = [*term._args, *term.optargs.values()]
+    return all(_deterministic(part) for part in parts)
+
+
+def _served(value: Any) -> Any:
+    """``value`` as the driver decodes it from the server's JSON: integral doubles come back
+    as integers (the server prints ``60.0`` as ``60``), tuples as lists."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _served(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_served(item) for item in value]
+    return value
+
+
+def _indexable(key: Any) -> bool:
+    """Whether the server stores ``key`` in a secondary index: a number, string or bool,
+    or an array of indexable values (null and objects raise in ``print_secondary``)."""
+    if isinstance(key, list):
+        return all(_indexable(item) for item in key)
+    return isinstance(key, bool | int | float | str)
 
 
 def _sort_key(value: Any) -> tuple[Any, ...]:
@@ -57,12 +141,28 @@ class FakeTable:
         self.feeds: list[FakeCursor] = []
 
     def index_key(self, index: str, doc: dict[str, Any]) -> Any:
+        """The document's key under ``index``; None when the index leaves it out (its
+        function failed, or returned something the server cannot index)."""
         if index == self.primary_key:
             return doc[self.primary_key]
         try:
-            return self.indexes[index](doc)
+            key = self.indexes[index](doc)
         except (ReqlRuntimeError, KeyError, TypeError):
             return None
+        return key if _indexable(key) else None
+
+    def check_index(self, index: str, name: str) -> None:
+        """Raise as the server does when a read names an index the table lacks."""
+        if index != self.primary_key and index not in self.indexes:
+            raise ReqlOpFailedError(f"Index `{index}` was not found on table `{name}`.")
+
+    def overflow(self, skipped: int) -> None:
+        """Tell every feed of the table that its queue overflowed (the server drops the
+        oldest changes and sends this item instead)."""
+        for feed in tuple(self.feeds):
+            feed.items.put_nowait(
+                {"error": f"Changefeed cache over array size limit, skipped {skipped} elements."}
+            )
 
     def write(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         key = (new or old or {}).get(self.primary_key)
@@ -72,9 +172,10 @@ class FakeTable:
             self.docs[key] = copy.deepcopy(new)
         kind = "add" if old is None else "remove" if new is None else "change"
         for feed in tuple(self.feeds):
-            feed.items.put_nowait(
-                {"type": kind, "old_val": copy.deepcopy(old), "new_val": copy.deepcopy(new)}
-            )
+            change = {"old_val": _served(old), "new_val": _served(new)}
+            if feed.include_types:
+                change["type"] = kind
+            feed.items.put_nowait(change)
 
 
 class FakeServer:
@@ -85,6 +186,9 @@ class FakeServer:
         self.up = True
         self.connections: list[FakeConnection] = []
         self.queries = 0
+        #: Fault injection: each is called with every query; an exception it returns is
+        #: raised instead of answering (as the server's errors reach the driver).
+        self.faults: list[Callable[[ast.RqlQuery], Exception | None]] = []
 
     async def connect(self) -> FakeConnection:
         if not self.up:
@@ -102,10 +206,13 @@ class FakeServer:
 
 
 class FakeCursor:
-    def __init__(self, table: FakeTable, conn: FakeConnection) -> None:
+    """A changefeed cursor (as the asyncio driver's: ``await next()``, ``await close()``)."""
+
+    def __init__(self, table: FakeTable, conn: FakeConnection, *, include_types: bool) -> None:
         self.items: asyncio.Queue[Any] = asyncio.Queue()
         self.table = table
         self.conn = conn
+        self.include_types = include_types
 
     async def next(self) -> Any:
         item = await self.items.get()
@@ -121,6 +228,31 @@ class FakeCursor:
         if self in self.table.feeds:
             self.table.feeds.remove(self)
         self.items.put_nowait(_CLOSED)
+
+
+class FakeSequence:
+    """The cursor over a finite stream (a selection not coerced to an array): the driver
+    returns one for SUCCESS_SEQUENCE/SUCCESS_PARTIAL answers, so code that expects a list
+    fails here as it would on a server."""
+
+    def __init__(self, items: list[Any]) -> None:
+        self._items = list(items)
+
+    def __aiter__(self) -> FakeSequence:
+        return self
+
+    async def __anext__(self) -> Any:
+        if not self._items:
+            raise StopAsyncIteration
+        return self._items.pop(0)
+
+    async def next(self) -> Any:
+        if not self._items:
+            raise ReqlCursorEmpty()
+        return self._items.pop(0)
+
+    async def close(self) -> None:
+        self._items.clear()
 
 
 class FakeConnection:
@@ -152,7 +284,16 @@ class FakeConnection:
         if not self._open:
             raise ReqlDriverError("Connection is closed.")
         self.server.queries += 1
-        return _Evaluator(self).eval(term, {})
+        # As the driver does before sending: NaN, infinities and non-JSON values fail here.
+        ReQLEncoder().encode(term)
+        for fault in self.server.faults:
+            error = fault(term)
+            if error is not None:
+                raise error
+        evaluator = _Evaluator(self)
+        if type(term).__name__ in _STREAMS:
+            return FakeSequence(_served(evaluator.sequence(term, {})))
+        return _served(evaluator.eval(term, {}))
 
 
 class _Evaluator:
@@ -180,9 +321,26 @@ class _Evaluator:
 
     # -- terms ----------------------------------------------------------------------------
 
+    def check_optargs(self, term: ast.RqlQuery) -> None:
+        """Refuse optional arguments the server does not accept, and bad durabilities."""
+        name = type(term).__name__
+        allowed = _OPTARGS.get(name)
+        if allowed is None:
+            return
+        for key in term.optargs:
+            if key not in allowed:
+                raise ReqlServerCompileError(f"Unrecognized optional argument `{key}`.")
+        durability = self.opt(term, "durability")
+        if durability is not None and durability not in ("hard", "soft"):
+            raise ReqlQueryLogicError(
+                f'Durability option `{durability}` unrecognized (options are "hard" and "soft").'
+            )
+
     def eval(self, term: Any, env: dict[int, Any]) -> Any:  # noqa: C901 - one case per term
         name = type(term).__name__
         args = term._args if isinstance(term, ast.RqlQuery) else []
+        if isinstance(term, ast.RqlQuery) and term.optargs:
+            self.check_optargs(term)
         if name == "Datum":
             return term.data
         if name == "RqlConstant":
@@ -245,7 +403,9 @@ class _Evaluator:
             if table not in tables:
                 raise ReqlOpFailedError(f"Table `{db}.{table}` does not exist.")
             for cursor in tables.pop(table).feeds:
-                cursor.items.put_nowait(ReqlOpFailedError(f"Table `{db}.{table}` does not exist."))
+                cursor.items.put_nowait(
+                    ReqlOpFailedError("Changefeed aborted (table unavailable).")
+                )
             return {"tables_dropped": 1}
         if name == "Wait":
             self.table(args[0], env)
@@ -255,16 +415,28 @@ class _Evaluator:
         if name == "IndexCreate":
             table = self.table(args[0], env)
             index = self.eval(args[1], env)
+            db_name, table_name = self.eval(args[0], env)
             if index in table.indexes:
-                raise ReqlOpFailedError(f"Index `{index}` already exists on table.")
+                raise ReqlOpFailedError(
+                    f"Index `{index}` already exists on table `{db_name}.{table_name}`."
+                )
+            if not _deterministic(args[2]):
+                raise ReqlQueryLogicError(
+                    "Could not prove function deterministic.  "
+                    "Index functions must be deterministic."
+                )
             table.indexes[index] = self.eval(args[2], env)
             return {"created": 1}
         if name == "IndexWait":
             table = self.table(args[0], env)
+            db_name, table_name = self.eval(args[0], env)
             for arg in args[1:]:
-                if self.eval(arg, env) not in table.indexes:
-                    raise ReqlOpFailedError("Index does not exist.")
-            return [{"ready": True}]
+                index = self.eval(arg, env)
+                if index not in table.indexes:
+                    raise ReqlOpFailedError(
+                        f"Index `{index}` was not found on table `{db_name}.{table_name}`."
+                    )
+            return [{"index": index, "ready": True} for index in table.indexes]
         if name == "Get":
             table = self.table(args[0], env)
             return copy.deepcopy(table.docs.get(self.eval(args[1], env)))
@@ -283,7 +455,11 @@ class _Evaluator:
             return len(self.sequence(source, env))
         if name == "Changes":
             table = self.table(args[0], env)
-            cursor = FakeCursor(table, self.conn)
+            if self.opt(term, "squash") not in (None, False):
+                raise NotImplementedError("the fake RethinkDB does not squash changes")
+            cursor = FakeCursor(
+                table, self.conn, include_types=bool(self.opt(term, "include_types"))
+            )
             table.feeds.append(cursor)
             self.conn.cursors.append(cursor)
             return cursor
@@ -310,6 +486,11 @@ class _Evaluator:
         assert type(selection).__name__ == "Get", "only single-document writes are atomic"
         table = self.table(selection._args[0], env)
         key = self.eval(selection._args[1], env)
+        if not self.opt(term, "non_atomic") and not _deterministic(term._args[1]):
+            raise ReqlQueryLogicError(
+                "Could not prove argument deterministic.  "
+                "Maybe you want to use the non_atomic flag?"
+            )
         old = copy.deepcopy(table.docs.get(key))
         change = self.eval(term._args[1], env)
         new = change(old) if callable(change) else change
@@ -319,6 +500,19 @@ class _Evaluator:
             new = {**old, **new}
         if new is None and old is None:
             return {"skipped": 1, "replaced": 0, "errors": 0}
+        pk = table.primary_key
+        if new is not None and old is not None and new.get(pk) != old[pk]:
+            return {
+                "errors": 1,
+                "replaced": 0,
+                "first_error": f"Primary key `{pk}` cannot be changed.",
+            }
+        if new is not None and pk not in new:
+            return {
+                "errors": 1,
+                "replaced": 0,
+                "first_error": f"Inserted object must have primary key `{pk}`.",
+            }
         if new == old:
             return {"unchanged": 1, "replaced": 0, "errors": 0}
         table.write(old, new)
@@ -361,6 +555,7 @@ class _Evaluator:
         """``table.group(index=...).count()``: grouped data, as the driver returns it."""
         table = self.table(term._args[0], env)
         index = self.opt(term, "index")
+        table.check_index(index, ".".join(self.eval(term._args[0], env)))
         counts: dict[Any, int] = {}
         for doc in table.docs.values():
             key = table.index_key(index, doc)
@@ -371,6 +566,8 @@ class _Evaluator:
     def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:
         name = type(term).__name__
         args = term._args
+        if term.optargs:
+            self.check_optargs(term)
         if name == "CoerceTo":
             return list(self.sequence(args[0], env))
         if name == "Limit":
@@ -380,6 +577,7 @@ class _Evaluator:
             source = args[0]
             if type(source).__name__ == "Table":
                 table = self.table(source, env)
+                table.check_index(index, ".".join(self.eval(source, env)))
                 docs = [d for d in table.docs.values() if table.index_key(index, d) is not None]
             else:
                 assert self.opt(source, "index") == index, "order_by after between: same index"
@@ -393,6 +591,7 @@ class _Evaluator:
         if name == "Between":
             table = self.table(args[0], env)
             index = self.opt(term, "index", table.primary_key)
+            table.check_index(index, ".".join(self.eval(args[0], env)))
             low, high = _sort_key(self.eval(args[1], env)), _sort_key(self.eval(args[2], env))
             left_open = self.opt(term, "left_bound", "closed") == "open"
             right_closed = self.opt(term, "right_bound", "open") == "closed"
