@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,12 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
+
+#: The server's texts (RethinkDB 2.4, ``admin_op_exc.hpp`` and the admin terms) for a
+#: missing table or database, and for creating one (or an index) that exists already.
+#: Anchored, so a message that merely quotes such words (a datum in an error) is not one.
+_MISSING = re.compile(r"^(Table|Database) `[^`]+` does not exist\.")
+_EXISTS = re.compile(r"^(Table|Database|Index) `[^`]+` already exists")
 
 
 class Backoff:
@@ -153,8 +160,10 @@ class Pool:
 
         Raises StoreUnavailable for a lost connection, an unavailable table, a refused query
         or no answer within ``timeout`` (default ``settings.timeout``) seconds; its
-        subclasses :class:`Missing` ("does not exist") and :class:`Exists` ("already
-        exists") let callers tell those apart.
+        subclasses :class:`Missing` ("Table `db.t` does not exist.", also for a database)
+        and :class:`Exists` ("Table/Database/Index `x` already exists ...") let callers
+        tell those apart. A missing *index* ("Index `x` was not found on table ...", or
+        one still building) is neither: plain StoreUnavailable.
         """
         timeout = self.settings.timeout if timeout is None else timeout
         if conn is None:
@@ -181,9 +190,9 @@ class Pool:
             raise StoreUnavailable(f"lost RethinkDB at {self.address}: {message(exc)}") from exc
         except ReqlError as exc:
             text = message(exc)
-            if "does not exist" in text:
+            if _MISSING.match(text):
                 raise Missing(text) from exc
-            if "already exists" in text:
+            if _EXISTS.match(text):
                 raise Exists(text) from exc
             log.error("RethinkDB refused a query: %s", exc)
             raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
