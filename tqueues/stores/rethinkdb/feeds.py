@@ -4,6 +4,15 @@ Every change of a queue table, this process's own writes included, reaches
 :class:`~tqueues.stores.hub.ChangeHub` through the table's feed, so the RethinkDB store
 publishes nothing itself. A feed that breaks is reopened with backoff; a feed whose table
 is gone (the queue was dropped) stops.
+
+What the server sends (RethinkDB 2.4, ``changes`` docs and ``changefeed.cc``): with
+``include_types`` each change is ``{"type", "old_val", "new_val"}``; ``squash`` is false
+(the default), so every write arrives, in order per document. A dropped table ends the
+feed with an error ("Changefeed aborted (table unavailable)."), after which reopening
+finds the table missing; a lost connection ends it with the driver's "Connection is
+closed." (a ReqlRuntimeError from the cursor). When the server's buffer for a slow
+reader overflows (``changefeed_queue_size``, 100,000) it drops the oldest changes and
+sends ``{"error": "Changefeed cache over array size limit, skipped N elements."}``.
 """
 
 from __future__ import annotations
@@ -127,7 +136,7 @@ class Feeds:
         """Open the feed, announce it, and deliver its changes until it breaks."""
         conn = await self.pool.get()
         cursor = await self.run_on_queue(
-            queue, self.table(queue).changes(include_types=True), conn=conn
+            queue, self.table(queue).changes(include_types=True, squash=False), conn=conn
         )
         try:
             feed.error = ""
@@ -161,8 +170,14 @@ class Feeds:
         """Turn one changefeed message into a ChangeEvent on the hub.
 
         A deletion is reported as "deleted", whoever made it (an operator's delete, the
-        reaper's ttl or retention purge, a truncate).
+        reaper's ttl or retention purge, a truncate). The server's notice that it dropped
+        changes (its buffer overflowed) is logged and wakes the queue's takers, which then
+        read the index (WebSocket clients miss those changes, as while a feed is down).
         """
+        if "error" in change:
+            log.warning("change feed of queue %r: %s", queue, change["error"])
+            self.hub.notify_ready(queue)
+            return
         if change.get("type") not in (None, "add", "change", "remove"):
             return  # "state", "initial", "uninitial": not changes
         try:
