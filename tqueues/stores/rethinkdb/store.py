@@ -260,7 +260,12 @@ class RethinkDBStore(Store):
         ready_at) and tries the first ``count`` of them at once; when other takers won some,
         tries the next candidates, and after losing every candidate of a read, reads again
         (in a shuffled order, to spread contention). Fewer jobs (or none) when fewer are
-        pending. Raises QueueNotFound.
+        pending.
+
+        The compare-and-sets of one round run at once (on the pool's connections); when
+        some of them fail (a connection lost, a timeout) the jobs the others won are
+        returned, not dropped, since they are started under leases only this call knows.
+        Raises QueueNotFound, or StoreUnavailable, only when nothing was claimed.
         """
         await self.get_queue(queue)
         claimed: list[Job] = []
@@ -276,10 +281,17 @@ class RethinkDBStore(Store):
             while pending and len(claimed) < count:
                 tries = pending[: count - len(claimed)]
                 del pending[: len(tries)]
-                claimed += await asyncio.gather(
-                    *(self._claim_one(queue, job, worker, now) for job in tries)
+                outcomes = await asyncio.gather(
+                    *(self._claim_one(queue, job, worker, now) for job in tries),
+                    return_exceptions=True,
                 )
-                claimed = [job for job in claimed if job is not None]
+                claimed += [job for job in outcomes if isinstance(job, Job)]
+                failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
+                if failed:
+                    if not claimed:
+                        raise failed[0]
+                    log.warning("claim on queue %r stopped short: %s", queue, failed[0])
+                    return claimed
             if len(claimed) == count:
                 return claimed
         log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
