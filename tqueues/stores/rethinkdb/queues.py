@@ -19,7 +19,7 @@ from typing import Any
 
 from rethinkdb.ast import RqlQuery
 
-from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
@@ -90,8 +90,14 @@ class Catalog:
         Race-safe across dispatchers: the queue's document is inserted first (one insert
         wins); the winner creates the table and indexes and marks the queue ready, the
         others wait (up to 60 s) for that, then build it themselves (the winner may have
-        died). Raises StoreUnavailable.
+        died). A queue cannot be named after the catalog table (``tqueues_queues``): its
+        jobs would go into the catalog, and dropping it would drop every queue's settings.
+        Raises ValidationError (that name), StoreUnavailable.
         """
+        if config.name == QUEUES_TABLE:
+            raise ValidationError(
+                f"queue name {QUEUES_TABLE!r} is reserved by the RethinkDB store", field="name"
+            )
         if config.name in self.configs:
             return False
         doc = reql_literal({**config_to_doc(config), "ready": False})
@@ -148,6 +154,8 @@ class Catalog:
         config = self.configs.get(name)
         if config is not None:
             return config
+        if name == QUEUES_TABLE:
+            raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
         doc = await self.pool.run(self.queues.get(name))
         if doc is None or not doc.get("ready"):
             raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
@@ -157,7 +165,9 @@ class Catalog:
     async def list(self) -> list[QueueConfig]:
         """Every ready queue, by name, read from the server; refreshes the cache."""
         docs = await self.pool.run(self.queues.order_by(index="name").coerce_to("array"))
-        configs = [doc_to_config(doc) for doc in docs if doc.get("ready")]
+        configs = [
+            doc_to_config(doc) for doc in docs if doc.get("ready") and doc["name"] != QUEUES_TABLE
+        ]
         for config in configs:
             self.configs[config.name] = config
         return configs
