@@ -15,12 +15,17 @@ from typing import Any
 import pytest
 from rethinkdb import ql2_pb2
 from rethinkdb.ast import ReQLEncoder
-from rethinkdb.errors import ReqlDriverCompileError
+from rethinkdb.errors import (
+    ReqlDriverCompileError,
+    ReqlOpFailedError,
+    ReqlQueryLogicError,
+    ReqlServerCompileError,
+)
 
 from tests.unit import fake_rethinkdb
 from tests.unit.fake_rethinkdb import FakeServer, patch_store
 from tqueues import clock, lifecycle
-from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
 from tqueues.stores.rethinkdb import (
@@ -544,3 +549,123 @@ async def test_concurrent_reapers_delete_and_bury_each_outlived_job_once(
         assert await one.count_jobs("drop") == {}
         assert await one.count_jobs("bury") == {JobStatus.BURIED: 10}
         assert one.counters["bury"]["buried"] + two.counters["bury"]["buried"] == 10
+
+
+# -- where a real server is stricter than a lenient stand-in would be ------------------------
+
+
+async def test_the_fake_refuses_what_the_server_refuses(server: FakeServer) -> None:
+    conn = await server.connect()
+    await r.db_create("d").run(conn)
+    await r.db("d").table_create("t").run(conn)
+    table = r.db("d").table("t")
+    await table.insert({"id": 1, "rev": 0}).run(conn)
+    # a write function must be deterministic (no non_atomic in the store)
+    with pytest.raises(ReqlQueryLogicError, match="deterministic"):
+        await table.get(1).replace(lambda row: row.merge({"at": r.now()})).run(conn)
+    # an index function too
+    with pytest.raises(ReqlQueryLogicError, match="deterministic"):
+        await table.index_create("x", lambda row: r.uuid()).run(conn)
+    # a replacement keeps the primary key
+    result = await table.get(1).replace({"id": 2}).run(conn)
+    assert result["errors"] == 1 and "Primary key" in result["first_error"]
+    # durability is hard or soft, and only where the server takes it
+    with pytest.raises(ReqlQueryLogicError, match="Durability"):
+        await table.get(1).delete(durability="maybe").run(conn)
+    with pytest.raises(ReqlServerCompileError, match="durability"):
+        await table.between(1, 2, durability="hard").coerce_to("array").run(conn)
+    # a read through an index the table lacks is not "does not exist"
+    with pytest.raises(ReqlOpFailedError, match=r"^Index `nope` was not found on table `d\.t`\.$"):
+        await table.between(1, 2, index="nope").coerce_to("array").run(conn)
+    # a stream not coerced to an array is a cursor; integral doubles come back as integers
+    cursor = await table.order_by(index="id").limit(5).run(conn)
+    assert not isinstance(cursor, list) and (await cursor.next()) == {"id": 1, "rev": 0}
+    await table.get(1).update({"rev": 2.0}).run(conn)
+    assert (await table.get(1).run(conn))["rev"] == 2
+
+
+def test_index_keys_holding_null_are_not_indexed() -> None:
+    fake = fake_rethinkdb.FakeTable("id")
+    fake.indexes["leases"] = lambda doc: [doc["status"], doc["lease_expires"]]
+    assert fake.index_key("leases", {"status": "started", "lease_expires": 5.0}) is not None
+    # datum_t::array_to_str_key refuses null inside an array key: the row is left out
+    assert fake.index_key("leases", {"status": "pending", "lease_expires": None}) is None
+
+
+async def test_a_read_through_a_missing_index_is_unavailable_not_queue_not_found(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    del server.dbs["d"]["q"].indexes["status"]
+    with pytest.raises(StoreUnavailable) as raised:
+        await fake_store.count_jobs("q")
+    assert not isinstance(raised.value, QueueNotFound)
+    assert "was not found" in raised.value.message
+    assert (await fake_store.get_queue("q")).name == "q"  # still known
+
+
+async def test_an_overflowing_feed_wakes_the_takers(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    waiter = asyncio.create_task(fake_store.take("q", wait=20, poll=20))
+    await fake_store.watch("q")
+    await asyncio.sleep(0.05)  # the taker found nothing and waits
+    # Given a job whose change the server dropped (its feed buffer overflowed)
+    job = lifecycle.create(NewJob("q", "m:f"), QueueConfig("q"), now=clock.now())
+    table = server.dbs["d"]["q"]
+    table.docs[job.id] = job_to_doc(job)
+    # When the feed reports the overflow, Then the taker looks again and finds the job
+    table.overflow(1)
+    taken = await asyncio.wait_for(waiter, 5)
+    assert taken is not None and taken.id == job.id
+
+
+def _refuse_claims_of(job_ids: set[str]) -> Any:
+    """A fault: the server refuses the compare-and-set of these jobs (table unavailable)."""
+
+    def fault(term: Any) -> Exception | None:
+        if type(term).__name__ == "Replace" and type(term._args[0]).__name__ == "Get":
+            if term._args[0]._args[1].data in job_ids:
+                return ReqlOpFailedError("Cannot perform write: primary replica not available.")
+        return None
+
+    return fault
+
+
+async def test_claim_many_keeps_the_jobs_it_won_when_another_write_fails(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    jobs = await fake_store.put_many([NewJob("q", "m:f") for _ in range(3)])
+    server.faults.append(_refuse_claims_of({jobs[1].id}))
+    claimed = await fake_store.claim_many("q", 3, worker="w", now=clock.now())
+    assert {job.id for job in claimed} == {jobs[0].id, jobs[2].id}
+    assert all(job.status is JobStatus.STARTED for job in claimed)
+    assert (await fake_store.get("q", jobs[1].id)).status is JobStatus.PENDING
+    # and when every write fails, the failure is raised
+    server.faults[:] = [_refuse_claims_of({job.id for job in jobs})]
+    with pytest.raises(StoreUnavailable, match="primary replica"):
+        await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+
+
+async def test_the_catalog_table_is_no_queue(fake_store: RethinkDBStore) -> None:
+    with pytest.raises(ValidationError, match="reserved"):
+        await fake_store.create_queue(QueueConfig("tqueues_queues"))
+    with pytest.raises(QueueNotFound):
+        await fake_store.get_queue("tqueues_queues")
+    with pytest.raises(QueueNotFound):
+        await fake_store.drop_queue("tqueues_queues")
+    assert await fake_store.list_queues() == []
+
+
+def test_only_the_servers_own_texts_mean_missing_or_existing() -> None:
+    from tqueues.stores.rethinkdb import pool
+
+    assert pool._MISSING.match("Table `tq.emails` does not exist.")
+    assert pool._MISSING.match("Database `tq` does not exist.")
+    assert not pool._MISSING.match("Index `pending` was not found on table `tq.emails`.")
+    assert not pool._MISSING.match("Cannot perform bracket: `x does not exist.`")
+    assert pool._EXISTS.match("Table `tq.emails` already exists.")
+    assert pool._EXISTS.match("Index `pending` already exists on table `tq.emails`.")
+    assert pool._EXISTS.match("Database `tq` already exists.")
