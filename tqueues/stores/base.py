@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
+from typing import ClassVar
 
 from tqueues import clock, lifecycle
 from tqueues.errors import InvalidTransition, JobNotFound
@@ -71,6 +72,11 @@ class Store(abc.ABC):
     cannot be reached or cannot write (the operation did not happen, or for a write whose
     answer was lost, may have happened: retry is safe for everything but ``put``).
     """
+
+    #: Whether :meth:`insert_and_claim` is one write. Only then does a put hand its job to
+    #: a taker of this process that is waiting: with two writes, the taker would be woken
+    #: by the insert's notification and race the put's own claim.
+    hands_off: ClassVar[bool] = False
 
     def __init__(self, *, retry: RetryPolicy | None = None) -> None:
         self.hub = ChangeHub()
@@ -192,8 +198,8 @@ class Store(abc.ABC):
         queue (as :meth:`claim_many`: the most urgent first, the new job among them); the
         job as stored, and the claimed jobs.
 
-        Hands a new job to a taker that is already waiting; the default makes the two
-        writes in turn, stores override it with one. Raises QueueNotFound.
+        The default makes the two writes in turn; a store that makes them one write
+        overrides it and sets :attr:`hands_off`. Raises QueueNotFound.
         """
         stored = await self.insert(job)
         return stored, await self.claim_many(job.queue, count, worker=worker, now=now)
@@ -269,7 +275,8 @@ class Store(abc.ABC):
         return await asyncio.shield(self._insert_and_publish(job))
 
     async def _insert_and_publish(self, job: Job) -> Job:
-        waiter = self._next_waiter(job.queue) if job.status is JobStatus.PENDING else None
+        handing = self.hands_off and job.status is JobStatus.PENDING
+        waiter = self._next_waiter(job.queue) if handing else None
         if waiter is None:
             job = await self.insert(job)
             self.record(job)

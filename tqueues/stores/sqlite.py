@@ -126,6 +126,8 @@ class SQLiteStore(Store):
     file (bytes); past it writes fail with StoreUnavailable, as on a full disk.
     """
 
+    hands_off = True  # insert_and_claim is one operation of the group commit
+
     def __init__(
         self,
         directory: str | os.PathLike[str],
