@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiohttp import WSCloseCode, WSMsgType
+
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher.keys import store_key
 
@@ -54,3 +56,24 @@ async def test_stream_of_missing_queue_is_a_json_error(client: Client) -> None:
     assert (await response.json())["error"] == "queue_not_found"
     response = await client.get("/ws?queue=bad-name")
     assert response.status == 400
+
+
+async def test_a_client_that_may_have_missed_changes_is_closed_to_resync(client: Client) -> None:
+    hub = client.app[store_key].hub
+    ws = await client.ws_connect("/ws?queue=q")
+    assert (await receive(ws))["type"] == "synced"
+    put = await (await client.post("/", json={"queue": "q", "method": "a:b"})).json()
+    # When the store reports that changes of the queue may have gone unseen
+    hub.changes_missed("q", "its change feed broke")
+    # Then the client gets what was already published, then a close asking it to come back
+    assert (await receive(ws))["job"]["id"] == put["id"]
+    closing = await ws.receive(timeout=10)
+    assert closing.type is WSMsgType.CLOSE
+    assert (closing.data, closing.extra) == (
+        WSCloseCode.TRY_AGAIN_LATER,
+        "changes of queue 'q' may have been missed: its change feed broke",
+    )
+    # And a new connection starts from a fresh snapshot
+    again = await client.ws_connect("/ws?queue=q")
+    assert (await receive(again))["job"]["id"] == put["id"]
+    await again.close()

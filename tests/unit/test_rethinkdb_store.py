@@ -28,6 +28,7 @@ from tqueues import clock, lifecycle
 from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
+from tqueues.stores.hub import ChangesMissed
 from tqueues.stores.rethinkdb import (
     Backoff,
     RethinkDBStore,
@@ -616,9 +617,14 @@ async def test_an_overflowing_feed_wakes_the_takers(
     table = server.dbs["d"]["q"]
     table.docs[job.id] = job_to_doc(job)
     # When the feed reports the overflow, Then the taker looks again and finds the job
-    table.overflow(1)
-    taken = await asyncio.wait_for(waiter, 5)
-    assert taken is not None and taken.id == job.id
+    with fake_store.hub.subscribe("q") as subscription:
+        table.overflow(1)
+        taken = await asyncio.wait_for(waiter, 5)
+        assert taken is not None and taken.id == job.id
+        # And a subscriber (a WebSocket) is told it missed changes, to re-read the queue
+        with pytest.raises(ChangesMissed, match="may have been missed"):
+            while True:
+                await asyncio.wait_for(anext(subscription), 5)
 
 
 def _refuse_claims_of(job_ids: set[str]) -> Any:

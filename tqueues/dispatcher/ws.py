@@ -4,6 +4,9 @@ Messages: ``{"type": "initial", "job": {...}}`` for each job the queue holds, th
 ``{"type": "synced"}``, then ``{"type": "change", "kind": ..., "old_status": ...,
 "job": {...}}`` as changes happen. The subscription starts before the snapshot is read, so
 no change is missed; a change may repeat what the snapshot showed (compare ``rev``).
+When changes may have been missed after all (the client read too slowly, or a RethinkDB
+change feed broke or dropped changes) the socket closes with 1013 (try again later) and a
+reason: reconnect for a new snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from tqueues import codec
 from tqueues.dispatcher.keys import store_key, websockets_key
 from tqueues.dispatcher.requests import query_queue
-from tqueues.stores.hub import SubscriberTooSlow
+from tqueues.stores.hub import ChangesMissed
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +62,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                     break
                 await ws.send_str(codec.dumps_str(events.result().to_dict()))
                 events = asyncio.ensure_future(anext(subscription))
-    except SubscriberTooSlow as exc:
+    except ChangesMissed as exc:
         await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=exc.message.encode()[:120])
     except ConnectionResetError:
         pass

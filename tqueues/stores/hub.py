@@ -16,10 +16,17 @@ from tqueues.errors import TqueuesError
 from tqueues.jobs import ChangeEvent, JobStatus
 
 
-class SubscriberTooSlow(TqueuesError):
-    """The subscriber fell too far behind the change stream and was dropped."""
+class ChangesMissed(TqueuesError):
+    """Changes of the queue may not have reached the subscriber, which was ended: read the
+    queue again (a WebSocket client reconnects and gets a new snapshot)."""
 
     status = 503
+    code = "changes_missed"
+
+
+class SubscriberTooSlow(ChangesMissed):
+    """The subscriber fell too far behind the change stream and was dropped."""
+
     code = "subscriber_too_slow"
 
 
@@ -37,15 +44,27 @@ class Subscription:
         self._events: asyncio.Queue[ChangeEvent | None] = asyncio.Queue(maxsize + 1)
         self._maxsize = maxsize
         self.overflowed = False
+        self._ended: ChangesMissed | None = None
 
     def _offer(self, event: ChangeEvent) -> None:
-        if self.overflowed:
+        if self._ended is not None:
             return
         if self._events.qsize() >= self._maxsize:
             self.overflowed = True
-            self._events.put_nowait(None)
+            self._end(
+                SubscriberTooSlow(
+                    f"more than {self._maxsize} changes of queue {self.queue!r} were not read "
+                    "in time"
+                )
+            )
             return
         self._events.put_nowait(event)
+
+    def _end(self, error: ChangesMissed) -> None:
+        """Deliver what is queued, then raise ``error`` from iteration."""
+        if self._ended is None:
+            self._ended = error
+            self._events.put_nowait(None)
 
     def __enter__(self) -> Subscription:
         return self
@@ -65,9 +84,8 @@ class Subscription:
     async def __anext__(self) -> ChangeEvent:
         event = await self._events.get()
         if event is None:
-            raise SubscriberTooSlow(
-                f"more than {self._maxsize} changes of queue {self.queue!r} were not read in time"
-            )
+            assert self._ended is not None
+            raise self._ended
         return event
 
 
@@ -85,6 +103,16 @@ class ChangeHub:
             subscription._offer(event)
         if event.job.status is JobStatus.PENDING:
             self.notify_ready(event.queue)
+
+    def changes_missed(self, queue: str, reason: str) -> None:
+        """Changes of ``queue`` may have happened unseen (a change feed broke or dropped
+        changes): end every subscription of the queue with :class:`ChangesMissed` (after
+        what it already holds), and wake its takers, which read the store itself."""
+        for subscription in tuple(self._subscribers.get(queue, ())):
+            subscription._end(
+                ChangesMissed(f"changes of queue {queue!r} may have been missed: {reason}")
+            )
+        self.notify_ready(queue)
 
     def notify_ready(self, queue: str) -> None:
         """Wake everyone waiting for a pending job in ``queue``."""

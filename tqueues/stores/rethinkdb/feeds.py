@@ -123,6 +123,7 @@ class Feeds:
                 feed.error = exc.message if isinstance(exc, StoreUnavailable) else message(exc)
                 if feed.up.is_set():
                     log.warning("change feed of queue %r broke: %s", queue, feed.error)
+                    self.hub.changes_missed(queue, f"its change feed broke: {feed.error}")
             finally:
                 feed.up.clear()
                 feed.tried.set()
@@ -171,12 +172,13 @@ class Feeds:
 
         A deletion is reported as "deleted", whoever made it (an operator's delete, the
         reaper's ttl or retention purge, a truncate). The server's notice that it dropped
-        changes (its buffer overflowed) is logged and wakes the queue's takers, which then
-        read the index (WebSocket clients miss those changes, as while a feed is down).
+        changes (its buffer overflowed) is logged and ends the queue's subscriptions with
+        ChangesMissed (WebSocket clients reconnect for a new snapshot) and wakes its
+        takers, which read the index; so does a feed that breaks.
         """
         if "error" in change:
             log.warning("change feed of queue %r: %s", queue, change["error"])
-            self.hub.notify_ready(queue)
+            self.hub.changes_missed(queue, str(change["error"]))
             return
         if change.get("type") not in (None, "add", "change", "remove"):
             return  # "state", "initial", "uninitial": not changes
