@@ -171,6 +171,32 @@ async def test_a_job_handed_to_a_taker_that_went_away_is_given_back(store: Store
     assert (await store.take("q")).id == put.id  # type: ignore[union-attr]
 
 
+async def test_apply_many_answers_each_change_on_its_own(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    for _ in range(3):
+        await store.put(new())
+    first, second, third = await store.take_many("q", 3)
+    # When a batch finishes one job, fails another with a wrong lease, touches a missing
+    # job and fails the third
+    answers = await store.apply_many(
+        "q",
+        [
+            (first.id, store.finish_change(lease=first.lease, result=1)),
+            (second.id, store.finish_change(lease="not-the-lease")),
+            ("missing", store.touch_change(lease="x")),
+            (third.id, store.fail_change(lease=third.lease, error="boom")),
+        ],
+    )
+    # Then each item has its own answer, and the refused ones changed nothing
+    assert [type(a).__name__ for a in answers] == ["Job", "LeaseMismatch", "JobNotFound", "Job"]
+    assert (await store.get("q", first.id)).result == 1
+    assert (await store.get("q", second.id)).status is JobStatus.STARTED
+    assert (await store.get("q", third.id)).error == "boom"
+    # And of a missing queue, every item is QueueNotFound
+    (missing,) = await store.apply_many("nope", [(first.id, store.kick_change())])
+    assert isinstance(missing, QueueNotFound)
+
+
 async def test_long_poll_returns_none_when_time_is_up(store: Store) -> None:
     await store.create_queue(QueueConfig("q"))
     assert await store.take("q", wait=0.2) is None

@@ -121,3 +121,17 @@ async def test_a_job_put_for_a_waiting_taker_costs_one_commit(tmp_path: Path) ->
         job = await asyncio.wait_for(taking, 20)
         assert job is not None and job.id == put.id
         assert store._thread.commits - commits_before == 1
+
+
+async def test_a_batch_of_outcomes_is_one_commit(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put_many([JOB] * 5)
+        jobs = await store.take_many("q", 5)
+        assert store._thread is not None
+        commits_before = store._thread.commits
+        answers = await store.apply_many(
+            "q", [(job.id, store.finish_change(lease=job.lease)) for job in jobs]
+        )
+        assert [answer.status.value for answer in answers] == ["finished"] * 5  # type: ignore[union-attr]
+        assert store._thread.commits - commits_before == 1

@@ -1,16 +1,16 @@
 """The transitions of one job as the REST API offers them, shared by the single-job action
 route and the batch of outcomes: validate a request body, then apply it through the store.
 
-Each action takes (store, queue, job id, lease, body), validates the body at once (raising
-ValidationError before anything is applied) and returns the awaitable that applies the
-change; awaiting it gives the job after the change. Splitting the two lets a batch check
-every item before it applies any.
+Each action takes (store, lease, body), validates the body at once (raising
+ValidationError before anything is applied) and returns the change (a Mutation) for
+``store.apply`` (one job) or ``store.apply_many`` (a batch, one store write). Splitting the
+two lets a batch check every item before it applies any.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from tqueues.errors import (
@@ -19,12 +19,11 @@ from tqueues.errors import (
 from tqueues.jobs import (
     MAX_DELAY,
     MAX_TTR,
-    Job,
 )
-from tqueues.stores.base import Store
+from tqueues.stores.base import Mutation, Store
 
-#: An action: (store, queue, job id, lease, body) → the awaitable applying it (see below).
-Action = Callable[[Store, str, str, str | None, dict[str, Any]], Awaitable[Job]]
+#: An action: (store, lease, body) → the change to apply to the job (see below).
+Action = Callable[[Store, str | None, dict[str, Any]], Mutation]
 
 
 def number_field(body: dict[str, Any], name: str, *, high: float) -> float | None:
@@ -53,23 +52,17 @@ def only(body: dict[str, Any], allowed: tuple[str, ...], what: str) -> None:
 
 # -- the transitions of one job, shared by JobAction and Outcomes ------------------------------
 #
-# Each takes (store, queue, job id, lease, body), validates the body at once (raising
-# ValidationError before anything is applied) and returns the awaitable that applies the
-# change through the store; awaiting it gives the job after the change. Splitting the two
-# lets a batch check every item before it applies any.
+# Each takes (store, lease, body), validates the body at once (raising ValidationError
+# before anything is applied) and returns the change for the store to apply.
 
 
-def finish_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def finish_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Finish the job with ``body["result"]``."""
     only(body, ("result",), "finish")
-    return store.finish(queue, job_id, lease=lease, result=body.get("result"))
+    return store.finish_change(lease=lease, result=body.get("result"))
 
 
-def fail_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def fail_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Record a failed run: ``error`` (required), ``traceback``, ``permanent``."""
     only(body, ("error", "traceback", "permanent"), "fail")
     error = string_field(body, "error", limit=10_000)
@@ -78,9 +71,7 @@ def fail_action(
     permanent = body.get("permanent", False)
     if not isinstance(permanent, bool):
         raise ValidationError("'permanent' must be true or false", field="permanent")
-    return store.fail(
-        queue,
-        job_id,
+    return store.fail_change(
         lease=lease,
         error=error,
         traceback=string_field(body, "traceback", limit=100_000),
@@ -88,37 +79,23 @@ def fail_action(
     )
 
 
-def _give_back(
-    store: Store,
-    queue: str,
-    job_id: str,
-    lease: str | None,
-    body: dict[str, Any],
-    *,
-    to_end: bool,
-) -> Awaitable[Job]:
+def _give_back(store: Store, lease: str | None, body: dict[str, Any], *, to_end: bool) -> Mutation:
     only(body, ("delay",), "requeue" if to_end else "release")
     delay = number_field(body, "delay", high=MAX_DELAY) or 0.0
-    return store.release(queue, job_id, lease=lease, delay=delay, to_end=to_end)
+    return store.release_change(lease=lease, delay=delay, to_end=to_end)
 
 
-def release_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def release_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Give the job back untried after ``delay``; it keeps its place."""
-    return _give_back(store, queue, job_id, lease, body, to_end=False)
+    return _give_back(store, lease, body, to_end=False)
 
 
-def requeue_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def requeue_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Give the job back untried after ``delay``, to the end of the queue."""
-    return _give_back(store, queue, job_id, lease, body, to_end=True)
+    return _give_back(store, lease, body, to_end=True)
 
 
-def touch_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def touch_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Extend the lease (required) by ``ttr`` seconds (default: the job's ttr)."""
     only(body, ("ttr",), "touch")
     if lease is None:
@@ -126,24 +103,20 @@ def touch_action(
     ttr = number_field(body, "ttr", high=MAX_TTR)
     if ttr is not None and ttr < 0.1:
         raise ValidationError(f"'ttr' must be between 0.1 and {MAX_TTR:g}", field="ttr")
-    return store.touch(queue, job_id, lease=lease, ttr=ttr)
+    return store.touch_change(lease=lease, ttr=ttr)
 
 
-def bury_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def bury_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Set the job aside until kicked, with an optional ``reason``."""
     only(body, ("reason",), "bury")
     reason = string_field(body, "reason", limit=10_000)
-    return store.bury(queue, job_id, lease=lease, reason=reason)
+    return store.bury_change(lease=lease, reason=reason)
 
 
-def kick_action(
-    store: Store, queue: str, job_id: str, lease: str | None, body: dict[str, Any]
-) -> Awaitable[Job]:
+def kick_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
     """Make a buried or delayed job pending now (no lease: an operator's call)."""
     only(body, (), "kick")
-    return store.kick_job(queue, job_id)
+    return store.kick_change()
 
 
 #: Every action of ``POST .../jobs/{id}/{action}``.

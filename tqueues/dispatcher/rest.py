@@ -25,9 +25,6 @@ every route.
 
 from __future__ import annotations
 
-import asyncio
-import inspect
-from collections.abc import Awaitable
 from typing import Any
 
 import aiohttp_cors
@@ -353,7 +350,7 @@ class JobAction(RestView):
         """Apply the ``action`` of the path with the body's fields."""
         action = ACTION_FUNCTIONS[self.request.match_info["action"]]
         body = await read_object(self.request)
-        job = await action(self.store, self.queue, self.job_id, self.lease, body)
+        job = await self.store.apply(self.queue, self.job_id, action(self.store, self.lease, body))
         return json_response(job.to_dict())
 
 
@@ -394,9 +391,9 @@ class Outcomes(RestView):
 
         Every item is validated before any is applied (a 400 names the first bad one,
         ``outcomes[i]``, and its field). Then each is applied on its own, exactly as
-        ``POST .../jobs/{id}/{action}?lease=`` would, all at once so that the store's
-        group commit makes them one durable write; an item's 404 or 409 (or 503) is its
-        ``error`` and does not affect the others. A ``job`` in the answer is durable.
+        ``POST .../jobs/{id}/{action}?lease=`` would, in one store write where the store
+        can (``Store.apply_many``); an item's 404 or 409 (or 503) is its ``error`` and does
+        not affect the others. A ``job`` in the answer is durable.
         """
         body = await read_object(self.request)
         if set(body) != {"outcomes"}:
@@ -406,24 +403,17 @@ class Outcomes(RestView):
             raise ValidationError(
                 f"'outcomes' must be a list of 1 to {MAX_OUTCOMES} outcomes", field="outcomes"
             )
-        store, queue = self.store, self.queue
-        parsed = [_outcome(item, i) for i, item in enumerate(items)]
-        calls: list[Awaitable[Job]] = []
-        try:
-            for index, (action, job_id, lease, fields) in enumerate(parsed):
-                try:
-                    calls.append(action(store, queue, job_id, lease, fields))
-                except ValidationError as exc:
-                    where = f"outcomes[{index}]"
-                    raise ValidationError(
-                        f"{where}: {exc.message}", index=where, **exc.details
-                    ) from None
-        except BaseException:
-            for call in calls:  # never started: close them, nothing was applied
-                if inspect.iscoroutine(call):
-                    call.close()
-            raise
-        answers = await asyncio.gather(*calls, return_exceptions=True)
+        changes = []
+        for index, item in enumerate(items):
+            action, job_id, lease, fields = _outcome(item, index)
+            try:
+                changes.append((job_id, action(self.store, lease, fields)))
+            except ValidationError as exc:
+                where = f"outcomes[{index}]"
+                raise ValidationError(
+                    f"{where}: {exc.message}", index=where, **exc.details
+                ) from None
+        answers = await self.store.apply_many(self.queue, changes)
         return json_response({"results": [_result(answer) for answer in answers]})
 
 

@@ -23,7 +23,13 @@ from types import TracebackType
 from typing import ClassVar
 
 from tqueues import clock, lifecycle
-from tqueues.errors import InvalidTransition, JobNotFound
+from tqueues.errors import (
+    InvalidTransition,
+    JobNotFound,
+    QueueNotFound,
+    StoreUnavailable,
+    TqueuesError,
+)
 from tqueues.jobs import (
     JSON,
     ChangeEvent,
@@ -217,6 +223,27 @@ class Store(abc.ABC):
         Raises QueueNotFound, JobNotFound, or whatever ``change`` raises.
         """
 
+    async def mutate_many(
+        self, queue: str, changes: Sequence[tuple[str, Mutation]]
+    ) -> list[tuple[Job, Job] | TqueuesError]:
+        """Apply each ``(job id, change)`` as :meth:`mutate` does; per item (before, after)
+        or the TqueuesError it alone raised (JobNotFound, what its change raised,
+        StoreUnavailable).
+
+        The default runs them concurrently; stores override it with one write (one
+        transaction, a savepoint each). Raises QueueNotFound, or StoreUnavailable when the
+        write as a whole failed.
+        """
+        await self.get_queue(queue)
+        results = await asyncio.gather(
+            *(self.mutate(queue, job_id, change) for job_id, change in changes),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, TqueuesError):
+                raise result
+        return results  # type: ignore[return-value]
+
     @abc.abstractmethod
     async def list_jobs(
         self,
@@ -407,8 +434,10 @@ class Store(abc.ABC):
             self._background.add(task)
             task.add_done_callback(self._background.discard)
 
-    async def _apply(self, queue: str, job_id: str, change: Mutation) -> Job:
-        """Write ``change`` and publish it; runs to the end even if the caller is cancelled."""
+    async def apply(self, queue: str, job_id: str, change: Mutation) -> Job:
+        """Write ``change`` (see the ``*_change`` methods) to the job and publish it; the job
+        after it. Runs to the end even if the caller is cancelled. Raises JobNotFound and
+        whatever ``change`` raises."""
         return await asyncio.shield(self._mutate_and_publish(queue, job_id, change))
 
     async def _mutate_and_publish(self, queue: str, job_id: str, change: Mutation) -> Job:
@@ -416,50 +445,57 @@ class Store(abc.ABC):
         self.record(after, before)
         return after
 
-    async def update(
-        self, queue: str, job_id: str, fields: Mapping[str, JSON], *, lease: str | None = None
-    ) -> Job:
+    async def apply_many(
+        self, queue: str, changes: Sequence[tuple[str, Mutation]]
+    ) -> list[Job | TqueuesError]:
+        """Apply each ``(job id, change)`` as :meth:`apply` would, in one store write where
+        the store can; per item, the job after its change or the error it alone got
+        (JobNotFound, LeaseMismatch, InvalidTransition, QueueNotFound, StoreUnavailable...),
+        returned, not raised. Runs to the end even if the caller is cancelled.
+        """
+        return await asyncio.shield(self._mutate_many_and_publish(queue, changes))
+
+    async def _mutate_many_and_publish(
+        self, queue: str, changes: Sequence[tuple[str, Mutation]]
+    ) -> list[Job | TqueuesError]:
+        try:
+            results = await self.mutate_many(queue, changes)
+        except (QueueNotFound, StoreUnavailable) as exc:  # each item's answer
+            return [exc] * len(changes)
+        answers: list[Job | TqueuesError] = []
+        for result in results:
+            if isinstance(result, TqueuesError):
+                answers.append(result)
+            else:
+                before, after = result
+                self.record(after, before)
+                answers.append(after)
+        return answers
+
+    def update_change(self, fields: Mapping[str, JSON], *, lease: str | None = None) -> Mutation:
         """Merge ``fields`` into the job; with a lease, also extend it by the job's ttr.
-
-        No fields with a lease is a :meth:`touch`. Raises JobNotFound, LeaseMismatch,
-        InvalidTransition (final job), ValidationError (a field the dispatcher owns).
-        """
-        if not fields and lease is not None:
-            return await self.touch(queue, job_id, lease=lease)
+        Raises (when applied) LeaseMismatch, InvalidTransition (final job), ValidationError
+        (a field the dispatcher owns)."""
         now = clock.now()
-        return await self._apply(
-            queue, job_id, lambda j: lifecycle.update(j, fields, lease=lease, now=now)
-        )
+        return lambda j: lifecycle.update(j, fields, lease=lease, now=now)
 
-    async def finish(
-        self, queue: str, job_id: str, *, lease: str | None = None, result: JSON = None
-    ) -> Job:
-        """Mark the job finished with ``result``.
-
-        Raises JobNotFound, LeaseMismatch, InvalidTransition.
-        """
+    def finish_change(self, *, lease: str | None = None, result: JSON = None) -> Mutation:
+        """Mark the job finished with ``result``. Raises (when applied) LeaseMismatch,
+        InvalidTransition."""
         now = clock.now()
-        return await self._apply(
-            queue,
-            job_id,
-            lambda j: lifecycle.finish(j, lease=lease, result=result, now=now),
-        )
+        return lambda j: lifecycle.finish(j, lease=lease, result=result, now=now)
 
-    async def fail(
+    def fail_change(
         self,
-        queue: str,
-        job_id: str,
         *,
         lease: str | None = None,
         error: str,
         traceback: str | None = None,
         permanent: bool = False,
-    ) -> Job:
+    ) -> Mutation:
         """Record a failed run: retried with backoff while attempts remain, else buried;
-        failed at once when ``permanent``.
-
-        Raises JobNotFound, LeaseMismatch, InvalidTransition.
-        """
+        failed at once when ``permanent``. Raises (when applied) LeaseMismatch,
+        InvalidTransition."""
         now = clock.now()
 
         def change(job: Job) -> Job:
@@ -473,7 +509,67 @@ class Store(abc.ABC):
                 permanent=permanent,
             )
 
-        return await self._apply(queue, job_id, change)
+        return change
+
+    def release_change(
+        self, *, lease: str | None = None, delay: float = 0.0, to_end: bool = False
+    ) -> Mutation:
+        """Give a taken job back untried, takeable again after ``delay`` seconds; it keeps
+        its place unless ``to_end`` (requeue). Raises (when applied) LeaseMismatch,
+        InvalidTransition."""
+        now = clock.now()
+        return lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now, to_end=to_end)
+
+    def touch_change(self, *, lease: str, ttr: float | None = None) -> Mutation:
+        """Extend the lease to ``ttr`` seconds (default: the job's ttr) from now. Raises
+        (when applied) LeaseMismatch, InvalidTransition."""
+        now = clock.now()
+        return lambda j: lifecycle.touch(j, lease=lease, ttr=ttr, now=now)
+
+    def bury_change(self, *, lease: str | None = None, reason: str | None = None) -> Mutation:
+        """Set the job aside until kicked; by its worker (with the lease) or an operator.
+        Raises (when applied) LeaseMismatch, InvalidTransition (final or already buried)."""
+        now = clock.now()
+        return lambda j: lifecycle.bury(j, lease=lease, reason=reason, now=now)
+
+    def kick_change(self) -> Mutation:
+        """Make a buried (attempts renewed) or delayed job pending now, at the end of the
+        queue. Raises (when applied) InvalidTransition (not buried or delayed)."""
+        now = clock.now()
+        return lambda j: lifecycle.kick(j, now=now)
+
+    async def update(
+        self, queue: str, job_id: str, fields: Mapping[str, JSON], *, lease: str | None = None
+    ) -> Job:
+        """:meth:`update_change` applied; no fields with a lease is a :meth:`touch`.
+        Raises JobNotFound and what the change raises."""
+        if not fields and lease is not None:
+            return await self.touch(queue, job_id, lease=lease)
+        return await self.apply(queue, job_id, self.update_change(fields, lease=lease))
+
+    async def finish(
+        self, queue: str, job_id: str, *, lease: str | None = None, result: JSON = None
+    ) -> Job:
+        """:meth:`finish_change` applied. Raises JobNotFound, LeaseMismatch,
+        InvalidTransition."""
+        return await self.apply(queue, job_id, self.finish_change(lease=lease, result=result))
+
+    async def fail(
+        self,
+        queue: str,
+        job_id: str,
+        *,
+        lease: str | None = None,
+        error: str,
+        traceback: str | None = None,
+        permanent: bool = False,
+    ) -> Job:
+        """:meth:`fail_change` applied. Raises JobNotFound, LeaseMismatch,
+        InvalidTransition."""
+        change = self.fail_change(
+            lease=lease, error=error, traceback=traceback, permanent=permanent
+        )
+        return await self.apply(queue, job_id, change)
 
     async def release(
         self,
@@ -484,45 +580,26 @@ class Store(abc.ABC):
         delay: float = 0.0,
         to_end: bool = False,
     ) -> Job:
-        """Give a taken job back untried, takeable again after ``delay`` seconds; it keeps
-        its place unless ``to_end`` (requeue). Raises JobNotFound, LeaseMismatch,
+        """:meth:`release_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
-        now = clock.now()
-        return await self._apply(
-            queue,
-            job_id,
-            lambda j: lifecycle.release(j, lease=lease, delay=delay, now=now, to_end=to_end),
-        )
+        change = self.release_change(lease=lease, delay=delay, to_end=to_end)
+        return await self.apply(queue, job_id, change)
 
     async def touch(self, queue: str, job_id: str, *, lease: str, ttr: float | None = None) -> Job:
-        """Extend the lease to ``ttr`` seconds (default: the job's ttr) from now.
-
-        Raises JobNotFound, LeaseMismatch, InvalidTransition.
-        """
-        now = clock.now()
-        return await self._apply(
-            queue, job_id, lambda j: lifecycle.touch(j, lease=lease, ttr=ttr, now=now)
-        )
+        """:meth:`touch_change` applied. Raises JobNotFound, LeaseMismatch,
+        InvalidTransition."""
+        return await self.apply(queue, job_id, self.touch_change(lease=lease, ttr=ttr))
 
     async def bury(
         self, queue: str, job_id: str, *, lease: str | None = None, reason: str | None = None
     ) -> Job:
-        """Set the job aside until kicked; by its worker (with the lease) or an operator.
-
-        Raises JobNotFound, LeaseMismatch, InvalidTransition (final or already buried).
-        """
-        now = clock.now()
-        return await self._apply(
-            queue, job_id, lambda j: lifecycle.bury(j, lease=lease, reason=reason, now=now)
-        )
+        """:meth:`bury_change` applied. Raises JobNotFound, LeaseMismatch,
+        InvalidTransition."""
+        return await self.apply(queue, job_id, self.bury_change(lease=lease, reason=reason))
 
     async def kick_job(self, queue: str, job_id: str) -> Job:
-        """Make a buried (attempts renewed) or delayed job pending now, at the end of the queue.
-
-        Raises JobNotFound, InvalidTransition (not buried or delayed).
-        """
-        now = clock.now()
-        return await self._apply(queue, job_id, lambda j: lifecycle.kick(j, now=now))
+        """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition."""
+        return await self.apply(queue, job_id, self.kick_change())
 
     async def kick(self, queue: str, bound: int) -> int:
         """Kick up to ``bound`` jobs: buried ones if there are any, else delayed ones (as

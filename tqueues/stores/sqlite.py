@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
-from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable
+from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable, TqueuesError
 from tqueues.jobs import Job, JobStatus, QueueConfig, new_leases
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
@@ -413,6 +413,29 @@ class SQLiteStore(Store):
                 return before, self._write(conn, before, change(before))
 
         return await self._run(mutate)
+
+    async def mutate_many(
+        self, queue: str, changes: Sequence[tuple[str, Mutation]]
+    ) -> list[tuple[Job, Job] | TqueuesError]:
+        """One operation (one commit), each change in its own savepoint: one that is
+        refused leaves the others applied."""
+        await self.get_queue(queue)
+
+        def mutate_many() -> list[tuple[Job, Job] | TqueuesError]:
+            results: list[tuple[Job, Job] | TqueuesError] = []
+            with self._transaction() as conn:
+                for job_id, change in changes:
+                    conn.execute("SAVEPOINT change")
+                    try:
+                        before = self._read(conn, queue, job_id)
+                        results.append((before, self._write(conn, before, change(before))))
+                    except TqueuesError as exc:  # this item's refusal: handed back
+                        conn.execute("ROLLBACK TO change")
+                        results.append(exc)
+                    conn.execute("RELEASE change")
+            return results
+
+        return await self._run(mutate_many)
 
     async def list_jobs(
         self,
