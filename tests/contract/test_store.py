@@ -171,6 +171,39 @@ async def test_a_job_handed_to_a_taker_that_went_away_is_given_back(store: Store
     assert (await store.take("q")).id == put.id  # type: ignore[union-attr]
 
 
+async def test_a_wake_up_does_not_make_a_taker_give_up_a_put_claiming_for_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not store.hands_off:
+        pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
+    await store.create_queue(QueueConfig("q"))
+    # Given a waiting taker, and a put that has chosen it and is still claiming for it
+    claiming, go_on = asyncio.Event(), asyncio.Event()
+    insert_and_claim = store.insert_and_claim
+
+    async def held(*args: object, **kwargs: object) -> object:
+        claiming.set()
+        await go_on.wait()
+        return await insert_and_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "insert_and_claim", held)
+    taking = asyncio.create_task(store.take("q", worker="w", wait=20, poll=20))
+    await until(lambda: bool(store._waiters["q"]))
+    putting = asyncio.create_task(store.put(new(args=[1])))
+    await asyncio.wait_for(claiming.wait(), 20)
+    # When another job becomes pending meanwhile (which wakes the queue's takers)
+    other = await store.put(new(args=[0]))
+    go_on.set()
+    put = await putting
+    # Then the taker still gets what the put claimed for it (the oldest job), the other
+    # job stays pending, and nothing was claimed for nobody and given back
+    job = await asyncio.wait_for(taking, 20)
+    assert job is not None and (job.id, job.worker) == (put.id, "w")
+    assert (await store.get("q", other.id)).status is JobStatus.PENDING
+    await until(lambda: not store._background)
+    assert (store.counters["q"]["taken"], store.counters["q"]["released"]) == (1, 0)
+
+
 async def test_apply_many_answers_each_change_on_its_own(store: Store) -> None:
     await store.create_queue(QueueConfig("q"))
     for _ in range(3):

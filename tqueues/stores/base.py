@@ -61,6 +61,7 @@ class _Waiter:
     count: int
     worker: str | None
     jobs: asyncio.Future[list[Job]]
+    chosen: bool = False  #: a put took it off the line and is claiming for it
 
     def hand(self, jobs: list[Job]) -> bool:
         """Give ``jobs`` to the taker (an empty list wakes it to look for itself); False
@@ -329,6 +330,7 @@ class Store(abc.ABC):
         while waiters:
             waiter = waiters.popleft()
             if not waiter.jobs.done():
+                waiter.chosen = True
                 return waiter
         return None
 
@@ -399,11 +401,17 @@ class Store(abc.ABC):
     ) -> list[Job]:
         """Wait up to ``timeout`` seconds for a put to hand over jobs (those jobs) or for
         ``ready`` (an empty list: look again); a cancelled caller gives back what it got."""
-        waiter = _Waiter(count, worker, asyncio.get_running_loop().create_future())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        waiter = _Waiter(count, worker, loop.create_future())
         self._waiters[queue].append(waiter)
         woken = asyncio.ensure_future(ready.wait())
         try:
             await asyncio.wait((waiter.jobs, woken), timeout=timeout, return_when="FIRST_COMPLETED")
+            if waiter.chosen and not waiter.jobs.done():
+                # A put is claiming for this taker: its answer, not a wake-up, ends the wait
+                # (giving up now would have it claim for nobody and release the jobs again).
+                await asyncio.wait((waiter.jobs,), timeout=max(deadline - loop.time(), 0))
         except asyncio.CancelledError:
             if waiter.jobs.done() and not waiter.jobs.cancelled():
                 self._give_back_jobs(waiter.jobs.result())
