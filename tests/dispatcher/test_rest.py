@@ -691,3 +691,23 @@ def test_every_rest_operation_was_checked(request: pytest.FixtureRequest) -> Non
     assert documented - checked == set()
     codes = {status for _, _, status in SEEN}
     assert {200, 201, 400, 401, 403, 404, 409, 501} <= codes
+
+
+async def test_json_nested_deeper_than_can_be_stored_is_a_400(rest: Rest) -> None:
+    deep = "[" * 300 + "]" * 300  # readable (1,024 levels) but not writable (254)
+    job = await rest.put_job()
+    (taken,) = await rest.take()
+    # A job, a result and a batch of outcomes holding it are refused before anything is
+    # written, naming the problem
+    answer = await rest.call(
+        "POST", "/queues/q/jobs", f'{{"method": "pkg.mod:func", "args": [{deep}]}}', expect=400
+    )
+    assert "cannot be stored" in answer["message"]
+    await rest.action(taken, "finish", f'{{"result": {deep}}}', expect=400, lease=taken["lease"])
+    batch = f'{{"outcomes": [{{"id": "{job["id"]}", "lease": "{taken["lease"]}", '
+    batch += f'"action": "finish", "result": {deep}}}]}}'
+    await rest.call("POST", "/queues/q/outcomes", batch, expect=400)
+    # And the job is still the started one, its lease intact
+    assert (await rest.call("GET", f"/queues/q/jobs/{job['id']}", expect=200))[
+        "status"
+    ] == "started"

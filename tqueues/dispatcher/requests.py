@@ -45,11 +45,18 @@ def query_float(request: web.Request, name: str, default: float, *, high: float)
 
 
 def _json(raw: bytes | str, what: str) -> Any:
-    """Strict JSON (see :mod:`tqueues.codec`)."""
+    """Strict JSON (see :mod:`tqueues.codec`) that can also be written back: the codec
+    reads deeper nesting (1,024 levels) than it writes (254), and a value that could not
+    be stored must be refused here, not fail later as a 500."""
     try:
-        return codec.loads(raw)
+        value = codec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+    try:
+        codec.dumps(value)
+    except TypeError as exc:  # JSONEncodeError: nested too deeply, or an integer too large
+        raise ValidationError(f"{what} cannot be stored as JSON: {exc}") from None
+    return value
 
 
 async def read_object(request: web.Request, *, form_json: tuple[str, ...] = ()) -> dict[str, Any]:
