@@ -230,6 +230,22 @@ async def test_apply_many_answers_each_change_on_its_own(store: Store) -> None:
     assert isinstance(missing, QueueNotFound)
 
 
+async def test_a_give_back_that_fails_is_logged(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    taken = await store.take("q")
+    assert taken is not None
+    await store.finish("q", taken.id, lease=taken.lease)
+    # When a job that meanwhile ended is given back
+    store.give_back([taken])
+    await until(lambda: not store._background)
+    # Then the refusal is logged (not left as an unretrieved task exception)
+    assert any("could not give back" in r.getMessage() for r in caplog.records)
+    assert (await store.get("q", taken.id)).status is JobStatus.FINISHED
+
+
 async def test_long_poll_returns_none_when_time_is_up(store: Store) -> None:
     await store.create_queue(QueueConfig("q"))
     assert await store.take("q", wait=0.2) is None

@@ -310,8 +310,7 @@ class Take(RestView):
         transport = request.transport
         if jobs and (transport is None or transport.is_closing()):
             # The waiting client went away: give the jobs back at once, not after their ttr.
-            for job in jobs:
-                await self.store.release(queue, job.id, lease=job.lease)
+            self.store.give_back(jobs)
             raise web.HTTPServiceUnavailable(text="the client disconnected")
         return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
 

@@ -86,7 +86,7 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         transport = request.transport
         if transport is None or transport.is_closing():
             # The waiting client went away: give the job back at once rather than after its ttr.
-            await self.store.release(queue, job.id, lease=job.lease)
+            self.store.give_back([job])
             raise web.HTTPServiceUnavailable(text="the client disconnected")
         return job_response(job, with_lease=True)
 

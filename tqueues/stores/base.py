@@ -18,6 +18,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
 from typing import ClassVar
@@ -52,6 +53,9 @@ class Page:
 
     jobs: list[Job]
     next_cursor: str | None
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(eq=False)
@@ -321,7 +325,7 @@ class Store(abc.ABC):
         for taken in claimed:
             self.record(taken)
         if not waiter.hand(claimed):
-            self._give_back_jobs(claimed)  # the taker went away meanwhile
+            self.give_back(claimed)  # the taker went away meanwhile
         return job
 
     def _next_waiter(self, queue: str) -> _Waiter | None:
@@ -414,7 +418,7 @@ class Store(abc.ABC):
                 await asyncio.wait((waiter.jobs,), timeout=max(deadline - loop.time(), 0))
         except asyncio.CancelledError:
             if waiter.jobs.done() and not waiter.jobs.cancelled():
-                self._give_back_jobs(waiter.jobs.result())
+                self.give_back(waiter.jobs.result())
             raise
         finally:
             woken.cancel()
@@ -433,14 +437,25 @@ class Store(abc.ABC):
     def _give_back(self, claiming: asyncio.Future[list[Job]]) -> None:
         if claiming.cancelled() or claiming.exception() is not None:
             return
-        self._give_back_jobs(claiming.result())
+        self.give_back(claiming.result())
 
-    def _give_back_jobs(self, jobs: Sequence[Job]) -> None:
-        """Release claimed jobs nobody will run (their taker went away), in the background."""
+    def give_back(self, jobs: Sequence[Job]) -> None:
+        """Release claimed jobs nobody will run (their taker went away), in the background,
+        so the caller's cancellation cannot cut it short. A release that fails is logged;
+        the job's lease then expires as usual."""
         for job in jobs:
             task = asyncio.ensure_future(self.release(job.queue, job.id, lease=job.lease))
             self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            task.add_done_callback(self._gave_back)
+
+    def _gave_back(self, task: asyncio.Future[Job]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning(
+                "could not give back a job nobody runs (its lease will expire): %s",
+                exc,
+                extra={"action": "give_back_failed"},
+            )
 
     async def apply(self, queue: str, job_id: str, change: Mutation) -> Job:
         """Write ``change`` (see the ``*_change`` methods) to the job and publish it; the job
