@@ -135,3 +135,24 @@ async def test_a_batch_of_outcomes_is_one_commit(tmp_path: Path) -> None:
         )
         assert [answer.status.value for answer in answers] == ["finished"] * 5  # type: ignore[union-attr]
         assert store._thread.commits - commits_before == 1
+
+
+async def test_a_cancelled_queue_change_still_keeps_the_cache_and_the_file_in_step(
+    tmp_path: Path,
+) -> None:
+    loop = asyncio.get_running_loop()
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("b"))
+        # When callers go away while their queue changes are being written
+        creating = asyncio.ensure_future(store.create_queue(QueueConfig("a")))
+        dropping = asyncio.ensure_future(store.drop_queue("b"))
+        await asyncio.sleep(0)  # both writes are queued for the store's thread
+        creating.cancel()
+        dropping.cancel()
+        # Then what the store answers from memory becomes what the file holds
+        deadline = loop.time() + 10
+        while {q.name for q in await store.list_queues()} != {"a"}:
+            assert loop.time() < deadline, await store.list_queues()
+            await asyncio.sleep(0.01)
+    async with SQLiteStore(tmp_path) as reopened:
+        assert {q.name for q in await reopened.list_queues()} == {"a"}

@@ -247,9 +247,13 @@ class SQLiteStore(Store):
                 )
                 return cursor.rowcount == 1
 
-        created = await self._run(create)
-        self._queues.setdefault(config.name, config)
-        return created
+        async def create_and_cache() -> bool:
+            created = await self._run(create)
+            self._queues.setdefault(config.name, config)
+            return created
+
+        # Shielded: a cancelled caller must not leave the cache behind the database.
+        return await asyncio.shield(create_and_cache())
 
     async def get_queue(self, name: str) -> QueueConfig:
         try:
@@ -270,8 +274,11 @@ class SQLiteStore(Store):
                     (_dumps(config.to_dict()), config.name),
                 )
 
-        await self._run(update)
-        self._queues[config.name] = config
+        async def update_and_cache() -> None:
+            await self._run(update)
+            self._queues[config.name] = config
+
+        await asyncio.shield(update_and_cache())
 
     async def drop_queue(self, name: str) -> int:
         await self.get_queue(name)
@@ -282,9 +289,12 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
                 return int(removed)
 
-        removed = await self._run(drop)
-        self._queues.pop(name, None)
-        return removed
+        async def drop_and_uncache() -> int:
+            removed = await self._run(drop)
+            self._queues.pop(name, None)
+            return removed
+
+        return await asyncio.shield(drop_and_uncache())
 
     async def truncate(self, queue: str) -> int:
         await self.get_queue(queue)
