@@ -17,6 +17,7 @@ import contextlib
 import dataclasses
 import fcntl
 import logging
+import operator
 import os
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
@@ -94,17 +95,16 @@ def _dumps(value: Any) -> str:
     return codec.dumps_str(value)
 
 
-def _column(name: str, value: Any) -> Any:
-    """A job field as its SQLite column value."""
-    if name in JSON_COLUMNS:
-        return _dumps(value)
-    if name == "status":
-        return value.value
-    return value
+_job_values = operator.attrgetter(*COLUMNS)
 
 
 def _row(job: Job) -> list[Any]:
-    return [_column(name, getattr(job, name)) for name in COLUMNS]
+    """The job's column values, in COLUMNS order (JSON columns encoded)."""
+    values = list(_job_values(job))
+    for i in _JSON_POSITIONS:
+        values[i] = _dumps(values[i])
+    values[_STATUS_POSITION] = values[_STATUS_POSITION].value
+    return values
 
 
 def _job(row: sqlite3.Row) -> Job:
