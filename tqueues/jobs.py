@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import operator
 import re
 import secrets
 import uuid
@@ -273,15 +274,11 @@ class Job:
 
         The lease token is a capability: it is included only for the worker that took the job.
         """
-        doc = {
-            name: getattr(self, name)
-            for name in self.__slots__  # type: ignore[attr-defined]
-            if name not in ("extra", "lease")
-        }
+        doc = dict(zip(_DOC_FIELDS, _doc_values(self), strict=True))
         doc["status"] = self.status.value
         if with_lease:
             doc["lease"] = self.lease
-        return {**self.extra, **doc}
+        return {**self.extra, **doc} if self.extra else doc
 
     def evolve(self, **changes: Any) -> Job:
         """A copy with ``changes`` applied. Raises TypeError for a name that is not a field.
@@ -299,6 +296,9 @@ class Job:
 
 _JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
 _JOB_FIELD_SET = frozenset(_JOB_FIELDS)
+#: The fields of :meth:`Job.to_dict` (``extra`` is spread, the lease is a capability).
+_DOC_FIELDS = tuple(name for name in _JOB_FIELDS if name not in ("extra", "lease"))
+_doc_values = operator.attrgetter(*_DOC_FIELDS)
 _new_object = object.__new__
 _set_field = object.__setattr__
 
