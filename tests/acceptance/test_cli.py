@@ -94,8 +94,12 @@ def test_worker_without_a_queue_fails(args: list[str]) -> None:
         ([DISPATCHER, "--listen", "127.0.0.1:0", "--loglevel", "LOUD"], "--loglevel"),
         ([WORKER, "--queue", "q", "--endpoint_url", "ftp://x"], "--endpoint_url"),
         ([WORKER, "--queue", "q", "--concurrency", "zero"], "--concurrency"),
+        (
+            [DISPATCHER, "--listen", "127.0.0.1:0", "--rethinkdb", "rethinkdb://127.0.0.1:1/t"],
+            "cannot reach RethinkDB at 127.0.0.1:1",
+        ),
     ],
-    ids=["listen", "listen-port", "loglevel", "endpoint", "concurrency"],
+    ids=["listen", "listen-port", "loglevel", "endpoint", "concurrency", "rethinkdb-down"],
 )
 def test_a_bad_value_fails_with_a_one_line_message(argv: list[str], names: str) -> None:
     done = run(*argv)
