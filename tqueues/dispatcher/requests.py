@@ -44,6 +44,10 @@ def query_float(request: web.Request, name: str, default: float, *, high: float)
     return value
 
 
+#: The deepest nesting the codec writes (it reads deeper): a body must be storable.
+MAX_STORED_DEPTH = 254
+
+
 def _json(raw: bytes | str, what: str) -> Any:
     """Strict JSON (see :mod:`tqueues.codec`) that can also be written back: the codec
     reads deeper nesting (1,024 levels) than it writes (254), and a value that could not
@@ -52,9 +56,12 @@ def _json(raw: bytes | str, what: str) -> Any:
         value = codec.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError(f"{what} is not valid JSON: {exc}") from None
+    data = raw.encode() if isinstance(raw, str) else raw
+    if data.count(b"[") + data.count(b"{") <= MAX_STORED_DEPTH:
+        return value  # cannot nest deeper than it has brackets: no need to write it back
     try:
         codec.dumps(value)
-    except TypeError as exc:  # JSONEncodeError: nested too deeply, or an integer too large
+    except TypeError as exc:  # JSONEncodeError: nested too deeply
         raise ValidationError(f"{what} cannot be stored as JSON: {exc}") from None
     return value
 
