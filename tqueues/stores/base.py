@@ -16,7 +16,6 @@ from __future__ import annotations
 import abc
 import asyncio
 import collections
-import contextlib
 import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -43,6 +42,9 @@ from tqueues.jobs import (
 )
 from tqueues.retry import RetryPolicy
 from tqueues.stores.hub import ChangeHub
+from tqueues.stores.waiters import WaitLine
+
+log = logging.getLogger(__name__)
 
 Mutation = Callable[[Job], Job]
 
@@ -53,27 +55,6 @@ class Page:
 
     jobs: list[Job]
     next_cursor: str | None
-
-
-log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(eq=False)
-class _Waiter:
-    """A long-poll taker waiting for jobs: a put hands jobs claimed for it to ``jobs``."""
-
-    count: int
-    worker: str | None
-    jobs: asyncio.Future[list[Job]]
-    chosen: bool = False  #: a put took it off the line and is claiming for it
-
-    def hand(self, jobs: list[Job]) -> bool:
-        """Give ``jobs`` to the taker (an empty list wakes it to look for itself); False
-        when it went away."""
-        if self.jobs.done():
-            return False
-        self.jobs.set_result(jobs)
-        return True
 
 
 class Store(abc.ABC):
@@ -94,9 +75,7 @@ class Store(abc.ABC):
         self.retry = retry or RetryPolicy()
         self._background: set[asyncio.Future[Job]] = set()
         #: long-poll takers of this process waiting for a job, per queue, oldest first
-        self._waiters: dict[str, collections.deque[_Waiter]] = collections.defaultdict(
-            collections.deque
-        )
+        self._waiters = WaitLine(self.give_back)
         #: events per queue since this store was created (this process only)
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
@@ -308,7 +287,7 @@ class Store(abc.ABC):
 
     async def _insert_and_publish(self, job: Job) -> Job:
         handing = self.hands_off and job.status is JobStatus.PENDING
-        waiter = self._next_waiter(job.queue) if handing else None
+        waiter = self._waiters.choose(job.queue) if handing else None
         if waiter is None:
             job = await self.insert(job)
             self.record(job)
@@ -327,16 +306,6 @@ class Store(abc.ABC):
         if not waiter.hand(claimed):
             self.give_back(claimed)  # the taker went away meanwhile
         return job
-
-    def _next_waiter(self, queue: str) -> _Waiter | None:
-        """The longest-waiting taker of ``queue`` still waiting, taken off the line."""
-        waiters = self._waiters.get(queue)
-        while waiters:
-            waiter = waiters.popleft()
-            if not waiter.jobs.done():
-                waiter.chosen = True
-                return waiter
-        return None
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
         """Enqueue several jobs in one durable write. Raises QueueNotFound."""
@@ -396,37 +365,9 @@ class Store(abc.ABC):
             if remaining <= 0:
                 self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return []
-            jobs = await self._wait_for_jobs(queue, count, worker, ready, min(remaining, poll))
+            jobs = await self._waiters.wait(queue, count, worker, ready, min(remaining, poll))
             if jobs:
                 return jobs
-
-    async def _wait_for_jobs(
-        self, queue: str, count: int, worker: str | None, ready: asyncio.Event, timeout: float
-    ) -> list[Job]:
-        """Wait up to ``timeout`` seconds for a put to hand over jobs (those jobs) or for
-        ``ready`` (an empty list: look again); a cancelled caller gives back what it got."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        waiter = _Waiter(count, worker, loop.create_future())
-        self._waiters[queue].append(waiter)
-        woken = asyncio.ensure_future(ready.wait())
-        try:
-            await asyncio.wait((waiter.jobs, woken), timeout=timeout, return_when="FIRST_COMPLETED")
-            if waiter.chosen and not waiter.jobs.done():
-                # A put is claiming for this taker: its answer, not a wake-up, ends the wait
-                # (giving up now would have it claim for nobody and release the jobs again).
-                await asyncio.wait((waiter.jobs,), timeout=max(deadline - loop.time(), 0))
-        except asyncio.CancelledError:
-            if waiter.jobs.done() and not waiter.jobs.cancelled():
-                self.give_back(waiter.jobs.result())
-            raise
-        finally:
-            woken.cancel()
-            if not waiter.jobs.done():
-                waiter.jobs.cancel()  # a put still claiming for it gives its jobs back
-            with contextlib.suppress(ValueError):
-                self._waiters[queue].remove(waiter)
-        return [] if waiter.jobs.cancelled() else waiter.jobs.result()
 
     async def _claim_and_publish(self, queue: str, count: int, worker: str | None) -> list[Job]:
         jobs = await self.claim_many(queue, count, worker=worker, now=clock.now())
