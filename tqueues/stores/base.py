@@ -156,30 +156,23 @@ class Store(abc.ABC):
         return [await self.insert(job) for job in jobs]
 
     @abc.abstractmethod
-    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
-        """Atomically take the most urgent pending job (lowest priority, then oldest ``ready_at``).
-
-        The job becomes started under a fresh lease (see :func:`tqueues.lifecycle.claim`);
-        it is handed to exactly one caller however many claim at once. None when no job is
-        pending. Costs an index read, whatever the size of the queue. Raises QueueNotFound.
-        """
-
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[Job]:
-        """Claim up to ``count`` pending jobs, most urgent first, each as :meth:`claim` does
-        (its own lease); fewer, or none, when fewer are pending.
+        """Atomically take up to ``count`` of the most urgent pending jobs (lowest priority,
+        then oldest ``ready_at``), in one write where the store can; fewer, or none, when
+        fewer are pending.
 
-        The default claims one at a time; stores override it with one write for the batch.
-        Raises QueueNotFound.
+        Each job becomes started under a fresh lease of its own (see
+        :func:`tqueues.lifecycle.claim`); it is handed to exactly one caller however many
+        claim at once. Costs an index read, whatever the size of the queue. Raises
+        QueueNotFound.
         """
-        jobs: list[Job] = []
-        while len(jobs) < count:
-            job = await self.claim(queue, worker=worker, now=now)
-            if job is None:
-                break
-            jobs.append(job)
-        return jobs
+
+    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
+        """:meth:`claim_many` of one: the job, or None when none is pending."""
+        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
+        return jobs[0] if jobs else None
 
     async def insert_and_claim(
         self, job: Job, count: int, *, worker: str | None, now: float

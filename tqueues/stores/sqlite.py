@@ -348,10 +348,6 @@ class SQLiteStore(Store):
             raise StoreUnavailable(f"job {before.id} changed under a write")
         return after
 
-    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
-        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
-        return jobs[0] if jobs else None
-
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[Job]:

@@ -243,14 +243,6 @@ class RethinkDBStore(Store):
             )
         return bool(result.get("replaced") == 1)
 
-    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
-        """Take the most urgent pending job by compare-and-set; None when none is pending.
-
-        Raises QueueNotFound.
-        """
-        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
-        return jobs[0] if jobs else None
-
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[Job]:
