@@ -177,15 +177,14 @@ class Store(abc.ABC):
     async def insert_and_claim(
         self, job: Job, count: int, *, worker: str | None, now: float
     ) -> tuple[Job, list[Job]]:
-        """Store a new pending job durably, then claim up to ``count`` pending jobs of its
-        queue (as :meth:`claim_many`: the most urgent first, the new job among them); the
-        job as stored, and the claimed jobs.
+        """Store a new pending job durably and claim up to ``count`` pending jobs of its
+        queue (as :meth:`claim_many`: the most urgent first, the new job among them) in
+        one write; the job as stored, and the claimed jobs.
 
-        The default makes the two writes in turn; a store that makes them one write
-        overrides it and sets :attr:`hands_off`. Raises QueueNotFound.
+        Only a store that can make this one write implements it, and sets
+        :attr:`hands_off`. Raises QueueNotFound.
         """
-        stored = await self.insert(job)
-        return stored, await self.claim_many(job.queue, count, worker=worker, now=now)
+        raise NotImplementedError(f"{type(self).__name__} does not hand jobs off")
 
     @abc.abstractmethod
     async def get(self, queue: str, job_id: str) -> Job:
