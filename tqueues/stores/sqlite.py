@@ -114,7 +114,7 @@ def _job(row: sqlite3.Row) -> Job:
         if values[i] is not None:
             values[i] = codec.loads(values[i])
     values[_STATUS_POSITION] = JobStatus(values[_STATUS_POSITION])
-    return Job(*values)
+    return Job.from_values(values)
 
 
 class SQLiteStore(Store):
