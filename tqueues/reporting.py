@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from tqueues.client import Client
 from tqueues.errors import (
@@ -125,16 +125,30 @@ class _Outcome:
             self.done.set_result(None)
 
 
+class Taker(Protocol):
+    """Who takes the next jobs along with a batch of outcomes (a Worker)."""
+
+    worker_id: str
+
+    def take_along(self, queue: str) -> int:
+        """How many jobs of ``queue`` the next report should take (0: none)."""
+
+    def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
+        """The report that asked for ``asked`` jobs ended, with ``docs`` taken (maybe none)."""
+
+
 class Reporter:
     """Sends the outcomes of a worker's jobs, batched per queue, through ``client``.
 
     :meth:`report` queues one outcome and waits until it is settled (stored, refused or
     given up). :meth:`flush` waits until nothing is queued or in flight; call it before
-    closing the client.
+    closing the client. With a ``taker``, each batch also takes the jobs it asks for, in
+    the same request (``Client.report_and_take``).
     """
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: Client, *, taker: Taker | None = None) -> None:
         self.client = client
+        self.taker = taker
         self._queued: dict[str, list[_Outcome]] = {}
         self._senders: dict[str, asyncio.Task[None]] = {}
         self.requests = 0  #: batches sent (each one request), for statistics and tests
@@ -216,8 +230,17 @@ class Reporter:
     ) -> tuple[list[_Outcome], TqueuesError | None]:
         """One request; the outcomes to retry after a transport error, and that error."""
         self.requests += 1
+        bodies = [outcome.body for outcome in batch]
+        asked = self.taker.take_along(queue) if self.taker is not None else 0
+        taken: list[dict[str, Any]] = []
         try:
-            results = await self.client.report(queue, [outcome.body for outcome in batch])
+            if asked:
+                assert self.taker is not None
+                results, taken = await self.client.report_and_take(
+                    queue, bodies, asked, worker=self.taker.worker_id
+                )
+            else:
+                results = await self.client.report(queue, bodies)
         except TRANSIENT as exc:
             return batch, exc
         except TqueuesError:
@@ -225,6 +248,9 @@ class Reporter:
             # the route): each outcome on its own route, as a standalone job reports.
             await asyncio.gather(*(self._send_one(queue, outcome) for outcome in batch))
             return [], None
+        finally:
+            if self.taker is not None:
+                self.taker.taken_along(queue, asked, taken)
         retry: list[_Outcome] = []
         error: TqueuesError | None = None
         for outcome, result in zip(batch, results, strict=True):
@@ -248,4 +274,4 @@ class Reporter:
             outcome.settle()
 
 
-__all__ = ["LOST", "TRANSIENT", "Reporter", "deliver", "shielded"]
+__all__ = ["LOST", "TRANSIENT", "Reporter", "Taker", "deliver", "shielded"]

@@ -272,6 +272,7 @@ class WorkerSettings:
     endpoint_url: str = DEFAULT_ENDPOINT
     queues: tuple[str, ...] = ()
     concurrency: int = 1
+    prefetch: int | None = None  #: jobs held beyond the running ones (None: concurrency).
     wait: float = 30.0  #: seconds each long-poll take may wait.
     grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM/SIGINT.
     allow: tuple[str, ...] = ()  #: module prefixes a job's method may come from.
@@ -299,6 +300,9 @@ class WorkerSettings:
             endpoint_url=url,
             queues=queues,
             concurrency=_int(args.get("--concurrency") or 1, "--concurrency", low=1, high=1000),
+            prefetch=None
+            if args.get("--prefetch") is None
+            else _int(args["--prefetch"], "--prefetch", low=0, high=1000),
             wait=_float(args.get("--wait") or 30, "--wait", low=0, high=300),
             grace=_float(args.get("--grace") or 30, "--grace", low=0, high=86400),
             allow=tuple(p.strip() for p in allow),

@@ -34,6 +34,7 @@ from tqueues.loading import import_target
 from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
 
 log = logging.getLogger(__name__)
+MAX_TAKE = 100  #: jobs one take may ask for (the dispatcher's limit).
 _busy_threads = 0
 _busy_lock = threading.Lock()
 
@@ -272,6 +273,7 @@ class Worker:
         client: Client | None = None,
         token: str | None = None,
         worker_id: str | None = None,
+        prefetch: int | None = None,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -282,15 +284,24 @@ class Worker:
         self.allow = tuple(allow)
         self.timeout = timeout
         self.burst = burst
+        #: Jobs :meth:`run` holds taken beyond the ``concurrency`` running ones, ready to start.
+        self.prefetch = concurrency if prefetch is None else prefetch
+        if self.prefetch < 0:
+            raise ValueError("prefetch must not be negative")
         self.client = client or Client(endpoint_url, token=token)
-        #: Sends the outcomes of this worker's jobs, many in one request when they pile up.
-        self.reporter = Reporter(self.client)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        #: Sends the outcomes of this worker's jobs, many in one request when they pile up;
+        #: in :meth:`run` on one queue, each such request also takes the next jobs.
+        self.reporter = Reporter(self.client, taker=self if len(self.queues) == 1 else None)
         self.counts: collections.Counter[str] = collections.Counter()
         self._stopping = asyncio.Event()
-        self._prefetched: collections.deque[dict[str, Any]] = collections.deque()
+        #: Jobs taken and not started: (document, loop time it arrived).
+        self._prefetched: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
         self._next_queue = 0
-        self._batch = 1  #: jobs one take may ask for (run() sets it to the free slots)
+        self._feeding = False  #: run() is on: takes ask for what keeps the worker busy
+        self._in_method: set[asyncio.Task[None]] = set()  #: run()'s jobs in their method
+        self._asking = 0  #: jobs asked for by requests in flight
+        self._arrived = asyncio.Event()  #: set whenever such a request ends
 
     async def __aenter__(self) -> Worker:
         return self
@@ -303,11 +314,16 @@ class Worker:
     async def close(self) -> None:
         """Deliver the outcomes still queued, give back any prefetched jobs and close the
         HTTP session."""
+        self._feeding = False  # nothing more is taken along with the last outcomes
         await self.reporter.flush()
+        by_queue: dict[str, list[dict[str, Any]]] = {}
         while self._prefetched:
-            doc = self._prefetched.popleft()
-            with contextlib.suppress(TqueuesError):
-                await self.client.release(doc["queue"], doc["id"], lease=doc.get("lease"))
+            doc, _ = self._prefetched.popleft()
+            release = {"id": doc["id"], "lease": doc.get("lease"), "action": "release"}
+            by_queue.setdefault(doc["queue"], []).append(release)
+        for queue, releases in by_queue.items():
+            with contextlib.suppress(TqueuesError):  # else their leases expire: they run again
+                await self.client.report(queue, releases)
         await self.client.close()
 
     def stop(self) -> None:
@@ -330,13 +346,43 @@ class Worker:
     def _job(self, doc: dict[str, Any]) -> Job:
         return Job(self.client, doc, allow=self.allow, timeout=self.timeout, reporter=self.reporter)
 
+    # -- what a take asks for (the Taker of the Reporter) ------------------------------------
+
+    def wanted(self) -> int:
+        """How many more jobs :meth:`run` can hold: ``concurrency + prefetch`` less those
+        running their method, waiting to start, or asked for by a request in flight."""
+        held = len(self._in_method) + len(self._prefetched) + self._asking
+        return max(0, min(self.concurrency + self.prefetch - held, MAX_TAKE))
+
+    def take_along(self, queue: str) -> int:
+        """How many jobs an outcome report for ``queue`` should take (counted as asked)."""
+        count = self.wanted() if self._feeding and not self.stopping else 0
+        self._asking += count
+        return count
+
+    def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
+        """The request that asked for ``asked`` jobs ended with ``docs``."""
+        self._asking -= asked
+        now = asyncio.get_running_loop().time()
+        self._prefetched.extend((doc, now) for doc in docs)
+        self._arrived.set()
+
+    # -- taking ------------------------------------------------------------------------------
+
     async def take(self) -> dict[str, Any] | None:
         """The next job document, or None once stopping (or, in burst mode, when empty)."""
         delay = 0.1
         while not self.stopping:
             if self._prefetched:
+                doc = await self._fresh(*self._prefetched.popleft())
+                if doc is None:
+                    continue
                 self.counts["taken"] += 1
-                return self._prefetched.popleft()
+                return doc
+            if self._asking:  # a request in flight brings jobs, or ends empty: wait for it
+                self._arrived.clear()
+                await self._until_stopped(self._arrived.wait())
+                continue
             try:
                 doc = await self._until_stopped(self._take_any())
             except (*TRANSIENT, QueueNotFound) as exc:
@@ -376,13 +422,39 @@ class Worker:
             return None
         return task.result()
 
+    async def _fresh(self, doc: dict[str, Any], arrived: float) -> dict[str, Any] | None:
+        """``doc`` if its lease is still ours to start it: a job that waited more than a third
+        of its ttr since it was taken has its lease extended first (None if that is refused:
+        the lease expired and the job is someone else's)."""
+        ttr = float(doc.get("ttr") or 60.0)
+        if asyncio.get_running_loop().time() - arrived <= ttr / 3:
+            return doc
+        try:
+            await self.client.update(doc["queue"], doc["id"], {}, lease=doc.get("lease"))
+        except LOST as exc:
+            log.warning(
+                "job %s waited past its lease and was not started: %s",
+                doc["id"],
+                exc.message,
+                extra={"action": "lease_lost"},
+            )
+            return None
+        except TRANSIENT:
+            pass  # the lease may still hold; at worst the job runs twice (at least once)
+        return doc
+
     async def _take_any(self) -> dict[str, Any] | None:
         wait = 0.0 if self.burst else self.wait
         if len(self.queues) == 1:
-            docs = await self.client.take_many(
-                self.queues[0], self._batch, wait=wait, worker=self.worker_id
-            )
-            self._prefetched.extend(docs[1:])
+            count = max(self.wanted(), 1) if self._feeding else 1
+            self._asking += count
+            docs: list[dict[str, Any]] = []
+            try:
+                docs = await self.client.take_many(
+                    self.queues[0], count, wait=wait, worker=self.worker_id
+                )
+            finally:
+                self.taken_along(self.queues[0], count, docs[1:])
             return docs[0] if docs else None
         # Several queues: a quick look at each in turn, then a long-poll on all at once.
         for _ in range(len(self.queues)):
@@ -404,11 +476,12 @@ class Worker:
                 poll.cancel()
             await asyncio.gather(*polls, return_exceptions=True)
         docs = [p.result() for p in polls if not p.cancelled() and p.exception() is None]
-        self._prefetched.extend(doc for doc in docs if doc is not None)
+        taken = [doc for doc in docs if doc is not None]
         errors = [p.exception() for p in polls if not p.cancelled() and p.exception()]
-        if not self._prefetched and errors:
+        if not taken and errors:
             raise errors[0]  # type: ignore[misc]
-        return self._prefetched.popleft() if self._prefetched else None
+        self.taken_along(self.queues[0], 0, taken[1:])
+        return taken[0] if taken else None
 
     async def run_job(self, job: Job, ran: Callable[[], None] | None = None) -> None:
         """Run one job to its reported outcome, counting it; ``ran`` is called as soon as
@@ -429,7 +502,8 @@ class Worker:
         """
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()  #: jobs running or reporting
-        in_method: set[asyncio.Task[None]] = set()  #: jobs whose method has not returned
+        in_method = self._in_method  #: jobs whose method has not returned
+        self._feeding = True
         try:
             while not self.stopping:
                 # A stop must not wait for a free slot: the grace period starts now.
@@ -439,8 +513,6 @@ class Worker:
                     await self._until_stopped(
                         asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     )
-                # Take as many jobs in one request as there are free slots: they start now.
-                self._batch = self.concurrency - len(in_method)
                 doc = await self.take() if not self.stopping else None
                 if doc is None:
                     slots.release()

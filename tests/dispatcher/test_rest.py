@@ -538,6 +538,45 @@ async def test_outcomes_of_a_missing_queue_are_404_each(rest: Rest) -> None:
     assert results[0]["error"]["status"] == 404
 
 
+async def test_outcomes_take_the_next_jobs_in_the_same_request(rest: Rest) -> None:
+    for i in range(4):
+        await rest.put_job(priority=i)
+    (a,) = await rest.take(count=1, worker="w0")
+    outcomes = [{"id": a["id"], "lease": a["lease"], "action": "finish"}]
+    body = {"outcomes": outcomes, "take": 2, "worker": "w1"}
+    answer = await rest.call("POST", "/queues/q/outcomes", body, expect=200)
+    assert answer["results"][0]["job"]["status"] == "finished"
+    taken = answer["jobs"]
+    # The next two by priority, each started under its own lease for the named worker.
+    assert [job["priority"] for job in taken] == [1, 2]
+    assert all(job["status"] == "started" and job["worker"] == "w1" for job in taken)
+    assert len({job["lease"] for job in taken}) == 2 and a["lease"] not in {
+        job["lease"] for job in taken
+    }
+    for job in taken:
+        stored = await rest.call("GET", f"/queues/q/jobs/{job['id']}")
+        assert stored["status"] == "started" and stored["attempts"] == 1
+    # Asking for more than is pending takes what there is; none left answers an empty list.
+    outcomes = [{"id": job["id"], "lease": job["lease"], "action": "finish"} for job in taken]
+    answer = await rest.call("POST", "/queues/q/outcomes", {"outcomes": outcomes, "take": 5})
+    assert [job["priority"] for job in answer["jobs"]] == [3]
+    (d,) = answer["jobs"]
+    body = {"outcomes": [{"id": d["id"], "lease": d["lease"], "action": "finish"}], "take": 5}
+    answer = await rest.call("POST", "/queues/q/outcomes", body, expect=200)
+    assert answer["jobs"] == [] and answer["results"][0]["job"]["status"] == "finished"
+    # "take": 0 is a plain report (no "jobs" in the answer).
+    body = {"outcomes": [{"id": d["id"], "action": "finish"}], "take": 0}
+    answer = await rest.call("POST", "/queues/q/outcomes", body, expect=200)
+    assert "jobs" not in answer and answer["results"][0]["error"]["status"] == 409
+
+
+async def test_outcomes_taking_from_a_missing_queue_take_nothing(rest: Rest) -> None:
+    body = {"outcomes": [{"id": "x", "lease": "l", "action": "finish"}], "take": 3}
+    answer = await rest.call("POST", "/queues/nope/outcomes", body, expect=200)
+    assert answer["results"][0]["error"]["error"] == "queue_not_found"
+    assert answer["jobs"] == []
+
+
 @pytest.mark.parametrize(
     ("body", "index", "field"),
     [({"outcomes": []}, None, "outcomes"),
@@ -557,7 +596,14 @@ async def test_outcomes_of_a_missing_queue_are_404_each(rest: Rest) -> None:
       "outcomes[1]", "error"),
      ({"outcomes": [{"id": "x", "action": "release", "delay": -1}]}, "outcomes[0]", "delay"),
      ({"outcomes": [{"id": "x", "action": "fail", "error": "e", "permanent": 1}]},
-      "outcomes[0]", "permanent")],
+      "outcomes[0]", "permanent"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": -1}, None, "take"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": 101}, None, "take"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": "2"}, None, "take"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": True}, None, "take"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": 1, "worker": 5}, None, "worker"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "take": 1, "worker": "w" * 201},
+      None, "worker")],
 )  # fmt: skip
 async def test_outcomes_input_is_validated_before_any_is_applied(
     rest: Rest, body: Any, index: str | None, field: str | None

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from tests.acceptance.jobs import method
+from tests.acceptance.jobs import finished_ids, method, start_markers
 from tests.dispatcher.conftest import Client as TestClient
 from tqueues.client import Client
 from tqueues.errors import DispatcherUnavailable, TqueuesError
@@ -29,6 +29,7 @@ class CountingClient(Client):
         super().__init__(*args, **kwargs)
         self.calls: collections.Counter[str] = collections.Counter()
         self.outcomes = 0
+        self.taken_along = 0  #: jobs asked for along with outcomes
         self.fail_reports = fail_reports  #: the first reports fail as if the network did
 
     async def request(
@@ -40,11 +41,21 @@ class CountingClient(Client):
     async def report(
         self, queue: str, outcomes: Sequence[Mapping[str, Any]]
     ) -> list[dict[str, Any] | TqueuesError]:
+        self._reporting(outcomes)
+        return await super().report(queue, outcomes)
+
+    async def report_and_take(
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]], count: int, **kwargs: Any
+    ) -> tuple[list[dict[str, Any] | TqueuesError], list[dict[str, Any]]]:
+        self._reporting(outcomes)
+        self.taken_along += count
+        return await super().report_and_take(queue, outcomes, count, **kwargs)
+
+    def _reporting(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
         if self.fail_reports:
             self.fail_reports -= 1
             raise DispatcherUnavailable("a simulated network failure")
         self.outcomes += len(outcomes)
-        return await super().report(queue, outcomes)
 
 
 async def _enqueue(
@@ -147,11 +158,12 @@ class GatedClient(CountingClient):
         super().__init__(*args, **kwargs)
         self.gate = asyncio.Event()
 
-    async def report(
-        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
-    ) -> list[dict[str, Any] | TqueuesError]:
-        await self.gate.wait()
-        return await super().report(queue, outcomes)
+    async def request(
+        self, method: str, path: Sequence[str], body: Any = None, **kwargs: Any
+    ) -> Any:
+        if path[-1] == "outcomes":
+            await self.gate.wait()
+        return await super().request(method, path, body, **kwargs)
 
 
 async def test_a_slot_takes_the_next_job_while_the_outcome_is_delivered(
@@ -159,7 +171,7 @@ async def test_a_slot_takes_the_next_job_while_the_outcome_is_delivered(
 ) -> None:
     await _enqueue(client, 4)
     gated = GatedClient(str(client.make_url("/")))
-    worker = Worker("unused", ["q"], concurrency=1, burst=True, client=gated)
+    worker = Worker("unused", ["q"], concurrency=1, prefetch=0, burst=True, client=gated)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
         while gated.calls["take"] < 2:
@@ -173,3 +185,108 @@ async def test_a_slot_takes_the_next_job_while_the_outcome_is_delivered(
     gated.gate.set()
     assert (await runner)["finished"] == 4
     assert (await _stats(client))["jobs"]["finished"] == 4
+
+
+# -- taking the next jobs: along with the outcomes, and ahead of the free slots -----------------
+
+
+async def test_a_busy_worker_takes_its_next_jobs_along_with_its_outcomes(
+    client: TestClient,
+) -> None:
+    await _enqueue(client, 300)
+    counting = CountingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], concurrency=10, burst=True, client=counting)
+    counts = await worker.run()
+    assert counts["finished"] == 300 and counts["taken"] == 300
+    stats = await _stats(client)
+    assert stats["jobs"]["finished"] == 300 and stats["total"] == 300
+    # Most jobs came in the answers to outcome reports, not in requests of their own.
+    assert counting.taken_along >= 150, counting.taken_along
+    assert counting.calls["take"] < counting.calls["outcomes"], counting.calls
+
+
+@pytest.mark.parametrize(("prefetch", "held"), [(3, 5), (0, 2)])
+async def test_a_worker_holds_its_concurrency_plus_prefetch_jobs(
+    client: TestClient, tmp_path: Path, prefetch: int, held: int
+) -> None:
+    await _enqueue(client, 8, "marked_sleep", [str(tmp_path), 0.5])
+    worker = Worker(
+        "unused",
+        ["q"],
+        concurrency=2,
+        prefetch=prefetch,
+        burst=True,
+        client=Client(str(client.make_url("/"))),
+    )
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(20):
+        while not list(tmp_path.glob("start-*")):
+            await asyncio.sleep(0.01)
+    # The first take asked for concurrency + prefetch jobs; none has ended yet.
+    assert (await _stats(client))["jobs"]["started"] == held
+    async with asyncio.timeout(20):
+        while not runner.done():
+            running = len(list(tmp_path.glob("start-*"))) - len(finished_ids(tmp_path))
+            assert running <= 2  # the prefetched ones wait for a free slot
+            await asyncio.sleep(0.02)
+    assert (await runner)["finished"] == 8
+    assert (await _stats(client))["jobs"]["finished"] == 8
+
+
+async def _enqueue_sleepers(
+    client: TestClient, marker_dir: Path, *sleeps: float, ttr: float
+) -> list[str]:
+    jobs = [
+        {"method": method("marked_sleep"), "args": [str(marker_dir), s], "ttr": ttr, "priority": i}
+        for i, s in enumerate(sleeps)
+    ]
+    response = await client.post("/queues/q/jobs", json={"jobs": jobs})
+    assert response.status == 201
+    return [job["id"] for job in (await response.json())["jobs"]]
+
+
+async def test_a_prefetched_job_that_waited_has_its_lease_extended_before_it_starts(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The second job waits 2.5 s of its 3 s lease behind the first; started without a
+    # touch it would lose its lease while it runs (its first heartbeat is 1 s after start).
+    _, second = await _enqueue_sleepers(client, tmp_path, 2.5, 1.0, ttr=3.0)
+    worker = Worker(
+        "unused",
+        ["q"],
+        concurrency=1,
+        prefetch=1,
+        burst=True,
+        client=Client(str(client.make_url("/"))),
+    )
+    with caplog.at_level(logging.WARNING, logger="tqueues"):
+        assert (await worker.run())["finished"] == 2
+    assert not [
+        r for r in caplog.records if getattr(r, "action", "") in ("lease_lost", "report_refused")
+    ], caplog.text
+    assert len(start_markers(tmp_path, second)) == 1
+    job = await (await client.get(f"/queues/q/jobs/{second}")).json()
+    assert job["status"] == "finished" and job["attempts"] == 1
+
+
+async def test_a_prefetched_job_whose_lease_expired_is_not_started(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The second job's 0.5 s lease expires while the first runs: it is someone else's now
+    # (here: pending again), so it is not run under the dead lease; it is taken anew.
+    _, second = await _enqueue_sleepers(client, tmp_path, 1.5, 0.0, ttr=0.5)
+    worker = Worker(
+        "unused",
+        ["q"],
+        concurrency=1,
+        prefetch=1,
+        burst=True,
+        client=Client(str(client.make_url("/"))),
+    )
+    with caplog.at_level(logging.WARNING, logger="tqueues"):
+        counts = await worker.run()
+    assert any("waited past its lease" in r.getMessage() for r in caplog.records), caplog.text
+    assert len(start_markers(tmp_path, second)) == 1  # one run, under a live lease
+    job = await (await client.get(f"/queues/q/jobs/{second}")).json()
+    assert job["status"] == "finished" and job["attempts"] == 2
+    assert counts["finished"] >= 2

@@ -21,6 +21,9 @@ Options:
                          or $TQUEUES_TOKEN.
   --token_file FILE      Read the token from FILE.
   --concurrency N        Jobs run at once [default: 1].
+  --prefetch N           Jobs held taken, ready to start, beyond those running
+                         (default: the concurrency; 0 for long jobs and many
+                         workers, so none waits behind a busy one).
   --timeout SECONDS      Longest a job may run; past it the run fails with a
                          TimeoutError (default: no limit).
   --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
@@ -60,6 +63,7 @@ async def work(settings: WorkerSettings) -> int:
         settings.endpoint_url,
         settings.queues,
         concurrency=settings.concurrency,
+        prefetch=settings.prefetch,
         wait=settings.wait,
         grace=settings.grace,
         allow=settings.allow,

@@ -358,14 +358,24 @@ class Client:
         answer: JSONDict = await self.request(
             "POST", ["queues", queue, "outcomes"], {"outcomes": [dict(o) for o in outcomes]}
         )
-        results: list[JSONDict | TqueuesError] = []
-        for item in answer["results"]:
-            if "job" in item:
-                results.append(item["job"])
-            else:
-                error = dict(item["error"])
-                results.append(error_for(int(error.pop("status", 0)), error))
-        return results
+        return _results(answer)
+
+    async def report_and_take(
+        self,
+        queue: str,
+        outcomes: Sequence[Mapping[str, Any]],
+        count: int,
+        *,
+        worker: str | None = None,
+    ) -> tuple[list[JSONDict | TqueuesError], list[JSONDict]]:
+        """:meth:`report`, and take up to ``count`` (1 to 100) more jobs in the same round
+        trip (as :meth:`take_many` without waiting): the results and the jobs taken, each
+        with its ``lease`` (maybe none)."""
+        body: JSONDict = {"outcomes": [dict(o) for o in outcomes], "take": count}
+        if worker:
+            body["worker"] = worker
+        answer: JSONDict = await self.request("POST", ["queues", queue, "outcomes"], body)
+        return _results(answer), answer["jobs"]
 
     # -- the dispatcher ------------------------------------------------------------------
 
@@ -373,3 +383,15 @@ class Client:
         """``{"status": "ok", "version", "queues"}`` while the dispatcher's store answers."""
         health: JSONDict = await self.request("GET", ["health"])
         return health
+
+
+def _results(answer: JSONDict) -> list[JSONDict | TqueuesError]:
+    """The results of an outcomes answer: each job, or the typed error of its item."""
+    results: list[JSONDict | TqueuesError] = []
+    for item in answer["results"]:
+        if "job" in item:
+            results.append(item["job"])
+        else:
+            error = dict(item["error"])
+            results.append(error_for(int(error.pop("status", 0)), error))
+    return results

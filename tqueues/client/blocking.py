@@ -108,4 +108,5 @@ class BlockingClient:
     bury = _twin(Client.bury)
     kick_job = _twin(Client.kick_job)
     report = _twin(Client.report)
+    report_and_take = _twin(Client.report_and_take)
     health = _twin(Client.health)

@@ -207,12 +207,15 @@ REST_PATHS: Doc = {
         "post": _op(f"Report how 1 to {MAX_OUTCOMES} runs ended, each applied on its own as "
                     "POST /queues/{name}/jobs/{id}/{action}?lease= would, in one durable "
                     "write. Every item is validated first; a 400 names the first bad one "
-                    "(outcomes[i]).", WORKER,
+                    "(outcomes[i]). With `take`, up to that many pending jobs are also "
+                    "taken (as POST /queues/{name}/take?count= without waiting) in the "
+                    "same write: the next jobs in the same round trip.", WORKER,
                     {"200": _json(ref("OutcomeResults"),
                                   "One result per outcome, in order: the job after the "
                                   "change (durable), or the error that item alone got "
                                   "(404 job_not_found, 409 lease_mismatch or "
-                                  "invalid_transition, 503).")},
+                                  "invalid_transition, 503); with `take`, the `jobs` "
+                                  "taken (maybe none).")},
                     body=ref("OutcomeBatch"), body_required=True,
                     errors=("400", "404", "413"), op_id="report"),
     },

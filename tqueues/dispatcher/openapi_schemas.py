@@ -226,7 +226,10 @@ SCHEMAS: Doc = {
         "required": ["outcomes"],
         "additionalProperties": False,
         "properties": {"outcomes": {"type": "array", "minItems": 1, "maxItems": MAX_OUTCOMES,
-                                    "items": ref("Outcome")}},
+                                    "items": ref("Outcome")},
+                       "take": {"type": "integer", "minimum": 0, "maximum": MAX_TAKE,
+                                "default": 0},
+                       "worker": {"type": "string", "maxLength": 200}},
     },
     "OutcomeResults": {
         "type": "object",
@@ -239,7 +242,7 @@ SCHEMAS: Doc = {
              "properties": {"error": {"allOf": [ref("Error"), {
                  "type": "object", "required": ["status"],
                  "properties": {"status": {"type": "integer", "minimum": 400}}}]}}},
-        ]}}},
+        ]}}, "jobs": {"type": "array", "maxItems": MAX_TAKE, "items": ref("TakenJob")}},
     },
     "Deleted": {
         "type": "object",

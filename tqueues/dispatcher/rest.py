@@ -25,6 +25,7 @@ every route.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp_cors
@@ -130,6 +131,14 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
         # An empty ?lease= is a lease that matches nothing (409), as on /: read as "no
         # lease", it would act on a job whoever holds it.
         return lease
+
+    def hand_over(self, jobs: list[Job]) -> None:
+        """Check that the taker is still there for ``jobs``; if it went away, give them back
+        at once (not after their ttr) and answer 503."""
+        transport = self.request.transport
+        if jobs and (transport is None or transport.is_closing()):
+            self.store.give_back(jobs)
+            raise web.HTTPServiceUnavailable(text="the client disconnected")
 
     async def _iter(self) -> web.StreamResponse:
         # Every method of every REST view runs through here: a missing queue is 404 on this
@@ -303,16 +312,21 @@ class Take(RestView):
         queue = self.queue
         wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
         count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-        worker = request.query.get("worker") or None
-        if worker is not None and len(worker) > 200:
-            raise ValidationError("'worker' is too long", field="worker")
+        worker = _worker_name(request.query.get("worker"))
         jobs: list[Job] = await self.store.take_many(queue, count, worker=worker, wait=wait)
-        transport = request.transport
-        if jobs and (transport is None or transport.is_closing()):
-            # The waiting client went away: give the jobs back at once, not after their ttr.
-            self.store.give_back(jobs)
-            raise web.HTTPServiceUnavailable(text="the client disconnected")
+        self.hand_over(jobs)
         return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
+
+
+def _worker_name(worker: Any) -> str | None:
+    """A taker's name (``worker``): a string of at most 200 characters, or None."""
+    if worker is None or worker == "":
+        return None
+    if not isinstance(worker, str):
+        raise ValidationError("'worker' must be a string", field="worker")
+    if len(worker) > 200:
+        raise ValidationError("'worker' is too long", field="worker")
+    return worker
 
 
 class JobView(RestView):
@@ -382,7 +396,8 @@ def _outcome(item: Any, index: int) -> tuple[Action, str, str | None, dict[str, 
 
 
 class Outcomes(RestView):
-    """``/queues/{name}/outcomes``: how many runs ended, reported in one request."""
+    """``/queues/{name}/outcomes``: how many runs ended, reported in one request, and
+    optionally the next jobs taken in the same round trip."""
 
     async def post(self) -> web.Response:
         """Apply ``{"outcomes": [{"id", "lease", "action", ...its fields}, ...]}`` (1 to
@@ -393,10 +408,22 @@ class Outcomes(RestView):
         ``POST .../jobs/{id}/{action}?lease=`` would, in one store write where the store
         can (``Store.apply_many``); an item's 404 or 409 (or 503) is its ``error`` and does
         not affect the others. A ``job`` in the answer is durable.
+
+        With ``"take": n`` (0 to MAX_TAKE) and optionally ``"worker"``, up to n pending
+        jobs are also claimed, as ``POST .../take?count=n`` would without waiting, alongside
+        the outcomes (the embedded store commits both at once): the answer's ``"jobs"``
+        holds them with their leases. A take the store refuses (503) leaves ``"jobs"``
+        empty; if the outcomes fail as a whole, nothing is taken either.
         """
         body = await read_object(self.request)
-        if set(body) != {"outcomes"}:
-            raise ValidationError("the body has only 'outcomes'", fields=sorted(body))
+        if "outcomes" not in body or not set(body) <= {"outcomes", "take", "worker"}:
+            raise ValidationError(
+                "the body has 'outcomes' and optionally 'take' and 'worker'", fields=sorted(body)
+            )
+        take = body.get("take", 0)
+        if type(take) is not int or not 0 <= take <= MAX_TAKE:
+            raise ValidationError(f"'take' must be an integer from 0 to {MAX_TAKE}", field="take")
+        worker = _worker_name(body.get("worker"))
         items = body["outcomes"]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
             raise ValidationError(
@@ -412,8 +439,30 @@ class Outcomes(RestView):
                 raise ValidationError(
                     f"{where}: {exc.message}", index=where, **exc.details
                 ) from None
-        answers = await self.store.apply_many(self.queue, changes)
-        return json_response({"results": [_result(answer) for answer in answers]})
+        if not take:
+            answers = await self.store.apply_many(self.queue, changes)
+            return json_response({"results": [_result(answer) for answer in answers]})
+        # Both at once: on the embedded store they share one group commit.
+        applied, taken = await asyncio.gather(
+            self.store.apply_many(self.queue, changes),
+            self.store.take_many(self.queue, take, worker=worker),
+            return_exceptions=True,
+        )
+        if isinstance(applied, BaseException):
+            if isinstance(taken, list):
+                self.store.give_back(taken)
+            raise applied
+        if isinstance(taken, TqueuesError):
+            taken = []  # the outcomes are stored: answer them; the next take meets the error
+        elif isinstance(taken, BaseException):
+            raise taken
+        self.hand_over(taken)
+        return json_response(
+            {
+                "results": [_result(answer) for answer in applied],
+                "jobs": [job.to_dict(with_lease=True) for job in taken],
+            }
+        )
 
 
 def _result(answer: Job | BaseException) -> dict[str, Any]:
