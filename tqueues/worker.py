@@ -98,6 +98,7 @@ class Job:
         self.exception: BaseException | None = None
         self.lease_lost = False
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._touch_timer: asyncio.TimerHandle | None = None
         self._toucher: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
@@ -127,10 +128,15 @@ class Job:
 
     # -- running -----------------------------------------------------------------------------
 
+    def _start_touching(self) -> None:
+        """The first ``ttr / 3`` has passed (a timer, not a task, until then: most jobs end
+        sooner, and a task per job costs the worker more than the job)."""
+        self._touch_timer = None
+        self._toucher = asyncio.get_running_loop().create_task(self._touch_forever())
+
     async def _touch_forever(self) -> None:
         interval = max(self.ttr / 3, 0.05)
         while True:
-            await asyncio.sleep(interval)
             try:
                 await self.client.update(self.queue, self.id, {}, lease=self.lease)
             except LOST as exc:
@@ -146,6 +152,7 @@ class Job:
                     exc.message,
                     extra={"action": "touch_failed"},
                 )
+            await asyncio.sleep(interval)
 
     async def _call(self) -> Any:
         func = import_target(self.method, allow=self.allow)
@@ -159,7 +166,7 @@ class Job:
 
     async def __aenter__(self) -> Job:
         self._loop = asyncio.get_running_loop()
-        self._toucher = asyncio.create_task(self._touch_forever())
+        self._touch_timer = self._loop.call_later(max(self.ttr / 3, 0.05), self._start_touching)
         try:
             self.result = await asyncio.wait_for(self._call(), self.timeout)
             codec.dumps(self.result)  # refuse a result the dispatcher could not store
@@ -179,6 +186,9 @@ class Job:
         return self
 
     async def _stop_touching(self) -> None:
+        if self._touch_timer is not None:
+            self._touch_timer.cancel()
+            self._touch_timer = None
         if self._toucher is not None:
             self._toucher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -363,7 +373,7 @@ class Worker:
     def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
         """The request that asked for ``asked`` jobs ended with ``docs``."""
         self._asking -= asked
-        now = asyncio.get_running_loop().time()
+        now = self._loop_time()
         self._prefetched.extend((doc, now) for doc in docs)
         self._arrived.set()
 
@@ -374,9 +384,11 @@ class Worker:
         delay = 0.1
         while not self.stopping:
             if self._prefetched:
-                doc = await self._fresh(*self._prefetched.popleft())
-                if doc is None:
-                    continue
+                doc, arrived = self._prefetched.popleft()
+                if self._loop_time() - arrived > float(doc.get("ttr") or 60.0) / 3:
+                    doc = await self._extend_lease(doc)
+                    if doc is None:
+                        continue
                 self.counts["taken"] += 1
                 return doc
             if self._asking:  # a request in flight brings jobs, or ends empty: wait for it
@@ -422,13 +434,14 @@ class Worker:
             return None
         return task.result()
 
-    async def _fresh(self, doc: dict[str, Any], arrived: float) -> dict[str, Any] | None:
-        """``doc`` if its lease is still ours to start it: a job that waited more than a third
-        of its ttr since it was taken has its lease extended first (None if that is refused:
-        the lease expired and the job is someone else's)."""
-        ttr = float(doc.get("ttr") or 60.0)
-        if asyncio.get_running_loop().time() - arrived <= ttr / 3:
-            return doc
+    @staticmethod
+    def _loop_time() -> float:
+        return asyncio.get_running_loop().time()
+
+    async def _extend_lease(self, doc: dict[str, Any]) -> dict[str, Any] | None:
+        """A taken job that waited more than a third of its ttr before it could start: its
+        lease extended, or None if that is refused (the lease expired and the job is
+        someone else's now)."""
         try:
             await self.client.update(doc["queue"], doc["id"], {}, lease=doc.get("lease"))
         except LOST as exc:
@@ -507,7 +520,9 @@ class Worker:
         try:
             while not self.stopping:
                 # A stop must not wait for a free slot: the grace period starts now.
-                if not await self._until_stopped(slots.acquire()):
+                if not slots.locked():
+                    await slots.acquire()  # a free slot: returns at once
+                elif not await self._until_stopped(slots.acquire()):
                     break
                 while len(running) >= 2 * self.concurrency and not self.stopping:
                     await self._until_stopped(

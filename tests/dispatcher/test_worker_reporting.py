@@ -166,20 +166,20 @@ class GatedClient(CountingClient):
         return await super().request(method, path, body, **kwargs)
 
 
-async def test_a_slot_takes_the_next_job_while_the_outcome_is_delivered(
+async def test_a_prefetched_job_runs_while_the_outcome_is_delivered(
     client: TestClient,
 ) -> None:
     await _enqueue(client, 4)
     gated = GatedClient(str(client.make_url("/")))
-    worker = Worker("unused", ["q"], concurrency=1, prefetch=0, burst=True, client=gated)
+    worker = Worker("unused", ["q"], concurrency=1, prefetch=1, burst=True, client=gated)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
-        while gated.calls["take"] < 2:
+        while worker.counts["taken"] < 2:
             await asyncio.sleep(0.01)
     await asyncio.sleep(0.1)
-    # The first outcome is held: the next job was taken and ran all the same, but no more
-    # than `concurrency` outcomes wait for delivery, so a third take waits.
-    assert gated.calls["take"] == 2
+    # The first outcome is held: the prefetched job ran all the same, but no more than
+    # `concurrency` outcomes wait for delivery, so nothing else is taken or run.
+    assert gated.calls["take"] == 1 and worker.counts["taken"] == 2
     stats = await _stats(client)
     assert stats["jobs"]["started"] == 2 and stats["jobs"]["finished"] == 0
     gated.gate.set()
@@ -290,3 +290,17 @@ async def test_a_prefetched_job_whose_lease_expired_is_not_started(
     job = await (await client.get(f"/queues/q/jobs/{second}")).json()
     assert job["status"] == "finished" and job["attempts"] == 2
     assert counts["finished"] >= 2
+
+
+async def test_a_job_running_past_its_ttr_keeps_its_lease(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Heartbeats every ttr/3 (the first from a timer) keep a 0.6 s lease through 1.5 s.
+    (job_id,) = await _enqueue_sleepers(client, tmp_path, 1.5, ttr=0.6)
+    worker = Worker("unused", ["q"], burst=True, client=Client(str(client.make_url("/"))))
+    with caplog.at_level(logging.WARNING, logger="tqueues"):
+        assert (await worker.run())["finished"] == 1
+    assert not [r for r in caplog.records if getattr(r, "action", "") == "lease_lost"]
+    job = await (await client.get(f"/queues/q/jobs/{job_id}")).json()
+    assert job["status"] == "finished" and job["attempts"] == 1
+    assert len(start_markers(tmp_path, job_id)) == 1
