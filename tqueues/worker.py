@@ -18,6 +18,7 @@ import collections
 import contextlib
 import inspect
 import logging
+import math
 import os
 import random
 import socket
@@ -240,20 +241,27 @@ class Job:
         )
 
 
+def _average(average: float | None, sample: float, weight: float = 0.2) -> float:
+    """An exponentially weighted running average (the first sample starts it)."""
+    return sample if average is None else average + weight * (sample - average)
+
+
 class _Slot:
     """One job's place among the ``concurrency`` of :meth:`Worker.run`, freed once: when
     the job's method has returned, or when its task ends, whichever comes first."""
 
-    def __init__(self, slots: asyncio.Semaphore, in_method: set[asyncio.Task[None]]) -> None:
+    def __init__(self, slots: asyncio.Semaphore, worker: Worker) -> None:
         self.slots = slots
-        self.in_method = in_method
+        self.worker = worker
         self.task: asyncio.Task[None] | None = None
         self.freed = False
+        self.started = worker._loop_time()
 
     def free(self) -> None:
         if not self.freed:
             self.freed = True
-            self.in_method.discard(self.task)  # type: ignore[arg-type]
+            self.worker._in_method.discard(self.task)  # type: ignore[arg-type]
+            self.worker.ran(self.worker._loop_time() - self.started)
             self.slots.release()
 
 
@@ -294,8 +302,11 @@ class Worker:
         self.allow = tuple(allow)
         self.timeout = timeout
         self.burst = burst
-        #: Jobs :meth:`run` holds taken beyond the ``concurrency`` running ones, ready to start.
-        self.prefetch = concurrency if prefetch is None else prefetch
+        #: The most jobs :meth:`run` holds taken beyond the ``concurrency`` running ones,
+        #: ready to start (by default three times the concurrency: a worker holds four
+        #: times its concurrency, as Celery's default prefetch multiplier does); fewer once
+        #: jobs are seen to outlast a round trip (see :meth:`prefetch_target`).
+        self.prefetch = 3 * concurrency if prefetch is None else prefetch
         if self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
         self.client = client or Client(endpoint_url, token=token)
@@ -312,6 +323,9 @@ class Worker:
         self._in_method: set[asyncio.Task[None]] = set()  #: run()'s jobs in their method
         self._asking = 0  #: jobs asked for by requests in flight
         self._arrived = asyncio.Event()  #: set whenever such a request ends
+        self._job_seconds: float | None = None  #: running average of a method's run time
+        self._round_trip: float | None = None  #: running average of a take along a report
+        self._along_since: dict[str, float] = {}  #: when each report taking along left
 
     async def __aenter__(self) -> Worker:
         return self
@@ -358,21 +372,42 @@ class Worker:
 
     # -- what a take asks for (the Taker of the Reporter) ------------------------------------
 
+    def prefetch_target(self) -> int:
+        """How many taken jobs are worth holding ready to start: enough to keep the slots
+        busy for one round trip to the dispatcher (``concurrency * round trip / run
+        time``, both running averages), at most ``prefetch``. Short jobs get the whole
+        prefetch; jobs that outlast a round trip get one, so that they do not wait in
+        this worker while another is idle. ``prefetch`` until both are measured."""
+        if self._job_seconds is None or self._round_trip is None:
+            return self.prefetch
+        enough = self.concurrency * self._round_trip / max(self._job_seconds, 1e-6)
+        return min(self.prefetch, math.ceil(enough))
+
     def wanted(self) -> int:
-        """How many more jobs :meth:`run` can hold: ``concurrency + prefetch`` less those
-        running their method, waiting to start, or asked for by a request in flight."""
+        """How many more jobs :meth:`run` can hold: ``concurrency`` plus the prefetch
+        target, less those running their method, waiting to start, or asked for by a
+        request in flight."""
         held = len(self._in_method) + len(self._prefetched) + self._asking
-        return max(0, min(self.concurrency + self.prefetch - held, MAX_TAKE))
+        return max(0, min(self.concurrency + self.prefetch_target() - held, MAX_TAKE))
+
+    def ran(self, seconds: float) -> None:
+        """A job's method returned after ``seconds``."""
+        self._job_seconds = _average(self._job_seconds, seconds)
 
     def take_along(self, queue: str) -> int:
         """How many jobs an outcome report for ``queue`` should take (counted as asked)."""
         count = self.wanted() if self._feeding and not self.stopping else 0
         self._asking += count
+        if count:
+            self._along_since[queue] = self._loop_time()
         return count
 
     def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
         """The request that asked for ``asked`` jobs ended with ``docs``."""
         self._asking -= asked
+        since = self._along_since.pop(queue, None)
+        if since is not None and docs:
+            self._round_trip = _average(self._round_trip, self._loop_time() - since)
         now = self._loop_time()
         self._prefetched.extend((doc, now) for doc in docs)
         self._arrived.set()
@@ -507,9 +542,9 @@ class Worker:
     async def run(self) -> collections.Counter[str]:
         """Run jobs, ``concurrency`` at a time, until :meth:`stop` (or, in burst mode, empty).
 
-        A slot is free again once its job's method has returned: the next jobs are taken
-        while the outcome is being delivered (at most ``concurrency`` outcomes wait for
-        delivery at a time). On stop: take nothing more, give running jobs ``grace``
+        A slot is free again once its job's method has returned: the next jobs start
+        while the outcome is being delivered (at most ``concurrency + prefetch`` outcomes
+        wait for delivery at a time). On stop: take nothing more, give running jobs ``grace``
         seconds to finish (and deliver their outcomes), then cancel them (each gives its
         job back), then close. Returns the counts.
         """
@@ -524,7 +559,8 @@ class Worker:
                     await slots.acquire()  # a free slot: returns at once
                 elif not await self._until_stopped(slots.acquire()):
                     break
-                while len(running) >= 2 * self.concurrency and not self.stopping:
+                most = 2 * self.concurrency + self.prefetch  # running, and reporting
+                while len(running) >= most and not self.stopping:
                     await self._until_stopped(
                         asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
                     )
@@ -535,7 +571,7 @@ class Worker:
                         await asyncio.wait(running)
                         continue
                     break
-                slot = _Slot(slots, in_method)
+                slot = _Slot(slots, self)
                 task = asyncio.create_task(self.run_job(self._job(doc), slot.free))
                 slot.task = task
                 running.add(task)

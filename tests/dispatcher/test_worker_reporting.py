@@ -304,3 +304,27 @@ async def test_a_job_running_past_its_ttr_keeps_its_lease(
     job = await (await client.get(f"/queues/q/jobs/{job_id}")).json()
     assert job["status"] == "finished" and job["attempts"] == 1
     assert len(start_markers(tmp_path, job_id)) == 1
+
+
+async def test_a_worker_stops_prefetching_jobs_that_outlast_a_round_trip(
+    client: TestClient, tmp_path: Path
+) -> None:
+    # Before it has measured anything the worker takes 1 + 3 jobs. Once it has seen a job
+    # run 0.4 s and a take come back in milliseconds, one job ready is enough: the sixth
+    # stays in the queue for another worker until this one has room for it.
+    await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 0.4])
+    worker = Worker(
+        "unused",
+        ["q"],
+        concurrency=1,
+        prefetch=3,
+        burst=True,
+        client=Client(str(client.make_url("/"))),
+    )
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(20):
+        while (stats := await _stats(client))["jobs"]["finished"] < 2:
+            await asyncio.sleep(0.01)
+    assert stats["jobs"]["pending"] >= 1, stats
+    assert worker.prefetch_target() == 1
+    assert (await runner)["finished"] == 6

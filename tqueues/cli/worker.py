@@ -21,9 +21,10 @@ Options:
                          or $TQUEUES_TOKEN.
   --token_file FILE      Read the token from FILE.
   --concurrency N        Jobs run at once [default: 1].
-  --prefetch N           Jobs held taken, ready to start, beyond those running
-                         (default: the concurrency; 0 for long jobs and many
-                         workers, so none waits behind a busy one).
+  --prefetch N           At most N jobs held taken, ready to start, beyond those
+                         running; fewer once jobs outlast a round trip to the
+                         dispatcher (default: 3 x the concurrency). 0: take a
+                         job only for a free slot.
   --timeout SECONDS      Longest a job may run; past it the run fails with a
                          TimeoutError (default: no limit).
   --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
