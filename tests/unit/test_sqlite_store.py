@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -156,3 +157,37 @@ async def test_a_cancelled_queue_change_still_keeps_the_cache_and_the_file_in_st
             await asyncio.sleep(0.01)
     async with SQLiteStore(tmp_path) as reopened:
         assert {q.name for q in await reopened.list_queues()} == {"a"}
+
+
+async def test_the_hot_path_reads_jobs_through_an_index_never_a_scan(tmp_path: Path) -> None:
+    # Every statement that a put, a batched take, a batch of outcomes and a reap run is
+    # planned again here on a table holding jobs: each finds its rows through an index,
+    # and the reads by id use the id index (an IN list once led the planner to walk the
+    # queue's index instead: one outcome batch cost milliseconds per job).
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        for start in range(0, 3000, 1000):
+            await store.put_many(
+                [NewJob(queue="q", method="m:f", args=[start + i]) for i in range(1000)]
+            )
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        jobs = await store.take_many("q", 10)
+        await store.apply_many(
+            "q", [(job.id, store.finish_change(lease=job.lease)) for job in jobs]
+        )
+        await store.put(NewJob(queue="q", method="m:f"))
+        await store.reap(time.time())
+        store._conn.set_trace_callback(None)
+
+        def plan(sql: str) -> list[str]:
+            return [row[3] for row in store._conn.execute(f"EXPLAIN QUERY PLAN {sql}")]  # type: ignore[union-attr]
+
+        planned = {s for s in statements if s.split(None, 1)[0] in ("SELECT", "UPDATE", "DELETE")}
+        assert any(" IN (" in s for s in planned), planned  # the outcome batch's read
+        for sql in planned:
+            steps = plan(sql)
+            assert not [step for step in steps if step.startswith("SCAN")], (sql, steps)
+            if " id IN (" in sql or "WHERE id = " in sql:
+                assert "(id=?)" in steps[0], (sql, steps)

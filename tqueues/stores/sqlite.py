@@ -20,7 +20,7 @@ import logging
 import operator
 import os
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,6 +89,7 @@ _STATUS_POSITION = COLUMNS.index("status")
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
 REAP_BATCH = 1000
+READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old builds 999).
 
 
 def _dumps(value: Any) -> str:
@@ -115,6 +116,10 @@ def _job(row: sqlite3.Row) -> Job:
             values[i] = codec.loads(values[i])
     values[_STATUS_POSITION] = JobStatus(values[_STATUS_POSITION])
     return Job.from_values(values)
+
+
+def _missing(queue: str, job_id: str) -> JobNotFound:
+    return JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
 
 
 class SQLiteStore(Store):
@@ -398,8 +403,25 @@ class SQLiteStore(Store):
     def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
-            raise JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
+            raise _missing(queue, job_id)
         return _job(row)
+
+    def _read_many(
+        self, conn: sqlite3.Connection, queue: str, job_ids: Collection[str]
+    ) -> dict[str, Job]:
+        """The jobs of ``queue`` among ``job_ids``, by id (a query per READ_BATCH ids)."""
+        ids = list(job_ids)
+        found: dict[str, Job] = {}
+        for start in range(0, len(ids), READ_BATCH):
+            chunk = ids[start : start + READ_BATCH]
+            marks = ", ".join("?" * len(chunk))
+            # "+queue": look the ids up in their index, never walk the queue's index
+            # (the planner's choice for an IN list once the table holds jobs).
+            rows = conn.execute(
+                f"{SELECT_JOBS} WHERE +queue = ? AND id IN ({marks})", (queue, *chunk)
+            )
+            found.update((job.id, job) for job in map(_job, rows))
+        return found
 
     async def get(self, queue: str, job_id: str) -> Job:
         await self.get_queue(queue)
@@ -423,22 +445,26 @@ class SQLiteStore(Store):
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
     ) -> list[tuple[Job, Job] | TqueuesError]:
-        """One operation (one commit), each change in its own savepoint: one that is
-        refused leaves the others applied."""
+        """One operation (one commit): the jobs read in one query, then each change
+        applied in order. A change is refused (its error handed back) before anything of
+        it is written, so a refusal leaves the others applied and needs no rollback."""
         await self.get_queue(queue)
 
         def mutate_many() -> list[tuple[Job, Job] | TqueuesError]:
             results: list[tuple[Job, Job] | TqueuesError] = []
             with self._transaction() as conn:
+                current = self._read_many(conn, queue, {job_id for job_id, _ in changes})
                 for job_id, change in changes:
-                    conn.execute("SAVEPOINT change")
+                    before = current.get(job_id)
                     try:
-                        before = self._read(conn, queue, job_id)
-                        results.append((before, self._write(conn, before, change(before))))
+                        if before is None:
+                            raise _missing(queue, job_id)
+                        after = change(before)
                     except TqueuesError as exc:  # this item's refusal: handed back
-                        conn.execute("ROLLBACK TO change")
                         results.append(exc)
-                    conn.execute("RELEASE change")
+                        continue
+                    current[job_id] = after = self._write(conn, before, after)
+                    results.append((before, after))
             return results
 
         return await self._run(mutate_many)
