@@ -290,6 +290,17 @@ class Job:
             raise TypeError(f"not fields of Job: {sorted(changes.keys() - _JOB_FIELD_SET)}")
         return _evolve(self, changes)
 
+    def revise(self, **changes: Any) -> Job:
+        """The next revision: :meth:`evolve` with ``rev`` one higher (what every transition
+        of :mod:`tqueues.lifecycle` returns)."""
+        changes["rev"] = self.rev + 1
+        return self.evolve(**changes)
+
+    def succeeding(self, before: Job) -> Job:
+        """This job as the revision after ``before``: itself when its ``rev`` already is
+        ``before.rev + 1``, else a copy that says so (stores call it on what they write)."""
+        return self if self.rev == before.rev + 1 else self.evolve(rev=before.rev + 1)
+
     @classmethod
     def from_values(cls, values: Sequence[Any]) -> Job:
         """The job of every field's value in declaration order (a store's row), unchecked."""

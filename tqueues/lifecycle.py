@@ -3,7 +3,8 @@
 Every store applies these same functions, so the semantics cannot drift between stores:
 a store reads a job, calls the transition (which raises if it is not allowed) and writes
 the result only if the job did not change in between (compare-and-set on ``rev``). Each
-transition records its name in ``event``, which is what change streams report.
+transition returns the next revision (``rev + 1``) and records its name in ``event``,
+which is what change streams report.
 
 Lease rules: an operation that carries a lease token is accepted only while the job is
 ``started`` under that same token (else :class:`LeaseMismatch`); an operation without a
@@ -50,7 +51,7 @@ def claim(job: Job, *, lease: str, worker: str | None, now: float) -> Job:
     """A pending job taken by a worker: started, under a new lease of ``job.ttr`` seconds."""
     if job.status is not JobStatus.PENDING:
         raise InvalidTransition(f"job {job.id} is {job.status.value}, not pending")
-    return job.evolve(
+    return job.revise(
         status=JobStatus.STARTED,
         lease=lease,
         lease_expires=now + job.ttr,
@@ -84,13 +85,13 @@ def update(job: Job, fields: Mapping[str, JSON], *, lease: str | None, now: floa
     changes: dict[str, Any] = {"extra": {**job.extra, **fields}, "event": "updated"}
     if lease is not None:
         changes["lease_expires"] = now + job.ttr
-    return job.evolve(**changes)
+    return job.revise(**changes)
 
 
 def finish(job: Job, *, lease: str | None, result: JSON, now: float) -> Job:
     """The job done, with ``result`` kept."""
     _check_lease(job, lease)
-    return job.evolve(
+    return job.revise(
         status=JobStatus.FINISHED,
         result=result,
         finished_at=now,
@@ -119,12 +120,12 @@ def fail(
     common: dict[str, Any] = {"error": error, "traceback": traceback, "lease": None,
                               "lease_expires": None}  # fmt: skip
     if permanent:
-        return job.evolve(status=JobStatus.FAILED, finished_at=now, event="failed", **common)
+        return job.revise(status=JobStatus.FAILED, finished_at=now, event="failed", **common)
     if job.attempts < job.max_attempts:
         delay = backoff(max(job.attempts, 1))
         status = JobStatus.DELAYED if delay > 0 else JobStatus.PENDING
-        return job.evolve(status=status, ready_at=now + delay, event="failed", **common)
-    return job.evolve(status=JobStatus.BURIED, event="buried", **common)
+        return job.revise(status=status, ready_at=now + delay, event="failed", **common)
+    return job.revise(status=JobStatus.BURIED, event="buried", **common)
 
 
 def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bool = False) -> Job:
@@ -138,7 +139,7 @@ def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bo
         ready_at = now + delay
     else:
         ready_at = job.ready_at
-    return job.evolve(
+    return job.revise(
         status=JobStatus.DELAYED if delay > 0 else JobStatus.PENDING,
         attempts=max(job.attempts - 1, 0) if job.status is JobStatus.STARTED else job.attempts,
         ready_at=ready_at,
@@ -151,7 +152,7 @@ def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bo
 def touch(job: Job, *, lease: str, ttr: float | None, now: float) -> Job:
     """The lease extended to ``ttr`` (default: the job's ttr) seconds from now."""
     _check_lease(job, lease)
-    return job.evolve(lease_expires=now + (ttr if ttr is not None else job.ttr), event="touched")
+    return job.revise(lease_expires=now + (ttr if ttr is not None else job.ttr), event="touched")
 
 
 def outlive(job: Job, *, now: float) -> Job:
@@ -166,7 +167,7 @@ def outlive(job: Job, *, now: float) -> Job:
         )
     ):
         raise InvalidTransition(f"job {job.id} has not outlived its ttl")
-    return job.evolve(
+    return job.revise(
         status=JobStatus.BURIED,
         error=f"its ttl ran out after {job.expires_at - job.created_at:g}s unfinished",
         event="buried",
@@ -180,7 +181,7 @@ def expire(job: Job, *, now: float) -> Job:
     if job.lease_expires > now:
         raise InvalidTransition(f"the lease on job {job.id} has not expired")
     if job.attempts >= job.max_attempts:
-        return job.evolve(
+        return job.revise(
             status=JobStatus.BURIED,
             lease=None,
             lease_expires=None,
@@ -188,14 +189,14 @@ def expire(job: Job, *, now: float) -> Job:
             f"{job.max_attempts}",
             event="expired",
         )
-    return job.evolve(status=JobStatus.PENDING, lease=None, lease_expires=None, event="expired")
+    return job.revise(status=JobStatus.PENDING, lease=None, lease_expires=None, event="expired")
 
 
 def promote(job: Job, *, now: float) -> Job:
     """A delayed job whose time has come: pending."""
     if job.status is not JobStatus.DELAYED or job.ready_at > now:
         raise InvalidTransition(f"job {job.id} is not due")
-    return job.evolve(status=JobStatus.PENDING, event="promoted")
+    return job.revise(status=JobStatus.PENDING, event="promoted")
 
 
 def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
@@ -203,7 +204,7 @@ def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
     _check_lease(job, lease)
     if job.status is JobStatus.BURIED:
         raise InvalidTransition(f"job {job.id} is already buried", status=job.status)
-    return job.evolve(
+    return job.revise(
         status=JobStatus.BURIED,
         lease=None,
         lease_expires=None,
@@ -220,4 +221,4 @@ def kick(job: Job, *, now: float) -> Job:
             status=job.status,
         )
     attempts = 0 if job.status is JobStatus.BURIED else job.attempts
-    return job.evolve(status=JobStatus.PENDING, attempts=attempts, ready_at=now, event="kicked")
+    return job.revise(status=JobStatus.PENDING, attempts=attempts, ready_at=now, event="kicked")

@@ -99,3 +99,16 @@ def test_new_leases_are_distinct_128_bit_tokens() -> None:
     leases = new_leases(50)
     assert len(set(leases)) == 50
     assert all(len(lease) == 32 and int(lease, 16) >= 0 for lease in leases)
+
+
+def test_every_transition_returns_the_next_revision() -> None:
+    job = pending()
+    assert job.rev == 0
+    taken = lifecycle.claim(job, lease="a", worker="w", now=NOW)
+    updated = lifecycle.update(taken, {"progress": 1}, lease="a", now=NOW)
+    touched = lifecycle.touch(updated, lease="a", ttr=None, now=NOW)
+    done = lifecycle.finish(touched, lease="a", result=1, now=NOW)
+    assert [j.rev for j in (taken, updated, touched, done)] == [1, 2, 3, 4]
+    # What a store writes is the revision after the one it read, copied only if need be.
+    assert done.succeeding(touched) is done
+    assert done.succeeding(job).rev == 1 and done.succeeding(job).status is JobStatus.FINISHED

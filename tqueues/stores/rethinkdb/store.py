@@ -293,8 +293,8 @@ class RethinkDBStore(Store):
         self, queue: str, before: Job, worker: str | None, now: float
     ) -> Job | None:
         """``before`` claimed by compare-and-set, or None when another taker won it."""
-        after = lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).evolve(
-            rev=before.rev + 1
+        after = lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).succeeding(
+            before
         )
         if await self._compare_and_set(queue, before, after, status=JobStatus.PENDING):
             return after
@@ -316,7 +316,7 @@ class RethinkDBStore(Store):
         """
         for _ in range(MUTATE_ATTEMPTS):
             before = await self.get(queue, job_id)
-            after = change(before).evolve(rev=before.rev + 1)
+            after = change(before).succeeding(before)
             if await self._compare_and_set(queue, before, after):
                 return before, after
         raise StoreUnavailable(f"job {job_id} kept changing under {MUTATE_ATTEMPTS} writes")
@@ -423,7 +423,7 @@ class RethinkDBStore(Store):
         (or deleted) it, 0 if it no longer qualifies or another writer got there first."""
         before = doc_to_job(doc)
         try:
-            after = step(before, now=now).evolve(rev=before.rev + 1)
+            after = step(before, now=now).succeeding(before)
         except InvalidTransition:
             return 0
         if delete:
