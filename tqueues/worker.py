@@ -326,6 +326,7 @@ class Worker:
         self._job_seconds: float | None = None  #: running average of a method's run time
         self._round_trip: float | None = None  #: running average of a take along a report
         self._along_since: dict[str, float] = {}  #: when each report taking along left
+        self._ran_dry = False  #: the last take got fewer jobs than it asked for
 
     async def __aenter__(self) -> Worker:
         return self
@@ -395,8 +396,11 @@ class Worker:
         self._job_seconds = _average(self._job_seconds, seconds)
 
     def take_along(self, queue: str) -> int:
-        """How many jobs an outcome report for ``queue`` should take (counted as asked)."""
-        count = self.wanted() if self._feeding and not self.stopping else 0
+        """How many jobs an outcome report for ``queue`` should take (counted as asked):
+        none once a take came back short (the queue ran dry: a long-poll take waits for
+        the next job, so that a job put meanwhile is handed straight to it)."""
+        along = self._feeding and not self.stopping and not self._ran_dry
+        count = self.wanted() if along else 0
         self._asking += count
         if count:
             self._along_since[queue] = self._loop_time()
@@ -405,6 +409,8 @@ class Worker:
     def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
         """The request that asked for ``asked`` jobs ended with ``docs``."""
         self._asking -= asked
+        if asked:
+            self._ran_dry = len(docs) < asked
         since = self._along_since.pop(queue, None)
         if since is not None and docs:
             self._round_trip = _average(self._round_trip, self._loop_time() - since)
@@ -503,6 +509,7 @@ class Worker:
                 )
             finally:
                 self.taken_along(self.queues[0], count, docs[1:])
+                self._ran_dry = len(docs) < count
             return docs[0] if docs else None
         # Several queues: a quick look at each in turn, then a long-poll on all at once.
         for _ in range(len(self.queues)):

@@ -328,3 +328,21 @@ async def test_a_worker_stops_prefetching_jobs_that_outlast_a_round_trip(
     assert stats["jobs"]["pending"] >= 1, stats
     assert worker.prefetch_target() == 1
     assert (await runner)["finished"] == 6
+
+
+async def test_an_idle_worker_long_polls_instead_of_taking_along_its_reports(
+    client: TestClient,
+) -> None:
+    # One job at a time: each take comes back short (the queue ran dry), so the report
+    # of each outcome takes nothing along and the next job goes to the waiting long-poll.
+    counting = CountingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q"], concurrency=2, client=counting, wait=10)
+    runner = asyncio.create_task(worker.run())
+    for n in range(1, 4):
+        await _enqueue(client, 1)
+        async with asyncio.timeout(10):
+            while (await _stats(client))["jobs"]["finished"] < n:
+                await asyncio.sleep(0.01)
+    worker.stop()
+    assert (await runner)["finished"] == 3
+    assert counting.outcomes == 3 and counting.taken_along == 0
