@@ -237,10 +237,10 @@ class Reporter:
             if asked:
                 assert self.taker is not None
                 results, taken = await self.client.report_and_take(
-                    queue, bodies, asked, worker=self.taker.worker_id
+                    queue, bodies, asked, worker=self.taker.worker_id, brief=True
                 )
             else:
-                results = await self.client.report(queue, bodies)
+                results = await self.client.report(queue, bodies, brief=True)
         except TRANSIENT as exc:
             return batch, exc
         except TqueuesError:

@@ -570,6 +570,22 @@ async def test_outcomes_take_the_next_jobs_in_the_same_request(rest: Rest) -> No
     assert "jobs" not in answer and answer["results"][0]["error"]["status"] == 409
 
 
+async def test_brief_outcomes_answer_the_id_and_status_only(rest: Rest) -> None:
+    for _ in range(2):
+        await rest.put_job(args=["x" * 1000])
+    a, b = await rest.take(count=2)
+    outcomes = [
+        {"id": a["id"], "lease": a["lease"], "action": "finish", "result": "y" * 1000},
+        {"id": b["id"], "lease": "stale", "action": "finish"},
+    ]
+    body = {"outcomes": outcomes, "brief": True}
+    results = (await rest.call("POST", "/queues/q/outcomes", body, expect=200))["results"]
+    assert results[0] == {"stored": {"id": a["id"], "status": "finished"}}
+    assert results[1]["error"]["error"] == "lease_mismatch"
+    stored = await rest.call("GET", f"/queues/q/jobs/{a['id']}")
+    assert stored["status"] == "finished" and stored["result"] == "y" * 1000
+
+
 async def test_outcomes_taking_from_a_missing_queue_take_nothing(rest: Rest) -> None:
     body = {"outcomes": [{"id": "x", "lease": "l", "action": "finish"}], "take": 3}
     answer = await rest.call("POST", "/queues/nope/outcomes", body, expect=200)
@@ -602,6 +618,7 @@ async def test_outcomes_taking_from_a_missing_queue_take_nothing(rest: Rest) -> 
      ({"outcomes": [{"id": "x", "action": "finish"}], "take": "2"}, None, "take"),
      ({"outcomes": [{"id": "x", "action": "finish"}], "take": True}, None, "take"),
      ({"outcomes": [{"id": "x", "action": "finish"}], "take": 1, "worker": 5}, None, "worker"),
+     ({"outcomes": [{"id": "x", "action": "finish"}], "brief": 1}, None, "brief"),
      ({"outcomes": [{"id": "x", "action": "finish"}], "take": 1, "worker": "w" * 201},
       None, "worker")],
 )  # fmt: skip

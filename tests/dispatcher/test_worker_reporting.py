@@ -39,10 +39,10 @@ class CountingClient(Client):
         return await super().request(method, path, body, **kwargs)
 
     async def report(
-        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]], **kwargs: Any
     ) -> list[dict[str, Any] | TqueuesError]:
         self._reporting(outcomes)
-        return await super().report(queue, outcomes)
+        return await super().report(queue, outcomes, **kwargs)
 
     async def report_and_take(
         self, queue: str, outcomes: Sequence[Mapping[str, Any]], count: int, **kwargs: Any

@@ -341,7 +341,7 @@ class Client:
         return await self._action(queue, job_id, "kick", {})
 
     async def report(
-        self, queue: str, outcomes: Sequence[Mapping[str, Any]]
+        self, queue: str, outcomes: Sequence[Mapping[str, Any]], *, brief: bool = False
     ) -> list[JSONDict | TqueuesError]:
         """Report how 1 to 1,000 runs ended, in one request and one durable write.
 
@@ -353,11 +353,13 @@ class Client:
         or the typed error that outcome alone got (LeaseMismatch, InvalidTransition,
         JobNotFound, QueueNotFound, StoreUnavailable, ...), returned, not raised. A
         malformed batch raises ValidationError (naming ``outcomes[i]``) and applies none;
-        the transport raises as every call does.
+        the transport raises as every call does. With ``brief``, a stored outcome's item
+        is ``{"id", "status"}`` instead of the whole job.
         """
-        answer: JSONDict = await self.request(
-            "POST", ["queues", queue, "outcomes"], {"outcomes": [dict(o) for o in outcomes]}
-        )
+        body: JSONDict = {"outcomes": [dict(o) for o in outcomes]}
+        if brief:
+            body["brief"] = True
+        answer: JSONDict = await self.request("POST", ["queues", queue, "outcomes"], body)
         return _results(answer)
 
     async def report_and_take(
@@ -367,6 +369,7 @@ class Client:
         count: int,
         *,
         worker: str | None = None,
+        brief: bool = False,
     ) -> tuple[list[JSONDict | TqueuesError], list[JSONDict]]:
         """:meth:`report`, and take up to ``count`` (1 to 100) more jobs in the same round
         trip (as :meth:`take_many` without waiting): the results and the jobs taken, each
@@ -374,6 +377,8 @@ class Client:
         body: JSONDict = {"outcomes": [dict(o) for o in outcomes], "take": count}
         if worker:
             body["worker"] = worker
+        if brief:
+            body["brief"] = True
         answer: JSONDict = await self.request("POST", ["queues", queue, "outcomes"], body)
         return _results(answer), answer["jobs"]
 
@@ -389,8 +394,8 @@ def _results(answer: JSONDict) -> list[JSONDict | TqueuesError]:
     """The results of an outcomes answer: each job, or the typed error of its item."""
     results: list[JSONDict | TqueuesError] = []
     for item in answer["results"]:
-        if "job" in item:
-            results.append(item["job"])
+        if "job" in item or "stored" in item:
+            results.append(item.get("job") or item["stored"])
         else:
             error = dict(item["error"])
             results.append(error_for(int(error.pop("status", 0)), error))

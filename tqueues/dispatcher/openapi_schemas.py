@@ -229,7 +229,8 @@ SCHEMAS: Doc = {
                                     "items": ref("Outcome")},
                        "take": {"type": "integer", "minimum": 0, "maximum": MAX_TAKE,
                                 "default": 0},
-                       "worker": {"type": "string", "maxLength": 200}},
+                       "worker": {"type": "string", "maxLength": 200},
+                       "brief": {"type": "boolean", "default": False}},
     },
     "OutcomeResults": {
         "type": "object",
@@ -238,6 +239,11 @@ SCHEMAS: Doc = {
         "properties": {"results": {"type": "array", "items": {"oneOf": [
             {"type": "object", "required": ["job"], "additionalProperties": False,
              "properties": {"job": ref("Job")}},
+            {"type": "object", "required": ["stored"], "additionalProperties": False,
+             "properties": {"stored": {
+                 "type": "object", "required": ["id", "status"], "additionalProperties": False,
+                 "properties": {"id": {"type": "string"},
+                                "status": {"type": "string", "enum": STATUSES}}}}},
             {"type": "object", "required": ["error"], "additionalProperties": False,
              "properties": {"error": {"allOf": [ref("Error"), {
                  "type": "object", "required": ["status"],

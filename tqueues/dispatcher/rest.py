@@ -409,17 +409,24 @@ class Outcomes(RestView):
         can (``Store.apply_many``); an item's 404 or 409 (or 503) is its ``error`` and does
         not affect the others. A ``job`` in the answer is durable.
 
-        With ``"take": n`` (0 to MAX_TAKE) and optionally ``"worker"``, up to n pending
+        With ``"brief": true`` a stored outcome's item is ``{"stored": {"id", "status"}}``
+        instead of the whole job (a worker has no use for its job's args and result echoed
+        back). With ``"take": n`` (0 to MAX_TAKE) and optionally ``"worker"``, up to n pending
         jobs are also claimed, as ``POST .../take?count=n`` would without waiting, alongside
         the outcomes (the embedded store commits both at once): the answer's ``"jobs"``
         holds them with their leases. A take the store refuses (503) leaves ``"jobs"``
         empty; if the outcomes fail as a whole, nothing is taken either.
         """
         body = await read_object(self.request)
-        if "outcomes" not in body or not set(body) <= {"outcomes", "take", "worker"}:
+        if "outcomes" not in body or not set(body) <= {"outcomes", "take", "worker", "brief"}:
             raise ValidationError(
-                "the body has 'outcomes' and optionally 'take' and 'worker'", fields=sorted(body)
+                "the body has 'outcomes' and optionally 'take', 'worker' and 'brief'",
+                fields=sorted(body),
             )
+        brief = body.get("brief", False)
+        if not isinstance(brief, bool):
+            raise ValidationError("'brief' must be true or false", field="brief")
+        result = _brief_result if brief else _result
         take = body.get("take", 0)
         if type(take) is not int or not 0 <= take <= MAX_TAKE:
             raise ValidationError(f"'take' must be an integer from 0 to {MAX_TAKE}", field="take")
@@ -441,7 +448,7 @@ class Outcomes(RestView):
                 ) from None
         if not take:
             answers = await self.store.apply_many(self.queue, changes)
-            return json_response({"results": [_result(answer) for answer in answers]})
+            return json_response({"results": [result(answer) for answer in answers]})
         # Both at once: on the embedded store they share one group commit.
         applied, taken = await asyncio.gather(
             self.store.apply_many(self.queue, changes),
@@ -459,7 +466,7 @@ class Outcomes(RestView):
         self.hand_over(taken)
         return json_response(
             {
-                "results": [_result(answer) for answer in applied],
+                "results": [result(answer) for answer in applied],
                 "jobs": [job.to_dict(with_lease=True) for job in taken],
             }
         )
@@ -468,6 +475,17 @@ class Outcomes(RestView):
 def _result(answer: Job | BaseException) -> dict[str, Any]:
     if isinstance(answer, Job):
         return {"job": answer.to_dict()}
+    return _error_result(answer)
+
+
+def _brief_result(answer: Job | BaseException) -> dict[str, Any]:
+    """An item of a ``brief`` answer: the job's id and new status, not the whole job."""
+    if isinstance(answer, Job):
+        return {"stored": {"id": answer.id, "status": answer.status.value}}
+    return _error_result(answer)
+
+
+def _error_result(answer: BaseException) -> dict[str, Any]:
     if isinstance(answer, QueueNotFound) and not isinstance(answer, QueueMissing):
         answer = QueueMissing(answer.message, **answer.details)
     if isinstance(answer, TqueuesError):
