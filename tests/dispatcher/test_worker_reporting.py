@@ -346,3 +346,29 @@ async def test_an_idle_worker_long_polls_instead_of_taking_along_its_reports(
     worker.stop()
     assert (await runner)["finished"] == 3
     assert counting.outcomes == 3 and counting.taken_along == 0
+
+
+async def test_a_stopping_worker_gives_back_the_jobs_it_took_ahead(
+    client: TestClient, tmp_path: Path
+) -> None:
+    await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 60.0])
+    worker = Worker(
+        "unused",
+        ["q"],
+        concurrency=1,
+        prefetch=3,
+        grace=0.1,
+        client=Client(str(client.make_url("/"))),
+    )
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while not list(tmp_path.glob("start-*")):
+            await asyncio.sleep(0.01)
+    assert (await _stats(client))["jobs"]["started"] == 4  # one running, three ahead
+    worker.stop()
+    counts = await runner
+    assert counts["given_back"] == 1
+    stats = await _stats(client)
+    assert stats["jobs"]["pending"] == 6 and stats["jobs"]["started"] == 0
+    listing = await (await client.get("/queues/q/jobs?status=pending")).json()
+    assert all(job["attempts"] == 0 for job in listing["jobs"])  # releases: no attempt lost
