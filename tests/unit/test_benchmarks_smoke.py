@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 from benchmarks import deep_queue
+from benchmarks.services import ROOT
 
 
 async def test_deep_queue_smoke(tmp_path: Path) -> None:
@@ -12,3 +16,17 @@ async def test_deep_queue_smoke(tmp_path: Path) -> None:
     assert [row["queued"] for row in rows] == [200, 2000]
     assert all(row["take_us_p50"] > 0 and row["finish_us_p50"] > 0 for row in rows)
     assert "take ratio" in deep_queue.report(rows)
+
+
+def test_drain_cpu_smoke() -> None:
+    # The real console scripts drain 300 jobs; the tool prints the rate and the CPU split.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.drain_cpu", "--jobs", "300", "--", "--sync", "NORMAL"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.search(r"W2 drain: [\d,]+ jobs/s", done.stdout), done.stdout
+    assert done.stdout.count("µs of CPU per job") >= 3, done.stdout  # two threads, workers
