@@ -32,7 +32,6 @@ from tqueues.errors import (
 )
 from tqueues.jobs import (
     JSON,
-    ChangeEvent,
     Job,
     JobStatus,
     NewJob,
@@ -266,7 +265,7 @@ class Store(abc.ABC):
         old_status = before.status if before else None
         if job.event == "taken":
             old_status = JobStatus.PENDING
-        self.hub.publish(ChangeEvent(job.event, job.queue, job, old_status))
+        self.hub.publish_job(job, old_status)
 
     async def put(self, new: NewJob) -> Job:
         """Enqueue a job with the queue's defaults; durable when this returns.

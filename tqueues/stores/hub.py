@@ -13,7 +13,7 @@ import collections
 from types import TracebackType
 
 from tqueues.errors import TqueuesError
-from tqueues.jobs import ChangeEvent, JobStatus
+from tqueues.jobs import ChangeEvent, Job, JobStatus
 
 
 class ChangesMissed(TqueuesError):
@@ -103,6 +103,14 @@ class ChangeHub:
             subscription._offer(event)
         if event.job.status is JobStatus.PENDING:
             self.notify_ready(event.queue)
+
+    def publish_job(self, job: Job, old_status: JobStatus | None) -> None:
+        """:meth:`publish` the change that made ``job`` (its ``event``), the event built
+        only when the queue has subscribers (most changes have none to tell)."""
+        if self._subscribers.get(job.queue):
+            self.publish(ChangeEvent(job.event, job.queue, job, old_status))
+        elif job.status is JobStatus.PENDING:
+            self.notify_ready(job.queue)
 
     def changes_missed(self, queue: str, reason: str) -> None:
         """Changes of ``queue`` may have happened unseen (a change feed broke or dropped
