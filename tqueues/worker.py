@@ -274,7 +274,9 @@ class Worker:
     run that takes longer is cancelled and reported as failed with a TimeoutError (a plain
     function's thread cannot be stopped: its outcome is then ignored).
     ``allow`` restricts the modules a job's method may come from (empty: any). With
-    ``burst``, iteration ends once the queues are empty.
+    ``burst``, iteration ends once the queues are empty. ``prefetch`` (default three times
+    ``concurrency``) caps the jobs :meth:`run` holds taken beyond the running ones; see
+    :meth:`prefetch_target`. Raises ValueError for no queues or a negative prefetch.
     """
 
     def __init__(
