@@ -66,6 +66,17 @@ async def _enqueue(
     assert response.status == 201
 
 
+def _worker(client: TestClient, **options: Any) -> Worker:
+    """A worker of queue ``q`` talking to the test dispatcher (``burst`` unless told)."""
+    options.setdefault("burst", True)
+    return Worker("unused", ["q"], client=Client(str(client.make_url("/"))), **options)
+
+
+async def _job(client: TestClient, job_id: str) -> dict[str, Any]:
+    job: dict[str, Any] = await (await client.get(f"/queues/q/jobs/{job_id}")).json()
+    return job
+
+
 async def _stats(client: TestClient) -> dict[str, Any]:
     response = await client.get("/queues/q/stats")
     stats: dict[str, Any] = await response.json()
@@ -210,14 +221,7 @@ async def test_a_worker_holds_its_concurrency_plus_prefetch_jobs(
     client: TestClient, tmp_path: Path, prefetch: int, held: int
 ) -> None:
     await _enqueue(client, 8, "marked_sleep", [str(tmp_path), 0.5])
-    worker = Worker(
-        "unused",
-        ["q"],
-        concurrency=2,
-        prefetch=prefetch,
-        burst=True,
-        client=Client(str(client.make_url("/"))),
-    )
+    worker = _worker(client, concurrency=2, prefetch=prefetch)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(20):
         while not list(tmp_path.glob("start-*")):
@@ -245,51 +249,39 @@ async def _enqueue_sleepers(
     return [job["id"] for job in (await response.json())["jobs"]]
 
 
-async def test_a_prefetched_job_that_waited_has_its_lease_extended_before_it_starts(
-    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+@pytest.mark.parametrize(
+    ("first", "then", "ttr", "attempts", "dropped"),
+    [
+        # The second job waits 2.5 s of its 3 s lease behind the first: its lease is
+        # extended before it starts (started as it was, it would lose the lease while it
+        # runs: its first heartbeat comes 1 s after its start).
+        (2.5, 1.0, 3.0, 1, False),
+        # Its 0.5 s lease expires while it waits: the job is someone else's now (here:
+        # pending again), so it is not run under the dead lease but taken anew.
+        (1.5, 0.0, 0.5, 2, True),
+    ],
+)
+async def test_a_prefetched_job_runs_only_under_a_live_lease(
+    client: TestClient,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    first: float,
+    then: float,
+    ttr: float,
+    attempts: int,
+    dropped: bool,
 ) -> None:
-    # The second job waits 2.5 s of its 3 s lease behind the first; started without a
-    # touch it would lose its lease while it runs (its first heartbeat is 1 s after start).
-    _, second = await _enqueue_sleepers(client, tmp_path, 2.5, 1.0, ttr=3.0)
-    worker = Worker(
-        "unused",
-        ["q"],
-        concurrency=1,
-        prefetch=1,
-        burst=True,
-        client=Client(str(client.make_url("/"))),
-    )
+    _, second = await _enqueue_sleepers(client, tmp_path, first, then, ttr=ttr)
+    worker = _worker(client, concurrency=1, prefetch=1)
     with caplog.at_level(logging.WARNING, logger="tqueues"):
-        assert (await worker.run())["finished"] == 2
-    assert not [
-        r for r in caplog.records if getattr(r, "action", "") in ("lease_lost", "report_refused")
-    ], caplog.text
-    assert len(start_markers(tmp_path, second)) == 1
-    job = await (await client.get(f"/queues/q/jobs/{second}")).json()
-    assert job["status"] == "finished" and job["attempts"] == 1
-
-
-async def test_a_prefetched_job_whose_lease_expired_is_not_started(
-    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    # The second job's 0.5 s lease expires while the first runs: it is someone else's now
-    # (here: pending again), so it is not run under the dead lease; it is taken anew.
-    _, second = await _enqueue_sleepers(client, tmp_path, 1.5, 0.0, ttr=0.5)
-    worker = Worker(
-        "unused",
-        ["q"],
-        concurrency=1,
-        prefetch=1,
-        burst=True,
-        client=Client(str(client.make_url("/"))),
-    )
-    with caplog.at_level(logging.WARNING, logger="tqueues"):
-        counts = await worker.run()
-    assert any("waited past its lease" in r.getMessage() for r in caplog.records), caplog.text
+        assert (await worker.run())["finished"] >= 2
+    actions = [getattr(r, "action", "") for r in caplog.records]
+    assert "report_refused" not in actions, caplog.text
+    waited_out = [r for r in caplog.records if "waited past its lease" in r.getMessage()]
+    assert bool(waited_out) == dropped and actions.count("lease_lost") == dropped, caplog.text
     assert len(start_markers(tmp_path, second)) == 1  # one run, under a live lease
-    job = await (await client.get(f"/queues/q/jobs/{second}")).json()
-    assert job["status"] == "finished" and job["attempts"] == 2
-    assert counts["finished"] >= 2
+    job = await _job(client, second)
+    assert job["status"] == "finished" and job["attempts"] == attempts
 
 
 async def test_a_job_running_past_its_ttr_keeps_its_lease(
@@ -297,11 +289,11 @@ async def test_a_job_running_past_its_ttr_keeps_its_lease(
 ) -> None:
     # Heartbeats every ttr/3 (the first from a timer) keep a 0.6 s lease through 1.5 s.
     (job_id,) = await _enqueue_sleepers(client, tmp_path, 1.5, ttr=0.6)
-    worker = Worker("unused", ["q"], burst=True, client=Client(str(client.make_url("/"))))
+    worker = _worker(client)
     with caplog.at_level(logging.WARNING, logger="tqueues"):
         assert (await worker.run())["finished"] == 1
     assert not [r for r in caplog.records if getattr(r, "action", "") == "lease_lost"]
-    job = await (await client.get(f"/queues/q/jobs/{job_id}")).json()
+    job = await _job(client, job_id)
     assert job["status"] == "finished" and job["attempts"] == 1
     assert len(start_markers(tmp_path, job_id)) == 1
 
@@ -313,14 +305,7 @@ async def test_a_worker_stops_prefetching_jobs_that_outlast_a_round_trip(
     # run 0.4 s and a take come back in milliseconds, one job ready is enough: the sixth
     # stays in the queue for another worker until this one has room for it.
     await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 0.4])
-    worker = Worker(
-        "unused",
-        ["q"],
-        concurrency=1,
-        prefetch=3,
-        burst=True,
-        client=Client(str(client.make_url("/"))),
-    )
+    worker = _worker(client, concurrency=1, prefetch=3)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(20):
         while (stats := await _stats(client))["jobs"]["finished"] < 2:
@@ -352,14 +337,7 @@ async def test_a_stopping_worker_gives_back_the_jobs_it_took_ahead(
     client: TestClient, tmp_path: Path
 ) -> None:
     await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 60.0])
-    worker = Worker(
-        "unused",
-        ["q"],
-        concurrency=1,
-        prefetch=3,
-        grace=0.1,
-        client=Client(str(client.make_url("/"))),
-    )
+    worker = _worker(client, concurrency=1, prefetch=3, grace=0.1, burst=False)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
         while not list(tmp_path.glob("start-*")):
