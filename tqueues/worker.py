@@ -409,15 +409,20 @@ class Worker:
         return count
 
     def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
-        """The request that asked for ``asked`` jobs ended with ``docs``."""
-        self._asking -= asked
-        if asked:
-            self._ran_dry = len(docs) < asked
+        """The report that asked for ``asked`` jobs ended with ``docs`` (maybe none)."""
         since = self._along_since.pop(queue, None)
         if since is not None and docs:
             self._round_trip = _average(self._round_trip, self._loop_time() - since)
+        self._received(asked, len(docs), docs)
+
+    def _received(self, asked: int, got: int, ready: Sequence[dict[str, Any]]) -> None:
+        """A request that asked for ``asked`` jobs ended with ``got``; ``ready`` of them
+        wait for a slot (the rest start at once)."""
+        self._asking -= asked
+        if asked:
+            self._ran_dry = got < asked
         now = self._loop_time()
-        self._prefetched.extend((doc, now) for doc in docs)
+        self._prefetched.extend((doc, now) for doc in ready)
         self._arrived.set()
 
     # -- taking ------------------------------------------------------------------------------
@@ -510,8 +515,7 @@ class Worker:
                     self.queues[0], count, wait=wait, worker=self.worker_id
                 )
             finally:
-                self.taken_along(self.queues[0], count, docs[1:])
-                self._ran_dry = len(docs) < count
+                self._received(count, len(docs), docs[1:])
             return docs[0] if docs else None
         # Several queues: a quick look at each in turn, then a long-poll on all at once.
         for _ in range(len(self.queues)):
@@ -537,7 +541,7 @@ class Worker:
         errors = [p.exception() for p in polls if not p.cancelled() and p.exception()]
         if not taken and errors:
             raise errors[0]  # type: ignore[misc]
-        self.taken_along(self.queues[0], 0, taken[1:])
+        self._received(0, len(taken), taken[1:])
         return taken[0] if taken else None
 
     async def run_job(self, job: Job, ran: Callable[[], None] | None = None) -> None:
