@@ -40,6 +40,11 @@ _busy_threads = 0
 _busy_lock = threading.Lock()
 
 
+def ttr_of(doc: dict[str, Any]) -> float:
+    """A taken job document's ttr, in seconds (60 when it has none)."""
+    return float(doc.get("ttr") or 60.0)
+
+
 def busy_threads() -> int:
     """How many plain (blocking) job functions are running in threads right now.
 
@@ -92,7 +97,7 @@ class Job:
         self.method: str = doc["method"]
         self.args: list[Any] = list(doc.get("args") or [])
         self.kwargs: dict[str, Any] = dict(doc.get("kwargs") or {})
-        self.ttr: float = float(doc.get("ttr") or 60.0)
+        self.ttr: float = ttr_of(doc)
         self.allow = tuple(allow)
         self.timeout = timeout
         self.result: Any = None
@@ -327,7 +332,7 @@ class Worker:
         self._arrived = asyncio.Event()  #: set whenever such a request ends
         self._job_seconds: float | None = None  #: running average of a method's run time
         self._round_trip: float | None = None  #: running average of a take along a report
-        self._along_since: dict[str, float] = {}  #: when each report taking along left
+        self._along_since: float | None = None  #: when the report taking jobs along left
         self._ran_dry = False  #: the last take got fewer jobs than it asked for
 
     async def __aenter__(self) -> Worker:
@@ -405,12 +410,12 @@ class Worker:
         count = self.wanted() if along else 0
         self._asking += count
         if count:
-            self._along_since[queue] = self._loop_time()
+            self._along_since = self._loop_time()
         return count
 
     def taken_along(self, queue: str, asked: int, docs: Sequence[dict[str, Any]]) -> None:
         """The report that asked for ``asked`` jobs ended with ``docs`` (maybe none)."""
-        since = self._along_since.pop(queue, None)
+        since, self._along_since = self._along_since, None
         if since is not None and docs:
             self._round_trip = _average(self._round_trip, self._loop_time() - since)
         self._received(asked, len(docs), docs)
@@ -433,7 +438,7 @@ class Worker:
         while not self.stopping:
             if self._prefetched:
                 doc, arrived = self._prefetched.popleft()
-                if self._loop_time() - arrived > float(doc.get("ttr") or 60.0) / 3:
+                if self._loop_time() - arrived > ttr_of(doc) / 3:
                     doc = await self._extend_lease(doc)
                     if doc is None:
                         continue
@@ -565,6 +570,7 @@ class Worker:
         running: set[asyncio.Task[None]] = set()  #: jobs running or reporting
         in_method = self._in_method  #: jobs whose method has not returned
         self._feeding = True
+        most = 2 * self.concurrency + self.prefetch  #: jobs running, and reporting
         try:
             while not self.stopping:
                 # A stop must not wait for a free slot: the grace period starts now.
@@ -572,7 +578,6 @@ class Worker:
                     await slots.acquire()  # a free slot: returns at once
                 elif not await self._until_stopped(slots.acquire()):
                     break
-                most = 2 * self.concurrency + self.prefetch  # running, and reporting
                 while len(running) >= most and not self.stopping:
                     await self._until_stopped(
                         asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)

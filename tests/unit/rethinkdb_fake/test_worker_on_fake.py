@@ -8,6 +8,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
 from tests.acceptance.jobs import method
@@ -32,12 +33,18 @@ class TakingAlong(Client):
         return await super().report_and_take(queue, outcomes, count, **kwargs)
 
 
-async def test_a_worker_drains_a_rethinkdb_queue_taking_jobs_along(
+@pytest.fixture
+async def client(
     fake_server: FakeServer, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> None:
+) -> TestClient:
+    """A dispatcher on a RethinkDB store (the fake server) with queue ``q`` created."""
     store = RethinkDBStore(RethinkDBSettings(host="fake", db=f"t_{uuid.uuid4().hex[:12]}"))
     client = await aiohttp_client(create_app(DispatcherSettings(reap_interval=0.05), store))
     assert (await client.put("/queues/q")).status == 201
+    return client
+
+
+async def test_a_worker_drains_a_rethinkdb_queue_taking_jobs_along(client: TestClient) -> None:
     jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(120)]
     assert (await client.post("/queues/q/jobs", json={"jobs": jobs})).status == 201
 
@@ -54,12 +61,7 @@ async def test_a_worker_drains_a_rethinkdb_queue_taking_jobs_along(
     assert all(job["attempts"] == 1 for job in finished["jobs"])  # each ran once
 
 
-async def test_brief_outcomes_that_take_along_on_rethinkdb(
-    fake_server: FakeServer, aiohttp_client: Callable[..., Awaitable[TestClient]]
-) -> None:
-    store = RethinkDBStore(RethinkDBSettings(host="fake", db=f"t_{uuid.uuid4().hex[:12]}"))
-    client = await aiohttp_client(create_app(DispatcherSettings(reap_interval=0.05), store))
-    assert (await client.put("/queues/q")).status == 201
+async def test_brief_outcomes_that_take_along_on_rethinkdb(client: TestClient) -> None:
     for priority in range(3):
         body = {"method": "pkg.mod:f", "priority": priority}
         assert (await client.post("/queues/q/jobs", json=body)).status == 201
