@@ -16,234 +16,22 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import inspect
 import logging
 import math
 import os
 import random
 import socket
-import threading
-import traceback as tb_module
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 
-from tqueues import codec
 from tqueues.client import Client
-from tqueues.errors import ImportTargetError, QueueNotFound, TqueuesError
-from tqueues.loading import import_target
-from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
+from tqueues.errors import QueueNotFound, TqueuesError
+from tqueues.reporting import LOST, TRANSIENT, Reporter
+from tqueues.running import Job, busy_threads, ttr_of
 
 log = logging.getLogger(__name__)
 MAX_TAKE = 100  #: jobs one take may ask for (the dispatcher's limit).
-_busy_threads = 0
-_busy_lock = threading.Lock()
-
-
-def ttr_of(doc: dict[str, Any]) -> float:
-    """A taken job document's ttr, in seconds (60 when it has none)."""
-    return float(doc.get("ttr") or 60.0)
-
-
-def busy_threads() -> int:
-    """How many plain (blocking) job functions are running in threads right now.
-
-    A thread cannot be cancelled: after a shutdown has given such a job back, the process
-    may exit without waiting for it (the job runs again elsewhere).
-    """
-    return _busy_threads
-
-
-def _in_thread(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
-    global _busy_threads
-    with _busy_lock:
-        _busy_threads += 1
-    try:
-        return func(*args, **kwargs)
-    finally:
-        with _busy_lock:
-            _busy_threads -= 1
-
-
-class Job:
-    """One taken job: runs its method in ``async with`` and reports the outcome.
-
-    On entry the lease is kept alive (a touch every ``ttr / 3`` seconds) and the method is
-    called with the job's ``args`` and ``kwargs`` plus ``tq_parent_job=self``; coroutine
-    functions are awaited, plain functions run in a thread. On exit the job is finished
-    with the method's return value, or failed with the error and traceback, or, if the
-    worker is being cancelled, given back untried.
-
-    The outcome goes through ``reporter`` (a Worker's, batching the outcomes of its jobs)
-    when given, else in a request of its own; either way ``async with`` ends once it is
-    stored (or refused, or given up after ``ttr`` seconds of transport errors).
-    """
-
-    def __init__(
-        self,
-        client: Client,
-        doc: dict[str, Any],
-        *,
-        allow: Sequence[str] = (),
-        timeout: float | None = None,
-        reporter: Reporter | None = None,
-    ) -> None:
-        self.client = client
-        self.reporter = reporter
-        self.data = doc
-        self.id: str = doc["id"]
-        self.queue: str = doc["queue"]
-        self.lease: str | None = doc.get("lease")
-        self.method: str = doc["method"]
-        self.args: list[Any] = list(doc.get("args") or [])
-        self.kwargs: dict[str, Any] = dict(doc.get("kwargs") or {})
-        self.ttr: float = ttr_of(doc)
-        self.allow = tuple(allow)
-        self.timeout = timeout
-        self.result: Any = None
-        self.exception: BaseException | None = None
-        self.lease_lost = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._touch_timer: asyncio.TimerHandle | None = None
-        self._toucher: asyncio.Task[None] | None = None
-
-    def __repr__(self) -> str:
-        return f"<Job {self.queue}/{self.id} {self.method}>"
-
-    # -- called by the job's method ----------------------------------------------------------
-
-    def update(self, fields: dict[str, Any]) -> Any:
-        """Merge ``fields`` into the job on the dispatcher (and extend the lease).
-
-        From a coroutine: ``await tq_parent_job.update({...})``. From a plain function (run
-        in a thread): ``tq_parent_job.update({...})`` blocks until it is stored.
-        """
-        coro = self._update(fields)
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is not None or self._loop is None:
-            return coro
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
-
-    async def _update(self, fields: dict[str, Any]) -> dict[str, Any]:
-        doc = await self.client.update(self.queue, self.id, fields, lease=self.lease)
-        self.data = {**doc, "lease": self.lease}
-        return doc
-
-    # -- running -----------------------------------------------------------------------------
-
-    def _start_touching(self) -> None:
-        """The first ``ttr / 3`` has passed (a timer, not a task, until then: most jobs end
-        sooner, and a task per job costs the worker more than the job)."""
-        self._touch_timer = None
-        self._toucher = asyncio.get_running_loop().create_task(self._touch_forever())
-
-    async def _touch_forever(self) -> None:
-        interval = max(self.ttr / 3, 0.05)
-        while True:
-            try:
-                await self.client.update(self.queue, self.id, {}, lease=self.lease)
-            except LOST as exc:
-                self.lease_lost = True
-                log.warning(
-                    "%r: lost its lease: %s", self, exc.message, extra={"action": "lease_lost"}
-                )
-                return
-            except TRANSIENT as exc:
-                log.warning(
-                    "%r: cannot touch its lease: %s",
-                    self,
-                    exc.message,
-                    extra={"action": "touch_failed"},
-                )
-            await asyncio.sleep(interval)
-
-    async def _call(self) -> Any:
-        func = import_target(self.method, allow=self.allow)
-        kwargs = {**self.kwargs, "tq_parent_job": self}
-        if inspect.iscoroutinefunction(func):
-            return await func(*self.args, **kwargs)
-        result = await asyncio.to_thread(_in_thread, func, *self.args, **kwargs)
-        if inspect.isawaitable(result):
-            result = await result
-        return result
-
-    async def __aenter__(self) -> Job:
-        self._loop = asyncio.get_running_loop()
-        self._touch_timer = self._loop.call_later(max(self.ttr / 3, 0.05), self._start_touching)
-        try:
-            self.result = await asyncio.wait_for(self._call(), self.timeout)
-            codec.dumps(self.result)  # refuse a result the dispatcher could not store
-        except asyncio.CancelledError:
-            await self._stop_touching()
-            await self._give_back()
-            raise
-        except TimeoutError as exc:
-            timed_out = self.timeout is not None and not str(exc)
-            self.exception = (
-                TimeoutError(f"the job ran longer than its {self.timeout:g}s timeout")
-                if timed_out
-                else exc
-            )
-        except Exception as exc:
-            self.exception = exc
-        return self
-
-    async def _stop_touching(self) -> None:
-        if self._touch_timer is not None:
-            self._touch_timer.cancel()
-            self._touch_timer = None
-        if self._toucher is not None:
-            self._toucher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._toucher
-            self._toucher = None
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self._stop_touching()
-        if isinstance(e, asyncio.CancelledError):
-            await self._give_back()
-            return
-        failure = e if isinstance(e, Exception) else self.exception
-        if failure is not None:
-            text = "".join(tb_module.format_exception(failure))
-            error = f"{type(failure).__name__}: {failure}"
-            log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
-            # Retrying cannot mend a method this worker may not (or cannot) import.
-            permanent = isinstance(failure, ImportTargetError)
-            await self._report("fail", {"error": error, "traceback": text, "permanent": permanent})
-        else:
-            log.info("%r finished", self, extra={"action": "job_finished"})
-            await self._report("finish", {"result": self.result})
-
-    async def _give_back(self) -> None:
-        log.info("%r given back", self, extra={"action": "job_released"})
-        await self._report("release", {})
-
-    async def _report(self, action: str, fields: dict[str, Any]) -> None:
-        """Send the outcome (``action`` with ``fields``), retrying transport errors until the
-        lease would have expired.
-
-        Shielded from cancellation. If it still cannot be sent, the lease expires on the
-        dispatcher and the job runs again: at-least-once, never lost.
-        """
-        if self.reporter is not None:
-            await self.reporter.report(
-                self.queue, self.id, self.lease, action, fields, what=repr(self), ttr=self.ttr
-            )
-            return
-        method = getattr(self.client, action)
-        await shielded(
-            deliver(
-                lambda: method(self.queue, self.id, lease=self.lease, **fields),
-                repr(self),
-                self.ttr,
-            )
-        )
 
 
 def _average(average: float | None, sample: float, weight: float = 0.2) -> float:
@@ -624,3 +412,6 @@ class Worker:
                 await asyncio.gather(*pending, return_exceptions=True)
                 self.counts["given_back"] += given_back
         await self.close()
+
+
+__all__ = ["Job", "Worker", "busy_threads"]
