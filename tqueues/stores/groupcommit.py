@@ -1,8 +1,11 @@
 """Group commit for the embedded store: one thread owns the SQLite connection and runs
 queued operations many to a transaction, each in its own savepoint.
 
-Every operation is answered only after the ``COMMIT`` that makes it durable; under load
-many operations share one disk sync, alone an operation costs one.
+Every operation is answered only once the ``COMMIT`` of its transaction is durable; under
+load many operations share one disk sync, alone an operation costs one. With a ``sync``
+function (the store's ``fdatasync`` of its write-ahead log, SQLite itself syncing
+nothing) the disk sync is pipelined: while one sync runs, the store's thread goes on
+with the next transactions, and the sync after it answers them all.
 """
 
 from __future__ import annotations
@@ -30,23 +33,42 @@ class _Operation:
     loop: asyncio.AbstractEventLoop
 
 
+_Outcome = tuple[Any, BaseException | None]
+
+
 class GroupCommit:
     """The store's one thread: runs queued operations, many to a transaction.
 
     Each batch is ``BEGIN IMMEDIATE``, then per operation ``SAVEPOINT``/``RELEASE`` (or
-    ``ROLLBACK TO`` when it raises), then one ``COMMIT``; only then are the operations
-    answered, so an answer always means durable. If the commit fails, every operation of
-    the batch gets the error (none of them happened).
+    ``ROLLBACK TO`` when it raises), then one ``COMMIT``; the operations are answered once
+    that commit is durable, so an answer always means durable. If the commit fails, every
+    operation of the batch gets the error (none of them happened).
+
+    ``sync``, if given, makes every transaction committed so far durable (blocking; raises
+    OSError). It then runs on a thread of its own (:class:`_Syncer`) while this one goes
+    on; the answers of the transactions committed meanwhile (reads included: nothing is
+    answered from a state that is not durable yet) wait for the next sync. Without it,
+    each ``COMMIT`` is durable by itself (SQLite syncs) and is answered at once.
     """
 
     MAX_BATCH = 512
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection | None]) -> None:
+    def __init__(
+        self,
+        connection: Callable[[], sqlite3.Connection | None],
+        sync: Callable[[], None] | None = None,
+    ) -> None:
         self._connection = connection
         self._queue: SimpleQueue[_Operation | None] = SimpleQueue()
         self.commits = 0  #: transactions committed (operations share them under load)
+        self._syncer = _Syncer(sync) if sync is not None else None
         self._thread = threading.Thread(target=self._serve, name="tq-sqlite", daemon=True)
         self._thread.start()
+
+    @property
+    def syncs(self) -> int:
+        """Disk syncs done by ``sync`` (0 without it: SQLite syncs in each ``COMMIT``)."""
+        return self._syncer.syncs if self._syncer is not None else 0
 
     def submit(self, fn: Callable[..., T], args: tuple[Any, ...], batch: bool) -> Awaitable[T]:
         """Queue ``fn(*args)``; the future of its result (or exception)."""
@@ -59,6 +81,8 @@ class GroupCommit:
         """Finish what is queued, then end the thread (blocks until it has)."""
         self._queue.put(None)
         self._thread.join()
+        if self._syncer is not None:
+            self._syncer.stop()
 
     def _serve(self) -> None:
         held: _Operation | None = None
@@ -68,6 +92,8 @@ class GroupCommit:
             if first is None:
                 return
             if not first.batch:
+                if self._syncer is not None:
+                    self._syncer.flush()  # e.g. closing: after what went before is durable
                 self._answer([first], [self._call(first)])
                 continue
             batch = [first]
@@ -83,7 +109,11 @@ class GroupCommit:
                         held = None
                     break
                 batch.append(following)
-            self._answer(batch, self._run_batch(batch))
+            outcomes = self._run_batch(batch)
+            if self._syncer is None:
+                self._answer(batch, outcomes)
+            else:
+                self._syncer.committed(batch, outcomes)  # and go on while it syncs
 
     @staticmethod
     def _call(operation: _Operation) -> tuple[Any, BaseException | None]:
@@ -120,13 +150,88 @@ class GroupCommit:
             return [(None, exc)] * len(batch)
 
     @staticmethod
-    def _answer(batch: list[_Operation], outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    def _answer(batch: list[_Operation], outcomes: list[_Outcome]) -> None:
         # One wake-up of each event loop per batch, not one per operation.
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[Any, ...]]] = {}
         for operation, (result, error) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(operation.loop, []).append((operation.future, result, error))
         for loop, answers in by_loop.items():
             loop.call_soon_threadsafe(_settle_all, answers)
+
+
+class _Syncer:
+    """Makes committed transactions durable, one ``sync`` at a time, on a thread of its
+    own, and answers them.
+
+    The store's thread hands over each committed batch (:meth:`committed`) and goes on;
+    the first sync that begins after a batch's ``COMMIT`` answers it, together with
+    whatever else was committed while the sync before it ran.
+    """
+
+    def __init__(self, sync: Callable[[], None]) -> None:
+        self._sync = sync
+        self._cond = threading.Condition()
+        self._waiting: list[tuple[list[_Operation], list[_Outcome]]] = []
+        self._busy = False  #: a sync is running
+        self._stopping = False
+        self._failure: StoreUnavailable | None = None  #: a sync failed: nothing is durable
+        self.syncs = 0  #: syncs done (each answers every batch committed before it began)
+        self._thread = threading.Thread(target=self._serve, name="tq-sqlite-sync", daemon=True)
+        self._thread.start()
+
+    def committed(self, batch: list[_Operation], outcomes: list[_Outcome]) -> None:
+        """``batch`` is committed: answer it with ``outcomes`` once durable."""
+        with self._cond:
+            self._waiting.append((batch, outcomes))
+            self._cond.notify_all()
+
+    def flush(self) -> None:
+        """Block until everything handed over is durable and answered."""
+        with self._cond:
+            self._cond.notify_all()
+            while self._waiting or self._busy:
+                self._cond.wait()
+
+    def stop(self) -> None:
+        """Sync and answer what is left, then end the thread."""
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        self._thread.join()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not (self._waiting or self._stopping):
+                    self._cond.wait()
+                if not self._waiting:  # stopping, and nothing is left
+                    return
+                self._busy = True
+                work, self._waiting = self._waiting, []
+            self._sync_and_answer(work)
+
+    def _sync_and_answer(self, work: list[tuple[list[_Operation], list[_Outcome]]]) -> None:
+        failure = self._failure
+        if failure is None:
+            try:
+                self._sync()
+                self.syncs += 1
+            except Exception as exc:
+                # Whether these commits reached the disk is unknown, and after a failed
+                # fsync Linux may report later ones as done whatever became of the data:
+                # every answer from now on is this failure, until the store is reopened.
+                failure = self._failure = StoreUnavailable(
+                    f"the SQLite store cannot sync to disk: {exc}; restart the dispatcher"
+                )
+        batch = [operation for operations, _ in work for operation in operations]
+        if failure is None:
+            outcomes = [outcome for _, results in work for outcome in results]
+        else:
+            outcomes = [(None, failure)] * len(batch)
+        GroupCommit._answer(batch, outcomes)
+        with self._cond:
+            self._busy = False
+            self._cond.notify_all()
 
 
 def _settle_all(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
