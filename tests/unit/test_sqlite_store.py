@@ -174,6 +174,11 @@ async def test_the_hot_path_reads_jobs_through_an_index_never_a_scan(tmp_path: P
         assert store._conn is not None
         store._conn.set_trace_callback(statements.append)
         jobs = await store.take_many("q", 10)
+        store._conn.set_trace_callback(None)
+    # Reopened (as after a restart), the store reads the jobs an outcome batch is about.
+    async with SQLiteStore(tmp_path) as store:
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
         await store.apply_many(
             "q", [(job.id, store.finish_change(lease=job.lease)) for job in jobs]
         )
@@ -191,3 +196,70 @@ async def test_the_hot_path_reads_jobs_through_an_index_never_a_scan(tmp_path: P
             assert not [step for step in steps if step.startswith("SCAN")], (sql, steps)
             if " id IN (" in sql or "WHERE id = " in sql:
                 assert "(id=?)" in steps[0], (sql, steps)
+
+
+async def test_the_outcomes_of_jobs_just_taken_need_no_read(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put_many([JOB] * 5)
+        jobs = await store.take_many("q", 5)
+        statements: list[str] = []
+        assert store._conn is not None
+        store._conn.set_trace_callback(statements.append)
+        answers = await store.apply_many(
+            "q", [(job.id, store.finish_change(lease=job.lease)) for job in jobs]
+        )
+        store._conn.set_trace_callback(None)
+        assert [answer.status.value for answer in answers] == ["finished"] * 5  # type: ignore[union-attr]
+        assert not [sql for sql in statements if sql.startswith("SELECT")], statements
+        for job in jobs:
+            assert (await store.get("q", job.id)).status.value == "finished"
+
+
+async def test_a_rolled_back_write_leaves_no_stale_job_behind(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put(JOB)
+        [job] = await store.take_many("q", 1)
+
+        def touch_then_fail() -> None:
+            # A write that its operation then rolls back (any error does).
+            assert store._conn is not None
+            store._write(store._conn, job, job.revise(extra={"touched": True}))
+            raise RuntimeError("the operation fails after its write")
+
+        with pytest.raises(RuntimeError):
+            await store._run(touch_then_fail)
+        # The job is as it was before that operation: its outcome applies to that.
+        [answer] = await store.apply_many("q", [(job.id, store.finish_change(lease=job.lease))])
+        assert not isinstance(answer, Exception), answer
+        stored = await store.get("q", job.id)
+        assert stored.status.value == "finished" and stored.extra == {}
+        assert stored.rev == job.rev + 1
+
+
+async def test_a_row_changed_behind_the_stores_back_is_never_written_over(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put(JOB)
+        [job] = await store.take_many("q", 1)
+
+        def change_behind() -> None:
+            assert store._conn is not None
+            store._conn.execute(
+                "UPDATE jobs SET rev = rev + 1, extra = '{\"mark\": 1}' WHERE id = ?", (job.id,)
+            )
+
+        await store._run(change_behind)
+        finish = [(job.id, store.finish_change(lease=job.lease))]
+        # The revision check refuses the write from the job as kept...
+        [refused] = await store.apply_many("q", finish)
+        assert isinstance(refused, StoreUnavailable), refused
+        assert "changed under a write" in refused.message
+        # ...and once that is rolled back, the job is read again and the change applies.
+        [answer] = await store.apply_many("q", finish)
+        assert not isinstance(answer, Exception), answer
+        stored = await store.get("q", job.id)
+        assert stored.status.value == "finished" and stored.extra == {"mark": 1}

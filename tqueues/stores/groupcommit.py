@@ -49,6 +49,10 @@ class GroupCommit:
     on; the answers of the transactions committed meanwhile (reads included: nothing is
     answered from a state that is not durable yet) wait for the next sync. Without it,
     each ``COMMIT`` is durable by itself (SQLite syncs) and is answered at once.
+
+    ``rolled_back``, if given, is called on this thread whenever anything written was
+    rolled back (an operation that raised, a transaction that failed): whoever keeps
+    state beside the database drops it there.
     """
 
     MAX_BATCH = 512
@@ -57,8 +61,10 @@ class GroupCommit:
         self,
         connection: Callable[[], sqlite3.Connection | None],
         sync: Callable[[], None] | None = None,
+        rolled_back: Callable[[], None] | None = None,
     ) -> None:
         self._connection = connection
+        self._rolled_back = rolled_back or (lambda: None)
         self._queue: SimpleQueue[_Operation | None] = SimpleQueue()
         self.commits = 0  #: transactions committed (operations share them under load)
         self._syncer = _Syncer(sync) if sync is not None else None
@@ -136,9 +142,11 @@ class GroupCommit:
                 if outcome[1] is not None and not conn.in_transaction:
                     # SQLite rolled the whole transaction back (a full disk, an I/O error):
                     # none of the batch happened.
+                    self._rolled_back()
                     return [(None, outcome[1])] * len(batch)
                 if outcome[1] is not None:
                     conn.execute("ROLLBACK TO operation")
+                    self._rolled_back()
                 conn.execute("RELEASE operation")
                 outcomes.append(outcome)
             conn.execute("COMMIT")
@@ -147,6 +155,7 @@ class GroupCommit:
         except sqlite3.Error as exc:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
+            self._rolled_back()
             return [(None, exc)] * len(batch)
 
     @staticmethod

@@ -91,6 +91,8 @@ INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(
 UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
 REAP_BATCH = 1000
 READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old builds 999).
+#: Started jobs kept as last written (beyond that many, the store forgets them all).
+MAX_STARTED_KEPT = 100_000
 
 
 def _dumps(value: Any) -> str:
@@ -157,6 +159,11 @@ class SQLiteStore(Store):
         self._lock_fd: int | None = None
         self._log_fd: int | None = None  #: the write-ahead log, for the FULL syncs
         self._queues: dict[str, QueueConfig] = {}
+        #: Every started job as this store last wrote it, by id: the outcome of a job taken
+        #: a moment ago needs no read. Used and changed on the store's thread only; what
+        #: is rolled back or deleted is dropped from it; a write that finds the row at
+        #: another revision fails (see _write), so it can never write over newer data.
+        self._started: dict[str, Job] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -228,7 +235,7 @@ class SQLiteStore(Store):
             ) from exc
         self._lock_fd = fd
         sync = self._sync_log if self._synchronous == "FULL" else None
-        self._thread = GroupCommit(lambda: self._conn, sync)
+        self._thread = GroupCommit(lambda: self._conn, sync, self._started.clear)
         try:
             await self._run(self._connect, batch=False)
         except BaseException:
@@ -310,6 +317,7 @@ class SQLiteStore(Store):
         def drop() -> int:
             with self._transaction() as conn:
                 removed = conn.execute("DELETE FROM jobs WHERE queue = ?", (name,)).rowcount
+                self._started.clear()
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
                 return int(removed)
 
@@ -325,6 +333,7 @@ class SQLiteStore(Store):
 
         def truncate() -> int:
             with self._transaction() as conn:
+                self._started.clear()
                 return int(conn.execute("DELETE FROM jobs WHERE queue = ?", (queue,)).rowcount)
 
         return await self._run(truncate)
@@ -368,8 +377,16 @@ class SQLiteStore(Store):
         after = after.succeeding(before)
         values = _row(after)[2:]
         cursor = conn.execute(UPDATE, [*values, before.id, before.rev])
-        if cursor.rowcount != 1:  # pragma: no cover - one writer thread makes this impossible
-            raise StoreUnavailable(f"job {before.id} changed under a write")
+        if cursor.rowcount != 1:
+            # Cannot happen (one thread writes, and keeps _started in step); were it to,
+            # this operation is rolled back (and _started emptied) and fails as a whole.
+            raise StoreUnavailable(f"job {before.id} changed under a write; try again")
+        if after.status is JobStatus.STARTED:
+            if len(self._started) >= MAX_STARTED_KEPT:
+                self._started.clear()
+            self._started[after.id] = after
+        else:
+            self._started.pop(after.id, None)
         return after
 
     async def claim_many(
@@ -419,6 +436,11 @@ class SQLiteStore(Store):
             claimed.append(self._write(conn, before, after))
         return claimed
 
+    def _kept(self, queue: str, job_id: str) -> Job | None:
+        """The started job ``job_id`` of ``queue`` as last written, if it is kept."""
+        job = self._started.get(job_id)
+        return job if job is not None and job.queue == queue else None
+
     def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
@@ -456,7 +478,7 @@ class SQLiteStore(Store):
 
         def mutate() -> tuple[Job, Job]:
             with self._transaction() as conn:
-                before = self._read(conn, queue, job_id)
+                before = self._kept(queue, job_id) or self._read(conn, queue, job_id)
                 return before, self._write(conn, before, change(before))
 
         return await self._run(mutate)
@@ -472,7 +494,10 @@ class SQLiteStore(Store):
         def mutate_many() -> list[tuple[Job, Job] | TqueuesError]:
             results: list[tuple[Job, Job] | TqueuesError] = []
             with self._transaction() as conn:
-                current = self._read_many(conn, queue, {job_id for job_id, _ in changes})
+                ids = {job_id for job_id, _ in changes}
+                current = {i: job for i in ids if (job := self._kept(queue, i)) is not None}
+                if len(current) < len(ids):
+                    current.update(self._read_many(conn, queue, ids - current.keys()))
                 for job_id, change in changes:
                     before = current.get(job_id)
                     try:
@@ -534,6 +559,7 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 job = self._read(conn, queue, job_id)
                 conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+                self._started.pop(job_id, None)
                 return job
 
         return await self._run(remove)
@@ -567,6 +593,7 @@ class SQLiteStore(Store):
                         config = queues.get(before.queue)
                         if step is lifecycle.outlive and config and config.ttl_action == "delete":
                             conn.execute("DELETE FROM jobs WHERE id = ?", (before.id,))
+                            self._started.pop(before.id, None)  # (only pending or delayed)
                             deleted += 1
                             continue
                         changes.append((before, self._write(conn, before, step(before, now=now))))
