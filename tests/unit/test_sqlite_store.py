@@ -214,6 +214,13 @@ async def test_the_outcomes_of_jobs_just_taken_need_no_read(tmp_path: Path) -> N
         assert not [sql for sql in statements if sql.startswith("SELECT")], statements
         for job in jobs:
             assert (await store.get("q", job.id)).status.value == "finished"
+        # A large job is not kept in memory: its outcome reads it.
+        await store.put(NewJob(queue="q", method="m:f", args=["x" * 10_000]))
+        [large] = await store.take_many("q", 1)
+        store._conn.set_trace_callback(statements.append)
+        await store.apply_many("q", [(large.id, store.finish_change(lease=large.lease))])
+        store._conn.set_trace_callback(None)
+        assert [sql for sql in statements if sql.startswith("SELECT")]
 
 
 async def test_a_rolled_back_write_leaves_no_stale_job_behind(tmp_path: Path) -> None:

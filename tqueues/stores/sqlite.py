@@ -86,13 +86,16 @@ JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
 SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
 _JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
 _STATUS_POSITION = COLUMNS.index("status")
+_json_texts = operator.itemgetter(*_JSON_POSITIONS)
 _STATUSES = {status.value: status for status in JobStatus}  #: faster than JobStatus(value)
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
 UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
 REAP_BATCH = 1000
 READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old builds 999).
-#: Started jobs kept as last written (beyond that many, the store forgets them all).
-MAX_STARTED_KEPT = 100_000
+#: Started jobs kept as last written (beyond that many, the store forgets them all), and
+#: the most JSON text (args, kwargs, extra, result) of one kept job: 160 MiB at most in all.
+MAX_STARTED_KEPT = 20_000
+MAX_KEPT_TEXT = 8192
 
 
 def _dumps(value: Any) -> str:
@@ -375,13 +378,15 @@ class SQLiteStore(Store):
 
     def _write(self, conn: sqlite3.Connection, before: Job, after: Job) -> Job:
         after = after.succeeding(before)
-        values = _row(after)[2:]
-        cursor = conn.execute(UPDATE, [*values, before.id, before.rev])
+        values = _row(after)
+        cursor = conn.execute(UPDATE, [*values[2:], before.id, before.rev])
         if cursor.rowcount != 1:
             # Cannot happen (one thread writes, and keeps _started in step); were it to,
             # this operation is rolled back (and _started emptied) and fails as a whole.
             raise StoreUnavailable(f"job {before.id} changed under a write; try again")
-        if after.status is JobStatus.STARTED:
+        if after.status is JobStatus.STARTED and sum(map(len, _json_texts(values))) <= (
+            MAX_KEPT_TEXT
+        ):
             if len(self._started) >= MAX_STARTED_KEPT:
                 self._started.clear()
             self._started[after.id] = after
