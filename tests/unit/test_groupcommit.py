@@ -59,9 +59,9 @@ async def committer(tmp_path: Path) -> AsyncIterator[tuple[GroupCommit, GatedSyn
     sync = GatedSync(path)
     group = GroupCommit(lambda: conn, sync)
 
-    def insert(x: int) -> asyncio.Future[Any]:
+    def insert(x: int, committed: Callable[[Any], None] | None = None) -> asyncio.Future[Any]:
         statement = ("INSERT INTO t VALUES (?)", (x,))
-        return asyncio.ensure_future(group.submit(conn.execute, statement, True))
+        return asyncio.ensure_future(group.submit(conn.execute, statement, True, committed))
 
     yield group, sync, insert
     sync.gate.set()
@@ -131,3 +131,60 @@ async def test_the_embedded_store_syncs_its_log_before_it_answers(tmp_path: Path
         await store.put(NewJob(queue="q", method="m:f"))
         assert store._thread.syncs == 0
         assert len((await store.list_jobs("q", limit=10)).jobs) == 2
+
+
+async def test_whoever_asks_is_told_of_the_commit_before_the_sync(
+    committer: tuple[GroupCommit, GatedSync, Callable],
+) -> None:
+    _, sync, insert = committer
+    told = asyncio.Event()
+    first = insert(1, lambda result: told.set())
+    await asyncio.wait_for(told.wait(), DEADLINE)  # committed, and its sync is held
+    assert not first.done()
+    sync.gate.set()
+    await asyncio.wait_for(first, DEADLINE)
+
+
+async def test_an_operation_that_fails_is_not_told_of_a_commit(
+    committer: tuple[GroupCommit, GatedSync, Callable],
+) -> None:
+    group, sync, insert = committer
+    sync.gate.set()
+    told: list[Any] = []
+
+    def fails() -> None:
+        raise ValueError("refused")
+
+    failing = group.submit(fails, (), True, told.append)
+    with pytest.raises(ValueError):
+        await asyncio.wait_for(failing, DEADLINE)
+    await asyncio.wait_for(insert(2, told.append), DEADLINE)
+    await _until(lambda: len(told) == 1)  # the second one only
+    assert len(told) == 1
+
+
+async def test_a_waiting_taker_gets_a_put_job_before_its_disk_sync(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        assert store._thread is not None and store._thread._syncer is not None
+        # Given a taker waiting, and from then on the disk sync held
+        taking = asyncio.create_task(store.take("q", worker="w", wait=20, poll=20))
+        await _until(lambda: bool(store._waiters["q"]))
+        gate = threading.Event()
+        real_sync = store._thread._syncer._sync
+
+        def held_sync() -> None:
+            gate.wait(DEADLINE)
+            real_sync()
+
+        store._thread._syncer._sync = held_sync
+        # When a job is put
+        putting = asyncio.create_task(store.put(NewJob(queue="q", method="m:f")))
+        # Then the taker has it once it is committed, and the put is answered only once
+        # it is on disk
+        job = await asyncio.wait_for(taking, DEADLINE)
+        assert job is not None and job.status.value == "started"
+        assert not putting.done()
+        gate.set()
+        put = await asyncio.wait_for(putting, DEADLINE)
+        assert put.id == job.id

@@ -174,13 +174,22 @@ class Store(abc.ABC):
         return jobs[0] if jobs else None
 
     async def insert_and_claim(
-        self, job: Job, count: int, *, worker: str | None, now: float
+        self,
+        job: Job,
+        count: int,
+        *,
+        worker: str | None,
+        now: float,
+        committed: Callable[[list[Job]], None] | None = None,
     ) -> tuple[Job, list[Job]]:
         """Store a new pending job durably and claim up to ``count`` pending jobs of its
         queue (as :meth:`claim_many`: the most urgent first, the new job among them) in
         one write; the job as stored, and the claimed jobs.
 
-        Only a store that can make this one write implements it, and sets
+        ``committed``, if given, is called on the event loop with the claimed jobs as soon
+        as the write is committed, which may be before it is on disk (the return waits for
+        that): the taker can start on them while the disk syncs. Not called if the write
+        fails. Only a store that can make this one write implements it, and sets
         :attr:`hands_off`. Raises QueueNotFound.
         """
         raise NotImplementedError(f"{type(self).__name__} does not hand jobs off")
@@ -283,19 +292,31 @@ class Store(abc.ABC):
             job = await self.insert(job)
             self.record(job)
             return job
-        # A taker is waiting: claim for it in the same write (one disk sync, no wake-up).
+        # A taker is waiting: claim for it in the same write (one disk sync, no wake-up),
+        # and hand it what was claimed once committed: the taker may start while the disk
+        # syncs. The put itself is answered only once the write is durable. (Should the
+        # machine, not a process, fail in between, the taker ran a job its producer was
+        # never told was stored, and whose retry runs it again: at least once.)
+        handed: list[list[Job]] = []
+
+        def hand(claimed: list[Job]) -> None:
+            handed.append(claimed)
+            if not waiter.hand(claimed):
+                self.give_back(claimed)  # the taker went away meanwhile
+
         try:
             job, claimed = await self.insert_and_claim(
-                job, waiter.count, worker=waiter.worker, now=clock.now()
+                job, waiter.count, worker=waiter.worker, now=clock.now(), committed=hand
             )
         except BaseException:
-            waiter.hand([])  # the taker looks for itself
+            if not handed:
+                waiter.hand([])  # the taker looks for itself
             raise
+        if not handed:
+            hand(claimed)
         self.record(job)
         for taken in claimed:
             self.record(taken)
-        if not waiter.hand(claimed):
-            self.give_back(claimed)  # the taker went away meanwhile
         return job
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:

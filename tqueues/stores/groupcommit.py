@@ -31,6 +31,7 @@ class _Operation:
     batch: bool
     future: asyncio.Future[Any]
     loop: asyncio.AbstractEventLoop
+    committed: Callable[[Any], None] | None = None
 
 
 _Outcome = tuple[Any, BaseException | None]
@@ -76,11 +77,20 @@ class GroupCommit:
         """Disk syncs done by ``sync`` (0 without it: SQLite syncs in each ``COMMIT``)."""
         return self._syncer.syncs if self._syncer is not None else 0
 
-    def submit(self, fn: Callable[..., T], args: tuple[Any, ...], batch: bool) -> Awaitable[T]:
-        """Queue ``fn(*args)``; the future of its result (or exception)."""
+    def submit(
+        self,
+        fn: Callable[..., T],
+        args: tuple[Any, ...],
+        batch: bool,
+        committed: Callable[[T], None] | None = None,
+    ) -> Awaitable[T]:
+        """Queue ``fn(*args)``; the future of its result (or exception), settled once its
+        transaction is durable. ``committed``, if given, is called on the caller's loop
+        with the result as soon as the transaction is committed, before it is synced (not
+        at all if the operation or its transaction fails)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Operation(fn, args, batch, future, loop))
+        self._queue.put(_Operation(fn, args, batch, future, loop, committed))
         return future
 
     def stop(self) -> None:
@@ -116,10 +126,17 @@ class GroupCommit:
                     break
                 batch.append(following)
             outcomes = self._run_batch(batch)
+            self._tell_committed(batch, outcomes)
             if self._syncer is None:
                 self._answer(batch, outcomes)
             else:
                 self._syncer.committed(batch, outcomes)  # and go on while it syncs
+
+    @staticmethod
+    def _tell_committed(batch: list[_Operation], outcomes: list[_Outcome]) -> None:
+        for operation, (result, error) in zip(batch, outcomes, strict=True):
+            if operation.committed is not None and error is None:
+                operation.loop.call_soon_threadsafe(operation.committed, result)
 
     @staticmethod
     def _call(operation: _Operation) -> tuple[Any, BaseException | None]:

@@ -170,13 +170,20 @@ class SQLiteStore(Store):
 
     # -- plumbing --------------------------------------------------------------------------
 
-    async def _run(self, fn: Callable[..., T], *args: Any, batch: bool = True) -> T:
+    async def _run(
+        self,
+        fn: Callable[..., T],
+        *args: Any,
+        batch: bool = True,
+        committed: Callable[[T], None] | None = None,
+    ) -> T:
         """Run ``fn(*args)`` on the store's thread; inside a group-committed transaction
-        unless ``batch`` is False. Maps SQLite errors to StoreUnavailable."""
+        unless ``batch`` is False (``committed``: see GroupCommit.submit). Maps SQLite
+        errors to StoreUnavailable."""
         if self._thread is None:
             raise StoreUnavailable("the SQLite store is not open")
         try:
-            return await self._thread.submit(fn, args, batch)
+            return await self._thread.submit(fn, args, batch, committed)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the SQLite store cannot write: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -407,9 +414,16 @@ class SQLiteStore(Store):
         return await self._run(claim_many)
 
     async def insert_and_claim(
-        self, job: Job, count: int, *, worker: str | None, now: float
+        self,
+        job: Job,
+        count: int,
+        *,
+        worker: str | None,
+        now: float,
+        committed: Callable[[list[Job]], None] | None = None,
     ) -> tuple[Job, list[Job]]:
-        """One operation (so one commit): the insert, then the claim."""
+        """One operation (so one commit): the insert, then the claim; ``committed`` gets
+        the claimed jobs at the commit, before the disk sync."""
         await self.get_queue(job.queue)
         leases = new_leases(count)
 
@@ -418,7 +432,7 @@ class SQLiteStore(Store):
                 conn.execute(INSERT, _row(job))
                 return self._claim(conn, job.queue, leases, worker, now)
 
-        return job, await self._run(insert_and_claim)
+        return job, await self._run(insert_and_claim, committed=committed)
 
     def _claim(
         self,
