@@ -66,24 +66,37 @@ class WaitLine:
         """Wait up to ``timeout`` seconds for a put to hand over jobs (those jobs) or for
         ``ready`` (an empty list: look again); a cancelled caller gives back what it got."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        waiter = Waiter(count, worker, loop.create_future())
+        jobs: asyncio.Future[list[Job]] = loop.create_future()
+        waiter = Waiter(count, worker, jobs)
         self._line[queue].append(waiter)
+
+        def look_again(_: object = None) -> None:
+            # A job became pending: look for it. Unless a put is claiming for this taker:
+            # its answer, not a wake-up, ends the wait (giving up now would have it claim
+            # for nobody and release the jobs again).
+            if not jobs.done() and not waiter.chosen:
+                jobs.set_result([])
+
+        def time_up() -> None:
+            if not jobs.done():
+                jobs.set_result([])  # a put claiming for it now gives its jobs back
+
+        # One future ends the wait, whoever settles it: the put's hand-over wakes this
+        # taker at once, with no waiting on several things in between.
         woken = asyncio.ensure_future(ready.wait())
+        woken.add_done_callback(look_again)
+        timer = loop.call_later(timeout, time_up)
         try:
-            await asyncio.wait((waiter.jobs, woken), timeout=timeout, return_when="FIRST_COMPLETED")
-            if waiter.chosen and not waiter.jobs.done():
-                # A put is claiming for this taker: its answer, not a wake-up, ends the wait
-                # (giving up now would have it claim for nobody and release the jobs again).
-                await asyncio.wait((waiter.jobs,), timeout=max(deadline - loop.time(), 0))
+            return await jobs
         except asyncio.CancelledError:
-            if waiter.jobs.done() and not waiter.jobs.cancelled():
-                self._give_back(waiter.jobs.result())
+            if jobs.done() and not jobs.cancelled():
+                self._give_back(jobs.result())
             raise
         finally:
+            timer.cancel()
+            woken.remove_done_callback(look_again)
             woken.cancel()
-            if not waiter.jobs.done():
-                waiter.jobs.cancel()  # a put still claiming for it gives its jobs back
+            if not jobs.done():
+                jobs.cancel()  # a put still claiming for it gives its jobs back
             with contextlib.suppress(ValueError):
                 self._line[queue].remove(waiter)
-        return [] if waiter.jobs.cancelled() else waiter.jobs.result()
