@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import inspect
 import logging
 import math
 import os
@@ -111,6 +112,7 @@ class Worker:
         self.reporter = Reporter(self.client, taker=self if len(self.queues) == 1 else None)
         self.counts: collections.Counter[str] = collections.Counter()
         self._stopping = asyncio.Event()
+        self._interruptible: set[asyncio.Future[Any]] = set()  #: what stop() cancels
         #: Jobs taken and not started: (document, loop time it arrived).
         self._prefetched: collections.deque[tuple[dict[str, Any], float]] = collections.deque()
         self._next_queue = 0
@@ -149,6 +151,8 @@ class Worker:
     def stop(self) -> None:
         """Stop taking jobs (running ones carry on); safe to call from a signal handler."""
         self._stopping.set()
+        for waiting in list(self._interruptible):
+            waiting.cancel()
 
     @property
     def stopping(self) -> bool:
@@ -261,19 +265,23 @@ class Worker:
         return None
 
     async def _until_stopped(self, coro: Awaitable[Any]) -> Any:
-        """Await ``coro`` unless the worker stops first (then cancel it and return None)."""
-        task = asyncio.ensure_future(coro)
-        stopper = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            stopper.cancel()
-        if not task.done():
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        """Await ``coro`` unless the worker stops first (:meth:`stop` cancels it: then
+        None). Awaited directly, so whatever ends it resumes the caller at once."""
+        if self.stopping:
+            if inspect.iscoroutine(coro):
+                coro.close()
             return None
-        return task.result()
+        task = asyncio.ensure_future(coro)
+        self._interruptible.add(task)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            caller = asyncio.current_task()
+            if self.stopping and task.cancelled() and not (caller and caller.cancelling()):
+                return None  # stop() cancelled it, not our caller's cancellation
+            raise
+        finally:
+            self._interruptible.discard(task)
 
     @staticmethod
     def _loop_time() -> float:

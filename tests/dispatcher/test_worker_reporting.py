@@ -18,6 +18,7 @@ import pytest
 from tests.acceptance.jobs import finished_ids, method, start_markers
 from tests.dispatcher.conftest import Client as TestClient
 from tqueues.client import Client
+from tqueues.dispatcher.keys import store_key
 from tqueues.errors import DispatcherUnavailable, TqueuesError
 from tqueues.worker import Job, Worker
 
@@ -350,3 +351,27 @@ async def test_a_stopping_worker_gives_back_the_jobs_it_took_ahead(
     assert stats["jobs"]["pending"] == 6 and stats["jobs"]["started"] == 0
     listing = await (await client.get("/queues/q/jobs?status=pending")).json()
     assert all(job["attempts"] == 0 for job in listing["jobs"])  # releases: no attempt lost
+
+
+async def test_stop_ends_a_waiting_long_poll_at_once(client: TestClient) -> None:
+    worker = Worker("unused", ["q"], client=Client(str(client.make_url("/"))), wait=30)
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):  # the worker waits in a long-poll take
+        while not client.app[store_key]._waiters["q"]:
+            await asyncio.sleep(0.01)
+    worker.stop()
+    async with asyncio.timeout(5):  # not after the 30 s wait
+        counts = await runner
+    assert counts["taken"] == 0
+
+
+async def test_cancelling_a_waiting_worker_is_not_taken_for_a_stop(client: TestClient) -> None:
+    worker = Worker("unused", ["q"], client=Client(str(client.make_url("/"))), wait=30)
+    runner = asyncio.create_task(worker.run())
+    async with asyncio.timeout(10):
+        while not client.app[store_key]._waiters["q"]:
+            await asyncio.sleep(0.01)
+    runner.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        async with asyncio.timeout(5):
+            await runner
