@@ -50,6 +50,13 @@ def error_for(status: int, payload: Any) -> TqueuesError:
     return TqueuesError(f"HTTP {status}: {payload}", status_code=status)
 
 
+def _text(raw: bytes, charset: str) -> str:
+    try:
+        return raw.decode(charset, "replace")
+    except LookupError:  # a charset Python does not know
+        return raw.decode("utf-8", "replace")
+
+
 class Client:
     """Talks to one dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
 
@@ -124,14 +131,16 @@ class Client:
                 headers=headers,
                 timeout=timeout,
             ) as response:
-                text = await response.text()
+                raw = await response.read()
                 status = response.status
                 is_json = response.content_type == "application/json"
+                charset = response.charset or "utf-8"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             raise DispatcherUnavailable(
                 f"cannot reach the dispatcher at {self.endpoint_url}: {exc!r}"
             ) from exc
-        payload = codec.loads(text) if is_json and text else text
+        # JSON straight from the bytes; anything else (a proxy's error page) as text.
+        payload = codec.loads(raw) if is_json and raw else _text(raw, charset)
         if status < 400:
             return payload
         raise error_for(status, payload)
