@@ -3,9 +3,10 @@ queued operations many to a transaction, each in its own savepoint.
 
 Every operation is answered only once the ``COMMIT`` of its transaction is durable; under
 load many operations share one disk sync, alone an operation costs one. With a ``sync``
-function (the store's ``fdatasync`` of its write-ahead log, SQLite itself syncing
-nothing) the disk sync is pipelined: while one sync runs, the store's thread goes on
-with the next transactions, and the sync after it answers them all.
+function (the store's ``fdatasync`` of its write-ahead log; SQLite then syncs only around
+its checkpoints) the disk sync is pipelined: while one sync runs, the store's thread goes
+on with the next transactions, and the sync after it answers them all. Only a
+``committed`` callback (see :meth:`GroupCommit.submit`) hears of a commit before that.
 """
 
 from __future__ import annotations
