@@ -188,3 +188,23 @@ async def test_a_waiting_taker_gets_a_put_job_before_its_disk_sync(tmp_path: Pat
         gate.set()
         put = await asyncio.wait_for(putting, DEADLINE)
         assert put.id == job.id
+
+
+async def test_a_caller_whose_event_loop_closed_does_not_stop_the_others(
+    committer: tuple[GroupCommit, GatedSync, Callable],
+) -> None:
+    group, sync, insert = committer
+
+    def submit_and_go_away() -> None:
+        loop = asyncio.new_event_loop()
+
+        async def submit() -> None:
+            group.submit(lambda: None, (), True)
+
+        loop.run_until_complete(submit())
+        loop.close()  # before its answer can come: the sync is held
+
+    await asyncio.to_thread(submit_and_go_away)
+    sync.gate.set()
+    await asyncio.wait_for(insert(1), DEADLINE)
+    await asyncio.wait_for(insert(2), DEADLINE)

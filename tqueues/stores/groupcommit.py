@@ -137,7 +137,7 @@ class GroupCommit:
     def _tell_committed(batch: list[_Operation], outcomes: list[_Outcome]) -> None:
         for operation, (result, error) in zip(batch, outcomes, strict=True):
             if operation.committed is not None and error is None:
-                operation.loop.call_soon_threadsafe(operation.committed, result)
+                _call_soon(operation.loop, operation.committed, result)
 
     @staticmethod
     def _call(operation: _Operation) -> tuple[Any, BaseException | None]:
@@ -183,7 +183,7 @@ class GroupCommit:
         for operation, (result, error) in zip(batch, outcomes, strict=True):
             by_loop.setdefault(operation.loop, []).append((operation.future, result, error))
         for loop, answers in by_loop.items():
-            loop.call_soon_threadsafe(_settle_all, answers)
+            _call_soon(loop, _settle_all, answers)
 
 
 class _Syncer:
@@ -259,6 +259,15 @@ class _Syncer:
         with self._cond:
             self._busy = False
             self._cond.notify_all()
+
+
+def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """``callback(*args)`` on ``loop``, from another thread; nothing if the loop is closed
+    (nobody is left there to answer, and this thread must go on serving the others)."""
+    try:
+        loop.call_soon_threadsafe(callback, *args)
+    except RuntimeError:  # the event loop is closed
+        pass
 
 
 def _settle_all(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
