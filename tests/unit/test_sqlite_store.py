@@ -12,7 +12,7 @@ import pytest
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
 from tqueues.errors import StoreUnavailable
-from tqueues.jobs import NewJob, QueueConfig
+from tqueues.jobs import Job, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings
 from tqueues.stores.sqlite import SQLiteStore
 
@@ -223,11 +223,17 @@ async def test_the_outcomes_of_jobs_just_taken_need_no_read(tmp_path: Path) -> N
         assert [sql for sql in statements if sql.startswith("SELECT")]
 
 
+async def _one_taken(store: SQLiteStore) -> Job:
+    """Queue ``q`` with one job, taken."""
+    await store.create_queue(QueueConfig("q"))
+    await store.put(JOB)
+    [job] = await store.take_many("q", 1)
+    return job
+
+
 async def test_a_rolled_back_write_leaves_no_stale_job_behind(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path) as store:
-        await store.create_queue(QueueConfig("q"))
-        await store.put(JOB)
-        [job] = await store.take_many("q", 1)
+        job = await _one_taken(store)
 
         def touch_then_fail() -> None:
             # A write that its operation then rolls back (any error does).
@@ -249,9 +255,7 @@ async def test_a_row_changed_behind_the_stores_back_is_never_written_over(
     tmp_path: Path,
 ) -> None:
     async with SQLiteStore(tmp_path) as store:
-        await store.create_queue(QueueConfig("q"))
-        await store.put(JOB)
-        [job] = await store.take_many("q", 1)
+        job = await _one_taken(store)
 
         def change_behind() -> None:
             assert store._conn is not None

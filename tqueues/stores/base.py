@@ -297,10 +297,11 @@ class Store(abc.ABC):
         # syncs. The put itself is answered only once the write is durable. (Should the
         # machine, not a process, fail in between, the taker ran a job its producer was
         # never told was stored, and whose retry runs it again: at least once.)
-        handed: list[list[Job]] = []
+        handed = False
 
         def hand(claimed: list[Job]) -> None:
-            handed.append(claimed)
+            nonlocal handed
+            handed = True
             if not waiter.hand(claimed):
                 self.give_back(claimed)  # the taker went away meanwhile
 

@@ -391,15 +391,18 @@ class SQLiteStore(Store):
             # Cannot happen (one thread writes, and keeps _started in step); were it to,
             # this operation is rolled back (and _started emptied) and fails as a whole.
             raise StoreUnavailable(f"job {before.id} changed under a write; try again")
-        if after.status is JobStatus.STARTED and sum(map(len, _json_texts(values))) <= (
-            MAX_KEPT_TEXT
-        ):
+        self._keep(after, values)
+        return after
+
+    def _keep(self, job: Job, row: list[Any]) -> None:
+        """Keep ``job`` (just written as ``row``) in _started if it is started and small,
+        else forget any older revision of it there."""
+        if job.status is JobStatus.STARTED and sum(map(len, _json_texts(row))) <= MAX_KEPT_TEXT:
             if len(self._started) >= MAX_STARTED_KEPT:
                 self._started.clear()
-            self._started[after.id] = after
+            self._started[job.id] = job
         else:
-            self._started.pop(after.id, None)
-        return after
+            self._started.pop(job.id, None)
 
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
@@ -611,8 +614,8 @@ class SQLiteStore(Store):
                         before = _job(row)
                         config = queues.get(before.queue)
                         if step is lifecycle.outlive and config and config.ttl_action == "delete":
+                            # (pending or delayed: never among the kept started jobs)
                             conn.execute("DELETE FROM jobs WHERE id = ?", (before.id,))
-                            self._started.pop(before.id, None)  # (only pending or delayed)
                             deleted += 1
                             continue
                         changes.append((before, self._write(conn, before, step(before, now=now))))
