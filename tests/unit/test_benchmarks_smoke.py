@@ -30,3 +30,25 @@ def test_drain_cpu_smoke() -> None:
     assert done.returncode == 0, done.stderr
     assert re.search(r"W2 drain: [\d,]+ jobs/s", done.stdout), done.stdout
     assert done.stdout.count("µs of CPU per job") >= 3, done.stdout  # two threads, workers
+
+
+def test_w1_floor_smoke() -> None:
+    # Three aiohttp servers and the real dispatcher (NORMAL, FULL), 50 calls each.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.w1_floor", "--calls", "50"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    rows = re.findall(r"^\| (.+?) \| ([\d,]+) \| ", done.stdout, re.MULTILINE)
+    assert [name for name, _ in rows] == [
+        "aiohttp, answer",
+        "aiohttp, thread",
+        "aiohttp, sync",
+        "tqueues_dispatcher --sync NORMAL",
+        "tqueues_dispatcher --sync FULL",
+        "(4 KiB overwrite + fdatasync, no server)",
+    ], done.stdout
+    assert all(int(rate.replace(",", "")) > 0 for _, rate in rows), done.stdout
