@@ -23,7 +23,8 @@ from pathlib import Path
 
 from benchmarks.peers import sink
 from benchmarks.run import QUEUE, prefill_store, read_times
-from benchmarks.services import ROOT
+from benchmarks.services import dispatcher_env
+from tqueues.stores.sqlite import SQLiteStore
 
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -47,10 +48,10 @@ def main() -> None:
     parser.add_argument("dispatcher_args", nargs="*", help="after --: dispatcher options")
     options = parser.parse_args()
     bin_dir = Path(sys.executable).parent
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dispatcher_env()
     with tempfile.TemporaryDirectory(prefix="tqueues-drain-") as tmp:
         work = Path(tmp)
-        asyncio.run(prefill_store(work / "data", options.jobs))
+        asyncio.run(prefill_store(SQLiteStore(work / "data"), options.jobs))
         log_path = work / "dispatcher.log"
         with log_path.open("w") as log:
             dispatcher = subprocess.Popen(

@@ -23,6 +23,11 @@ W3 pickup latency
 W4 deep queue (tqueues only)
     :mod:`benchmarks.deep_queue`: store take and finish cost at 1,000 vs 1,000,000 queued.
 
+tqueues on RethinkDB (``tqueues-rethinkdb``, and W4 on its store) runs too when a server
+is named: ``--rethinkdb HOST:PORT`` or ``TQUEUES_BENCH_RETHINKDB=HOST:PORT`` (each
+dispatcher gets a database of its own there, dropped when it stops). No RethinkDB server
+can be installed by this script.
+
 Prints a Markdown table and writes everything (with versions and the machine) as JSON.
 """
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -54,11 +60,18 @@ from benchmarks.services import (
     Postgres,
     Processes,
     Redis,
+    RethinkDBDispatcher,
     Server,
     ServiceError,
     ensure_debian_packages,
     ensure_venv,
+    rethinkdb_settings,
+    rethinkdb_version,
 )
+from tqueues.errors import TqueuesError
+from tqueues.stores.base import Store
+from tqueues.stores.rethinkdb import RethinkDBStore
+from tqueues.stores.sqlite import SQLiteStore
 
 VENVS = ROOT / "benchmarks" / ".venvs"
 RESULTS = ROOT / "benchmarks" / ".results"
@@ -81,6 +94,7 @@ class System:
     dispatcher_args: tuple[str, ...] = ()
     bulk_note: str = "n/a"
     model: str = ""  # how its workers run jobs, for the docs
+    store: str = "sqlite"  # tqueues: the dispatcher's store, "sqlite" or "rethinkdb"
 
     def bin(self) -> Path:
         return VENVS / self.name / "bin" if self.requirements else Path(sys.executable).parent
@@ -125,6 +139,8 @@ SYSTEMS: dict[str, System] = {
                dispatcher_args=("--sync", "NORMAL"),
                bulk_note="n/a (no HTTP bulk enqueue yet)",
                model="asyncio, --concurrency 10"),
+        System("tqueues-rethinkdb", "tqueues (RethinkDB, durability hard)", "tqueues",
+               "tqueues", model="asyncio, --concurrency 10", store="rethinkdb"),
         System("rq", "RQ (Redis)", "rq", "redis", ("rq", "redis"),
                model="SimpleWorker (no fork per job), 1 at a time"),
         System("arq", "arq (Redis)", "arq", "redis", ("arq",), model="asyncio, max_jobs 10"),
@@ -138,7 +154,9 @@ SYSTEMS: dict[str, System] = {
                ("procrastinate", "psycopg[binary,pool]"), model="asyncio, --concurrency 10"),
     )
 }  # fmt: skip
-DEFAULT_SYSTEMS = tuple(SYSTEMS)
+#: Every system but tqueues on RethinkDB, which runs only where a server is named.
+DEFAULT_SYSTEMS = tuple(name for name, s in SYSTEMS.items() if s.store != "rethinkdb")
+RETHINKDB_ENV = "TQUEUES_BENCH_RETHINKDB"
 SERVERS: dict[str, Callable[[Processes, Path], Server]] = {
     "redis": Redis,
     "beanstalkd": Beanstalkd,
@@ -181,9 +199,24 @@ class Bench:
         """A started server (for tqueues, a dispatcher on a fresh store of ``prefill`` jobs)."""
         workdir = self.fresh_dir(system.name)
         if system.server == "tqueues":
-            dispatcher = Dispatcher(self.processes, workdir, system.dispatcher_args, [QUEUE])
+            dispatcher: Dispatcher
+            if system.store == "rethinkdb":
+                db = f"tqbench_{os.getpid()}_{self._counter}"
+                dispatcher = RethinkDBDispatcher(
+                    self.processes, workdir, self.options.rethinkdb, db,
+                    system.dispatcher_args, [QUEUE],
+                )  # fmt: skip
+                store: Store = RethinkDBStore(dispatcher.settings)
+            else:
+                dispatcher = Dispatcher(self.processes, workdir, system.dispatcher_args, [QUEUE])
+                store = SQLiteStore(dispatcher.data)
             if prefill:
-                asyncio.run(prefill_store(dispatcher.data, prefill))
+                try:
+                    asyncio.run(prefill_store(store, prefill))
+                except TqueuesError as exc:  # StoreUnavailable: e.g. RethinkDB unreachable
+                    with contextlib.suppress(ServiceError):
+                        dispatcher.stop()  # drops the RethinkDB database it may have made
+                    raise ServiceError(f"cannot fill the store: {exc}") from exc
             return dispatcher.start()
         server = SERVERS[system.server](self.processes, workdir).start()
         if system.server == "postgresql":
@@ -291,11 +324,12 @@ class Bench:
             "samples": len(ms),
         }
 
-    def w4(self) -> dict[str, Any]:
-        """The deep-queue benchmark of the embedded store (in this process)."""
+    def w4(self, rethinkdb: str | None = None) -> dict[str, Any]:
+        """The deep-queue benchmark of the embedded store (sync FULL), or of the RethinkDB
+        store on the server at ``rethinkdb`` (host:port), in this process."""
         sizes = [200, 2000] if self.options.quick else [1000, 1_000_000]
         cycles = 50 if self.options.quick else 500
-        rows = asyncio.run(deep_queue.main(sizes, cycles, "FULL"))
+        rows = asyncio.run(deep_queue.main(sizes, cycles, "FULL", rethinkdb=rethinkdb))
         first, last = rows[0], rows[-1]
         return {
             "rows": rows,
@@ -316,6 +350,9 @@ class Bench:
         found.update(self.produce(system, dummy, "versions"))
         if system.server == "tqueues":
             found["tqueues commit"] = git_commit()
+        if system.store == "rethinkdb":
+            settings = rethinkdb_settings(self.options.rethinkdb, "rethinkdb")
+            found["rethinkdb server"] = rethinkdb_version(settings)
         return found
 
     def run_system(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
@@ -398,12 +435,11 @@ def free_port_udp() -> int:
         return port
 
 
-async def prefill_store(directory: Path, n: int) -> None:
-    """Queue ``n`` no-op jobs in a fresh embedded store before its dispatcher starts."""
+async def prefill_store(store: Store, n: int) -> None:
+    """Queue ``n`` no-op jobs in ``store`` (unopened, fresh) before its dispatcher starts."""
     from tqueues.jobs import NewJob, QueueConfig
-    from tqueues.stores.sqlite import SQLiteStore
 
-    async with SQLiteStore(directory) as store:
+    async with store:
         await store.create_queue(QueueConfig(QUEUE))
         for start in range(0, n, 5000):
             await store.put_many(
@@ -535,18 +571,34 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help="tqueues only, 300 jobs, 50 samples, no installs"
     )
+    parser.add_argument(
+        "--rethinkdb",
+        metavar="HOST:PORT",
+        default=os.environ.get(RETHINKDB_ENV) or None,
+        help=f"a RethinkDB server for tqueues-rethinkdb (default: ${RETHINKDB_ENV}); "
+        "with it, the default systems include tqueues-rethinkdb",
+    )
     options = parser.parse_args(argv)
+    if options.rethinkdb:
+        try:
+            rethinkdb_settings(options.rethinkdb, "rethinkdb")
+        except ValueError as exc:
+            parser.error(f"--rethinkdb: {exc}")
     if options.quick:
         options.jobs, options.samples = min(options.jobs, 300), min(options.samples, 50)
         options.repeat = 1
         if options.systems == ",".join(DEFAULT_SYSTEMS):
             options.systems = "tqueues"
+    elif options.rethinkdb and options.systems == ",".join(DEFAULT_SYSTEMS):
+        options.systems += ",tqueues-rethinkdb"
     names = [s.strip() for s in options.systems.split(",") if s.strip()]
     unknown = [n for n in names if n not in SYSTEMS]
     if unknown:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if options.quick and any(SYSTEMS[n].requirements for n in names):
         parser.error("--quick runs tqueues only (no installs)")
+    if "tqueues-rethinkdb" in names and not options.rethinkdb:
+        parser.error(f"tqueues-rethinkdb needs a server: --rethinkdb HOST:PORT or ${RETHINKDB_ENV}")
     options.names = names
     return options
 
@@ -567,10 +619,18 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             for system in systems:
                 say(f"{system.label}:")
                 rows[system.name] = bench.run_system(system, unavailable)
-            w4 = None
-            if not options.no_w4 and any(s.server == "tqueues" for s in systems):
+            w4 = w4_rethinkdb = None
+            if not options.no_w4 and any(
+                s.store == "sqlite" for s in systems if s.server == "tqueues"
+            ):
                 say("W4 deep queue ...")
                 w4 = bench.w4()
+            if not options.no_w4 and any(s.store == "rethinkdb" for s in systems):
+                say("W4 deep queue, RethinkDB store ...")
+                try:
+                    w4_rethinkdb = bench.w4(options.rethinkdb)
+                except Exception as exc:  # recorded, never fatal, like the workloads
+                    w4_rethinkdb = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
             bench.processes.stop_all()
     results = {
@@ -585,6 +645,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
         },
         "systems": rows,
         "W4": w4,
+        "W4_rethinkdb": w4_rethinkdb,
     }
     results["table"] = table(rows)
     return results
@@ -606,6 +667,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nVersions:\n\n{versions_lines(results['systems'])}")
     if results["W4"]:
         print(f"\nW4 deep queue (tqueues embedded store, sync FULL):\n\n{results['W4']['report']}")
+    if results["W4_rethinkdb"]:
+        w4 = results["W4_rethinkdb"]
+        print(f"\nW4 deep queue (tqueues RethinkDB store):\n\n{w4.get('report') or w4['error']}")
     out = options.json or RESULTS / f"{results['date'].replace(':', '')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))

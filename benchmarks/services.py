@@ -9,6 +9,7 @@ as the ``postgres`` user when the benchmark runs as root, since it refuses root)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import glob
 import os
@@ -25,6 +26,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tqueues.settings import RethinkDBSettings
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Debian package -> a binary it installs (or a glob of one).
@@ -330,6 +335,14 @@ def create_queue(url: str, queue: str) -> None:
     raise ServiceError(f"cannot create queue {queue!r} on {url}")
 
 
+def dispatcher_env() -> dict[str, str]:
+    """The environment of a benchmark dispatcher: this one without ``TQUEUES_*`` (a
+    ``TQUEUES_RETHINKDB`` or a token there would change the store or refuse the load);
+    its command line alone configures it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TQUEUES_")}
+    return {**env, "PYTHONPATH": str(ROOT)}
+
+
 class Dispatcher(Server):
     """``tqueues_dispatcher`` on the embedded store in ``workdir/data``, port 0.
 
@@ -355,7 +368,7 @@ class Dispatcher(Server):
         self.process = self.processes.start(
             [str(Path(sys.executable).parent / "tqueues_dispatcher"), "--listen", "127.0.0.1:0",
              "--data", str(self.data), *self.args],
-            log=log, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            log=log, env=dispatcher_env(),
         )  # fmt: skip
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -373,3 +386,77 @@ class Dispatcher(Server):
 
     def _read(self, log: str) -> str:
         return (self.processes.logs / log).read_text(errors="replace")
+
+
+class RethinkDBDispatcher(Dispatcher):
+    """``tqueues_dispatcher`` on the RethinkDB store, in a database of its own (``db``) on
+    the server at ``address`` (``host:port``); the database is dropped once it stops."""
+
+    def __init__(
+        self,
+        processes: Processes,
+        workdir: Path,
+        address: str,
+        db: str,
+        args: Sequence[str] = (),
+        queues: Sequence[str] = (),
+    ) -> None:
+        self.settings = rethinkdb_settings(address, db)
+        where = ["--host", self.settings.host, "--port", str(self.settings.port), "--db", db]
+        super().__init__(processes, workdir, [*where, *args], queues)
+
+    def stop(self) -> None:
+        super().stop()
+        drop_rethinkdb_database(self.settings)
+
+
+def rethinkdb_settings(address: str, db: str) -> RethinkDBSettings:
+    """The tqueues RethinkDB store's settings for database ``db`` at ``address``
+    (``host:port``). Raises ValueError for an address without a numeric port."""
+    from tqueues.settings import RethinkDBSettings
+
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise ValueError(f"a RethinkDB server is host:port, not {address!r}")
+    return RethinkDBSettings(host=host or "localhost", port=int(port), db=db)
+
+
+def drop_rethinkdb_database(settings: RethinkDBSettings) -> None:
+    """Drop the database ``settings.db`` (idempotent). Raises ServiceError."""
+    from tqueues.errors import TqueuesError
+    from tqueues.stores.rethinkdb import RethinkDBStore
+
+    async def drop() -> None:
+        async with RethinkDBStore(settings) as store:
+            await store.drop_database()
+
+    try:
+        asyncio.run(drop())
+    except TqueuesError as exc:
+        raise ServiceError(f"cannot drop RethinkDB database {settings.db}: {exc}") from exc
+
+
+def rethinkdb_version(settings: RethinkDBSettings) -> str:
+    """The version string of the RethinkDB server ``settings`` names. Raises ServiceError."""
+    from rethinkdb import RethinkDB
+    from rethinkdb.errors import ReqlError
+
+    r = RethinkDB()
+    r.set_loop_type("asyncio")
+
+    async def ask() -> str:
+        conn = await r.connect(
+            host=settings.host, port=settings.port, user=settings.user, password=settings.password
+        )
+        try:
+            status = r.db("rethinkdb").table("server_status").nth(0)["process"]["version"]
+            return str(await status.run(conn))
+        finally:
+            await conn.close()
+
+    try:
+        return asyncio.run(ask())
+    except (ReqlError, OSError) as exc:
+        raise ServiceError(
+            f"cannot reach RethinkDB at {settings.host}:{settings.port}: {exc}"
+        ) from exc

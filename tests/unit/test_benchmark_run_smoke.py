@@ -5,14 +5,18 @@ It starts a real dispatcher and real workers, so the harness cannot rot unnotice
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
 
 from benchmarks import run
+from benchmarks.services import Dispatcher, Processes
+from tests.conftest import rethinkdb_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -75,3 +79,72 @@ def test_quick_run(tmp_path: Path) -> None:
     assert results["W4"]["take_ratio"] > 0
     assert results["machine"]["nproc"] >= 1 and results["machine"]["python"]
     assert "tqueues" in row["versions"]
+
+
+def test_rethinkdb_leg_runs_only_where_a_server_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(run.RETHINKDB_ENV, raising=False)
+    assert "tqueues-rethinkdb" not in run.parse([]).names
+    with pytest.raises(SystemExit):
+        run.parse(["--systems", "tqueues-rethinkdb"])  # no server named
+    with pytest.raises(SystemExit):
+        run.parse(["--rethinkdb", "localhost"])  # no port
+    assert run.parse(["--rethinkdb", "db1:28015"]).names[-1] == "tqueues-rethinkdb"
+    monkeypatch.setenv(run.RETHINKDB_ENV, "db1:28015")
+    options = run.parse([])
+    assert options.rethinkdb == "db1:28015" and "tqueues-rethinkdb" in options.names
+    assert run.parse(["--quick"]).names == ["tqueues"]
+
+
+def test_benchmark_dispatcher_ignores_tqueues_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A TQUEUES_RETHINKDB or a token in the caller's environment would move the embedded
+    # store's rows to another store or refuse the load: the command line alone counts.
+    monkeypatch.setenv("TQUEUES_RETHINKDB", "rethinkdb://127.0.0.1:1/nowhere")
+    monkeypatch.setenv("TQUEUES_TOKEN", "t" * 32)
+    processes = Processes(tmp_path)
+    try:
+        with Dispatcher(processes, tmp_path, queues=["bench"]).start() as dispatcher:
+            request = urllib.request.Request(
+                f"{dispatcher.url}queues/bench/jobs",
+                data=json.dumps({"method": "a.b:c", "args": [1]}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                assert answer.status == 201
+        assert (tmp_path / "data").is_dir()  # the embedded store, where --data says
+    finally:
+        processes.stop_all()
+
+
+@pytest.mark.timeout(240)
+def test_quick_run_on_rethinkdb(tmp_path: Path) -> None:
+    # The RethinkDB leg (W1-W3 through a dispatcher on it, W4 on its store), small; every
+    # database it made is dropped.
+    address = rethinkdb_settings("tqueues_bench_check")
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--systems", "tqueues-rethinkdb",
+         "--rethinkdb", f"{address.host}:{address.port}", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=220,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    row = results["systems"]["tqueues-rethinkdb"]
+    assert row["W1"]["single_per_s"] > 0 and row["W1"]["bulk_per_s"] > 0, row
+    assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0, row
+    assert row["W3"]["samples"] == 50 and row["W3"]["p50_ms"] > 0, row
+    assert row["versions"]["rethinkdb server"], row
+    assert results["W4_rethinkdb"]["take_ratio"] > 0, results["W4_rethinkdb"]
+    assert results["W4"] is None  # no embedded-store system was asked for
+
+    async def databases() -> list[str]:
+        from tqueues.stores.rethinkdb.documents import r
+
+        conn = await r.connect(host=address.host, port=address.port)
+        try:
+            return list(await r.db_list().run(conn))
+        finally:
+            await conn.close()
+
+    assert not [db for db in asyncio.run(databases()) if db.startswith("tqbench_")]
