@@ -48,6 +48,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -353,6 +354,7 @@ class Bench:
         if system.store == "rethinkdb":
             settings = rethinkdb_settings(self.options.rethinkdb, "rethinkdb")
             found["rethinkdb server"] = rethinkdb_version(settings)
+            found["rethinkdb driver"] = metadata.version("rethinkdb")
         return found
 
     def run_system(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
