@@ -14,8 +14,10 @@ import pytest
 from jsonschema import Draft202012Validator
 from openapi_spec_validator import validate as validate_spec
 
+from tests.contract.test_store import until
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
+from tqueues.dispatcher.keys import store_key
 from tqueues.dispatcher.openapi import document
 from tqueues.dispatcher.rest import MAX_BATCH, MAX_OUTCOMES
 from tqueues.settings import DispatcherSettings
@@ -34,6 +36,7 @@ SEEN: set[tuple[str, str, int]] = set()
 
 
 def template_of(path: str) -> str:
+    path = path.partition("?")[0]
     for template, pattern, _ in TEMPLATES:
         if pattern.match(path):
             return template
@@ -66,8 +69,12 @@ class Rest:
     ) -> Any:
         """One request; the decoded body (asserting ``expect`` when given)."""
         kwargs: dict[str, Any] = {"headers": self.headers}
-        if params:
-            kwargs["params"] = {k: str(v) for k, v in params.items()}
+        if params:  # a list value is a repeated parameter
+            kwargs["params"] = [
+                (k, str(one))
+                for k, v in params.items()
+                for one in (v if isinstance(v, list) else [v])
+            ]
         if body is not None:
             kwargs["data" if isinstance(body, str | bytes) else "json"] = body
         response = await self.client.request(method, path, **kwargs)
@@ -376,6 +383,53 @@ async def test_take_input_is_validated(rest: Rest, params: dict[str, Any], field
     assert error["field"] == field
 
 
+async def test_take_from_several_queues(rest: Rest) -> None:
+    for name in ("qa", "qb"):
+        await rest.call("PUT", f"/queues/{name}", expect=201)
+    # The first queue in the order given that has jobs gives them, all from that queue
+    assert (await rest.call("POST", "/take", expect=200, queue=["qa", "qb"]))["jobs"] == []
+    in_b = [(await rest.put_job("qb", args=[i]))["id"] for i in range(3)]
+    in_a = (await rest.put_job("qa"))["id"]
+    answer = await rest.call("POST", "/take", expect=200, queue=["qb", "qa"], count=2, worker="w")
+    assert [(j["id"], j["queue"], j["worker"]) for j in answer["jobs"]] == [
+        (in_b[0], "qb", "w"), (in_b[1], "qb", "w")
+    ]  # fmt: skip
+    assert all(j["lease"] and j["status"] == "started" for j in answer["jobs"])
+    answer = await rest.call("POST", "/take", expect=200, queue=["qa", "qb"], count=5)
+    assert [j["id"] for j in answer["jobs"]] == [in_a]
+    answer = await rest.call("POST", "/take", expect=200, queue=["qb"], count=5)
+    assert [j["id"] for j in answer["jobs"]] == [in_b[2]]
+    # A long-poll on several queues, all empty, is answered by a put to any of them
+    waiting = asyncio.create_task(
+        rest.call("POST", "/take", expect=200, queue=["qa", "qb"], count=5, wait=10)
+    )
+    store = rest.client.app[store_key]
+    await until(lambda: bool(store._waiters["qb"]))
+    put = await Rest(rest.client).put_job("qb")
+    assert [j["id"] for j in (await asyncio.wait_for(waiting, 5))["jobs"]] == [put["id"]]
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [({}, "queue"), ({"queue": ""}, "queue"), ({"queue": "bad-name"}, "queue"),
+     ({"queue": ["q", "q"]}, "queue"), ({"queue": [f"q{i}" for i in range(33)]}, "queue"),
+     ({"queue": "q", "count": 0}, "count"), ({"queue": "q", "wait": -1}, "wait"),
+     ({"queue": "q", "worker": "w" * 201}, "worker")],
+)  # fmt: skip
+async def test_take_from_several_queues_input_is_validated(
+    rest: Rest, params: dict[str, Any], field: str
+) -> None:
+    error = await rest.call("POST", "/take", expect=400, **params)
+    assert error["field"] == field
+
+
+async def test_take_from_several_queues_one_missing_takes_nothing(rest: Rest) -> None:
+    job = await rest.put_job()
+    error = await rest.call("POST", "/take", expect=404, queue=["q", "nope"])
+    assert (error["error"], error["queue"]) == ("queue_not_found", "nope")
+    assert (await rest.call("GET", f"/queues/q/jobs/{job['id']}"))["status"] == "pending"
+
+
 # -- one job ----------------------------------------------------------------------------------
 
 
@@ -681,6 +735,7 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/queues/q/jobs", None, {"producer", "worker"}),
     ("GET", "/queues/q/jobs/next", None, {"producer", "worker"}),
     ("POST", "/queues/q/take", None, {"worker"}),
+    ("POST", "/take?queue=q", None, {"worker"}),
     ("GET", "/queues/q/jobs/{id}", None, {"producer", "worker"}),
     ("PATCH", "/queues/q/jobs/{id}", {"x": 1}, {"worker"}),
     ("DELETE", "/queues/q/jobs/{id}", None, set()),

@@ -46,6 +46,7 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_view(queue + "/stats", rest.QueueStatsView, name="queue.stats")
     app.router.add_view(queue + "/kick", rest.QueueKick, name="queue.kick")
     app.router.add_view(queue + "/take", rest.Take, name="take")
+    app.router.add_view("/take", rest.TakeAny, name="take.any")
     app.router.add_view(queue + "/outcomes", rest.Outcomes, name="outcomes")
     app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
     app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")

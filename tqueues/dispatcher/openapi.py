@@ -22,6 +22,7 @@ from tqueues.dispatcher.rest import (
     MAX_OUTCOMES,
     MAX_PAGE,
     MAX_TAKE,
+    MAX_TAKE_QUEUES,
 )
 from tqueues.jobs import MAX_TTR
 
@@ -109,6 +110,13 @@ def _object(**properties: Doc) -> Doc:
 READ = "admin, producer, worker"
 WORKER = "admin, worker"
 SECONDS = {"type": "number", "minimum": 0}
+TAKE_PARAMS = (
+    _param("wait", "query", SECONDS, "Long-poll: seconds to wait for a job (up to --max_wait)."),
+    _param("count", "query", {"type": "integer", "minimum": 1, "maximum": MAX_TAKE, "default": 1},
+           "How many jobs at most."),
+    _param("worker", "query", {"type": "string", "maxLength": 200},
+           "The taker's name, recorded on the job."),
+)  # fmt: skip
 
 REST_PATHS: Doc = {
     "/queues": {
@@ -191,15 +199,22 @@ REST_PATHS: Doc = {
         "post": _op("Take up to `count` jobs, each with its lease, waiting up to `wait` "
                     "seconds for the first. An empty list when none came.", WORKER,
                     {"200": _json(ref("TakenJobs"), "The jobs taken (maybe none).")},
-                    op_id="take_many",
+                    op_id="take_many", params=TAKE_PARAMS),
+    },
+    "/take": {
+        "post": _op("Take up to `count` jobs of the first of the `queue` queues (in the "
+                    "order given) that has pending jobs, waiting up to `wait` seconds for "
+                    "a job in any of them. The jobs all come from one queue; an empty list "
+                    "when none came. 404 if a queue does not exist (nothing is taken).",
+                    WORKER, {"200": _json(ref("TakenJobs"), "The jobs taken (maybe none).")},
+                    op_id="take_any",
                     params=(
-                        _param("wait", "query", SECONDS,
-                               "Long-poll: seconds to wait for a job (up to --max_wait)."),
-                        _param("count", "query",
-                               {"type": "integer", "minimum": 1, "maximum": MAX_TAKE,
-                                "default": 1}, "How many jobs at most."),
-                        _param("worker", "query", {"type": "string", "maxLength": 200},
-                               "The taker's name, recorded on the job."),
+                        _param("queue", "query",
+                               {"type": "array", "minItems": 1, "maxItems": MAX_TAKE_QUEUES,
+                                "uniqueItems": True, "items": NAME["schema"]},
+                               "The queues, repeated (?queue=a&queue=b), in the order to "
+                               "try them.", required=True, style="form", explode=True),
+                        *TAKE_PARAMS,
                     )),
     },
     "/queues/{name}/outcomes": {

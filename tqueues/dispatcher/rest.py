@@ -12,6 +12,7 @@ route                                    what it does
 ``POST|GET /queues/{name}/jobs``         enqueue one job or a batch; list jobs by status
 ``GET /queues/{name}/jobs/next``         peek the next job of a status
 ``POST /queues/{name}/take``             take up to ``count`` jobs with their leases
+``POST /take?queue=a&queue=b``           the same from the first of several queues
 ``GET|PATCH|DELETE .../jobs/{id}``       read, update (touch with ``?lease=``), delete
 ``POST .../jobs/{id}/{action}``          finish, fail, release, requeue, touch, bury, kick
 ``POST /queues/{name}/outcomes``         finish, fail, release, ... many jobs at once
@@ -59,6 +60,7 @@ from tqueues.stores.base import Store
 
 MAX_BATCH = 1000  #: jobs one enqueue request may carry.
 MAX_TAKE = 100  #: jobs one take may ask for.
+MAX_TAKE_QUEUES = 32  #: queues one take may name.
 MAX_OUTCOMES = 1000  #: outcomes one report may carry.
 MAX_PAGE = 1000  #: jobs one listing page may hold.
 DEFAULT_PAGE = 100
@@ -314,6 +316,35 @@ class Take(RestView):
         count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
         worker = _worker_name(request.query.get("worker"))
         jobs: list[Job] = await self.store.take_many(queue, count, worker=worker, wait=wait)
+        self.hand_over(jobs)
+        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
+
+
+class TakeAny(RestView):
+    """``/take``: a take from several queues."""
+
+    async def post(self) -> web.Response:
+        """Take up to ``?count=`` jobs of the first of the ``?queue=`` queues (repeated, in
+        the order to try them, 1 to MAX_TAKE_QUEUES) that has pending jobs, waiting up to
+        ``?wait=`` seconds for a job in any of them: 200 ``{"jobs": [...]}`` as
+        ``/queues/{name}/take`` answers, the jobs all of one queue. 404 if a queue does not
+        exist (nothing is taken then)."""
+        request = self.request
+        queues = request.query.getall("queue", [])
+        if not queues:
+            raise ValidationError(
+                "name the queues to take from: ?queue=NAME, repeated", field="queue"
+            )
+        if len(queues) > MAX_TAKE_QUEUES:
+            raise ValidationError(f"at most {MAX_TAKE_QUEUES} queues per take", field="queue")
+        for name in queues:
+            validate_queue_name(name)
+        if len(set(queues)) < len(queues):
+            raise ValidationError("a queue is named twice", field="queue")
+        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
+        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
+        worker = _worker_name(request.query.get("worker"))
+        jobs = await self.store.take_any(queues, count, worker=worker, wait=wait)
         self.hand_over(jobs)
         return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
 

@@ -360,25 +360,48 @@ class Store(abc.ABC):
         ``poll`` seconds as a safety net. A caller cancelled mid-claim gives back what the
         claim got. Raises QueueNotFound.
         """
-        await self.watch(queue)
+        return await self.take_any((queue,), count, worker=worker, wait=wait, poll=poll)
+
+    async def take_any(
+        self,
+        queues: Sequence[str],
+        count: int,
+        *,
+        worker: str | None = None,
+        wait: float = 0.0,
+        poll: float = 5.0,
+    ) -> list[Job]:
+        """Claim up to ``count`` pending jobs of the first of ``queues`` (in that order)
+        that has any, in one store write, waiting up to ``wait`` seconds for a job in any
+        of them; an empty list if none came. The jobs all come from one queue.
+
+        As :meth:`take_many` otherwise. Raises QueueNotFound (the first missing queue,
+        before anything is claimed).
+        """
+        for queue in queues:
+            await self.get_queue(queue)
+        for queue in queues:
+            await self.watch(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         while True:
-            ready = self.hub.ready_event(queue)
-            claiming = asyncio.ensure_future(self._claim_and_publish(queue, count, worker))
-            try:
-                jobs = await asyncio.shield(claiming)
-            except asyncio.CancelledError:
-                # The caller went away mid-claim: give back whatever the claim got.
-                claiming.add_done_callback(self._give_back)
-                raise
-            if jobs:
-                return jobs
+            readies = [self.hub.ready_event(queue) for queue in queues]
+            for queue in queues:
+                claiming = asyncio.ensure_future(self._claim_and_publish(queue, count, worker))
+                try:
+                    jobs = await asyncio.shield(claiming)
+                except asyncio.CancelledError:
+                    # The caller went away mid-claim: give back whatever the claim got.
+                    claiming.add_done_callback(self._give_back)
+                    raise
+                if jobs:
+                    return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
-                self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
+                for queue in queues:
+                    self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return []
-            jobs = await self._waiters.wait(queue, count, worker, ready, min(remaining, poll))
+            jobs = await self._waiters.wait(queues, count, worker, readies, min(remaining, poll))
             if jobs:
                 return jobs
 

@@ -1,10 +1,11 @@
 """The line of long-poll takers of one process waiting for jobs, per queue.
 
-A take that found nothing stands in line (:meth:`WaitLine.wait`) until the hub says a job
-became pending, a put hands it jobs, or its time is up. A put whose store can claim in
-the same write as its insert takes the longest-waiting taker off the line
-(:meth:`WaitLine.choose`) and hands it what it claimed (:meth:`Waiter.hand`). Everything
-here runs on the event loop's thread.
+A take that found nothing stands in the line of each queue it takes from
+(:meth:`WaitLine.wait`) until the hub says a job became pending in one of them, a put
+hands it jobs, or its time is up. A put whose store can claim in the same write as its
+insert takes the longest-waiting taker of its queue off the line (:meth:`WaitLine.choose`)
+and hands it what it claimed (:meth:`Waiter.hand`); a taker of several queues is chosen
+by one put at most. Everything here runs on the event loop's thread.
 """
 
 from __future__ import annotations
@@ -51,24 +52,32 @@ class WaitLine:
         return self._line[queue]
 
     def choose(self, queue: str) -> Waiter | None:
-        """The longest-waiting taker of ``queue`` still waiting, taken off the line."""
+        """The longest-waiting taker of ``queue`` still waiting and not chosen by another
+        put (it may wait on other queues too), taken off the line."""
         waiters = self._line.get(queue)
         while waiters:
             waiter = waiters.popleft()
-            if not waiter.jobs.done():
+            if not waiter.jobs.done() and not waiter.chosen:
                 waiter.chosen = True
                 return waiter
         return None
 
     async def wait(
-        self, queue: str, count: int, worker: str | None, ready: asyncio.Event, timeout: float
+        self,
+        queues: Sequence[str],
+        count: int,
+        worker: str | None,
+        readies: Sequence[asyncio.Event],
+        timeout: float,
     ) -> list[Job]:
-        """Wait up to ``timeout`` seconds for a put to hand over jobs (those jobs) or for
-        ``ready`` (an empty list: look again); a cancelled caller gives back what it got."""
+        """Wait up to ``timeout`` seconds for a put to one of ``queues`` to hand over jobs
+        (those jobs) or for one of ``readies`` (an empty list: look again); a cancelled
+        caller gives back what it got."""
         loop = asyncio.get_running_loop()
         jobs: asyncio.Future[list[Job]] = loop.create_future()
         waiter = Waiter(count, worker, jobs)
-        self._line[queue].append(waiter)
+        for queue in queues:
+            self._line[queue].append(waiter)
 
         def look_again(_: object = None) -> None:
             # A job became pending: look for it. Unless a put is claiming for this taker:
@@ -83,8 +92,9 @@ class WaitLine:
 
         # One future ends the wait, whoever settles it: the put's hand-over wakes this
         # taker at once, with no waiting on several things in between.
-        woken = asyncio.ensure_future(ready.wait())
-        woken.add_done_callback(look_again)
+        wakers = [asyncio.ensure_future(ready.wait()) for ready in readies]
+        for woken in wakers:
+            woken.add_done_callback(look_again)
         timer = loop.call_later(timeout, time_up)
         try:
             return await jobs
@@ -94,9 +104,11 @@ class WaitLine:
             raise
         finally:
             timer.cancel()
-            woken.remove_done_callback(look_again)
-            woken.cancel()
+            for woken in wakers:
+                woken.remove_done_callback(look_again)
+                woken.cancel()
             if not jobs.done():
                 jobs.cancel()  # a put still claiming for it gives its jobs back
-            with contextlib.suppress(ValueError):
-                self._line[queue].remove(waiter)
+            for queue in queues:
+                with contextlib.suppress(ValueError):
+                    self._line[queue].remove(waiter)
