@@ -68,7 +68,9 @@ class Worker:
     run that takes longer is cancelled and reported as failed with a TimeoutError (a plain
     function's thread cannot be stopped: its outcome is then ignored).
     ``allow`` restricts the modules a job's method may come from (empty: any). With
-    ``burst``, iteration ends once the queues are empty. ``prefetch`` (default three times
+    ``burst``, iteration ends once the queues are empty. Of several queues, each take asks
+    for jobs of the first that has any, starting at the next queue in turn (one request).
+    ``prefetch`` (default three times
     ``concurrency``) caps the jobs :meth:`run` holds taken beyond the running ones; see
     :meth:`prefetch_target`. Raises ValueError for no queues or a negative prefetch.
     """
@@ -306,44 +308,25 @@ class Worker:
         return doc
 
     async def _take_any(self) -> dict[str, Any] | None:
+        """One take (a long-poll unless in burst mode) of what keeps the worker busy; of
+        several queues, from the first that has jobs, starting at the next one in turn."""
         wait = 0.0 if self.burst else self.wait
-        if len(self.queues) == 1:
-            count = max(self.wanted(), 1) if self._feeding else 1
-            self._asking += count
-            docs: list[dict[str, Any]] = []
-            try:
+        count = max(self.wanted(), 1) if self._feeding else 1
+        self._asking += count
+        docs: list[dict[str, Any]] = []
+        try:
+            if len(self.queues) == 1:
                 docs = await self.client.take_many(
                     self.queues[0], count, wait=wait, worker=self.worker_id
                 )
-            finally:
-                self._received(count, len(docs), docs[1:])
-            return docs[0] if docs else None
-        # Several queues: a quick look at each in turn, then a long-poll on all at once.
-        for _ in range(len(self.queues)):
-            queue = self.queues[self._next_queue]
-            self._next_queue = (self._next_queue + 1) % len(self.queues)
-            doc = await self.client.take(queue, worker=self.worker_id)
-            if doc is not None:
-                return doc
-        if wait <= 0:
-            return None
-        polls = [
-            asyncio.ensure_future(self.client.take(q, wait=wait, worker=self.worker_id))
-            for q in self.queues
-        ]
-        try:
-            await asyncio.wait(polls, return_when=asyncio.FIRST_COMPLETED)
+            else:
+                start = self._next_queue
+                self._next_queue = (start + 1) % len(self.queues)
+                order = self.queues[start:] + self.queues[:start]
+                docs = await self.client.take_any(order, count, wait=wait, worker=self.worker_id)
         finally:
-            for poll in polls:
-                poll.cancel()
-            await asyncio.gather(*polls, return_exceptions=True)
-        docs = [p.result() for p in polls if not p.cancelled() and p.exception() is None]
-        taken = [doc for doc in docs if doc is not None]
-        errors = [p.exception() for p in polls if not p.cancelled() and p.exception()]
-        if not taken and errors:
-            raise errors[0]  # type: ignore[misc]
-        self._received(0, len(taken), taken[1:])
-        return taken[0] if taken else None
+            self._received(count, len(docs), docs[1:])
+        return docs[0] if docs else None
 
     async def run_job(self, job: Job, ran: Callable[[], None] | None = None) -> None:
         """Run one job to its reported outcome, counting it; ``ran`` is called as soon as

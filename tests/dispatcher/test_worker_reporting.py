@@ -375,3 +375,39 @@ async def test_cancelling_a_waiting_worker_is_not_taken_for_a_stop(client: TestC
     with pytest.raises(asyncio.CancelledError):
         async with asyncio.timeout(5):
             await runner
+
+
+class TakeRecordingClient(CountingClient):
+    """A counting client that also records the queue each take from several queues got."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.takes: list[tuple[tuple[str, ...], int, str | None]] = []
+
+    async def take_any(self, queues: Sequence[str], count: int = 1, **kwargs: Any) -> Any:
+        docs = await super().take_any(queues, count, **kwargs)
+        self.takes.append((tuple(queues), count, docs[0]["queue"] if docs else None))
+        return docs
+
+
+async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
+    client: TestClient,
+) -> None:
+    assert (await client.put("/queues/q2")).status == 201
+    for queue in ("q", "q2"):
+        jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(150)]
+        assert (await client.post(f"/queues/{queue}/jobs", json={"jobs": jobs})).status == 201
+    recording = TakeRecordingClient(str(client.make_url("/")))
+    worker = Worker("unused", ["q", "q2"], concurrency=10, burst=True, client=recording)
+    counts = await worker.run()
+    assert counts["finished"] == 300
+    for queue in ("q", "q2"):
+        stats: dict[str, Any] = await (await client.get(f"/queues/{queue}/stats")).json()
+        assert stats["jobs"]["finished"] == 150, (queue, stats)
+    # One request per take, each asking for what keeps the worker busy (not one job)
+    takes = recording.takes
+    assert recording.calls["POST"] == len(takes) < 300 / 5, recording.calls
+    assert takes[0] == (("q", "q2"), 40, "q")  # concurrency + the default prefetch
+    # Each take starts at the next queue: while both have jobs, they take turns
+    assert [got for _, _, got in takes[:4]] == ["q", "q2", "q", "q2"], takes
+    assert [order[0] for order, _, _ in takes[:4]] == ["q", "q2", "q", "q2"]

@@ -111,10 +111,11 @@ class Client:
         path: Sequence[str],
         body: Any = None,
         *,
-        params: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         wait: float = 0.0,
     ) -> Any:
-        """One call to the path ``path`` (its segments); the decoded answer.
+        """One call to the path ``path`` (its segments), with the query ``params`` (pairs
+        for a repeated name); the decoded answer.
 
         Raises the typed error the dispatcher names, DispatcherUnavailable when it cannot
         be reached or does not answer within ``timeout + wait`` seconds.
@@ -237,6 +238,20 @@ class Client:
         answer: JSONDict = await self.request(
             "POST", ["queues", queue, "take"], params=params, wait=wait
         )
+        jobs: list[JSONDict] = answer["jobs"]
+        return jobs
+
+    async def take_any(
+        self, queues: Sequence[str], count: int = 1, *, wait: float = 0.0, worker: str | None = None
+    ) -> list[JSONDict]:
+        """Up to ``count`` jobs, each with its ``lease``, of the first of ``queues`` (in
+        that order) that has any, waiting up to ``wait`` seconds for a job in any of them;
+        an empty list when none came. Raises QueueNotFound if one of them does not exist."""
+        params = [("queue", queue) for queue in queues]
+        params += [("wait", repr(float(wait))), ("count", str(count))]
+        if worker:
+            params.append(("worker", worker))
+        answer: JSONDict = await self.request("POST", ["take"], params=params, wait=wait)
         jobs: list[JSONDict] = answer["jobs"]
         return jobs
 

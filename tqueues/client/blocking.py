@@ -95,6 +95,7 @@ class BlockingClient:
     put_many = _twin(Client.put_many)
     take = _twin(Client.take)
     take_many = _twin(Client.take_many)
+    take_any = _twin(Client.take_any)
     get = _twin(Client.get)
     list_jobs = _twin(Client.list_jobs)
     peek = _twin(Client.peek)
