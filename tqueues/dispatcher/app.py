@@ -17,7 +17,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import __version__
-from tqueues.dispatcher import rest, ws
+from tqueues.dispatcher import rest, taking, ws
 from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.middlewares import error_middleware, origin_middleware
@@ -45,9 +45,9 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_view(queue + "/truncate", rest.QueueTruncate, name="queue.truncate")
     app.router.add_view(queue + "/stats", rest.QueueStatsView, name="queue.stats")
     app.router.add_view(queue + "/kick", rest.QueueKick, name="queue.kick")
-    app.router.add_view(queue + "/take", rest.Take, name="take")
-    app.router.add_view("/take", rest.TakeAny, name="take.any")
-    app.router.add_view(queue + "/outcomes", rest.Outcomes, name="outcomes")
+    app.router.add_view(queue + "/take", taking.Take, name="take")
+    app.router.add_view("/take", taking.TakeAny, name="take.any")
+    app.router.add_view(queue + "/outcomes", taking.Outcomes, name="outcomes")
     app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
     app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")
     app.router.add_view(job, rest.JobView, name="job")

@@ -18,6 +18,9 @@ route                                    what it does
 ``POST /queues/{name}/outcomes``         finish, fail, release, ... many jobs at once
 =======================================  ================================================
 
+The views of the routes a worker lives on (takes and outcome reports) are in
+:mod:`tqueues.dispatcher.taking`; the others are here.
+
 A missing queue answers 404 ``queue_not_found`` here (the documented ``/`` API keeps its
 501). Errors are :class:`~tqueues.errors.TqueuesError` subclasses turned into JSON by the
 error middleware; the OpenAPI document (:mod:`tqueues.dispatcher.openapi`) describes
@@ -26,7 +29,6 @@ every route.
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp_cors
@@ -36,16 +38,14 @@ from tqueues import codec
 from tqueues.dispatcher.actions import (
     ACTION_FUNCTIONS,
     OUTCOME_ACTIONS,
-    Action,
     only,
 )
 from tqueues.dispatcher.keys import settings_key, store_key
-from tqueues.dispatcher.requests import query_float, read_object
+from tqueues.dispatcher.requests import read_object
 from tqueues.errors import (
     JobNotFound,
     QueueMissing,
     QueueNotFound,
-    TqueuesError,
     ValidationError,
 )
 from tqueues.jobs import (
@@ -303,63 +303,6 @@ class NextJob(RestView):
         return json_response(job.to_dict())
 
 
-class Take(RestView):
-    """``/queues/{name}/take``."""
-
-    async def post(self) -> web.Response:
-        """Take up to ``?count=`` (default 1) jobs, each with its ``lease``, waiting up to
-        ``?wait=`` seconds for the first: 200 ``{"jobs": [...]}``, an empty list when none
-        came. ``?worker=`` names the taker."""
-        request = self.request
-        queue = self.queue
-        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
-        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-        worker = _worker_name(request.query.get("worker"))
-        jobs: list[Job] = await self.store.take_many(queue, count, worker=worker, wait=wait)
-        self.hand_over(jobs)
-        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
-
-
-class TakeAny(RestView):
-    """``/take``: a take from several queues."""
-
-    async def post(self) -> web.Response:
-        """Take up to ``?count=`` jobs of the first of the ``?queue=`` queues (repeated, in
-        the order to try them, 1 to MAX_TAKE_QUEUES) that has pending jobs, waiting up to
-        ``?wait=`` seconds for a job in any of them: 200 ``{"jobs": [...]}`` as
-        ``/queues/{name}/take`` answers, the jobs all of one queue. 404 if a queue does not
-        exist (nothing is taken then)."""
-        request = self.request
-        queues = request.query.getall("queue", [])
-        if not queues:
-            raise ValidationError(
-                "name the queues to take from: ?queue=NAME, repeated", field="queue"
-            )
-        if len(queues) > MAX_TAKE_QUEUES:
-            raise ValidationError(f"at most {MAX_TAKE_QUEUES} queues per take", field="queue")
-        for name in queues:
-            validate_queue_name(name)
-        if len(set(queues)) < len(queues):
-            raise ValidationError("a queue is named twice", field="queue")
-        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
-        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-        worker = _worker_name(request.query.get("worker"))
-        jobs = await self.store.take_any(queues, count, worker=worker, wait=wait)
-        self.hand_over(jobs)
-        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
-
-
-def _worker_name(worker: Any) -> str | None:
-    """A taker's name (``worker``): a string of at most 200 characters, or None."""
-    if worker is None or worker == "":
-        return None
-    if not isinstance(worker, str):
-        raise ValidationError("'worker' must be a string", field="worker")
-    if len(worker) > 200:
-        raise ValidationError("'worker' is too long", field="worker")
-    return worker
-
-
 class JobView(RestView):
     """``/queues/{name}/jobs/{id}``: one job."""
 
@@ -398,132 +341,6 @@ class JobAction(RestView):
         return json_response(job.to_dict())
 
 
-def _outcome(item: Any, index: int) -> tuple[Action, str, str | None, dict[str, Any]]:
-    """The action, job id, lease and body of ``outcomes[index]``; 400 naming it otherwise."""
-    where = f"outcomes[{index}]"
-    if not isinstance(item, dict):
-        raise ValidationError(f"{where} must be a JSON object", index=where)
-    body = dict(item)
-    job_id = body.pop("id", None)
-    lease = body.pop("lease", None)
-    action = body.pop("action", None)
-    if not isinstance(job_id, str) or not 1 <= len(job_id) <= MAX_ID:
-        raise ValidationError(
-            f"{where}: 'id' must be a string of 1 to {MAX_ID} characters", index=where, field="id"
-        )
-    if not isinstance(lease, str | None) or (lease is not None and len(lease) > MAX_ID):
-        raise ValidationError(
-            f"{where}: 'lease' must be a string of at most {MAX_ID} characters",
-            index=where,
-            field="lease",
-        )
-    if action not in OUTCOME_ACTIONS:
-        raise ValidationError(
-            f"{where}: 'action' must be one of {', '.join(OUTCOME_ACTIONS)}",
-            index=where,
-            field="action",
-        )
-    return ACTION_FUNCTIONS[action], job_id, lease, body
-
-
-class Outcomes(RestView):
-    """``/queues/{name}/outcomes``: how many runs ended, reported in one request, and
-    optionally the next jobs taken in the same round trip."""
-
-    async def post(self) -> web.Response:
-        """Apply ``{"outcomes": [{"id", "lease", "action", ...its fields}, ...]}`` (1 to
-        MAX_OUTCOMES): 200 ``{"results": [{"job": Job} | {"error": Error}, ...]}`` in order.
-
-        Every item is validated before any is applied (a 400 names the first bad one,
-        ``outcomes[i]``, and its field). Then each is applied on its own, exactly as
-        ``POST .../jobs/{id}/{action}?lease=`` would, in one store write where the store
-        can (``Store.apply_many``); an item's 404 or 409 (or 503) is its ``error`` and does
-        not affect the others. A ``job`` in the answer is durable.
-
-        With ``"brief": true`` a stored outcome's item is ``{"stored": {"id", "status"}}``
-        instead of the whole job (a worker has no use for its job's args and result echoed
-        back). With ``"take": n`` (0 to MAX_TAKE) and optionally ``"worker"``, up to n pending
-        jobs are also claimed, as ``POST .../take?count=n`` would without waiting, alongside
-        the outcomes (the embedded store commits both at once): the answer's ``"jobs"``
-        holds them with their leases. A take the store refuses (503) leaves ``"jobs"``
-        empty; if the outcomes fail as a whole, nothing is taken either.
-        """
-        body = await read_object(self.request)
-        if "outcomes" not in body or not set(body) <= {"outcomes", "take", "worker", "brief"}:
-            raise ValidationError(
-                "the body has 'outcomes' and optionally 'take', 'worker' and 'brief'",
-                fields=sorted(body),
-            )
-        brief = body.get("brief", False)
-        if not isinstance(brief, bool):
-            raise ValidationError("'brief' must be true or false", field="brief")
-        result = _brief_result if brief else _result
-        take = body.get("take", 0)
-        if type(take) is not int or not 0 <= take <= MAX_TAKE:
-            raise ValidationError(f"'take' must be an integer from 0 to {MAX_TAKE}", field="take")
-        worker = _worker_name(body.get("worker"))
-        items = body["outcomes"]
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
-            raise ValidationError(
-                f"'outcomes' must be a list of 1 to {MAX_OUTCOMES} outcomes", field="outcomes"
-            )
-        changes = []
-        for index, item in enumerate(items):
-            action, job_id, lease, fields = _outcome(item, index)
-            try:
-                changes.append((job_id, action(self.store, lease, fields)))
-            except ValidationError as exc:
-                where = f"outcomes[{index}]"
-                raise ValidationError(
-                    f"{where}: {exc.message}", index=where, **exc.details
-                ) from None
-        if not take:
-            answers = await self.store.apply_many(self.queue, changes)
-            return json_response({"results": [result(answer) for answer in answers]})
-        # Both at once: on the embedded store they share one group commit.
-        applied, taken = await asyncio.gather(
-            self.store.apply_many(self.queue, changes),
-            self.store.take_many(self.queue, take, worker=worker),
-            return_exceptions=True,
-        )
-        if isinstance(applied, BaseException):
-            if isinstance(taken, list):
-                self.store.give_back(taken)
-            raise applied
-        if isinstance(taken, TqueuesError):
-            taken = []  # the outcomes are stored: answer them; the next take meets the error
-        elif isinstance(taken, BaseException):
-            raise taken
-        self.hand_over(taken)
-        return json_response(
-            {
-                "results": [result(answer) for answer in applied],
-                "jobs": [job.to_dict(with_lease=True) for job in taken],
-            }
-        )
-
-
-def _result(answer: Job | BaseException) -> dict[str, Any]:
-    if isinstance(answer, Job):
-        return {"job": answer.to_dict()}
-    return _error_result(answer)
-
-
-def _brief_result(answer: Job | BaseException) -> dict[str, Any]:
-    """An item of a ``brief`` answer: the job's id and new status, not the whole job."""
-    if isinstance(answer, Job):
-        return {"stored": {"id": answer.id, "status": answer.status.value}}
-    return _error_result(answer)
-
-
-def _error_result(answer: BaseException) -> dict[str, Any]:
-    if isinstance(answer, QueueNotFound) and not isinstance(answer, QueueMissing):
-        answer = QueueMissing(answer.message, **answer.details)
-    if isinstance(answer, TqueuesError):
-        return {"error": {**answer.to_dict(), "status": answer.status}}
-    raise answer  # a bug, not an outcome: the error middleware logs it and answers 500
-
-
 __all__ = [
     "ACTIONS",
     "ACTION_FUNCTIONS",
@@ -534,11 +351,9 @@ __all__ = [
     "JobView",
     "Jobs",
     "NextJob",
-    "Outcomes",
     "Queue",
     "QueueKick",
     "QueueStatsView",
     "QueueTruncate",
     "Queues",
-    "Take",
 ]
