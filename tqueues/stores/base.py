@@ -1,8 +1,8 @@
 """The store boundary: the one seam between the dispatcher and where jobs live.
 
 A store keeps queues and jobs durably and publishes every change to its :attr:`Store.hub`.
-Subclasses implement a handful of primitives (:meth:`Store.insert`, :meth:`Store.claim`,
-:meth:`Store.mutate`, :meth:`Store.reap`, ...); the operations the dispatcher calls
+Subclasses implement a handful of primitives (:mod:`tqueues.stores.primitives`:
+``insert``, ``claim_many``, ``mutate``, ``reap``, ...); the operations the dispatcher calls
 (put, take with long-poll, update, finish, fail, release) are written once here on top of
 them and the pure transitions of :mod:`tqueues.lifecycle`, so every store behaves alike.
 
@@ -13,14 +13,10 @@ the job as stored after the change.
 
 from __future__ import annotations
 
-import abc
 import asyncio
 import collections
-import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
 
 from tqueues import clock, lifecycle
 from tqueues.errors import (
@@ -35,39 +31,24 @@ from tqueues.jobs import (
     Job,
     JobStatus,
     NewJob,
-    QueueConfig,
     QueueStats,
     new_lease,
 )
 from tqueues.retry import RetryPolicy
 from tqueues.stores.hub import ChangeHub
+from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.waiters import WaitLine
 
 log = logging.getLogger(__name__)
 
-Mutation = Callable[[Job], Job]
 
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class Page:
-    """One page of a listing and the cursor of the next (None on the last page)."""
-
-    jobs: list[Job]
-    next_cursor: str | None
-
-
-class Store(abc.ABC):
+class Store(Primitives):
     """Where queues and jobs live. Open it before use and close it after; one per process.
 
     Raises, from any method: :class:`~tqueues.errors.StoreUnavailable` when the backend
     cannot be reached or cannot write (the operation did not happen, or for a write whose
     answer was lost, may have happened: retry is safe for everything but ``put``).
     """
-
-    #: Whether :meth:`insert_and_claim` is one write. Only then does a put hand its job to
-    #: a taker of this process that is waiting: with two writes, the taker would be woken
-    #: by the insert's notification and race the put's own claim.
-    hands_off: ClassVar[bool] = False
 
     def __init__(self, *, retry: RetryPolicy | None = None) -> None:
         self.hub = ChangeHub()
@@ -79,184 +60,6 @@ class Store(abc.ABC):
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    async def open(self) -> None:  # noqa: B027 - optional hook
-        """Connect and prepare the backend (idempotent schema set-up)."""
-
-    async def close(self) -> None:  # noqa: B027 - optional hook
-        """Release every connection and task; the store cannot be used afterwards."""
-
-    async def __aenter__(self) -> Store:
-        await self.open()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
-    # -- primitives every store implements ------------------------------------------------
-
-    @abc.abstractmethod
-    async def create_queue(self, config: QueueConfig) -> bool:
-        """Create the queue with these defaults unless it exists; True if it was created.
-
-        Idempotent: an existing queue keeps its settings.
-        """
-
-    @abc.abstractmethod
-    async def get_queue(self, name: str) -> QueueConfig:
-        """The queue's settings. Raises :class:`~tqueues.errors.QueueNotFound`."""
-
-    @abc.abstractmethod
-    async def list_queues(self) -> list[QueueConfig]:
-        """Every queue, by name."""
-
-    @abc.abstractmethod
-    async def update_queue(self, config: QueueConfig) -> None:
-        """Replace the settings of queue ``config.name``; jobs already put keep theirs.
-
-        Raises QueueNotFound.
-        """
-
-    @abc.abstractmethod
-    async def drop_queue(self, name: str) -> int:
-        """Remove the queue and every job in it; how many jobs went. Raises QueueNotFound."""
-
-    @abc.abstractmethod
-    async def truncate(self, queue: str) -> int:
-        """Remove every job of the queue (the queue stays); how many went. Raises QueueNotFound."""
-
-    @abc.abstractmethod
-    async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
-        """How many jobs the queue holds in each status (index counts). Raises QueueNotFound."""
-
-    @abc.abstractmethod
-    async def remove(self, queue: str, job_id: str) -> Job:
-        """Delete the job whatever its status; the job as it was. Raises JobNotFound."""
-
-    @abc.abstractmethod
-    async def peek(self, queue: str, status: JobStatus) -> Job | None:
-        """The job of ``status`` that comes next, or None: for pending, the one a take gets;
-        for delayed, the one due first; otherwise the oldest. Raises QueueNotFound."""
-
-    @abc.abstractmethod
-    async def insert(self, job: Job) -> Job:
-        """Store a new job durably before returning. Raises QueueNotFound."""
-
-    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
-        """Store several new jobs durably; all or nothing where the backend allows.
-
-        The default inserts one at a time; stores override it with a batch write.
-        Raises QueueNotFound.
-        """
-        return [await self.insert(job) for job in jobs]
-
-    @abc.abstractmethod
-    async def claim_many(
-        self, queue: str, count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
-        """Atomically take up to ``count`` of the most urgent pending jobs (lowest priority,
-        then oldest ``ready_at``), in one write where the store can; fewer, or none, when
-        fewer are pending.
-
-        Each job becomes started under a fresh lease of its own (see
-        :func:`tqueues.lifecycle.claim`); it is handed to exactly one caller however many
-        claim at once. Costs an index read, whatever the size of the queue. Raises
-        QueueNotFound.
-        """
-
-    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
-        """:meth:`claim_many` of one: the job, or None when none is pending."""
-        jobs = await self.claim_many(queue, 1, worker=worker, now=now)
-        return jobs[0] if jobs else None
-
-    async def insert_and_claim(
-        self,
-        job: Job,
-        count: int,
-        *,
-        worker: str | None,
-        now: float,
-        committed: Callable[[list[Job]], None] | None = None,
-    ) -> tuple[Job, list[Job]]:
-        """Store a new pending job durably and claim up to ``count`` pending jobs of its
-        queue (as :meth:`claim_many`: the most urgent first, the new job among them) in
-        one write; the job as stored, and the claimed jobs.
-
-        ``committed``, if given, is called on the event loop with the claimed jobs as soon
-        as the write is committed, which may be before it is on disk (the return waits for
-        that): the taker can start on them while the disk syncs. Not called if the write
-        fails. Only a store that can make this one write implements it, and sets
-        :attr:`hands_off`. Raises QueueNotFound.
-        """
-        raise NotImplementedError(f"{type(self).__name__} does not hand jobs off")
-
-    @abc.abstractmethod
-    async def get(self, queue: str, job_id: str) -> Job:
-        """The job. Raises QueueNotFound, :class:`~tqueues.errors.JobNotFound`."""
-
-    @abc.abstractmethod
-    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
-        """Apply ``change`` to the job atomically; return (before, after).
-
-        ``change`` is a pure function of the job that raises to refuse; the store writes its
-        result only if the job is still the revision it passed in (and retries otherwise).
-        Raises QueueNotFound, JobNotFound, or whatever ``change`` raises.
-        """
-
-    async def mutate_many(
-        self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[tuple[Job, Job] | TqueuesError]:
-        """Apply each ``(job id, change)`` as :meth:`mutate` does; per item (before, after)
-        or the TqueuesError it alone raised (JobNotFound, what its change raised,
-        StoreUnavailable).
-
-        The default runs them concurrently; stores override it with one write (one
-        transaction, a savepoint each). Raises QueueNotFound, or StoreUnavailable when the
-        write as a whole failed.
-        """
-        await self.get_queue(queue)
-        results = await asyncio.gather(
-            *(self.mutate(queue, job_id, change) for job_id, change in changes),
-            return_exceptions=True,
-        )
-        for result in results:
-            if isinstance(result, BaseException) and not isinstance(result, TqueuesError):
-                raise result
-        return results  # type: ignore[return-value]
-
-    @abc.abstractmethod
-    async def list_jobs(
-        self,
-        queue: str,
-        *,
-        status: JobStatus | None = None,
-        cursor: str | None = None,
-        limit: int = 500,
-    ) -> Page:
-        """The queue's jobs (of one ``status``, or all) in creation order, ``limit`` at a time.
-
-        ``cursor`` is the ``next_cursor`` of the previous page. Raises QueueNotFound.
-        """
-
-    @abc.abstractmethod
-    async def reap(self, now: float) -> int:
-        """The housekeeping of every queue, as of ``now``; how many jobs changed.
-
-        Expires leases that ran out (:func:`~tqueues.lifecycle.expire`), promotes delayed
-        jobs that are due (:func:`~tqueues.lifecycle.promote`), acts on waiting jobs whose
-        ttl ran out (buried by :func:`~tqueues.lifecycle.outlive`, or deleted, by the
-        queue's ``ttl_action``) and deletes finished and failed jobs older than the queue's
-        ``retention``. Idempotent and safe to run from several processes at once; records
-        each change with :meth:`record` (deletions are not recorded; stores whose change
-        feeds report every write publish them as "deleted").
-        """
-
-    async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
-        """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -654,3 +457,6 @@ class Store(abc.ABC):
     def new_lease() -> str:
         """A fresh lease token for a claim."""
         return new_lease()
+
+
+__all__ = ["Mutation", "Page", "Store"]
