@@ -21,6 +21,7 @@ demo: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check tqueues tests examples benchmarks
 	$(BIN)/ruff format --check tqueues tests examples benchmarks
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format tqueues tests examples benchmarks

@@ -51,10 +51,14 @@ class _Slot:
         self.freed = False
         self.started = worker._loop_time()
 
+    def ended(self, task: asyncio.Task[None]) -> None:
+        """The job's task ended (done callback): the slot is free if it was not yet."""
+        self.free()
+
     def free(self) -> None:
         if not self.freed:
             self.freed = True
-            self.worker._in_method.discard(self.task)  # type: ignore[arg-type]
+            self.worker._in_method.discard(self.task)
             self.worker.ran(self.worker._loop_time() - self.started)
             self.slots.release()
 
@@ -233,9 +237,10 @@ class Worker:
             if self._prefetched:
                 doc, arrived = self._prefetched.popleft()
                 if self._loop_time() - arrived > ttr_of(doc) / 3:
-                    doc = await self._extend_lease(doc)
-                    if doc is None:
+                    extended = await self._extend_lease(doc)
+                    if extended is None:
                         continue
+                    doc = extended
                 self.counts["taken"] += 1
                 return doc
             if self._asking:  # a request in flight brings jobs, or ends empty: wait for it
@@ -374,7 +379,7 @@ class Worker:
                 running.add(task)
                 in_method.add(task)
                 task.add_done_callback(running.discard)
-                task.add_done_callback(lambda _, slot=slot: slot.free())
+                task.add_done_callback(slot.ended)
         finally:
             await self._shutdown(running, in_method)
         log.info(

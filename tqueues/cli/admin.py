@@ -278,7 +278,7 @@ async def run(args: Mapping[str, Any], out: TextIO = sys.stdout, stdin: TextIO =
 def main(argv: Sequence[str] | None = None) -> int:
     """``tqueues``: parse the command line, run the command; the exit status."""
     try:
-        args = docopt(__doc__, argv=argv, version=__version__)
+        args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
     except DocoptExit as exc:
         print(exc, file=sys.stderr)
         return ERROR

@@ -101,7 +101,7 @@ async def work(settings: WorkerSettings) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``tqueues_worker``: parse the options, work until stopped; the exit status."""
-    args = docopt(__doc__, argv=argv, version=__version__)
+    args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
     try:
         settings = WorkerSettings.from_docopt(args)
         setup_logging(settings.loglevel)

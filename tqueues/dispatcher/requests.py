@@ -77,6 +77,7 @@ async def read_object(request: web.Request, *, form_json: tuple[str, ...] = ()) 
     if not raw.strip():
         return {}
     if request.content_type in FORM_TYPES and not raw.lstrip().startswith(b"{"):
+        pairs: list[tuple[str, Any]]
         if request.content_type == "multipart/form-data":
             pairs = [(k, v) for k, v in (await request.post()).items()]
         else:

@@ -77,5 +77,6 @@ async def websocket(request: web.Request) -> web.StreamResponse:
 
 async def close_all(app: web.Application) -> None:
     """On shutdown, close every WebSocket with GOING_AWAY."""
-    for ws in set(app[websockets_key]):
+    sockets = app[websockets_key]
+    for ws in set(sockets):
         await ws.close(code=WSCloseCode.GOING_AWAY, message=b"dispatcher shutting down")
