@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import fcntl
 import logging
-import operator
 import os
 import sqlite3
 from collections.abc import Callable, Collection, Iterator, Sequence
@@ -30,98 +28,26 @@ from tqueues.jobs import Job, JobStatus, QueueConfig, new_leases
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.groupcommit import GroupCommit
+from tqueues.stores.sqlite_rows import (
+    INSERT,
+    SCHEMA,
+    SELECT_JOBS,
+    UPDATE,
+    dumps,
+    job_of,
+    json_texts,
+    to_row,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS queues (
-    name TEXT PRIMARY KEY,
-    config TEXT NOT NULL  -- QueueConfig as JSON
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    seq INTEGER PRIMARY KEY,
-    id TEXT NOT NULL UNIQUE,
-    queue TEXT NOT NULL REFERENCES queues(name),
-    status TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    ready_at REAL NOT NULL,
-    created_at REAL NOT NULL,
-    ttr REAL NOT NULL,
-    max_attempts INTEGER NOT NULL,
-    attempts INTEGER NOT NULL,
-    lease TEXT,
-    lease_expires REAL,
-    started_at REAL,
-    finished_at REAL,
-    worker TEXT,
-    method TEXT NOT NULL,
-    args TEXT NOT NULL,
-    kwargs TEXT NOT NULL,
-    result TEXT,
-    error TEXT,
-    traceback TEXT,
-    extra TEXT NOT NULL,
-    rev INTEGER NOT NULL,
-    event TEXT NOT NULL,
-    expires_at REAL
-);
--- The take index: only pending jobs, in the order they are handed out.
-CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
-    WHERE status = 'pending';
-CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE status = 'started';
-CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(ready_at) WHERE status = 'delayed';
-CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
-CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(queue, status, seq);
-CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(expires_at)
-    WHERE expires_at IS NOT NULL AND status IN ('pending', 'delayed');
-CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
-    WHERE status IN ('finished', 'failed');
-"""
-
-#: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
-COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
-JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
-#: Reads a job row: COLUMNS in order (for :func:`_job`), then ``seq`` (for cursors).
-SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
-_JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
-_STATUS_POSITION = COLUMNS.index("status")
-_json_texts = operator.itemgetter(*_JSON_POSITIONS)
-_STATUSES = {status.value: status for status in JobStatus}  #: faster than JobStatus(value)
-INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
-UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
 REAP_BATCH = 1000
 READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old builds 999).
 #: Started jobs kept as last written (beyond that many, the store forgets them all), and
 #: the most JSON text (args, kwargs, extra, result) of one kept job: 160 MiB at most in all.
 MAX_STARTED_KEPT = 20_000
 MAX_KEPT_TEXT = 8192
-
-
-def _dumps(value: Any) -> str:
-    return codec.dumps_str(value)
-
-
-_job_values = operator.attrgetter(*COLUMNS)
-
-
-def _row(job: Job) -> list[Any]:
-    """The job's column values, in COLUMNS order (JSON columns encoded)."""
-    values = list(_job_values(job))
-    for i in _JSON_POSITIONS:
-        values[i] = _dumps(values[i])
-    values[_STATUS_POSITION] = values[_STATUS_POSITION].value
-    return values
-
-
-def _job(row: sqlite3.Row) -> Job:
-    """The job of a row read with SELECT_JOBS."""
-    values = list(row)[: len(COLUMNS)]
-    for i in _JSON_POSITIONS:
-        if values[i] is not None:
-            values[i] = codec.loads(values[i])
-    values[_STATUS_POSITION] = _STATUSES[values[_STATUS_POSITION]]
-    return Job.from_values(values)
 
 
 def _missing(queue: str, job_id: str) -> JobNotFound:
@@ -284,7 +210,7 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 cursor = conn.execute(
                     "INSERT OR IGNORE INTO queues (name, config) VALUES (?, ?)",
-                    (config.name, _dumps(config.to_dict())),
+                    (config.name, dumps(config.to_dict())),
                 )
                 return cursor.rowcount == 1
 
@@ -312,7 +238,7 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 conn.execute(
                     "UPDATE queues SET config = ? WHERE name = ?",
-                    (_dumps(config.to_dict()), config.name),
+                    (dumps(config.to_dict()), config.name),
                 )
 
         async def update_and_cache() -> None:
@@ -367,7 +293,7 @@ class SQLiteStore(Store):
 
         def insert() -> None:
             with self._transaction() as conn:
-                conn.execute(INSERT, _row(job))
+                conn.execute(INSERT, to_row(job))
 
         await self._run(insert)
         return job
@@ -378,14 +304,14 @@ class SQLiteStore(Store):
 
         def insert_many() -> None:
             with self._transaction() as conn:
-                conn.executemany(INSERT, [_row(job) for job in jobs])
+                conn.executemany(INSERT, [to_row(job) for job in jobs])
 
         await self._run(insert_many)
         return list(jobs)
 
     def _write(self, conn: sqlite3.Connection, before: Job, after: Job) -> Job:
         after = after.succeeding(before)
-        values = _row(after)
+        values = to_row(after)
         cursor = conn.execute(UPDATE, [*values[2:], before.id, before.rev])
         if cursor.rowcount != 1:
             # Cannot happen (one thread writes, and keeps _started in step); were it to,
@@ -397,7 +323,7 @@ class SQLiteStore(Store):
     def _keep(self, job: Job, row: list[Any]) -> None:
         """Keep ``job`` (just written as ``row``) in _started if it is started and small,
         else forget any older revision of it there."""
-        if job.status is JobStatus.STARTED and sum(map(len, _json_texts(row))) <= MAX_KEPT_TEXT:
+        if job.status is JobStatus.STARTED and sum(map(len, json_texts(row))) <= MAX_KEPT_TEXT:
             if len(self._started) >= MAX_STARTED_KEPT:
                 self._started.clear()
             self._started[job.id] = job
@@ -432,7 +358,7 @@ class SQLiteStore(Store):
 
         def insert_and_claim() -> list[Job]:
             with self._transaction() as conn:
-                conn.execute(INSERT, _row(job))
+                conn.execute(INSERT, to_row(job))
                 return self._claim(conn, job.queue, leases, worker, now)
 
         return job, await self._run(insert_and_claim, committed=committed)
@@ -453,7 +379,7 @@ class SQLiteStore(Store):
         ).fetchall()
         claimed = []
         for row, lease in zip(rows, leases, strict=False):
-            before = _job(row)
+            before = job_of(row)
             after = lifecycle.claim(before, lease=lease, worker=worker, now=now)
             claimed.append(self._write(conn, before, after))
         return claimed
@@ -467,7 +393,7 @@ class SQLiteStore(Store):
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
             raise _missing(queue, job_id)
-        return _job(row)
+        return job_of(row)
 
     def _read_many(
         self, conn: sqlite3.Connection, queue: str, job_ids: Collection[str]
@@ -483,7 +409,7 @@ class SQLiteStore(Store):
             rows = conn.execute(
                 f"{SELECT_JOBS} WHERE +queue = ? AND id IN ({marks})", (queue, *chunk)
             )
-            found.update((job.id, job) for job in map(_job, rows))
+            found.update((job.id, job) for job in map(job_of, rows))
         return found
 
     async def get(self, queue: str, job_id: str) -> Job:
@@ -555,7 +481,7 @@ class SQLiteStore(Store):
                 f"{SELECT_JOBS} WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
             ).fetchall()
             next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
-            return Page([_job(row) for row in rows], next_cursor)
+            return Page([job_of(row) for row in rows], next_cursor)
 
         return await self._run(page)
 
@@ -570,7 +496,7 @@ class SQLiteStore(Store):
                 f"ORDER BY {order.get(status, 'seq')} LIMIT 1",
                 (queue,),
             ).fetchone()
-            return _job(row) if row is not None else None
+            return job_of(row) if row is not None else None
 
         return await self._run(peek)
 
@@ -611,7 +537,7 @@ class SQLiteStore(Store):
                     ),
                 ):
                     for row in conn.execute(sql, (now, REAP_BATCH)).fetchall():
-                        before = _job(row)
+                        before = job_of(row)
                         config = queues.get(before.queue)
                         if step is lifecycle.outlive and config and config.ttl_action == "delete":
                             # (pending or delayed: never among the kept started jobs)

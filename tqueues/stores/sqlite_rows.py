@@ -1,0 +1,102 @@
+"""The embedded store's tables, and a job as a row of ``jobs`` and back.
+
+:data:`SCHEMA` creates the tables and the indexes every hot statement uses (each a
+partial index of one status where it can be); :func:`to_row` and :func:`job_of` convert,
+with the JSON columns encoded by :mod:`tqueues.codec`; :data:`INSERT`, :data:`UPDATE`
+(every column but ``id`` and ``queue``, guarded by the row's revision) and
+:data:`SELECT_JOBS` are the statements that move whole jobs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+import sqlite3
+from typing import Any
+
+from tqueues import codec
+from tqueues.jobs import Job, JobStatus
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS queues (
+    name TEXT PRIMARY KEY,
+    config TEXT NOT NULL  -- QueueConfig as JSON
+);
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    queue TEXT NOT NULL REFERENCES queues(name),
+    status TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    ready_at REAL NOT NULL,
+    created_at REAL NOT NULL,
+    ttr REAL NOT NULL,
+    max_attempts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL,
+    lease TEXT,
+    lease_expires REAL,
+    started_at REAL,
+    finished_at REAL,
+    worker TEXT,
+    method TEXT NOT NULL,
+    args TEXT NOT NULL,
+    kwargs TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    traceback TEXT,
+    extra TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    event TEXT NOT NULL,
+    expires_at REAL
+);
+-- The take index: only pending jobs, in the order they are handed out.
+CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
+    WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_leases ON jobs(lease_expires) WHERE status = 'started';
+CREATE INDEX IF NOT EXISTS jobs_delayed ON jobs(ready_at) WHERE status = 'delayed';
+CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(queue, status, seq);
+CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(expires_at)
+    WHERE expires_at IS NOT NULL AND status IN ('pending', 'delayed');
+CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
+    WHERE status IN ('finished', 'failed');
+"""
+
+#: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
+COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
+JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
+#: Reads a job row: COLUMNS in order (for :func:`job_of`), then ``seq`` (for cursors).
+SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
+_JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
+_STATUS_POSITION = COLUMNS.index("status")
+json_texts = operator.itemgetter(*_JSON_POSITIONS)
+_STATUSES = {status.value: status for status in JobStatus}  #: faster than JobStatus(value)
+INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+UPDATE = f"UPDATE jobs SET {', '.join(f'{c} = ?' for c in COLUMNS[2:])} WHERE id = ? AND rev = ?"
+
+
+def dumps(value: Any) -> str:
+    """A JSON column's text."""
+    return codec.dumps_str(value)
+
+
+_job_values = operator.attrgetter(*COLUMNS)
+
+
+def to_row(job: Job) -> list[Any]:
+    """The job's column values, in COLUMNS order (JSON columns encoded)."""
+    values = list(_job_values(job))
+    for i in _JSON_POSITIONS:
+        values[i] = dumps(values[i])
+    values[_STATUS_POSITION] = values[_STATUS_POSITION].value
+    return values
+
+
+def job_of(read: sqlite3.Row) -> Job:
+    """The job of a row read with SELECT_JOBS."""
+    values = list(read)[: len(COLUMNS)]
+    for i in _JSON_POSITIONS:
+        if values[i] is not None:
+            values[i] = codec.loads(values[i])
+    values[_STATUS_POSITION] = _STATUSES[values[_STATUS_POSITION]]
+    return Job.from_values(values)
