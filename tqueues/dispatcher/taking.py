@@ -32,14 +32,7 @@ class Take(RestView):
         """Take up to ``?count=`` (default 1) jobs, each with its ``lease``, waiting up to
         ``?wait=`` seconds for the first: 200 ``{"jobs": [...]}``, an empty list when none
         came. ``?worker=`` names the taker."""
-        request = self.request
-        queue = self.queue
-        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
-        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-        worker = _worker_name(request.query.get("worker"))
-        jobs: list[Job] = await self.store.take_many(queue, count, worker=worker, wait=wait)
-        self.hand_over(jobs)
-        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
+        return await _take(self, [self.queue])
 
 
 class TakeAny(RestView):
@@ -51,8 +44,7 @@ class TakeAny(RestView):
         ``?wait=`` seconds for a job in any of them: 200 ``{"jobs": [...]}`` as
         ``/queues/{name}/take`` answers, the jobs all of one queue. 404 if a queue does not
         exist (nothing is taken then)."""
-        request = self.request
-        queues = request.query.getall("queue", [])
+        queues = self.request.query.getall("queue", [])
         if not queues:
             raise ValidationError(
                 "name the queues to take from: ?queue=NAME, repeated", field="queue"
@@ -63,12 +55,19 @@ class TakeAny(RestView):
             validate_queue_name(name)
         if len(set(queues)) < len(queues):
             raise ValidationError("a queue is named twice", field="queue")
-        wait = query_float(request, "wait", 0.0, high=self.settings.max_wait)
-        count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-        worker = _worker_name(request.query.get("worker"))
-        jobs = await self.store.take_any(queues, count, worker=worker, wait=wait)
-        self.hand_over(jobs)
-        return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
+        return await _take(self, queues)
+
+
+async def _take(view: RestView, queues: list[str]) -> web.Response:
+    """The take of ``queues`` that ``view``'s query (``count``, ``wait``, ``worker``) asks
+    for, answered with the jobs and their leases."""
+    request = view.request
+    wait = query_float(request, "wait", 0.0, high=view.settings.max_wait)
+    count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
+    worker = _worker_name(request.query.get("worker"))
+    jobs = await view.store.take_any(queues, count, worker=worker, wait=wait)
+    view.hand_over(jobs)
+    return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
 
 
 def _worker_name(worker: Any) -> str | None:
