@@ -110,6 +110,20 @@ async def test_a_batched_take_is_one_write(tmp_path: Path) -> None:
         assert [job.args for job in await store.take_many("q", 10)] == [[10], [11]]
 
 
+async def test_a_take_from_several_queues_is_one_write(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        for name in ("qa", "qb", "qc"):
+            await store.create_queue(QueueConfig(name))
+        await store.put_many([NewJob(queue="qc", method="m:f", args=[i]) for i in range(3)])
+        assert store._thread is not None
+        commits_before = store._thread.commits
+        # When a take looks at two empty queues before the one with jobs
+        jobs = await store.take_any(["qa", "qb", "qc"], 2)
+        # Then it got the jobs of the third in the one operation (one commit) it made
+        assert [job.args for job in jobs] == [[0], [1]]
+        assert store._thread.commits - commits_before == 1
+
+
 async def test_a_job_put_for_a_waiting_taker_costs_one_commit(tmp_path: Path) -> None:
     async with SQLiteStore(tmp_path) as store:
         await store.create_queue(QueueConfig("q"))

@@ -189,16 +189,15 @@ class Store(Primitives):
         deadline = loop.time() + wait
         while True:
             readies = [self.hub.ready_event(queue) for queue in queues]
-            for queue in queues:
-                claiming = asyncio.ensure_future(self._claim_and_publish(queue, count, worker))
-                try:
-                    jobs = await asyncio.shield(claiming)
-                except asyncio.CancelledError:
-                    # The caller went away mid-claim: give back whatever the claim got.
-                    claiming.add_done_callback(self._give_back)
-                    raise
-                if jobs:
-                    return jobs
+            claiming = asyncio.ensure_future(self._claim_and_publish(queues, count, worker))
+            try:
+                jobs = await asyncio.shield(claiming)
+            except asyncio.CancelledError:
+                # The caller went away mid-claim: give back whatever the claim got.
+                claiming.add_done_callback(self._give_back)
+                raise
+            if jobs:
+                return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
                 for queue in queues:
@@ -208,8 +207,10 @@ class Store(Primitives):
             if jobs:
                 return jobs
 
-    async def _claim_and_publish(self, queue: str, count: int, worker: str | None) -> list[Job]:
-        jobs = await self.claim_many(queue, count, worker=worker, now=clock.now())
+    async def _claim_and_publish(
+        self, queues: Sequence[str], count: int, worker: str | None
+    ) -> list[Job]:
+        jobs = await self.claim_first(queues, count, worker=worker, now=clock.now())
         for job in jobs:
             self.record(job)
         return jobs

@@ -127,6 +127,19 @@ class Primitives(abc.ABC):
         QueueNotFound.
         """
 
+    async def claim_first(
+        self, queues: Sequence[str], count: int, *, worker: str | None, now: float
+    ) -> list[Job]:
+        """:meth:`claim_many` on the first of ``queues`` (in that order) that has pending
+        jobs; none when none has. Raises QueueNotFound (before claiming anything where the
+        store checks every queue first, as the embedded store does in one operation; the
+        default claims from each queue in turn)."""
+        for queue in queues:
+            jobs = await self.claim_many(queue, count, worker=worker, now=now)
+            if jobs:
+                return jobs
+        return []
+
     async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
         """:meth:`claim_many` of one: the job, or None when none is pending."""
         jobs = await self.claim_many(queue, 1, worker=worker, now=now)

@@ -342,6 +342,24 @@ class SQLiteStore(Store):
 
         return await self._run(claim_many)
 
+    async def claim_first(
+        self, queues: Sequence[str], count: int, *, worker: str | None, now: float
+    ) -> list[Job]:
+        """One operation: the claim of each queue in turn until one has jobs."""
+        for queue in queues:
+            await self.get_queue(queue)
+        leases = new_leases(count)
+
+        def claim_first() -> list[Job]:
+            with self._transaction() as conn:
+                for queue in queues:
+                    claimed = self._claim(conn, queue, leases, worker, now)
+                    if claimed:
+                        return claimed
+                return []
+
+        return await self._run(claim_first)
+
     async def insert_and_claim(
         self,
         job: Job,
