@@ -1,11 +1,12 @@
 """W2 alone, with the CPU each process and thread spent per job: where a drain's time goes.
 
-``python -m benchmarks.drain_cpu [--jobs N] [--concurrency N] [--prefetch N] [-- dispatcher
-options...]`` queues N no-op jobs in a fresh embedded store, starts a dispatcher on it and
-two workers, and prints the drain rate (first start to last, as W2 measures it) and the
-CPU time of the dispatcher's threads (its event loop and its store thread) and of each
-worker, in microseconds per job (Linux: read from /proc). The workers' figure includes
-their start-up.
+``python -m benchmarks.drain_cpu [--jobs N] [--queues Q] [--concurrency N] [--prefetch N]
+[-- dispatcher options...]`` queues N no-op jobs in a fresh embedded store (in turns over
+Q queues, 1 by default), starts a dispatcher on it and two workers (each of every queue),
+and prints the drain rate (first start to last, as W2 measures it) and the CPU time of the
+dispatcher's threads (its event loop and its store thread) and of each worker, in
+microseconds per job (Linux: read from /proc). The workers' figure includes their
+start-up.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ def thread_cpu(pid: int) -> dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=20_000)
+    parser.add_argument("--queues", type=int, default=1, help="queues the jobs are spread over")
     parser.add_argument("--concurrency", default="10")
     parser.add_argument("--prefetch", default=None)
     parser.add_argument("dispatcher_args", nargs="*", help="after --: dispatcher options")
@@ -51,7 +53,8 @@ def main() -> None:
     env = dispatcher_env()
     with tempfile.TemporaryDirectory(prefix="tqueues-drain-") as tmp:
         work = Path(tmp)
-        asyncio.run(prefill_store(SQLiteStore(work / "data"), options.jobs))
+        queues = [QUEUE] + [f"{QUEUE}{i}" for i in range(2, options.queues + 1)]
+        asyncio.run(prefill_store(SQLiteStore(work / "data"), options.jobs, queues))
         log_path = work / "dispatcher.log"
         with log_path.open("w") as log:
             dispatcher = subprocess.Popen(
@@ -69,7 +72,8 @@ def main() -> None:
             times.mkdir()
             before = thread_cpu(dispatcher.pid)
             worker_argv = [str(bin_dir / "tqueues_worker"), "--endpoint_url", found.group(1),
-                           "--queue", QUEUE, "--allow", "benchmarks.peers", "--loglevel",
+                           *[arg for queue in queues for arg in ("--queue", queue)],
+                           "--allow", "benchmarks.peers", "--loglevel",
                            "WARNING", "--concurrency", options.concurrency]  # fmt: skip
             if options.prefetch is not None:
                 worker_argv += ["--prefetch", options.prefetch]

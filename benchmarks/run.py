@@ -437,16 +437,22 @@ def free_port_udp() -> int:
         return port
 
 
-async def prefill_store(store: Store, n: int) -> None:
-    """Queue ``n`` no-op jobs in ``store`` (unopened, fresh) before its dispatcher starts."""
+async def prefill_store(store: Store, n: int, queues: Sequence[str] = (QUEUE,)) -> None:
+    """Queue ``n`` no-op jobs in ``store`` (unopened, fresh) before its dispatcher starts,
+    in turns over ``queues``."""
     from tqueues.jobs import NewJob, QueueConfig
 
     async with store:
-        await store.create_queue(QueueConfig(QUEUE))
+        for queue in queues:
+            await store.create_queue(QueueConfig(queue))
         for start in range(0, n, 5000):
             await store.put_many(
                 [
-                    NewJob(queue=QUEUE, method="benchmarks.peers.tasks_tqueues:noop", args=[x])
+                    NewJob(
+                        queue=queues[x % len(queues)],
+                        method="benchmarks.peers.tasks_tqueues:noop",
+                        args=[x],
+                    )
                     for x in range(start, min(n, start + 5000))
                 ]
             )

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from benchmarks import deep_queue
 from benchmarks.services import ROOT
 
@@ -18,10 +20,13 @@ async def test_deep_queue_smoke(tmp_path: Path) -> None:
     assert "take ratio" in deep_queue.report(rows)
 
 
-def test_drain_cpu_smoke() -> None:
-    # The real console scripts drain 300 jobs; the tool prints the rate and the CPU split.
+@pytest.mark.parametrize("queues", ["1", "2"])
+def test_drain_cpu_smoke(queues: str) -> None:
+    # The real console scripts drain 300 jobs (of one queue, or two with workers of both);
+    # the tool prints the rate and the CPU split.
+    argv = ["-m", "benchmarks.drain_cpu", "--jobs", "300", "--queues", queues, "--", "--sync"]
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.drain_cpu", "--jobs", "300", "--", "--sync", "NORMAL"],
+        [sys.executable, *argv, "NORMAL"],
         cwd=ROOT,
         capture_output=True,
         text=True,
