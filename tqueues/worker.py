@@ -40,6 +40,10 @@ def _average(average: float | None, sample: float, weight: float = 0.2) -> float
     return sample if average is None else average + weight * (sample - average)
 
 
+#: Seconds a take is assumed to take (for the prefetch) until one has been measured.
+ASSUMED_ROUND_TRIP = 0.005
+
+
 class _Slot:
     """One job's place among the ``concurrency`` of :meth:`Worker.run`, freed once: when
     the job's method has returned, or when its task ends, whichever comes first."""
@@ -181,12 +185,15 @@ class Worker:
     def prefetch_target(self) -> int:
         """How many taken jobs are worth holding ready to start: enough to keep the slots
         busy for one round trip to the dispatcher (``concurrency * round trip / run
-        time``, both running averages), at most ``prefetch``. Short jobs get the whole
-        prefetch; jobs that outlast a round trip get one, so that they do not wait in
-        this worker while another is idle. ``prefetch`` until both are measured."""
-        if self._job_seconds is None or self._round_trip is None:
-            return self.prefetch
-        enough = self.concurrency * self._round_trip / max(self._job_seconds, 1e-6)
+        time``, both running averages; the round trip taken as ASSUMED_ROUND_TRIP until
+        measured), at most ``prefetch``. Short jobs get the whole prefetch; jobs that
+        outlast a round trip get one, so that they do not wait in this worker while
+        another is idle. None until a job's run time is known: a worker that has not seen
+        a job end holds no more jobs than it has slots."""
+        if self._job_seconds is None:
+            return 0
+        round_trip = ASSUMED_ROUND_TRIP if self._round_trip is None else self._round_trip
+        enough = self.concurrency * round_trip / max(self._job_seconds, 1e-6)
         return min(self.prefetch, math.ceil(enough))
 
     def wanted(self) -> int:

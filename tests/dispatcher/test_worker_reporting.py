@@ -31,6 +31,7 @@ class CountingClient(Client):
         self.calls: collections.Counter[str] = collections.Counter()
         self.outcomes = 0
         self.taken_along = 0  #: jobs asked for along with outcomes
+        self.got_along = 0  #: jobs that came along with outcomes
         self.fail_reports = fail_reports  #: the first reports fail as if the network did
 
     async def request(
@@ -50,7 +51,9 @@ class CountingClient(Client):
     ) -> tuple[list[dict[str, Any] | TqueuesError], list[dict[str, Any]]]:
         self._reporting(outcomes)
         self.taken_along += count
-        return await super().report_and_take(queue, outcomes, count, **kwargs)
+        results, jobs = await super().report_and_take(queue, outcomes, count, **kwargs)
+        self.got_along += len(jobs)
+        return results, jobs
 
     def _reporting(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
         if self.fail_reports:
@@ -184,6 +187,7 @@ async def test_a_prefetched_job_runs_while_the_outcome_is_delivered(
     await _enqueue(client, 4)
     gated = GatedClient(str(client.make_url("/")))
     worker = Worker("unused", ["q"], concurrency=1, prefetch=1, burst=True, client=gated)
+    worker.ran(0.001)  # as if a short job had run: the worker takes one ahead
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
         while worker.counts["taken"] < 2:
@@ -217,17 +221,23 @@ async def test_a_busy_worker_takes_its_next_jobs_along_with_its_outcomes(
     assert counting.calls["take"] < counting.calls["outcomes"], counting.calls
 
 
-@pytest.mark.parametrize(("prefetch", "held"), [(3, 5), (0, 2)])
+@pytest.mark.parametrize(
+    ("prefetch", "short_jobs_seen", "held"), [(3, True, 5), (0, True, 2), (3, False, 2)]
+)
 async def test_a_worker_holds_its_concurrency_plus_prefetch_jobs(
-    client: TestClient, tmp_path: Path, prefetch: int, held: int
+    client: TestClient, tmp_path: Path, prefetch: int, short_jobs_seen: bool, held: int
 ) -> None:
     await _enqueue(client, 8, "marked_sleep", [str(tmp_path), 0.5])
     worker = _worker(client, concurrency=2, prefetch=prefetch)
+    if short_jobs_seen:
+        worker.ran(0.001)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(20):
         while not list(tmp_path.glob("start-*")):
             await asyncio.sleep(0.01)
-    # The first take asked for concurrency + prefetch jobs; none has ended yet.
+    # The first take asked for concurrency + prefetch jobs once jobs are known to be short
+    # (and for no more than the slots before any job has ended: however long the jobs
+    # run, none waits in this worker while another worker could start it).
     assert (await _stats(client))["jobs"]["started"] == held
     async with asyncio.timeout(20):
         while not runner.done():
@@ -274,6 +284,7 @@ async def test_a_prefetched_job_runs_only_under_a_live_lease(
 ) -> None:
     _, second = await _enqueue_sleepers(client, tmp_path, first, then, ttr=ttr)
     worker = _worker(client, concurrency=1, prefetch=1)
+    worker.ran(0.001)  # as if a short job had run: the second job is taken ahead
     with caplog.at_level(logging.WARNING, logger="tqueues"):
         assert (await worker.run())["finished"] >= 2
     actions = [getattr(r, "action", "") for r in caplog.records]
@@ -302,11 +313,12 @@ async def test_a_job_running_past_its_ttr_keeps_its_lease(
 async def test_a_worker_stops_prefetching_jobs_that_outlast_a_round_trip(
     client: TestClient, tmp_path: Path
 ) -> None:
-    # Before it has measured anything the worker takes 1 + 3 jobs. Once it has seen a job
-    # run 0.4 s and a take come back in milliseconds, one job ready is enough: the sixth
-    # stays in the queue for another worker until this one has room for it.
+    # As if short jobs had run, the worker takes 1 + 3 jobs. Once it has seen a job run
+    # 0.4 s and a take come back in milliseconds, one job ready is enough: the sixth stays
+    # in the queue for another worker until this one has room for it.
     await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 0.4])
     worker = _worker(client, concurrency=1, prefetch=3)
+    worker.ran(0.001)
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(20):
         while (stats := await _stats(client))["jobs"]["finished"] < 2:
@@ -319,8 +331,9 @@ async def test_a_worker_stops_prefetching_jobs_that_outlast_a_round_trip(
 async def test_an_idle_worker_long_polls_instead_of_taking_along_its_reports(
     client: TestClient,
 ) -> None:
-    # One job at a time: each take comes back short (the queue ran dry), so the report
-    # of each outcome takes nothing along and the next job goes to the waiting long-poll.
+    # One job at a time: the queue is empty whenever an outcome is reported, so every
+    # job goes to the waiting long-poll (a take that came back short stops the reports
+    # asking for jobs along; one that got all it asked for may let the next ask once).
     counting = CountingClient(str(client.make_url("/")))
     worker = Worker("unused", ["q"], concurrency=2, client=counting, wait=10)
     runner = asyncio.create_task(worker.run())
@@ -331,7 +344,8 @@ async def test_an_idle_worker_long_polls_instead_of_taking_along_its_reports(
                 await asyncio.sleep(0.01)
     worker.stop()
     assert (await runner)["finished"] == 3
-    assert counting.outcomes == 3 and counting.taken_along == 0
+    assert counting.outcomes == 3 and counting.got_along == 0
+    assert counting.taken_along <= 1 and counting.calls["take"] >= 3, counting.calls
 
 
 async def test_a_stopping_worker_gives_back_the_jobs_it_took_ahead(
@@ -339,6 +353,7 @@ async def test_a_stopping_worker_gives_back_the_jobs_it_took_ahead(
 ) -> None:
     await _enqueue(client, 6, "marked_sleep", [str(tmp_path), 60.0])
     worker = _worker(client, concurrency=1, prefetch=3, grace=0.1, burst=False)
+    worker.ran(0.001)  # as if a short job had run: three are taken ahead
     runner = asyncio.create_task(worker.run())
     async with asyncio.timeout(10):
         while not list(tmp_path.glob("start-*")):
@@ -407,7 +422,10 @@ async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
     # One request per take, each asking for what keeps the worker busy (not one job)
     takes = recording.takes
     assert recording.calls["POST"] == len(takes) < 300 / 5, recording.calls
-    assert takes[0] == (("q", "q2"), 40, "q")  # concurrency + the default prefetch
+    # The first take fills the slots (no job has ended yet), the next ones ask for the
+    # default prefetch too once the jobs are seen to be short
+    assert takes[0] == (("q", "q2"), 10, "q")
+    assert max(count for _, count, _ in takes) > 10, takes
     # Each take starts at the next queue: while both have jobs, they take turns
     assert [got for _, _, got in takes[:4]] == ["q", "q2", "q", "q2"], takes
     assert [order[0] for order, _, _ in takes[:4]] == ["q", "q2", "q", "q2"]
