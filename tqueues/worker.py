@@ -186,15 +186,16 @@ class Worker:
         """How many taken jobs are worth holding ready to start: enough to keep the slots
         busy for one round trip to the dispatcher (``concurrency * round trip / run
         time``, both running averages; the round trip taken as ASSUMED_ROUND_TRIP until
-        measured), at most ``prefetch``. Short jobs get the whole prefetch; jobs that
-        outlast a round trip get one, so that they do not wait in this worker while
-        another is idle. None until a job's run time is known: a worker that has not seen
-        a job end holds no more jobs than it has slots."""
+        measured, rounded to the nearest), at most ``prefetch``. Short jobs get the whole
+        prefetch; jobs that outlast ``concurrency`` round trips get none, so that they do
+        not wait in this worker while another is idle (a freed slot then waits one round
+        trip for its next job). None until a job's run time is known: a worker that has
+        not seen a job end holds no more jobs than it has slots."""
         if self._job_seconds is None:
             return 0
         round_trip = ASSUMED_ROUND_TRIP if self._round_trip is None else self._round_trip
         enough = self.concurrency * round_trip / max(self._job_seconds, 1e-6)
-        return min(self.prefetch, math.ceil(enough))
+        return min(self.prefetch, math.floor(enough + 0.5))
 
     def wanted(self) -> int:
         """How many more jobs :meth:`run` can hold: ``concurrency`` plus the prefetch

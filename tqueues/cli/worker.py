@@ -22,9 +22,9 @@ Options:
   --token_file FILE      Read the token from FILE.
   --concurrency N        Jobs run at once [default: 1].
   --prefetch N           At most N jobs held taken, ready to start, beyond those
-                         running; none before a job has ended, fewer once jobs
-                         outlast a round trip to the dispatcher (default: 3 x the
-                         concurrency). 0: take a job only for a free slot.
+                         running; none before a job has ended, fewer or none once
+                         jobs outlast a round trip to the dispatcher (default: 3 x
+                         the concurrency). 0: take a job only for a free slot.
   --timeout SECONDS      Longest a job may run; past it the run fails with a
                          TimeoutError (default: no limit).
   --wait SECONDS         How long each take waits for a job (long-poll) [default: 30].
