@@ -57,3 +57,17 @@ def test_w1_floor_smoke() -> None:
         "(4 KiB overwrite + fdatasync, no server)",
     ], done.stdout
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rows), done.stdout
+
+
+def test_fairness_smoke() -> None:
+    # Two real workers share four short jobs; the tool says who ran how many.
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.fairness", "--jobs", "4", "--seconds", "0.05"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    found = re.search(r"ran by the first: (\d+), by the second: (\d+)", done.stdout)
+    assert found and sum(map(int, found.groups())) == 4, done.stdout
