@@ -54,6 +54,24 @@ async def test_help_and_version() -> None:
     assert wrong.returncode == 2 and "Usage:" in wrong.stderr
 
 
+async def test_take_from_several_queues(cluster: Cluster) -> None:
+    d = await cluster.dispatcher()
+    async with tqueues.Client(d.url) as client:
+        for name in ("urgent", "normal"):
+            await client.create_queue(name)
+        await client.put_many("normal", [{"method": "a:b", "args": [i]} for i in range(3)])
+    # The first queue named that has jobs gives them (like beanstalkd's reserve on the
+    # tubes it watches); all queues empty: exit status 1
+    taken = lines(await tq("take", "urgent", "normal", "--count", "2", url=d.url))
+    assert [(j["queue"], j["args"]) for j in taken] == [("normal", [0]), ("normal", [1])]
+    assert all(j["lease"] for j in taken)
+    lines(await tq("take", "urgent", "normal", url=d.url))
+    empty = await tq("take", "urgent", "normal", "--wait", "0.2", url=d.url)
+    assert (empty.returncode, empty.stdout) == (1, "")
+    missing = await tq("take", "urgent", "nope", url=d.url)
+    assert missing.returncode == 2 and "nope" in missing.stderr
+
+
 async def test_put_take_consume_peek(cluster: Cluster, tmp_path: Path) -> None:
     d = await cluster.dispatcher()
     async with tqueues.Client(d.url) as client:

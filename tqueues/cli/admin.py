@@ -7,12 +7,13 @@ default when <json> is absent). Answers are printed as JSON, one job per line, e
 tables of stats and queues.
 
 take reserves jobs under their lease (a job not finished within its ttr goes back to the
-queue); consume takes a job and finishes it at once, as tpq's consume does. take, consume
+queue); of several queues, from the first that has jobs (beanstalkd's reserve on the
+tubes it watches); consume takes a job and finishes it at once, as tpq's consume does. take, consume
 and peek exit with status 1 when no job came, as tpq does on an empty queue.
 
 Usage:
   tqueues put [options] <queue> [<json>] [--file FILE]
-  tqueues take [options] <queue> [--wait SECONDS] [--count N]
+  tqueues take [options] <queue>... [--wait SECONDS] [--count N]
   tqueues consume [options] <queue> [--wait SECONDS]
   tqueues peek [options] <queue> [<id>] [--status STATUS]
   tqueues kick [options] <queue> [<bound>]
@@ -46,6 +47,7 @@ Examples:
   tqueues put emails '{"method": "app.mail:send", "args": ["bob@example.com"]}'
   echo '[{"method": "app.x:f"}, {"method": "app.x:g"}]' | tqueues put work
   tqueues consume emails --wait 5
+  tqueues take urgent normal --wait 10
   tqueues stats
   tqueues kick emails 100
 """
@@ -153,10 +155,15 @@ class Admin:
         return 0
 
     async def take(self) -> int:
-        """Take up to --count jobs (waiting --wait seconds); print each with its lease."""
-        count = int(_number(self.args, "--count", integer=True))
+        """Take up to --count jobs of the first of the queues that has any (waiting --wait
+        seconds for one); print each with its lease."""
+        count = max(int(_number(self.args, "--count", integer=True)), 1)
         wait = _number(self.args, "--wait")
-        jobs = await self.client.take_many(self.queue, max(count, 1), wait=wait)
+        queues = [str(queue) for queue in self.args["<queue>"]]
+        if len(queues) == 1:
+            jobs = await self.client.take_many(queues[0], count, wait=wait)
+        else:
+            jobs = await self.client.take_any(queues, count, wait=wait)
         for job in jobs:
             _print_json(job, self.out)
         return 0 if jobs else self._empty()
