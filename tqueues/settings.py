@@ -272,7 +272,8 @@ class WorkerSettings:
     endpoint_url: str = DEFAULT_ENDPOINT
     queues: tuple[str, ...] = ()
     concurrency: int = 1
-    prefetch: int | None = None  #: jobs held beyond the running ones (None: concurrency).
+    prefetch: int | None = None  #: jobs held beyond the running ones (None: 3 x concurrency).
+    strict_order: bool = False  #: takes always start at the first queue (else in turn).
     wait: float = 30.0  #: seconds each long-poll take may wait.
     grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM/SIGINT.
     allow: tuple[str, ...] = ()  #: module prefixes a job's method may come from.
@@ -307,6 +308,7 @@ class WorkerSettings:
             grace=_float(args.get("--grace") or 30, "--grace", low=0, high=86400),
             allow=tuple(p.strip() for p in allow),
             burst=bool(args.get("--burst")),
+            strict_order=bool(args.get("--strict_order")),
             token=_worker_token(args, environ),
             timeout=None
             if args.get("--timeout") is None

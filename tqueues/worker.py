@@ -77,7 +77,8 @@ class Worker:
     function's thread cannot be stopped: its outcome is then ignored).
     ``allow`` restricts the modules a job's method may come from (empty: any). With
     ``burst``, iteration ends once the queues are empty. Of several queues, each take asks
-    for jobs of the first that has any, starting at the next queue in turn (one request).
+    for jobs of the first that has any, starting at the next queue in turn (one request),
+    or always at the first with ``strict_order``.
     ``prefetch`` (default three times
     ``concurrency``) caps the jobs :meth:`run` holds taken beyond the running ones; see
     :meth:`prefetch_target`. Raises ValueError for no queues or a negative prefetch.
@@ -98,6 +99,7 @@ class Worker:
         token: str | None = None,
         worker_id: str | None = None,
         prefetch: int | None = None,
+        strict_order: bool = False,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -108,6 +110,10 @@ class Worker:
         self.allow = tuple(allow)
         self.timeout = timeout
         self.burst = burst
+        #: Of several queues, each take starts at the first (as RQ's workers do: a later
+        #: queue gets a turn only while the earlier ones are empty) instead of the next in
+        #: turn.
+        self.strict_order = strict_order
         #: The most jobs :meth:`run` holds taken beyond the ``concurrency`` running ones,
         #: ready to start (by default three times the concurrency: a worker holds four
         #: times its concurrency, as Celery's default prefetch multiplier does); fewer once
@@ -333,7 +339,7 @@ class Worker:
                     self.queues[0], count, wait=wait, worker=self.worker_id
                 )
             else:
-                start = self._next_queue
+                start = 0 if self.strict_order else self._next_queue
                 self._next_queue = (start + 1) % len(self.queues)
                 order = self.queues[start:] + self.queues[:start]
                 docs = await self.client.take_any(order, count, wait=wait, worker=self.worker_id)

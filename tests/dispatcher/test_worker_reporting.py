@@ -429,3 +429,22 @@ async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
     # Each take starts at the next queue: while both have jobs, they take turns
     assert [got for _, _, got in takes[:4]] == ["q", "q2", "q", "q2"], takes
     assert [order[0] for order, _, _ in takes[:4]] == ["q", "q2", "q", "q2"]
+
+
+async def test_a_worker_of_several_queues_in_strict_order_drains_the_first_first(
+    client: TestClient,
+) -> None:
+    assert (await client.put("/queues/q2")).status == 201
+    for queue in ("q", "q2"):
+        jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(100)]
+        assert (await client.post(f"/queues/{queue}/jobs", json={"jobs": jobs})).status == 201
+    recording = TakeRecordingClient(str(client.make_url("/")))
+    worker = Worker(
+        "unused", ["q", "q2"], concurrency=10, burst=True, client=recording, strict_order=True
+    )
+    assert (await worker.run())["finished"] == 200
+    # Every take starts at the first queue: the second gets turns only once it is empty
+    takes = recording.takes
+    assert {order for order, _, _ in takes} == {("q", "q2")}, takes
+    got = [queue for _, _, queue in takes if queue is not None]
+    assert got == sorted(got) and got[0] == "q" and got[-1] == "q2", takes

@@ -61,6 +61,11 @@ def test_worker_options() -> None:
     assert settings.queues == ("a", "b") and settings.concurrency == 4
     assert settings.allow == ("app", "lib.jobs")
     assert settings.endpoint_url == "http://127.0.0.1:8080/"
+    assert not settings.strict_order
+    strict = WorkerSettings.from_docopt(
+        worker_args("--queue", "a", "--allow_any", "--strict_order")
+    )
+    assert strict.strict_order
 
 
 @pytest.mark.parametrize(

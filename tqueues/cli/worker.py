@@ -11,7 +11,11 @@ Usage:
 Options:
   --endpoint_url URL     TQueues dispatcher endpoint (default: $TQUEUES_URL or
                          http://127.0.0.1:8080/).
-  --queue QUEUE          Queue to take jobs from; repeat it for several queues.
+  --queue QUEUE          Queue to take jobs from; repeat it for several queues (each
+                         take asks the first that has jobs, starting at the next
+                         queue in turn).
+  --strict_order         Start every take at the first --queue: a later queue gets
+                         jobs taken only while the earlier ones are empty (RQ's order).
   --allow PREFIX         Run only methods from modules under PREFIX; repeatable. Also
                          $TQUEUES_ALLOW (comma-separated). This or --allow_any
                          is required.
@@ -69,6 +73,7 @@ async def work(settings: WorkerSettings) -> int:
         grace=settings.grace,
         allow=settings.allow,
         burst=settings.burst,
+        strict_order=settings.strict_order,
         token=settings.token,
         timeout=settings.timeout,
     )
