@@ -148,3 +148,20 @@ def test_quick_run_on_rethinkdb(tmp_path: Path) -> None:
             await conn.close()
 
     assert not [db for db in asyncio.run(databases()) if db.startswith("tqbench_")]
+
+
+def test_an_unreachable_rethinkdb_server_is_the_rows_error(tmp_path: Path) -> None:
+    # Nothing listens on port 1: the row and W4 say so; the run itself does not fail.
+    out = tmp_path / "results.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--quick", "--systems", "tqueues-rethinkdb",
+         "--rethinkdb", "127.0.0.1:1", "--json", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # --quick: a system that failed is an error
+    results = json.loads(out.read_text())
+    assert (
+        "cannot reach RethinkDB at 127.0.0.1:1" in results["systems"]["tqueues-rethinkdb"]["error"]
+    )
+    assert "127.0.0.1:1" in results["W4_rethinkdb"]["error"]
+    assert "not run: " in done.stdout and "Traceback" not in done.stderr
