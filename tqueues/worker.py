@@ -339,9 +339,11 @@ class Worker:
                     self.queues[0], count, wait=wait, worker=self.worker_id
                 )
             else:
-                start = 0 if self.strict_order else self._next_queue
-                self._next_queue = (start + 1) % len(self.queues)
-                order = self.queues[start:] + self.queues[:start]
+                order = self.queues
+                if not self.strict_order:
+                    start = self._next_queue
+                    self._next_queue = (start + 1) % len(self.queues)
+                    order = self.queues[start:] + self.queues[:start]
                 docs = await self.client.take_any(order, count, wait=wait, worker=self.worker_id)
         finally:
             self._received(count, len(docs), docs[1:])

@@ -134,6 +134,23 @@ async def until(condition: Callable[[], bool], seconds: float = 20.0, step: floa
         await asyncio.sleep(step)
 
 
+def hold_insert_and_claim(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the store's puts stop before their insert-and-claim: the first event is set
+    when one gets there, and it goes on once the second is set."""
+    claiming, go_on = asyncio.Event(), asyncio.Event()
+    insert_and_claim = store.insert_and_claim
+
+    async def held(*args: object, **kwargs: object) -> object:
+        claiming.set()
+        await go_on.wait()
+        return await insert_and_claim(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(store, "insert_and_claim", held)
+    return claiming, go_on
+
+
 async def test_a_put_hands_its_job_to_a_waiting_taker(store: Store) -> None:
     await store.create_queue(QueueConfig("q"))
     # Given a taker waiting for up to three jobs
@@ -178,15 +195,7 @@ async def test_a_wake_up_does_not_make_a_taker_give_up_a_put_claiming_for_it(
         pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
     await store.create_queue(QueueConfig("q"))
     # Given a waiting taker, and a put that has chosen it and is still claiming for it
-    claiming, go_on = asyncio.Event(), asyncio.Event()
-    insert_and_claim = store.insert_and_claim
-
-    async def held(*args: object, **kwargs: object) -> object:
-        claiming.set()
-        await go_on.wait()
-        return await insert_and_claim(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "insert_and_claim", held)
+    claiming, go_on = hold_insert_and_claim(store, monkeypatch)
     taking = asyncio.create_task(store.take("q", worker="w", wait=20, poll=20))
     await until(lambda: bool(store._waiters["q"]))
     putting = asyncio.create_task(store.put(new(args=[1])))

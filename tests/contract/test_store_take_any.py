@@ -9,7 +9,7 @@ import asyncio
 
 import pytest
 
-from tests.contract.test_store import new, until
+from tests.contract.test_store import hold_insert_and_claim, new, until
 from tqueues.errors import QueueNotFound
 from tqueues.jobs import JobStatus, QueueConfig
 from tqueues.stores.base import Store
@@ -74,15 +74,7 @@ async def test_a_taker_of_several_queues_is_handed_one_put_at_most(
         pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
     await _queues(store)
     # Given a taker of a and b, and a put to a that has chosen it and is still claiming
-    claiming, go_on = asyncio.Event(), asyncio.Event()
-    insert_and_claim = store.insert_and_claim
-
-    async def held(*args: object, **kwargs: object) -> object:
-        claiming.set()
-        await go_on.wait()
-        return await insert_and_claim(*args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(store, "insert_and_claim", held)
+    claiming, go_on = hold_insert_and_claim(store, monkeypatch)
     taking = asyncio.create_task(store.take_any(["qa", "qb"], 5, worker="w", wait=20, poll=20))
     await until(lambda: bool(store._waiters["qb"]))
     putting = asyncio.create_task(store.put(new("qa")))

@@ -405,14 +405,19 @@ class TakeRecordingClient(CountingClient):
         return docs
 
 
+async def _two_queues(client: TestClient, n: int) -> TakeRecordingClient:
+    """Queues q and q2 with ``n`` quick jobs each; a recording client of the dispatcher."""
+    assert (await client.put("/queues/q2")).status == 201
+    for queue in ("q", "q2"):
+        jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(n)]
+        assert (await client.post(f"/queues/{queue}/jobs", json={"jobs": jobs})).status == 201
+    return TakeRecordingClient(str(client.make_url("/")))
+
+
 async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
     client: TestClient,
 ) -> None:
-    assert (await client.put("/queues/q2")).status == 201
-    for queue in ("q", "q2"):
-        jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(150)]
-        assert (await client.post(f"/queues/{queue}/jobs", json={"jobs": jobs})).status == 201
-    recording = TakeRecordingClient(str(client.make_url("/")))
+    recording = await _two_queues(client, 150)
     worker = Worker("unused", ["q", "q2"], concurrency=10, burst=True, client=recording)
     counts = await worker.run()
     assert counts["finished"] == 300
@@ -434,11 +439,7 @@ async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
 async def test_a_worker_of_several_queues_in_strict_order_drains_the_first_first(
     client: TestClient,
 ) -> None:
-    assert (await client.put("/queues/q2")).status == 201
-    for queue in ("q", "q2"):
-        jobs = [{"method": method("coro_add"), "args": [i, 1]} for i in range(100)]
-        assert (await client.post(f"/queues/{queue}/jobs", json={"jobs": jobs})).status == 201
-    recording = TakeRecordingClient(str(client.make_url("/")))
+    recording = await _two_queues(client, 100)
     worker = Worker(
         "unused", ["q", "q2"], concurrency=10, burst=True, client=recording, strict_order=True
     )

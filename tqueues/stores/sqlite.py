@@ -333,14 +333,7 @@ class SQLiteStore(Store):
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[Job]:
-        await self.get_queue(queue)
-        leases = new_leases(count)
-
-        def claim_many() -> list[Job]:
-            with self._transaction() as conn:
-                return self._claim(conn, queue, leases, worker, now)
-
-        return await self._run(claim_many)
+        return await self.claim_first((queue,), count, worker=worker, now=now)
 
     async def claim_first(
         self, queues: Sequence[str], count: int, *, worker: str | None, now: float
