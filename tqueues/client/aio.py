@@ -22,6 +22,7 @@ import aiohttp
 from yarl import URL
 
 from tqueues import codec
+from tqueues.client.stream import JobStream
 from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
 
 JSONDict = dict[str, Any]
@@ -226,6 +227,12 @@ class Client:
         )
         stored: list[JSONDict] = answer["jobs"]
         return stored
+
+    def job_stream(self, queue: str) -> JobStream:
+        """A job stream to ``queue``: :meth:`put` and :meth:`put_many` over one WebSocket
+        (``/queues/{queue}/jobs/stream``), for a producer that enqueues one job at a time
+        (see :mod:`tqueues.client.stream`). Use ``async with client.job_stream(q) as s:``."""
+        return JobStream(self, queue)
 
     async def take_many(
         self, queue: str, count: int, *, wait: float = 0.0, worker: str | None = None

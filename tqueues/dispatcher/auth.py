@@ -10,7 +10,8 @@ stats, kicks, deletes, truncate and drop are the admin's. The WebSocket, ``/heal
 ``/openapi.json`` need any valid token. A request without a valid token gets 401 and
 learns nothing else; a valid token without the role gets 403.
 
-Browsers cannot set headers on a WebSocket, so ``/ws`` also accepts the token as the
+Browsers cannot set headers on a WebSocket, so the WebSockets (``/ws`` and the job stream
+``/queues/{name}/jobs/stream``, a producer's) also accept the token as the
 ``access_token`` query parameter (it may then appear in proxy logs: prefer the header).
 """
 
@@ -36,7 +37,7 @@ ALLOWED: Mapping[str, frozenset[tuple[str, bool]]] = {
 REST_READS = frozenset({("queues", "GET"), ("jobs", "GET"), ("jobs.next", "GET"), ("job", "GET")})
 WORKER_ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury")
 REST_ALLOWED: Mapping[str, frozenset[tuple[str, ...]]] = {
-    "producer": REST_READS | {("queue", "PUT"), ("jobs", "POST")},
+    "producer": REST_READS | {("queue", "PUT"), ("jobs", "POST"), ("jobs.stream", "GET")},
     "worker": REST_READS
     | {("take", "POST"), ("take.any", "POST"), ("job", "PATCH"), ("outcomes", "POST")}
     | {("job.action", "POST", action) for action in WORKER_ACTIONS},
@@ -58,9 +59,14 @@ def _presented(request: web.Request) -> str:
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials.strip():
         return credentials.strip()
-    if request.path == "/ws":
+    if request.path == "/ws" or _route_name(request) == "jobs.stream":
         return request.query.get("access_token", "")
     return ""
+
+
+def _route_name(request: web.Request) -> str | None:
+    resource = request.match_info.route.resource
+    return None if resource is None else resource.name
 
 
 def permitted(role: str, request: web.Request) -> bool:
@@ -69,10 +75,10 @@ def permitted(role: str, request: web.Request) -> bool:
         return True
     if request.path == "/":
         return (request.method, "id" in request.query) in ALLOWED[role]
-    resource = request.match_info.route.resource
-    if resource is None or resource.name is None:
+    name = _route_name(request)
+    if name is None:
         return True  # no such route: the router answers 404 or 405, which reveals nothing
-    key: tuple[str, ...] = (resource.name, request.method)
+    key: tuple[str, ...] = (name, request.method)
     if "action" in request.match_info:
         key = (*key, request.match_info["action"])
     return key in REST_ALLOWED[role]

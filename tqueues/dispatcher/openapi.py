@@ -194,6 +194,17 @@ REST_PATHS: Doc = {
                                   "pending: the one a take gets; delayed: due first; "
                                   "buried: the oldest. 404 job_not_found when none."),)),
     },
+    "/queues/{name}/jobs/stream": {
+        "parameters": [NAME],
+        "get": {"operationId": "jobStream",
+                "summary": "WebSocket job stream: each message is a body of POST "
+                           "/queues/{name}/jobs (with an optional `ref`), answered in order "
+                           "with {ref, status, job | jobs} or {ref, status, error, message} "
+                           "(see docs/rest-api.rst).",
+                "description": "Roles: admin, producer. The token also as ?access_token=.",
+                "responses": {"101": {"description": "Switching to the WebSocket protocol."},
+                              **{code: ERRORS[code] for code in ("400", "401", "403", "404")}}},
+    },
     "/queues/{name}/take": {
         "parameters": [NAME],
         "post": _op("Take up to `count` jobs, each with its lease, waiting up to `wait` "

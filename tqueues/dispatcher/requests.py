@@ -48,7 +48,7 @@ def query_float(request: web.Request, name: str, default: float, *, high: float)
 MAX_STORED_DEPTH = 254
 
 
-def _json(raw: bytes | str, what: str) -> Any:
+def parse_json(raw: bytes | str, what: str) -> Any:
     """Strict JSON (see :mod:`tqueues.codec`) that can also be written back: the codec
     reads deeper nesting (1,024 levels) than it writes (254), and a value that could not
     be stored must be refused here, not fail later as a 500."""
@@ -89,9 +89,9 @@ async def read_object(request: web.Request, *, form_json: tuple[str, ...] = ()) 
         for name, value in pairs:
             if not isinstance(value, str):
                 raise ValidationError(f"form field '{name}' must not be a file", field=name)
-            fields[name] = _json(value, f"form field '{name}'") if name in form_json else value
+            fields[name] = parse_json(value, f"form field '{name}'") if name in form_json else value
         return fields
-    body = _json(raw, "the body")
+    body = parse_json(raw, "the body")
     if not isinstance(body, dict):
         raise ValidationError("the body must be a JSON object")
     return body

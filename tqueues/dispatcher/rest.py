@@ -35,6 +35,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import codec
+from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher.actions import (
     ACTION_FUNCTIONS,
     OUTCOME_ACTIONS,
@@ -51,14 +52,13 @@ from tqueues.errors import (
 from tqueues.jobs import (
     Job,
     JobStatus,
-    NewJob,
     QueueConfig,
     validate_queue_name,
 )
 from tqueues.settings import DispatcherSettings
 from tqueues.stores.base import Store
 
-MAX_BATCH = 1000  #: jobs one enqueue request may carry.
+MAX_BATCH = enqueuing.MAX_BATCH  #: jobs one enqueue request may carry.
 MAX_TAKE = 100  #: jobs one take may ask for.
 MAX_TAKE_QUEUES = 32  #: queues one take may name.
 MAX_OUTCOMES = 1000  #: outcomes one report may carry.
@@ -235,19 +235,6 @@ class QueueKick(RestView):
 class Jobs(RestView):
     """``/queues/{name}/jobs``: the queue's jobs."""
 
-    def _new_job(self, fields: Any, where: str) -> NewJob:
-        if not isinstance(fields, dict):
-            raise ValidationError(f"{where} must be a JSON object", field=where)
-        queue = self.queue
-        if fields.get("queue", queue) != queue:
-            raise ValidationError(f"{where}: 'queue' differs from the path", field="queue")
-        try:
-            return NewJob.from_request({**fields, "queue": queue})
-        except ValidationError as exc:
-            if where == "the body":
-                raise
-            raise ValidationError(f"{where}: {exc.message}", index=where, **exc.details) from None
-
     async def post(self) -> web.Response:
         """Enqueue one job (the body is the job: 201 with the stored job) or a batch
         (``{"jobs": [...]}``, 1 to MAX_BATCH: 201 with ``{"jobs": [...]}`` in order).
@@ -255,20 +242,8 @@ class Jobs(RestView):
         Every job of a batch is validated before any is stored; a 400 names the first bad
         one (``jobs[i]``) and its field. The batch is one durable write.
         """
-        body = await read_object(self.request)
-        if "jobs" in body:
-            if set(body) != {"jobs"}:
-                raise ValidationError("a batch body has only 'jobs'", fields=sorted(body))
-            items = body["jobs"]
-            if not isinstance(items, list) or not 1 <= len(items) <= MAX_BATCH:
-                raise ValidationError(
-                    f"'jobs' must be a list of 1 to {MAX_BATCH} jobs", field="jobs"
-                )
-            news = [self._new_job(item, f"jobs[{i}]") for i, item in enumerate(items)]
-            stored = await self.store.put_many(news)
-            return json_response({"jobs": [job.to_dict() for job in stored]}, status=201)
-        job = await self.store.put(self._new_job(body, "the body"))
-        return json_response(job.to_dict(), status=201)
+        stored = await enqueuing.enqueue(self.store, await read_object(self.request), self.queue)
+        return json_response(stored.get("job", stored), status=201)
 
     async def get(self) -> web.Response:
         """A page of the queue's jobs in creation order: ``?status=&cursor=&limit=`` →
