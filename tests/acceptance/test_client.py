@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Any
 
 import pytest
 
@@ -176,3 +177,69 @@ async def test_the_blocking_client(cluster: Cluster) -> None:
 
     events = await asyncio.to_thread(script)
     assert {"put", "taken", "finished"} <= set(events)
+
+
+async def test_jobs_acknowledged_on_the_job_stream_survive_kill_9(cluster: Cluster) -> None:
+    from tests.acceptance.test_reliability import free_port
+
+    listen = ("--listen", f"127.0.0.1:{free_port()}")
+    data = cluster.tmp_path / "stream-data"
+    dispatcher = await cluster.dispatcher(data, *listen)
+    acked: list[str] = []
+    async with tqueues.Client(dispatcher.url) as client:
+        await client.create_queue("s")
+        async with client.job_stream("s") as stream:
+            # One producer, one call at a time, as fast as the answers come; a second task
+            # on the same stream meanwhile
+            async def produce(first: int) -> None:
+                for i in range(first, first + 1000):
+                    acked.append((await stream.put("pkg.mod:func", [i]))["id"])
+
+            producers = [asyncio.create_task(produce(0)), asyncio.create_task(produce(10_000))]
+            try:
+                deadline = asyncio.get_running_loop().time() + 30
+                while len(acked) < 300 and asyncio.get_running_loop().time() < deadline:
+                    await asyncio.sleep(0.005)
+                # When the dispatcher dies with SIGKILL mid-stream
+                dispatcher.proc.kill()
+                done = await asyncio.gather(*producers, return_exceptions=True)
+            finally:
+                for task in producers:
+                    task.cancel()
+            assert all(isinstance(outcome, DispatcherUnavailable) for outcome in done), done
+            assert 300 <= len(acked) < 2000, "the kill did not land mid-way"
+            assert not stream.connected
+            # Then every acknowledged job is there after a restart on the same data, and the
+            # stream opens again on its next call
+            restarted = await cluster.dispatcher(data, *listen)
+            assert restarted.url == dispatcher.url
+            after = await stream.put("pkg.mod:func", ["after"])
+        listed: list[str] = []
+        cursor = None
+        while True:
+            page = await client.list_jobs("s", cursor=cursor, limit=1000)
+            listed += [job["id"] for job in page["jobs"]]
+            if (cursor := page["next_cursor"]) is None:
+                break
+    assert set(acked) <= set(listed)
+    assert listed[-1] == after["id"]
+
+
+async def test_the_blocking_job_stream(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+
+    def script() -> tuple[list[Any], list[Any]]:
+        with tqueues.BlockingClient(dispatcher.url) as client:
+            client.create_queue("b")
+            with client.job_stream("b") as stream:
+                assert stream.connected
+                one = stream.put("pkg.mod:func", [1], priority=3)
+                many = stream.put_many([{"method": "a:b", "args": [2]}])
+                with pytest.raises(ValidationError):
+                    stream.put("pkg.mod:func", ttr="soon")
+            assert not stream.connected
+            listed = client.list_jobs("b")["jobs"]
+            return [one["id"], *(job["id"] for job in many)], [job["id"] for job in listed]
+
+    put, listed = await asyncio.to_thread(script)
+    assert put == listed

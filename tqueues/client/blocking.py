@@ -11,11 +11,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from tqueues.client.aio import Client
+from tqueues.client.aio import Client, JSONDict
+from tqueues.client.stream import JobStream
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -111,3 +112,48 @@ class BlockingClient:
     report = _twin(Client.report)
     report_and_take = _twin(Client.report_and_take)
     health = _twin(Client.health)
+
+    def job_stream(self, queue: str) -> BlockingJobStream:
+        """The blocking twin of :meth:`Client.job_stream`: ``with client.job_stream(q) as s:``."""
+        return BlockingJobStream(self, self.client.job_stream(queue))
+
+
+class BlockingJobStream:
+    """A :class:`~tqueues.client.stream.JobStream` run on its :class:`BlockingClient`'s
+    loop: the same methods, answers and exceptions, each call blocking until answered."""
+
+    def __init__(self, owner: BlockingClient, stream: JobStream) -> None:
+        self._owner = owner
+        self.stream = stream
+
+    @property
+    def connected(self) -> bool:
+        return self.stream.connected
+
+    def connect(self) -> None:
+        """Open the socket now (it also opens on the first call)."""
+        self._owner._run(self.stream.connect())
+
+    def put(
+        self,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: JSONDict | None = None,
+        **options: Any,
+    ) -> JSONDict:
+        return self._owner._run(self.stream.put(method, args, kwargs, **options))
+
+    def put_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JSONDict]:
+        return self._owner._run(self.stream.put_many(jobs))
+
+    def close(self) -> None:
+        self._owner._run(self.stream.close())
+
+    def __enter__(self) -> BlockingJobStream:
+        self.connect()
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
