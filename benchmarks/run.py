@@ -12,7 +12,9 @@ and records its start time (:mod:`benchmarks.peers.sink`).
 
 W1 enqueue
     One producer enqueues ``--jobs`` jobs one call at a time (jobs/s); then, after a
-    reset, in bulk calls of 1,000 where the system has a bulk enqueue.
+    reset, in bulk calls of 1,000 where the system has a bulk enqueue; then (tqueues)
+    one call at a time again on a job stream (one WebSocket; each call still waits for
+    its job to be durable).
 W2 drain
     ``--jobs`` jobs already queued; 2 worker processes start (10 jobs at once each where
     the system runs jobs concurrently in a process); jobs/s from the first job's start to
@@ -253,7 +255,8 @@ class Bench:
     # -- workloads ---------------------------------------------------------------------------
 
     def w1(self, system: System) -> dict[str, Any]:
-        """Enqueue ``--jobs`` jobs one call at a time, then (fresh server) in bulk."""
+        """Enqueue ``--jobs`` jobs one call at a time, then (fresh server) in bulk, then
+        (fresh server) one call at a time on the producer stream where there is one."""
         n = self.options.jobs
         with self.server(system) as server:
             single = self.produce(system, server, "enqueue", jobs=n)
@@ -264,6 +267,11 @@ class Bench:
             result["bulk"] = system.bulk_note
         else:
             result["bulk_per_s"] = n / bulk["seconds"]
+        if system.server == "tqueues":
+            with self.server(system) as server:
+                streamed = self.produce(system, server, "stream", jobs=n)
+            if not streamed.get("unsupported"):
+                result["stream_per_s"] = n / streamed["seconds"]
         return result
 
     def w2(self, system: System) -> dict[str, Any]:
@@ -524,19 +532,20 @@ def _cell(workload: dict[str, Any] | None, key: str, fmt: str) -> str:
 def table(rows: dict[str, dict[str, Any]]) -> str:
     """The results as a Markdown table, then the errors and versions under it."""
     lines = [
-        "| system | W1 enqueue (jobs/s) | W1 bulk (jobs/s) | W2 drain (jobs/s) "
-        "| W2 start-up (s) | W3 p50 (ms) | W3 p95 (ms) | W3 p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| system | W1 enqueue (jobs/s) | W1 stream (jobs/s) | W1 bulk (jobs/s) "
+        "| W2 drain (jobs/s) | W2 start-up (s) | W3 p50 (ms) | W3 p95 (ms) | W3 p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
     for row in rows.values():
         if "error" in row:
-            lines.append(f"| {row['label']} | not run: {row['error']} | | | | | | |")
+            lines.append(f"| {row['label']} | not run: {row['error']} | | | | | | | |")
             continue
         w1, w2, w3 = row.get("W1"), row.get("W2"), row.get("W3")
         bulk = _cell(w1, "bulk_per_s", ",.0f") or _cell(w1, "bulk", "")
+        streamed = _cell(w1, "stream_per_s", ",.0f") or ("n/a" if w1 and "error" not in w1 else "")
         lines.append(
-            f"| {row['label']} | {_cell(w1, 'single_per_s', ',.0f')} | {bulk} "
+            f"| {row['label']} | {_cell(w1, 'single_per_s', ',.0f')} | {streamed} | {bulk} "
             f"| {_cell(w2, 'per_s', ',.0f')} | {_cell(w2, 'startup_s', '.2f')} "
             f"| {_cell(w3, 'p50_ms', '.2f')} | {_cell(w3, 'p95_ms', '.2f')} "
             f"| {_cell(w3, 'p99_ms', '.2f')} |"

@@ -5,6 +5,9 @@
 =============  ==============================================================
 ``enqueue``    W1: ``--jobs`` jobs, one call each; ``{"seconds": ...}``
 ``bulk``       W1 bulk: the same jobs in the system's bulk call (where it has one)
+``stream``     W1 stream: the same jobs one call at a time on the system's producer
+               stream (tqueues' job stream: one WebSocket, each job acknowledged once
+               durable), where it has one
 ``fill``       W2 set-up: ``--jobs`` jobs queued as fast as the system allows
 ``latency``    W3: one job at a time, ``--jobs`` times after a warm-up, each start
                reported by the job on UDP ``--udp``; ``{"ms": [...]}``
@@ -26,7 +29,7 @@ import json
 import socket
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from importlib import metadata
 from typing import Any
 
@@ -56,6 +59,11 @@ class Producer:
     def put_many(self, xs: list[int]) -> Any:
         """Enqueue several jobs in one bulk call."""
         raise NotImplementedError
+
+    async def open_stream(self) -> Callable[[int], Awaitable[Any]] | None:
+        """Open the system's producer stream: a function that enqueues the job of ``x`` on
+        it as ``put`` does; None when the system has none. ``close`` closes it."""
+        return None
 
     def reset(self) -> Any:
         """Empty the store (most systems get a fresh server per workload instead)."""
@@ -175,9 +183,12 @@ class Tqueues(Producer):
         # The HTTP batch enqueue (one request, one durable write) where this version has it.
         self.has_bulk = hasattr(Client, "put_many")
         self.client = Client(self.url)
+        self.closing: list[Callable[[], Awaitable[None]]] = []
         await self.client.create_queue(QUEUE)
 
     async def close(self) -> None:
+        for close in self.closing:
+            await close()
         await self.client.close()
 
     async def put(self, x: int) -> None:
@@ -185,6 +196,14 @@ class Tqueues(Producer):
 
     async def put_many(self, xs: list[int]) -> None:
         await self.client.put_many(QUEUE, [{"method": self.method, "args": [x]} for x in xs])
+
+    async def open_stream(self) -> Callable[[int], Awaitable[Any]] | None:
+        if not hasattr(self.client, "job_stream"):  # versions before the job stream
+            return None
+        stream = self.client.job_stream(QUEUE)
+        await stream.connect()
+        self.closing.append(stream.close)
+        return lambda x: stream.put(self.method, [x])
 
 
 PRODUCERS: dict[str, type[Producer]] = {
@@ -228,6 +247,17 @@ async def bulk(producer: Producer, n: int) -> dict[str, Any]:
     started = time.perf_counter()
     for xs in _chunks(n):
         await _call(producer.put_many(xs))
+    return {"seconds": time.perf_counter() - started, "jobs": n}
+
+
+async def stream(producer: Producer, n: int) -> dict[str, Any]:
+    """W1 stream: ``n`` single calls on the producer stream, timed (opening it is not)."""
+    put = await producer.open_stream()
+    if put is None:
+        return {"unsupported": True}
+    started = time.perf_counter()
+    for x in range(n):
+        await put(x)
     return {"seconds": time.perf_counter() - started, "jobs": n}
 
 
@@ -275,7 +305,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("system", choices=sorted(PRODUCERS))
     parser.add_argument(
-        "action", choices=["enqueue", "bulk", "fill", "latency", "reset", "versions"]
+        "action", choices=["enqueue", "bulk", "stream", "fill", "latency", "reset", "versions"]
     )
     parser.add_argument("--url", default="")
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -292,7 +322,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {}
         if options.action == "latency":
             return await latency(producer, options.jobs, options.udp)
-        action = {"enqueue": enqueue, "bulk": bulk, "fill": fill}[options.action]
+        action = {"enqueue": enqueue, "bulk": bulk, "stream": stream, "fill": fill}[options.action]
         return await action(producer, options.jobs)
     finally:
         await producer.close()

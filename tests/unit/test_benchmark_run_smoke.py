@@ -33,14 +33,14 @@ def test_table_reports_errors_and_na() -> None:
     rows = {
         "tqueues": {
             "label": "tqueues",
-            "W1": {"single_per_s": 1234.5, "bulk": "n/a"},
+            "W1": {"single_per_s": 1234.5, "stream_per_s": 2345.6, "bulk": "n/a"},
             "W2": {"error": "BenchError: boom"},
             "W3": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0},
         },
         "rq": {"label": "RQ", "error": "cannot install rq"},
     }
     text = run.table(rows)
-    assert "| tqueues | 1,234 | n/a | error |" in text
+    assert "| tqueues | 1,234 | 2,346 | n/a | error |" in text
     assert "not run: cannot install rq" in text
     assert "tqueues W2: BenchError: boom" in text
 
@@ -71,7 +71,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "| tqueues (SQLite, sync FULL) |" in stdout
     results = json.loads(out.read_text())
     row = results["systems"]["tqueues"]
-    assert row["W1"]["single_per_s"] > 0
+    assert row["W1"]["single_per_s"] > 0 and row["W1"]["stream_per_s"] > 0
     assert row["W1"].get("bulk_per_s", 0) > 0 or row["W1"]["bulk"].startswith("n/a")
     assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0 and row["W2"]["startup_s"] > 0
     assert 0 < row["W3"]["p50_ms"] <= row["W3"]["p99_ms"]
