@@ -208,3 +208,80 @@ async def test_a_caller_whose_event_loop_closed_does_not_stop_the_others(
     sync.gate.set()
     await asyncio.wait_for(insert(1), DEADLINE)
     await asyncio.wait_for(insert(2), DEADLINE)
+
+
+# -- cheap operations run by their caller while the store is idle ----------------------------
+
+
+async def test_a_cheap_operation_runs_on_its_callers_thread_while_the_store_is_idle(
+    committer: tuple[GroupCommit, GatedSync, Callable],
+) -> None:
+    group, sync, _ = committer
+    here = threading.get_ident()
+    # A cheap one runs here, and is still answered only once its sync is done
+    cheap = asyncio.ensure_future(group.submit(threading.get_ident, (), True, cheap=True))
+    assert group.inline_runs == 1 and group.commits == 1
+    await _sync_started(sync)
+    await asyncio.sleep(0.05)
+    assert not cheap.done()
+    sync.gate.set()
+    assert await asyncio.wait_for(cheap, DEADLINE) == here
+    # Others run on the store's thread, idle or not
+    other = await asyncio.wait_for(group.submit(threading.get_ident, (), True), DEADLINE)
+    assert other != here and group.inline_runs == 1
+    # Of two in one turn of the loop (concurrent requests), the second goes to the thread,
+    # to share its transactions with whatever else comes
+    first = group.submit(threading.get_ident, (), True, cheap=True)
+    second = group.submit(threading.get_ident, (), True, cheap=True)
+    assert await asyncio.wait_for(first, DEADLINE) == here
+    assert await asyncio.wait_for(second, DEADLINE) != here
+    assert group.inline_runs == 2
+
+
+async def test_a_cheap_operation_never_overtakes_one_queued_before_it(
+    committer: tuple[GroupCommit, GatedSync, Callable],
+) -> None:
+    group, sync, _ = committer
+    sync.gate.set()
+    order: list[str] = []
+    release = threading.Event()
+
+    def slow() -> None:
+        release.wait(DEADLINE)
+        order.append("slow")
+
+    def queued() -> None:
+        order.append("queued")
+
+    first = asyncio.ensure_future(group.submit(slow, (), True))
+    second = asyncio.ensure_future(group.submit(queued, (), True))  # behind the slow one
+    # While those are queued or running, a cheap one waits its turn on the thread
+    third = asyncio.ensure_future(group.submit(order.append, ("cheap",), True, cheap=True))
+    assert group.inline_runs == 0
+    release.set()
+    await asyncio.wait_for(asyncio.gather(first, second, third), DEADLINE)
+    assert order == ["slow", "queued", "cheap"]
+    # And once all is done, the next cheap one runs here again
+    await asyncio.wait_for(group.submit(order.append, ("again",), True, cheap=True), DEADLINE)
+    assert group.inline_runs == 1 and order[-1] == "again"
+
+
+async def test_without_a_sync_thread_a_cheap_operation_is_answered_at_its_commit(
+    tmp_path: Path,
+) -> None:
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    group = GroupCommit(lambda: conn)
+    try:
+        told: list[Any] = []
+        statement = ("INSERT INTO t VALUES (?)", (1,))
+        done = group.submit(conn.execute, statement, True, told.append, cheap=True)
+        assert isinstance(done, asyncio.Future) and done.done()  # no thread, no sync to wait
+        await done
+        await _until(lambda: len(told) == 1)  # told of the commit on the loop, as from the thread
+        with pytest.raises(sqlite3.OperationalError):  # a failure is the operation's alone
+            await group.submit(conn.execute, ("INSERT INTO nope VALUES (1)",), True, cheap=True)
+        assert group.inline_runs == 2 and conn.execute("SELECT x FROM t").fetchall() == [(1,)]
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, group.stop)
+        conn.close()

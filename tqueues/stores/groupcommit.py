@@ -68,7 +68,12 @@ class GroupCommit:
         self._connection = connection
         self._rolled_back = rolled_back or (lambda: None)
         self._queue: SimpleQueue[_Operation | None] = SimpleQueue()
+        self._mutex = threading.Lock()  #: guards _queued and the choice to run inline
+        self._queued = 0  #: operations queued for the thread and not yet done
+        self._running = threading.Lock()  #: held by whoever runs a batch: thread or caller
         self.commits = 0  #: transactions committed (operations share them under load)
+        self.inline_runs = 0  #: operations run on their caller's thread (the store idle)
+        self._inline_this_turn = False  #: one ran inline in this turn of the caller's loop
         self._syncer = _Syncer(sync) if sync is not None else None
         self._thread = threading.Thread(target=self._serve, name="tq-sqlite", daemon=True)
         self._thread.start()
@@ -84,15 +89,61 @@ class GroupCommit:
         args: tuple[Any, ...],
         batch: bool,
         committed: Callable[[T], None] | None = None,
+        cheap: bool = False,
     ) -> Awaitable[T]:
         """Queue ``fn(*args)``; the future of its result (or exception), settled once its
         transaction is durable. ``committed``, if given, is called on the caller's loop
         with the result as soon as the transaction is committed, before it is synced (not
-        at all if the operation or its transaction fails)."""
+        at all if the operation or its transaction fails).
+
+        A ``cheap`` operation (a few index lookups and row writes: it blocks the caller
+        while it runs) submitted while the thread is idle and nothing is queued runs
+        right here instead, in a transaction of its own: no wake-up of the thread and
+        back. Only the first of a turn of the caller's loop does; the operations of
+        concurrent requests still share the thread's transactions. Its answer is the
+        same, as durable (with ``sync``, the sync thread still answers it); it never
+        overtakes an operation submitted before it."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Operation(fn, args, batch, future, loop, committed))
+        operation = _Operation(fn, args, batch, future, loop, committed)
+        with self._mutex:
+            inline = (
+                cheap
+                and batch
+                and not self._inline_this_turn
+                and self._queued == 0
+                and self._running.acquire(blocking=False)
+            )
+            if inline:
+                self._inline_this_turn = True
+            else:
+                self._queued += 1
+                self._queue.put(operation)
+        if inline:
+            # Only the first of the operations submitted in one turn of the loop: the
+            # others (concurrent requests) are group-committed by the thread as before.
+            loop.call_soon(self._next_turn)
+            try:
+                self._run_inline(operation)
+            finally:
+                self._running.release()
         return future
+
+    def _next_turn(self) -> None:
+        self._inline_this_turn = False
+
+    def _run_inline(self, operation: _Operation) -> None:
+        """Run a lone operation here, on its caller's loop, while the store's thread is
+        idle (no wake-up of that thread and back); answered as the thread would."""
+        self.inline_runs += 1
+        batch = [operation]
+        outcomes = self._run_batch(batch)
+        if operation.committed is not None and outcomes[0][1] is None:
+            operation.loop.call_soon(operation.committed, outcomes[0][0])  # as the thread does
+        if self._syncer is None:
+            _settle_all([(operation.future, *outcomes[0])])
+        else:
+            self._syncer.committed(batch, outcomes)
 
     def stop(self) -> None:
         """Finish what is queued, then end the thread (blocks until it has)."""
@@ -108,30 +159,39 @@ class GroupCommit:
             held = None
             if first is None:
                 return
-            if not first.batch:
-                if self._syncer is not None:
-                    self._syncer.flush()  # e.g. closing: after what went before is durable
-                self._answer([first], [self._call(first)])
-                continue
-            batch = [first]
-            while len(batch) < self.MAX_BATCH:
-                try:
-                    following = self._queue.get_nowait()
-                except Empty:
-                    break
-                if following is None or not following.batch:
-                    held = following
-                    if following is None:
-                        self._queue.put(None)
-                        held = None
-                    break
-                batch.append(following)
-            outcomes = self._run_batch(batch)
-            self._tell_committed(batch, outcomes)
-            if self._syncer is None:
-                self._answer(batch, outcomes)
-            else:
-                self._syncer.committed(batch, outcomes)  # and go on while it syncs
+            with self._running:
+                if not first.batch:
+                    if self._syncer is not None:
+                        self._syncer.flush()  # e.g. closing: after what went before is durable
+                    self._answer([first], [self._call(first)])
+                    self._done(1)
+                    continue
+                batch = [first]
+                while len(batch) < self.MAX_BATCH:
+                    try:
+                        following = self._queue.get_nowait()
+                    except Empty:
+                        break
+                    if following is None or not following.batch:
+                        held = following
+                        if following is None:
+                            self._queue.put(None)
+                            held = None
+                        break
+                    batch.append(following)
+                outcomes = self._run_batch(batch)
+                self._tell_committed(batch, outcomes)
+                if self._syncer is None:
+                    self._answer(batch, outcomes)
+                else:
+                    self._syncer.committed(batch, outcomes)  # and go on while it syncs
+                self._done(len(batch))
+
+    def _done(self, count: int) -> None:
+        """``count`` queued operations have run: a caller may run its own inline again
+        once none is left (so an operation never overtakes one submitted before it)."""
+        with self._mutex:
+            self._queued -= count
 
     @staticmethod
     def _tell_committed(batch: list[_Operation], outcomes: list[_Outcome]) -> None:

@@ -102,14 +102,15 @@ class SQLiteStore(Store):
         *args: Any,
         batch: bool = True,
         committed: Callable[[T], None] | None = None,
+        cheap: bool = False,
     ) -> T:
         """Run ``fn(*args)`` on the store's thread; inside a group-committed transaction
-        unless ``batch`` is False (``committed``: see GroupCommit.submit). Maps SQLite
-        errors to StoreUnavailable."""
+        unless ``batch`` is False (``committed``, ``cheap``: see GroupCommit.submit). Maps
+        SQLite errors to StoreUnavailable."""
         if self._thread is None:
             raise StoreUnavailable("the SQLite store is not open")
         try:
-            return await self._thread.submit(fn, args, batch, committed)
+            return await self._thread.submit(fn, args, batch, committed, cheap)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"the SQLite store cannot write: {exc}") from exc
         except sqlite3.DatabaseError as exc:
@@ -295,7 +296,7 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 conn.execute(INSERT, to_row(job))
 
-        await self._run(insert)
+        await self._run(insert, cheap=True)
         return job
 
     async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
@@ -351,7 +352,7 @@ class SQLiteStore(Store):
                         return claimed
                 return []
 
-        return await self._run(claim_first)
+        return await self._run(claim_first, cheap=True)
 
     async def insert_and_claim(
         self,
@@ -372,7 +373,7 @@ class SQLiteStore(Store):
                 conn.execute(INSERT, to_row(job))
                 return self._claim(conn, job.queue, leases, worker, now)
 
-        return job, await self._run(insert_and_claim, committed=committed)
+        return job, await self._run(insert_and_claim, committed=committed, cheap=True)
 
     def _claim(
         self,
@@ -430,7 +431,7 @@ class SQLiteStore(Store):
             assert self._conn is not None
             return self._read(self._conn, queue, job_id)
 
-        return await self._run(get)
+        return await self._run(get, cheap=True)
 
     async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
         await self.get_queue(queue)
@@ -440,7 +441,7 @@ class SQLiteStore(Store):
                 before = self._kept(queue, job_id) or self._read(conn, queue, job_id)
                 return before, self._write(conn, before, change(before))
 
-        return await self._run(mutate)
+        return await self._run(mutate, cheap=True)
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
