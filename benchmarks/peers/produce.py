@@ -203,7 +203,11 @@ class Tqueues(Producer):
         stream = self.client.job_stream(QUEUE)
         await stream.connect()
         self.closing.append(stream.close)
-        return lambda x: stream.put(self.method, [x])
+
+        async def put(x: int) -> None:
+            await stream.put(self.method, [x])
+
+        return put
 
 
 PRODUCERS: dict[str, type[Producer]] = {
@@ -229,7 +233,12 @@ def _chunks(n: int) -> Iterable[list[int]]:
 
 async def enqueue(producer: Producer, n: int) -> dict[str, Any]:
     """W1: ``n`` single calls, timed."""
-    put, is_async = producer.put, inspect.iscoroutinefunction(producer.put)
+    return await _timed(producer.put, n)
+
+
+async def _timed(put: Callable[[int], Any], n: int) -> dict[str, Any]:
+    """``put(x)`` (a plain or an async function) for each of ``n`` jobs, one at a time."""
+    is_async = inspect.iscoroutinefunction(put)
     started = time.perf_counter()
     if is_async:
         for x in range(n):
@@ -255,10 +264,7 @@ async def stream(producer: Producer, n: int) -> dict[str, Any]:
     put = await producer.open_stream()
     if put is None:
         return {"unsupported": True}
-    started = time.perf_counter()
-    for x in range(n):
-        await put(x)
-    return {"seconds": time.perf_counter() - started, "jobs": n}
+    return await _timed(put, n)
 
 
 async def fill(producer: Producer, n: int) -> dict[str, Any]:

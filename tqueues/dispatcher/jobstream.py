@@ -29,9 +29,10 @@ from aiohttp import WSMsgType, web
 from tqueues import codec
 from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher.keys import websockets_key
+from tqueues.dispatcher.middlewares import INTERNAL_ERROR
 from tqueues.dispatcher.requests import parse_json
-from tqueues.dispatcher.rest import MAX_ID, RestView
-from tqueues.errors import QueueMissing, QueueNotFound, TqueuesError, ValidationError
+from tqueues.dispatcher.rest import MAX_ID, RestView, as_missing
+from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 
 log = logging.getLogger(__name__)
 
@@ -89,9 +90,7 @@ class JobStream(RestView):
             try:
                 stored = await enqueuing.enqueue(self.store, body, queue)
             except QueueNotFound as exc:  # dropped since the upgrade: 404, as on the route
-                if isinstance(exc, QueueMissing):
-                    raise
-                raise QueueMissing(exc.message, **exc.details) from None
+                raise as_missing(exc) from None
             return {"ref": ref, "status": 201, **stored}
         except TqueuesError as exc:
             if exc.status == 503:
@@ -100,5 +99,4 @@ class JobStream(RestView):
         except Exception:
             log.exception("unhandled error in the job stream of %s", queue,
                           extra={"action": "internal_error"})  # fmt: skip
-            message = "the dispatcher failed; see its log"
-            return {"error": "internal_error", "message": message, "ref": ref, "status": 500}
+            return {"error": "internal_error", "message": INTERNAL_ERROR, "ref": ref, "status": 500}

@@ -13,6 +13,9 @@ from tqueues.errors import TqueuesError
 
 log = logging.getLogger(__name__)
 
+#: The message of every 500 answer: what failed is in the log, never in the answer.
+INTERNAL_ERROR = "the dispatcher failed; see its log"
+
 
 def error_response(status: int, code: str, message: str, **details: object) -> web.Response:
     """A JSON error answer: ``{"error": code, "message": message, ...details}``."""
@@ -51,7 +54,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             request.path,
             extra={"action": "internal_error"},
         )
-        return error_response(500, "internal_error", "the dispatcher failed; see its log")
+        return error_response(500, "internal_error", INTERNAL_ERROR)
 
 
 @web.middleware

@@ -148,9 +148,12 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
         try:
             return await super()._iter()
         except QueueNotFound as exc:
-            if isinstance(exc, QueueMissing):
-                raise
-            raise QueueMissing(exc.message, **exc.details) from None
+            raise as_missing(exc) from None
+
+
+def as_missing(exc: QueueNotFound) -> QueueMissing:
+    """A missing queue as this API answers it (404 ``queue_not_found``)."""
+    return exc if isinstance(exc, QueueMissing) else QueueMissing(exc.message, **exc.details)
 
 
 class Queues(RestView):

@@ -18,10 +18,11 @@ from tqueues.dispatcher.rest import (
     MAX_TAKE,
     MAX_TAKE_QUEUES,
     RestView,
+    as_missing,
     json_response,
     query_int,
 )
-from tqueues.errors import QueueMissing, QueueNotFound, TqueuesError, ValidationError
+from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 from tqueues.jobs import Job, validate_queue_name
 
 
@@ -200,8 +201,8 @@ def _brief_result(answer: Job | BaseException) -> dict[str, Any]:
 
 
 def _error_result(answer: BaseException) -> dict[str, Any]:
-    if isinstance(answer, QueueNotFound) and not isinstance(answer, QueueMissing):
-        answer = QueueMissing(answer.message, **answer.details)
+    if isinstance(answer, QueueNotFound):
+        answer = as_missing(answer)
     if isinstance(answer, TqueuesError):
         return {"error": {**answer.to_dict(), "status": answer.status}}
     raise answer  # a bug, not an outcome: the error middleware logs it and answers 500
