@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import uuid_utils
+
 from tqueues.errors import ValidationError
 
 JSON = Any
@@ -52,9 +54,16 @@ class JobStatus(enum.StrEnum):
         return self in (JobStatus.FINISHED, JobStatus.FAILED)
 
 
-def new_id() -> str:
-    """A new job id: 32 hex digits of a random UUID."""
+def new_random_id() -> str:
+    """A new job id: 32 hex digits of a random UUID (version 4)."""
     return uuid.uuid4().hex
+
+
+def new_ordered_id() -> str:
+    """A new job id that sorts after the ids this process made before: 32 hex digits of
+    a UUID version 7 (RFC 9562: milliseconds since the epoch, a counter within the same
+    millisecond, then random bits)."""
+    return uuid_utils.uuid7().hex
 
 
 def new_lease() -> str:

@@ -18,11 +18,12 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
-from tqueues.jobs import JSON, RESERVED_FIELDS, Job, JobStatus, NewJob, QueueConfig, new_id
+from tqueues.jobs import JSON, RESERVED_FIELDS, Job, JobStatus, NewJob, QueueConfig, new_random_id
 
 
-def create(new: NewJob, config: QueueConfig, *, now: float) -> Job:
-    """The stored form of a newly put job, the queue's defaults filling what it left out.
+def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = None) -> Job:
+    """The stored form of a newly put job, the queue's defaults filling what it left out;
+    its id is ``id`` (a new random one if None).
 
     Pending, or delayed while its delay runs; an urgent job gets priority -1, ahead of all.
     """
@@ -30,7 +31,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float) -> Job:
     ttl = new.ttl if new.ttl is not None else config.ttl
     priority = new.priority if new.priority is not None else config.priority
     return Job(
-        id=new_id(),
+        id=id if id is not None else new_random_id(),
         queue=new.queue,
         method=new.method,
         args=new.args,

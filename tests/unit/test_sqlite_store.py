@@ -1,9 +1,13 @@
-"""What only the embedded store has: its data directory lock, and a full disk."""
+"""What only the embedded store has: its data directory lock, a full disk, its
+time-ordered ids and its exclusive hold on the database file."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -14,6 +18,7 @@ from tqueues.dispatcher import create_app
 from tqueues.errors import StoreUnavailable
 from tqueues.jobs import Job, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings
+from tqueues.stores.primitives import Primitives
 from tqueues.stores.sqlite import SQLiteStore
 
 JOB = NewJob(queue="q", method="m:f", args=["x" * 2000])
@@ -288,3 +293,67 @@ async def test_a_row_changed_behind_the_stores_back_is_never_written_over(
         assert not isinstance(answer, Exception), answer
         stored = await store.get("q", job.id)
         assert stored.status.value == "finished" and stored.extra == {"mark": 1}
+
+
+async def test_job_ids_are_time_ordered_uuid7_and_default_random_elsewhere(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        one = [await store.put(NewJob(queue="q", method="m:f")) for _ in range(50)]
+        many = await store.put_many([NewJob(queue="q", method="m:f") for _ in range(500)])
+    ids = [job.id for job in one + many]
+    assert len(set(ids)) == len(ids)
+    assert ids == sorted(ids)  # put after put, and in a batch (the same millisecond)
+    for value in (ids[0], ids[-1]):
+        parsed = uuid.UUID(value)
+        assert parsed.hex == value and parsed.version == 7 and parsed.variant == uuid.RFC_4122
+        assert abs(int(value[:12], 16) / 1000 - time.time()) < 60  # milliseconds since 1970
+    # A store that shards by primary key (RethinkDB) keeps the default: random ids.
+    assert uuid.UUID(Primitives.new_id()).version == 4
+
+
+def _wal_frames(directory: Path) -> int:
+    return max(0, (directory / "tqueues.sqlite3-wal").stat().st_size - 32) // (4096 + 24)
+
+
+async def test_a_batch_of_puts_rewrites_few_pages_of_the_id_index(tmp_path: Path) -> None:
+    # The pages one batch of 1000 puts writes into a table of 20,000 jobs: with ids in
+    # time order they are those of the new rows and the index ends; random ids land on
+    # nearly every page of the id index.
+    class RandomIds(SQLiteStore):
+        new_id = staticmethod(Primitives.new_id)
+
+    frames = {}
+    for kind in (SQLiteStore, RandomIds):
+        directory = tmp_path / kind.__name__
+        async with kind(directory) as store:
+            await store.create_queue(QueueConfig("q"))
+            for _ in range(20):
+                await store.put_many([NewJob(queue="q", method="m:f") for _ in range(1000)])
+            assert store._conn is not None
+            await store._run(store._conn.execute, "PRAGMA wal_checkpoint(TRUNCATE)", batch=False)
+            assert _wal_frames(directory) == 0
+            await store.put_many([NewJob(queue="q", method="m:f") for _ in range(1000)])
+            frames[kind] = _wal_frames(directory)
+    assert 0 < frames[SQLiteStore] < 0.6 * frames[RandomIds], frames
+
+
+async def test_the_database_is_locked_to_the_store_and_has_no_shared_memory_file(
+    tmp_path: Path,
+) -> None:
+    # The exclusive locking mode: SQLite's file locks are taken once (not around every
+    # transaction) and the log's index lives in the process (no -shm file).
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put(NewJob(queue="q", method="m:f"))
+        assert not (tmp_path / "tqueues.sqlite3-shm").exists()
+        other = sqlite3.connect(tmp_path / "tqueues.sqlite3", timeout=0)
+        try:
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("SELECT count(*) FROM jobs").fetchall()
+        finally:
+            other.close()
+    # Once closed, the file is an ordinary database with everything in it.
+    with contextlib.closing(sqlite3.connect(tmp_path / "tqueues.sqlite3")) as conn:
+        assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (1,)

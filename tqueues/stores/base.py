@@ -85,7 +85,7 @@ class Store(Primitives):
         Raises QueueNotFound.
         """
         config = await self.get_queue(new.queue)
-        job = lifecycle.create(new, config, now=clock.now())
+        job = lifecycle.create(new, config, now=clock.now(), id=self.new_id())
         return await asyncio.shield(self._insert_and_publish(job))
 
     async def _insert_and_publish(self, job: Job) -> Job:
@@ -127,7 +127,9 @@ class Store(Primitives):
         """Enqueue several jobs in one durable write. Raises QueueNotFound."""
         now = clock.now()
         configs = {name: await self.get_queue(name) for name in {new.queue for new in jobs}}
-        created = [lifecycle.create(new, configs[new.queue], now=now) for new in jobs]
+        created = [
+            lifecycle.create(new, configs[new.queue], now=now, id=self.new_id()) for new in jobs
+        ]
         return await asyncio.shield(self._insert_many_and_publish(created))
 
     async def _insert_many_and_publish(self, jobs: list[Job]) -> list[Job]:

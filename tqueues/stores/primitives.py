@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from tqueues.errors import TqueuesError
-from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.jobs import Job, JobStatus, QueueConfig, new_random_id
 
 Mutation = Callable[[Job], Job]
 
@@ -38,6 +38,12 @@ class Primitives(abc.ABC):
     #: a taker of this process that is waiting: with two writes, the taker would be woken
     #: by the insert's notification and race the put's own claim.
     hands_off: ClassVar[bool] = False
+
+    @staticmethod
+    def new_id() -> str:
+        """The id of a job being put. Random by default: RethinkDB shards a table by
+        ranges of its primary key, and random ids spread the inserts over the shards."""
+        return new_random_id()
 
     # -- lifecycle ---------------------------------------------------------------------
 
