@@ -161,15 +161,19 @@ class Job:
     async def __aenter__(self) -> Job:
         self._loop = asyncio.get_running_loop()
         self._touch_timer = self._loop.call_later(max(self.ttr / 3, 0.05), self._start_touching)
+        # The method runs in this task (asyncio.wait_for would start one more per job, and
+        # the job would begin a turn of the event loop later).
+        deadline = asyncio.timeout(self.timeout)
         try:
-            self.result = await asyncio.wait_for(self._call(), self.timeout)
+            async with deadline:
+                self.result = await self._call()
             codec.dumps(self.result)  # refuse a result the dispatcher could not store
         except asyncio.CancelledError:
             await self._stop_touching()
             await self._give_back()
             raise
         except TimeoutError as exc:
-            timed_out = self.timeout is not None and not str(exc)
+            timed_out = deadline.expired()  # not a TimeoutError of the method's own
             self.exception = (
                 TimeoutError(f"the job ran longer than its {self.timeout:g}s timeout")
                 if timed_out

@@ -58,6 +58,12 @@ async def coro_raise(i: int, *, tq_parent_job: Any) -> None:
     raise ValueError(f"coro boom {i}")
 
 
+async def coro_time_out(i: int, *, tq_parent_job: Any) -> None:
+    """A coroutine whose own call timed out (not the worker's --timeout)."""
+    await asyncio.sleep(0)
+    raise TimeoutError(f"upstream {i} did not answer")
+
+
 def plain_raise(i: int, *, tq_parent_job: Any) -> None:
     """A plain function that fails."""
     raise RuntimeError(f"plain boom {i}")

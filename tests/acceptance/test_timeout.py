@@ -18,7 +18,9 @@ async def test_a_run_past_the_timeout_fails_and_the_worker_goes_on(
     await cluster.worker(dispatcher.url, "slow", "--timeout", "0.3", concurrency=1)
     hung = await api.put("slow", "marked_sleep", str(markers), 600.0)
     quick = await api.put("slow", "coro_add", 1, 1)
-    final = await api.wait_final("slow", [hung["id"], quick["id"]], timeout=20)
+    own = await api.put("slow", "coro_time_out", 7)  # its own TimeoutError, well in time
+    final = await api.wait_final("slow", [hung["id"], quick["id"], own["id"]], timeout=20)
     assert final[hung["id"]]["status"] == "buried"
     assert final[hung["id"]]["error"] == "TimeoutError: the job ran longer than its 0.3s timeout"
     assert final[quick["id"]]["status"] == "finished"
+    assert final[own["id"]]["error"] == "TimeoutError: upstream 7 did not answer"
