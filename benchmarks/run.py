@@ -30,7 +30,10 @@ is named: ``--rethinkdb HOST:PORT`` or ``TQUEUES_BENCH_RETHINKDB=HOST:PORT`` (ea
 dispatcher gets a database of its own there, dropped when it stops). No RethinkDB server
 can be installed by this script.
 
-Prints a Markdown table and writes everything (with versions and the machine) as JSON.
+The workloads run in ``--repeat`` rounds (3), each round every system in turn, so that
+a slow spell of the machine weighs on every system alike: W1 and W2 keep the median of
+the rounds, W3 pools their samples (``--samples`` in all). Prints a Markdown table and
+writes everything (with versions and the machine) as JSON.
 """
 
 from __future__ import annotations
@@ -313,25 +316,18 @@ class Bench:
         return done
 
     def w3(self, system: System) -> dict[str, Any]:
-        """One idle worker; one job at a time; enqueue-to-start latency."""
+        """One idle worker; one job at a time; enqueue-to-start latency: this round's
+        share of ``--samples`` (the rounds' samples are pooled, see :func:`pooled`)."""
+        samples = max(1, round(self.options.samples / self.options.repeat))
         with self.server(system) as server:
             port = free_port_udp()
             workers = self.start_workers(system, server, 1, f"udp:{port}")
             try:
-                ms = self.produce(system, server, "latency", jobs=self.options.samples, udp=port)[
-                    "ms"
-                ]
+                ms = self.produce(system, server, "latency", jobs=samples, udp=port)["ms"]
             finally:
                 for worker in workers:
                     self.processes.stop(worker)
-        cuts = statistics.quantiles(ms, n=100, method="inclusive")
-        return {
-            "p50_ms": statistics.median(ms),
-            "p95_ms": cuts[94],
-            "p99_ms": cuts[98],
-            "max_ms": max(ms),
-            "samples": len(ms),
-        }
+        return latencies(ms)
 
     def w4(self, rethinkdb: str | None = None) -> dict[str, Any]:
         """The deep-queue benchmark of the embedded store (sync FULL), or of the RethinkDB
@@ -365,8 +361,8 @@ class Bench:
             found["rethinkdb driver"] = metadata.version("rethinkdb")
         return found
 
-    def run_system(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
-        """Install, then W1-W3 for one system; a failure is recorded, never fatal."""
+    def prepare(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
+        """Install one system; its row (versions, or the error that rules it out)."""
         row: dict[str, Any] = {"label": system.label, "model": system.model}
         reason = unavailable.get(DEBIAN_FOR.get(system.server, ""))
         if reason:
@@ -380,24 +376,47 @@ class Bench:
             row["versions"] = self.versions(system)
         except (BenchError, ServiceError, OSError) as exc:
             return {**row, "error": f"cannot run its client: {exc}"}
-        for name, workload in (("W1", self.w1), ("W2", self.w2), ("W3", self.w3)):
-            runs: list[dict[str, Any]] = []
-            # W3 is 300 samples already; W1 and W2 are repeated and their medians kept.
-            for attempt in range(1 if name == "W3" else self.options.repeat):
-                started = time.monotonic()
-                try:
-                    runs.append(workload(system))
-                except (BenchError, ServiceError, OSError, ValueError, KeyError) as exc:
-                    runs = [{"error": f"{type(exc).__name__}: {exc}"}]
-                    say(f"  {system.name} {name} #{attempt + 1}: {runs[0]['error']}")
-                    break
-                finally:
-                    self.processes.stop_all()
-                brief = {k: v for k, v in runs[-1].items() if k != "runs"}
-                say(f"  {system.name} {name} #{attempt + 1}: {brief} "
-                    f"({time.monotonic() - started:.1f}s)")  # fmt: skip
-            row[name] = medians(runs)
         return row
+
+    def run_round(self, system: System, runs: dict[str, list[dict[str, Any]]], turn: int) -> None:
+        """One round of W1-W3 for one system, added to its ``runs`` per workload; a failed
+        workload is recorded (and not run again), never fatal."""
+        for name, workload in (("W1", self.w1), ("W2", self.w2), ("W3", self.w3)):
+            done = runs.setdefault(name, [])
+            if done and "error" in done[0]:
+                continue
+            started = time.monotonic()
+            try:
+                done.append(workload(system))
+            except (BenchError, ServiceError, OSError, ValueError, KeyError) as exc:
+                runs[name] = [{"error": f"{type(exc).__name__}: {exc}"}]
+                say(f"  {system.name} {name} #{turn + 1}: {runs[name][0]['error']}")
+                continue
+            finally:
+                self.processes.stop_all()
+            brief = {k: v for k, v in done[-1].items() if k not in ("runs", "ms")}
+            say(f"  {system.name} {name} #{turn + 1}: {brief} "
+                f"({time.monotonic() - started:.1f}s)")  # fmt: skip
+
+
+def latencies(ms: list[float]) -> dict[str, Any]:
+    """W3's numbers of enqueue-to-start latencies ``ms`` (milliseconds), which it keeps."""
+    cuts = statistics.quantiles(ms, n=100, method="inclusive") if len(ms) > 1 else [ms[0]] * 99
+    return {
+        "p50_ms": statistics.median(ms),
+        "p95_ms": cuts[94],
+        "p99_ms": cuts[98],
+        "max_ms": max(ms),
+        "samples": len(ms),
+        "ms": ms,
+    }
+
+
+def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """W3 of several rounds: the numbers of all their samples together."""
+    if "error" in runs[0]:
+        return runs[0]
+    return latencies([sample for run in runs for sample in run["ms"]])
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -575,7 +594,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--jobs", type=int, default=10_000, help="jobs in W1 and W2")
     parser.add_argument("--samples", type=int, default=300, help="jobs timed in W3")
     parser.add_argument(
-        "--repeat", type=int, default=3, help="runs of W1 and W2 per system (medians kept)"
+        "--repeat",
+        type=int,
+        default=3,
+        help="rounds of every system (W1, W2: medians kept; W3: samples pooled)",
     )
     parser.add_argument(
         "--systems",
@@ -632,10 +654,20 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             if wanted:
                 say(f"checking Debian packages: {', '.join(wanted)}")
                 unavailable = ensure_debian_packages(wanted, bench.logs / "apt.log")
-            rows: dict[str, Any] = {}
+            rows = {system.name: bench.prepare(system, unavailable) for system in systems}
+            # Round after round of every system, so that a slow spell of the machine (they
+            # last minutes on a shared one) weighs on all of them alike.
+            runs: dict[str, dict[str, list[dict[str, Any]]]] = {s.name: {} for s in systems}
+            for turn in range(options.repeat):
+                for system in systems:
+                    if "error" not in rows[system.name]:
+                        say(f"{system.label}, round {turn + 1} of {options.repeat}:")
+                        bench.run_round(system, runs[system.name], turn)
             for system in systems:
-                say(f"{system.label}:")
-                rows[system.name] = bench.run_system(system, unavailable)
+                if runs[system.name]:
+                    found = runs[system.name]
+                    rows[system.name].update(W1=medians(found["W1"]), W2=medians(found["W2"]),
+                                             W3=pooled(found["W3"]))  # fmt: skip
             w4 = w4_rethinkdb = None
             if not options.no_w4 and any(
                 s.store == "sqlite" for s in systems if s.server == "tqueues"

@@ -51,6 +51,13 @@ def test_medians_of_repeated_runs() -> None:
     assert merged["per_s"] == 2.0 and merged["note"] == "a" and len(merged["runs"]) == 3
 
 
+def test_w3_pools_the_samples_of_its_rounds() -> None:
+    rounds = [run.latencies([1.0, 2.0, 3.0]), run.latencies([4.0, 5.0]), run.latencies([6.0])]
+    pooled = run.pooled(rounds)
+    assert pooled["samples"] == 6 and pooled["p50_ms"] == 3.5 and pooled["max_ms"] == 6.0
+    assert run.pooled([{"error": "BenchError: boom"}]) == {"error": "BenchError: boom"}
+
+
 @pytest.mark.timeout(60)
 def test_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
