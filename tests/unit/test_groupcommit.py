@@ -285,3 +285,29 @@ async def test_without_a_sync_thread_a_cheap_operation_is_answered_at_its_commit
     finally:
         await asyncio.get_running_loop().run_in_executor(None, group.stop)
         conn.close()
+
+
+async def test_a_lone_operation_that_fails_after_writing_leaves_nothing_behind(
+    tmp_path: Path,
+) -> None:
+    # Alone in its transaction (on the caller's loop or on the thread), an operation has
+    # no savepoint of its own: its failure rolls the transaction back.
+    conn = sqlite3.connect(tmp_path / "db", isolation_level=None, check_same_thread=False)
+    conn.execute("CREATE TABLE t (x INTEGER)")
+    rolled_back: list[bool] = []
+    group = GroupCommit(lambda: conn, rolled_back=lambda: rolled_back.append(True))
+
+    def write_then_fail(x: int) -> None:
+        conn.execute("INSERT INTO t VALUES (?)", (x,))
+        raise ValueError(f"failed after writing {x}")
+
+    try:
+        for x, cheap in ((1, True), (2, False)):
+            with pytest.raises(ValueError, match=f"writing {x}"):
+                await group.submit(write_then_fail, (x,), True, cheap=cheap)
+        await group.submit(conn.execute, ("INSERT INTO t VALUES (3)",), True)
+        assert conn.execute("SELECT x FROM t").fetchall() == [(3,)]
+        assert rolled_back == [True, True] and group.inline_runs == 1
+    finally:
+        await asyncio.get_running_loop().run_in_executor(None, group.stop)
+        conn.close()

@@ -213,6 +213,16 @@ class GroupCommit:
             return [(None, error)] * len(batch)
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if len(batch) == 1:  # alone, its transaction is all the savepoint it needs
+                outcome = self._call(batch[0])
+                if outcome[1] is not None:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    self._rolled_back()
+                    return [outcome]
+                conn.execute("COMMIT")
+                self.commits += 1
+                return [outcome]
             outcomes = []
             for operation in batch:
                 conn.execute("SAVEPOINT operation")
