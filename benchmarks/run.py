@@ -21,7 +21,8 @@ W2 drain
     the last one's, and start-up: from launching the workers to the first job's start.
 W3 pickup latency
     One idle worker; enqueue one job and wait until it has started, ``--samples`` times
-    (after 5 warm-up jobs); p50/p95/p99 of enqueue-to-start in ms.
+    (after 5 warm-up jobs); p50/p95/p99 of enqueue-to-start in ms; then (tqueues) as many
+    with each job put on a job stream.
 W4 deep queue (tqueues only)
     :mod:`benchmarks.deep_queue`: store take and finish cost at 1,000 vs 1,000,000 queued.
 
@@ -234,7 +235,7 @@ class Bench:
         argv = [str(system.bin() / "python"), "-m", "benchmarks.peers.produce", system.producer,
                 action, "--url", server.url]  # fmt: skip
         for key, value in args.items():
-            argv += [f"--{key}", str(value)]
+            argv += [f"--{key}"] if value is True else [f"--{key}", str(value)]
         try:
             done = subprocess.run(
                 argv, env=self.env(system, server), cwd=ROOT, capture_output=True,
@@ -317,17 +318,25 @@ class Bench:
 
     def w3(self, system: System) -> dict[str, Any]:
         """One idle worker; one job at a time; enqueue-to-start latency: this round's
-        share of ``--samples`` (the rounds' samples are pooled, see :func:`pooled`)."""
+        share of ``--samples`` (the rounds' samples are pooled, see :func:`pooled`); then
+        (tqueues) as many with each job put on the job stream, under ``"stream"``."""
         samples = max(1, round(self.options.samples / self.options.repeat))
         with self.server(system) as server:
             port = free_port_udp()
             workers = self.start_workers(system, server, 1, f"udp:{port}")
             try:
                 ms = self.produce(system, server, "latency", jobs=samples, udp=port)["ms"]
+                result = latencies(ms)
+                if system.server == "tqueues":
+                    streamed = self.produce(
+                        system, server, "latency", jobs=samples, udp=port, stream=True
+                    )
+                    if not streamed.get("unsupported"):
+                        result["stream"] = latencies(streamed["ms"])
             finally:
                 for worker in workers:
                     self.processes.stop(worker)
-        return latencies(ms)
+        return result
 
     def w4(self, rethinkdb: str | None = None) -> dict[str, Any]:
         """The deep-queue benchmark of the embedded store (sync FULL), or of the RethinkDB
@@ -413,10 +422,14 @@ def latencies(ms: list[float]) -> dict[str, Any]:
 
 
 def pooled(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """W3 of several rounds: the numbers of all their samples together."""
+    """W3 of several rounds: the numbers of all their samples together (and of their
+    samples on the job stream, where every round has them)."""
     if "error" in runs[0]:
         return runs[0]
-    return latencies([sample for run in runs for sample in run["ms"]])
+    result = latencies([sample for run in runs for sample in run["ms"]])
+    if all("stream" in run for run in runs):
+        result["stream"] = latencies([sample for run in runs for sample in run["stream"]["ms"]])
+    return result
 
 
 def medians(runs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -552,22 +565,26 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
     """The results as a Markdown table, then the errors and versions under it."""
     lines = [
         "| system | W1 enqueue (jobs/s) | W1 stream (jobs/s) | W1 bulk (jobs/s) "
-        "| W2 drain (jobs/s) | W2 start-up (s) | W3 p50 (ms) | W3 p95 (ms) | W3 p99 (ms) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| W2 drain (jobs/s) | W2 start-up (s) | W3 p50 (ms) | W3 p95 (ms) | W3 p99 (ms) "
+        "| W3 stream p50 (ms) | W3 stream p99 (ms) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     notes = []
     for row in rows.values():
         if "error" in row:
-            lines.append(f"| {row['label']} | not run: {row['error']} | | | | | | | |")
+            lines.append(f"| {row['label']} | not run: {row['error']} | | | | | | | | | |")
             continue
         w1, w2, w3 = row.get("W1"), row.get("W2"), row.get("W3")
         bulk = _cell(w1, "bulk_per_s", ",.0f") or _cell(w1, "bulk", "")
         streamed = _cell(w1, "stream_per_s", ",.0f") or ("n/a" if w1 and "error" not in w1 else "")
+        w3s = (w3 or {}).get("stream")
+        na = "n/a" if w3 and "error" not in w3 else ""
         lines.append(
             f"| {row['label']} | {_cell(w1, 'single_per_s', ',.0f')} | {streamed} | {bulk} "
             f"| {_cell(w2, 'per_s', ',.0f')} | {_cell(w2, 'startup_s', '.2f')} "
             f"| {_cell(w3, 'p50_ms', '.2f')} | {_cell(w3, 'p95_ms', '.2f')} "
-            f"| {_cell(w3, 'p99_ms', '.2f')} |"
+            f"| {_cell(w3, 'p99_ms', '.2f')} "
+            f"| {_cell(w3s, 'p50_ms', '.2f') or na} | {_cell(w3s, 'p99_ms', '.2f') or na} |"
         )
         for workload in ("W1", "W2", "W3"):
             if "error" in (row.get(workload) or {}):

@@ -10,7 +10,8 @@
                durable), where it has one
 ``fill``       W2 set-up: ``--jobs`` jobs queued as fast as the system allows
 ``latency``    W3: one job at a time, ``--jobs`` times after a warm-up, each start
-               reported by the job on UDP ``--udp``; ``{"ms": [...]}``
+               reported by the job on UDP ``--udp``; ``{"ms": [...]}``; with
+               ``--stream``, each job put on the producer stream (where there is one)
 ``reset``      empty the system's store (procrastinate: a fresh schema)
 ``versions``   the installed versions of the system's packages
 =============  ==============================================================
@@ -272,8 +273,14 @@ async def fill(producer: Producer, n: int) -> dict[str, Any]:
     return await (bulk(producer, n) if producer.has_bulk else enqueue(producer, n))
 
 
-async def latency(producer: Producer, n: int, port: int, warmup: int = 5) -> dict[str, Any]:
-    """W3: enqueue one job, wait for its start datagram, ``warmup + n`` times."""
+async def latency(
+    producer: Producer, n: int, port: int, warmup: int = 5, *, stream: bool = False
+) -> dict[str, Any]:
+    """W3: enqueue one job (on the producer stream if ``stream``), wait for its start
+    datagram, ``warmup + n`` times."""
+    put = await producer.open_stream() if stream else producer.put
+    if put is None:
+        return {"unsupported": True}
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", port))
     samples: list[float] = []
@@ -282,7 +289,7 @@ async def latency(producer: Producer, n: int, port: int, warmup: int = 5) -> dic
             # The first job may wait for the worker to finish starting; later ones are quick.
             sock.settimeout(60.0 if x == 0 else 10.0)
             enqueued = time.time()
-            await _call(producer.put(x))
+            await _call(put(x))
             while True:
                 started, _, arg = sock.recv(200).decode().partition(" ")
                 if arg == str(x):
@@ -316,6 +323,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--url", default="")
     parser.add_argument("--jobs", type=int, default=10_000)
     parser.add_argument("--udp", type=int, default=0)
+    parser.add_argument("--stream", action="store_true", help="latency: on the producer stream")
     options = parser.parse_args(argv)
     cls = PRODUCERS[options.system]
     if options.action == "versions":
@@ -327,7 +335,7 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             await _call(producer.reset())
             return {}
         if options.action == "latency":
-            return await latency(producer, options.jobs, options.udp)
+            return await latency(producer, options.jobs, options.udp, stream=options.stream)
         action = {"enqueue": enqueue, "bulk": bulk, "stream": stream, "fill": fill}[options.action]
         return await action(producer, options.jobs)
     finally:

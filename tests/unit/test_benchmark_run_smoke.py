@@ -35,12 +35,18 @@ def test_table_reports_errors_and_na() -> None:
             "label": "tqueues",
             "W1": {"single_per_s": 1234.5, "stream_per_s": 2345.6, "bulk": "n/a"},
             "W2": {"error": "BenchError: boom"},
-            "W3": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0},
+            "W3": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,
+                   "stream": {"p50_ms": 0.5, "p99_ms": 1.5}},
         },
+        "celery": {"label": "Celery", "W1": {"single_per_s": 99.0, "bulk": "n/a"},
+                   "W2": {"per_s": 5.0, "startup_s": 1.0},
+                   "W3": {"p50_ms": 4.0, "p95_ms": 5.0, "p99_ms": 6.0}},
         "rq": {"label": "RQ", "error": "cannot install rq"},
-    }
+    }  # fmt: skip
     text = run.table(rows)
     assert "| tqueues | 1,234 | 2,346 | n/a | error |" in text
+    assert "| 1.00 | 2.00 | 3.00 | 0.50 | 1.50 |" in text
+    assert "| Celery | 99 | n/a | n/a | 5 | 1.00 | 4.00 | 5.00 | 6.00 | n/a | n/a |" in text
     assert "not run: cannot install rq" in text
     assert "tqueues W2: BenchError: boom" in text
 
@@ -53,8 +59,13 @@ def test_medians_of_repeated_runs() -> None:
 
 def test_w3_pools_the_samples_of_its_rounds() -> None:
     rounds = [run.latencies([1.0, 2.0, 3.0]), run.latencies([4.0, 5.0]), run.latencies([6.0])]
+    for ms, one in zip(([0.1], [0.2], [0.3, 0.4]), rounds, strict=True):
+        one["stream"] = run.latencies(ms)
     pooled = run.pooled(rounds)
     assert pooled["samples"] == 6 and pooled["p50_ms"] == 3.5 and pooled["max_ms"] == 6.0
+    assert pooled["stream"]["samples"] == 4 and pooled["stream"]["max_ms"] == 0.4
+    del rounds[1]["stream"]  # not in every round: not pooled
+    assert "stream" not in run.pooled(rounds)
     assert run.pooled([{"error": "BenchError: boom"}]) == {"error": "BenchError: boom"}
 
 
@@ -83,6 +94,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0 and row["W2"]["startup_s"] > 0
     assert 0 < row["W3"]["p50_ms"] <= row["W3"]["p99_ms"]
     assert row["W3"]["samples"] == 50
+    assert row["W3"]["stream"]["samples"] == 50 and row["W3"]["stream"]["p50_ms"] > 0
     assert results["W4"]["take_ratio"] > 0
     assert results["machine"]["nproc"] >= 1 and results["machine"]["python"]
     assert "tqueues" in row["versions"]
