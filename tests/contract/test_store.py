@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import StoreFactory
-from tqueues import clock
+from tqueues import clock, lifecycle
 from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
@@ -164,6 +164,51 @@ async def test_a_put_hands_its_job_to_a_waiting_taker(store: Store) -> None:
     assert (job.id, job.status, job.worker, job.attempts) == (put.id, JobStatus.STARTED, "w", 1)
     assert (await store.get("q", job.id)).lease == job.lease
     await store.finish("q", job.id, lease=job.lease)
+
+
+async def test_a_handed_job_is_stored_as_the_taker_got_it(store: Store) -> None:
+    if not store.hands_off:
+        pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
+    await store.create_queue(QueueConfig("q", ttr=30))
+    # Given a taker waiting on an empty queue
+    taking = asyncio.create_task(store.take("q", worker="w", wait=20, poll=20))
+    await until(lambda: bool(store._waiters["q"]))
+    # When a job is put (so it is inserted already claimed)
+    put = await store.put(new(args=[1]))
+    job = await asyncio.wait_for(taking, 20)
+    # Then what is stored is exactly the job the taker holds, one revision on from the put
+    assert job is not None and job.id == put.id
+    assert await store.get("q", job.id) == job
+    assert (job.rev, job.event, job.attempts) == (put.rev + 1, "taken", 1)
+    assert job.lease_expires == pytest.approx(job.started_at + 30)  # type: ignore[operator]
+    assert (await store.count_jobs("q")).get(JobStatus.PENDING, 0) == 0
+    # And its lease works as any other: it runs out, the job comes back, and is finished
+    assert await expire_all(store) == 1
+    again = await store.take("q")
+    assert again is not None and (again.id, again.attempts) == (put.id, 2)
+    with pytest.raises(LeaseMismatch):
+        await store.finish("q", job.id, lease=job.lease)
+    await store.finish("q", again.id, lease=again.lease)
+
+
+async def test_a_put_for_a_waiting_taker_hands_over_the_most_urgent_jobs_first(
+    store: Store,
+) -> None:
+    if not store.hands_off:
+        pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
+    await store.create_queue(QueueConfig("q"))
+    # Given a taker waiting for two jobs, and an urgent job that became pending without a
+    # put (written below the store's boundary, so nobody was woken)
+    taking = asyncio.create_task(store.take_many("q", 2, worker="w", wait=20, poll=20))
+    await until(lambda: bool(store._waiters["q"]))
+    urgent = lifecycle.create(new(urgent=True), await store.get_queue("q"), now=clock.now())
+    await store.insert(urgent)
+    # When a job is put
+    put = await store.put(new(args=[1]))
+    # Then the taker gets both, the urgent one first
+    jobs = await asyncio.wait_for(taking, 20)
+    assert [job.id for job in jobs] == [urgent.id, put.id]
+    assert all(job.status is JobStatus.STARTED for job in jobs)
 
 
 async def test_a_job_handed_to_a_taker_that_went_away_is_given_back(store: Store) -> None:

@@ -48,6 +48,12 @@ READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old b
 #: the most JSON text (args, kwargs, extra, result) of one kept job: 160 MiB at most in all.
 MAX_STARTED_KEPT = 20_000
 MAX_KEPT_TEXT = 8192
+ANY_PENDING = "SELECT 1 FROM jobs WHERE queue = ? AND status = 'pending' LIMIT 1"
+
+
+def _any_pending(conn: sqlite3.Connection, queue: str) -> bool:
+    """Whether ``queue`` has a pending job (one probe of the take index)."""
+    return conn.execute(ANY_PENDING, (queue,)).fetchone() is not None
 
 
 def _missing(queue: str, job_id: str) -> JobNotFound:
@@ -374,12 +380,23 @@ class SQLiteStore(Store):
         committed: Callable[[list[Job]], None] | None = None,
     ) -> tuple[Job, list[Job]]:
         """One operation (so one commit): the insert, then the claim; ``committed`` gets
-        the claimed jobs at the commit, before the disk sync."""
+        the claimed jobs at the commit, before the disk sync.
+
+        When nothing else is pending in the queue (the usual case: a taker waits only
+        while its queue is empty), ``job`` is the most urgent and the only one to claim:
+        it is inserted as claimed, one row written once, with no query for it and no
+        update of it."""
         await self.get_queue(job.queue)
         leases = new_leases(count)
 
         def insert_and_claim() -> list[Job]:
             with self._transaction() as conn:
+                if job.status is JobStatus.PENDING and not _any_pending(conn, job.queue):
+                    claimed = lifecycle.claim(job, lease=leases[0], worker=worker, now=now)
+                    row = to_row(claimed)
+                    conn.execute(INSERT, row)
+                    self._keep(claimed, row)
+                    return [claimed]
                 conn.execute(INSERT, to_row(job))
                 return self._claim(conn, job.queue, leases, worker, now)
 
