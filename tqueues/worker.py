@@ -27,7 +27,8 @@ from types import TracebackType
 from typing import Any
 
 from tqueues.client import Client
-from tqueues.errors import QueueNotFound, TqueuesError
+from tqueues.client.stream import TakeStream
+from tqueues.errors import NotFound, QueueNotFound, TqueuesError
 from tqueues.reporting import LOST, TRANSIENT, Reporter
 from tqueues.running import Job, busy_threads, ttr_of
 
@@ -122,6 +123,10 @@ class Worker:
         if self.prefetch < 0:
             raise ValueError("prefetch must not be negative")
         self.client = client or Client(endpoint_url, token=token)
+        #: The long-poll takes go over this WebSocket (one small frame each way, and the
+        #: jobs a put hands over go out the moment they are claimed); None once the
+        #: dispatcher turned out not to have it (an older one): then over HTTP.
+        self._takes: TakeStream | None = self.client.take_stream()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         #: Sends the outcomes of this worker's jobs, many in one request when they pile up;
         #: in :meth:`run` on one queue, each such request also takes the next jobs.
@@ -162,6 +167,8 @@ class Worker:
         for queue, releases in by_queue.items():
             with contextlib.suppress(TqueuesError):  # else their leases expire: they run again
                 await self.client.report(queue, releases)
+        if self._takes is not None:
+            await self._takes.close()
         await self.client.close()
 
     def stop(self) -> None:
@@ -334,20 +341,35 @@ class Worker:
         self._asking += count
         docs: list[dict[str, Any]] = []
         try:
-            if len(self.queues) == 1:
-                docs = await self.client.take_many(
-                    self.queues[0], count, wait=wait, worker=self.worker_id
-                )
-            else:
-                order = self.queues
-                if not self.strict_order:
-                    start = self._next_queue
-                    self._next_queue = (start + 1) % len(self.queues)
-                    order = self.queues[start:] + self.queues[:start]
-                docs = await self.client.take_any(order, count, wait=wait, worker=self.worker_id)
+            order = self.queues
+            if len(self.queues) > 1 and not self.strict_order:
+                start = self._next_queue
+                self._next_queue = (start + 1) % len(self.queues)
+                order = self.queues[start:] + self.queues[:start]
+            docs = await self._take_docs(order, count, wait)
         finally:
             self._received(count, len(docs), docs[1:])
         return docs[0] if docs else None
+
+    async def _take_docs(
+        self, queues: Sequence[str], count: int, wait: float
+    ) -> list[dict[str, Any]]:
+        """One take of ``queues`` (in that order): on the take stream, or over HTTP when
+        the dispatcher has none."""
+        if self._takes is not None:
+            try:
+                return await self._takes.take(queues, count, wait=wait, worker=self.worker_id)
+            except NotFound as exc:
+                if isinstance(exc, QueueNotFound):
+                    raise
+                log.info(
+                    "the dispatcher has no take stream; taking over HTTP",
+                    extra={"action": "take_stream_missing"},
+                )
+                self._takes = None
+        if len(queues) == 1:
+            return await self.client.take_many(queues[0], count, wait=wait, worker=self.worker_id)
+        return await self.client.take_any(queues, count, wait=wait, worker=self.worker_id)
 
     async def run_job(self, job: Job, ran: Callable[[], None] | None = None) -> None:
         """Run one job to its reported outcome, counting it; ``ran`` is called as soon as

@@ -803,8 +803,9 @@ def test_every_rest_operation_was_checked(request: pytest.FixtureRequest) -> Non
         (path, method.upper())
         for path, item in DOC["paths"].items()
         for method in item
-        # The WebSockets are tested in test_ws.py and test_jobstream.py
-        if method != "parameters" and path not in ("/ws", "/queues/{name}/jobs/stream")
+        # The WebSockets are tested in test_ws.py, test_jobstream.py and test_takestream.py
+        if method != "parameters"
+        and path not in ("/ws", "/queues/{name}/jobs/stream", "/take/stream")
     }
     checked = {(path, method) for path, method, _ in SEEN}
     assert documented - checked == set()

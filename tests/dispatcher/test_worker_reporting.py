@@ -18,13 +18,26 @@ import pytest
 from tests.acceptance.jobs import finished_ids, method, start_markers
 from tests.dispatcher.conftest import Client as TestClient
 from tqueues.client import Client
+from tqueues.client.stream import TakeStream
 from tqueues.dispatcher.keys import store_key
 from tqueues.errors import DispatcherUnavailable, TqueuesError
 from tqueues.worker import Job, Worker
 
 
+class CountedTakeStream(TakeStream):
+    """A real take stream that tells its client of each take (``take``)."""
+
+    client: CountingClient
+
+    async def take(self, queues: Sequence[str], count: int = 1, **kwargs: Any) -> Any:
+        docs = await super().take(queues, count, **kwargs)
+        self.client.took(queues, count, docs)
+        return docs
+
+
 class CountingClient(Client):
-    """A real client that counts its requests by their last path segment (or method)."""
+    """A real client that counts its requests by their last path segment (or method), and
+    the takes on its take stream as ``take``."""
 
     def __init__(self, *args: Any, fail_reports: int = 0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -54,6 +67,13 @@ class CountingClient(Client):
         results, jobs = await super().report_and_take(queue, outcomes, count, **kwargs)
         self.got_along += len(jobs)
         return results, jobs
+
+    def take_stream(self) -> TakeStream:
+        return CountedTakeStream(self)
+
+    def took(self, queues: Sequence[str], count: int, docs: list[dict[str, Any]]) -> None:
+        """A take on the take stream came back with ``docs``."""
+        self.calls["take"] += 1
 
     def _reporting(self, outcomes: Sequence[Mapping[str, Any]]) -> None:
         if self.fail_reports:
@@ -399,10 +419,9 @@ class TakeRecordingClient(CountingClient):
         super().__init__(*args, **kwargs)
         self.takes: list[tuple[tuple[str, ...], int, str | None]] = []
 
-    async def take_any(self, queues: Sequence[str], count: int = 1, **kwargs: Any) -> Any:
-        docs = await super().take_any(queues, count, **kwargs)
+    def took(self, queues: Sequence[str], count: int, docs: list[dict[str, Any]]) -> None:
+        super().took(queues, count, docs)
         self.takes.append((tuple(queues), count, docs[0]["queue"] if docs else None))
-        return docs
 
 
 async def _two_queues(client: TestClient, n: int) -> TakeRecordingClient:
@@ -424,9 +443,9 @@ async def test_a_worker_of_several_queues_takes_batches_from_each_in_turn(
     for queue in ("q", "q2"):
         stats: dict[str, Any] = await (await client.get(f"/queues/{queue}/stats")).json()
         assert stats["jobs"]["finished"] == 150, (queue, stats)
-    # One request per take, each asking for what keeps the worker busy (not one job)
+    # One take at a time, each asking for what keeps the worker busy (not one job)
     takes = recording.takes
-    assert recording.calls["POST"] == len(takes) < 300 / 5, recording.calls
+    assert recording.calls["take"] == len(takes) < 300 / 5, recording.calls
     # The first take fills the slots (no job has ended yet), the next ones ask for the
     # default prefetch too once the jobs are seen to be short
     assert takes[0] == (("q", "q2"), 10, "q")

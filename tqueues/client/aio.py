@@ -22,7 +22,7 @@ import aiohttp
 from yarl import URL
 
 from tqueues import codec
-from tqueues.client.stream import JobStream
+from tqueues.client.stream import JobStream, TakeStream
 from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
 
 JSONDict = dict[str, Any]
@@ -233,6 +233,12 @@ class Client:
         (``/queues/{queue}/jobs/stream``), for a producer that enqueues one job at a time
         (see :mod:`tqueues.client.stream`). Use ``async with client.job_stream(q) as s:``."""
         return JobStream(self, queue)
+
+    def take_stream(self) -> TakeStream:
+        """A take stream: :meth:`TakeStream.take <tqueues.client.stream.TakeStream.take>`
+        (``take_any``'s long-poll) over one WebSocket (``/take/stream``), each take one
+        small frame each way. Use ``async with client.take_stream() as s:``."""
+        return TakeStream(self)
 
     async def take_many(
         self, queue: str, count: int, *, wait: float = 0.0, worker: str | None = None

@@ -1,15 +1,16 @@
-"""The client side of the job stream (``/queues/{name}/jobs/stream``): enqueue over one
-WebSocket instead of one HTTP request per job.
+"""The client side of the dispatcher's WebSockets for calls: the job stream
+(``/queues/{name}/jobs/stream``, enqueue without one HTTP request per job) and the take
+stream (``/take/stream``, a worker's long-poll takes).
 
 ``async with client.job_stream("q") as stream: job = await stream.put("pkg.mod:f", [1])``.
 :meth:`JobStream.put` and :meth:`JobStream.put_many` take the arguments, give the answers
 and raise the errors of :meth:`Client.put <tqueues.client.aio.Client.put>` and
 :meth:`Client.put_many <tqueues.client.aio.Client.put_many>`: a job is stored durably when
-its call returns. Several tasks may call them at once; the dispatcher handles a stream's
-messages in the order they were sent. The socket opens on entry (or the first call) and
-again on the next call after it dropped; the calls waiting when it dropped raise
-DispatcherUnavailable (their jobs may or may not have been stored, as when an HTTP
-answer is lost).
+its call returns. :meth:`TakeStream.take` is :meth:`Client.take_any
+<tqueues.client.aio.Client.take_any>`. Several tasks may call them at once. A socket opens
+on entry (or the first call) and again on the next call after it dropped; the calls
+waiting when it dropped raise DispatcherUnavailable (their jobs may or may not have been
+stored, as when an HTTP answer is lost; a take's jobs are given back by the dispatcher).
 """
 
 from __future__ import annotations
@@ -30,26 +31,21 @@ if TYPE_CHECKING:
     from tqueues.client.aio import Client, JSONDict
 
 
-class JobStream:
-    """One producer's job stream to ``queue``; made by :meth:`Client.job_stream`."""
+class _CallSocket:
+    """A WebSocket of calls answered by ``ref``: ``path`` on the dispatcher, ``ok`` the
+    status of a successful answer, ``what`` its name in errors."""
 
-    def __init__(self, client: Client, queue: str) -> None:
+    ok = 200
+    what = "socket"
+
+    def __init__(self, client: Client, path: Sequence[str]) -> None:
         self.client = client
-        self.queue = queue
+        self.path = list(path)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._reader: asyncio.Task[None] | None = None
         self._connecting = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[JSONDict]] = {}
         self._refs = itertools.count()
-
-    async def __aenter__(self) -> JobStream:
-        await self.connect()
-        return self
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
 
     @property
     def connected(self) -> bool:
@@ -63,20 +59,19 @@ class JobStream:
         async with self._connecting:
             if self._ws is not None and not self._ws.closed:
                 return self._ws
-            path = ["queues", self.queue, "jobs", "stream"]
             try:
                 ws = await self.client.session.ws_connect(
-                    self.client.url(*path),
+                    self.client.url(*self.path),
                     heartbeat=30.0,
-                    max_msg_size=0,  # the dispatcher bounds what it sends (a batch's answer)
+                    max_msg_size=0,  # the dispatcher bounds what it sends
                     timeout=aiohttp.ClientWSTimeout(ws_close=self.client.timeout),
                 )
             except aiohttp.WSServerHandshakeError as exc:
                 # The refusal's JSON body is not kept by aiohttp: ask the route again
                 # without the upgrade, and raise the typed error it names.
-                await self.client.request("GET", path)
+                await self.client.request("GET", self.path)
                 raise DispatcherUnavailable(
-                    f"the dispatcher refused the job stream: {exc}"
+                    f"the dispatcher refused the {self.what}: {exc}"
                 ) from exc
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
                 raise DispatcherUnavailable(
@@ -96,6 +91,78 @@ class JobStream:
         if reader is not None:
             with contextlib.suppress(asyncio.CancelledError):
                 await reader
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def _call(self, body: JSONDict, wait: float = 0.0) -> JSONDict:
+        """Send ``body`` and return its answer (given up after ``wait`` plus the client's
+        timeout seconds); an error answer raises its typed error."""
+        from tqueues.client.aio import error_for
+
+        ws = await self.connect()
+        pending, ref = self._pending, next(self._refs)
+        answered = asyncio.get_running_loop().create_future()
+        pending[ref] = answered
+        try:
+            await ws.send_frame(codec.dumps({**body, "ref": ref}), aiohttp.WSMsgType.TEXT)
+            answer = await asyncio.wait_for(answered, wait + self.client.timeout)
+        except (TimeoutError, ConnectionError) as exc:
+            raise DispatcherUnavailable(
+                f"the {self.what} to {self.client.endpoint_url} gave no answer: {exc!r}"
+            ) from exc
+        finally:
+            pending.pop(ref, None)
+        if answer.get("status") == self.ok:
+            return answer
+        status = answer.pop("status", 500)
+        answer.pop("ref", None)
+        raise error_for(status, answer)
+
+    async def _read(
+        self, ws: aiohttp.ClientWebSocketResponse, pending: dict[int, asyncio.Future[JSONDict]]
+    ) -> None:
+        """Hand each answer to its call; when the socket ends, fail the calls left."""
+        try:
+            async for message in ws:
+                if message.type is aiohttp.WSMsgType.TEXT:
+                    answer = codec.loads(message.data)
+                    waiting = pending.pop(answer.get("ref"), None)
+                    if waiting is not None and not waiting.done():
+                        waiting.set_result(answer)
+                elif message.type is aiohttp.WSMsgType.ERROR:
+                    break
+        finally:
+            gone = DispatcherUnavailable(
+                f"the {self.what} to {self.client.endpoint_url} closed"
+                f" (code {ws.close_code}){self.lost}"
+            )
+            for waiting in pending.values():
+                if not waiting.done():
+                    waiting.set_exception(gone)
+            if self._ws is ws:
+                self._ws = None
+
+    #: What a dropped socket means for the calls waiting on it (the end of their error).
+    lost = ""
+
+
+class JobStream(_CallSocket):
+    """One producer's job stream to ``queue``; made by :meth:`Client.job_stream`."""
+
+    ok = 201
+    what = "job stream"
+    lost = ": its jobs may or may not have been stored"
+
+    def __init__(self, client: Client, queue: str) -> None:
+        super().__init__(client, ["queues", queue, "jobs", "stream"])
+        self.queue = queue
+
+    async def __aenter__(self) -> JobStream:
+        await self.connect()
+        return self
 
     async def put(
         self,
@@ -118,48 +185,46 @@ class JobStream:
         stored: list[JSONDict] = answer["jobs"]
         return stored
 
-    async def _call(self, body: JSONDict) -> JSONDict:
-        from tqueues.client.aio import error_for
 
-        ws = await self.connect()
-        pending, ref = self._pending, next(self._refs)
-        answered = asyncio.get_running_loop().create_future()
-        pending[ref] = answered
-        try:
-            await ws.send_frame(codec.dumps({**body, "ref": ref}), aiohttp.WSMsgType.TEXT)
-            answer = await asyncio.wait_for(answered, self.client.timeout)
-        except (TimeoutError, ConnectionError) as exc:
-            raise DispatcherUnavailable(
-                f"the job stream to {self.client.endpoint_url} gave no answer: {exc!r}"
-            ) from exc
-        finally:
-            pending.pop(ref, None)
-        if answer.get("status") == 201:
-            return answer
-        status = answer.pop("status", 500)
-        answer.pop("ref", None)
-        raise error_for(status, answer)
+class TakeStream(_CallSocket):
+    """One worker's take stream (``/take/stream``); made by :meth:`Client.take_stream`.
 
-    async def _read(
-        self, ws: aiohttp.ClientWebSocketResponse, pending: dict[int, asyncio.Future[JSONDict]]
-    ) -> None:
-        """Hand each answer to its call; when the socket ends, fail the calls left."""
+    A take cancelled while it waits closes the socket (it opens again on the next call),
+    so that the dispatcher gives back at once whatever it claims for that take."""
+
+    what = "take stream"
+
+    def __init__(self, client: Client) -> None:
+        super().__init__(client, ["take", "stream"])
+        self._closing: set[asyncio.Task[bool]] = set()  #: sockets of cancelled takes
+
+    async def close(self) -> None:
+        await super().close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def __aenter__(self) -> TakeStream:
+        await self.connect()
+        return self
+
+    async def take(
+        self, queues: Sequence[str], count: int = 1, *, wait: float = 0.0, worker: str | None = None
+    ) -> list[JSONDict]:
+        """Up to ``count`` jobs, each with its ``lease``, of the first of ``queues`` that
+        has any, waiting up to ``wait`` seconds; as :meth:`Client.take_any
+        <tqueues.client.aio.Client.take_any>`."""
+        body: JSONDict = {"queues": list(queues), "count": count, "wait": float(wait)}
+        if worker:
+            body["worker"] = worker
         try:
-            async for message in ws:
-                if message.type is aiohttp.WSMsgType.TEXT:
-                    answer = codec.loads(message.data)
-                    waiting = pending.pop(answer.get("ref"), None)
-                    if waiting is not None and not waiting.done():
-                        waiting.set_result(answer)
-                elif message.type is aiohttp.WSMsgType.ERROR:
-                    break
-        finally:
-            gone = DispatcherUnavailable(
-                f"the job stream to {self.client.endpoint_url} closed"
-                f" (code {ws.close_code}): its jobs may or may not have been stored"
-            )
-            for waiting in pending.values():
-                if not waiting.done():
-                    waiting.set_exception(gone)
-            if self._ws is ws:
+            answer = await self._call(body, wait)
+        except asyncio.CancelledError:
+            ws = self._ws
+            if ws is not None:
                 self._ws = None
+                closing = asyncio.get_running_loop().create_task(ws.close())
+                self._closing.add(closing)  # (a task nobody holds may be collected)
+                closing.add_done_callback(self._closing.discard)
+            raise
+        jobs: list[JSONDict] = answer["jobs"]
+        return jobs

@@ -17,7 +17,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import __version__
-from tqueues.dispatcher import jobstream, rest, taking, ws
+from tqueues.dispatcher import jobstream, rest, takestream, taking, ws
 from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.middlewares import error_middleware, origin_middleware
@@ -47,6 +47,7 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_view(queue + "/kick", rest.QueueKick, name="queue.kick")
     app.router.add_view(queue + "/take", taking.Take, name="take")
     app.router.add_view("/take", taking.TakeAny, name="take.any")
+    app.router.add_view("/take/stream", takestream.TakeStream, name="take.stream")
     app.router.add_view(queue + "/outcomes", taking.Outcomes, name="outcomes")
     app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
     app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")

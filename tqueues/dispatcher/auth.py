@@ -39,7 +39,8 @@ WORKER_ACTIONS = ("finish", "fail", "release", "requeue", "touch", "bury")
 REST_ALLOWED: Mapping[str, frozenset[tuple[str, ...]]] = {
     "producer": REST_READS | {("queue", "PUT"), ("jobs", "POST"), ("jobs.stream", "GET")},
     "worker": REST_READS
-    | {("take", "POST"), ("take.any", "POST"), ("job", "PATCH"), ("outcomes", "POST")}
+    | {("take", "POST"), ("take.any", "POST"), ("take.stream", "GET")}
+    | {("job", "PATCH"), ("outcomes", "POST")}
     | {("job.action", "POST", action) for action in WORKER_ACTIONS},
 }
 OPEN_PATHS = ("/ws", "/health", "/openapi.json")

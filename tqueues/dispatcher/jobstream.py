@@ -37,8 +37,9 @@ from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 log = logging.getLogger(__name__)
 
 
-def _ref(body: dict[str, Any]) -> str | int | None:
-    """Take the message's ``ref`` out of ``body``; raises ValidationError for a bad one."""
+def message_ref(body: dict[str, Any]) -> str | int | None:
+    """Take the message's ``ref`` out of ``body``; raises ValidationError for a bad one
+    (shared with the take stream)."""
     ref = body.pop("ref", None)
     if ref is None or (isinstance(ref, str) and len(ref) <= MAX_ID):
         return ref
@@ -86,7 +87,7 @@ class JobStream(RestView):
             body = parse_json(data, "the message")
             if not isinstance(body, dict):
                 raise ValidationError("the message must be a JSON object")
-            ref = _ref(body)
+            ref = message_ref(body)
             try:
                 stored = await enqueuing.enqueue(self.store, body, queue)
             except QueueNotFound as exc:  # dropped since the upgrade: 404, as on the route

@@ -228,6 +228,16 @@ REST_PATHS: Doc = {
                         *TAKE_PARAMS,
                     )),
     },
+    "/take/stream": {
+        "get": {"operationId": "takeStream",
+                "summary": "WebSocket take stream: each message is a take {queues, count, "
+                           "wait, worker, ref}, as POST /take makes; each is answered, in "
+                           "the order they end, with {ref, status, jobs} or {ref, status, "
+                           "error, message} (see docs/rest-api.rst).",
+                "description": "Roles: admin, worker.",
+                "responses": {"101": {"description": "Switching to the WebSocket protocol."},
+                              **{code: ERRORS[code] for code in ("401", "403")}}},
+    },
     "/queues/{name}/outcomes": {
         "parameters": [NAME],
         "post": _op(f"Report how 1 to {MAX_OUTCOMES} runs ended, each applied on its own as "

@@ -50,13 +50,24 @@ class TakeAny(RestView):
             raise ValidationError(
                 "name the queues to take from: ?queue=NAME, repeated", field="queue"
             )
-        if len(queues) > MAX_TAKE_QUEUES:
-            raise ValidationError(f"at most {MAX_TAKE_QUEUES} queues per take", field="queue")
-        for name in queues:
+        return await _take(self, take_queues(queues, "queue"))
+
+
+def take_queues(queues: Any, field: str) -> list[str]:
+    """``queues`` as the queues of one take: a list of 1 to MAX_TAKE_QUEUES valid names,
+    none twice; 400 naming ``field`` otherwise."""
+    if not isinstance(queues, list) or not queues:
+        raise ValidationError(f"'{field}' must name 1 to {MAX_TAKE_QUEUES} queues", field=field)
+    if len(queues) > MAX_TAKE_QUEUES:
+        raise ValidationError(f"at most {MAX_TAKE_QUEUES} queues per take", field=field)
+    for name in queues:
+        try:
             validate_queue_name(name)
-        if len(set(queues)) < len(queues):
-            raise ValidationError("a queue is named twice", field="queue")
-        return await _take(self, queues)
+        except ValidationError as exc:
+            raise ValidationError(exc.message, **{**exc.details, "field": field}) from None
+    if len(set(queues)) < len(queues):
+        raise ValidationError("a queue is named twice", field=field)
+    return queues
 
 
 async def _take(view: RestView, queues: list[str]) -> web.Response:
@@ -65,13 +76,13 @@ async def _take(view: RestView, queues: list[str]) -> web.Response:
     request = view.request
     wait = query_float(request, "wait", 0.0, high=view.settings.max_wait)
     count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-    worker = _worker_name(request.query.get("worker"))
+    worker = worker_name(request.query.get("worker"))
     jobs = await view.store.take_any(queues, count, worker=worker, wait=wait)
     view.hand_over(jobs)
     return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
 
 
-def _worker_name(worker: Any) -> str | None:
+def worker_name(worker: Any) -> str | None:
     """A taker's name (``worker``): a string of at most 200 characters, or None."""
     if worker is None or worker == "":
         return None
@@ -145,7 +156,7 @@ class Outcomes(RestView):
         take = body.get("take", 0)
         if type(take) is not int or not 0 <= take <= MAX_TAKE:
             raise ValidationError(f"'take' must be an integer from 0 to {MAX_TAKE}", field="take")
-        worker = _worker_name(body.get("worker"))
+        worker = worker_name(body.get("worker"))
         items = body["outcomes"]
         if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
             raise ValidationError(
