@@ -6,7 +6,9 @@ Only modules under the worker's allow-list are imported: a name outside it raise
 
 from __future__ import annotations
 
+import functools
 import importlib
+import inspect
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,3 +63,17 @@ def import_target(name: str, *, allow: Sequence[str] = ()) -> Callable[..., Any]
     if not callable(target):
         raise ImportTargetError(f"{name!r} is not callable")
     return target
+
+
+@functools.lru_cache(maxsize=1024)
+def resolve(name: str, allow: tuple[str, ...] = ()) -> tuple[Callable[..., Any], bool]:
+    """:func:`import_target` remembered: the callable and whether it is a coroutine function.
+
+    A worker runs the same few methods over and over; resolving a name once saves the
+    parse, the allow-list check and the attribute walk on every job. Only successes are
+    remembered (an error is raised again, and retried, on the next call).
+
+    Raises MethodNotAllowed or ImportTargetError.
+    """
+    func = import_target(name, allow=allow)
+    return func, inspect.iscoroutinefunction(func)

@@ -20,7 +20,7 @@ from typing import Any
 from tqueues import codec
 from tqueues.client import Client
 from tqueues.errors import ImportTargetError
-from tqueues.loading import import_target
+from tqueues.loading import resolve
 from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
 
 log = logging.getLogger("tqueues.worker")  # the worker's log: one name for its jobs too
@@ -149,9 +149,9 @@ class Job:
             await asyncio.sleep(interval)
 
     async def _call(self) -> Any:
-        func = import_target(self.method, allow=self.allow)
+        func, is_coroutine = resolve(self.method, self.allow)
         kwargs = {**self.kwargs, "tq_parent_job": self}
-        if inspect.iscoroutinefunction(func):
+        if is_coroutine:
             return await func(*self.args, **kwargs)
         result = await asyncio.to_thread(_in_thread, func, *self.args, **kwargs)
         if inspect.isawaitable(result):

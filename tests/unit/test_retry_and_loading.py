@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import json
 import random
+import sys
+from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from tqueues.errors import ImportTargetError, MethodNotAllowed
-from tqueues.loading import import_target, is_allowed, split_target
+from tqueues.loading import import_target, is_allowed, resolve, split_target
 from tqueues.retry import RetryPolicy
 
 
@@ -66,6 +70,31 @@ def test_allow_list_refuses_before_importing() -> None:
     assert not is_allowed("os", ["myapp"])
     with pytest.raises(MethodNotAllowed, match="not allowed"):
         import_target("tests.unit.never_imported:f", allow=["json"])
-    import sys
 
     assert "tests.unit.never_imported" not in sys.modules
+
+
+def test_resolve_remembers_the_callable_and_whether_it_is_a_coroutine_function() -> None:
+    assert resolve("json:dumps", ("json",)) == (json.dumps, False)
+    assert resolve("asyncio:sleep", ()) == (asyncio.sleep, True)
+    hits = resolve.cache_info().hits
+    assert resolve("json:dumps", ("json",)) == (json.dumps, False)
+    assert resolve.cache_info().hits == hits + 1
+    # The allow-list is part of what is remembered: allowed under one is not under another.
+    with pytest.raises(MethodNotAllowed):
+        resolve("json:dumps", ("myapp",))
+
+
+def test_resolve_does_not_remember_a_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ImportTargetError, match="cannot import"):
+        resolve("tq_deployed_later:run", ())
+    (tmp_path / "tq_deployed_later.py").write_text("def run():\n    return 1\n")
+    importlib.invalidate_caches()
+    try:
+        func, is_coroutine = resolve("tq_deployed_later:run", ())
+        assert func() == 1 and not is_coroutine
+    finally:
+        sys.modules.pop("tq_deployed_later", None)
