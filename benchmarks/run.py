@@ -11,10 +11,11 @@ server per workload, and always stopped. Every job is a no-op that takes one sma
 and records its start time (:mod:`benchmarks.peers.sink`).
 
 W1 enqueue
-    One producer enqueues ``--jobs`` jobs one call at a time (jobs/s); then, after a
+    One producer enqueues ``--jobs`` jobs one call at a time (jobs/s; tqueues with its
+    blocking client, as the RQ, Celery and Dramatiq producers call theirs); then, after a
     reset, in bulk calls of 1,000 where the system has a bulk enqueue; then (tqueues)
     one call at a time again on a job stream (one WebSocket; each call still waits for
-    its job to be durable).
+    its job to be durable), and with its asyncio client (a note under the table).
 W2 drain
     ``--jobs`` jobs already queued; 2 worker processes start (10 jobs at once each where
     the system runs jobs concurrently in a process); jobs/s from the first job's start to
@@ -276,6 +277,10 @@ class Bench:
                 streamed = self.produce(system, server, "stream", jobs=n)
             if not streamed.get("unsupported"):
                 result["stream_per_s"] = n / streamed["seconds"]
+            with self.server(system) as server:
+                single_async = self.produce(system, server, "enqueue_async", jobs=n)
+            if not single_async.get("unsupported"):
+                result["single_async_per_s"] = n / single_async["seconds"]
         return result
 
     def w2(self, system: System) -> dict[str, Any]:
@@ -586,6 +591,11 @@ def table(rows: dict[str, dict[str, Any]]) -> str:
             f"| {_cell(w3, 'p99_ms', '.2f')} "
             f"| {_cell(w3s, 'p50_ms', '.2f') or na} | {_cell(w3s, 'p99_ms', '.2f') or na} |"
         )
+        if w1 and "single_async_per_s" in w1:
+            notes.append(
+                f"* {row['label']} W1 enqueue with the asyncio client: "
+                f"{w1['single_async_per_s']:,.0f} jobs/s"
+            )
         for workload in ("W1", "W2", "W3"):
             if "error" in (row.get(workload) or {}):
                 notes.append(f"* {row['label']} {workload}: {row[workload]['error']}")

@@ -2,19 +2,21 @@
 
 ``python -m benchmarks.peers.produce SYSTEM ACTION [options]`` prints one JSON object:
 
-=============  ==============================================================
-``enqueue``    W1: ``--jobs`` jobs, one call each; ``{"seconds": ...}``
-``bulk``       W1 bulk: the same jobs in the system's bulk call (where it has one)
-``stream``     W1 stream: the same jobs one call at a time on the system's producer
-               stream (tqueues' job stream: one WebSocket, each job acknowledged once
-               durable), where it has one
-``fill``       W2 set-up: ``--jobs`` jobs queued as fast as the system allows
-``latency``    W3: one job at a time, ``--jobs`` times after a warm-up, each start
-               reported by the job on UDP ``--udp``; ``{"ms": [...]}``; with
-               ``--stream``, each job put on the producer stream (where there is one)
-``reset``      empty the system's store (procrastinate: a fresh schema)
-``versions``   the installed versions of the system's packages
-=============  ==============================================================
+=================  ==========================================================
+``enqueue``        W1: ``--jobs`` jobs, one call each; ``{"seconds": ...}``
+``enqueue_async``  the same with tqueues' asyncio client (its ``enqueue`` uses the
+                   blocking one, as a synchronous program would)
+``bulk``           W1 bulk: the same jobs in the system's bulk call (where it has one)
+``stream``         W1 stream: the same jobs one call at a time on the system's producer
+                   stream (tqueues' job stream: one WebSocket, each job acknowledged
+                   once durable), where it has one
+``fill``           W2 set-up: ``--jobs`` jobs queued as fast as the system allows
+``latency``        W3: one job at a time, ``--jobs`` times after a warm-up, each start
+                   reported by the job on UDP ``--udp``; ``{"ms": [...]}``; with
+                   ``--stream``, each job put on the producer stream (where there is one)
+``reset``          empty the system's store (procrastinate: a fresh schema)
+``versions``       the installed versions of the system's packages
+=================  ==========================================================
 
 ``--url`` is where the system's server (or tqueues' dispatcher) listens. Only the
 standard library is imported here at module level; each system's package is imported by
@@ -179,11 +181,14 @@ class Tqueues(Producer):
     method = "benchmarks.peers.tasks_tqueues:noop"
 
     async def open(self) -> None:
-        from tqueues.client import Client
+        from tqueues.client import BlockingClient, Client
 
         # The HTTP batch enqueue (one request, one durable write) where this version has it.
         self.has_bulk = hasattr(Client, "put_many")
         self.client = Client(self.url)
+        # Single calls as a synchronous program (a web application) makes them, as the RQ,
+        # Celery and Dramatiq producers do: the blocking client.
+        self.blocking = BlockingClient(self.url)
         self.closing: list[Callable[[], Awaitable[None]]] = []
         await self.client.create_queue(QUEUE)
 
@@ -191,8 +196,12 @@ class Tqueues(Producer):
         for close in self.closing:
             await close()
         await self.client.close()
+        self.blocking.close()
 
-    async def put(self, x: int) -> None:
+    def put(self, x: int) -> None:
+        self.blocking.put(QUEUE, self.method, [x])
+
+    async def put_async(self, x: int) -> None:
         await self.client.put(QUEUE, self.method, [x])
 
     async def put_many(self, xs: list[int]) -> None:
@@ -235,6 +244,12 @@ def _chunks(n: int) -> Iterable[list[int]]:
 async def enqueue(producer: Producer, n: int) -> dict[str, Any]:
     """W1: ``n`` single calls, timed."""
     return await _timed(producer.put, n)
+
+
+async def enqueue_async(producer: Producer, n: int) -> dict[str, Any]:
+    """W1 (tqueues): ``n`` single calls of the asyncio client, timed."""
+    put = getattr(producer, "put_async", None)
+    return {"unsupported": True} if put is None else await _timed(put, n)
 
 
 async def _timed(put: Callable[[int], Any], n: int) -> dict[str, Any]:
@@ -318,7 +333,17 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("system", choices=sorted(PRODUCERS))
     parser.add_argument(
-        "action", choices=["enqueue", "bulk", "stream", "fill", "latency", "reset", "versions"]
+        "action",
+        choices=[
+            "enqueue",
+            "enqueue_async",
+            "bulk",
+            "stream",
+            "fill",
+            "latency",
+            "reset",
+            "versions",
+        ],
     )
     parser.add_argument("--url", default="")
     parser.add_argument("--jobs", type=int, default=10_000)
@@ -336,7 +361,13 @@ async def main(argv: list[str] | None = None) -> dict[str, Any]:
             return {}
         if options.action == "latency":
             return await latency(producer, options.jobs, options.udp, stream=options.stream)
-        action = {"enqueue": enqueue, "bulk": bulk, "stream": stream, "fill": fill}[options.action]
+        action = {
+            "enqueue": enqueue,
+            "enqueue_async": enqueue_async,
+            "bulk": bulk,
+            "stream": stream,
+            "fill": fill,
+        }[options.action]
         return await action(producer, options.jobs)
     finally:
         await producer.close()

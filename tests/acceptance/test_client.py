@@ -179,6 +179,64 @@ async def test_the_blocking_client(cluster: Cluster) -> None:
     assert {"put", "taken", "finished"} <= set(events)
 
 
+async def test_every_operation_of_the_blocking_client(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+
+    def script() -> None:
+        with tqueues.BlockingClient(dispatcher.url) as client:
+            assert client.health()["status"] == "ok"
+            assert client.create_queue("q", ttr=30, max_attempts=1)["ttr"] == 30.0
+            assert client.update_queue("q", priority=5)["priority"] == 5
+            assert client.queue_settings("q")["stats"]["total"] == 0
+            assert [q["name"] for q in client.list_queues()] == ["q"]
+
+            job = client.put("q", "pkg.mod:func", [1], {"k": "v"}, ttr=10)
+            batch = client.put_many("q", [{"method": "a:b", "args": [i]} for i in range(4)])
+            assert client.peek("q")["id"] == job["id"]
+            assert client.peek("q", "buried") is None
+            page = client.list_jobs("q", status="pending", limit=2)
+            assert [j["id"] for j in page["jobs"]] == [job["id"], batch[0]["id"]]
+            assert page["next_cursor"]
+
+            (taken,) = client.take_any(["q"], 1, wait=1)
+            lease = taken["lease"]
+            assert client.update("q", job["id"], {"progress": 1}, lease=lease)["progress"] == 1
+            assert client.touch("q", job["id"], lease=lease, ttr=60)["ttr"] == 10
+            with pytest.raises(LeaseMismatch):
+                client.finish("q", job["id"], lease="stale")
+            failed = client.fail("q", job["id"], lease=lease, error="boom", permanent=True)
+            assert failed["status"] == "failed"
+
+            second = client.take("q", worker="me")
+            assert second is not None and second["id"] == batch[0]["id"]
+            assert client.bury("q", second["id"], lease=second["lease"])["status"] == "buried"
+            assert client.kick_job("q", second["id"])["status"] == "pending"
+            third, fourth = client.take_many("q", 2)
+            results = client.report(
+                "q",
+                [
+                    {"id": third["id"], "lease": third["lease"], "action": "finish"},
+                    {"id": fourth["id"], "lease": "stale", "action": "finish"},
+                ],
+            )
+            assert results[0]["status"] == "finished"
+            assert isinstance(results[1], LeaseMismatch)
+            released = client.release("q", fourth["id"], lease=fourth["lease"], delay=30)
+            assert released["status"] == "delayed"
+            assert client.kick("q", 5) == 1
+            assert client.delete("q", job["id"])["id"] == job["id"]
+            with pytest.raises(JobNotFound):
+                client.get("q", job["id"])
+            assert client.stats("q")["counters"]["finished"] == 1
+            assert client.dispatcher_stats()["total"] == client.stats("q")["total"]
+            assert client.truncate("q") == 4
+            assert client.drop_queue("q") == 0
+            with pytest.raises(QueueNotFound):
+                client.put("q", "pkg.mod:func")
+
+    await asyncio.to_thread(script)
+
+
 async def test_jobs_acknowledged_on_the_job_stream_survive_kill_9(cluster: Cluster) -> None:
     from tests.acceptance.test_reliability import free_port
 

@@ -33,7 +33,8 @@ def test_table_reports_errors_and_na() -> None:
     rows = {
         "tqueues": {
             "label": "tqueues",
-            "W1": {"single_per_s": 1234.5, "stream_per_s": 2345.6, "bulk": "n/a"},
+            "W1": {"single_per_s": 1234.5, "stream_per_s": 2345.6, "bulk": "n/a",
+                   "single_async_per_s": 1001.0},
             "W2": {"error": "BenchError: boom"},
             "W3": {"p50_ms": 1.0, "p95_ms": 2.0, "p99_ms": 3.0,
                    "stream": {"p50_ms": 0.5, "p99_ms": 1.5}},
@@ -49,6 +50,7 @@ def test_table_reports_errors_and_na() -> None:
     assert "| Celery | 99 | n/a | n/a | 5 | 1.00 | 4.00 | 5.00 | 6.00 | n/a | n/a |" in text
     assert "not run: cannot install rq" in text
     assert "tqueues W2: BenchError: boom" in text
+    assert "* tqueues W1 enqueue with the asyncio client: 1,001 jobs/s" in text
 
 
 def test_medians_of_repeated_runs() -> None:
@@ -90,6 +92,8 @@ def test_quick_run(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     row = results["systems"]["tqueues"]
     assert row["W1"]["single_per_s"] > 0 and row["W1"]["stream_per_s"] > 0
+    assert row["W1"]["single_async_per_s"] > 0
+    assert "(SQLite, sync FULL) W1 enqueue with the asyncio client: " in stdout
     assert row["W1"].get("bulk_per_s", 0) > 0 or row["W1"]["bulk"].startswith("n/a")
     assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0 and row["W2"]["startup_s"] > 0
     assert 0 < row["W3"]["p50_ms"] <= row["W3"]["p99_ms"]

@@ -51,6 +51,16 @@ def error_for(status: int, payload: Any) -> TqueuesError:
     return TqueuesError(f"HTTP {status}: {payload}", status_code=status)
 
 
+def answer_of(status: int, raw: bytes, *, is_json: bool, charset: str) -> Any:
+    """The decoded answer of an HTTP status and body: JSON straight from the bytes, anything
+    else (a proxy's error page) as text in ``charset``. Raises the typed error of a status
+    of 400 or more (see :func:`error_for`)."""
+    payload = codec.loads(raw) if is_json and raw else _text(raw, charset)
+    if status < 400:
+        return payload
+    raise error_for(status, payload)
+
+
 def _text(raw: bytes, charset: str) -> str:
     try:
         return raw.decode(charset, "replace")
@@ -141,11 +151,7 @@ class Client:
             raise DispatcherUnavailable(
                 f"cannot reach the dispatcher at {self.endpoint_url}: {exc!r}"
             ) from exc
-        # JSON straight from the bytes; anything else (a proxy's error page) as text.
-        payload = codec.loads(raw) if is_json and raw else _text(raw, charset)
-        if status < 400:
-            return payload
-        raise error_for(status, payload)
+        return answer_of(status, raw, is_json=is_json, charset=charset)
 
     @staticmethod
     def _lease(lease: str | None) -> dict[str, str]:

@@ -1,25 +1,96 @@
-"""The blocking twin of :class:`~tqueues.client.aio.Client`, for scripts and shells.
+"""The blocking twin of :class:`~tqueues.client.aio.Client`, for scripts, shells and the
+synchronous code of web applications.
 
-:class:`BlockingClient` runs an asyncio :class:`Client` on a private event loop in a
-daemon thread and waits for each call, so every method has the same name, arguments,
-answer and exceptions as the asyncio one. It is safe to share between threads. Close it
-(or use ``with``) to stop the thread and its HTTP session.
+:class:`BlockingClient` has every method of the asyncio client, with the same name,
+arguments, answer and exceptions. Each call runs in the calling thread: the asyncio
+client's own method runs over :class:`CurlClient`, whose one request (libcurl, see
+:mod:`tqueues.client.curl`) blocks instead of suspending, so there is no event loop to hop
+to and back. Each thread keeps a keep-alive connection of its own; one client may be shared
+between threads. Only the job stream (a WebSocket) runs an asyncio client, on a private
+event loop in a daemon thread started when the first stream opens. Close the client (or use
+``with``) to close its connections and stop that thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import email.message
 import functools
 import threading
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
-from tqueues.client.aio import Client, JSONDict
+from tqueues import codec
+from tqueues.client.aio import Client, JSONDict, answer_of
+from tqueues.client.curl import CurlTransport, TransportError
 from tqueues.client.stream import JobStream
+from tqueues.errors import DispatcherUnavailable
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def content_type(header: str) -> tuple[bool, str]:
+    """Whether a Content-Type header value names JSON, and its charset (default UTF-8)."""
+    if header.partition(";")[0].strip().lower() == "application/json":
+        return True, "utf-8"
+    message = email.message.Message()
+    message["Content-Type"] = header
+    return False, message.get_content_charset() or "utf-8"
+
+
+class CurlClient(Client):
+    """The asyncio client's methods over a blocking transport: :meth:`request` never
+    suspends, so each method's coroutine runs to its end in one step (see
+    :func:`complete`). Used by :class:`BlockingClient`; not for use on an event loop, whose
+    other tasks would wait for every call."""
+
+    def __init__(
+        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
+        super().__init__(endpoint_url, token=token, timeout=timeout)
+        self.transport = CurlTransport(token=token)
+
+    async def request(
+        self,
+        method: str,
+        path: Sequence[str],
+        body: Any = None,
+        *,
+        params: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        wait: float = 0.0,
+    ) -> Any:
+        """As :meth:`Client.request <tqueues.client.aio.Client.request>`, blocking the
+        calling thread for the call."""
+        url = self.url(*path)
+        if params:
+            url = url.extend_query(params)
+        data = None if body is None else codec.dumps(body)
+        try:
+            answer = self.transport.request(method, str(url), data, self.timeout + wait)
+        except TransportError as exc:
+            raise DispatcherUnavailable(
+                f"cannot reach the dispatcher at {self.endpoint_url}: {exc}"
+            ) from exc
+        is_json, charset = content_type(answer.content_type)
+        return answer_of(answer.status, answer.body, is_json=is_json, charset=charset)
+
+    async def close(self) -> None:
+        """Close every thread's connection."""
+        self.transport.close()
+
+
+def complete(call: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never suspends (every await in it ends at
+    :meth:`CurlClient.request`) to its end, in this thread; its result or exception."""
+    try:
+        call.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    call.close()
+    raise RuntimeError(f"{call!r} waited for an event loop; BlockingClient has none for it")
 
 
 def _twin(
@@ -29,7 +100,9 @@ def _twin(
 
     @functools.wraps(method)
     def call(self: BlockingClient, *args: P.args, **kwargs: P.kwargs) -> T:
-        return self._run(method(self.client, *args, **kwargs))
+        if self._closed:
+            raise RuntimeError("the client is closed")
+        return complete(method(self.calls, *args, **kwargs))
 
     return call
 
@@ -43,12 +116,13 @@ class BlockingClient:
     def __init__(
         self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
     ) -> None:
+        #: Every call but the job stream's.
+        self.calls = CurlClient(endpoint_url, token=token, timeout=timeout)
+        #: The asyncio client of the job streams, on ``_loop`` (started by the first).
         self.client = Client(endpoint_url, token=token, timeout=timeout)
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(
-            target=self._loop.run_forever, name="tqueues-client", daemon=True
-        )
-        self._thread.start()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
         self._closed = False
 
     @property
@@ -56,24 +130,37 @@ class BlockingClient:
         return self.client.endpoint_url
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
-        if self._closed:
-            call.close()
-            raise RuntimeError("the client is closed")
+        """Run ``call`` on the stream loop (started now if need be) and wait for it."""
+        with self._lock:
+            if self._closed:
+                call.close()
+                raise RuntimeError("the client is closed")
+            if self._loop is None:
+                self._loop = asyncio.new_event_loop()
+                self._thread = threading.Thread(
+                    target=self._loop.run_forever, name="tqueues-client", daemon=True
+                )
+                self._thread.start()
+            loop = self._loop
 
         async def run() -> T:
             return await call
 
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result()
+        return asyncio.run_coroutine_threadsafe(run(), loop).result()
 
     def close(self) -> None:
-        """Close the HTTP session and stop the loop thread; idempotent."""
-        if self._closed:
-            return
-        self._run(self.client.close())
-        self._closed = True
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        """Close the connections and stop the stream loop's thread; idempotent."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            loop, thread = self._loop, self._thread
+        complete(self.calls.close())
+        if loop is not None and thread is not None:
+            asyncio.run_coroutine_threadsafe(self.client.close(), loop).result()
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
 
     def __enter__(self) -> BlockingClient:
         return self

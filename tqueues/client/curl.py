@@ -1,0 +1,98 @@
+"""Blocking HTTP/1.1 for :class:`~tqueues.client.blocking.BlockingClient`: libcurl (pycurl).
+
+:class:`CurlTransport` makes one request at a time per thread, each on that thread's own
+libcurl handle, so every thread keeps one keep-alive connection to the dispatcher and no
+call hops to another thread or event loop. libcurl reconnects by itself when the
+dispatcher closed an idle connection. Proxies named in the environment are ignored, as
+the asyncio client ignores them; a child process after ``fork`` opens connections of its
+own rather than sharing its parent's.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass
+
+import pycurl
+
+
+class TransportError(Exception):
+    """The request did not get an answer: the connection failed, broke or timed out."""
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """One HTTP answer: its status, its Content-Type header ("" without one), its body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class CurlTransport:
+    """Requests to one dispatcher; safe to share between threads. ``token`` is sent as
+    ``Authorization: Bearer <token>``."""
+
+    def __init__(self, *, token: str | None = None) -> None:
+        self._auth = [f"Authorization: Bearer {token}"] if token else []
+        # "Expect:" stops libcurl from waiting for a 100-continue before a large body.
+        self._json_headers = ["Content-Type: application/json", "Expect:", *self._auth]
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._handles: list[pycurl.Curl] = []  #: every thread's handle, for close()
+        self._closed = False
+
+    def _handle(self) -> pycurl.Curl:
+        """This thread's handle (a new one in a child process after fork)."""
+        local = self._local
+        if getattr(local, "pid", None) != os.getpid():
+            fresh = pycurl.Curl()
+            with self._lock:
+                if self._closed:
+                    fresh.close()
+                    raise TransportError("the client is closed")
+                self._handles.append(fresh)
+            local.handle, local.pid = fresh, os.getpid()
+        handle: pycurl.Curl = local.handle
+        return handle
+
+    def request(self, method: str, url: str, body: bytes | None, timeout: float) -> Answer:
+        """Send ``method url`` with the JSON ``body`` (None: no body) and wait up to
+        ``timeout`` seconds for the whole answer. Raises TransportError when no answer
+        came (nothing is retried here that may have reached the dispatcher)."""
+        handle = self._handle()
+        chunks: list[bytes] = []
+        # reset() keeps the handle's live connection; every option is set again below.
+        handle.reset()
+        handle.setopt(pycurl.URL, url)
+        handle.setopt(pycurl.NOSIGNAL, 1)  # no SIGALRM for timeouts: threads are safe
+        handle.setopt(pycurl.PROXY, "")  # ignore http_proxy and friends
+        handle.setopt(pycurl.TIMEOUT_MS, max(1, round(timeout * 1000)))
+        handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
+        if body is None and method in ("GET", "DELETE"):
+            handle.setopt(pycurl.HTTPGET, 1)
+            headers = self._auth
+        else:
+            handle.setopt(pycurl.POSTFIELDS, body or b"")  # Content-Length: 0 without one
+            headers = self._json_headers if body is not None else [*self._auth, "Expect:"]
+        handle.setopt(pycurl.CUSTOMREQUEST, method)
+        if headers:
+            handle.setopt(pycurl.HTTPHEADER, headers)
+        try:
+            handle.perform()
+        except pycurl.error as exc:
+            code, message = exc.args if len(exc.args) == 2 else (0, str(exc))
+            raise TransportError(f"{message} (libcurl error {code})") from None
+        status = int(handle.getinfo(pycurl.RESPONSE_CODE))
+        content_type = handle.getinfo(pycurl.CONTENT_TYPE) or ""
+        return Answer(status, content_type, b"".join(chunks))
+
+    def close(self) -> None:
+        """Close every thread's connection; later requests raise TransportError.
+        Idempotent. Call it once no thread is in a request."""
+        with self._lock:
+            self._closed = True
+            handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.close()
