@@ -37,24 +37,27 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     app.router.add_get("/ws", ws.websocket)
     app.router.add_get("/health", health)
     app.router.add_get("/openapi.json", openapi)
-    # The REST API; the names are what auth.permitted checks roles against.
+    # The REST API; the names are what auth.permitted checks roles against. The router
+    # tries the paths under /queues/ one after another in this order, so the ones every
+    # job goes through come first (put, take, outcome reports, job actions); "jobs/next"
+    # and "jobs/stream" must come before "jobs/{id}".
     queue, job = "/queues/{name}", "/queues/{name}/jobs/{id}"
-    app.router.add_view("/stats", rest.DispatcherStatsView, name="stats")
-    app.router.add_view("/queues", rest.Queues, name="queues")
+    app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
+    app.router.add_view(queue + "/take", taking.Take, name="take")
+    app.router.add_view(queue + "/outcomes", taking.Outcomes, name="outcomes")
+    actions = "|".join(rest.ACTIONS)
+    app.router.add_view(job + "/{action:" + actions + "}", rest.JobAction, name="job.action")
+    app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")
+    app.router.add_view(queue + "/jobs/stream", jobstream.JobStream, name="jobs.stream")
+    app.router.add_view(job, rest.JobView, name="job")
     app.router.add_view(queue, rest.Queue, name="queue")
     app.router.add_view(queue + "/truncate", rest.QueueTruncate, name="queue.truncate")
     app.router.add_view(queue + "/stats", rest.QueueStatsView, name="queue.stats")
     app.router.add_view(queue + "/kick", rest.QueueKick, name="queue.kick")
-    app.router.add_view(queue + "/take", taking.Take, name="take")
+    app.router.add_view("/stats", rest.DispatcherStatsView, name="stats")
+    app.router.add_view("/queues", rest.Queues, name="queues")
     app.router.add_view("/take", taking.TakeAny, name="take.any")
     app.router.add_view("/take/stream", takestream.TakeStream, name="take.stream")
-    app.router.add_view(queue + "/outcomes", taking.Outcomes, name="outcomes")
-    app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
-    app.router.add_view(queue + "/jobs/next", rest.NextJob, name="jobs.next")
-    app.router.add_view(queue + "/jobs/stream", jobstream.JobStream, name="jobs.stream")
-    app.router.add_view(job, rest.JobView, name="job")
-    actions = "|".join(rest.ACTIONS)
-    app.router.add_view(job + "/{action:" + actions + "}", rest.JobAction, name="job.action")
     if allowed_domains:
         cors = aiohttp_cors.setup(
             app,
