@@ -237,6 +237,35 @@ async def test_every_operation_of_the_blocking_client(cluster: Cluster) -> None:
     await asyncio.to_thread(script)
 
 
+#: Job ids that would walk to another path if a client put them in a URL as they are.
+TRAVERSALS = ["../../q", "..", ".", "x/finish", "a?b=c#d", "%2E%2E"]
+
+
+async def test_a_job_id_never_reaches_another_path(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher()
+    async with tqueues.Client(dispatcher.url) as client:
+        await client.create_queue("q")
+        job = await client.put("q", "pkg.mod:func")
+        for job_id in TRAVERSALS:
+            # Given an id from untrusted input, when a client acts on it
+            for call in (client.delete, client.get, client.kick_job):
+                # Then it is only ever an id that matches no job
+                with pytest.raises(JobNotFound) as raised:
+                    await call("q", job_id)
+                assert raised.value.details["id"] == job_id
+
+    def blocking() -> None:
+        with tqueues.BlockingClient(dispatcher.url) as client:
+            for job_id in TRAVERSALS:
+                with pytest.raises(JobNotFound):
+                    client.delete("q", job_id)
+
+    await asyncio.to_thread(blocking)
+    async with tqueues.Client(dispatcher.url) as client:
+        # and the queue and its job are still there
+        assert (await client.get("q", job["id"]))["status"] == "pending"
+
+
 async def test_jobs_acknowledged_on_the_job_stream_survive_kill_9(cluster: Cluster) -> None:
     from tests.acceptance.test_reliability import free_port
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 from yarl import URL
@@ -49,6 +50,12 @@ def error_for(status: int, payload: Any) -> TqueuesError:
             details = {k: v for k, v in payload.items() if k not in ("error", "message")}
             return cls(payload.get("message"), status_code=status, **details)
     return TqueuesError(f"HTTP {status}: {payload}", status_code=status)
+
+
+def path_segment(value: str) -> str:
+    """``value`` as one percent-encoded path segment (see :meth:`Client.url`)."""
+    quoted = quote(value, safe="")
+    return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
 def answer_of(status: int, raw: bytes, *, is_json: bool, charset: str) -> Any:
@@ -110,11 +117,11 @@ class Client:
     # -- transport -----------------------------------------------------------------------
 
     def url(self, *segments: str) -> URL:
-        """The URL of a path under the endpoint; each segment is percent-encoded."""
-        url = self._base
-        for segment in segments:
-            url = url / segment
-        return url
+        """The URL of a path under the endpoint; each segment is percent-encoded whole, so
+        that no value (a job id from a web form, say) reaches another path: ``/`` and the
+        dot segments ``.`` and ``..`` included (``delete(q, "../../q")`` must not become
+        ``DELETE /queues/q``)."""
+        return self._base.joinpath(*map(path_segment, segments), encoded=True)
 
     async def request(
         self,

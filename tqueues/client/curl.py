@@ -66,6 +66,8 @@ class CurlTransport:
         # reset() keeps the handle's live connection; every option is set again below.
         handle.reset()
         handle.setopt(pycurl.URL, url)
+        # The path as given: libcurl would otherwise resolve "." and ".." segments in it.
+        handle.setopt(pycurl.PATH_AS_IS, 1)
         handle.setopt(pycurl.NOSIGNAL, 1)  # no SIGALRM for timeouts: threads are safe
         handle.setopt(pycurl.PROXY, "")  # ignore http_proxy and friends
         handle.setopt(pycurl.TIMEOUT_MS, max(1, round(timeout * 1000)))
