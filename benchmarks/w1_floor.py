@@ -16,7 +16,10 @@ and prints calls/s and the server's event-loop CPU per call (Linux: from /proc):
                    ``FULL`` (the default)
 =================  ====================================================================
 
-It also prints the latency of a bare 4 KiB overwrite and ``fdatasync`` in this process.
+It also prints the rate of bare TCP round trips between two processes (100 bytes each
+way over loopback, no HTTP: what any one-call-at-a-time producer pays on this machine
+before either side does any work) and the latency of a bare 4 KiB overwrite and
+``fdatasync`` in this process.
 ``--serve MODE --port P --directory D`` is the server side (started by this module).
 """
 
@@ -26,6 +29,7 @@ import argparse
 import asyncio
 import os
 import queue
+import socket
 import sys
 import tempfile
 import threading
@@ -52,8 +56,23 @@ def loop_cpu(pid: int) -> float:
 # -- the server side ---------------------------------------------------------------------------
 
 
+def echo(port: int) -> None:
+    """Send back whatever each connection to 127.0.0.1:``port`` sends (one connection at
+    a time), until killed."""
+    with socket.create_server(("127.0.0.1", port)) as server:
+        while True:
+            conn, _ = server.accept()
+            with conn:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                while data := conn.recv(65536):
+                    conn.sendall(data)
+
+
 def serve(mode: str, port: int, directory: Path) -> None:
     """Run the ``mode`` server on 127.0.0.1:``port`` until killed."""
+    if mode == "echo":
+        echo(port)
+        return
     import uvloop
     from aiohttp import web
 
@@ -110,6 +129,23 @@ async def call(url: str, calls: int, pid: int) -> dict[str, float]:
         return {"calls_per_s": calls / seconds, "loop_us": (loop_cpu(pid) - cpu) / calls * 1e6}
 
 
+def round_trips(port: int, calls: int) -> float:
+    """Round trips per second of 100 bytes each way to the echo server on ``port``."""
+    with socket.create_connection(("127.0.0.1", port)) as conn:
+        conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        message = b"x" * 100
+        for _ in range(20):
+            conn.sendall(message)
+            conn.recv(65536)
+        started = time.perf_counter()
+        for _ in range(calls):
+            conn.sendall(message)
+            received = len(conn.recv(65536))
+            while received < len(message):
+                received += len(conn.recv(65536))
+        return calls / (time.perf_counter() - started)
+
+
 def sync_latency(directory: Path, n: int = 2000) -> float:
     """Microseconds for one 4 KiB overwrite + ``fdatasync`` of a file, back to back."""
     fd = os.open(directory / "probe", os.O_WRONLY | os.O_CREAT, 0o600)
@@ -154,6 +190,15 @@ def measure(calls: int) -> list[tuple[str, dict[str, float]]]:
                 with dispatcher:
                     result = asyncio.run(call(dispatcher.url, calls, dispatcher.process.pid))
                 rows.append((f"tqueues_dispatcher --sync {sync}", result))
+            port = free_port()
+            server = processes.start(
+                [sys.executable, "-m", "benchmarks.w1_floor", "--serve", "echo",
+                 "--port", str(port), "--directory", str(work)],
+                log="echo.log",
+            )  # fmt: skip
+            wait_for_tcp(port, 30, probe=b"?", expect=b"?")
+            rows.append(("(TCP round trip, no HTTP)", {"trips_per_s": round_trips(port, calls)}))
+            processes.stop(server)
             rows.append(
                 ("(4 KiB overwrite + fdatasync, no server)", {"sync_us": sync_latency(work)})
             )
@@ -166,7 +211,10 @@ def report(rows: list[tuple[str, dict[str, Any]]]) -> str:
     """The rows as a Markdown table."""
     lines = ["| server | calls/s | server event loop CPU (µs/call) |", "|---|---:|---:|"]
     for name, row in rows:
-        if "sync_us" in row:
+        if "trips_per_s" in row:
+            trips = row["trips_per_s"]
+            lines.append(f"| {name} | {trips:,.0f} | ({1e6 / trips:.0f} µs each) |")
+        elif "sync_us" in row:
             lines.append(
                 f"| {name} | {1e6 / row['sync_us']:,.0f} | ({row['sync_us']:.0f} µs each) |"
             )
@@ -178,7 +226,7 @@ def report(rows: list[tuple[str, dict[str, Any]]]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=5000)
-    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--serve", choices=(*MODES, "echo"), help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--directory", type=Path, help=argparse.SUPPRESS)
     options = parser.parse_args()

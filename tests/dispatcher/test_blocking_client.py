@@ -253,3 +253,9 @@ async def test_a_forked_child_opens_a_connection_of_its_own(aiohttp_server: Serv
     peers = [r["peer"] for r in recorder.requests]
     # The parent's calls share its connection; the child's came on another one
     assert len(peers) == 3 and peers[0] == peers[2] != peers[1], json.dumps(peers)
+
+
+def test_the_worker_and_the_asyncio_client_do_not_load_libcurl() -> None:
+    script = "import sys, tqueues, tqueues.worker; assert 'pycurl' not in sys.modules"
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -40,7 +40,7 @@ def test_drain_cpu_smoke(queues: str) -> None:
 
 
 def test_w1_floor_smoke() -> None:
-    # Three aiohttp servers and the real dispatcher (NORMAL, FULL), 50 calls each.
+    # Three aiohttp servers, the real dispatcher (NORMAL, FULL), a TCP echo: 50 calls each.
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.w1_floor", "--calls", "50"],
         cwd=ROOT,
@@ -56,6 +56,7 @@ def test_w1_floor_smoke() -> None:
         "aiohttp, sync",
         "tqueues_dispatcher --sync NORMAL",
         "tqueues_dispatcher --sync FULL",
+        "(TCP round trip, no HTTP)",
         "(4 KiB overwrite + fdatasync, no server)",
     ], done.stdout
     assert all(int(rate.replace(",", "")) > 0 for _, rate in rows), done.stdout

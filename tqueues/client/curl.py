@@ -5,7 +5,8 @@ libcurl handle, so every thread keeps one keep-alive connection to the dispatche
 call hops to another thread or event loop. libcurl reconnects by itself when the
 dispatcher closed an idle connection. Proxies named in the environment are ignored, as
 the asyncio client ignores them; a child process after ``fork`` opens connections of its
-own rather than sharing its parent's.
+own rather than sharing its parent's. pycurl (and libcurl with it) is loaded by the first
+request, not by importing this module: a worker, which never uses it, does not pay for it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,10 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import pycurl
+if TYPE_CHECKING:
+    import pycurl
 
 
 class TransportError(Exception):
@@ -45,6 +48,8 @@ class CurlTransport:
 
     def _handle(self) -> pycurl.Curl:
         """This thread's handle (a new one in a child process after fork)."""
+        import pycurl
+
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
             fresh = pycurl.Curl()
@@ -61,6 +66,8 @@ class CurlTransport:
         """Send ``method url`` with the JSON ``body`` (None: no body) and wait up to
         ``timeout`` seconds for the whole answer. Raises TransportError when no answer
         came (nothing is retried here that may have reached the dispatcher)."""
+        import pycurl
+
         handle = self._handle()
         chunks: list[bytes] = []
         # reset() keeps the handle's live connection; every option is set again below.
