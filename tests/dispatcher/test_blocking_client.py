@@ -5,12 +5,16 @@ that are not the dispatcher's JSON, and a child process after fork."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -259,3 +263,37 @@ def test_the_worker_and_the_asyncio_client_do_not_load_libcurl() -> None:
     script = "import sys, tqueues, tqueues.worker; assert 'pycurl' not in sys.modules"
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def _sockets() -> int:
+    """How many sockets this process has open."""
+    count = 0
+    for fd in Path("/proc/self/fd").iterdir():
+        try:
+            count += os.readlink(fd).startswith("socket:")
+        except FileNotFoundError:  # the listing's own descriptor, closed meanwhile
+            pass
+    return count
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="counts sockets in /proc")
+async def test_a_thread_that_ended_leaves_no_connection_open(aiohttp_server: Server) -> None:
+    recorder = Recorder({"status": "ok"})
+    server = await aiohttp_server(recorder.app())
+    client = BlockingClient(str(server.make_url("/")))
+    before = _sockets()
+    try:
+        # Given a server that runs each request in a thread of its own, each calling once
+        for _ in range(30):
+            thread = threading.Thread(target=client.health)
+            await asyncio.to_thread(lambda t=thread: (t.start(), t.join()))
+        assert len({r["peer"] for r in recorder.requests}) == 30
+        # Then the connections of the threads that ended are closed (both ends of each are
+        # in this process: the client's and the test server's)
+        deadline = time.monotonic() + 10
+        while _sockets() > before + 2 and time.monotonic() < deadline:
+            gc.collect()
+            await asyncio.sleep(0.02)
+        assert _sockets() <= before + 2
+    finally:
+        await asyncio.to_thread(client.close)

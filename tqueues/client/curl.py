@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -43,7 +44,10 @@ class CurlTransport:
         self._json_headers = ["Content-Type: application/json", "Expect:", *self._auth]
         self._local = threading.local()
         self._lock = threading.Lock()
-        self._handles: list[pycurl.Curl] = []  #: every thread's handle, for close()
+        #: Every live thread's handle, for close(). Only its thread's local holds a handle
+        #: for good: when a thread ends, its handle is collected and its connection closed
+        #: (a server that starts a thread per request would otherwise pile them up).
+        self._handles: weakref.WeakSet[pycurl.Curl] = weakref.WeakSet()
         self._closed = False
 
     def _handle(self) -> pycurl.Curl:
@@ -57,7 +61,7 @@ class CurlTransport:
                 if self._closed:
                     fresh.close()
                     raise TransportError("the client is closed")
-                self._handles.append(fresh)
+                self._handles.add(fresh)
             local.handle, local.pid = fresh, os.getpid()
         handle: pycurl.Curl = local.handle
         return handle
@@ -102,6 +106,7 @@ class CurlTransport:
         Idempotent. Call it once no thread is in a request."""
         with self._lock:
             self._closed = True
-            handles, self._handles = self._handles, []
+            handles = list(self._handles)
+            self._handles.clear()
         for handle in handles:
             handle.close()
