@@ -8,6 +8,8 @@ import asyncio
 import gc
 import json
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -297,3 +299,55 @@ async def test_a_thread_that_ended_leaves_no_connection_open(aiohttp_server: Ser
         assert _sockets() <= before + 2
     finally:
         await asyncio.to_thread(client.close)
+
+
+TLS_CALLS = """
+import asyncio, sys
+from tqueues import BlockingClient, Client
+from tqueues.errors import DispatcherUnavailable
+
+async def asyncio_call():
+    async with Client(sys.argv[1]) as client:
+        return await client.health()
+
+outcomes = []
+for call in (lambda: BlockingClient(sys.argv[1]).health(), lambda: asyncio.run(asyncio_call())):
+    try:
+        outcomes.append(call()["status"])
+    except DispatcherUnavailable as exc:
+        outcomes.append("certificate" if "certificate" in str(exc).lower() else str(exc))
+print(" ".join(outcomes))
+"""
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="makes its certificate with openssl")
+async def test_over_https_both_clients_trust_what_python_trusts(
+    aiohttp_server: Server, tmp_path: Path
+) -> None:
+    # Given a dispatcher behind TLS with a certificate of its own
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    server = await aiohttp_server(Recorder({"status": "ok"}).app(), ssl=context)
+    url = str(server.make_url("/")).replace("http:", "https:")
+
+    async def calls(cert_file: str | None) -> str:
+        env = {k: v for k, v in os.environ.items() if k not in ("SSL_CERT_FILE", "SSL_CERT_DIR")}
+        if cert_file:
+            env["SSL_CERT_FILE"] = cert_file
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", TLS_CALLS, url, env=env, stdout=subprocess.PIPE
+        )
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0
+        return stdout.decode().strip()
+
+    # When Python trusts it (SSL_CERT_FILE), both clients do; when not, neither does
+    assert await calls(str(cert)) == "ok ok"
+    assert await calls(None) == "certificate certificate"

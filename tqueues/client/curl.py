@@ -5,13 +5,16 @@ libcurl handle, so every thread keeps one keep-alive connection to the dispatche
 call hops to another thread or event loop. libcurl reconnects by itself when the
 dispatcher closed an idle connection. Proxies named in the environment are ignored, as
 the asyncio client ignores them; a child process after ``fork`` opens connections of its
-own rather than sharing its parent's. pycurl (and libcurl with it) is loaded by the first
-request, not by importing this module: a worker, which never uses it, does not pay for it.
+own rather than sharing its parent's. Over HTTPS it trusts the certificates Python's
+default SSL context trusts, as the asyncio client does. pycurl (and libcurl with it) is
+loaded by the first request, not by importing this module: a worker, which never uses
+it, does not pay for it.
 """
 
 from __future__ import annotations
 
 import os
+import ssl
 import threading
 import weakref
 from dataclasses import dataclass
@@ -40,6 +43,11 @@ class CurlTransport:
 
     def __init__(self, *, token: str | None = None) -> None:
         self._auth = [f"Authorization: Bearer {token}"] if token else []
+        # Over HTTPS, trust what Python's default SSL context trusts (so the asyncio
+        # client too; SSL_CERT_FILE and SSL_CERT_DIR included), not libcurl's own default.
+        trusted = ssl.get_default_verify_paths()
+        self._cafile = trusted.cafile if trusted.cafile and os.path.isfile(trusted.cafile) else None
+        self._capath = trusted.capath if trusted.capath and os.path.isdir(trusted.capath) else None
         # "Expect:" stops libcurl from waiting for a 100-continue before a large body.
         self._json_headers = ["Content-Type: application/json", "Expect:", *self._auth]
         self._local = threading.local()
@@ -83,6 +91,11 @@ class CurlTransport:
         handle.setopt(pycurl.PROXY, "")  # ignore http_proxy and friends
         handle.setopt(pycurl.TIMEOUT_MS, max(1, round(timeout * 1000)))
         handle.setopt(pycurl.WRITEFUNCTION, chunks.append)
+        if url.startswith("https:"):
+            if self._cafile:
+                handle.setopt(pycurl.CAINFO, self._cafile)
+            if self._capath:
+                handle.setopt(pycurl.CAPATH, self._capath)
         if body is None and method in ("GET", "DELETE"):
             handle.setopt(pycurl.HTTPGET, 1)
             headers = self._auth
