@@ -77,7 +77,10 @@ class CurlTransport:
     def request(self, method: str, url: str, body: bytes | None, timeout: float) -> Answer:
         """Send ``method url`` with the JSON ``body`` (None: no body) and wait up to
         ``timeout`` seconds for the whole answer. Raises TransportError when no answer
-        came (nothing is retried here that may have reached the dispatcher)."""
+        came. libcurl sends a request again by itself only when it went out on a kept
+        connection that turned out closed before any answer came (the dispatcher closed
+        it idle, or died): as with any HTTP client that keeps connections, a put whose
+        dispatcher died between storing it and answering may then be stored twice."""
         import pycurl
 
         handle = self._handle()
