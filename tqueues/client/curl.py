@@ -104,7 +104,7 @@ class CurlTransport:
             headers = self._auth
         else:
             handle.setopt(pycurl.POSTFIELDS, body or b"")  # Content-Length: 0 without one
-            headers = self._json_headers if body is not None else [*self._auth, "Expect:"]
+            headers = self._auth if body is None else self._json_headers
         handle.setopt(pycurl.CUSTOMREQUEST, method)
         if headers:
             handle.setopt(pycurl.HTTPHEADER, headers)
