@@ -28,7 +28,7 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix tqueues tests examples benchmarks
 
 test: $(STAMP) lint
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	bash tests/run $(BIN)/python $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache tqueues-data
