@@ -19,8 +19,8 @@ from typing import Any
 
 from tqueues import codec
 from tqueues.client import Client
-from tqueues.errors import ImportTargetError
-from tqueues.loading import resolve
+from tqueues.errors import ImportTargetError, MethodNotAllowed
+from tqueues.loading import InvalidMethodName, resolve
 from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
 
 log = logging.getLogger("tqueues.worker")  # the worker's log: one name for its jobs too
@@ -60,7 +60,10 @@ class Job:
     called with the job's ``args`` and ``kwargs`` plus ``tq_parent_job=self``; coroutine
     functions are awaited, plain functions run in a thread. On exit the job is finished
     with the method's return value, or failed with the error and traceback, or, if the
-    worker is being cancelled, given back untried.
+    worker is being cancelled, given back untried. A run whose method this worker may not
+    run or cannot load fails as any other (retried, then buried; logged as a WARNING);
+    only a name no worker runs (:class:`~tqueues.loading.InvalidMethodName`) is reported
+    as a permanent failure.
 
     The outcome goes through ``reporter`` (a Worker's, batching the outcomes of its jobs)
     when given, else in a request of its own; either way ``async with`` ends once it is
@@ -91,6 +94,8 @@ class Job:
         self.result: Any = None
         self.exception: BaseException | None = None
         self.lease_lost = False
+        #: Why the method could not be loaded (None: it was, or was not tried yet).
+        self.load_error: ImportTargetError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._touch_timer: asyncio.TimerHandle | None = None
         self._toucher: asyncio.Task[None] | None = None
@@ -149,7 +154,11 @@ class Job:
             await asyncio.sleep(interval)
 
     async def _call(self) -> Any:
-        func, is_coroutine = resolve(self.method, self.allow)
+        try:
+            func, is_coroutine = resolve(self.method, self.allow)
+        except ImportTargetError as exc:
+            self.load_error = exc
+            raise
         kwargs = {**self.kwargs, "tq_parent_job": self}
         if is_coroutine:
             return await func(*self.args, **kwargs)
@@ -204,13 +213,41 @@ class Job:
         if failure is not None:
             text = "".join(tb_module.format_exception(failure))
             error = f"{type(failure).__name__}: {failure}"
-            log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
-            # Retrying cannot mend a method this worker may not (or cannot) import.
-            permanent = isinstance(failure, ImportTargetError)
+            # Only a name no worker runs fails for good. A method this worker may not run
+            # (its --allow) or cannot load (its import path, its version of the code) is
+            # its set-up, not the job's fault: retried (maybe by another worker), then
+            # buried for an operator to kick back once the workers are fixed.
+            permanent = failure is self.load_error and isinstance(failure, InvalidMethodName)
+            if failure is self.load_error and not permanent:
+                self._log_cannot_run(error)
+            else:
+                log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
             await self._report("fail", {"error": error, "traceback": text, "permanent": permanent})
         else:
             log.info("%r finished", self, extra={"action": "job_finished"})
             await self._report("finish", {"result": self.result})
+
+    def _log_cannot_run(self, error: str) -> None:
+        """A WARNING, in one line, that this worker may not or cannot load the job's method,
+        what becomes of the job, and where to look."""
+        attempt, most = self.data.get("attempts"), self.data.get("max_attempts")
+        last = isinstance(attempt, int) and isinstance(most, int) and attempt >= most
+        fate = "buried" if last else "retried"
+        where = (
+            "this worker's --allow"
+            if isinstance(self.load_error, MethodNotAllowed)
+            else "this worker's import path (its working directory, PYTHONPATH) and code"
+        )
+        log.warning(
+            "%r cannot run here: %s; %s (attempt %s of %s); check %s",
+            self,
+            error,
+            fate,
+            attempt,
+            most,
+            where,
+            extra={"action": "method_unavailable"},
+        )
 
     async def _give_back(self) -> None:
         log.info("%r given back", self, extra={"action": "job_released"})
