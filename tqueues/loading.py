@@ -27,9 +27,10 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from tqueues.errors import ImportTargetError, MethodNotAllowed
@@ -156,3 +157,26 @@ def resolve(name: str, allow: tuple[str, ...] = ()) -> tuple[Callable[..., Any],
     """
     func = import_target(name, allow=allow)
     return func, inspect.iscoroutinefunction(func)
+
+
+def unfindable(prefixes: Iterable[str]) -> list[tuple[str, str]]:
+    """The allow-list ``prefixes`` that name no module this process can import, each with
+    why (in a few words), in their order.
+
+    A prefix may be a package prefix that is not itself a module, so this is for a
+    warning, not a refusal. Looking a prefix up (:func:`importlib.util.find_spec`) imports
+    its parent packages (``myapp`` for ``myapp.tasks``), not the module itself. Never raises.
+    """
+    missing = []
+    for prefix in prefixes:
+        name = prefix.rstrip(".")
+        try:
+            found = importlib.util.find_spec(name) is not None
+            why = f"No module named {name!r}"
+        except ModuleNotFoundError as exc:  # a parent package missing
+            found, why = False, str(exc)
+        except Exception as exc:  # a parent package failing to import, a malformed name
+            found, why = False, f"{type(exc).__name__}: {exc}"
+        if not found:
+            missing.append((prefix, why))
+    return missing

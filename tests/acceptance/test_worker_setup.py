@@ -1,13 +1,24 @@
-"""A worker's set-up, with real processes: what it cannot import or may not run is retried
-and buried, not failed for good (issue #21, B)."""
+"""A worker's set-up, with real processes (issue #21): what it cannot import or may not run
+is retried and buried, not failed for good (B); it imports job modules from the directory
+it was started in and says which --allow it cannot find (C)."""
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.acceptance.conftest import Api, Cluster, wait_for
+from tests.acceptance.conftest import (
+    STARTUP_TIMEOUT,
+    WORKER,
+    Api,
+    Cluster,
+    Proc,
+    child_env,
+    wait_for,
+)
 
 
 async def put(session: aiohttp.ClientSession, url: str, queue: str, **job: Any) -> str:
@@ -69,3 +80,71 @@ async def test_a_method_outside_the_allow_list_is_retried_then_buried_with_a_war
     # And the name no worker runs fails for good at once
     assert (done[private]["status"], done[private]["attempts"]) == ("failed", 1)
     assert done[private]["error"].startswith("InvalidMethodName: ")
+
+
+def spawn_in(cluster: Cluster, directory: Path, argv: list[str]) -> Proc:
+    """A process started in ``directory`` without PYTHONPATH (as a user's shell starts it),
+    stopped at teardown with the cluster's others."""
+    env = child_env()
+    env.pop("PYTHONPATH", None)
+    log_path = cluster.logs / f"worker-in-{directory.name}.log"
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, cwd=directory, env=env)  # fmt: skip
+    proc = Proc(f"worker-in-{directory.name}", argv, log_path, popen)
+    cluster.procs.append(proc)
+    return proc
+
+
+async def start_in(cluster: Cluster, directory: Path, url: str, *allow: str) -> Proc:
+    """``tqueues_worker`` of queue ``cwd`` started in ``directory`` (without PYTHONPATH)
+    with ``--allow`` each of ``allow``; returns once it logged that it started."""
+    argv = [WORKER, "--endpoint_url", url, "--queue", "cwd", "--wait", "1"]
+    worker = spawn_in(cluster, directory, [*argv, *(f"--allow={a}" for a in allow)])
+
+    async def started() -> bool:
+        assert worker.running(), worker.log()
+        return " taking from " in worker.log()
+
+    await wait_for(started, timeout=STARTUP_TIMEOUT, what="the worker to start")
+    return worker
+
+
+async def test_a_worker_imports_job_modules_from_the_directory_it_was_started_in(
+    cluster: Cluster, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # Given a project directory with a job module, and no PYTHONPATH (the README's first run)
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "tq_cwd_tasks.py").write_text("def double(x, *, tq_parent_job):\n    return 2 * x\n")
+    dispatcher = await cluster.dispatcher()
+    api = Api(session, dispatcher.url)
+    await api.create_queue("cwd")
+    # When the console script starts there
+    worker = await start_in(cluster, project, dispatcher.url, "tq_cwd_tasks")
+    # Then it runs the project's job, and finds nothing to warn about
+    job_id = await put(session, dispatcher.url, "cwd", method="tq_cwd_tasks:double", args=[21])
+    job = (await api.wait_final("cwd", [job_id], timeout=20))[job_id]
+    assert (job["status"], job["result"]) == ("finished", 42), job
+    assert " WARNING " not in worker.log()
+
+
+async def test_a_worker_says_in_one_line_which_allow_prefix_it_cannot_find(
+    cluster: Cluster, session: aiohttp.ClientSession, tmp_path: Path
+) -> None:
+    # Given a directory with one module
+    (tmp_path / "tq_here.py").write_text("def f(*, tq_parent_job):\n    return 1\n")
+    dispatcher = await cluster.dispatcher()
+    await Api(session, dispatcher.url).create_queue("cwd")
+    # When a worker starts there allowing it, a module found nowhere, and a package prefix
+    # that is not importable
+    worker = await start_in(
+        cluster, tmp_path, dispatcher.url, "tq_here", "tq_nowhere.tasks", "tq_not_either"
+    )
+    # Then it starts all the same, and says which it cannot find, one line each
+    warnings = [line for line in worker.log().splitlines() if " WARNING " in line]
+    assert len(warnings) == 2, warnings
+    assert "--allow tq_nowhere.tasks: " in warnings[0]
+    assert "No module named 'tq_nowhere'" in warnings[0]
+    assert "--allow tq_not_either: " in warnings[1]
+    assert worker.running()

@@ -15,7 +15,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tqueues.errors import ImportTargetError, MethodNotAllowed
-from tqueues.loading import MethodNotFound, import_target, is_allowed, resolve, split_target
+from tqueues.loading import (
+    MethodNotFound,
+    import_target,
+    is_allowed,
+    resolve,
+    split_target,
+    unfindable,
+)
 from tqueues.retry import RetryPolicy
 
 
@@ -269,3 +276,16 @@ def test_a_refused_name_imports_nothing_and_says_why(allowed_pkg: str) -> None:
     with pytest.raises(ImportTargetError, match="'_impl'"):
         import_target("tq_allowed._impl:run", allow=ALLOW)
     assert "tq_allowed._impl" not in sys.modules
+
+
+def test_unfindable_names_the_allow_prefixes_no_module_is_found_for(allowed_pkg: str) -> None:
+    prefixes = ["tq_allowed", "tq_allowed.", "json", "tq_nowhere", "tq_nowhere.tasks",
+                "json.nothing", "my-app"]  # fmt: skip
+    assert unfindable(prefixes) == [
+        ("tq_nowhere", "No module named 'tq_nowhere'"),
+        ("tq_nowhere.tasks", "No module named 'tq_nowhere'"),
+        ("json.nothing", "No module named 'json.nothing'"),
+        ("my-app", "No module named 'my-app'"),
+    ]
+    # looking a prefix up imports its parents, not the module
+    assert unfindable(["tq_allowed._impl"]) == [] and "tq_allowed._impl" not in sys.modules

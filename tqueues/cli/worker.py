@@ -18,7 +18,8 @@ Options:
                          jobs taken only while the earlier ones are empty (RQ's order).
   --allow PREFIX         Run only methods from modules under PREFIX; repeatable. Also
                          $TQUEUES_ALLOW (comma-separated). This or --allow_any
-                         is required.
+                         is required. Job modules are imported from the current
+                         directory first (as python -m does), then $PYTHONPATH.
   --allow_any            Let jobs run any importable function (anyone who can enqueue
                          can then run code on this worker).
   --token TOKEN          Bearer token for the dispatcher; also $TQUEUES_WORKER_TOKEN
@@ -56,6 +57,7 @@ from docopt import docopt
 
 from tqueues import __version__, eventloop
 from tqueues.errors import TqueuesError
+from tqueues.loading import unfindable
 from tqueues.settings import WorkerSettings, setup_logging
 from tqueues.worker import Worker, busy_threads
 
@@ -104,12 +106,41 @@ async def work(settings: WorkerSettings) -> int:
     return 0
 
 
+def import_from_here() -> str:
+    """Put the current directory first on the import path, as ``python -m`` does (and RQ's
+    and Celery's workers): a worker started in a project's directory imports its job
+    modules without PYTHONPATH. A console script's own ``sys.path[0]`` is the directory of
+    the script. The absolute path, so that a job that changes directory changes nothing;
+    returns it."""
+    here = os.getcwd()
+    if here in sys.path:
+        sys.path.remove(here)
+    sys.path.insert(0, here)
+    return here
+
+
+def check_allow(allow: Sequence[str], here: str) -> None:
+    """Log a WARNING, one line each, for the ``--allow`` prefixes that name no importable
+    module (a prefix may be a package prefix that is not itself a module: not a refusal)."""
+    for prefix, why in unfindable(allow):
+        log.warning(
+            "--allow %s: cannot be imported from here (%s); its jobs cannot run here until "
+            "it can: start the worker in the directory they are imported from (now %s) or "
+            "set PYTHONPATH",
+            prefix,
+            why,
+            here,
+            extra={"action": "allow_not_found"},
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``tqueues_worker``: parse the options, work until stopped; the exit status."""
     args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
     try:
         settings = WorkerSettings.from_docopt(args)
         setup_logging(settings.loglevel)
+        check_allow(settings.allow, import_from_here())
         return eventloop.run(work(settings))
     except TqueuesError as exc:
         print(f"tqueues_worker: {exc.message}", file=sys.stderr)
