@@ -68,7 +68,7 @@ def _lost(what: str, exc: TqueuesError | None) -> None:
 
 def _retrying(what: str, delay: float, exc: TqueuesError) -> None:
     log.warning(
-        "%s: retrying the report in %.1fs: %s",
+        "%s: retrying the report in %.1f s: %s",
         what,
         delay,
         exc.message,

@@ -275,13 +275,16 @@ class Worker:
                 # not up yet: workers may start before whoever creates their queues.
                 if self.burst and isinstance(exc, QueueNotFound):
                     return None
+                pause = delay * random.uniform(0.5, 1.0)
+                # One line a person reads: what failed (the client's message names the
+                # URL and the reason in words) and when the next try is.
                 log.warning(
-                    "cannot take: %s; retrying in %.1fs",
+                    "cannot take: %s; retrying in %.1f s",
                     exc.message,
-                    delay,
+                    pause,
                     extra={"action": "take_retry"},
                 )
-                await self._until_stopped(asyncio.sleep(delay * random.uniform(0.5, 1.0)))
+                await self._until_stopped(asyncio.sleep(pause))
                 delay = min(delay * 2, 5.0)
                 continue
             delay = 0.1

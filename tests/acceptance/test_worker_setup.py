@@ -1,9 +1,12 @@
 """A worker's set-up, with real processes (issue #21): what it cannot import or may not run
 is retried and buried, not failed for good (B); it imports job modules from the directory
-it was started in and says which --allow it cannot find (C)."""
+it was started in and says which --allow it cannot find (C); it says in words that it
+cannot reach the dispatcher (D)."""
 
 from __future__ import annotations
 
+import re
+import socket
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -147,4 +150,24 @@ async def test_a_worker_says_in_one_line_which_allow_prefix_it_cannot_find(
     assert "--allow tq_nowhere.tasks: " in warnings[0]
     assert "No module named 'tq_nowhere'" in warnings[0]
     assert "--allow tq_not_either: " in warnings[1]
+    assert worker.running()
+
+
+async def test_a_worker_says_in_words_that_it_cannot_reach_the_dispatcher(
+    cluster: Cluster,
+) -> None:
+    # Given a port nothing listens on
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{probe.getsockname()[1]}/"
+    # When a worker is pointed at it
+    worker = cluster.spawn("worker", cluster.worker_argv(url, "default"))
+    # Then it says, in one line a person reads, which URL, what failed and what it does next
+    line = re.compile(
+        rf"WARNING tqueues\.worker: cannot take: cannot reach the dispatcher at "
+        rf"{re.escape(url)}: connection refused; retrying in \d+\.\d s$",
+        re.MULTILINE,
+    )
+    await wait_for(lambda: len(line.findall(worker.log())) >= 2, timeout=15, what="two retries")
+    assert "Error(" not in worker.log() and "ConnectionKey" not in worker.log(), worker.log()
     assert worker.running()

@@ -23,6 +23,7 @@ import aiohttp
 from yarl import URL
 
 from tqueues import codec
+from tqueues.client.errors_text import connection_error_text
 from tqueues.client.stream import JobStream, TakeStream
 from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
 
@@ -155,8 +156,9 @@ class Client:
                 is_json = response.content_type == "application/json"
                 charset = response.charset or "utf-8"
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            reason = connection_error_text(exc, timeout=timeout.total)
             raise DispatcherUnavailable(
-                f"cannot reach the dispatcher at {self.endpoint_url}: {exc!r}"
+                f"cannot reach the dispatcher at {self.endpoint_url}: {reason}"
             ) from exc
         return answer_of(status, raw, is_json=is_json, charset=charset)
 

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import aiohttp
 
 from tqueues import codec
+from tqueues.client.errors_text import connection_error_text
 from tqueues.errors import DispatcherUnavailable
 
 if TYPE_CHECKING:
@@ -74,8 +75,9 @@ class _CallSocket:
                     f"the dispatcher refused the {self.what}: {exc}"
                 ) from exc
             except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                reason = connection_error_text(exc)
                 raise DispatcherUnavailable(
-                    f"cannot reach the dispatcher at {self.client.endpoint_url}: {exc!r}"
+                    f"cannot reach the dispatcher at {self.client.endpoint_url}: {reason}"
                 ) from exc
             # Each socket has its calls: one that dropped fails only those sent on it.
             self._ws, self._pending = ws, {}
@@ -110,8 +112,9 @@ class _CallSocket:
             await ws.send_frame(codec.dumps({**body, "ref": ref}), aiohttp.WSMsgType.TEXT)
             answer = await asyncio.wait_for(answered, wait + self.client.timeout)
         except (TimeoutError, ConnectionError) as exc:
+            reason = connection_error_text(exc, timeout=wait + self.client.timeout)
             raise DispatcherUnavailable(
-                f"the {self.what} to {self.client.endpoint_url} gave no answer: {exc!r}"
+                f"the {self.what} to {self.client.endpoint_url} gave no answer: {reason}"
             ) from exc
         finally:
             pending.pop(ref, None)
