@@ -468,6 +468,36 @@ async def test_unknown_job_raises_job_not_found(store: Store) -> None:
         await store.update("q", "0" * 32, {})
 
 
+#: Ids no job can have: RethinkDB refuses a NUL in a key and keys of more than 127 bytes.
+UNSTORABLE_IDS = ["\x00", "a\x00b", "x" * 128, "é" * 64, "\U0001f389" * 32]
+
+
+@pytest.mark.parametrize("job_id", UNSTORABLE_IDS, ids=["nul", "inner-nul", "128", "é", "emoji"])
+async def test_an_id_no_job_can_have_names_no_job(store: Store, job_id: str) -> None:
+    # Given a queue with a job
+    await store.create_queue(QueueConfig("q"))
+    job = await store.put(new())
+    # When a job is named by an id that no store can hold (not an outage of the store)
+    # Then every operation on it is JobNotFound, on every store
+    with pytest.raises(JobNotFound):
+        await store.get("q", job_id)
+    with pytest.raises(JobNotFound):
+        await store.delete("q", job_id)
+    with pytest.raises(JobNotFound):
+        await store.kick_job("q", job_id)
+    with pytest.raises(JobNotFound):
+        await store.update("q", job_id, {"progress": 1})
+    # And in a batch, that item alone is JobNotFound
+    answers = await store.apply_many(
+        "q", [(job_id, store.finish_change()), (job.id, store.finish_change(result=1))]
+    )
+    assert [type(a).__name__ for a in answers] == ["JobNotFound", "Job"]
+    # And the ids at the limit (127 bytes) are well-formed ids of no job
+    for fits in ("x" * 127, "é" * 63 + "x"):
+        with pytest.raises(JobNotFound):
+            await store.get("q", fits)
+
+
 # -- changes, listing, durability ---------------------------------------------------------------
 
 

@@ -40,8 +40,9 @@ def setup_routes(app: web.Application, allowed_domains: tuple[str, ...]) -> None
     # The REST API; the names are what auth.permitted checks roles against. The router
     # tries the paths under /queues/ one after another in this order, so the ones every
     # job goes through come first (put, take, outcome reports, job actions); "jobs/next"
-    # and "jobs/stream" must come before "jobs/{id}".
-    queue, job = "/queues/{name}", "/queues/{name}/jobs/{id}"
+    # and "jobs/stream" must come before "jobs/{id}". A job id is any one segment (aiohttp's
+    # default leaves out braces): the view answers for every id, 400 for one no job can have.
+    queue, job = "/queues/{name}", "/queues/{name}/jobs/{id:[^/]+}"
     app.router.add_view(queue + "/jobs", rest.Jobs, name="jobs")
     app.router.add_view(queue + "/take", taking.Take, name="take")
     app.router.add_view(queue + "/outcomes", taking.Outcomes, name="outcomes")

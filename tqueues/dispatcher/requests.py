@@ -10,6 +10,7 @@ from aiohttp import web
 
 from tqueues import codec
 from tqueues.errors import ValidationError
+from tqueues.ids import validate_job_id
 from tqueues.jobs import validate_queue_name
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -21,13 +22,11 @@ def query_queue(request: web.Request) -> str:
 
 
 def query_id(request: web.Request) -> str:
-    """The ``id`` query parameter (required)."""
+    """The ``id`` query parameter (required), an id a job could have (400 otherwise)."""
     job_id = request.query.get("id")
     if not job_id:
         raise ValidationError("the 'id' parameter is required", field="id")
-    if len(job_id) > 128:
-        raise ValidationError("'id' is too long", field="id")
-    return job_id
+    return validate_job_id(job_id)
 
 
 def query_float(request: web.Request, name: str, default: float, *, high: float) -> float:

@@ -49,6 +49,7 @@ from tqueues.errors import (
     QueueNotFound,
     ValidationError,
 )
+from tqueues.ids import validate_job_id
 from tqueues.jobs import (
     Job,
     JobStatus,
@@ -118,11 +119,8 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
 
     @property
     def job_id(self) -> str:
-        """The job id named in the path."""
-        job_id = self.request.match_info["id"]
-        if len(job_id) > MAX_ID:
-            raise ValidationError("'id' is too long", field="id")
-        return job_id
+        """The job id named in the path, an id a job could have (400 naming ``id`` otherwise)."""
+        return validate_job_id(self.request.match_info["id"])
 
     @property
     def lease(self) -> str | None:
@@ -294,8 +292,9 @@ class JobView(RestView):
         409 when the lease is no longer the caller's or the job is final; 400 for a field
         the dispatcher owns.
         """
+        job_id = self.job_id  # the job named, before what is asked of it
         fields = await read_object(self.request)
-        job = await self.store.update(self.queue, self.job_id, fields, lease=self.lease)
+        job = await self.store.update(self.queue, job_id, fields, lease=self.lease)
         return json_response(job.to_dict())
 
     async def delete(self) -> web.Response:
@@ -314,8 +313,9 @@ class JobAction(RestView):
     async def post(self) -> web.Response:
         """Apply the ``action`` of the path with the body's fields."""
         action = ACTION_FUNCTIONS[self.request.match_info["action"]]
+        job_id = self.job_id  # the job named, before what is asked of it
         body = await read_object(self.request)
-        job = await self.store.apply(self.queue, self.job_id, action(self.store, self.lease, body))
+        job = await self.store.apply(self.queue, job_id, action(self.store, self.lease, body))
         return json_response(job.to_dict())
 
 

@@ -23,6 +23,7 @@ from tqueues.dispatcher.rest import (
     query_int,
 )
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
+from tqueues.ids import validate_job_id
 from tqueues.jobs import Job, validate_queue_name
 
 
@@ -102,10 +103,7 @@ def _outcome(item: Any, index: int) -> tuple[Action, str, str | None, dict[str, 
     job_id = body.pop("id", None)
     lease = body.pop("lease", None)
     action = body.pop("action", None)
-    if not isinstance(job_id, str) or not 1 <= len(job_id) <= MAX_ID:
-        raise ValidationError(
-            f"{where}: 'id' must be a string of 1 to {MAX_ID} characters", index=where, field="id"
-        )
+    job_id = validate_job_id(job_id, where=where)
     if not isinstance(lease, str | None) or (lease is not None and len(lease) > MAX_ID):
         raise ValidationError(
             f"{where}: 'lease' must be a string of at most {MAX_ID} characters",

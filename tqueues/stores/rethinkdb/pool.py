@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
-from rethinkdb.errors import ReqlDriverError, ReqlError
+from rethinkdb.errors import ReqlDriverError, ReqlError, ReqlQueryLogicError
 
 from tqueues.errors import StoreUnavailable
 from tqueues.settings import RethinkDBSettings
@@ -29,6 +29,13 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 #: Anchored, so a message that merely quotes such words (a datum in an error) is not one.
 _MISSING = re.compile(r"^(Table|Database) `[^`]+` does not exist\.")
 _EXISTS = re.compile(r"^(Table|Database|Index) `[^`]+` already exists")
+#: The server's texts (``datum.cc``, ``store_key.cc``) for a key it cannot hold: a string
+#: with a NUL character, a primary key over 127 bytes. A query logic error, not an outage.
+_BAD_KEY = re.compile(
+    r'^(String ".*" (\(truncated\) )?contains NULL byte at offset \d+ in index key'
+    r"|Primary key too long \(max \d+ characters\))",
+    re.DOTALL,
+)
 
 
 class Backoff:
@@ -77,6 +84,12 @@ class Missing(StoreUnavailable):
 
 class Exists(StoreUnavailable):
     """The table, database or index a query creates exists already."""
+
+
+class KeyRefused(StoreUnavailable):
+    """The server refused a key the query names as one no document can have (a NUL in
+    it, too long): a mistake in the request, not an outage. The store turns it into
+    what the request meant (no such job); the query changed nothing."""
 
 
 def consume(task: asyncio.Future[Any]) -> None:
@@ -162,8 +175,9 @@ class Pool:
         or no answer within ``timeout`` (default ``settings.timeout``) seconds; its
         subclasses :class:`Missing` ("Table `db.t` does not exist.", also for a database)
         and :class:`Exists` ("Table/Database/Index `x` already exists ...") let callers
-        tell those apart. A missing *index* ("Index `x` was not found on table ...", or
-        one still building) is neither: plain StoreUnavailable.
+        tell those apart, and :class:`KeyRefused` a key the server cannot hold (a NUL in
+        it, over 127 bytes). A missing *index* ("Index `x` was not found on table ...", or
+        one still building) is none of them: plain StoreUnavailable.
         """
         timeout = self.settings.timeout if timeout is None else timeout
         if conn is None:
@@ -194,6 +208,8 @@ class Pool:
                 raise Missing(text) from exc
             if _EXISTS.match(text):
                 raise Exists(text) from exc
+            if isinstance(exc, ReqlQueryLogicError) and _BAD_KEY.match(text):
+                raise KeyRefused(text) from exc
             log.error("RethinkDB refused a query: %s", exc)
             raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
 
@@ -227,4 +243,13 @@ class Pool:
             await asyncio.gather(*tuple(self._closers), return_exceptions=True)
 
 
-__all__ = ["Backoff", "Exists", "Missing", "Pool", "consume", "first_error", "message"]
+__all__ = [
+    "Backoff",
+    "Exists",
+    "KeyRefused",
+    "Missing",
+    "Pool",
+    "consume",
+    "first_error",
+    "message",
+]

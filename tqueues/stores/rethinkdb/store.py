@@ -22,6 +22,7 @@ from rethinkdb.ast import RqlQuery
 
 from tqueues import lifecycle
 from tqueues.errors import InvalidTransition, JobNotFound, QueueNotFound, StoreUnavailable
+from tqueues.ids import storable
 from tqueues.jobs import Job, JobStatus, QueueConfig
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
@@ -29,7 +30,7 @@ from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.rethinkdb import queries
 from tqueues.stores.rethinkdb.documents import batch_ids, doc_to_job, format_cursor, r
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.pool import Missing, Pool, first_error
+from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -83,6 +84,18 @@ class RethinkDBStore(Store):
             if self._catalog is not None:
                 self._catalog.forget(queue)
             raise QueueNotFound(f"queue {queue!r} does not exist", queue=queue) from exc
+
+    async def _run_on_job(self, queue: str, job_id: str, query: RqlQuery) -> Any:
+        """:meth:`_run_on_queue` for a query on one job by its primary key. An id no job
+        can have (:func:`tqueues.ids.storable`: a NUL in it, over 127 bytes) is
+        JobNotFound without a query, as on the embedded store, and so is a key the server
+        refuses (:class:`KeyRefused`): never StoreUnavailable, which reads as an outage."""
+        if not storable(job_id):
+            raise _job_not_found(queue, job_id)
+        try:
+            return await self._run_on_queue(queue, query)
+        except KeyRefused as exc:
+            raise _job_not_found(queue, job_id) from exc
 
     def _write_options(self) -> dict[str, str]:
         return {"durability": self.settings.durability}
@@ -301,11 +314,12 @@ class RethinkDBStore(Store):
         return None
 
     async def get(self, queue: str, job_id: str) -> Job:
-        """The job. Raises QueueNotFound, JobNotFound."""
+        """The job. Raises QueueNotFound, JobNotFound (also for an id no job can have,
+        which the server would refuse as a key: see :func:`tqueues.ids.storable`)."""
         await self.get_queue(queue)
-        doc = await self._run_on_queue(queue, self._table(queue).get(job_id))
+        doc = await self._run_on_job(queue, job_id, self._table(queue).get(job_id))
         if doc is None:
-            raise JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
+            raise _job_not_found(queue, job_id)
         return doc_to_job(doc)
 
     async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
@@ -356,14 +370,14 @@ class RethinkDBStore(Store):
     async def remove(self, queue: str, job_id: str) -> Job:
         """Delete the job (one atomic single-document delete); the job as it was.
 
-        Raises QueueNotFound, JobNotFound.
+        Raises QueueNotFound, JobNotFound (also for an id no job can have).
         """
         await self.get_queue(queue)
         query = queries.remove(self._table(queue), job_id, **self._write_options())
-        result = await self._run_on_queue(queue, query)
+        result = await self._run_on_job(queue, job_id, query)
         changes = result.get("changes") or []
         if not result.get("deleted") or not changes or not changes[0].get("old_val"):
-            raise JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
+            raise _job_not_found(queue, job_id)
         return doc_to_job(changes[0]["old_val"])
 
     # -- housekeeping ------------------------------------------------------------------------
@@ -448,6 +462,10 @@ class RethinkDBStore(Store):
         """
         await self.get_queue(queue)
         await self._parts()[2].watch(queue)
+
+
+def _job_not_found(queue: str, job_id: str) -> JobNotFound:
+    return JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
 
 
 __all__ = ["RethinkDBStore"]

@@ -1,0 +1,53 @@
+"""The RethinkDB pool tells a key the server cannot hold from an outage, on a real server.
+
+Runs when TQUEUES_TEST_RETHINKDB=host:port names a server, and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from tests.conftest import rethinkdb_settings
+from tqueues.errors import StoreUnavailable
+from tqueues.stores.rethinkdb import r
+from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool
+
+pytestmark = pytest.mark.rethinkdb
+
+
+@pytest.fixture
+async def pool() -> AsyncIterator[Pool]:
+    """A pool on a fresh database with one table ``t``, dropped afterwards."""
+    settings = rethinkdb_settings(f"tqueues_keys_{uuid.uuid4().hex[:12]}")
+    opened = Pool(settings)
+    await opened.run(r.db_create(settings.db))
+    await opened.run(r.db(settings.db).table_create("t"))
+    yield opened
+    await opened.run(r.db_drop(settings.db))
+    await opened.close()
+
+
+@pytest.mark.parametrize("key", ["\x00", "a\x00b", "x" * 128, "é" * 64], ids=str.__len__)
+async def test_a_key_the_server_cannot_hold_is_key_refused(pool: Pool, key: str) -> None:
+    table = r.db(pool.settings.db).table("t")
+    # When a read or a write names a key with a NUL, or one over 127 bytes
+    for query in (table.get(key), table.get(key).delete(return_changes=True)):
+        # Then the pool says so (KeyRefused), not that the server cannot serve
+        with pytest.raises(KeyRefused):
+            await pool.run(query)
+    # And keys up to the limit are plain reads of no document
+    assert await pool.run(table.get("x" * 127)) is None
+
+
+async def test_other_refusals_are_not_key_refused(pool: Pool) -> None:
+    db = r.db(pool.settings.db)
+    # A missing table is Missing; a query the server refuses for another reason (even one
+    # quoting the words of a key error) is an outage-like StoreUnavailable
+    with pytest.raises(Missing):
+        await pool.run(db.table("nope").get("a"))
+    with pytest.raises(StoreUnavailable) as refused:
+        await pool.run(r.error("Primary key too long (max 127 characters): quoted"))
+    assert not isinstance(refused.value, KeyRefused | Missing)
