@@ -111,8 +111,11 @@ def import_from_here() -> str:
     and Celery's workers): a worker started in a project's directory imports its job
     modules without PYTHONPATH. A console script's own ``sys.path[0]`` is the directory of
     the script. The absolute path, so that a job that changes directory changes nothing;
-    returns it."""
-    here = os.getcwd()
+    returns it (nothing is added if the directory no longer exists: then "")."""
+    try:
+        here = os.getcwd()
+    except OSError:  # removed since the worker was started in it
+        return ""
     if here in sys.path:
         sys.path.remove(here)
     sys.path.insert(0, here)
