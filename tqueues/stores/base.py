@@ -103,10 +103,16 @@ class Store(Primitives):
         handed = False
 
         def hand(claimed: list[Job]) -> None:
+            # Once only, whoever calls first (the commit, or the put below): a second
+            # call would find the taker served and give back the job it is running.
             nonlocal handed
+            if handed:
+                return
             handed = True
             if not waiter.hand(claimed):
                 self.give_back(claimed)  # the taker went away meanwhile
+            elif claimed:
+                self.counters[job.queue]["handed"] += len(claimed)
 
         try:
             job, claimed = await self.insert_and_claim(

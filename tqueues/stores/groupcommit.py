@@ -94,7 +94,8 @@ class GroupCommit:
         """Queue ``fn(*args)``; the future of its result (or exception), settled once its
         transaction is durable. ``committed``, if given, is called on the caller's loop
         with the result as soon as the transaction is committed, before it is synced (not
-        at all if the operation or its transaction fails).
+        at all if the operation or its transaction fails), and always before the future
+        is settled: a caller that finds the future done knows ``committed`` has run.
 
         A ``cheap`` operation (a few index lookups and row writes: it blocks the caller
         while it runs) submitted while the thread is idle and nothing is queued runs
@@ -139,7 +140,11 @@ class GroupCommit:
         batch = [operation]
         outcomes = self._run_batch(batch)
         if operation.committed is not None and outcomes[0][1] is None:
-            operation.loop.call_soon(operation.committed, outcomes[0][0])  # as the thread does
+            # Right here, before the future is settled: its caller may resume without
+            # yielding to the loop (the future is done already) and must find that
+            # ``committed`` ran, as when the thread answers (it schedules ``committed``
+            # before the answer).
+            _call_here(operation.loop, operation.committed, outcomes[0][0])
         if self._syncer is None:
             _settle_all([(operation.future, *outcomes[0])])
         else:
@@ -338,6 +343,17 @@ def _call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *
         loop.call_soon_threadsafe(callback, *args)
     except RuntimeError:  # the event loop is closed
         pass
+
+
+def _call_here(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """``callback(*args)`` now, on ``loop``'s own thread; an exception it raises goes to the
+    loop's exception handler, as one from a callback the loop ran would."""
+    try:
+        callback(*args)
+    except Exception as exc:
+        loop.call_exception_handler(
+            {"message": f"exception in callback {callback!r}", "exception": exc}
+        )
 
 
 def _settle_all(answers: list[tuple[asyncio.Future[Any], Any, BaseException | None]]) -> None:
