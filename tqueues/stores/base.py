@@ -54,12 +54,12 @@ class Store(Primitives):
         self.hub = ChangeHub()
         self.retry = retry or RetryPolicy()
         self._background: set[asyncio.Future[Job]] = set()
-        #: long-poll takers of this process waiting for a job, per queue, oldest first
-        self._waiters = WaitLine(self.give_back)
         #: events per queue since this store was created (this process only)
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
+        #: long-poll takers of this process waiting for a job, per queue, oldest first
+        self._waiters = WaitLine(self.give_back, self.counters)
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -195,6 +195,7 @@ class Store(Primitives):
             await self.watch(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        waited = False
         while True:
             readies = [self.hub.ready_event(queue) for queue in queues]
             claiming = asyncio.ensure_future(self._claim_and_publish(queues, count, worker))
@@ -211,6 +212,10 @@ class Store(Primitives):
                 for queue in queues:
                     self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return []
+            if not waited:
+                waited = True
+                for queue in queues:
+                    self.counters[queue]["take_waited"] += 1
             jobs = await self._waiters.wait(queues, count, worker, readies, min(remaining, poll))
             if jobs:
                 return jobs

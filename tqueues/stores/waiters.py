@@ -14,7 +14,7 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from tqueues.jobs import Job
 
@@ -39,10 +39,17 @@ class Waiter:
 
 class WaitLine:
     """The waiting takers of every queue, oldest first. ``give_back`` releases jobs a
-    taker got but will not run (it was cancelled just after they were handed over)."""
+    taker got but will not run (it was cancelled just after they were handed over);
+    ``counters`` (per queue) count ``woken``: takers woken to look again because a job
+    of the queue became pending."""
 
-    def __init__(self, give_back: Callable[[Sequence[Job]], None]) -> None:
+    def __init__(
+        self,
+        give_back: Callable[[Sequence[Job]], None],
+        counters: Mapping[str, collections.Counter[str]],
+    ) -> None:
         self._give_back = give_back
+        self._counters = counters
         self._line: dict[str, collections.deque[Waiter]] = collections.defaultdict(
             collections.deque
         )
@@ -79,12 +86,13 @@ class WaitLine:
         for queue in queues:
             self._line[queue].append(waiter)
 
-        def look_again(_: object = None) -> None:
+        def look_again(queue: str) -> None:
             # A job became pending: look for it. Unless a put is claiming for this taker:
             # its answer, not a wake-up, ends the wait (giving up now would have it claim
             # for nobody and release the jobs again).
             if not jobs.done() and not waiter.chosen:
                 jobs.set_result([])
+                self._counters[queue]["woken"] += 1
 
         def time_up() -> None:
             if not jobs.done():
@@ -93,8 +101,9 @@ class WaitLine:
         # One future ends the wait, whoever settles it: the put's hand-over wakes this
         # taker at once, with no waiting on several things in between.
         wakers = [asyncio.ensure_future(ready.wait()) for ready in readies]
-        for woken in wakers:
-            woken.add_done_callback(look_again)
+        wake_ups = [lambda _, queue=queue: look_again(queue) for queue in queues]
+        for woken, wake_up in zip(wakers, wake_ups, strict=True):
+            woken.add_done_callback(wake_up)
         timer = loop.call_later(timeout, time_up)
         try:
             return await jobs
@@ -104,8 +113,8 @@ class WaitLine:
             raise
         finally:
             timer.cancel()
-            for woken in wakers:
-                woken.remove_done_callback(look_again)
+            for woken, wake_up in zip(wakers, wake_ups, strict=True):
+                woken.remove_done_callback(wake_up)
                 woken.cancel()
             if not jobs.done():
                 jobs.cancel()  # a put still claiming for it gives its jobs back
