@@ -9,7 +9,8 @@ which is what change streams report.
 Lease rules: an operation that carries a lease token is accepted only while the job is
 ``started`` under that same token (else :class:`LeaseMismatch`); an operation without a
 token (as the original TQueues clients send it) is accepted in any non-final state.
-Operations on a final job raise :class:`InvalidTransition`.
+Operations on a final job raise :class:`InvalidTransition`, but for an operator's
+:func:`kick` of a failed job, which sends it back to pending.
 """
 
 from __future__ import annotations
@@ -214,12 +215,28 @@ def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
     )
 
 
+#: The states an operator's kick sends a job back from, to pending.
+KICKABLE = (JobStatus.BURIED, JobStatus.DELAYED, JobStatus.FAILED)
+
+
 def kick(job: Job, *, now: float) -> Job:
-    """A buried job (its attempts renewed) or a delayed one, pending at the end of the queue."""
-    if job.status not in (JobStatus.BURIED, JobStatus.DELAYED):
+    """A buried, failed or delayed job, pending at the end of the queue (an operator's call).
+
+    A buried or failed job gets its attempts renewed (``attempts`` 0: its whole
+    ``max_attempts`` again, as a job just put; beanstalkd's kick and Tarantool's dig make
+    a buried job ready with no count of its runs to carry over). A failed job is final
+    until then: a kick is the one way out of ``failed``, and it is no longer final
+    (``finished_at`` cleared, so the queue's retention no longer applies to it). Both keep
+    their last ``error`` and ``traceback`` until the next run ends. A delayed job keeps
+    its attempts: it only stops waiting.
+    """
+    if job.status not in KICKABLE:
         raise InvalidTransition(
-            f"job {job.id} is {job.status.value}; only buried or delayed jobs can be kicked",
+            f"job {job.id} is {job.status.value}; only buried, failed or delayed jobs can be "
+            "kicked",
             status=job.status,
         )
-    attempts = 0 if job.status is JobStatus.BURIED else job.attempts
-    return job.revise(status=JobStatus.PENDING, attempts=attempts, ready_at=now, event="kicked")
+    attempts = job.attempts if job.status is JobStatus.DELAYED else 0
+    return job.revise(
+        status=JobStatus.PENDING, attempts=attempts, ready_at=now, finished_at=None, event="kicked"
+    )

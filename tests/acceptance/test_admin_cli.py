@@ -150,6 +150,39 @@ async def test_bury_kick_delete_truncate(cluster: Cluster) -> None:
     assert truncated.stdout.strip() == "deleted 3 job(s) from q"
 
 
+async def test_kick_failed_jobs(cluster: Cluster, store_args: list[str]) -> None:
+    d = await cluster.dispatcher(None, *store_args)
+    url = d.url
+    # Given four jobs that failed for good
+    async with tqueues.Client(url) as client:
+        await client.create_queue("q")
+        jobs = await client.put_many("q", [{"method": "a:b"} for _ in range(4)])
+        for job in await client.take_many("q", 4):
+            await client.fail("q", job["id"], lease=job["lease"], error="E", permanent=True)
+    # A plain kick leaves them (it kicks buried, else delayed jobs, as beanstalkd)
+    assert (await tq("kick", "q", "10", url=url)).stdout.strip() == "kicked 0 job(s) in q"
+    # One failed job by id: pending again, attempts renewed
+    (one,) = lines(await tq("kick", "q", "--id", jobs[0]["id"], url=url))
+    assert (one["status"], one["attempts"]) == ("pending", 0)
+    # Up to N of them, then all there are
+    some = await tq("kick", "q", "2", "--status", "failed", url=url)
+    assert some.returncode == 0 and some.stdout.strip() == "kicked 2 failed job(s) in q"
+    every = await tq("kick", "q", "--all", "--status", "failed", url=url)
+    assert every.returncode == 0 and every.stdout.strip() == "kicked 1 failed job(s) in q"
+    async with tqueues.Client(url) as client:
+        counts = (await client.stats("q"))["jobs"]
+    assert (counts["pending"], counts["failed"]) == (4, 0)
+    # --all names what it kicks; a status no job is kicked from is refused
+    for argv, message in (
+        (["--all"], "--all needs --status"),
+        (["--status", "pending"], "kick --status must be buried, failed or delayed"),
+        (["--id", jobs[0]["id"]], "invalid_transition"),
+    ):
+        refused = await tq("kick", "q", *argv, url=url)
+        assert refused.returncode == 2 and message in refused.stderr, refused.stderr
+        assert "Traceback" not in refused.stderr
+
+
 async def test_stats_and_queues(cluster: Cluster) -> None:
     d = await cluster.dispatcher()
     url = d.url

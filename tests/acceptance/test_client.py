@@ -237,6 +237,44 @@ async def test_every_operation_of_the_blocking_client(cluster: Cluster) -> None:
     await asyncio.to_thread(script)
 
 
+async def test_failed_jobs_are_kicked_back_by_both_clients(
+    cluster: Cluster, store_args: list[str]
+) -> None:
+    dispatcher = await cluster.dispatcher(None, *store_args)
+    async with tqueues.Client(dispatcher.url) as client:
+        # Given four jobs that failed for good, and a buried one
+        await client.create_queue("q", max_attempts=3)
+        jobs = await client.put_many("q", [{"method": "a:b", "args": [i]} for i in range(5)])
+        taken = await client.take_many("q", 5)
+        for job in taken[:4]:
+            failed = await client.fail(
+                "q", job["id"], lease=job["lease"], error="E", permanent=True
+            )
+            assert failed["status"] == "failed"
+        await client.bury("q", taken[4]["id"], lease=taken[4]["lease"])
+        # When the queue is kicked as beanstalkd would: the buried job, not the failed ones
+        assert await client.kick("q", 10) == 1
+        assert await client.kick("q", 10) == 0
+        # When one failed job is kicked by id: pending, its attempts renewed
+        kicked = await client.kick_job("q", jobs[0]["id"])
+        assert (kicked["status"], kicked["attempts"], kicked["finished_at"]) == ("pending", 0, None)
+        with pytest.raises(InvalidTransition):
+            await client.kick_job("q", jobs[0]["id"])  # pending now
+        # When failed jobs are kicked by status, up to the bound
+        assert await client.kick("q", 2, status="failed") == 2
+        with pytest.raises(ValidationError) as refused:
+            await client.kick("q", 1, status="pending")
+        assert refused.value.details["field"] == "status"
+
+    def blocking() -> tuple[int, dict[str, int]]:
+        with tqueues.BlockingClient(dispatcher.url) as same:
+            return same.kick("q", 10, status="failed"), same.stats("q")["jobs"]
+
+    # And the blocking client kicks the last one: every job is pending again
+    kicked_last, counts = await asyncio.to_thread(blocking)
+    assert (kicked_last, counts["pending"], counts["failed"]) == (1, 5, 0)
+
+
 #: Job ids that would walk to another path if a client put them in a URL as they are.
 TRAVERSALS = ["../../q", "..", ".", "x/finish", "a?b=c#d", "%2E%2E"]
 

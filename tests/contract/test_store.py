@@ -418,8 +418,12 @@ async def test_permanent_failure_fails_at_once(store: Store) -> None:
     assert job is not None
     failed = await store.fail("q", job.id, lease=job.lease, error="E", permanent=True)
     assert failed.status is JobStatus.FAILED and failed.finished_at is not None
+    assert await store.take("q") is None  # failed jobs are not handed out
+    # Final: no worker's call moves it (only an operator's kick, see the lifecycle tests)
     with pytest.raises(InvalidTransition):
-        await store.kick_job("q", job.id)
+        await store.finish("q", job.id)
+    with pytest.raises(InvalidTransition):
+        await store.bury("q", job.id)
 
 
 async def test_bury_and_kick(store: Store) -> None:

@@ -1,14 +1,17 @@
 """The full job lifecycle on every store: priorities, queue defaults, ttl, retention,
-touch, requeue, kick, peek, listing by status, truncate, drop, delete and statistics."""
+touch, requeue, kick (of failed jobs too), peek, listing by status, truncate, drop, delete
+and statistics."""
 
 from __future__ import annotations
+
+import asyncio
 
 import pytest
 
 from tests.contract.test_store import new
 from tqueues import clock
-from tqueues.errors import JobNotFound, QueueNotFound
-from tqueues.jobs import JobStatus, QueueConfig
+from tqueues.errors import InvalidTransition, JobNotFound, QueueNotFound, ValidationError
+from tqueues.jobs import Job, JobStatus, QueueConfig
 from tqueues.stores.base import Store
 
 
@@ -99,6 +102,100 @@ async def test_kick_takes_buried_first_then_delayed_up_to_the_bound(store: Store
     assert await store.kick("q", 5) == 1
     assert (await store.get("q", delayed.id)).status is JobStatus.PENDING
     assert await store.kick("q", 5) == 0
+
+
+async def failed_jobs(store: Store, count: int, queue: str = "q") -> list[Job]:
+    """``count`` jobs of ``queue`` failed for good (a permanent failure on their first run)."""
+    await store.put_many([new(queue, args=[i]) for i in range(count)])
+    taken = await store.take_many(queue, count)
+    assert len(taken) == count
+    return [
+        await store.fail(queue, job.id, lease=job.lease, error="E: gone", permanent=True)
+        for job in taken
+    ]
+
+
+async def test_a_kicked_failed_job_is_pending_with_fresh_attempts(store: Store) -> None:
+    # Given a job that failed for good on its first run, and a queue that keeps failed
+    # jobs for a minute
+    await store.create_queue(QueueConfig("q", max_attempts=3, retention=60))
+    (failed,) = await failed_jobs(store, 1)
+    assert (failed.status, failed.attempts, failed.finished_at is not None) == (
+        JobStatus.FAILED, 1, True,
+    )  # fmt: skip
+    # When an operator kicks it
+    kicked = await store.kick_job("q", failed.id)
+    # Then it is pending at the end of the queue, with its attempts renewed (as a kicked
+    # buried job), no longer final, and keeps its last error for whoever looks
+    assert (kicked.status, kicked.attempts, kicked.event) == (JobStatus.PENDING, 0, "kicked")
+    assert (kicked.finished_at, kicked.lease, kicked.error) == (None, None, "E: gone")
+    assert kicked.rev == failed.rev + 1 and kicked.ready_at >= failed.finished_at
+    stats = await store.stats("q")
+    assert (stats.counts["failed"], stats.counts["pending"]) == (0, 1)
+    # And the retention of failed jobs no longer applies to it
+    await store.reap(clock.now() + 120)
+    assert (await store.get("q", failed.id)).status is JobStatus.PENDING
+    # And it runs again, its whole max_attempts
+    again = await store.take("q")
+    assert again is not None and (again.id, again.attempts) == (failed.id, 1)
+    # And only buried, delayed and failed jobs can be kicked: not pending, started or
+    # finished ones
+    with pytest.raises(InvalidTransition):
+        await store.kick_job("q", failed.id)
+    done = await store.finish("q", failed.id, lease=again.lease)
+    with pytest.raises(InvalidTransition):
+        await store.kick_job("q", done.id)
+
+
+async def test_kick_by_status_and_failed_jobs_only_when_named(store: Store) -> None:
+    # Given failed, buried and delayed jobs
+    await store.create_queue(QueueConfig("q"))
+    failed = await failed_jobs(store, 3)
+    buried = await store.put(new())
+    await store.bury("q", buried.id)
+    delayed = await store.put(new(delay=3600))
+    # When the queue is kicked without a status: buried jobs, else delayed ones, never
+    # failed ones (as beanstalkd's kick, which knows no failed jobs)
+    assert await store.kick("q", 10) == 1
+    assert await store.kick("q", 10) == 1
+    assert (await store.get("q", delayed.id)).status is JobStatus.PENDING
+    assert await store.kick("q", 10) == 0
+    # When failed jobs are kicked by name, up to the bound, oldest first
+    assert await store.kick("q", 2, status=JobStatus.FAILED) == 2
+    statuses = [(await store.get("q", job.id)).status for job in failed]
+    assert statuses == [JobStatus.PENDING, JobStatus.PENDING, JobStatus.FAILED]
+    assert await store.kick("q", 10, status=JobStatus.FAILED) == 1
+    assert await store.kick("q", 10, status=JobStatus.FAILED) == 0
+    # And a status can be named for the others too
+    await store.bury("q", buried.id)
+    assert await store.kick("q", 10, status=JobStatus.DELAYED) == 0
+    assert await store.kick("q", 10, status=JobStatus.BURIED) == 1
+    # And a status no job can be kicked from is refused
+    for status in (JobStatus.PENDING, JobStatus.STARTED, JobStatus.FINISHED):
+        with pytest.raises(ValidationError):
+            await store.kick("q", 1, status=status)
+
+
+async def test_concurrent_kicks_kick_each_failed_job_once(store: Store) -> None:
+    # Given twenty failed jobs
+    await store.create_queue(QueueConfig("q"))
+    failed = await failed_jobs(store, 20)
+    # When two operators kick them all at once, and others kick single jobs meanwhile
+    outcomes = await asyncio.gather(
+        store.kick("q", 20, status=JobStatus.FAILED),
+        store.kick("q", 20, status=JobStatus.FAILED),
+        *(store.kick_job("q", job.id) for job in failed[:5]),
+        return_exceptions=True,
+    )
+    # Then each job was kicked exactly once (a compare-and-set each; the losers of a race
+    # are not counted, or are refused as no longer failed)
+    counts = [n for n in outcomes[:2] if isinstance(n, int)]
+    singles = [o for o in outcomes[2:] if not isinstance(o, InvalidTransition)]
+    assert len(counts) == 2 and sum(counts) + len(singles) == 20, outcomes
+    after = [await store.get("q", job.id) for job in failed]
+    assert all(job.status is JobStatus.PENDING for job in after)
+    assert [a.rev - b.rev for a, b in zip(after, failed, strict=True)] == [1] * 20
+    assert store.counters["q"]["kicked"] == 20
 
 
 async def test_peek_shows_the_next_job_of_each_status(store: Store) -> None:

@@ -16,7 +16,8 @@ Usage:
   tqueues take [options] <queue>... [--wait SECONDS] [--count N]
   tqueues consume [options] <queue> [--wait SECONDS]
   tqueues peek [options] <queue> [<id>] [--status STATUS]
-  tqueues kick [options] <queue> [<bound>]
+  tqueues kick [options] <queue> [<bound>] [--status STATUS]
+  tqueues kick [options] <queue> --all [--status STATUS]
   tqueues kick [options] <queue> --id ID
   tqueues bury [options] <queue> <id> [--reason TEXT]
   tqueues delete [options] <queue> <id>
@@ -33,8 +34,10 @@ Options:
   --file FILE        Read the job JSON from FILE; - is standard input.
   --wait SECONDS     Seconds to wait for a job on an empty queue [default: 0].
   --count N          Take up to N jobs [default: 1].
-  --status STATUS    Peek the next pending, delayed or buried job [default: pending].
-  --id ID            Kick this one job (buried or delayed) instead of N.
+  --status STATUS    peek: the next pending (the default), delayed or buried job;
+                     kick: only buried, failed or delayed jobs (failed ones only so).
+  --all              Kick every job of --status there is (in rounds of 10,000).
+  --id ID            Kick this one job (buried, failed or delayed) instead of N.
   --reason TEXT      Why the job is buried (kept in its error).
   --json             Print JSON instead of a table.
   -h --help          Show this screen.
@@ -50,6 +53,7 @@ Examples:
   tqueues take urgent normal --wait 10
   tqueues stats
   tqueues kick emails 100
+  tqueues kick emails --all --status failed
 """
 
 from __future__ import annotations
@@ -71,6 +75,8 @@ STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
 DEFAULT_URL = "http://127.0.0.1:8080/"
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
+KICK_STATUSES = ("buried", "failed", "delayed")
+KICK_ROUND = 10_000  #: the most jobs one kick request may ask for (the API's bound).
 
 
 def _number(args: Mapping[str, Any], name: str, *, integer: bool = False) -> float:
@@ -182,21 +188,49 @@ class Admin:
         if self.args["<id>"]:
             _print_json(await self.client.get(self.queue, self.args["<id>"]), self.out)
             return 0
-        job = await self.client.peek(self.queue, self.args["--status"])
+        status = self.args["--status"] or "pending"
+        job = await self.client.peek(self.queue, status)
         if job is None:
-            return self._empty(f"no {self.args['--status']} job")
+            return self._empty(f"no {status} job")
         _print_json(job, self.out)
         return 0
 
     async def kick(self) -> int:
-        """Kick one job (--id) or up to <bound> jobs (default 1)."""
+        """Kick one job (--id: buried, failed or delayed), up to <bound> jobs (default 1:
+        buried ones, else delayed ones; of --status only, if given), or --all of --status.
+        Buried and failed jobs come back pending with their attempts renewed."""
         if self.args["--id"]:
             _print_json(await self.client.kick_job(self.queue, self.args["--id"]), self.out)
             return 0
-        bound = int(_number({"<bound>": self.args["<bound>"] or 1}, "<bound>", integer=True))
-        kicked = await self.client.kick(self.queue, bound)
-        print(f"kicked {kicked} job(s) in {self.queue}", file=self.out)
+        status = self.args["--status"]
+        if status is not None and status not in KICK_STATUSES:
+            raise ValidationError("kick --status must be buried, failed or delayed")
+        if self.args["--all"]:
+            if status is None:
+                raise ValidationError("kick --all needs --status buried, failed or delayed")
+            kicked = await self._kick_all(status)
+        else:
+            bound = int(_number({"<bound>": self.args["<bound>"] or 1}, "<bound>", integer=True))
+            kicked = await self.client.kick(self.queue, bound, status=status)
+        what = f"{status} job(s)" if status else "job(s)"
+        print(f"kicked {kicked} {what} in {self.queue}", file=self.out)
         return 0
+
+    async def _kick_all(self, status: str) -> int:
+        """Kick the jobs of ``status`` the queue holds now, KICK_ROUND at a time; how many
+        were kicked. Stops once a round kicks fewer than it asked for, or once it kicked
+        as many as there were when it started (jobs that fail again meanwhile are not
+        kicked round after round)."""
+        remaining = int((await self.client.stats(self.queue))["jobs"][status])
+        total = 0
+        while remaining > 0:
+            asked = min(KICK_ROUND, remaining)
+            kicked = await self.client.kick(self.queue, asked, status=status)
+            total += kicked
+            remaining -= kicked
+            if kicked < asked:
+                break
+        return total
 
     async def bury(self) -> int:
         """Bury job <id> (an operator's call, whoever holds it)."""

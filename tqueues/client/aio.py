@@ -213,9 +213,15 @@ class Client:
         stats: JSONDict = await self.request("GET", ["stats"])
         return stats
 
-    async def kick(self, queue: str, bound: int = 1) -> int:
-        """Kick up to ``bound`` buried jobs (delayed ones if none is buried); how many."""
-        answer: JSONDict = await self.request("POST", ["queues", queue, "kick"], {"bound": bound})
+    async def kick(self, queue: str, bound: int = 1, *, status: str | None = None) -> int:
+        """Kick up to ``bound`` (1 to 10,000) buried jobs (delayed ones if none is buried),
+        or with ``status`` ("buried", "failed" or "delayed") jobs of that status only:
+        failed jobs are kicked only so. Buried and failed jobs come back pending with
+        their attempts renewed. How many were kicked."""
+        body: JSONDict = {"bound": bound}
+        if status is not None:
+            body["status"] = status
+        answer: JSONDict = await self.request("POST", ["queues", queue, "kick"], body)
         return int(answer["kicked"])
 
     # -- jobs ----------------------------------------------------------------------------
@@ -389,7 +395,8 @@ class Client:
         return await self._action(queue, job_id, "bury", {"reason": reason}, lease)
 
     async def kick_job(self, queue: str, job_id: str) -> JSONDict:
-        """Make a buried (attempts renewed) or delayed job pending now."""
+        """Make a buried or failed (attempts renewed) or delayed job pending now; raises
+        InvalidTransition for a job in another state."""
         return await self._action(queue, job_id, "kick", {})
 
     async def report(

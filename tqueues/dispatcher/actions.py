@@ -19,7 +19,9 @@ from tqueues.errors import (
 from tqueues.jobs import (
     MAX_DELAY,
     MAX_TTR,
+    JobStatus,
 )
+from tqueues.lifecycle import KICKABLE
 from tqueues.stores.base import Mutation, Store
 
 #: An action: (store, lease, body) → the change to apply to the job (see below).
@@ -114,9 +116,22 @@ def bury_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutati
 
 
 def kick_action(store: Store, lease: str | None, body: dict[str, Any]) -> Mutation:
-    """Make a buried or delayed job pending now (no lease: an operator's call)."""
+    """Make a buried, failed or delayed job pending now (no lease: an operator's call); a
+    buried or failed one with its attempts renewed (:func:`tqueues.lifecycle.kick`)."""
     only(body, (), "kick")
     return store.kick_change()
+
+
+def kick_status(value: Any) -> JobStatus | None:
+    """The ``status`` of a queue's kick (``POST /queues/{name}/kick``): None when absent
+    (buried jobs, else delayed ones, as beanstalkd), else one of buried, failed or
+    delayed; 400 naming ``status`` otherwise."""
+    if value is None:
+        return None
+    kickable = [status.value for status in KICKABLE]
+    if value not in kickable:
+        raise ValidationError(f"'status' of a kick must be {', '.join(kickable)}", field="status")
+    return JobStatus(value)
 
 
 #: Every action of ``POST .../jobs/{id}/{action}``.

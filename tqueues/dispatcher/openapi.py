@@ -159,9 +159,13 @@ REST_PATHS: Doc = {
     "/queues/{name}/kick": {
         "parameters": [NAME],
         "post": _op("Kick up to `bound` buried jobs (delayed ones when none is buried) to "
-                    "pending.", "admin", {"200": _json(ref("Kicked"), "How many were kicked.")},
+                    "pending; with `status`, jobs of that status only (failed jobs are kicked "
+                    "only so). Buried and failed jobs get their attempts renewed.", "admin",
+                    {"200": _json(ref("Kicked"), "How many were kicked.")},
                     body=_object(bound={"type": "integer", "minimum": 1, "maximum": MAX_KICK,
-                                        "default": 1}), op_id="kick"),
+                                        "default": 1},
+                                 status={"enum": ["buried", "failed", "delayed"]}),
+                    op_id="kick"),
     },
     "/queues/{name}/jobs": {
         "parameters": [NAME],
@@ -287,7 +291,8 @@ REST_PATHS: Doc = {
         "bury", "Set the job aside until kicked.", WORKER,
         _object(reason=nullable("string"))),
     "/queues/{name}/jobs/{id}/kick": _action(
-        "kick_job", "Make a buried or delayed job pending now.", "admin", _object()),
+        "kick_job", "Make a buried, failed or delayed job pending now (a buried or failed "
+        "one with its attempts renewed).", "admin", _object()),
 }  # fmt: skip
 
 QUEUE_Q = _param("queue", "query", {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},

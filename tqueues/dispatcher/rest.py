@@ -8,7 +8,8 @@ route                                    what it does
 ``GET|PATCH|DELETE /queues/{name}``      settings and stats; change settings; drop
 ``POST /queues/{name}/truncate``         remove every job; how many went
 ``GET /queues/{name}/stats``             jobs per status and event counters
-``POST /queues/{name}/kick``             kick up to ``bound`` buried (else delayed) jobs
+``POST /queues/{name}/kick``             kick up to ``bound`` buried (else delayed) jobs,
+                                         or of a ``status`` (failed too)
 ``POST|GET /queues/{name}/jobs``         enqueue one job or a batch; list jobs by status
 ``GET /queues/{name}/jobs/next``         peek the next job of a status
 ``POST /queues/{name}/take``             take up to ``count`` jobs with their leases
@@ -39,6 +40,7 @@ from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher.actions import (
     ACTION_FUNCTIONS,
     OUTCOME_ACTIONS,
+    kick_status,
     only,
 )
 from tqueues.dispatcher.keys import settings_key, store_key
@@ -222,14 +224,16 @@ class QueueKick(RestView):
     """``/queues/{name}/kick``."""
 
     async def post(self) -> web.Response:
-        """Kick up to ``{"bound": N}`` buried jobs, or delayed ones when none is buried:
-        ``{"queue", "kicked": n}``."""
+        """Kick up to ``{"bound": N}`` buried jobs, or delayed ones when none is buried;
+        with ``"status"`` (buried, failed or delayed), jobs of that status only (failed
+        ones only so): ``{"queue", "kicked": n}``."""
         body = await read_object(self.request)
-        only(body, ("bound",), "a kick")
+        only(body, ("bound", "status"), "a kick")
         bound = body.get("bound", 1)
         if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= MAX_KICK:
             raise ValidationError(f"'bound' must be an integer from 1 to {MAX_KICK}", field="bound")
-        kicked = await self.store.kick(self.queue, bound)
+        status = kick_status(body.get("status"))
+        kicked = await self.store.kick(self.queue, bound, status)
         return json_response({"queue": self.queue, "kicked": kicked})
 
 

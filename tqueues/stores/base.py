@@ -25,6 +25,7 @@ from tqueues.errors import (
     QueueNotFound,
     StoreUnavailable,
     TqueuesError,
+    ValidationError,
 )
 from tqueues.jobs import (
     JSON,
@@ -350,8 +351,9 @@ class Store(Primitives):
         return lambda j: lifecycle.bury(j, lease=lease, reason=reason, now=now)
 
     def kick_change(self) -> Mutation:
-        """Make a buried (attempts renewed) or delayed job pending now, at the end of the
-        queue. Raises (when applied) InvalidTransition (not buried or delayed)."""
+        """Make a buried or failed (attempts renewed) or delayed job pending now, at the end
+        of the queue (:func:`~tqueues.lifecycle.kick`). Raises (when applied)
+        InvalidTransition (not buried, failed or delayed)."""
         now = clock.now()
         return lambda j: lifecycle.kick(j, now=now)
 
@@ -418,11 +420,19 @@ class Store(Primitives):
         """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition."""
         return await self.apply(queue, job_id, self.kick_change())
 
-    async def kick(self, queue: str, bound: int) -> int:
-        """Kick up to ``bound`` jobs: buried ones if there are any, else delayed ones (as
-        beanstalkd does); how many were kicked. Raises QueueNotFound."""
-        for status in (JobStatus.BURIED, JobStatus.DELAYED):
-            page = await self.list_jobs(queue, status=status, limit=bound)
+    async def kick(self, queue: str, bound: int, status: JobStatus | None = None) -> int:
+        """Kick up to ``bound`` jobs, oldest first: of ``status`` (buried, failed or
+        delayed) when given, else buried ones if there are any, else delayed ones (as
+        beanstalkd does: failed jobs only when named); how many were kicked. Each is its
+        own compare-and-set (:meth:`kick_job`): a job that changed meanwhile (kicked by
+        another caller) is skipped, not kicked twice. Raises QueueNotFound,
+        ValidationError (another status)."""
+        if status is not None and status not in lifecycle.KICKABLE:
+            kickable = ", ".join(s.value for s in lifecycle.KICKABLE)
+            raise ValidationError(f"'status' of a kick must be {kickable}", field="status")
+        order = (status,) if status is not None else (JobStatus.BURIED, JobStatus.DELAYED)
+        for kicked_status in order:
+            page = await self.list_jobs(queue, status=kicked_status, limit=bound)
             if page.jobs:
                 kicked = 0
                 for job in page.jobs:
