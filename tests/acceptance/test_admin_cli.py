@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -241,6 +242,50 @@ async def test_errors_exit_2_with_a_message(
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
 
 
-async def test_an_unreachable_dispatcher_exits_2() -> None:
-    done = await tq("stats", "--timeout", "2", url="http://127.0.0.1:9/")
-    assert done.returncode == 2 and "dispatcher_unavailable" in done.stderr
+def closed_port() -> int:
+    """A port of 127.0.0.1 that nothing listens on (one the system just gave and took back)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+    return port
+
+
+def one_line(done: subprocess.CompletedProcess[str]) -> str:
+    """The whole of stderr, which must be one line a person reads: no repr, no traceback."""
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.endswith("\n") and done.stderr.count("\n") == 1, done.stderr
+    for python in ("Traceback", "Error(", "ConnectionKey", "<", "dispatcher_unavailable"):
+        assert python not in done.stderr, done.stderr
+    return done.stderr.strip()
+
+
+async def test_an_unreachable_dispatcher_is_one_line_that_says_what_failed() -> None:
+    url = f"http://127.0.0.1:{closed_port()}/"
+    # Nothing listens: the URL, what failed, and that nothing was sent
+    for argv in (["stats"], ["put", "q", '{"method": "a:b"}'], ["consume", "q", "--wait", "5"]):
+        message = one_line(await tq(*argv, url=url))
+        assert message.startswith(f"tqueues: cannot reach the dispatcher at {url}: "), message
+        assert "connection refused; gave up, nothing was sent" in message
+        assert "--url" in message and "TQUEUES_URL" in message
+    # A host name that does not resolve
+    message = one_line(await tq("stats", url="http://tqueues-nowhere.invalid:8080/"))
+    assert "cannot resolve host name 'tqueues-nowhere.invalid'" in message
+    # A URL that is not HTTP is refused before anything is sent
+    done = await tq("stats", url="ftp://127.0.0.1/")
+    assert done.returncode == 2 and "--url must be an http:// or https:// URL" in done.stderr
+
+
+async def test_a_dispatcher_that_does_not_answer_is_one_line_that_says_so() -> None:
+    # Given a server that takes the request and never answers
+    async def hold(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await reader.read()  # until the client gives up and closes
+        writer.close()
+
+    server = await asyncio.start_server(hold, "127.0.0.1", 0)
+    async with server:
+        url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/"
+        message = one_line(await tq("put", "q", '{"method": "a:b"}', "--timeout", "1", url=url))
+    # Then the message says how long it waited, and that the put may have been done
+    assert message.startswith(f"tqueues: cannot reach the dispatcher at {url}: no answer within")
+    assert "gave up; it may have been done" in message

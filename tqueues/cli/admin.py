@@ -43,7 +43,8 @@ Options:
   -h --help          Show this screen.
   --version          Show version.
 
-Exit status: 0 done, 1 no job (take, consume, peek), 2 an error (printed on stderr).
+Exit status: 0 done, 1 no job (take, consume, peek), 2 an error (one line on stderr:
+what failed and, when the dispatcher cannot be reached, whether anything was done).
 
 Examples:
   export TQUEUES_URL=http://127.0.0.1:8080/
@@ -65,11 +66,12 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any, TextIO
 
+import aiohttp
 from docopt import DocoptExit, docopt
 
 from tqueues import __version__
 from tqueues.client import Client
-from tqueues.errors import TqueuesError, ValidationError
+from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
 
 STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
 DEFAULT_URL = "http://127.0.0.1:8080/"
@@ -307,6 +309,8 @@ COMMANDS = (
 async def run(args: Mapping[str, Any], out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
     """Run the command ``args`` (as docopt parsed it); the exit status."""
     url = args["--url"] or os.environ.get("TQUEUES_URL") or DEFAULT_URL
+    if not url.startswith(("http://", "https://")):
+        raise ValidationError(f"--url must be an http:// or https:// URL, not {url!r}")
     token = args["--token"] or os.environ.get("TQUEUES_TOKEN") or None
     timeout = _number(args, "--timeout")
     async with Client(url, token=token, timeout=timeout) as client:
@@ -314,6 +318,15 @@ async def run(args: Mapping[str, Any], out: TextIO = sys.stdout, stdin: TextIO =
         command = next(name for name in COMMANDS if args[name])
         status: int = await getattr(admin, command)()
         return status
+
+
+def what_next(exc: DispatcherUnavailable) -> str:
+    """What became of a command whose request got no answer (``exc``, which says why,
+    in words): nothing, when no connection could be made; else perhaps everything (the
+    dispatcher may have done it before the answer was lost), which matters for a put."""
+    if isinstance(exc.__cause__, aiohttp.ClientConnectorError):
+        return "gave up, nothing was sent (is the dispatcher running? --url or TQUEUES_URL)"
+    return "gave up; it may have been done all the same (check before doing it again)"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -325,6 +338,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return ERROR
     try:
         return asyncio.run(run(args))
+    except DispatcherUnavailable as exc:
+        print(f"tqueues: {exc.message}; {what_next(exc)}", file=sys.stderr)
+        return ERROR
     except TqueuesError as exc:
         print(f"tqueues: {exc.code}: {exc.message}", file=sys.stderr)
         return ERROR
