@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 from collections.abc import Callable
 from typing import Any
 
@@ -79,9 +80,10 @@ _OPTARGS: dict[str, frozenset[str]] = {
     "TableCreate": frozenset({"primary_key", "shards", "replicas", "primary_replica_tag"}),
     "IndexCreate": frozenset({"multi", "geo"}),
     "Wait": frozenset({"wait_for", "timeout"}),
+    "Fold": frozenset({"emit", "final_emit"}),
 }
 #: Terms whose result the server streams (the driver hands back a cursor).
-_STREAMS = frozenset({"Between", "OrderBy", "Limit", "Table"})
+_STREAMS = frozenset({"Between", "OrderBy", "Limit", "Table", "Fold"})
 
 
 def _deterministic(term: Any) -> bool:
@@ -367,6 +369,12 @@ class _Evaluator:
             return any(self.eval(arg, env) for arg in args)
         if name == "Ne":
             return self.eval(args[0], env) != self.eval(args[1], env)
+        if name == "Lt":  # numbers only (what the store compares)
+            return self.eval(args[0], env) < self.eval(args[1], env)
+        if name == "Add":  # numbers only
+            return sum(self.eval(arg, env) for arg in args)
+        if name == "ToJsonString":  # the server's compact JSON (key order aside)
+            return json.dumps(self.eval(args[0], env), ensure_ascii=False, separators=(",", ":"))
         if name == "Bracket":
             value, field = self.eval(args[0], env), self.eval(args[1], env)
             if not isinstance(value, dict) or field not in value:
@@ -452,6 +460,8 @@ class _Evaluator:
                 return self.group_count(source, env)
             if type(source).__name__ == "Table":
                 return len(self.table(source, env).docs)
+            if type(source).__name__ == "ToJsonString":  # a string's characters
+                return len(self.eval(source, env))
             return len(self.sequence(source, env))
         if name == "Changes":
             table = self.table(args[0], env)
@@ -563,6 +573,19 @@ class _Evaluator:
                 counts[key] = counts.get(key, 0) + 1
         return counts
 
+    def fold(self, term: ast.RqlQuery, env: dict[int, Any]) -> list[Any]:
+        """``fold`` with ``emit``: the stream of what it emits, folding in order."""
+        if "emit" not in term.optargs or "final_emit" in term.optargs:
+            raise NotImplementedError("the fake RethinkDB folds with emit only")
+        source, base, step = term._args
+        acc, reduce, emit = self.eval(base, env), self.eval(step, env), self.opt(term, "emit")
+        emitted = []
+        for doc in self.sequence(source, env):
+            new = reduce(acc, doc)
+            emitted += emit(acc, doc, new)
+            acc = new
+        return emitted
+
     def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:
         name = type(term).__name__
         args = term._args
@@ -572,6 +595,8 @@ class _Evaluator:
             return list(self.sequence(args[0], env))
         if name == "Limit":
             return list(self.sequence(args[0], env))[: self.eval(args[1], env)]
+        if name == "Fold":
+            return self.fold(term, env)
         if name == "OrderBy":
             index = self.opt(term, "index")
             source = args[0]

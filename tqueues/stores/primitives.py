@@ -214,10 +214,17 @@ class Primitives(abc.ABC):
         status: JobStatus | None = None,
         cursor: str | None = None,
         limit: int = 500,
+        max_bytes: int | None = None,
     ) -> Page:
         """The queue's jobs (of one ``status``, or all) in creation order, ``limit`` at a time.
 
-        ``cursor`` is the ``next_cursor`` of the previous page. Raises QueueNotFound.
+        ``cursor`` is the ``next_cursor`` of the previous page. With ``max_bytes``, the page
+        also ends once its jobs' JSON (as the store keeps it: about their size in an
+        answer) has reached that many bytes: it holds at least one job, and at most one
+        past ``max_bytes``; besides the page, at most the row of the job after it is read
+        into the process (enough to tell that more follow), so what a page costs in memory
+        is bounded whatever the jobs' sizes. ``next_cursor`` is None on the last page only
+        (a page cut short has one, as a full page may). Raises QueueNotFound.
         """
 
     @abc.abstractmethod

@@ -507,6 +507,7 @@ class SQLiteStore(Store):
         status: JobStatus | None = None,
         cursor: str | None = None,
         limit: int = 500,
+        max_bytes: int | None = None,
     ) -> Page:
         await self.get_queue(queue)
         after = int(cursor) if cursor and cursor.isdigit() else 0
@@ -516,11 +517,25 @@ class SQLiteStore(Store):
 
         def page() -> Page:
             assert self._conn is not None
-            rows = self._conn.execute(
+            found = self._conn.execute(
                 f"{SELECT_JOBS} WHERE {where} ORDER BY seq LIMIT ?", (*params, limit)
-            ).fetchall()
-            next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
-            return Page([job_of(row) for row in rows], next_cursor)
+            )
+            if max_bytes is None:
+                rows = found.fetchall()
+                next_cursor = str(rows[-1]["seq"]) if len(rows) == limit else None
+                return Page([job_of(row) for row in rows], next_cursor)
+            # Row by row, each job's size the length of its columns' text: no row past the
+            # one that shows the page is full is read.
+            jobs: list[Job] = []
+            size = last = 0
+            with contextlib.closing(found):
+                for row in found:
+                    if size >= max_bytes:
+                        return Page(jobs, str(last))
+                    size += sum(len(value) if type(value) is str else 8 for value in row)
+                    jobs.append(job_of(row))
+                    last = row["seq"]
+            return Page(jobs, str(last) if len(jobs) == limit else None)
 
         return await self._run(page)
 

@@ -109,9 +109,16 @@ def peek(table: Any, status: JobStatus) -> RqlQuery:
     return selection.limit(1).coerce_to("array")
 
 
-def page(table: Any, cursor: str | None, limit: int, status: JobStatus | None = None) -> RqlQuery:
+def page(
+    table: Any,
+    cursor: str | None,
+    limit: int,
+    status: JobStatus | None = None,
+    max_bytes: int | None = None,
+) -> RqlQuery:
     """One page of the listing in creation order, after ``cursor`` (``CREATED_AT:ID``):
-    every job through ``created``, or one status through ``status_created``."""
+    every job through ``created``, or one status through ``status_created``; with
+    ``max_bytes``, cut by :func:`within_bytes`."""
     after = parse_cursor(cursor)
     if status is None:
         if after is None:
@@ -120,15 +127,32 @@ def page(table: Any, cursor: str | None, limit: int, status: JobStatus | None = 
             selection = table.between(
                 list(after), [r.maxval, r.maxval], index="created", left_bound="open"
             )
-        return selection.order_by(index="created").limit(limit).coerce_to("array")
+        ordered = selection.order_by(index="created").limit(limit)
+        return within_bytes(ordered, max_bytes).coerce_to("array")
     low = [status.value, r.minval, r.minval] if after is None else [status.value, *after]
-    return (
+    ordered = (
         table.between(
             low, [status.value, r.maxval, r.maxval], index="status_created", left_bound="open"
         )
         .order_by(index="status_created")
         .limit(limit)
-        .coerce_to("array")
+    )
+    return within_bytes(ordered, max_bytes).coerce_to("array")
+
+
+def within_bytes(sequence: Any, max_bytes: int | None) -> Any:
+    """``sequence`` (in order) cut on the server once its documents' JSON has reached
+    ``max_bytes`` characters: each document while those before it hold fewer, then a null
+    for each further one (which says that more follow; the reader drops them). None keeps
+    the whole sequence."""
+    if max_bytes is None:
+        return sequence
+    return sequence.fold(
+        0,
+        lambda size, doc: r.branch(
+            size.lt(max_bytes), size.add(doc.to_json_string().count()), size
+        ),
+        emit=lambda size, doc, _: r.branch(size.lt(max_bytes), [doc], [None]),
     )
 
 

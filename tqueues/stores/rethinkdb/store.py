@@ -342,21 +342,31 @@ class RethinkDBStore(Store):
         status: JobStatus | None = None,
         cursor: str | None = None,
         limit: int = 500,
+        max_bytes: int | None = None,
     ) -> Page:
         """The queue's jobs (all, through ``created``; one status, through
         ``status_created``) in creation order. The cursor is ``CREATED_AT:ID`` of the last
-        job of the previous page; an unreadable one starts over. Raises QueueNotFound."""
+        job of the previous page; an unreadable one starts over. ``max_bytes`` is counted
+        in characters of the documents' JSON, on the server (:func:`queries.within_bytes`).
+        Raises QueueNotFound."""
         await self.get_queue(queue)
-        docs = await self._run_on_queue(queue, self._list_query(queue, cursor, limit, status))
-        jobs = [doc_to_job(doc) for doc in docs]
-        next_cursor = format_cursor(jobs[-1]) if jobs and len(jobs) == limit else None
+        query = self._list_query(queue, cursor, limit, status, max_bytes)
+        docs = await self._run_on_queue(queue, query)
+        cut = bool(docs) and docs[-1] is None
+        jobs = [doc_to_job(doc) for doc in docs if doc is not None]
+        next_cursor = format_cursor(jobs[-1]) if jobs and (cut or len(jobs) == limit) else None
         return Page(jobs, next_cursor)
 
     def _list_query(
-        self, queue: str, cursor: str | None, limit: int, status: JobStatus | None = None
+        self,
+        queue: str,
+        cursor: str | None,
+        limit: int,
+        status: JobStatus | None = None,
+        max_bytes: int | None = None,
     ) -> Any:
         """The query for one page of :meth:`list_jobs` (no I/O)."""
-        return queries.page(self._table(queue), cursor, limit, status)
+        return queries.page(self._table(queue), cursor, limit, status, max_bytes)
 
     async def peek(self, queue: str, status: JobStatus) -> Job | None:
         """The next job of ``status`` (see :func:`queries.peek`), or None.
