@@ -185,7 +185,9 @@ REST_PATHS: Doc = {
                               "The next_cursor of the previous page."),
                        _param("limit", "query",
                               {"type": "integer", "minimum": 1, "maximum": MAX_PAGE,
-                               "default": 100}, "Page size."),
+                               "default": 100},
+                              "Most jobs a page holds; a page also ends once its jobs pass "
+                              "about 4 MiB (next_cursor goes on)."),
                    )),
     },
     "/queues/{name}/jobs/next": {

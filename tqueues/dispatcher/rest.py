@@ -66,6 +66,8 @@ MAX_TAKE = 100  #: jobs one take may ask for.
 MAX_TAKE_QUEUES = 32  #: queues one take may name.
 MAX_OUTCOMES = 1000  #: outcomes one report may carry.
 MAX_PAGE = 1000  #: jobs one listing page may hold.
+#: bytes of jobs past which a listing page ends early (its cursor continues after it).
+MAX_PAGE_BYTES = 4 * 1024 * 1024
 DEFAULT_PAGE = 100
 MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
 MAX_ID = 128
@@ -252,7 +254,12 @@ class Jobs(RestView):
 
     async def get(self) -> web.Response:
         """A page of the queue's jobs in creation order: ``?status=&cursor=&limit=`` →
-        ``{"jobs": [...], "next_cursor": str | null}`` (null on the last page)."""
+        ``{"jobs": [...], "next_cursor": str | null}`` (null on the last page).
+
+        A page ends early once its jobs pass MAX_PAGE_BYTES (about; at least one job, so
+        an answer is at most that plus one job): large jobs cost the dispatcher a bounded
+        page, and ``next_cursor`` goes on from the last job it holds.
+        """
         request = self.request
         status = query_status(request, tuple(JobStatus))
         limit = query_int(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
@@ -260,12 +267,16 @@ class Jobs(RestView):
         if cursor is not None and len(cursor) > 1024:
             raise ValidationError("'cursor' is too long", field="cursor")
         try:
-            page = await self.store.list_jobs(self.queue, status=status, cursor=cursor, limit=limit)
+            page = await self.store.list_jobs(
+                self.queue, status=status, cursor=cursor, limit=limit, max_bytes=MAX_PAGE_BYTES
+            )
         except (ValueError, TypeError):
             raise ValidationError("'cursor' is not one this API gave", field="cursor") from None
-        return json_response(
+        # Encoded once, as bytes (not a str encoded again by the response).
+        body = codec.dumps(
             {"jobs": [job.to_dict() for job in page.jobs], "next_cursor": page.next_cursor}
         )
+        return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 class NextJob(RestView):
