@@ -183,6 +183,9 @@ class DispatcherSettings:
     retry_base: float = 1.0  #: seconds before the first retry of a failed job.
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)  #: token -> role.
     insecure: bool = False  #: allow listening beyond loopback without tokens.
+    #: bytes of changes a /ws client may leave unread before it is closed (also the most
+    #: bytes of one page of its snapshot).
+    ws_buffer: int = 8 * 1024 * 1024
 
     @classmethod
     def from_docopt(
@@ -218,6 +221,9 @@ class DispatcherSettings:
                 args.get("--reap_interval") or 0.5, "--reap_interval", low=0.01, high=60
             ),
             retry_base=_float(args.get("--retry_base") or 1.0, "--retry_base", low=0, high=3600),
+            ws_buffer=_int(
+                args.get("--ws_buffer") or 8 * 1024 * 1024, "--ws_buffer", low=65536, high=2**31
+            ),
         )
 
 

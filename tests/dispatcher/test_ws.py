@@ -1,14 +1,22 @@
-"""The WebSocket change stream, in process: snapshot, changes, and cleanup on close."""
+"""The WebSocket change stream, in process: snapshot, changes, cleanup on close, and the
+budget of bytes a client may leave unread."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
 from aiohttp import WSCloseCode, WSMsgType
 
 from tests.dispatcher.conftest import Client
+from tests.silent_websocket import SilentWebSocket
+from tqueues.dispatcher import create_app
 from tqueues.dispatcher.keys import store_key
+from tqueues.settings import DispatcherSettings
 
 
 async def receive(ws: Any) -> dict[str, Any]:
@@ -77,3 +85,104 @@ async def test_a_client_that_may_have_missed_changes_is_closed_to_resync(client:
     again = await client.ws_connect("/ws?queue=q")
     assert (await receive(again))["job"]["id"] == put["id"]
     await again.close()
+
+
+# -- what a client costs: a budget of bytes -------------------------------------------------
+
+BUDGET = 64 * 1024  #: the smallest --ws_buffer
+
+
+@pytest.fixture
+async def budget_client(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path) -> Client:
+    """A dispatcher whose WebSocket clients may leave BUDGET bytes unread, with queue ``q``."""
+    settings = DispatcherSettings(
+        data_dir=str(tmp_path / "data"), max_body=1024 * 1024, ws_buffer=BUDGET
+    )
+    test_client = await aiohttp_client(create_app(settings))
+    assert (await test_client.put("/?queue=q")).status == 200
+    return test_client
+
+
+async def wait_until(predicate: Callable[[], bool], what: str, timeout: float = 20) -> None:
+    """Poll ``predicate`` until it holds; fail after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        assert asyncio.get_running_loop().time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def too_slow_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
+    return [
+        r
+        for r in caplog.records
+        if r.name == "tqueues.dispatcher.ws" and "left more than" in r.getMessage()
+    ]
+
+
+async def test_a_client_that_does_not_read_is_closed_and_the_others_get_every_change(
+    budget_client: Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tqueues.dispatcher.ws")
+    hub = budget_client.app[store_key].hub
+    count = 200
+
+    async def read_puts(ws: Any) -> list[str]:
+        ids = []
+        while len(ids) < count:
+            message = await receive(ws)
+            assert message["type"] == "change" and message["kind"] == "put", message
+            ids.append(message["job"]["id"])
+        return ids
+
+    # Given a client that reads and one that never reads, on the same queue
+    reading = await budget_client.ws_connect("/ws?queue=q")
+    assert (await receive(reading))["type"] == "synced"
+    server = budget_client.server
+    silent = await SilentWebSocket.connect(str(server.host), int(server.port or 0), "/ws?queue=q")
+    try:
+        await wait_until(lambda: hub.subscriber_count("q") == 2, "the silent client's stream")
+        # When 200 jobs of 40 kB are put (8 MB of changes: more than the kernel's socket
+        # buffers hold, and more than 100 times the budget)
+        seen = asyncio.create_task(read_puts(reading))
+        body = {"queue": "q", "method": "a:b", "args": ["x" * 40_000]}
+        put = []
+        for _ in range(count):
+            put.append((await (await budget_client.post("/", json=body)).json())["id"])
+        # Then the reading client got every change, in order
+        assert await asyncio.wait_for(seen, 30) == put
+        # And the silent one was dropped from the hub, logged once, and finds, once it
+        # reads, a close asking it to come back later, with the reason
+        await wait_until(lambda: bool(too_slow_records(caplog)), "the log line")
+        assert hub.subscriber_count("q") == 1
+        texts, code, reason = await silent.read_until_close(timeout=10)
+        assert (code, reason) == (
+            WSCloseCode.TRY_AGAIN_LATER,
+            f"too slow: more than {BUDGET} bytes of changes unread; reconnect",
+        )
+        assert len(texts) < count, "the dispatcher sent it every change after all"
+        assert [r.levelno for r in too_slow_records(caplog)] == [logging.WARNING]
+    finally:
+        silent.close()
+    # And the reading client goes on as before
+    later = await (await budget_client.post("/", json={"queue": "q", "method": "c:d"})).json()
+    assert (await receive(reading))["job"]["id"] == later["id"]
+    await reading.close()
+
+
+async def test_a_snapshot_larger_than_the_budget_arrives_whole_and_in_order(
+    budget_client: Client,
+) -> None:
+    # Given 30 jobs of 20 kB: the snapshot is read in pages of about the budget (3-4 jobs)
+    body = {"queue": "q", "method": "a:b", "args": ["y" * 20_000]}
+    ids = [(await (await budget_client.post("/", json=body)).json())["id"] for _ in range(30)]
+    # When a client connects, Then it gets every job once, in order, then "synced"
+    ws = await budget_client.ws_connect("/ws?queue=q", max_msg_size=0)
+    snapshot = []
+    while (message := await receive(ws))["type"] != "synced":
+        assert message["type"] == "initial"
+        snapshot.append(message["job"]["id"])
+    assert snapshot == ids
+    # And changes follow
+    put = await (await budget_client.post("/", json={"queue": "q", "method": "c:d"})).json()
+    assert (await receive(ws))["job"]["id"] == put["id"]
+    await ws.close()

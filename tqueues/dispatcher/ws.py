@@ -4,9 +4,15 @@ Messages: ``{"type": "initial", "job": {...}}`` for each job the queue holds, th
 ``{"type": "synced"}``, then ``{"type": "change", "kind": ..., "old_status": ...,
 "job": {...}}`` as changes happen. The subscription starts before the snapshot is read, so
 no change is missed; a change may repeat what the snapshot showed (compare ``rev``).
-When changes may have been missed after all (the client read too slowly, or a RethinkDB
-change feed broke or dropped changes) the socket closes with 1013 (try again later) and a
-reason: reconnect for a new snapshot.
+
+What the dispatcher holds for one client is bounded in bytes by ``--ws_buffer``
+(:attr:`~tqueues.settings.DispatcherSettings.ws_buffer`): the snapshot is read and sent a
+page of at most that many bytes at a time, each change is encoded once for every client of
+the queue (:class:`~tqueues.stores.hub.FrameSubscription`), and a client that leaves more
+than that many bytes of changes unread (it does not read, or its socket does not drain) is
+closed with 1013 (try again later) and a reason, with one log line. So is every client of
+a queue whose RethinkDB change feed broke or dropped changes, after what it was already
+sent. Either way the client may have missed changes: reconnect for a new snapshot.
 """
 
 from __future__ import annotations
@@ -18,11 +24,19 @@ import logging
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from tqueues import codec
-from tqueues.dispatcher.keys import store_key, websockets_key
+from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.requests import query_queue
-from tqueues.stores.hub import ChangesMissed
+from tqueues.errors import TqueuesError
+from tqueues.stores.base import Store
+from tqueues.stores.hub import FrameSubscription
 
 log = logging.getLogger(__name__)
+
+SNAPSHOT_LIMIT = 500  #: jobs of the snapshot read at a time (fewer when they are large).
+#: Seconds a client being closed gets to take what was sent and the close frame before the
+#: connection is cut (a client that does not read would otherwise hold it forever).
+CLOSE_TIMEOUT = 10.0
+_SYNCED = codec.dumps({"type": "synced"})
 
 
 async def _drain_client(ws: web.WebSocketResponse) -> None:
@@ -32,9 +46,57 @@ async def _drain_client(ws: web.WebSocketResponse) -> None:
             break
 
 
+async def _send_snapshot(
+    ws: web.WebSocketResponse, store: Store, queue: str, max_bytes: int
+) -> None:
+    """Send every job of ``queue``, a page of at most ``max_bytes`` (and SNAPSHOT_LIMIT
+    jobs) at a time, each page sent (as far as the socket takes it) before the next is
+    read. Raises what the store raises, and ConnectionResetError once the client is gone."""
+    cursor: str | None = None
+    limit = SNAPSHOT_LIMIT
+    while True:
+        page = await store.list_jobs(queue, cursor=cursor, limit=limit, max_bytes=max_bytes)
+        jobs, cursor = page.jobs, page.next_cursor
+        del page
+        # A page cut by bytes: ask the next for about as many jobs, so that a store that
+        # reads its whole limit before cutting (RethinkDB) does not read far past them.
+        limit = SNAPSHOT_LIMIT if len(jobs) == limit else min(SNAPSHOT_LIMIT, 2 * len(jobs) + 8)
+        jobs.reverse()
+        while jobs:  # each job let go of once it is sent
+            frame = codec.dumps({"type": "initial", "job": jobs.pop().to_dict()})
+            await ws.send_frame(frame, WSMsgType.TEXT)
+            del frame
+        if cursor is None:
+            return
+
+
+async def _stream(ws: web.WebSocketResponse, store: Store, subscription: FrameSubscription) -> None:
+    """Send the snapshot, ``synced``, then every change's frame as the subscription hands
+    them out. Raises ChangesMissed when the subscription ends, ConnectionResetError when
+    the client has gone, and what the store raises while the snapshot is read."""
+    await _send_snapshot(ws, store, subscription.queue, subscription.max_bytes)
+    await ws.send_frame(_SYNCED, WSMsgType.TEXT)
+    while True:
+        await ws.send_frame(await subscription.get(), WSMsgType.TEXT)
+
+
+async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str) -> None:
+    """Close with ``code`` and ``reason`` (at most 123 bytes); if the client has not taken
+    the close within CLOSE_TIMEOUT seconds (it does not read), cut the connection, which
+    frees what is still buffered for it."""
+    transport = request.transport
+    try:
+        async with asyncio.timeout(CLOSE_TIMEOUT):
+            await ws.close(code=code, message=reason.encode()[:123])
+    except TimeoutError:
+        if transport is not None:
+            transport.abort()
+
+
 async def websocket(request: web.Request) -> web.StreamResponse:
     """Stream one queue's jobs and changes to a WebSocket client."""
     store = request.app[store_key]
+    budget = request.app[settings_key].ws_buffer
     queue = query_queue(request)
     await store.get_queue(queue)  # 501 before the upgrade when the queue is missing
     await store.watch(queue)
@@ -45,27 +107,34 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     request.app[websockets_key].add(ws)
     reader = asyncio.create_task(_drain_client(ws))
     try:
-        with store.hub.subscribe(queue) as subscription:
-            cursor: str | None = None
-            while True:
-                page = await store.list_jobs(queue, cursor=cursor)
-                for job in page.jobs:
-                    await ws.send_str(codec.dumps_str({"type": "initial", "job": job.to_dict()}))
-                if (cursor := page.next_cursor) is None:
-                    break
-            await ws.send_json({"type": "synced"})
-            events = asyncio.ensure_future(anext(subscription))
-            while True:
-                done, _ = await asyncio.wait({events, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if reader in done:
-                    events.cancel()
-                    break
-                await ws.send_str(codec.dumps_str(events.result().to_dict()))
-                events = asyncio.ensure_future(anext(subscription))
-    except ChangesMissed as exc:
-        await ws.close(code=WSCloseCode.TRY_AGAIN_LATER, message=exc.message.encode()[:120])
-    except ConnectionResetError:
-        pass
+        with store.hub.subscribe_frames(queue, budget) as subscription:
+            sender = asyncio.create_task(_stream(ws, store, subscription))
+            try:
+                # The sender may be stuck writing to a client that does not read: an
+                # overflow of its subscription wakes this handler instead.
+                await asyncio.wait(
+                    {sender, reader, subscription.too_slow}, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                sender.cancel()
+                await asyncio.gather(sender, return_exceptions=True)
+        # Out of the hub before the close, which may wait for the client.
+        if subscription.overflowed:
+            log.warning(
+                "closing the change stream of queue %r to %s: it left more than %d bytes of "
+                "changes unread",
+                queue,
+                request.remote,
+                budget,
+                extra={"action": "ws_too_slow", "queue": queue},
+            )
+            reason = f"too slow: more than {budget} bytes of changes unread; reconnect"
+            await _close(ws, request, WSCloseCode.TRY_AGAIN_LATER, reason)
+        elif not sender.cancelled() and (error := sender.exception()) is not None:
+            if isinstance(error, TqueuesError):  # ChangesMissed; the store, mid-snapshot
+                await _close(ws, request, WSCloseCode.TRY_AGAIN_LATER, error.message)
+            elif not isinstance(error, ConnectionResetError):
+                raise error
     finally:
         reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
