@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import tqueues
-from tests.acceptance.conftest import ROOT, Cluster, child_env
+from tests.acceptance.conftest import ROOT, Cluster, child_env, wait_for
 from tqueues.cli import admin
 
 ADMIN = str(Path(sys.executable).parent / "tqueues")
@@ -125,6 +125,59 @@ async def test_wait_wakes_on_a_put(cluster: Cluster) -> None:
         assert lines(done)[0]["id"] == job["id"]
 
 
+async def test_wait_reads_negative_as_no_wait_as_tpq(cluster: Cluster) -> None:
+    d = await cluster.dispatcher()
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+    # tpq's --wait=-1 (do not wait) means the same here, as does 0 (tqueues' wait=0)
+    for wait in ("-1", "-0.5", "0"):
+        started = time.monotonic()
+        empty = await tq("consume", "q", "--wait", wait, url=d.url)
+        assert (empty.returncode, empty.stdout) == (1, ""), empty.stderr
+        assert "queue empty" in empty.stderr and time.monotonic() - started < 10
+
+
+async def take_timeouts(client: tqueues.Client, queue: str) -> int:
+    """How many long-polls of ``queue`` the dispatcher answered empty once their time was up."""
+    return int((await client.stats(queue))["counters"].get("take_timeout", 0))
+
+
+async def test_wait_longer_than_the_dispatcher_allows_polls_again(cluster: Cluster) -> None:
+    # Given a dispatcher that caps a long-poll at 1 s
+    d = await cluster.dispatcher(None, "--max_wait", "1")
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+        # When the command waits 3 s on an empty queue, it waits them all (several
+        # long-polls in a row), then says the queue is empty
+        started = time.monotonic()
+        empty = await tq("consume", "q", "--wait", "3", url=d.url)
+        assert (empty.returncode, empty.stdout) == (1, ""), empty.stderr
+        assert time.monotonic() - started >= 3
+        assert await take_timeouts(client, "q") >= 3
+
+
+async def test_wait_forever_waits_until_a_job_comes(cluster: Cluster) -> None:
+    # Given a dispatcher that caps a long-poll at 1 s, and a consumer that waits forever
+    # (tpq's --wait=0)
+    d = await cluster.dispatcher(None, "--max_wait", "1")
+    async with tqueues.Client(d.url) as client:
+        await client.create_queue("q")
+        waiting = asyncio.create_task(tq("consume", "q", "--wait", "forever", url=d.url))
+
+        async def polled_past_the_cap() -> bool:
+            if waiting.done():  # it gave up (or failed): the check below says how
+                return True
+            return await take_timeouts(client, "q") >= 2
+
+        # When two long-polls have run out with no job, and then a job is put
+        await wait_for(polled_past_the_cap, timeout=20, what="two long-polls to run out")
+        assert not waiting.done(), waiting.result()
+        job = await client.put("q", "a:b")
+        # Then the consumer gets it
+        done = await asyncio.wait_for(waiting, 20)
+        assert lines(done)[0]["id"] == job["id"]
+
+
 async def test_bury_kick_delete_truncate(cluster: Cluster) -> None:
     d = await cluster.dispatcher()
     url = d.url
@@ -230,7 +283,8 @@ async def test_url_and_token_from_the_environment(cluster: Cluster) -> None:
      (["put", "q", '{"method": "a:b", "colour": 1}'], None, "colour"),
      (["put", "q", "--file", "/nonexistent"], None, "cannot read"),
      (["put", "nope", '{"method": "a:b"}'], None, "queue_not_found"),
-     (["take", "q", "--wait", "soon"], None, "--wait"), (["stats", "nope"], None, "nope")],
+     (["take", "q", "--wait", "soon"], None, "--wait"), (["take", "q", "--wait", "nan"], None,
+     "--wait"), (["stats", "nope"], None, "nope")],
 )  # fmt: skip
 async def test_errors_exit_2_with_a_message(
     cluster: Cluster, argv: list[str], stdin: str | None, message: str

@@ -9,7 +9,8 @@ tables of stats and queues.
 take reserves jobs under their lease (a job not finished within its ttr goes back to the
 queue); of several queues, from the first that has jobs (beanstalkd's reserve on the
 tubes it watches); consume takes a job and finishes it at once, as tpq's consume does. take, consume
-and peek exit with status 1 when no job came, as tpq does on an empty queue.
+and peek exit with status 1 when no job came, as tpq does on an empty queue. --wait 0 does
+not wait, as wait=0 everywhere in tqueues; tpq's --wait=0 (wait forever) is --wait forever.
 
 Usage:
   tqueues put [options] <queue> [<json>] [--file FILE]
@@ -32,7 +33,10 @@ Options:
   --token TOKEN      Bearer token (also TQUEUES_TOKEN).
   --timeout SECONDS  Seconds each call may take, beyond any --wait [default: 30].
   --file FILE        Read the job JSON from FILE; - is standard input.
-  --wait SECONDS     Seconds to wait for a job on an empty queue [default: 0].
+  --wait SECONDS     Seconds to wait for a job on an empty queue; 0 or a negative
+                     number: do not wait (tpq's -1); forever: until a job comes
+                     (tpq's 0). Longer than the dispatcher's --max_wait is several
+                     long-polls in a row [default: 0].
   --count N          Take up to N jobs [default: 1].
   --status STATUS    peek: the next pending (the default), delayed or buried job;
                      kick: only buried, failed or delayed jobs (failed ones only so).
@@ -61,9 +65,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import os
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import aiohttp
@@ -71,6 +76,7 @@ from docopt import DocoptExit, docopt
 
 from tqueues import __version__
 from tqueues.client import Client
+from tqueues.client.aio import JSONDict
 from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
 
 STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
@@ -78,6 +84,10 @@ DEFAULT_URL = "http://127.0.0.1:8080/"
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
 KICK_STATUSES = ("buried", "failed", "delayed")
+#: The longest long-poll asked of the dispatcher (its default --max_wait); a longer --wait
+#: is several in a row. A dispatcher that allows less refuses it: the command asks for half.
+LONG_POLL = 300.0
+FOREVER = ("forever", "inf", "infinity")
 KICK_ROUND = 10_000  #: the most jobs one kick request may ask for (the API's bound).
 
 
@@ -90,6 +100,46 @@ def _number(args: Mapping[str, Any], name: str, *, integer: bool = False) -> flo
     if value < 0 or value != value:
         raise ValidationError(f"{name} must not be negative")
     return value
+
+
+def wait_seconds(raw: str) -> float:
+    """``--wait``: seconds (math.inf for ``forever``); 0 for 0 or a negative number (tpq's
+    ``--wait=-1``: do not wait). Raises ValidationError for anything else."""
+    if raw.strip().lower() in FOREVER:
+        return math.inf
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValidationError(
+            f"--wait must be a number of seconds or forever, not {raw!r}"
+        ) from None
+    if not math.isfinite(value):
+        raise ValidationError(f"--wait must be a number of seconds or forever, not {raw!r}")
+    return max(value, 0.0)
+
+
+async def waiting(
+    wait: float, take: Callable[[float], Awaitable[list[JSONDict]]]
+) -> list[JSONDict]:
+    """What ``take(seconds)`` (one long-poll) gives within ``wait`` seconds (math.inf: until
+    it gives something): long-polls of at most LONG_POLL seconds in a row, each for what
+    is left of ``wait``, until one gives jobs or the time is up. A dispatcher whose
+    --max_wait is lower refuses the long-poll (400 naming ``wait``): the next asks for
+    half as long (down to 1 s, below which the refusal is the answer)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait
+    longest = LONG_POLL
+    while True:
+        seconds = min(max(deadline - loop.time(), 0.0), longest)
+        try:
+            jobs = await take(seconds)
+        except ValidationError as exc:
+            if exc.details.get("field") != "wait" or seconds <= 1.0:
+                raise
+            longest = seconds / 2
+            continue
+        if jobs or loop.time() >= deadline:
+            return jobs
 
 
 def read_jobs(args: Mapping[str, Any], stdin: TextIO) -> list[dict[str, Any]] | dict[str, Any]:
@@ -166,21 +216,29 @@ class Admin:
         """Take up to --count jobs of the first of the queues that has any (waiting --wait
         seconds for one); print each with its lease."""
         count = max(int(_number(self.args, "--count", integer=True)), 1)
-        wait = _number(self.args, "--wait")
+        wait = wait_seconds(self.args["--wait"])
         queues = [str(queue) for queue in self.args["<queue>"]]
-        if len(queues) == 1:
-            jobs = await self.client.take_many(queues[0], count, wait=wait)
-        else:
-            jobs = await self.client.take_any(queues, count, wait=wait)
+
+        async def take(seconds: float) -> list[JSONDict]:
+            if len(queues) == 1:
+                return await self.client.take_many(queues[0], count, wait=seconds)
+            return await self.client.take_any(queues, count, wait=seconds)
+
+        jobs = await waiting(wait, take)
         for job in jobs:
             _print_json(job, self.out)
         return 0 if jobs else self._empty()
 
     async def consume(self) -> int:
         """Take one job and finish it at once; print it."""
-        job = await self.client.take(self.queue, wait=_number(self.args, "--wait"))
-        if job is None:
+
+        async def take(seconds: float) -> list[JSONDict]:
+            return await self.client.take_many(self.queue, 1, wait=seconds)
+
+        jobs = await waiting(wait_seconds(self.args["--wait"]), take)
+        if not jobs:
             return self._empty()
+        job = jobs[0]
         done = await self.client.finish(self.queue, job["id"], lease=job["lease"])
         _print_json(done, self.out)
         return 0
