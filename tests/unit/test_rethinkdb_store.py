@@ -675,3 +675,26 @@ def test_only_the_servers_own_texts_mean_missing_or_existing() -> None:
     assert pool._EXISTS.match("Table `tq.emails` already exists.")
     assert pool._EXISTS.match("Index `pending` already exists on table `tq.emails`.")
     assert pool._EXISTS.match("Database `tq` already exists.")
+
+
+async def test_a_database_just_created_but_not_found_yet_is_looked_up_again(
+    server: FakeServer,
+) -> None:
+    # Given a server whose metadata lags its db_create: the first two reads of the new
+    # database's tables answer as if it did not exist (seen on a server just started)
+    lagging = 2
+
+    def fault(term: Any) -> Exception | None:
+        nonlocal lagging
+        if type(term).__name__ == "TableList" and "d" in server.dbs and lagging:
+            lagging -= 1
+            return ReqlOpFailedError("Database `d` does not exist.")
+        return None
+
+    server.faults.append(fault)
+    # When a store opens that database
+    async with RethinkDBStore(RethinkDBSettings(db="d")) as store:
+        # Then it opened (no "Database `d` does not exist." at start) and works
+        await store.create_queue(QueueConfig("q"))
+        assert (await store.put(NewJob("q", "m:f"))).status is JobStatus.PENDING
+    assert lagging == 0

@@ -23,7 +23,7 @@ from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
-from tqueues.stores.rethinkdb.pool import Exists, Missing, Pool, first_error
+from tqueues.stores.rethinkdb.pool import Backoff, Exists, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queries import INDEXES
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -52,7 +52,26 @@ class Catalog:
 
     async def open(self) -> None:
         """Create the database and ``tqueues_queues`` if missing, load every ready queue and
-        give the tables an older version created the indexes they lack."""
+        give the tables an older version created the indexes they lack.
+
+        A database or table just created may not be found at once by the next query (the
+        server's metadata lags a ``db_create``, on a cluster above all): that is tried
+        again, with backoff, for up to the admin timeout (60 s). Raises StoreUnavailable.
+        """
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + max(ADMIN_TIMEOUT, self.settings.timeout)
+        backoff = Backoff(base=0.05, cap=1.0)
+        while True:
+            try:
+                return await self._open()
+            except Missing as exc:
+                delay = backoff.next()
+                if loop.time() + delay > give_up:
+                    raise
+                log.info("opening the catalog: %s; trying again", exc.message)
+                await asyncio.sleep(delay)
+
+    async def _open(self) -> None:
         db = self.settings.db
         if db not in await self.pool.run(r.db_list()):
             await self.admin(r.db_create(db))
