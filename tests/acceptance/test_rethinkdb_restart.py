@@ -49,3 +49,9 @@ async def test_worker_carries_on_across_a_rethinkdb_restart(
     final = await api.wait_final("restart", [*before, after], timeout=120)
     assert {job["status"] for job in final.values()} == {"finished"}
     assert dispatcher.proc.running()
+    # An outage is reported in lines a person reads: no ERROR (the server's "primary
+    # replica not available" while it starts is an outage, not a refused query) and no
+    # query printouts or tracebacks.
+    log = dispatcher.proc.log()
+    assert " ERROR " not in log, log[-3000:]
+    assert "Traceback" not in log and "^^^^" not in log, log[-3000:]

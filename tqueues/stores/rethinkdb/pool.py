@@ -16,7 +16,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
-from rethinkdb.errors import ReqlDriverError, ReqlError, ReqlQueryLogicError
+from rethinkdb.errors import (
+    ReqlAvailabilityError,
+    ReqlDriverError,
+    ReqlError,
+    ReqlQueryLogicError,
+)
 
 from tqueues.errors import StoreUnavailable
 from tqueues.settings import RethinkDBSettings
@@ -210,7 +215,11 @@ class Pool:
                 raise Exists(text) from exc
             if isinstance(exc, ReqlQueryLogicError) and _BAD_KEY.match(text):
                 raise KeyRefused(text) from exc
-            log.error("RethinkDB refused a query: %s", exc)
+            if not isinstance(exc, ReqlAvailabilityError):
+                # A query the server cannot run at all is a bug of ours: log it whole.
+                # An unavailable replica (a restart, a lost node) is an outage, which the
+                # caller reports in one line; the query printout would only flood the log.
+                log.error("RethinkDB refused a query: %s", exc)
             raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
 
     def discard(self, conn: Any) -> None:
@@ -229,6 +238,12 @@ class Pool:
         task.add_done_callback(self._closers.discard)
 
     async def _close(self, conn: Any) -> None:
+        # The driver's reader task ends with the socket's error (a reset by a server that
+        # died) and, when closing fails on that same error, nobody awaits it: retrieve
+        # its outcome so asyncio does not log it as "never retrieved" with a traceback.
+        reader = getattr(getattr(conn, "_instance", None), "_reader_task", None)
+        if isinstance(reader, asyncio.Future):
+            reader.add_done_callback(consume)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
             await asyncio.wait_for(conn.close(noreply_wait=False), 2.0)
 
