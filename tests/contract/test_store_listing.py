@@ -62,3 +62,18 @@ async def test_max_bytes_applies_within_a_status_and_with_a_limit(store: Store) 
     # A limit smaller than what the bytes allow still ends the page first
     by_limit = await pages_of(store, status=JobStatus.PENDING, limit=1, max_bytes=10**9)
     assert by_limit == [[job_id] for job_id in pending] + [[]]
+
+
+async def test_a_page_of_small_jobs_is_whole_and_one_cut_late_goes_on(store: Store) -> None:
+    # Given 300 jobs of about 1 kB
+    await store.create_queue(QueueConfig("q"))
+    new = [NewJob("q", "m:f", args=["x" * 1000]) for _ in range(300)]
+    ids = [job.id for job in await store.put_many(new)]
+    # A cap they stay under makes pages of ``limit`` jobs (a store may read them in parts)
+    whole = await pages_of(store, limit=250, max_bytes=10**8)
+    assert [len(page) for page in whole] == [250, 50]
+    assert [job_id for page in whole for job_id in page] == ids
+    # And a cap of 60,000 bytes cuts pages of some dozens of jobs, every job once, in order
+    cut = await pages_of(store, limit=100, max_bytes=60_000)
+    assert all(32 < len(page) < 100 for page in cut[:-1]), [len(page) for page in cut]
+    assert [job_id for page in cut for job_id in page] == ids

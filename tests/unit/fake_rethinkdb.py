@@ -574,8 +574,9 @@ class _Evaluator:
         return counts
 
     def fold(self, term: ast.RqlQuery, env: dict[int, Any]) -> list[Any]:
-        """``fold`` with ``emit``: the stream of what it emits, folding in order."""
-        if "emit" not in term.optargs or "final_emit" in term.optargs:
+        """``fold`` with ``emit`` (and optionally ``final_emit``): the stream of what they
+        emit, folding in order."""
+        if "emit" not in term.optargs:
             raise NotImplementedError("the fake RethinkDB folds with emit only")
         source, base, step = term._args
         acc, reduce, emit = self.eval(base, env), self.eval(step, env), self.opt(term, "emit")
@@ -584,6 +585,8 @@ class _Evaluator:
             new = reduce(acc, doc)
             emitted += emit(acc, doc, new)
             acc = new
+        if "final_emit" in term.optargs:
+            emitted += self.opt(term, "final_emit")(acc)
         return emitted
 
     def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:

@@ -53,14 +53,12 @@ async def _send_snapshot(
     jobs) at a time, each page sent (as far as the socket takes it) before the next is
     read. Raises what the store raises, and ConnectionResetError once the client is gone."""
     cursor: str | None = None
-    limit = SNAPSHOT_LIMIT
     while True:
-        page = await store.list_jobs(queue, cursor=cursor, limit=limit, max_bytes=max_bytes)
+        page = await store.list_jobs(
+            queue, cursor=cursor, limit=SNAPSHOT_LIMIT, max_bytes=max_bytes
+        )
         jobs, cursor = page.jobs, page.next_cursor
         del page
-        # A page cut by bytes: ask the next for about as many jobs, so that a store that
-        # reads its whole limit before cutting (RethinkDB) does not read far past them.
-        limit = SNAPSHOT_LIMIT if len(jobs) == limit else min(SNAPSHOT_LIMIT, 2 * len(jobs) + 8)
         jobs.reverse()
         while jobs:  # each job let go of once it is sent
             frame = codec.dumps({"type": "initial", "job": jobs.pop().to_dict()})

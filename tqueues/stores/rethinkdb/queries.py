@@ -115,10 +115,11 @@ def page(
     limit: int,
     status: JobStatus | None = None,
     max_bytes: int | None = None,
+    used: int = 0,
 ) -> RqlQuery:
     """One page of the listing in creation order, after ``cursor`` (``CREATED_AT:ID``):
     every job through ``created``, or one status through ``status_created``; with
-    ``max_bytes``, cut by :func:`within_bytes`."""
+    ``max_bytes``, cut by :func:`within_bytes` (``used`` bytes of the page already read)."""
     after = parse_cursor(cursor)
     if status is None:
         if after is None:
@@ -128,7 +129,7 @@ def page(
                 list(after), [r.maxval, r.maxval], index="created", left_bound="open"
             )
         ordered = selection.order_by(index="created").limit(limit)
-        return within_bytes(ordered, max_bytes).coerce_to("array")
+        return within_bytes(ordered, max_bytes, used).coerce_to("array")
     low = [status.value, r.minval, r.minval] if after is None else [status.value, *after]
     ordered = (
         table.between(
@@ -137,22 +138,23 @@ def page(
         .order_by(index="status_created")
         .limit(limit)
     )
-    return within_bytes(ordered, max_bytes).coerce_to("array")
+    return within_bytes(ordered, max_bytes, used).coerce_to("array")
 
 
-def within_bytes(sequence: Any, max_bytes: int | None) -> Any:
-    """``sequence`` (in order) cut on the server once its documents' JSON has reached
-    ``max_bytes`` characters: each document while those before it hold fewer, then a null
-    for each further one (which says that more follow; the reader drops them). None keeps
-    the whole sequence."""
+def within_bytes(sequence: Any, max_bytes: int | None, used: int = 0) -> Any:
+    """``sequence`` (in order) cut on the server once its documents' JSON, counted in
+    characters after ``used``, has reached ``max_bytes``: each document while the count
+    before it is lower, a null for each further one (which says that more follow; the
+    reader drops them), and last the count (a number). None keeps the whole sequence."""
     if max_bytes is None:
         return sequence
     return sequence.fold(
-        0,
+        used,
         lambda size, doc: r.branch(
             size.lt(max_bytes), size.add(doc.to_json_string().count()), size
         ),
         emit=lambda size, doc, _: r.branch(size.lt(max_bytes), [doc], [None]),
+        final_emit=lambda size: [size],
     )
 
 

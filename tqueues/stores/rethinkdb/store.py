@@ -40,6 +40,9 @@ CLAIM_ROUNDS = 64  #: claim rounds lost to other takers before giving up (return
 MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giving up.
 REAP_BATCH = 256  #: jobs the reaper reads per queue, index and status in one round.
 PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status per round.
+#: documents the first read of a listing page cut by bytes asks for; each further read of
+#: the page asks for LIST_READ_GROWTH times more.
+LIST_FIRST_READ, LIST_READ_GROWTH = 32, 8
 Step = Callable[..., Job]
 
 
@@ -347,26 +350,49 @@ class RethinkDBStore(Store):
         """The queue's jobs (all, through ``created``; one status, through
         ``status_created``) in creation order. The cursor is ``CREATED_AT:ID`` of the last
         job of the previous page; an unreadable one starts over. ``max_bytes`` is counted
-        in characters of the documents' JSON, on the server (:func:`queries.within_bytes`).
+        in characters of the documents' JSON, on the server (:meth:`_list_within`).
         Raises QueueNotFound."""
         await self.get_queue(queue)
-        query = self._list_query(queue, cursor, limit, status, max_bytes)
-        docs = await self._run_on_queue(queue, query)
-        cut = bool(docs) and docs[-1] is None
-        jobs = [doc_to_job(doc) for doc in docs if doc is not None]
-        next_cursor = format_cursor(jobs[-1]) if jobs and (cut or len(jobs) == limit) else None
+        if max_bytes is not None:
+            return await self._list_within(queue, status, cursor, limit, max_bytes)
+        docs = await self._run_on_queue(queue, self._list_query(queue, cursor, limit, status))
+        jobs = [doc_to_job(doc) for doc in docs]
+        next_cursor = format_cursor(jobs[-1]) if jobs and len(jobs) == limit else None
         return Page(jobs, next_cursor)
 
+    async def _list_within(
+        self, queue: str, status: JobStatus | None, cursor: str | None, limit: int, max_bytes: int
+    ) -> Page:
+        """A page of at most ``limit`` jobs cut once they reach ``max_bytes``, read
+        LIST_FIRST_READ documents first, then LIST_READ_GROWTH times more at each read, each
+        read cut on the server (:func:`queries.within_bytes`): only the page comes back, and
+        the server reads past it no more documents than the read that cut it asked for
+        (a single read of ``limit`` documents would read all of them for a page of five
+        large jobs). Raises QueueNotFound."""
+        jobs: list[Job] = []
+        used, read = 0, LIST_FIRST_READ
+        while True:
+            # Once the page is full, one more document tells whether more follow.
+            want = 1 if used >= max_bytes else min(read, limit - len(jobs))
+            query = queries.page(self._table(queue), cursor, want, status, max_bytes, used)
+            *docs, used = await self._run_on_queue(queue, query)
+            found = [doc_to_job(doc) for doc in docs if doc is not None]
+            jobs += found
+            if found:
+                cursor = format_cursor(found[-1])
+            if len(found) < len(docs):  # cut by bytes, and more follow
+                return Page(jobs, cursor)
+            if len(docs) < want:  # the end of the queue
+                return Page(jobs, None)
+            if len(jobs) == limit:
+                return Page(jobs, cursor)
+            read *= LIST_READ_GROWTH
+
     def _list_query(
-        self,
-        queue: str,
-        cursor: str | None,
-        limit: int,
-        status: JobStatus | None = None,
-        max_bytes: int | None = None,
+        self, queue: str, cursor: str | None, limit: int, status: JobStatus | None = None
     ) -> Any:
         """The query for one page of :meth:`list_jobs` (no I/O)."""
-        return queries.page(self._table(queue), cursor, limit, status, max_bytes)
+        return queries.page(self._table(queue), cursor, limit, status)
 
     async def peek(self, queue: str, status: JobStatus) -> Job | None:
         """The next job of ``status`` (see :func:`queries.peek`), or None.
