@@ -111,86 +111,84 @@ async def wait_counter(
 async def run(
     takers: int, puts: int, seconds: float, wait: float, store_args: list[str], log: Path
 ) -> dict[str, Any]:
-    """Park ``takers``, time ``puts`` single puts and a batch of ``puts``; the numbers."""
+    """Park ``takers``, time ``puts`` single puts and a batch of ``puts``; the numbers.
+
+    Raises RuntimeError when the dispatcher does not start or park the takers in
+    ``seconds``, or when a job put did not reach exactly one taker."""
     process, url = await start_dispatcher(store_args, log)
     connector = aiohttp.TCPConnector(limit=takers + 16)
     timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+    parked: list[asyncio.Task[None]] = []
     try:
         async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             async with session.put(url, params={"queue": QUEUE}) as response:
                 response.raise_for_status()
-            got: list[str] = []
-            answered = asyncio.Event()
-            expected = 2 * puts if takers >= 2 * puts else 0
+            got: list[str] = []  #: the job each answered take got
+            answered = asyncio.Condition()
 
             async def take() -> None:
                 params = {"queue": QUEUE, "wait": str(wait)}
                 async with session.get(url, params=params) as response:
                     if response.status == 200:
                         got.append((await response.json())["id"])
-                        if len(got) >= expected:
-                            answered.set()
+                        async with answered:
+                            answered.notify_all()
 
-            parked: list[asyncio.Task[None]] = []
             park_started = time.perf_counter()
             for start in range(0, takers, PARK_BATCH):
                 parked += [
                     asyncio.create_task(take()) for _ in range(min(PARK_BATCH, takers - start))
                 ]
-                await wait_counter(session, url, "take_waited", len(parked), seconds=STARTUP)
+                await wait_counter(session, url, "take_waited", len(parked), seconds=seconds)
             park_seconds = time.perf_counter() - park_started
             before = await counters(session, url)
             # Single puts, one after the other: each hands its job to a waiting taker (on
-            # a store that hands jobs over) or wakes one.
-            # (a ttr longer than the run: nobody finishes them, and none may come back)
+            # a store that hands jobs over) or wakes one. (A ttr longer than the run:
+            # nobody finishes these jobs, and none may come back to be taken again.)
             body = {"queue": QUEUE, "method": METHOD, "args": [0], "ttr": TTR}
             put_ids: list[str] = []
             started = time.perf_counter()
-            for _ in range(puts):
+            while len(put_ids) < puts and time.perf_counter() - started < seconds:
                 async with session.post(url, json=body) as response:
                     response.raise_for_status()
                     put_ids.append((await response.json())["id"])
-                if time.perf_counter() - started > seconds:
-                    break
             single = time.perf_counter() - started
-            # One batch: every job becomes pending in one write and wakes takers.
+            singles = len(put_ids)
+            # One batch of as many: every job becomes pending in one write and wakes takers.
+            jobs = [{"method": METHOD, "args": [i], "ttr": TTR} for i in range(singles)]
             started = time.perf_counter()
-            batch = {
-                "jobs": [{"method": METHOD, "args": [i], "ttr": TTR} for i in range(len(put_ids))]
-            }
-            async with session.post(f"{url}queues/{QUEUE}/jobs", json=batch) as response:
+            async with session.post(f"{url}queues/{QUEUE}/jobs", json={"jobs": jobs}) as response:
                 response.raise_for_status()
                 put_ids += [job["id"] for job in (await response.json())["jobs"]]
             batched = time.perf_counter() - started
-            if expected:
-                expected = len(put_ids)
-                if len(got) < expected:
-                    await asyncio.wait_for(answered.wait(), seconds)
+            if takers >= len(put_ids):  # enough takers for every job: each gets one
+                async with answered:
+                    await asyncio.wait_for(
+                        answered.wait_for(lambda: len(got) >= len(put_ids)), seconds
+                    )
+                if sorted(got) != sorted(put_ids):
+                    raise RuntimeError(
+                        f"{len(put_ids)} jobs put, takers got {len(got)} ({len(set(got))} distinct)"
+                    )
             after = await counters(session, url)
-            for task in parked:
-                task.cancel()
-            await asyncio.gather(*parked, return_exceptions=True)
     finally:
+        for task in parked:
+            task.cancel()
+        await asyncio.gather(*parked, return_exceptions=True)
         process.terminate()
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    if expected and sorted(got) != sorted(put_ids):
-        raise RuntimeError(
-            f"{len(put_ids)} jobs put, takers got {len(got)} ({len(set(got))} distinct)"
-        )
-    delta = {
-        k: after.get(k, 0) - before.get(k, 0) for k in ("woken", "handed", "taken", "take_timeout")
-    }
+    counted = ("woken", "handed", "taken", "take_timeout")
     return {
         "takers": takers,
         "park_s": round(park_seconds, 2),
-        "single_puts": len(put_ids) // 2,
-        "single_puts_per_s": round((len(put_ids) // 2) / single, 1),
+        "single_puts": singles,
+        "single_puts_per_s": round(singles / single, 1),
         "batch_ms": round(batched * 1000, 1),
-        **delta,
+        **{name: after.get(name, 0) - before.get(name, 0) for name in counted},
     }
 
 

@@ -59,8 +59,10 @@ class Store(Primitives):
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
-        #: long-poll takers of this process waiting for a job, per queue, oldest first
+        #: long-poll takers of this process waiting for a job, per queue, oldest first;
+        #: each job that becomes pending wakes one of them (see WaitLine.wake)
         self._waiters = WaitLine(self.give_back, self.counters)
+        self.hub.on_pending = self._waiters.wake
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -125,7 +127,11 @@ class Store(Primitives):
             raise
         if not handed:
             hand(claimed)
-        self.record(job)
+        if any(taken.id == job.id for taken in claimed):
+            with self._waiters.quiet(job.queue):  # its "put" wakes nobody: it is taken
+                self.record(job)
+        else:
+            self.record(job)  # older jobs were claimed: this one is pending, for the next
         for taken in claimed:
             self.record(taken)
         return job
@@ -150,8 +156,9 @@ class Store(Primitives):
     ) -> Job | None:
         """Claim the next pending job, waiting up to ``wait`` seconds for one; None if none came.
 
-        Wakes as soon as the hub reports a pending job in the queue; re-checks every
-        ``poll`` seconds as a safety net. Raises QueueNotFound.
+        Wakes as soon as the hub reports a pending job in the queue; as a safety net,
+        re-checks every ``poll`` seconds while it is the longest-waiting taker of the
+        queue. Raises QueueNotFound.
         """
         jobs = await self.take_many(queue, 1, worker=worker, wait=wait, poll=poll)
         return jobs[0] if jobs else None
@@ -168,9 +175,10 @@ class Store(Primitives):
         """Claim up to ``count`` pending jobs in one store write, waiting up to ``wait``
         seconds for the first; an empty list if none came.
 
-        Wakes as soon as the hub reports a pending job in the queue; re-checks every
-        ``poll`` seconds as a safety net. A caller cancelled mid-claim gives back what the
-        claim got. Raises QueueNotFound.
+        Wakes as soon as the hub reports a pending job in the queue (each such job wakes
+        one waiting taker, the longest-waiting: see :class:`WaitLine`); as a safety net,
+        the longest-waiting taker of the queue re-checks every ``poll`` seconds. A caller
+        cancelled mid-claim gives back what the claim got. Raises QueueNotFound.
         """
         return await self.take_any((queue,), count, worker=worker, wait=wait, poll=poll)
 
@@ -196,9 +204,10 @@ class Store(Primitives):
             await self.watch(queue)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
-        waited = False
+        ticket: int | None = None  #: its place in the lines, once it waited
+        searching = False  #: looking for jobs nobody was woken for (see Waited)
         while True:
-            readies = [self.hub.ready_event(queue) for queue in queues]
+            since = self._waiters.signals(queues)  # before looking: no wake-up is lost
             claiming = asyncio.ensure_future(self._claim_and_publish(queues, count, worker))
             try:
                 jobs = await asyncio.shield(claiming)
@@ -207,19 +216,24 @@ class Store(Primitives):
                 claiming.add_done_callback(self._give_back)
                 raise
             if jobs:
+                if searching:  # found unannounced: there may be more; the next taker looks
+                    self._waiters.wake(jobs[0].queue, search=True)
                 return jobs
             remaining = deadline - loop.time()
             if remaining <= 0:
                 for queue in queues:
                     self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
                 return []
-            if not waited:
-                waited = True
+            if ticket is None:
+                ticket = self._waiters.ticket()
                 for queue in queues:
                     self.counters[queue]["take_waited"] += 1
-            jobs = await self._waiters.wait(queues, count, worker, readies, min(remaining, poll))
-            if jobs:
-                return jobs
+            waited = await self._waiters.wait(
+                queues, count, worker, since=since, timeout=remaining, ticket=ticket, poll=poll
+            )
+            if waited.jobs:
+                return waited.jobs
+            searching = waited.searching
 
     async def _claim_and_publish(
         self, queues: Sequence[str], count: int, worker: str | None
