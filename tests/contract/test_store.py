@@ -557,3 +557,45 @@ async def test_put_many_stores_all_in_order(store: Store) -> None:
     assert [job.id for job in taken if job] == [job.id for job in jobs]
     with pytest.raises(QueueNotFound):
         await store.put_many([new("nope")])
+
+
+#: JSON that RethinkDB would not keep as sent: objects it would read as its own types (a
+#: time, binary data, a geometry), keys it would cut at a NUL (and clash), and keys that
+#: look like such keys escaped.
+PSEUDO_TYPES = {
+    "time": {"$reql_type$": "TIME", "epoch_time": 1, "timezone": "+00:00"},
+    "binary": [{"$reql_type$": "BINARY", "data": "aGk="}],
+    "broken": {"$reql_type$": "TIME"},
+    "nul": {"": 1, "\x00": 2, "a\x00b": 3, "a": 4, "%00": 5, "a%00b\x00%25": 6},
+    "escaped": {"\\$reql_type$": 1, "\\\\$reql_type$": [2], "x$reql_type$": 3, "\\": 4,
+                "\\%00": 5, "\\\x00%": 6},
+    "nested": {"a": {"b": [{"$reql_type$": "GEOMETRY", "\x00": None}]}},
+    "value": "a\x00b",
+}  # fmt: skip
+
+
+async def test_json_a_database_would_not_keep_is_kept_as_sent(store: Store) -> None:
+    # Given jobs whose args, kwargs, result and fields hold objects keyed "$reql_type$",
+    # keys with NUL characters, and keys that look escaped
+    await store.create_queue(QueueConfig("q"))
+    await store.watch("q")
+    with store.hub.subscribe("q") as subscription:
+        job = await store.put(new(args=[PSEUDO_TYPES], kwargs=PSEUDO_TYPES))
+        put_event = await asyncio.wait_for(anext(subscription), 10)
+    batch = await store.put_many([new(args=[PSEUDO_TYPES["time"]]), new(kwargs=PSEUDO_TYPES)])
+    # Then every read gives them back exactly as they were sent, on every store
+    for read in (job, put_event.job, await store.get("q", job.id)):
+        assert (read.args, read.kwargs) == ([PSEUDO_TYPES], PSEUDO_TYPES)
+    assert [j.args for j in batch] == [[PSEUDO_TYPES["time"]], []]
+    assert (await store.get("q", batch[1].id)).kwargs == PSEUDO_TYPES
+    fields = {"$reql_type$": "TIME", "\x00": 1, "\\": 2, "more": PSEUDO_TYPES}
+    updated = await store.update("q", job.id, fields)
+    assert updated.extra == fields
+    taken = await store.take("q")
+    assert taken is not None and taken.id == job.id and taken.kwargs == PSEUDO_TYPES
+    assert taken.extra == updated.extra
+    done = await store.finish("q", job.id, lease=taken.lease, result=PSEUDO_TYPES)
+    assert done.result == PSEUDO_TYPES
+    listed = {j.id: j for j in (await store.list_jobs("q")).jobs}
+    assert listed[job.id].result == PSEUDO_TYPES and listed[job.id].extra == updated.extra
+    assert listed[batch[1].id].kwargs == PSEUDO_TYPES

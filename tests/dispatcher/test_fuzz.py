@@ -18,6 +18,7 @@ from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
 from tqueues.dispatcher.actions import ACTION_FUNCTIONS
 from tqueues.dispatcher.keys import store_key
+from tqueues.jobs import RESERVED_FIELDS as RESERVED
 from tqueues.jobs import JobStatus
 from tqueues.settings import DispatcherSettings
 
@@ -37,10 +38,12 @@ async def client(
     return test_client
 
 
+#: Object keys: any short text, and the key RethinkDB would read as one of its own types.
+json_keys = st.text(max_size=10) | st.sampled_from(["$reql_type$", "\\$reql_type$"])
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
     lambda children: (
-        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+        st.lists(children, max_size=4) | st.dictionaries(json_keys, children, max_size=4)
     ),
     max_leaves=12,
 )
@@ -48,6 +51,7 @@ FIELDS = ["queue", "method", "args", "kwargs", "priority", "ttr", "max_attempts"
           "result", "error", "traceback", "release", "status", "id", "progress"]  # fmt: skip
 field_values = (
     json_values
+    | st.sampled_from([{"$reql_type$": "TIME"}, [{"$reql_type$": "BINARY", "data": "aGk="}]])
     | st.sampled_from(["q", "nope", "pkg.mod:func", "", "q" * 65, "a:b", "\u0000", "é", "0" * 32])
     | st.integers(-(2**40), 2**40)
 )
@@ -210,6 +214,49 @@ async def test_no_rest_request_gets_a_5xx(
         assert payload["error"] and payload["message"]
         assert "Traceback" not in text
     await assert_consistent(client)
+
+
+#: JSON every store keeps as sent (integers within 2**53, as JSON's doubles hold them).
+stored_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**53) + 1, 2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(json_keys, children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@settings(FUZZ, max_examples=100)
+@given(
+    args=st.lists(stored_values, max_size=3),
+    kwargs=st.dictionaries(json_keys, stored_values, max_size=3),
+    fields=st.dictionaries(
+        json_keys.filter(lambda k: k not in RESERVED), stored_values, max_size=3
+    ),
+    result=stored_values,
+)
+async def test_what_a_job_holds_reads_back_as_sent(
+    client: Client, args: list[Any], kwargs: dict[str, Any], fields: dict[str, Any], result: Any
+) -> None:
+    # When a job is put, updated and finished with any JSON (keys a store could read as
+    # its own types included)
+    put = await client.post(
+        "/queues/q/jobs", json={"method": "a:b", "args": args, "kwargs": kwargs}
+    )
+    assert put.status == 201, await put.text()
+    job_id = (await put.json())["id"]
+    path = f"/queues/q/jobs/{job_id}"
+    patched = await client.patch(path, json=fields)
+    finished = await client.post(f"{path}/finish", json={"result": result})
+    assert (patched.status, finished.status) == (200, 200), await finished.text()
+    # Then every read gives it back as it was sent, on every store
+    read = await (await client.get(path)).json()
+    assert (read["args"], read["kwargs"], read["result"]) == (args, kwargs, result)
+    assert {name: read[name] for name in fields} == fields
 
 
 #: Every request that names one job by its id, and where the id goes: the query, the

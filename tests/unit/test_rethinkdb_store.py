@@ -17,6 +17,7 @@ from rethinkdb import ql2_pb2
 from rethinkdb.ast import ReQLEncoder
 from rethinkdb.errors import (
     ReqlDriverCompileError,
+    ReqlDriverError,
     ReqlOpFailedError,
     ReqlQueryLogicError,
     ReqlServerCompileError,
@@ -698,3 +699,42 @@ async def test_a_database_just_created_but_not_found_yet_is_looked_up_again(
         await store.create_queue(QueueConfig("q"))
         assert (await store.put(NewJob("q", "m:f"))).status is JobStatus.PENDING
     assert lagging == 0
+
+
+def _apply_then_lose_the_answer(server: FakeServer, job_id: str) -> Any:
+    """A fault: the claim's compare-and-set of ``job_id`` is written, then the connection
+    drops before its answer (a server killed mid-query), once."""
+    armed = True
+
+    def fault(term: Any) -> Exception | None:
+        nonlocal armed
+        if armed and type(term).__name__ == "Replace" and type(term._args[0]).__name__ == "Get":
+            if term._args[0]._args[1].data == job_id:
+                armed = False
+                conn = fake_rethinkdb.FakeConnection(server)
+                fake_rethinkdb._Evaluator(conn).eval(term, {})
+                return ReqlDriverError("Connection is closed.")
+        return None
+
+    return fault
+
+
+async def test_a_claim_applied_without_an_answer_is_undone_at_once(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given a pending job whose claim is written but never answered
+    await fake_store.create_queue(QueueConfig("q", ttr=600))
+    job = await fake_store.put(NewJob("q", "m:f"))
+    server.faults.append(_apply_then_lose_the_answer(server, job.id))
+    with pytest.raises(StoreUnavailable):
+        await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+    # Then it does not sit started under a lease nobody holds until the lease expires (ten
+    # minutes here): it is given back, its attempt not counted, and the next take gets it
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (back := await fake_store.get("q", job.id)).status is not JobStatus.PENDING:
+        assert loop.time() < deadline, back
+        await asyncio.sleep(0.05)
+    assert back.attempts == 0
+    [taken] = await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+    assert taken.id == job.id

@@ -30,13 +30,39 @@ CONFIG_FIELDS = tuple(field.name for field in dataclasses.fields(QueueConfig))
 CONFIG_FLOATS = frozenset({"ttr", "delay", "retention"})
 CONFIG_INTS = frozenset({"max_attempts", "priority"})
 _JOB_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+#: Object keys RethinkDB does not keep as sent: it reads an object with the key
+#: ``$reql_type$`` as one of its own types (a time, binary data, a geometry), so it would
+#: refuse the job (an invalid one) or change it (a valid one), and it cuts a key at its
+#: first NUL character (two keys may then clash, or the key is changed). Such keys are
+#: stored escaped (see :func:`escape_key`), and so are keys that start with the escape
+#: character, so that every escaped key reads back as it was sent.
+PSEUDO_TYPE_KEY = "$reql_type$"
+_DECODE = re.compile(r"%(25|00)")
+#: The field of a job's document that says it holds escaped keys (so that reading every
+#: other document costs nothing more).
+ESCAPED = "escaped_keys"
+#: The fields of a job that hold the producer's and the worker's JSON.
+JSON_FIELDS = ("args", "kwargs", "result", "extra")
 
 
 def job_to_doc(job: Job) -> dict[str, Any]:
-    """The job as its RethinkDB document (status as its string value, ``extra`` nested)."""
+    """The job as its RethinkDB document (status as its string value, ``extra`` nested);
+    :func:`job_literal` is what is written."""
     doc = {name: getattr(job, name) for name in FIELDS}
     doc["status"] = job.status.value
     return doc
+
+
+def job_literal(job: Job) -> RqlQuery:
+    """The job's document (:func:`job_to_doc`) as the ReQL literal every write stores:
+    keys RethinkDB would read as its own types escaped (see :func:`reql_literal`), and
+    ``escaped_keys: true`` on a document that has any, for :func:`doc_to_job`."""
+    escaped: list[str] = []
+    fields = {name: reql_literal(value, escaped) for name, value in job_to_doc(job).items()}
+    # The names of a job's fields are none that needs escaping: only what they hold.
+    if escaped:
+        fields[ESCAPED] = r.expr(True)
+    return r.ast.MakeObj(fields)
 
 
 def doc_to_job(doc: Mapping[str, Any]) -> Job:
@@ -55,6 +81,10 @@ def doc_to_job(doc: Mapping[str, Any]) -> Job:
     for name in INT_FIELDS:
         if name in fields:
             fields[name] = int(fields[name])
+    if doc.get(ESCAPED):
+        for name in JSON_FIELDS:
+            if name in fields:
+                fields[name] = unescape(fields[name])
     fields["status"] = JobStatus(fields["status"])
     fields["extra"] = dict(fields.get("extra") or {})
     fields.setdefault("args", [])
@@ -88,17 +118,55 @@ def change_kind(old: Job | None, new: Job | None) -> str:
     return "deleted" if new is None else new.event
 
 
-def reql_literal(value: Any) -> RqlQuery:
-    """``value`` (JSON data) as a ReQL literal, built bottom-up.
+def escape_key(key: str) -> str | None:
+    """How an object key is stored, if not as it is (None): a key ``$reql_type$``, with a
+    NUL character or starting with a backslash becomes a backslash and the key with ``%``
+    written ``%25`` and NUL ``%00``. No stored key then has a NUL or is ``$reql_type$``,
+    and :func:`unescape_key` reverses it (the keys it leaves never start with a
+    backslash)."""
+    if key == PSEUDO_TYPE_KEY or "\x00" in key or key.startswith("\\"):
+        return "\\" + key.replace("%", "%25").replace("\x00", "%00")
+    return None
+
+
+def unescape_key(key: str) -> str:
+    """An object key as it was sent (see :func:`escape_key`)."""
+    if not key.startswith("\\"):
+        return key
+    return _DECODE.sub(lambda code: "%" if code.group(1) == "25" else "\x00", key[1:])
+
+
+def reql_literal(value: Any, escaped: list[str] | None = None) -> RqlQuery:
+    """``value`` (JSON data) as a ReQL literal, built bottom-up, that RethinkDB stores as
+    it is sent: the keys it would not keep are escaped (:func:`escape_key`) and appended
+    to ``escaped``, if given; :func:`unescape` gives back exactly what was sent.
 
     Unlike ``r.expr`` this has no nesting limit (the driver refuses data nested more than 20
     levels), so any job the dispatcher accepts can be stored.
     """
     if isinstance(value, Mapping):
-        return r.ast.MakeObj({str(key): reql_literal(item) for key, item in value.items()})
+        items: dict[str, RqlQuery] = {}
+        for key, item in value.items():
+            name = str(key)
+            stored = escape_key(name)
+            if stored is not None:
+                name = stored
+                if escaped is not None:
+                    escaped.append(name)
+            items[name] = reql_literal(item, escaped)
+        return r.ast.MakeObj(items)
     if isinstance(value, list | tuple):
-        return r.ast.MakeArray(*(reql_literal(item) for item in value))
+        return r.ast.MakeArray(*(reql_literal(item, escaped) for item in value))
     return r.expr(value)
+
+
+def unescape(value: Any) -> Any:
+    """JSON data as :func:`reql_literal` was given it: every key as it was sent."""
+    if isinstance(value, dict):
+        return {unescape_key(key): unescape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [unescape(item) for item in value]
+    return value
 
 
 def format_cursor(job: Job) -> str:
@@ -133,15 +201,20 @@ def batch_ids(jobs: Sequence[Job]) -> list[Job]:
 
 
 __all__ = [
+    "ESCAPED",
     "FIELDS",
     "batch_ids",
     "change_kind",
     "config_to_doc",
     "doc_to_config",
     "doc_to_job",
+    "escape_key",
     "format_cursor",
+    "job_literal",
     "job_to_doc",
     "parse_cursor",
     "r",
     "reql_literal",
+    "unescape",
+    "unescape_key",
 ]

@@ -16,7 +16,7 @@ from typing import Any
 from rethinkdb.ast import RqlQuery
 
 from tqueues.jobs import Job, JobStatus
-from tqueues.stores.rethinkdb.documents import job_to_doc, parse_cursor, r, reql_literal
+from tqueues.stores.rethinkdb.documents import job_literal, parse_cursor, r
 
 Row = Any
 Index = Callable[[Row], Any]
@@ -172,7 +172,7 @@ def compare_and_set(
     One atomic, deterministic single-document write: ``replaced`` 1 if written,
     ``unchanged`` if the job moved on, ``skipped`` if it is gone.
     """
-    new_doc = reql_literal(job_to_doc(after))
+    new_doc = job_literal(after)
 
     def expected(row: Row) -> Any:
         same = row["rev"] == before.rev
@@ -200,7 +200,7 @@ def remove(table: Any, job_id: str, *, durability: str) -> RqlQuery:
 
 def insert(table: Any, jobs: list[Job], *, durability: str) -> RqlQuery:
     """Insert new jobs (one document, or an array of them); a taken id is an error."""
-    docs = [reql_literal(job_to_doc(job)) for job in jobs]
+    docs = [job_literal(job) for job in jobs]
     payload = docs[0] if len(docs) == 1 else r.ast.MakeArray(*docs)
     return table.insert(payload, conflict="error", durability=durability)
 

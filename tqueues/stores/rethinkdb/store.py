@@ -20,8 +20,14 @@ from typing import Any
 
 from rethinkdb.ast import RqlQuery
 
-from tqueues import lifecycle
-from tqueues.errors import InvalidTransition, JobNotFound, QueueNotFound, StoreUnavailable
+from tqueues import clock, lifecycle
+from tqueues.errors import (
+    InvalidTransition,
+    JobNotFound,
+    LeaseMismatch,
+    QueueNotFound,
+    StoreUnavailable,
+)
 from tqueues.ids import storable
 from tqueues.jobs import Job, JobStatus, QueueConfig
 from tqueues.retry import RetryPolicy
@@ -30,7 +36,7 @@ from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.rethinkdb import queries
 from tqueues.stores.rethinkdb.documents import batch_ids, doc_to_job, format_cursor, r
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
+from tqueues.stores.rethinkdb.pool import Backoff, KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -63,6 +69,7 @@ class RethinkDBStore(Store):
         self._pool: Pool | None = None
         self._catalog: Catalog | None = None
         self._feeds: Feeds | None = None
+        self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -134,6 +141,8 @@ class RethinkDBStore(Store):
     async def close(self) -> None:
         """Stop the changefeeds and close every connection; idempotent."""
         feeds, self._feeds, self._catalog = self._feeds, None, None
+        for undo in tuple(self._undoing):
+            undo.cancel()  # the lease expires as usual
         if feeds is not None:
             await feeds.close()
         if self._pool is not None:
@@ -308,13 +317,64 @@ class RethinkDBStore(Store):
     async def _claim_one(
         self, queue: str, before: Job, worker: str | None, now: float
     ) -> Job | None:
-        """``before`` claimed by compare-and-set, or None when another taker won it."""
+        """``before`` claimed by compare-and-set, or None when another taker won it.
+
+        A claim whose answer never came (the server died mid-query, a timeout) may still
+        have been applied: the job would then sit started under a lease nobody holds until
+        it expires (``ttr``, a minute by default). So it is undone in the background as
+        soon as the server answers (:meth:`_undo_claim`). Raises StoreUnavailable.
+        """
         after = lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).succeeding(
             before
         )
-        if await self._compare_and_set(queue, before, after, status=JobStatus.PENDING):
-            return after
-        return None
+        try:
+            won = await self._compare_and_set(queue, before, after, status=JobStatus.PENDING)
+        except StoreUnavailable:
+            self._undo_claim(after)
+            raise
+        return after if won else None
+
+    def _undo_claim(self, claimed: Job) -> None:
+        """Release ``claimed`` (a claim nobody received) in the background, retrying with
+        backoff while the server is unavailable, until its lease would have expired anyway.
+
+        The release is conditional on the claim's own lease, which only this process
+        knows: if the claim was not applied, or the job moved on, it changes nothing
+        (LeaseMismatch, InvalidTransition or JobNotFound end the undo quietly).
+        """
+        task = asyncio.ensure_future(self._undo_claim_until_answered(claimed))
+        self._undoing.add(task)
+        task.add_done_callback(self._undoing.discard)
+
+    async def _undo_claim_until_answered(self, claimed: Job) -> None:
+        loop = asyncio.get_running_loop()
+        expires = claimed.lease_expires if claimed.lease_expires is not None else clock.now()
+        give_up = loop.time() + max(0.0, expires - clock.now())
+        backoff = Backoff(base=0.1, cap=2.0)
+        while True:
+            try:
+                await self.release(claimed.queue, claimed.id, lease=claimed.lease)
+            except (LeaseMismatch, InvalidTransition, JobNotFound, QueueNotFound):
+                return  # the claim was not applied, or the job is someone else's now
+            except StoreUnavailable as exc:
+                delay = backoff.next()
+                if loop.time() + delay > give_up:
+                    log.warning(
+                        "job %s of queue %r may be claimed by a take that got no answer; "
+                        "its lease expires: %s",
+                        claimed.id,
+                        claimed.queue,
+                        exc.message,
+                    )
+                    return
+                await asyncio.sleep(delay)
+                continue
+            log.info(
+                "job %s of queue %r: a claim that got no answer was applied; released it",
+                claimed.id,
+                claimed.queue,
+            )
+            return
 
     async def get(self, queue: str, job_id: str) -> Job:
         """The job. Raises QueueNotFound, JobNotFound (also for an id no job can have,
