@@ -389,7 +389,7 @@ async def test_duplicate_late_and_unknown_acknowledgements_change_nothing(
     # Unknown ids, ids of another queue's job, malformed ids: 404 (or 400), nothing created
     put = await api.put("acks", "coro_add", 3, 3)
     before = await raw_job(session, url, "acks", put["id"])
-    unknown = ["0" * 32, "f" * 32, "nothing", "../" + put["id"], put["id"].upper(), "x" * 128]
+    unknown = ["0" * 32, "f" * 32, "nothing", "../" + put["id"], put["id"].upper(), "x" * 127]
     for job_id in unknown:
         for body in END_BODIES:
             status, answer = await api.delete("acks", job_id, body, lease="0" * 32)
@@ -400,8 +400,9 @@ async def test_duplicate_late_and_unknown_acknowledgements_change_nothing(
         assert status == 404
     status, answer = await api.delete("other", put["id"], {"result": "wrong queue"})
     assert (status, answer["error"]) == (404, "job_not_found"), answer
-    status, answer = await api.delete("acks", "x" * 129, None)
-    assert (status, answer["field"]) == (400, "id"), answer
+    for malformed in ("x" * 128, "é" * 64, "\x00", put["id"] + "\x00"):  # no job's id
+        status, answer = await api.delete("acks", malformed, None)
+        assert (status, answer["field"]) == (400, "id"), answer
     assert await raw_job(session, url, "acks", put["id"]) == before
 
     # And through all this, no job changed but the ones the real holders ended
