@@ -18,6 +18,7 @@ import fcntl
 import logging
 import os
 import sqlite3
+import time
 from collections.abc import Callable, Collection, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,11 +50,107 @@ READ_BATCH = 500  #: ids one query reads (SQLite allows 32,766 parameters; old b
 MAX_STARTED_KEPT = 20_000
 MAX_KEPT_TEXT = 8192
 ANY_PENDING = "SELECT 1 FROM jobs WHERE queue = ? AND status = 'pending' LIMIT 1"
+SQLITE_HEADER = b"SQLite format 3\x00"  #: the first bytes of every SQLite database file
+#: The longest the check of the database at start may take (seconds): about 10,000,000
+#: small jobs' worth. A bigger store starts after that much of it was checked.
+QUICK_CHECK_SECONDS = 10.0
 
 
 def _any_pending(conn: sqlite3.Connection, queue: str) -> bool:
     """Whether ``queue`` has a pending job (one probe of the take index)."""
     return conn.execute(ANY_PENDING, (queue,)).fetchone() is not None
+
+
+def check_file(path: Path) -> bool:
+    """Whether the database file at ``path`` exists (False: a fresh store is created).
+
+    Raises StoreUnavailable if it exists but cannot hold a database: empty (0 bytes: it
+    was truncated, since :func:`create_database` never leaves an empty one) or not
+    starting with SQLite's header.
+    """
+    try:
+        with path.open("rb") as file:
+            header = file.read(len(SQLITE_HEADER))
+    except FileNotFoundError:
+        return False
+    except OSError as exc:
+        raise StoreUnavailable(f"cannot read {path}: {exc}") from exc
+    if not header:
+        raise StoreUnavailable(
+            damaged(path, "it is empty (0 bytes): it was truncated, and the jobs it held are gone")
+        )
+    if header != SQLITE_HEADER:
+        raise StoreUnavailable(damaged(path, "it does not start as an SQLite database does"))
+    return True
+
+
+def create_database(path: Path) -> None:
+    """Create an empty database at ``path`` (mode 0600), whole or not at all.
+
+    It is built beside it as ``<name>.new``, synced and renamed into place, so a first
+    start killed midway leaves no empty or partial file that the next start would take
+    for a damaged store (what such a start left is removed). Raises OSError,
+    sqlite3.Error."""
+    fresh = path.with_name(path.name + ".new")
+    for leftover in (fresh, path.with_name(fresh.name + "-journal")):
+        leftover.unlink(missing_ok=True)
+    os.close(os.open(fresh, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600))
+    conn = sqlite3.connect(fresh, isolation_level=None)
+    try:  # (a rollback journal: all of it is in the one file once committed)
+        conn.executescript(SCHEMA)
+    finally:
+        conn.close()
+    fd = os.open(fresh, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(fresh, path)
+    fd = os.open(path.parent, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)  # the rename
+    finally:
+        os.close(fd)
+
+
+def check_database(conn: sqlite3.Connection, path: Path, budget: float | None = None) -> bool:
+    """Check the structure of the open database with SQLite's ``quick_check``: every page
+    of every table and index read once, so about a second per 250 MiB (1,000,000 small
+    jobs) from the page cache (``benchmarks/startup_check.py``). It stops after
+    ``budget`` seconds (default QUICK_CHECK_SECONDS): True if it read everything, False
+    if it was cut short (what it read was sound; damage past it shows later as 503s).
+
+    Raises StoreUnavailable (damaged) naming the first problem found, sqlite3.Error."""
+    budget = QUICK_CHECK_SECONDS if budget is None else budget
+    deadline = time.monotonic() + budget
+    conn.set_progress_handler(lambda: time.monotonic() > deadline, 100_000)
+    try:
+        problems = [row[0] for row in conn.execute("PRAGMA quick_check(1)")]
+    except sqlite3.OperationalError as exc:
+        if time.monotonic() <= deadline or "interrupt" not in str(exc):
+            raise
+        return False
+    finally:
+        conn.set_progress_handler(None, 0)
+    if problems != ["ok"]:
+        first = " ".join(problems[0].replace("*** in database main ***", "").split())
+        raise StoreUnavailable(damaged(path, f"SQLite's quick_check found: {first}"))
+    return True
+
+
+def is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """Whether SQLite's error says the database file is damaged (not, say, locked)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
+
+def damaged(path: Path, what: str) -> str:
+    """The one-line message of a damaged data file, with what to do about it."""
+    what = " ".join(what.split())
+    return (
+        f"the data file {path} is damaged: {what}; restore it from a backup, or move it "
+        "away to start over with an empty store (its jobs lost)"
+    )
 
 
 def _missing(queue: str, job_id: str) -> JobNotFound:
@@ -135,7 +232,33 @@ class SQLiteStore(Store):
         yield self._conn
 
     def _connect(self) -> None:
+        """Open the database (creating it if there is none), refusing a damaged one.
+
+        Raises StoreUnavailable: the file is damaged or truncated (see :func:`check_file`
+        and :func:`check_database`), or cannot be opened."""
+        if not check_file(self.path):
+            try:
+                create_database(self.path)
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailable(f"cannot create {self.path}: {exc}") from exc
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            self._set_up(conn)
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            if is_damage(exc):
+                raise StoreUnavailable(damaged(self.path, f"SQLite says: {exc}")) from exc
+            raise StoreUnavailable(f"cannot open {self.path}: {exc}") from exc
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+        if self._max_size is not None:
+            self._apply_max_size(self._max_size)
+
+    def _set_up(self, conn: sqlite3.Connection) -> None:
+        """Configure the connection, check the database, bring its tables up to date and
+        read the queues. Raises sqlite3.DatabaseError, StoreUnavailable (damaged)."""
         conn.row_factory = sqlite3.Row
         # This process alone uses the database (the directory's lock says so): with the
         # exclusive locking mode SQLite takes its file locks once, not around every
@@ -147,10 +270,16 @@ class SQLiteStore(Store):
         conn.execute(f"PRAGMA synchronous = {sqlite_sync}")
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA cache_size = -65536")  # KiB: 64 MiB keeps deep queues in memory
+        if not check_database(conn, self.path):  # before anything is written to it
+            log.warning(
+                "the check of %s was cut short after %g s (%d MiB): it found nothing wrong "
+                "in what it read; damage in the rest would show as 503 answers when read",
+                self.path,
+                QUICK_CHECK_SECONDS,
+                self.path.stat().st_size >> 20,
+                extra={"action": "store_check"},
+            )
         conn.executescript(SCHEMA)
-        self._conn = conn
-        if self._max_size is not None:
-            self._apply_max_size(self._max_size)
         for row in conn.execute("SELECT name, config FROM queues"):
             self._queues[row["name"]] = QueueConfig(**codec.loads(row["config"]))
 
@@ -169,13 +298,15 @@ class SQLiteStore(Store):
         await self._run(self._apply_max_size, max_size, batch=False)
 
     async def open(self) -> None:
-        """Create the directory and database if needed and take the directory's lock.
+        """Create the directory (mode 0700) and database (0600) if needed, take the
+        directory's lock, and check the database.
 
-        Raises StoreUnavailable when the directory cannot be used or another process
-        holds it.
+        Raises StoreUnavailable when the directory cannot be used, another process holds
+        it, or the database is damaged or truncated (the message says what to do).
         """
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
+            # Its owner's alone (jobs' arguments may be secrets); the files in it are 0600.
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             fd = os.open(self.directory / "tqueues.lock", os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
             raise StoreUnavailable(f"cannot use data directory {self.directory}: {exc}") from exc
