@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 
@@ -24,7 +25,22 @@ def error_response(status: int, code: str, message: str, **details: object) -> w
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Turn :class:`TqueuesError` and aiohttp's HTTP errors into JSON answers; log the rest."""
+    """Turn :class:`TqueuesError` and aiohttp's HTTP errors into JSON answers; log the rest.
+
+    An answer to a request whose body could not be read is sent at once and the
+    connection closed after it (:func:`answer_and_close`).
+    """
+    response = await _answer(request, handler)
+    if (
+        request.content.exception() is not None
+        and isinstance(response, web.Response)
+        and not response.prepared
+    ):
+        return await answer_and_close(request, response)
+    return response
+
+
+async def _answer(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
     except TqueuesError as exc:
@@ -55,6 +71,21 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             extra={"action": "internal_error"},
         )
         return error_response(500, "internal_error", INTERNAL_ERROR)
+
+
+async def answer_and_close(request: web.Request, response: web.Response) -> web.Response:
+    """Send ``response`` now and close the connection after it.
+
+    For a request whose body could not be read (a broken chunked or compressed encoding):
+    what follows on the connection cannot be trusted to start a request, and aiohttp
+    would otherwise read on after the answer and log the same error as unhandled.
+    """
+    response.force_close()
+    with contextlib.suppress(ConnectionError):  # the client went away meanwhile
+        await response.prepare(request)
+        await response.write_eof()
+    request.protocol.force_close()
+    return response
 
 
 @web.middleware

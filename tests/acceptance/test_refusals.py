@@ -1,0 +1,103 @@
+"""What a real ``tqueues_dispatcher`` refuses, clearly (issue #21): JSON it would not store
+as sent (a key given twice, integers past 2**53, on both stores)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import aiohttp
+
+from tests.acceptance.conftest import Api, Cluster
+
+# -- JSON the stores would not keep as sent ----------------------------------------------
+
+
+async def raw_call(
+    session: aiohttp.ClientSession, method: str, url: str, body: bytes
+) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    async with session.request(method, url, data=body, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_a_key_given_twice_is_refused_on_every_body(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    # Given a dispatcher with a queue and a started job
+    dispatcher = await cluster.dispatcher()
+    url = dispatcher.url
+    api = Api(session, url)
+    await api.create_queue("dup")
+    put = await api.put("dup", "coro_add", 1, 2)
+    status, taken = await api.take("dup")
+    assert status == 200
+    job, lease = taken["id"], taken["lease"]
+    # When bodies give a key twice, the last one being the dangerous one
+    cases = [
+        ("POST", url, b'{"queue":"dup","method":"m:f","method":"os:system"}', "method"),
+        ("POST", url + "queues/dup/jobs", b'{"method":"m:f", "method" :"os:system"}', "method"),
+        ("POST", url + "queues/dup/jobs", b'{"jobs":[{"method":"m:f","method":"x:y"}]}', "jobs"),
+        ("PATCH", f"{url}?queue=dup&id={job}&lease={lease}", b'{"p":1,"p":2}', "p"),
+        ("DELETE", f"{url}?queue=dup&id={job}&lease={lease}", b'{"result":1,"result":2}', "result"),
+        (
+            "POST",
+            url + "queues/dup/outcomes",
+            b'{"outcomes":[{"id":"%s","lease":"%s","action":"finish","action":"fail"}]}'
+            % (job.encode(), lease.encode()),
+            "outcomes",
+        ),
+        ("PUT", url + "queues/other", b'{"ttr":5,"ttr":6}', "ttr"),
+    ]
+    for method, target, body, field in cases:
+        status, answer = await raw_call(session, method, target, body)
+        # Then each is a 400 naming the key, and nothing is stored
+        assert status == 400, (target, answer)
+        assert answer["field"] == field and "more than once" in answer["message"], answer
+    assert (await api.get("dup", job))["status"] == "started"
+    assert (await api.get("dup", put["id"])).get("p") is None
+    stats = await (await session.get(url + "queues/dup/stats")).json()
+    assert stats["total"] == 1
+    assert (await session.get(url + "queues/other")).status == 404
+
+
+async def test_integers_beyond_2_53_are_refused_on_both_stores(
+    cluster: Cluster, session: aiohttp.ClientSession, store_args: list[str]
+) -> None:
+    # Given a dispatcher on each store, with a started job
+    dispatcher = await cluster.dispatcher(None, *store_args)
+    url = dispatcher.url
+    api = Api(session, url)
+    await api.create_queue("ints")
+    edge = 2**53 - 1
+    # When a job's arguments are the largest integers every store keeps exactly
+    put = await api.put("ints", "coro_add", edge, -edge, kwargs={"n": [edge]})
+    # Then they come back exactly
+    stored = await api.get("ints", put["id"])
+    assert (stored["args"], stored["kwargs"]) == ([edge, -edge], {"n": [edge]})
+    status, taken = await api.take("ints")
+    assert status == 200
+    job, lease = taken["id"], taken["lease"]
+    # And one past them is refused wherever it is, naming the field, nothing stored
+    cases = [
+        ("POST", url, {"queue": "ints", "method": "m:f", "args": [2**53]}, "args"),
+        ("POST", url + "queues/ints/jobs", {"method": "m:f", "kwargs": {"n": -(2**53)}}, "kwargs"),
+        ("POST", url + "queues/ints/jobs", {"method": "m:f", "args": [2**64]}, "args"),
+        ("PATCH", f"{url}?queue=ints&id={job}&lease={lease}", {"progress": 2**60}, "progress"),
+        ("DELETE", f"{url}?queue=ints&id={job}&lease={lease}", {"result": [1, 2**63]}, "result"),
+        (
+            "POST",
+            url + f"queues/ints/jobs/{job}/finish?lease={lease}",
+            {"result": {"big": 10**20}},
+            "result",
+        ),
+    ]
+    for method, target, body, field in cases:
+        raw = json.dumps(body).encode()  # Python's ints as exact JSON literals
+        status, answer = await raw_call(session, method, target, raw)
+        assert status == 400, (target, answer)
+        assert answer["field"] == field and "2**53-1" in answer["message"], answer
+    after = await api.get("ints", job)
+    assert after["status"] == "started" and "progress" not in after
+    stats = await (await session.get(url + "queues/ints/stats")).json()
+    assert stats["total"] == 1
