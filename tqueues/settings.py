@@ -80,10 +80,16 @@ def is_loopback(host: str) -> bool:
 
 
 def _token_file(path: str, option: str) -> str:
+    """The token in the file ``path`` (surrounding whitespace removed); SettingsError if
+    it cannot be read or holds no token (an empty file must not mean "no token")."""
     try:
-        return Path(path).read_text().strip()
-    except OSError as exc:
-        raise SettingsError(f"{option}: cannot read {path}: {exc.strerror}") from None
+        token = Path(path).read_text().strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "it is not text"
+        raise SettingsError(f"{option}: cannot read {path}: {reason}") from None
+    if not token:
+        raise SettingsError(f"{option}: {path} is empty; it must hold the token")
+    return token
 
 
 def _worker_token(args: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:

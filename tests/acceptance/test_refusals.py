@@ -1,14 +1,29 @@
 """What a real ``tqueues_dispatcher`` refuses, clearly (issue #21): JSON it would not store
-as sent (a key given twice, integers past 2**53, on both stores)."""
+as sent (a key given twice, integers past 2**53, on both stores), requests for another
+site's host name when it has no token (DNS rebinding), an empty token file."""
 
 from __future__ import annotations
 
 import json
+import subprocess
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import pytest
 
-from tests.acceptance.conftest import Api, Cluster
+from tests.acceptance.conftest import DISPATCHER, ROOT, Api, Cluster, DispatcherProc, child_env
+
+TOKEN = "refusals-" + "Qx4" * 9
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def port_of(dispatcher: DispatcherProc) -> int:
+    port = urlsplit(dispatcher.url).port
+    assert port is not None
+    return port
+
 
 # -- JSON the stores would not keep as sent ----------------------------------------------
 
@@ -101,3 +116,73 @@ async def test_integers_beyond_2_53_are_refused_on_both_stores(
     assert after["status"] == "started" and "progress" not in after
     stats = await (await session.get(url + "queues/ints/stats")).json()
     assert stats["total"] == 1
+
+
+# -- DNS rebinding ---------------------------------------------------------------------------
+
+
+async def test_without_a_token_only_loopback_host_names_are_answered(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    # Given a dispatcher on loopback without a token
+    dispatcher = await cluster.dispatcher()
+    port = port_of(dispatcher)
+    health = dispatcher.url + "health"
+    # When a page whose name was rebound to 127.0.0.1 makes a request, its Host is its own
+    for host in ("evil.example", f"evil.example:{port}", "127.0.0.1.evil.example", "0x7f.1"):
+        async with session.get(health, headers={"Host": host}) as response:
+            # Then it is refused, saying why
+            assert response.status == 421, host
+            answer = await response.json()
+            assert answer["error"] == "host_not_allowed" and "--token" in answer["message"]
+    # And the loopback's own names are answered, with any port
+    for host in ("localhost", f"localhost:{port}", "127.0.0.1", f"127.9.8.7:{port}",
+                 f"[::1]:{port}", "LOCALHOST.", "api.localhost:1"):  # fmt: skip
+        async with session.get(health, headers={"Host": host}) as response:
+            assert response.status == 200, host
+
+
+async def test_with_a_token_any_host_name_is_answered(cluster: Cluster) -> None:
+    dispatcher = await cluster.dispatcher(None, "--token", TOKEN)
+    async with aiohttp.ClientSession(headers=AUTH) as session:
+        headers = {"Host": "tqueues.internal.example"}
+        async with session.get(dispatcher.url + "health", headers=headers) as response:
+            assert response.status == 200
+
+
+# -- the command line ---------------------------------------------------------------------
+
+
+def run(*argv: str, timeout: float = 20) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=child_env()
+    )
+
+
+def test_an_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
+    # Given a token file that is empty (a failed secret mount, say)
+    empty = tmp_path / "token"
+    empty.write_text("\n")
+    # When the dispatcher is started with it
+    argv = [DISPATCHER, "--listen", "127.0.0.1:0", "--data", str(tmp_path / "data")]
+    with subprocess.Popen(
+        [*argv, "--token_file", str(empty)],
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+        cwd=ROOT,
+        env=child_env(),
+    ) as proc:
+        try:
+            _, stderr = proc.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            pytest.fail("the dispatcher started without auth on an empty --token_file")
+    status = proc.returncode
+    # Then it refuses to start, in one line naming the file
+    assert status == 2
+    assert (
+        stderr.strip()
+        == f"tqueues_dispatcher: --token_file: {empty} is empty; it must hold the token"
+    )

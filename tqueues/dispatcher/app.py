@@ -15,16 +15,17 @@ from collections.abc import AsyncIterator
 
 import aiohttp_cors
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from tqueues import __version__
 from tqueues.dispatcher import jobstream, rest, takestream, taking, ws
 from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
-from tqueues.dispatcher.middlewares import error_middleware, origin_middleware
+from tqueues.dispatcher.middlewares import error_middleware, host_middleware, origin_middleware
 from tqueues.dispatcher.openapi import openapi
 from tqueues.dispatcher.reaper import reap_forever
 from tqueues.dispatcher.views import Dispatcher
-from tqueues.settings import DispatcherSettings
+from tqueues.settings import DispatcherSettings, is_loopback
 from tqueues.stores import open_store
 from tqueues.stores.base import Store
 
@@ -87,10 +88,11 @@ def create_app(
 ) -> web.Application:
     """The dispatcher as an aiohttp application; ``store`` defaults to the one ``settings`` name."""
     settings = settings or DispatcherSettings()
-    app = web.Application(
-        middlewares=[error_middleware, origin_middleware, auth_middleware],
-        client_max_size=settings.max_body,
-    )
+    middlewares: list[Middleware] = [error_middleware, origin_middleware, auth_middleware]
+    if not settings.tokens and is_loopback(settings.listen_host):
+        # Without a token, only loopback names (DNS rebinding): docs/security.rst.
+        middlewares.insert(1, host_middleware(settings.listen_host))
+    app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[settings_key] = settings
     app[websockets_key] = weakref.WeakSet()
     the_store = store if store is not None else open_store(settings)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import functools
+import ipaddress
 import json
 import logging
 
 from aiohttp import web
-from aiohttp.typedefs import Handler
+from aiohttp.typedefs import Handler, Middleware
 
 from tqueues.dispatcher.keys import settings_key
 from tqueues.errors import TqueuesError
@@ -86,6 +88,52 @@ async def answer_and_close(request: web.Request, response: web.Response) -> web.
         await response.write_eof()
     request.protocol.force_close()
     return response
+
+
+@functools.lru_cache(maxsize=256)
+def loopback_host(host: str, listen_host: str) -> bool:
+    """Whether the ``Host`` header ``host`` names this machine's loopback: ``localhost``
+    (or a name under ``.localhost``), an address of 127.0.0.0/8 or ``[::1]``, or
+    ``listen_host``, with any port. A page of another site whose name was rebound to
+    127.0.0.1 (DNS rebinding) sends its own name."""
+    name = host.strip().lower()
+    if name.startswith("["):
+        name = name[1 : name.find("]")] if "]" in name else name[1:]
+    elif name.count(":") == 1:
+        name = name.partition(":")[0]
+    name = name.rstrip(".")
+    if name in ("localhost", listen_host.strip("[]").lower()) or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def host_middleware(listen_host: str) -> Middleware:
+    """Refuse (421) requests whose ``Host`` does not name the loopback (:func:`loopback_host`).
+
+    For a dispatcher on loopback without a token: a page whose host name an attacker
+    rebinds to 127.0.0.1 is "same-origin" to the browser, which would let it take and
+    read jobs; its requests still carry its own name in ``Host``. Clients that send no
+    ``Host`` (not browsers) pass.
+    """
+
+    @web.middleware
+    async def check_host(request: web.Request, handler: Handler) -> web.StreamResponse:
+        host = request.headers.get("Host")
+        if host is None or loopback_host(host, listen_host):
+            return await handler(request)
+        return error_response(
+            421,
+            "host_not_allowed",
+            f"this dispatcher has no token, so it answers only requests for localhost, "
+            f"127.0.0.1 or [::1], not for {host[:100]!r} (a page of another site whose name "
+            "was pointed at this machine would send that); give the dispatcher a --token "
+            "to serve other names",
+        )
+
+    return check_host
 
 
 @web.middleware
