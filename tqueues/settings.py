@@ -185,6 +185,9 @@ class DispatcherSettings:
     loglevel: str = "INFO"
     max_wait: float = 300.0  #: the longest long-poll, seconds.
     max_body: int = 1024 * 1024  #: the largest request body, bytes.
+    header_timeout: float = 10.0  #: seconds a request's head (line and headers) may take.
+    #: connections served at once (None: sized from the open-files limit at start).
+    max_connections: int | None = None
     reap_interval: float = 0.5  #: seconds between lease/delay sweeps.
     retry_base: float = 1.0  #: seconds before the first retry of a failed job.
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)  #: token -> role.
@@ -227,6 +230,15 @@ class DispatcherSettings:
                 args.get("--reap_interval") or 0.5, "--reap_interval", low=0.01, high=60
             ),
             retry_base=_float(args.get("--retry_base") or 1.0, "--retry_base", low=0, high=3600),
+            max_body=_int(
+                args.get("--max_body") or 1024 * 1024, "--max_body", low=1024, high=2**30
+            ),
+            header_timeout=_float(
+                args.get("--header_timeout") or 10, "--header_timeout", low=0.1, high=3600
+            ),
+            max_connections=None
+            if args.get("--max_connections") is None
+            else _int(args["--max_connections"], "--max_connections", low=1, high=10**7),
             ws_buffer=_int(
                 args.get("--ws_buffer") or 8 * 1024 * 1024, "--ws_buffer", low=65536, high=2**31
             ),

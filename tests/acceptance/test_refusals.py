@@ -1,6 +1,7 @@
 """What a real ``tqueues_dispatcher`` refuses, clearly (issue #21): JSON it would not store
 as sent (a key given twice, integers past 2**53, on both stores), requests for another
-site's host name when it has no token (DNS rebinding), an empty token file."""
+site's host name when it has no token (DNS rebinding), an empty token file, options that
+do not exist; and ``--max_body``, which the documentation named and it lacked."""
 
 from __future__ import annotations
 
@@ -186,3 +187,25 @@ def test_an_empty_token_file_is_refused_at_start(tmp_path: Path) -> None:
         stderr.strip()
         == f"tqueues_dispatcher: --token_file: {empty} is empty; it must hold the token"
     )
+
+
+async def test_an_unknown_option_gets_one_clean_line(tmp_path: Path) -> None:
+    done = run(DISPATCHER, "--max_bdy", "5")
+    assert done.returncode == 1
+    first, *rest = done.stderr.strip().splitlines()
+    assert (
+        first
+        == "tqueues_dispatcher: unknown option --max_bdy; did you mean --max_body? (see --help)"
+    )
+    assert rest[0] == "Usage:" and "Option(" not in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_max_body_is_an_option(cluster: Cluster, session: aiohttp.ClientSession) -> None:
+    dispatcher = await cluster.dispatcher(None, "--max_body", "2048")
+    api = Api(session, dispatcher.url)
+    await api.create_queue("small")
+    job = {"queue": "small", "method": "m:f", "args": ["x" * 3000]}
+    status, body = await api.call("POST", None, job)
+    assert status == 413 and "2048 bytes" in body["message"]
+    job["args"] = ["x" * 1000]
+    assert (await api.call("POST", None, job))[0] == 200

@@ -38,6 +38,14 @@ Options:
   --allowed_domains DOMAINS   Comma-separated origins allowed by CORS,
                               e.g. 'https://foo.com,https://bar.com'.
   --max_wait SECONDS          Longest long-poll a take may ask for [default: 300].
+  --max_body BYTES            Largest request body (and job stream message); larger ones
+                              are answered 413 [default: 1048576].
+  --header_timeout SECONDS    A request's line and headers must arrive within this long
+                              of its first byte, else 408 and the connection is closed
+                              [default: 10].
+  --max_connections N         Connections served at once; past it a new one replaces the
+                              longest idle one, or is answered 503 (default: sized from
+                              the open-files limit, which is raised to its hard limit).
   --reap_interval SECONDS     How often expired leases and due jobs are swept [default: 0.5].
   --retry_base SECONDS        Wait before the first retry of a failed job; doubles on each
                               further retry [default: 1].
@@ -62,10 +70,16 @@ import sys
 from collections.abc import Sequence
 
 from aiohttp import web
-from docopt import docopt
 
-from tqueues import __version__, eventloop
+from tqueues import eventloop
+from tqueues.cli.usage import UsageError, parse_command_line
 from tqueues.dispatcher import create_app
+from tqueues.dispatcher.server import (
+    Guard,
+    GuardedAppRunner,
+    connection_limit,
+    raise_open_files_limit,
+)
 from tqueues.errors import TqueuesError
 from tqueues.settings import DispatcherSettings, setup_logging
 
@@ -75,15 +89,46 @@ log = logging.getLogger("tqueues.dispatcher")
 SHUTDOWN_TIMEOUT = 1.5
 
 
+def connection_guard(settings: DispatcherSettings) -> tuple[Guard, str]:
+    """The limits the server keeps (:mod:`tqueues.dispatcher.server`), after raising the
+    open-files limit to its hard limit, and a line that says them."""
+    before, open_files = raise_open_files_limit()
+    room = connection_limit(open_files)
+    max_connections = settings.max_connections or room
+    if max_connections > room:
+        log.warning(
+            "--max_connections %d is more than the open-files limit (%d) leaves room for; "
+            "serving at most %d",
+            max_connections,
+            open_files,
+            room,
+            extra={"action": "limits"},
+        )
+        max_connections = room
+    raised = f" (raised from {before})" if open_files > before else ""
+    said = (
+        f"open files limit {open_files}{raised}: at most {max_connections} connections; "
+        f"request heads within {settings.header_timeout:g} s"
+    )
+    return Guard(settings.header_timeout, max_connections), said
+
+
 async def serve(settings: DispatcherSettings) -> None:
     """Run the dispatcher until SIGTERM or SIGINT."""
     app = create_app(settings)
+    guard, limits = connection_guard(settings)
     # On shutdown, open long-polls are cancelled after SHUTDOWN_TIMEOUT (their claims are
-    # given back) rather than holding the exit for aiohttp's default of 60 s.
-    runner = web.AppRunner(
-        app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_TIMEOUT
+    # given back) rather than holding the exit for aiohttp's default of 60 s. No access
+    # log: a URL may hold a token (?access_token=).
+    runner = GuardedAppRunner(
+        app,
+        guard=guard,
+        handler_cancellation=True,
+        access_log=None,
+        shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
+    log.info("%s", limits, extra={"action": "limits"})
     try:
         site = web.TCPSite(runner, settings.listen_host, settings.listen_port, reuse_address=True)
         await site.start()
@@ -99,11 +144,21 @@ async def serve(settings: DispatcherSettings) -> None:
         log.info("shutting down", extra={"action": "stopping"})
     finally:
         await runner.cleanup()
+        guard.refusals.flush()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``tqueues_dispatcher``: parse the options, serve until stopped; the exit status."""
-    args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
+    """``tqueues_dispatcher``: parse the options, serve until stopped; the exit status.
+
+    SystemExit (status 1) with a one-line message and the usage for an unknown option or
+    argument; 2 with a one-line message for a value that cannot be used; 0 after
+    SIGTERM/SIGINT.
+    """
+    try:
+        args = parse_command_line(__doc__ or "", sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        # As docopt does: Python prints the message on stderr and exits 1.
+        raise SystemExit(f"tqueues_dispatcher: {exc}\n{exc.usage}") from None
     try:
         settings = DispatcherSettings.from_docopt(args)
         setup_logging(settings.loglevel)
