@@ -1,13 +1,19 @@
-"""The change stream at /ws?queue=Q with two real clients against a real dispatcher."""
+"""The change stream at /ws?queue=Q with real clients against a real dispatcher: two that
+read, and one that never reads (what it costs the dispatcher, measured in its memory)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import signal
 import time
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from tests.acceptance.conftest import Api, Cluster
+from tests.acceptance.conftest import Api, Cluster, wait_for
+from tests.silent_websocket import SilentWebSocket
 
 TIMEOUT = 10.0
 
@@ -113,3 +119,143 @@ async def test_websocket_on_a_missing_queue_is_refused_with_json(
         assert response.status == 501
         body = await response.json()
     assert body["error"] == "queue_not_found"
+
+
+# -- a client that never reads, against the real dispatcher process ---------------------------
+
+JOBS = 200
+JOB_BYTES = 500_000
+MIB = 1024 * 1024
+#: What the dispatcher may grow by while every job changes twice with a silent client
+#: connected: its --ws_buffer (8 MiB) for the silent client, a page of its snapshot (8 MiB),
+#: and what handling one request at a time costs (measured: 20 MiB on the embedded store,
+#: 48 on RethinkDB, whose change feed brings each change's old and new job). Before the
+#: budget in bytes, the silent client's 400 changes and its snapshot (a page of all 200
+#: jobs) held 286 and 303 MiB.
+GROWTH = 96 * MIB
+
+
+def rss(pid: int) -> int:
+    """The resident memory of process ``pid`` (VmRSS), bytes."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+async def highest_rss(pid: int, stop: asyncio.Event) -> int:
+    """VmRSS of ``pid`` sampled every 20 ms until ``stop`` is set; the highest."""
+    highest = rss(pid)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.02)
+        highest = max(highest, rss(pid))
+    return highest
+
+
+async def test_a_client_that_never_reads_is_closed_and_costs_the_dispatcher_little(
+    cluster: Cluster, session: aiohttp.ClientSession, store_args: list[str]
+) -> None:
+    # Given a queue of 200 jobs of 500 kB, and a client that reads the whole stream
+    dispatcher = await cluster.dispatcher(None, *store_args)
+    api = Api(session, dispatcher.url)
+    await api.create_queue("big")
+    ids = []
+    for _ in range(0, JOBS, 8):  # 8 at a time
+        puts = [api.put("big", "coro_add", "x" * JOB_BYTES, "") for _ in range(8)]
+        ids += [job["id"] for job in await asyncio.gather(*puts)]
+    url = ws_url(dispatcher.url, "big")
+    async with session.ws_connect(url, max_msg_size=0) as reading:
+        assert sorted(job["id"] for job in await read_snapshot(reading)) == sorted(ids)
+        pid = dispatcher.proc.pid
+        before = rss(pid)
+        # And a client that never reads (a receive buffer of 4 KiB)
+        host, port = dispatcher.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+        silent = await SilentWebSocket.connect(host, int(port), "/ws?queue=big")
+
+        async def read_once_closed() -> tuple[list[bytes], int | None, str]:
+            # Once the dispatcher says it closed the client, the client reads (within the
+            # 10 s the dispatcher gives it before it cuts the connection).
+            await wait_for(
+                lambda: "left more than" in dispatcher.proc.log(),
+                timeout=120,
+                what="the dispatcher to log that it closed the silent client",
+            )
+            return await silent.read_until_close(timeout=TIMEOUT)
+
+        closing = asyncio.create_task(read_once_closed())
+        try:
+            # When every job is taken and finished, four at a time (400 changes of 500 kB)
+            seen = asyncio.create_task(changes(reading, 2 * JOBS))
+            stop = asyncio.Event()
+            sampler = asyncio.create_task(highest_rss(pid, stop))
+
+            async def take_and_finish(count: int) -> None:
+                for _ in range(count):
+                    status, taken = await api.take("big")
+                    assert status == 200, taken
+                    status, done = await api.delete("big", taken["id"], {}, lease=taken["lease"])
+                    assert status == 200, done
+
+            await asyncio.gather(*(take_and_finish(JOBS // 4) for _ in range(4)))
+            # Then the reading client got every change of every job
+            got = await asyncio.wait_for(seen, 60)
+            stop.set()
+            peak = await sampler
+            kinds: dict[str, list[str]] = {}
+            for message in got:
+                kinds.setdefault(message["job"]["id"], []).append(message["kind"])
+            assert kinds == {job_id: ["taken", "finished"] for job_id in ids}
+            # And the dispatcher held little for the client that did not read
+            assert peak - before < GROWTH, (
+                f"RSS grew by {(peak - before) / MIB:.0f} MiB (from {before / MIB:.0f})"
+            )
+            # And closed it, with one log line, and a close it finds once it reads
+            texts, code, reason = await closing
+            assert (code, reason) == (
+                aiohttp.WSCloseCode.TRY_AGAIN_LATER,
+                "too slow: more than 8388608 bytes of changes unread; reconnect",
+            )
+            assert len(texts) < JOBS, "it was sent the whole stream after all"
+            assert dispatcher.proc.log().count("left more than") == 1
+        finally:
+            closing.cancel()
+            silent.close()
+        # And the dispatcher and the reading client go on
+        fresh = await api.put("big", "coro_add", 1, 2)
+        assert [m["kind"] for m in await changes_of(reading, fresh["id"], until="put")] == ["put"]
+    async with session.get(dispatcher.url + "health") as response:
+        assert response.status == 200
+
+
+async def changes(ws: aiohttp.ClientWebSocketResponse, count: int) -> list[dict[str, Any]]:
+    """The next ``count`` change messages."""
+    got = []
+    while len(got) < count:
+        message = await receive(ws)
+        assert message["type"] == "change", message
+        got.append(message)
+    return got
+
+
+async def test_a_client_that_never_reads_does_not_hold_the_dispatcher_at_shutdown(
+    cluster: Cluster, session: aiohttp.ClientSession
+) -> None:
+    # Given a client that never reads its snapshot of 10 MB (more than the sockets hold)
+    dispatcher = await cluster.dispatcher()
+    api = Api(session, dispatcher.url)
+    await api.create_queue("big")
+    for _ in range(20):
+        await api.put("big", "coro_add", "x" * JOB_BYTES, "")
+    host, port = dispatcher.url.removeprefix("http://").rstrip("/").rsplit(":", 1)
+    silent = await SilentWebSocket.connect(host, int(port), "/ws?queue=big")
+    try:
+        # (a client connected after it that reads its whole snapshot: by then the silent
+        # client's stream is stuck on its full socket)
+        async with session.ws_connect(ws_url(dispatcher.url, "big"), max_msg_size=0) as reading:
+            assert len(await read_snapshot(reading)) == 20
+        # When the dispatcher is told to stop, Then it stops, in a few seconds
+        dispatcher.proc.signal(signal.SIGTERM)
+        assert await dispatcher.proc.wait_exit(timeout=TIMEOUT) == 0
+    finally:
+        silent.close()

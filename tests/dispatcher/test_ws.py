@@ -139,6 +139,15 @@ async def test_a_client_that_does_not_read_is_closed_and_the_others_get_every_ch
     assert (await receive(reading))["type"] == "synced"
     server = budget_client.server
     silent = await SilentWebSocket.connect(str(server.host), int(server.port or 0), "/ws?queue=q")
+
+    async def read_once_closed() -> tuple[list[bytes], int | None, str]:
+        # Once the dispatcher says it closed the client, the client reads (within the 10 s
+        # the dispatcher gives it before it cuts the connection).
+        await wait_until(lambda: bool(too_slow_records(caplog)), "the log line", 60)
+        assert hub.subscriber_count("q") == 1
+        return await silent.read_until_close(timeout=10)
+
+    closing = asyncio.create_task(read_once_closed())
     try:
         await wait_until(lambda: hub.subscriber_count("q") == 2, "the silent client's stream")
         # When 200 jobs of 40 kB are put (8 MB of changes: more than the kernel's socket
@@ -152,9 +161,7 @@ async def test_a_client_that_does_not_read_is_closed_and_the_others_get_every_ch
         assert await asyncio.wait_for(seen, 30) == put
         # And the silent one was dropped from the hub, logged once, and finds, once it
         # reads, a close asking it to come back later, with the reason
-        await wait_until(lambda: bool(too_slow_records(caplog)), "the log line")
-        assert hub.subscriber_count("q") == 1
-        texts, code, reason = await silent.read_until_close(timeout=10)
+        texts, code, reason = await closing
         assert (code, reason) == (
             WSCloseCode.TRY_AGAIN_LATER,
             f"too slow: more than {BUDGET} bytes of changes unread; reconnect",
@@ -162,6 +169,7 @@ async def test_a_client_that_does_not_read_is_closed_and_the_others_get_every_ch
         assert len(texts) < count, "the dispatcher sent it every change after all"
         assert [r.levelno for r in too_slow_records(caplog)] == [logging.WARNING]
     finally:
+        closing.cancel()
         silent.close()
     # And the reading client goes on as before
     later = await (await budget_client.post("/", json={"queue": "q", "method": "c:d"})).json()

@@ -36,6 +36,7 @@ SNAPSHOT_LIMIT = 500  #: jobs of the snapshot read at a time (fewer when they ar
 #: Seconds a client being closed gets to take what was sent and the close frame before the
 #: connection is cut (a client that does not read would otherwise hold it forever).
 CLOSE_TIMEOUT = 10.0
+SHUTDOWN_CLOSE_TIMEOUT = 2.0  #: the same, when the dispatcher shuts down.
 _SYNCED = codec.dumps({"type": "synced"})
 
 
@@ -78,11 +79,12 @@ async def _stream(ws: web.WebSocketResponse, store: Store, subscription: FrameSu
         await ws.send_frame(await subscription.get(), WSMsgType.TEXT)
 
 
-async def _close(ws: web.WebSocketResponse, request: web.Request, code: int, reason: str) -> None:
+async def _close(
+    ws: web.WebSocketResponse, transport: asyncio.Transport | None, code: int, reason: str
+) -> None:
     """Close with ``code`` and ``reason`` (at most 123 bytes); if the client has not taken
     the close within CLOSE_TIMEOUT seconds (it does not read), cut the connection, which
     frees what is still buffered for it."""
-    transport = request.transport
     try:
         async with asyncio.timeout(CLOSE_TIMEOUT):
             await ws.close(code=code, message=reason.encode()[:123])
@@ -103,6 +105,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     ws = web.WebSocketResponse(heartbeat=30.0, compress=False)
     await ws.prepare(request)
     request.app[websockets_key].add(ws)
+    transport = request.transport
     reader = asyncio.create_task(_drain_client(ws))
     try:
         with store.hub.subscribe_frames(queue, budget) as subscription:
@@ -127,10 +130,10 @@ async def websocket(request: web.Request) -> web.StreamResponse:
                 extra={"action": "ws_too_slow", "queue": queue},
             )
             reason = f"too slow: more than {budget} bytes of changes unread; reconnect"
-            await _close(ws, request, WSCloseCode.TRY_AGAIN_LATER, reason)
+            await _close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, reason)
         elif not sender.cancelled() and (error := sender.exception()) is not None:
             if isinstance(error, TqueuesError):  # ChangesMissed; the store, mid-snapshot
-                await _close(ws, request, WSCloseCode.TRY_AGAIN_LATER, error.message)
+                await _close(ws, transport, WSCloseCode.TRY_AGAIN_LATER, error.message)
             elif not isinstance(error, ConnectionResetError):
                 raise error
     finally:
@@ -138,12 +141,29 @@ async def websocket(request: web.Request) -> web.StreamResponse:
         with contextlib.suppress(asyncio.CancelledError):
             await reader
         request.app[websockets_key].discard(ws)
-        await ws.close()
+        await _close(ws, transport, WSCloseCode.OK, "")  # nothing if closed already
+        if transport is not None and transport.get_write_buffer_size():
+            # The connection is closing once what is buffered is sent: a client that does
+            # not read it within CLOSE_TIMEOUT (its heartbeat failed, say) is cut off then,
+            # rather than held whenever it reads or goes away.
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, _abort_if_unsent, transport)
     return ws
 
 
+def _abort_if_unsent(transport: asyncio.Transport) -> None:
+    if transport.get_write_buffer_size():
+        transport.abort()
+
+
 async def close_all(app: web.Application) -> None:
-    """On shutdown, close every WebSocket with GOING_AWAY."""
+    """On shutdown, close every WebSocket with GOING_AWAY, all at once, giving each at most
+    SHUTDOWN_CLOSE_TIMEOUT seconds (a client that does not read would otherwise hold the
+    shutdown forever; aiohttp closes the connection of a close it gives up on)."""
+
+    async def close(ws: web.WebSocketResponse) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(SHUTDOWN_CLOSE_TIMEOUT):
+                await ws.close(code=WSCloseCode.GOING_AWAY, message=b"dispatcher shutting down")
+
     sockets = app[websockets_key]
-    for ws in set(sockets):
-        await ws.close(code=WSCloseCode.GOING_AWAY, message=b"dispatcher shutting down")
+    await asyncio.gather(*(close(ws) for ws in set(sockets)))
