@@ -65,6 +65,7 @@ _OPTARGS: dict[str, frozenset[str]] = {
     "Update": frozenset({"durability", "return_changes", "non_atomic", "ignore_write_hook"}),
     "Delete": frozenset({"durability", "return_changes", "ignore_write_hook"}),
     "Between": frozenset({"index", "left_bound", "right_bound"}),
+    "GetAll": frozenset({"index"}),
     "OrderBy": frozenset({"index"}),
     "Group": frozenset({"index", "multi"}),
     "Changes": frozenset(
@@ -83,7 +84,7 @@ _OPTARGS: dict[str, frozenset[str]] = {
     "Fold": frozenset({"emit", "final_emit"}),
 }
 #: Terms whose result the server streams (the driver hands back a cursor).
-_STREAMS = frozenset({"Between", "OrderBy", "Limit", "Table", "Fold"})
+_STREAMS = frozenset({"Between", "OrderBy", "Limit", "Table", "Fold", "GetAll"})
 
 
 def _deterministic(term: Any) -> bool:
@@ -473,7 +474,7 @@ class _Evaluator:
             table.feeds.append(cursor)
             self.conn.cursors.append(cursor)
             return cursor
-        if name in ("Between", "OrderBy", "Limit", "CoerceTo"):
+        if name in ("Between", "OrderBy", "Limit", "CoerceTo", "GetAll"):
             return self.sequence(term, env)
         raise NotImplementedError(f"the fake RethinkDB does not know {name}")
 
@@ -492,43 +493,80 @@ class _Evaluator:
         return result
 
     def replace(self, term: ast.RqlQuery, env: dict[int, Any], *, update: bool) -> dict[str, Any]:
+        """``replace``/``update`` of one document (``get``) or of each document of a
+        ``get_all`` (each document's write atomic on its own, as on the server). With
+        ``return_changes`` (true: not ``"always"``) the result lists the documents that
+        changed, as the server does; unchanged ones are left out."""
         selection = term._args[0]
-        assert type(selection).__name__ == "Get", "only single-document writes are atomic"
-        table = self.table(selection._args[0], env)
-        key = self.eval(selection._args[1], env)
+        kind = type(selection).__name__
+        assert kind in ("Get", "GetAll"), "only writes of documents named by key are atomic"
         if not self.opt(term, "non_atomic") and not _deterministic(term._args[1]):
             raise ReqlQueryLogicError(
                 "Could not prove argument deterministic.  "
                 "Maybe you want to use the non_atomic flag?"
             )
+        return_changes = self.opt(term, "return_changes")
+        if return_changes not in (None, False, True):
+            raise NotImplementedError("the fake RethinkDB returns changes true or false only")
+        table = self.table(selection._args[0], env)
+        if kind == "Get":
+            keys = [self.eval(selection._args[1], env)]
+        else:
+            if "index" in selection.optargs:
+                raise NotImplementedError("the fake RethinkDB writes get_all by primary key only")
+            found = [self.eval(arg, env) for arg in selection._args[1:]]
+            keys = [key for key in found if key in table.docs]  # absent keys: no document
+        total: dict[str, Any] = {
+            "replaced": 0, "unchanged": 0, "skipped": 0, "deleted": 0, "errors": 0
+        }  # fmt: skip
+        changes: list[dict[str, Any]] = []
+        for key in keys:
+            one, change = self.replace_one(term, env, table, key, update=update)
+            for field, count in one.items():
+                if field == "first_error":
+                    total.setdefault("first_error", count)
+                else:
+                    total[field] += count
+            if change is not None:
+                changes.append(change)
+        if return_changes:
+            total["changes"] = changes
+        return total
+
+    def replace_one(
+        self,
+        term: ast.RqlQuery,
+        env: dict[int, Any],
+        table: FakeTable,
+        key: Any,
+        *,
+        update: bool,
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """One document's atomic write: its counts, and its change (None if unchanged)."""
         old = copy.deepcopy(table.docs.get(key))
         change = self.eval(term._args[1], env)
         new = change(old) if callable(change) else change
         if update:
             if old is None:
-                return {"skipped": 1, "replaced": 0, "errors": 0}
+                return {"skipped": 1}, None
             new = {**old, **new}
         if new is None and old is None:
-            return {"skipped": 1, "replaced": 0, "errors": 0}
+            return {"skipped": 1}, None
         pk = table.primary_key
         if new is not None and old is not None and new.get(pk) != old[pk]:
-            return {
-                "errors": 1,
-                "replaced": 0,
-                "first_error": f"Primary key `{pk}` cannot be changed.",
-            }
+            return {"errors": 1, "first_error": f"Primary key `{pk}` cannot be changed."}, None
         if new is not None and pk not in new:
             return {
                 "errors": 1,
-                "replaced": 0,
                 "first_error": f"Inserted object must have primary key `{pk}`.",
-            }
+            }, None
         if new == old:
-            return {"unchanged": 1, "replaced": 0, "errors": 0}
+            return {"unchanged": 1}, None
         table.write(old, new)
+        changed = {"old_val": _served(old), "new_val": _served(new)}
         if new is None:
-            return {"deleted": 1, "replaced": 0, "errors": 0}
-        return {"replaced": 1, "errors": 0}
+            return {"deleted": 1}, changed
+        return {"replaced": 1}, changed
 
     def delete(self, term: ast.RqlQuery, env: dict[int, Any]) -> dict[str, Any]:
         """Delete one document (``get``) or a selection, each document on its own."""
@@ -636,7 +674,17 @@ class _Evaluator:
             return found
         if name == "Table":
             return [copy.deepcopy(d) for d in self.table(term, env).docs.values()]
+        if name == "GetAll":
+            return self.get_all(term, env)
         raise NotImplementedError(name)
+
+    def get_all(self, term: ast.RqlQuery, env: dict[int, Any]) -> list[Any]:
+        """``get_all`` by primary key: the documents of the keys that exist."""
+        if "index" in term.optargs:
+            raise NotImplementedError("the fake RethinkDB reads get_all by primary key only")
+        table = self.table(term._args[0], env)
+        keys = [self.eval(arg, env) for arg in term._args[1:]]
+        return [copy.deepcopy(table.docs[key]) for key in keys if key in table.docs]
 
 
 def patch_store(monkeypatch: Any, server: FakeServer) -> None:

@@ -26,7 +26,13 @@ from rethinkdb.errors import (
 from tests.unit import fake_rethinkdb
 from tests.unit.fake_rethinkdb import FakeServer, patch_store
 from tqueues import clock, lifecycle
-from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
+from tqueues.errors import (
+    InvalidTransition,
+    LeaseMismatch,
+    QueueNotFound,
+    StoreUnavailable,
+    ValidationError,
+)
 from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
 from tqueues.stores.hub import ChangesMissed
@@ -337,7 +343,7 @@ async def test_a_queue_created_through_another_store_is_found_and_its_changes_se
 async def test_publish_is_left_to_the_feed(fake_store: RethinkDBStore) -> None:
     await fake_store.create_queue(QueueConfig("q"))
     with fake_store.hub.subscribe("q") as subscription:
-        fake_store.publish("put", pending())
+        fake_store.publish(pending())
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(anext(subscription), 0.05)
 
@@ -628,32 +634,147 @@ async def test_an_overflowing_feed_wakes_the_takers(
                 await asyncio.wait_for(anext(subscription), 5)
 
 
-def _refuse_claims_of(job_ids: set[str]) -> Any:
-    """A fault: the server refuses the compare-and-set of these jobs (table unavailable)."""
+def _written_ids(term: Any) -> set[str]:
+    """The keys a conditional write names (``get`` or ``get_all``), or none."""
+    if type(term).__name__ != "Replace":
+        return set()
+    selection = term._args[0]
+    if type(selection).__name__ not in ("Get", "GetAll"):
+        return set()
+    return {arg.data for arg in selection._args[1:]}
+
+
+def _steal_then_refuse(server: FakeServer, db: str, stolen: str, refused: str) -> Any:
+    """A fault: just before the first write naming ``stolen``, another taker claims it;
+    a write naming ``refused`` is refused (table unavailable)."""
 
     def fault(term: Any) -> Exception | None:
-        if type(term).__name__ == "Replace" and type(term._args[0]).__name__ == "Get":
-            if term._args[0]._args[1].data in job_ids:
-                return ReqlOpFailedError("Cannot perform write: primary replica not available.")
+        ids = _written_ids(term)
+        if stolen in ids:
+            table = server.dbs[db]["q"]
+            old = table.docs[stolen]
+            table.write(old, {**old, "status": "started", "lease": "theirs", "rev": old["rev"] + 1})
+        if refused in ids:
+            return ReqlOpFailedError("Cannot perform write: primary replica not available.")
         return None
 
     return fault
 
 
-async def test_claim_many_keeps_the_jobs_it_won_when_another_write_fails(
+async def test_claim_many_keeps_the_jobs_it_won_when_a_later_write_fails(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given four pending jobs; another taker wins the second while we claim three at once,
+    # and the write that would claim the fourth instead is refused
+    await fake_store.create_queue(QueueConfig("q"))
+    jobs = await fake_store.put_many([NewJob("q", "m:f") for _ in range(4)])
+    server.faults.append(_steal_then_refuse(server, fake_store.settings.db, jobs[1].id, jobs[3].id))
+    claimed = await fake_store.claim_many("q", 3, worker="w", now=clock.now())
+    # Then the two the first write won are handed out, not dropped
+    assert {job.id for job in claimed} == {jobs[0].id, jobs[2].id}
+    assert all(job.status is JobStatus.STARTED for job in claimed)
+    assert (await fake_store.get("q", jobs[3].id)).status is JobStatus.PENDING
+    # and when every write fails, the failure is raised
+    server.faults[:] = [_steal_then_refuse(server, fake_store.settings.db, "", jobs[3].id)]
+    with pytest.raises(StoreUnavailable, match="primary replica"):
+        await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+
+
+async def test_a_take_of_many_is_one_read_and_one_write(
     server: FakeServer, fake_store: RethinkDBStore
 ) -> None:
     await fake_store.create_queue(QueueConfig("q"))
-    jobs = await fake_store.put_many([NewJob("q", "m:f") for _ in range(3)])
-    server.faults.append(_refuse_claims_of({jobs[1].id}))
-    claimed = await fake_store.claim_many("q", 3, worker="w", now=clock.now())
-    assert {job.id for job in claimed} == {jobs[0].id, jobs[2].id}
-    assert all(job.status is JobStatus.STARTED for job in claimed)
-    assert (await fake_store.get("q", jobs[1].id)).status is JobStatus.PENDING
-    # and when every write fails, the failure is raised
-    server.faults[:] = [_refuse_claims_of({job.id for job in jobs})]
-    with pytest.raises(StoreUnavailable, match="primary replica"):
-        await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+    jobs = await fake_store.put_many([NewJob("q", "m:f") for _ in range(10)])
+    before = server.queries
+    claimed = await fake_store.claim_many("q", 10, worker="w", now=clock.now())
+    assert [job.id for job in claimed] == [job.id for job in jobs]
+    assert server.queries - before == 2
+    assert len({job.lease for job in claimed}) == 10
+    for job in claimed:
+        stored = await fake_store.get("q", job.id)
+        assert (stored.status, stored.lease, stored.attempts) == (JobStatus.STARTED, job.lease, 1)
+
+
+async def test_outcomes_of_jobs_taken_here_are_one_write_and_of_others_one_read_more(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given jobs taken through this store and jobs taken through another dispatcher's
+    await fake_store.create_queue(QueueConfig("q"))
+    await fake_store.put_many([NewJob("q", "m:f") for _ in range(6)])
+    mine = await fake_store.claim_many("q", 3, worker="w", now=clock.now())
+    patch = pytest.MonkeyPatch()
+    patch_store(patch, server)
+    async with RethinkDBStore(fake_store.settings) as other:
+        theirs = await other.claim_many("q", 3, worker="w", now=clock.now())
+    # When this store finishes its own: one write, no read
+    before = server.queries
+    done = await fake_store.mutate_many(
+        "q", [(job.id, fake_store.finish_change(lease=job.lease, result=1)) for job in mine]
+    )
+    assert server.queries - before == 1
+    assert [result[1].status for result in done if isinstance(result, tuple)] == [
+        JobStatus.FINISHED
+    ] * 3
+    # and theirs (plus an unknown id and a wrong lease): one read, one write
+    before = server.queries
+    changes = [(job.id, fake_store.finish_change(lease=job.lease)) for job in theirs[:2]]
+    changes += [
+        ("0" * 32, fake_store.finish_change()),
+        (theirs[2].id, fake_store.finish_change(lease="x")),
+    ]
+    results = await fake_store.mutate_many("q", changes)
+    assert server.queries - before == 2
+    assert [type(result).__name__ for result in results] == [
+        "tuple", "tuple", "JobNotFound", "LeaseMismatch"
+    ]  # fmt: skip
+    for job in [*mine, *theirs[:2]]:
+        assert (await fake_store.get("q", job.id)).status is JobStatus.FINISHED
+    assert (await fake_store.get("q", theirs[2].id)).status is JobStatus.STARTED
+
+
+async def test_a_stale_kept_job_is_read_again_and_never_trusted_to_refuse(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given a job this store claimed, whose lease then expired and which another
+    # dispatcher claimed again: what this store keeps of it is stale
+    await fake_store.create_queue(QueueConfig("q", ttr=600))
+    await fake_store.put(NewJob("q", "m:f"))
+    [mine] = await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+    table = server.dbs[fake_store.settings.db]["q"]
+    old = table.docs[mine.id]
+    table.write(old, {**old, "lease": "theirs", "rev": old["rev"] + 2, "event": "taken"})
+    # Then the old lease is refused (the conditional write misses, the read says why)
+    with pytest.raises(LeaseMismatch):
+        await fake_store.finish("q", mine.id, lease=mine.lease)
+    [refused] = await fake_store.mutate_many(
+        "q", [(mine.id, fake_store.finish_change(lease=mine.lease))]
+    )
+    assert isinstance(refused, LeaseMismatch)
+    # and the new holder's lease, which the stale job would refuse, is accepted
+    [(_, after)] = await fake_store.mutate_many(  # type: ignore[misc]
+        "q", [(mine.id, fake_store.finish_change(lease="theirs", result=2))]
+    )
+    assert after.status is JobStatus.FINISHED and after.result == 2
+
+
+async def test_a_batch_of_changes_applies_two_changes_of_one_job_in_order(
+    fake_store: RethinkDBStore,
+) -> None:
+    await fake_store.create_queue(QueueConfig("q"))
+    await fake_store.put(NewJob("q", "m:f"))
+    [job] = await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+    results = await fake_store.mutate_many(
+        "q",
+        [
+            (job.id, fake_store.update_change({"step": 1}, lease=job.lease)),
+            (job.id, fake_store.finish_change(lease=job.lease, result="ok")),
+            (job.id, fake_store.finish_change(lease=job.lease)),
+        ],
+    )
+    first, second, third = results
+    assert isinstance(first, tuple) and first[1].extra == {"step": 1}
+    assert isinstance(second, tuple) and second[1].status is JobStatus.FINISHED
+    assert isinstance(third, InvalidTransition)
 
 
 async def test_the_catalog_table_is_no_queue(fake_store: RethinkDBStore) -> None:
@@ -702,18 +823,17 @@ async def test_a_database_just_created_but_not_found_yet_is_looked_up_again(
 
 
 def _apply_then_lose_the_answer(server: FakeServer, job_id: str) -> Any:
-    """A fault: the claim's compare-and-set of ``job_id`` is written, then the connection
+    """A fault: the claim write naming ``job_id`` is applied, then the connection
     drops before its answer (a server killed mid-query), once."""
     armed = True
 
     def fault(term: Any) -> Exception | None:
         nonlocal armed
-        if armed and type(term).__name__ == "Replace" and type(term._args[0]).__name__ == "Get":
-            if term._args[0]._args[1].data == job_id:
-                armed = False
-                conn = fake_rethinkdb.FakeConnection(server)
-                fake_rethinkdb._Evaluator(conn).eval(term, {})
-                return ReqlDriverError("Connection is closed.")
+        if armed and job_id in _written_ids(term):
+            armed = False
+            conn = fake_rethinkdb.FakeConnection(server)
+            fake_rethinkdb._Evaluator(conn).eval(term, {})
+            return ReqlDriverError("Connection is closed.")
         return None
 
     return fault
@@ -738,3 +858,28 @@ async def test_a_claim_applied_without_an_answer_is_undone_at_once(
     assert back.attempts == 0
     [taken] = await fake_store.claim_many("q", 1, worker="w", now=clock.now())
     assert taken.id == job.id
+
+
+async def test_a_batched_claim_applied_without_an_answer_undoes_each_job(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given three pending jobs claimed in one write that is applied but never answered
+    await fake_store.create_queue(QueueConfig("q", ttr=600))
+    jobs = await fake_store.put_many([NewJob("q", "m:f") for _ in range(3)])
+    server.faults.append(_apply_then_lose_the_answer(server, jobs[0].id))
+    with pytest.raises(StoreUnavailable):
+        await fake_store.claim_many("q", 3, worker="w", now=clock.now())
+    # Then each is given back (conditional on the lease this claim minted for it), its
+    # attempt not counted, each once: three releases, no more
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while True:
+        statuses = [(await fake_store.get("q", job.id)).status for job in jobs]
+        if statuses == [JobStatus.PENDING] * 3:
+            break
+        assert loop.time() < deadline, statuses
+        await asyncio.sleep(0.05)
+    for job in jobs:
+        back = await fake_store.get("q", job.id)
+        assert (back.attempts, back.event, back.rev) == (0, "released", 2)
+    assert len(await fake_store.claim_many("q", 3, worker="w", now=clock.now())) == 3

@@ -10,7 +10,7 @@ is not indexed, and would sort after every array bound anyway).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -184,6 +184,42 @@ def compare_and_set(
     )
 
 
+def get_many(table: Any, ids: Sequence[str]) -> RqlQuery:
+    """The jobs of ``ids`` that exist (one ``get_all`` on the primary key), as an array in
+    no particular order; ``ids`` must be distinct."""
+    return table.get_all(*ids).coerce_to("array")
+
+
+def compare_and_set_many(
+    table: Any,
+    pairs: Sequence[tuple[Job, Job]],
+    *,
+    durability: str,
+    status: JobStatus | None = None,
+) -> RqlQuery:
+    """Replace each job ``before`` by its ``after`` if it is still at ``before.rev`` (and
+    ``status``), all in one write (``get_all`` of the distinct ids, then one conditional
+    replace per document): each document's write is atomic and deterministic on its own
+    (the new documents and the expected revisions are literals, looked up by the row's
+    id), the batch as a whole is not. ``return_changes``: the ``changes`` of the result
+    hold the documents written (``new_val``); the others count ``unchanged`` (they moved
+    on) or are absent (deleted). Ids must be distinct and keys the server keeps as sent
+    (:func:`~tqueues.stores.rethinkdb.documents.escape_key` leaves them alone).
+    """
+    new_docs = r.ast.MakeObj({after.id: job_literal(after) for _, after in pairs})
+    revs = r.ast.MakeObj({before.id: r.expr(before.rev) for before, _ in pairs})
+
+    def expected(row: Row) -> Any:
+        same = row["rev"] == revs[row["id"]]
+        return same if status is None else same & (row["status"] == status.value)
+
+    return table.get_all(*(before.id for before, _ in pairs)).replace(
+        lambda row: r.branch(row.eq(None), None, r.branch(expected(row), new_docs[row["id"]], row)),
+        durability=durability,
+        return_changes=True,
+    )
+
+
 def delete_if_unchanged(table: Any, job: Job, *, durability: str) -> RqlQuery:
     """Delete the job if it is still at ``job.rev``: ``deleted`` 1 if so (a replace by
     null, which deletes, so the check and the delete are one atomic write)."""
@@ -209,9 +245,11 @@ __all__ = [
     "INDEXES",
     "claim_candidates",
     "compare_and_set",
+    "compare_and_set_many",
     "count_by_status",
     "delete_if_unchanged",
     "due",
+    "get_many",
     "insert",
     "page",
     "peek",

@@ -12,7 +12,9 @@ database without a leader: a claim, a mutation or a reaper step that loses a rac
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import json
 import logging
 import random
 from collections.abc import Callable, Mapping, Sequence
@@ -27,6 +29,7 @@ from tqueues.errors import (
     LeaseMismatch,
     QueueNotFound,
     StoreUnavailable,
+    TqueuesError,
 )
 from tqueues.ids import storable
 from tqueues.jobs import Job, JobStatus, QueueConfig
@@ -34,7 +37,13 @@ from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.rethinkdb import queries
-from tqueues.stores.rethinkdb.documents import batch_ids, doc_to_job, format_cursor, r
+from tqueues.stores.rethinkdb.documents import (
+    batch_ids,
+    doc_to_job,
+    escape_key,
+    format_cursor,
+    r,
+)
 from tqueues.stores.rethinkdb.feeds import Feeds
 from tqueues.stores.rethinkdb.pool import Backoff, KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
@@ -49,6 +58,10 @@ PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status 
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 32, 8
+#: started jobs this process claimed (or last changed) that it keeps as it wrote them, so
+#: that their outcome is written without reading them first; and the most JSON (in
+#: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
+STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
 Step = Callable[..., Job]
 
 
@@ -70,6 +83,9 @@ class RethinkDBStore(Store):
         self._catalog: Catalog | None = None
         self._feeds: Feeds | None = None
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
+        #: (queue, id) -> a started job as this process last wrote it (see _remember): a
+        #: hint for the next change's compare-and-set, never trusted beyond it.
+        self._started: collections.OrderedDict[tuple[str, str], Job] = collections.OrderedDict()
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -271,25 +287,33 @@ class RethinkDBStore(Store):
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[Job]:
-        """Take up to ``count`` of the most urgent pending jobs, each by compare-and-set.
+        """Take up to ``count`` of the most urgent pending jobs: one read, one write.
 
         Reads ``count`` + 7 candidates through the ``pending`` index (priority, then
-        ready_at) and tries the first ``count`` of them at once; when other takers won some,
-        tries the next candidates, and after losing every candidate of a read, reads again
-        (in a shuffled order, to spread contention). Fewer jobs (or none) when fewer are
-        pending.
+        ready_at) and claims the first ``count`` of them in one write, each by its own
+        compare-and-set (:func:`queries.compare_and_set_many`: still pending at the
+        revision read); when other takers won some, claims as many of the next candidates,
+        and after losing every candidate of a read, reads again (in a shuffled order, to
+        spread contention). Fewer jobs (or none) when fewer are pending.
 
-        The compare-and-sets of one round run at once (on the pool's connections); when
-        some of them fail (a connection lost, a timeout) the jobs the others won are
-        returned, not dropped, since they are started under leases only this call knows.
-        Raises QueueNotFound, or StoreUnavailable, only when nothing was claimed.
+        A claim write that gets no answer (a connection lost, a timeout) may still have
+        been applied: each job it tried is undone in the background, conditional on the
+        lease this call minted for it (:meth:`_undo_claim`). The jobs earlier writes of
+        the call won are returned, not dropped, since they are started under leases only
+        this call knows. Raises QueueNotFound, or StoreUnavailable, only when nothing was
+        claimed.
         """
         await self.get_queue(queue)
         claimed: list[Job] = []
         for attempt in range(CLAIM_ROUNDS):
             need = count - len(claimed)
             candidates = queries.claim_candidates(self._table(queue), need + CLAIM_CANDIDATES - 1)
-            docs = await self._run_on_queue(queue, candidates)
+            try:
+                docs = await self._run_on_queue(queue, candidates)
+            except (QueueNotFound, StoreUnavailable):
+                if not claimed:
+                    raise
+                return claimed
             pending = [job for job in map(doc_to_job, docs) if job.status is JobStatus.PENDING]
             if not pending:
                 return claimed
@@ -298,41 +322,113 @@ class RethinkDBStore(Store):
             while pending and len(claimed) < count:
                 tries = pending[: count - len(claimed)]
                 del pending[: len(tries)]
-                outcomes = await asyncio.gather(
-                    *(self._claim_one(queue, job, worker, now) for job in tries),
-                    return_exceptions=True,
-                )
-                claimed += [job for job in outcomes if isinstance(job, Job)]
-                failed = [exc for exc in outcomes if isinstance(exc, BaseException)]
-                if failed:
+                try:
+                    claimed += await self._claim_these(queue, tries, worker, now)
+                except (QueueNotFound, StoreUnavailable) as exc:
                     if not claimed:
-                        raise failed[0]
-                    log.warning("claim on queue %r stopped short: %s", queue, failed[0])
+                        raise
+                    log.warning("claim on queue %r stopped short: %s", queue, exc)
                     return claimed
             if len(claimed) == count:
                 return claimed
         log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
         return claimed
 
-    async def _claim_one(
-        self, queue: str, before: Job, worker: str | None, now: float
-    ) -> Job | None:
-        """``before`` claimed by compare-and-set, or None when another taker won it.
+    async def _claim_these(
+        self, queue: str, candidates: Sequence[Job], worker: str | None, now: float
+    ) -> list[Job]:
+        """The ``candidates`` (pending, distinct, as read) claimed in one write, each under
+        a lease of its own; those another taker won meanwhile are left out.
 
-        A claim whose answer never came (the server died mid-query, a timeout) may still
-        have been applied: the job would then sit started under a lease nobody holds until
-        it expires (``ttr``, a minute by default). So it is undone in the background as
-        soon as the server answers (:meth:`_undo_claim`). Raises StoreUnavailable.
+        A write whose answer never came (the server died mid-query, a timeout) may still
+        have been applied: the jobs would then sit started under leases nobody holds until
+        they expire (``ttr``, a minute by default). So each is undone in the background as
+        soon as the server answers (:meth:`_undo_claim`). Raises StoreUnavailable,
+        QueueNotFound.
         """
-        after = lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).succeeding(
-            before
-        )
+        pairs = [
+            (
+                before,
+                lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).succeeding(
+                    before
+                ),
+            )
+            for before in candidates
+        ]
         try:
-            won = await self._compare_and_set(queue, before, after, status=JobStatus.PENDING)
-        except StoreUnavailable:
-            self._undo_claim(after)
+            won = await self._write_many(queue, pairs, status=JobStatus.PENDING)
+        except StoreUnavailable as exc:
+            if not isinstance(exc, Missing):
+                for _, after in pairs:
+                    self._undo_claim(after)
             raise
-        return after if won else None
+        claimed = [after for _, after in pairs if after.id in won]
+        for job in claimed:
+            self._remember(job)
+        return claimed
+
+    async def _write_many(
+        self, queue: str, pairs: Sequence[tuple[Job, Job]], *, status: JobStatus | None = None
+    ) -> set[str]:
+        """Write each ``after`` where its job is still at ``before.rev`` (and ``status``),
+        in one query (:func:`queries.compare_and_set_many`); the ids written. A document
+        the server refused to write (``errors``) is logged and counts as not written.
+        Raises StoreUnavailable (the write as a whole failed: any part of it may have been
+        applied), QueueNotFound."""
+        if not pairs:
+            return set()
+        query = queries.compare_and_set_many(
+            self._table(queue), pairs, status=status, **self._write_options()
+        )
+        result = await self._run_on_queue(queue, query)
+        if result.get("errors"):
+            log.warning(
+                "RethinkDB did not write %d job(s) of queue %r: %s",
+                result["errors"],
+                queue,
+                first_error(result),
+            )
+        revs = {after.id: after.rev for _, after in pairs}
+        written: set[str] = set()
+        for change in result.get("changes") or ():
+            new = change.get("new_val")
+            if isinstance(new, dict) and revs.get(str(new.get("id"))) == new.get("rev"):
+                written.add(str(new["id"]))
+        return written
+
+    def _remember(self, job: Job) -> None:
+        """Keep ``job`` (as just written) if it is started and small, else forget it; at
+        most STARTED_CACHE jobs, the oldest written dropped first."""
+        key = (job.queue, job.id)
+        self._started.pop(key, None)
+        if job.status is not JobStatus.STARTED:
+            return
+        try:
+            size = len(json.dumps((job.args, job.kwargs, job.extra), default=str))
+        except (TypeError, ValueError):
+            return
+        if size > STARTED_CACHE_JSON:
+            return
+        self._started[key] = job
+        if len(self._started) > STARTED_CACHE:
+            self._started.popitem(last=False)
+
+    def _forget(self, queue: str, job_id: str) -> None:
+        self._started.pop((queue, job_id), None)
+
+    def _changed_from_cache(
+        self, queue: str, job_id: str, change: Mutation
+    ) -> tuple[Job, Job] | None:
+        """(before, after) from the job as this process last wrote it, if it keeps it and
+        ``change`` accepts it; None otherwise (the caller reads the job: a refusal is only
+        trusted from a fresh read, since the kept job may be stale)."""
+        before = self._started.get((queue, job_id))
+        if before is None:
+            return None
+        try:
+            return before, change(before).succeeding(before)
+        except TqueuesError:
+            return None
 
     def _undo_claim(self, claimed: Job) -> None:
         """Release ``claimed`` (a claim nobody received) in the background, retrying with
@@ -376,6 +472,48 @@ class RethinkDBStore(Store):
             )
             return
 
+    async def _plan_many(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        results: list[tuple[Job, Job] | TqueuesError | None],
+    ) -> tuple[dict[int, tuple[Job, Job]], list[int]]:
+        """The batch of :meth:`mutate_many`: (before, after) by position, from the jobs
+        this process keeps or else from one ``get_all`` of the others; and the positions
+        left to :meth:`mutate` on its own. Sets the errors of ``results`` the read already
+        answers (JobNotFound, what a change raised). Raises QueueNotFound,
+        StoreUnavailable."""
+        planned: dict[int, tuple[Job, Job]] = {}
+        unread: list[int] = []
+        alone: list[int] = []
+        seen: set[str] = set()
+        for index, (job_id, change) in enumerate(changes):
+            if job_id in seen or not storable(job_id) or escape_key(job_id) is not None:
+                alone.append(index)
+                continue
+            seen.add(job_id)
+            hinted = self._changed_from_cache(queue, job_id, change)
+            if hinted is None:
+                unread.append(index)
+            else:
+                planned[index] = hinted
+        if not unread:
+            return planned, alone
+        ids = [changes[index][0] for index in unread]
+        docs = await self._run_on_queue(queue, queries.get_many(self._table(queue), ids))
+        found = {doc["id"]: doc_to_job(doc) for doc in docs}
+        for index in unread:
+            job_id, change = changes[index]
+            before = found.get(job_id)
+            if before is None:
+                results[index] = _job_not_found(queue, job_id)
+                continue
+            try:
+                planned[index] = (before, change(before).succeeding(before))
+            except TqueuesError as exc:
+                results[index] = exc
+        return planned, alone
+
     async def get(self, queue: str, job_id: str) -> Job:
         """The job. Raises QueueNotFound, JobNotFound (also for an id no job can have,
         which the server would refuse as a key: see :func:`tqueues.ids.storable`)."""
@@ -386,17 +524,69 @@ class RethinkDBStore(Store):
         return doc_to_job(doc)
 
     async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
-        """Read the job, apply ``change``, write it if ``rev`` did not move; retry if it did.
+        """Apply ``change`` to the job and write it if ``rev`` did not move; retry if it did.
+
+        A started job this process wrote last (it claimed it, say) is changed as it was
+        written, without a read: one conditional write. Otherwise, or when that write finds
+        the job moved on (or ``change`` refuses the kept job), the job is read, the change
+        applied to it and written by compare-and-set.
 
         Raises QueueNotFound, JobNotFound, whatever ``change`` raises, or StoreUnavailable
         after 64 conflicts in a row.
         """
+        if storable(job_id):
+            hinted = self._changed_from_cache(queue, job_id, change)
+            if hinted is not None:
+                before, after = hinted
+                self._forget(queue, job_id)
+                if await self._compare_and_set(queue, before, after):
+                    self._remember(after)
+                    return before, after
         for _ in range(MUTATE_ATTEMPTS):
             before = await self.get(queue, job_id)
             after = change(before).succeeding(before)
             if await self._compare_and_set(queue, before, after):
+                self._remember(after)
                 return before, after
         raise StoreUnavailable(f"job {job_id} kept changing under {MUTATE_ATTEMPTS} writes")
+
+    async def mutate_many(
+        self, queue: str, changes: Sequence[tuple[str, Mutation]]
+    ) -> list[tuple[Job, Job] | TqueuesError]:
+        """Apply each ``(job id, change)`` as :meth:`mutate` does, batched: the jobs this
+        process does not keep (see :meth:`mutate`) are read in one ``get_all``, and every
+        change is written in one conditional write (:func:`queries.compare_and_set_many`);
+        only a change whose job moved on in between goes through :meth:`mutate` on its own
+        (as do ids no batch can name, and a second change of one job in the batch, after
+        the first). Per item (before, after) or the TqueuesError it alone got.
+
+        Raises QueueNotFound, or StoreUnavailable when the read or the write as a whole
+        failed (the write may then have been applied in part).
+        """
+        await self.get_queue(queue)
+        results: list[tuple[Job, Job] | TqueuesError | None] = [None] * len(changes)
+        planned, alone = await self._plan_many(queue, changes, results)
+        for before, _ in planned.values():
+            self._forget(queue, before.id)
+        written = await self._write_many(queue, list(planned.values()))
+        again: list[int] = []
+        for index, (before, after) in planned.items():
+            if after.id in written:
+                results[index] = (before, after)
+                self._remember(after)
+            else:
+                again.append(index)
+        retried = await asyncio.gather(
+            *(self.mutate(queue, *changes[index]) for index in again), return_exceptions=True
+        )
+        for index, outcome in zip(again, retried, strict=True):
+            results[index] = _outcome(outcome)
+        for index in alone:
+            try:
+                results[index] = await self.mutate(queue, *changes[index])
+            except TqueuesError as exc:
+                results[index] = exc
+        return [result for result in results if result is not None]
 
     async def list_jobs(
         self,
@@ -558,6 +748,16 @@ class RethinkDBStore(Store):
         """
         await self.get_queue(queue)
         await self._parts()[2].watch(queue)
+
+
+def _outcome(
+    outcome: tuple[Job, Job] | BaseException,
+) -> tuple[Job, Job] | TqueuesError:
+    """A gathered :meth:`RethinkDBStore.mutate`'s result or its TqueuesError; anything
+    else it raised is raised."""
+    if isinstance(outcome, TqueuesError) or isinstance(outcome, tuple):
+        return outcome
+    raise outcome
 
 
 def _job_not_found(queue: str, job_id: str) -> JobNotFound:
