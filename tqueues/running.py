@@ -176,7 +176,7 @@ class Job:
         try:
             async with deadline:
                 self.result = await self._call()
-            codec.dumps(self.result)  # refuse a result the dispatcher could not store
+            codec.dumps_storable(self.result)  # refuse a result the dispatcher would refuse
         except asyncio.CancelledError:
             await self._stop_touching()
             await self._give_back()

@@ -33,6 +33,11 @@ async def coro_add(a: int, b: int, *, tq_parent_job: Any) -> dict[str, Any]:
     return {"sum": a + b, "thread": _in_worker_thread()}
 
 
+async def coro_power(base: int, exponent: int, *, tq_parent_job: Any) -> int:
+    """``base ** exponent``: past 2**53 a result the dispatcher does not store."""
+    return int(base**exponent)
+
+
 def plain_mul(a: int, b: int, *, tq_parent_job: Any) -> dict[str, Any]:
     """A plain function: the product, and whether it ran on a worker thread."""
     return {"product": a * b, "thread": _in_worker_thread()}

@@ -14,7 +14,15 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.acceptance.conftest import DISPATCHER, ROOT, Api, Cluster, DispatcherProc, child_env
+from tests.acceptance.conftest import (
+    DISPATCHER,
+    ROOT,
+    WORKER,
+    Api,
+    Cluster,
+    DispatcherProc,
+    child_env,
+)
 
 TOKEN = "refusals-" + "Qx4" * 9
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -196,6 +204,16 @@ async def test_an_unknown_option_gets_one_clean_line(tmp_path: Path) -> None:
     assert (
         first
         == "tqueues_dispatcher: unknown option --max_bdy; did you mean --max_body? (see --help)"
+    )
+    assert rest[0] == "Usage:" and "Option(" not in done.stderr and "Traceback" not in done.stderr
+
+
+async def test_an_unknown_worker_option_gets_one_clean_line() -> None:
+    done = run(WORKER, "--queue", "q", "--allow", "x", "--allow_ay")
+    assert done.returncode == 1
+    first, *rest = done.stderr.strip().splitlines()
+    assert (
+        first == "tqueues_worker: unknown option --allow_ay; did you mean --allow_any? (see --help)"
     )
     assert rest[0] == "Usage:" and "Option(" not in done.stderr and "Traceback" not in done.stderr
 

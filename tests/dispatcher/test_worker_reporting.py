@@ -149,6 +149,24 @@ async def test_failures_and_refusals_are_reported_in_batches(
     assert any(getattr(r, "action", "") == "report_refused" for r in caplog.records)
 
 
+async def test_a_result_the_dispatcher_would_refuse_fails_the_run_with_its_reason(
+    client: TestClient,
+) -> None:
+    # Given a job whose method returns an integer past 2**53 (the dispatcher refuses it:
+    # RethinkDB would keep it as a float)
+    response = await client.patch("/queues/q", json={"max_attempts": 1})
+    assert response.status == 200
+    await _enqueue(client, 1, "coro_power", [2, 60])
+    # When a worker runs it
+    assert (await _worker(client).run())["failed"] == 1
+    # Then the run failed, with the reason, and the job is not left started until its lease
+    # expires (the outcome refused as a whole)
+    response = await client.get("/queues/q/jobs")
+    [job] = (await response.json())["jobs"]
+    assert job["status"] == "buried", job
+    assert "integer" in job["error"].lower(), job["error"]
+
+
 async def test_a_transport_error_is_retried_until_delivered(client: TestClient) -> None:
     await _enqueue(client, 3)
     counting = CountingClient(str(client.make_url("/")), fail_reports=2)

@@ -53,9 +53,8 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from docopt import docopt
-
-from tqueues import __version__, eventloop
+from tqueues import eventloop
+from tqueues.cli.usage import UsageError, parse_command_line
 from tqueues.errors import TqueuesError
 from tqueues.loading import unfindable
 from tqueues.settings import WorkerSettings, setup_logging
@@ -139,7 +138,11 @@ def check_allow(allow: Sequence[str], here: str) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``tqueues_worker``: parse the options, work until stopped; the exit status."""
-    args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
+    try:
+        args = parse_command_line(__doc__ or "", sys.argv[1:] if argv is None else argv)
+    except UsageError as exc:
+        # As docopt does: Python prints the message on stderr and exits 1.
+        raise SystemExit(f"tqueues_worker: {exc}\n{exc.usage}") from None
     try:
         settings = WorkerSettings.from_docopt(args)
         setup_logging(settings.loglevel)
