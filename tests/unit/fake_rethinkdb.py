@@ -109,6 +109,22 @@ def _served(value: Any) -> Any:
     return value
 
 
+def _parse_json(text: str) -> Any:
+    """``r.json``: the server parses the text as a datum, reading an object with a
+    ``$reql_type$`` key as one of its own types (refused here: the store escapes such
+    keys, so none reaches the server) and refusing NaN and infinities."""
+
+    def pseudo(obj: dict[str, Any]) -> dict[str, Any]:
+        if "$reql_type$" in obj:
+            raise ReqlQueryLogicError(f"Unknown $reql_type$ `PTYPE<{obj['$reql_type$']}>`.")
+        return obj
+
+    def constant(name: str) -> Any:
+        raise ReqlQueryLogicError(f'Failed to parse "{name}" as JSON.')
+
+    return json.loads(text, object_hook=pseudo, parse_constant=constant)
+
+
 def _indexable(key: Any) -> bool:
     """Whether the server stores ``key`` in a secondary index: a number, string or bool,
     or an array of indexable values (null and objects raise in ``print_secondary``)."""
@@ -354,6 +370,11 @@ class _Evaluator:
             return {key: self.eval(value, env) for key, value in term.optargs.items()}
         if name == "Var":
             return env[args[0].data]
+        if name == "Json":
+            return _parse_json(self.eval(args[0], env))
+        if name == "FunCall":  # r.do: the function first, then its arguments
+            function = self.eval(args[0], env)
+            return function(*(self.eval(arg, env) for arg in args[1:]))
         if name == "Func":
             ids = [arg.data for arg in args[0]._args]
             body = args[1]

@@ -635,7 +635,10 @@ async def test_an_overflowing_feed_wakes_the_takers(
 
 
 def _written_ids(term: Any) -> set[str]:
-    """The keys a conditional write names (``get`` or ``get_all``), or none."""
+    """The keys a conditional write names (``get`` or ``get_all``, at the top or inside
+    ``r.json(...).do(...)``), or none."""
+    if type(term).__name__ == "FunCall":
+        return _written_ids(term._args[0]._args[1])
     if type(term).__name__ != "Replace":
         return set()
     selection = term._args[0]

@@ -16,7 +16,13 @@ from typing import Any
 from rethinkdb.ast import RqlQuery
 
 from tqueues.jobs import Job, JobStatus
-from tqueues.stores.rethinkdb.documents import job_literal, parse_cursor, r
+from tqueues.stores.rethinkdb.documents import (
+    dumps,
+    job_literal,
+    parse_cursor,
+    r,
+    stored_documents,
+)
 
 Row = Any
 Index = Callable[[Row], Any]
@@ -200,24 +206,34 @@ def compare_and_set_many(
     """Replace each job ``before`` by its ``after`` if it is still at ``before.rev`` (and
     ``status``), all in one write (``get_all`` of the distinct ids, then one conditional
     replace per document): each document's write is atomic and deterministic on its own
-    (the new documents and the expected revisions are literals, looked up by the row's
-    id), the batch as a whole is not. ``return_changes``: the ``changes`` of the result
-    hold the documents written (``new_val``); the others count ``unchanged`` (they moved
-    on) or are absent (deleted). Ids must be distinct and keys the server keeps as sent
-    (:func:`~tqueues.stores.rethinkdb.documents.escape_key` leaves them alone).
+    (the new documents and the expected revisions are one JSON literal, parsed once and
+    looked up by the row's id), the batch as a whole is not. ``return_changes``: the
+    ``changes`` of the result hold the documents written (``new_val``); the others count
+    ``unchanged`` (they moved on) or are absent (deleted). Ids must be distinct and keys
+    the server keeps as sent (:func:`~tqueues.stores.rethinkdb.documents.escape_key`
+    leaves them alone).
     """
-    new_docs = r.ast.MakeObj({after.id: job_literal(after) for _, after in pairs})
-    revs = r.ast.MakeObj({before.id: r.expr(before.rev) for before, _ in pairs})
+    docs = stored_documents([after for _, after in pairs])
+    plan = {
+        "new": {doc["id"]: doc for doc in docs},
+        "rev": {before.id: before.rev for before, _ in pairs},
+    }
 
-    def expected(row: Row) -> Any:
-        same = row["rev"] == revs[row["id"]]
-        return same if status is None else same & (row["status"] == status.value)
+    def write(planned: Any) -> Any:
+        def expected(row: Row) -> Any:
+            same = row["rev"] == planned["rev"][row["id"]]
+            return same if status is None else same & (row["status"] == status.value)
 
-    return table.get_all(*(before.id for before, _ in pairs)).replace(
-        lambda row: r.branch(row.eq(None), None, r.branch(expected(row), new_docs[row["id"]], row)),
-        durability=durability,
-        return_changes=True,
-    )
+        return table.get_all(*(before.id for before, _ in pairs)).replace(
+            lambda row: r.branch(
+                row.eq(None), None, r.branch(expected(row), planned["new"][row["id"]], row)
+            ),
+            durability=durability,
+            return_changes=True,
+        )
+
+    # The plan is parsed once (r.json, bound by do), not once per document written.
+    return r.json(dumps(plan)).do(write)
 
 
 def delete_if_unchanged(table: Any, job: Job, *, durability: str) -> RqlQuery:
@@ -236,8 +252,8 @@ def remove(table: Any, job_id: str, *, durability: str) -> RqlQuery:
 
 def insert(table: Any, jobs: list[Job], *, durability: str) -> RqlQuery:
     """Insert new jobs (one document, or an array of them); a taken id is an error."""
-    docs = [job_literal(job) for job in jobs]
-    payload = docs[0] if len(docs) == 1 else r.ast.MakeArray(*docs)
+    docs = stored_documents(jobs)
+    payload = r.json(dumps(docs[0] if len(docs) == 1 else docs))
     return table.insert(payload, conflict="error", durability=durability)
 
 
