@@ -48,6 +48,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import signal
 import statistics
 import subprocess
@@ -69,6 +70,7 @@ from benchmarks.services import (
     Processes,
     Redis,
     RethinkDBDispatcher,
+    RethinkDBDispatchers,
     Server,
     ServiceError,
     ensure_debian_packages,
@@ -103,6 +105,9 @@ class System:
     bulk_note: str = "n/a"
     model: str = ""  # how its workers run jobs, for the docs
     store: str = "sqlite"  # tqueues: the dispatcher's store, "sqlite" or "rethinkdb"
+    #: tqueues on RethinkDB: dispatcher processes on the one database; with more than one,
+    #: W2 runs one worker per dispatcher and W3's worker takes from the second one.
+    dispatchers: int = 1
 
     def bin(self) -> Path:
         return VENVS / self.name / "bin" if self.requirements else Path(sys.executable).parent
@@ -129,8 +134,11 @@ class System:
             return [[str(b / "dramatiq"), "benchmarks.peers.tasks_dramatiq",
                      "--processes", str(count), "--threads", "10"]]  # fmt: skip
         commands = []
+        urls = getattr(server, "urls", None) or [server.url]
         for index in range(count):
             argv = list(one[self.producer])
+            if self.producer == "tqueues" and len(urls) > 1:  # spread over the dispatchers
+                argv[argv.index("--endpoint_url") + 1] = urls[(index + 1) % len(urls)]
             if self.producer == "celery":
                 argv += ["--hostname", f"bench{index}@%h"]
             commands.append(argv)
@@ -149,6 +157,10 @@ SYSTEMS: dict[str, System] = {
                model="asyncio, --concurrency 10"),
         System("tqueues-rethinkdb", "tqueues (RethinkDB, durability hard)", "tqueues",
                "tqueues", model="asyncio, --concurrency 10", store="rethinkdb"),
+        System("tqueues-rethinkdb-3", "tqueues (RethinkDB, 3 dispatchers, durability hard)",
+               "tqueues", "tqueues", model="asyncio, --concurrency 10; W2: 3 workers, one "
+               "per dispatcher; W3: put through one dispatcher, taken through another",
+               store="rethinkdb", dispatchers=3),
         System("rq", "RQ (Redis)", "rq", "redis", ("rq", "redis"),
                model="SimpleWorker (no fork per job), 1 at a time"),
         System("arq", "arq (Redis)", "arq", "redis", ("arq",), model="asyncio, max_jobs 10"),
@@ -208,6 +220,20 @@ class Bench:
         workdir = self.fresh_dir(system.name)
         if system.server == "tqueues":
             dispatcher: Dispatcher
+            if system.store == "rethinkdb" and system.dispatchers > 1:
+                db = f"tqbench_{os.getpid()}_{self._counter}"
+                several = RethinkDBDispatchers(
+                    self.processes, workdir, self.options.rethinkdb, db, system.dispatchers,
+                    system.dispatcher_args, [QUEUE],
+                )  # fmt: skip
+                if prefill:
+                    try:
+                        asyncio.run(prefill_store(RethinkDBStore(several.settings), prefill))
+                    except TqueuesError as exc:
+                        with contextlib.suppress(ServiceError):
+                            several.stop()
+                        raise ServiceError(f"cannot fill the store: {exc}") from exc
+                return several.start()
             if system.store == "rethinkdb":
                 db = f"tqbench_{os.getpid()}_{self._counter}"
                 dispatcher = RethinkDBDispatcher(
@@ -284,16 +310,34 @@ class Bench:
         return result
 
     def w2(self, system: System) -> dict[str, Any]:
-        """``--jobs`` jobs queued; 2 worker processes drain them."""
+        """``--jobs`` jobs queued; 2 worker processes drain them (one per dispatcher where
+        there are several). Also the CPU seconds each kind of process used meanwhile
+        (tqueues: dispatchers, workers, and the RethinkDB server where it runs here)."""
         n = self.options.jobs
         with self.server(system, prefill=n if system.server == "tqueues" else 0) as server:
             if system.server != "tqueues":
                 self.produce(system, server, "fill", jobs=n)
             times_dir = self.fresh_dir(f"{system.name}-w2-times")
             launched = time.time()
-            workers = self.start_workers(system, server, 2, f"file:{times_dir}")
+            count = system.dispatchers if system.dispatchers > 1 else 2
+            workers = self.start_workers(system, server, count, f"file:{times_dir}")
+            roles = {
+                "dispatchers": dispatcher_pids(server),
+                "workers": [worker.pid for worker in workers],
+                "rethinkdb": rethinkdb_pids(self.options.rethinkdb)
+                if system.store == "rethinkdb"
+                else [],
+            }
+            cpu_before = {role: cpu_seconds(pids) for role, pids in roles.items()}
+            wall = time.monotonic()
             try:
                 done = self._wait_for_records(times_dir, n, workers, system)
+                cpu = {
+                    role: cpu_seconds(pids) - cpu_before[role]
+                    for role, pids in roles.items()
+                    if pids
+                }
+                wall = time.monotonic() - wall
             finally:
                 for worker in workers:
                     self.processes.stop(worker)
@@ -305,6 +349,8 @@ class Bench:
             "per_s": (len(times) - 1) / (last - first) if last > first else None,
             "startup_s": first - launched,
             "jobs": len(times),
+            "cpu_s": {role: round(seconds, 2) for role, seconds in cpu.items()},
+            "wall_s": round(wall, 2),
         }
 
     def _wait_for_records(self, directory: Path, n: int, workers: list[Any], system: System) -> int:
@@ -503,6 +549,44 @@ async def prefill_store(store: Store, n: int, queues: Sequence[str] = (QUEUE,)) 
             )
 
 
+def dispatcher_pids(server: Server) -> list[int]:
+    """The process ids of a tqueues server's dispatchers (none for other servers)."""
+    pids = getattr(server, "pids", None)
+    if callable(pids):
+        return list(pids())
+    process = getattr(server, "process", None)
+    return [process.pid] if server.name == "tqueues" and process is not None else []
+
+
+def rethinkdb_pids(address: str | None) -> list[int]:
+    """The process that listens on ``address``'s port here (a RethinkDB server started on
+    this machine), found with ``ss``; none if it runs elsewhere or ``ss`` is missing."""
+    if not address:
+        return []
+    port = address.rpartition(":")[2]
+    try:
+        listing = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=10
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return sorted({int(pid) for pid in re.findall(r"pid=(\d+)", listing)})
+
+
+def cpu_seconds(pids: Sequence[int]) -> float:
+    """The CPU seconds (user and system) the processes ``pids`` have used so far (Linux
+    ``/proc``; a process that is gone counts 0)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
 def read_times(directory: Path) -> list[float]:
     """Every start time the jobs recorded in ``directory``."""
     times = []
@@ -663,8 +747,9 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"unknown systems: {', '.join(unknown)}")
     if options.quick and any(SYSTEMS[n].requirements for n in names):
         parser.error("--quick runs tqueues only (no installs)")
-    if "tqueues-rethinkdb" in names and not options.rethinkdb:
-        parser.error(f"tqueues-rethinkdb needs a server: --rethinkdb HOST:PORT or ${RETHINKDB_ENV}")
+    on_rethinkdb = [n for n in names if SYSTEMS[n].store == "rethinkdb"]
+    if on_rethinkdb and not options.rethinkdb:
+        parser.error(f"{on_rethinkdb[0]} needs a server: --rethinkdb HOST:PORT or ${RETHINKDB_ENV}")
     options.names = names
     return options
 

@@ -410,6 +410,57 @@ class RethinkDBDispatcher(Dispatcher):
         drop_rethinkdb_database(self.settings)
 
 
+class RethinkDBDispatchers(Server):
+    """``count`` ``tqueues_dispatcher`` processes on one RethinkDB database (``db``) of the
+    server at ``address``: ``url`` is the first one's (it creates ``queues``), ``urls``
+    every one's, in order. The database is dropped once they have all stopped."""
+
+    name = "tqueues"
+
+    def __init__(
+        self,
+        processes: Processes,
+        workdir: Path,
+        address: str,
+        db: str,
+        count: int,
+        args: Sequence[str] = (),
+        queues: Sequence[str] = (),
+    ) -> None:
+        super().__init__(processes, workdir)
+        self.settings = rethinkdb_settings(address, db)
+        self.members: list[RethinkDBDispatcher] = []
+        for index in range(count):
+            where = workdir / f"dispatcher-{index}"
+            where.mkdir()
+            self.members.append(
+                RethinkDBDispatcher(
+                    processes, where, address, db, args, queues if not index else ()
+                )
+            )
+        self.urls: list[str] = []
+
+    def start(self) -> RethinkDBDispatchers:
+        try:
+            for member in self.members:
+                member.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.urls = [member.url for member in self.members]
+        self.url, self.port = self.members[0].url, self.members[0].port
+        return self
+
+    def pids(self) -> list[int]:
+        """The process ids of the dispatchers that run."""
+        return [m.process.pid for m in self.members if m.process is not None]
+
+    def stop(self) -> None:
+        for member in self.members:
+            Server.stop(member)  # not RethinkDBDispatcher.stop: the database is shared
+        drop_rethinkdb_database(self.settings)
+
+
 def rethinkdb_settings(address: str, db: str) -> RethinkDBSettings:
     """The tqueues RethinkDB store's settings for database ``db`` at ``address``
     (``host:port``). Raises ValueError for an address without a numeric port."""
