@@ -12,7 +12,7 @@ import ipaddress
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -128,9 +128,47 @@ def read_tokens(args: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str
     return tokens
 
 
+def parse_servers(value: str, option: str, default_port: int) -> tuple[tuple[str, int], ...]:
+    """A comma-separated list of ``HOST[:PORT]`` (``[::1]:28015`` for IPv6) as (host,
+    port) pairs, in order, without repeats; an item without a port gets
+    ``default_port``. Raises SettingsError naming ``option`` for an empty item, an IPv6
+    address without brackets or a bad port."""
+    servers: list[tuple[str, int]] = []
+    for item in value.split(","):
+        item = item.strip()
+        host, port_text = item, ""
+        if item.startswith("["):  # [IPv6] or [IPv6]:PORT
+            host, bracket, rest = item[1:].partition("]")
+            if not bracket or (rest and not rest.startswith(":")):
+                host = ""
+            port_text = rest[1:]
+        elif item.count(":") > 1:  # an IPv6 address takes brackets
+            host = ""
+        elif ":" in item:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise SettingsError(
+                f"{option} takes HOST[:PORT] items separated by commas, not {value!r}"
+            )
+        port = default_port
+        if port_text:
+            port = _int(port_text, f"the port of {item!r} in {option}", low=1, high=65535)
+        if (host, port) not in servers:
+            servers.append((host, port))
+    return tuple(servers)
+
+
+WRITE_ACKS = ("majority", "single")
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class RethinkDBSettings:
-    """Where the RethinkDB store connects, and how it writes."""
+    """Where the RethinkDB store connects, and how it writes.
+
+    ``host:port`` is the first server tried; ``more_servers`` are the other servers of
+    the same cluster, tried in turn when the one in use cannot be reached (see
+    :attr:`servers`).
+    """
 
     host: str = "localhost"
     port: int = 28015
@@ -140,10 +178,28 @@ class RethinkDBSettings:
     pool_size: int = 4  #: connections per process; queries are multiplexed over them.
     durability: str = "hard"  #: "hard": on disk before acknowledged; "soft": in memory.
     timeout: float = 10.0  #: seconds any one query (or connect) may take.
+    #: further servers (host, port) of the cluster to fail over to, in order.
+    more_servers: tuple[tuple[str, int], ...] = ()
+    replicas: int = 1  #: replicas of each table this store creates.
+    write_acks: str = "majority"  #: "majority" or "single", set on each table it creates.
+
+    @property
+    def servers(self) -> tuple[tuple[str, int], ...]:
+        """Every server to connect to, the first one first: ``(host, port)`` pairs."""
+        return ((self.host, self.port), *self.more_servers)
+
+    @property
+    def address(self) -> str:
+        """The servers as one would write them: ``host:port,host:port``."""
+        return ",".join(
+            f"[{host}]:{port}" if ":" in host else f"{host}:{port}" for host, port in self.servers
+        )
 
     @classmethod
-    def from_url(cls, url: str) -> RethinkDBSettings:
-        """``rethinkdb://USER:PASSWORD@HOST:PORT/DB``; every part but the scheme is optional.
+    def from_url(cls, url: str, *, default_port: int | None = None) -> RethinkDBSettings:
+        """``rethinkdb://USER:PASSWORD@HOST[:PORT][,HOST[:PORT]...]/DB``; every part but
+        the scheme is optional. Several hosts (comma-separated) are servers of one cluster
+        to fail over between; a host without a port gets ``default_port`` (28015).
 
         Raises SettingsError for another scheme, a bad port or a bad database name.
         """
@@ -153,22 +209,26 @@ class RethinkDBSettings:
                 f"the RethinkDB URL must look like rethinkdb://user:password@host:28015/db, "
                 f"not {url!r}"
             )
-        try:
-            port = parts.port
-        except ValueError:
-            raise SettingsError(f"the RethinkDB URL has a bad port: {url!r}") from None
         default = cls()
+        userinfo, at, hosts = parts.netloc.rpartition("@")
+        username, colon, password = userinfo.partition(":")
+        servers = (
+            parse_servers(hosts, "the RethinkDB URL", default_port or default.port)
+            if hosts
+            else ((default.host, default_port or default.port),)
+        )
         db = unquote(parts.path.strip("/")) or default.db
         if not _DB_NAME_RE.match(db):
             raise SettingsError(
                 f"the RethinkDB database name must be letters, digits or underscores, not {db!r}"
             )
         return cls(
-            host=parts.hostname or default.host,
-            port=port or default.port,
+            host=servers[0][0],
+            port=servers[0][1],
+            more_servers=servers[1:],
             db=db,
-            user=unquote(parts.username) if parts.username else default.user,
-            password=unquote(parts.password) if parts.password else default.password,
+            user=unquote(username) if at and username else default.user,
+            password=unquote(password) if at and colon and password else default.password,
         )
 
 
@@ -265,27 +325,46 @@ def _domains(value: Any) -> tuple[str, ...]:
 def _rethinkdb_settings(
     args: Mapping[str, Any], environ: Mapping[str, str]
 ) -> RethinkDBSettings | None:
-    """The RethinkDB settings the command line names, or None for the embedded store."""
+    """The RethinkDB settings the command line names, or None for the embedded store.
+
+    ``--host`` (and the URL's host part) is a comma-separated list of ``HOST[:PORT]``, the
+    servers of one cluster in the order they are tried; ``--port`` is the port of those
+    given without one.
+    """
     url = args.get("--rethinkdb") or environ.get("TQUEUES_RETHINKDB") or ""
     options = ("--host", "--port", "--db", "--user", "--password")
     if not url and not any(args.get(option) for option in options):
         return None
-    base = RethinkDBSettings.from_url(url) if url else RethinkDBSettings()
+    port = None if not args.get("--port") else _int(args["--port"], "--port", low=1, high=65535)
+    base = RethinkDBSettings.from_url(url, default_port=port) if url else RethinkDBSettings()
+    servers = base.servers
+    if args.get("--host"):
+        servers = parse_servers(args["--host"], "--host", port or base.port)
+    elif port is not None and not url:
+        servers = ((base.host, port),)
     db = args.get("--db") or base.db
     if not _DB_NAME_RE.match(db):
         raise SettingsError(f"--db must be letters, digits or underscores, not {db!r}")
     durability = str(args.get("--durability") or base.durability).lower()
     if durability not in DURABILITIES:
         raise SettingsError(f"--durability must be hard or soft, not {args.get('--durability')!r}")
+    write_acks = str(args.get("--write_acks") or base.write_acks).lower()
+    if write_acks not in WRITE_ACKS:
+        raise SettingsError(
+            f"--write_acks must be majority or single, not {args.get('--write_acks')!r}"
+        )
     return dataclasses.replace(
         base,
-        host=args.get("--host") or base.host,
-        port=_int(args.get("--port") or base.port, "--port", low=1, high=65535),
+        host=servers[0][0],
+        port=servers[0][1],
+        more_servers=servers[1:],
         db=db,
         user=args.get("--user") or base.user,
         password=args.get("--password") or base.password,
         pool_size=_int(args.get("--pool_size") or base.pool_size, "--pool_size", low=1, high=64),
         durability=durability,
+        replicas=_int(args.get("--replicas") or base.replicas, "--replicas", low=1, high=64),
+        write_acks=write_acks,
     )
 
 
@@ -293,7 +372,8 @@ def _rethinkdb_settings(
 class WorkerSettings:
     """Everything ``tqueues_worker`` can be told."""
 
-    endpoint_url: str = DEFAULT_ENDPOINT
+    #: the dispatchers, in the order they are tried (see :class:`~tqueues.client.Client`).
+    endpoint_urls: tuple[str, ...] = (DEFAULT_ENDPOINT,)
     queues: tuple[str, ...] = ()
     concurrency: int = 1
     prefetch: int | None = None  #: jobs held beyond the running ones (None: 3 x concurrency).
@@ -310,11 +390,14 @@ class WorkerSettings:
     def from_docopt(
         cls, args: Mapping[str, Any], environ: Mapping[str, str] = os.environ
     ) -> WorkerSettings:
-        """Build from ``tqueues_worker``'s parsed command line; raises SettingsError."""
-        url = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or DEFAULT_ENDPOINT
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https") or not parts.netloc:
-            raise SettingsError(f"--endpoint_url must be an http(s) URL, not {url!r}")
+        """Build from ``tqueues_worker``'s parsed command line; raises SettingsError.
+
+        ``--endpoint_url`` may be repeated, and each (as ``TQUEUES_URL``) may be a
+        comma-separated list: dispatchers of one cluster, to move between when one stops
+        answering.
+        """
+        given = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or DEFAULT_ENDPOINT
+        urls = parse_endpoints([given] if isinstance(given, str) else given, "--endpoint_url")
         queues = tuple(args.get("--queue") or ())
         if not queues:
             raise SettingsError("give at least one --queue")
@@ -322,7 +405,7 @@ class WorkerSettings:
             p for p in environ.get("TQUEUES_ALLOW", "").split(",") if p.strip()
         )
         settings = cls(
-            endpoint_url=url,
+            endpoint_urls=urls,
             queues=queues,
             concurrency=_int(args.get("--concurrency") or 1, "--concurrency", low=1, high=1000),
             prefetch=None
@@ -347,6 +430,23 @@ class WorkerSettings:
         if allow and args.get("--allow_any"):
             raise SettingsError("--allow and --allow_any exclude each other")
         return settings
+
+
+def parse_endpoints(values: Sequence[str], option: str) -> tuple[str, ...]:
+    """The dispatcher URLs of ``values``, each a URL or a comma-separated list of them, in
+    order and without repeats. Raises SettingsError naming ``option`` for one that is not
+    an http(s) URL, or for none at all."""
+    urls: list[str] = []
+    for value in values:
+        for url in (part.strip() for part in str(value).split(",")):
+            parts = urlsplit(url)
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise SettingsError(f"{option} must be an http(s) URL, not {url!r}")
+            if url not in urls:
+                urls.append(url)
+    if not urls:
+        raise SettingsError(f"{option} must be an http(s) URL")
+    return tuple(urls)
 
 
 def setup_logging(level: str) -> None:

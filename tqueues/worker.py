@@ -71,6 +71,13 @@ class _Slot:
 class Worker:
     """Takes jobs from ``queues`` of the dispatcher at ``endpoint_url``; an async iterator of Job.
 
+    ``endpoint_url`` may be a list: dispatchers of one cluster (one RethinkDB database);
+    the worker uses one, and moves to the next when it cannot be reached or stops
+    answering (see :class:`~tqueues.client.Client`). A take or an outcome report that got
+    no answer is retried there, with the same meaning, since leases are stored in the
+    database: an outcome already applied is refused as lost, a take that went unanswered
+    leaves its jobs to their leases' expiry (they are run once, later).
+
     Long-polls (``wait`` seconds per request) and never busy-polls; when the dispatcher
     cannot be reached it retries with exponential backoff (0.1 s to 5 s, with jitter).
     ``token`` authenticates to the dispatcher. ``timeout`` (seconds) bounds each run: a
@@ -87,7 +94,7 @@ class Worker:
 
     def __init__(
         self,
-        endpoint_url: str,
+        endpoint_url: str | Sequence[str],
         queues: Sequence[str],
         *,
         concurrency: int = 1,

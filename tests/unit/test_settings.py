@@ -60,7 +60,7 @@ def test_worker_options() -> None:
     settings = WorkerSettings.from_docopt(args, environ={"TQUEUES_ALLOW": "lib.jobs"})
     assert settings.queues == ("a", "b") and settings.concurrency == 4
     assert settings.allow == ("app", "lib.jobs")
-    assert settings.endpoint_url == "http://127.0.0.1:8080/"
+    assert settings.endpoint_urls == ("http://127.0.0.1:8080/",)
     assert not settings.strict_order
     strict = WorkerSettings.from_docopt(
         worker_args("--queue", "a", "--allow_any", "--strict_order")
@@ -94,3 +94,75 @@ def test_worker_allow_any_is_an_explicit_choice() -> None:
     assert settings.allow == ()
     from_env = WorkerSettings.from_docopt(worker_args("--queue", "a"), {"TQUEUES_ALLOW": "x,y"})
     assert from_env.allow == ("x", "y")
+
+
+# -- several RethinkDB servers, replicas, several dispatchers (issue #22) ----------------------
+
+
+def test_several_rethinkdb_servers_in_host_or_url() -> None:
+    hosts = DispatcherSettings.from_docopt(
+        dispatcher_args("--host", "db1, db2:28016,[::1]:28017,db1", "--port", "29015")
+    ).rethinkdb
+    assert hosts is not None
+    assert hosts.servers == (("db1", 29015), ("db2", 28016), ("::1", 28017))
+    assert hosts.address == "db1:29015,db2:28016,[::1]:28017"
+    url = "rethinkdb://bob:s%40cret@db1,db2:28016/jobs"
+    from_url = DispatcherSettings.from_docopt(dispatcher_args(), {"TQUEUES_RETHINKDB": url})
+    assert from_url.rethinkdb is not None
+    assert from_url.rethinkdb.servers == (("db1", 28015), ("db2", 28016))
+    assert (from_url.rethinkdb.user, from_url.rethinkdb.password) == ("bob", "s@cret")
+    assert from_url.rethinkdb.db == "jobs"
+    # --host replaces the URL's servers; --port fills in the ports the URL leaves out.
+    both = DispatcherSettings.from_docopt(
+        dispatcher_args("--rethinkdb", url, "--host", "other"), environ={}
+    ).rethinkdb
+    assert both is not None and both.servers == (("other", 28015),) and both.db == "jobs"
+    port = DispatcherSettings.from_docopt(
+        dispatcher_args("--rethinkdb", url, "--port", "1"), environ={}
+    ).rethinkdb
+    assert port is not None and port.servers == (("db1", 1), ("db2", 28016))
+
+
+def test_replicas_and_write_acks() -> None:
+    default = DispatcherSettings.from_docopt(dispatcher_args("--host", "db")).rethinkdb
+    assert default is not None and (default.replicas, default.write_acks) == (1, "majority")
+    given = DispatcherSettings.from_docopt(
+        dispatcher_args("--host", "db", "--replicas", "3", "--write_acks", "SINGLE")
+    ).rethinkdb
+    assert given is not None and (given.replicas, given.write_acks) == (3, "single")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--host", "db1,,db2"], "--host takes HOST\\[:PORT\\] items"),
+        (["--host", "db1:x"], "port of 'db1:x' in --host"),
+        (["--host", "db1:70000"], "port of 'db1:70000' in --host"),
+        (["--host", "[::1"], "--host takes"),
+        (["--rethinkdb", "rethinkdb://a:1,b:2:3/db"], "the RethinkDB URL"),
+        (["--host", "db", "--replicas", "0"], "--replicas must be between 1 and 64"),
+        (["--host", "db", "--write_acks", "all"], "--write_acks must be majority or single"),
+    ],
+)
+def test_bad_rethinkdb_servers_and_replicas(argv: list[str], message: str) -> None:
+    with pytest.raises(SettingsError, match=message) as caught:
+        DispatcherSettings.from_docopt(dispatcher_args(*argv), environ={})
+    assert "\n" not in caught.value.message
+
+
+def test_several_dispatchers_for_a_worker() -> None:
+    args = worker_args(
+        "--queue", "a", "--allow_any",
+        "--endpoint_url", "http://d1:8080/", "--endpoint_url", "http://d2:8080/,http://d3/",
+    )  # fmt: skip
+    settings = WorkerSettings.from_docopt(args, environ={})
+    assert settings.endpoint_urls == ("http://d1:8080/", "http://d2:8080/", "http://d3/")
+    env = WorkerSettings.from_docopt(
+        worker_args("--queue", "a", "--allow_any"), {"TQUEUES_URL": "http://x/,http://y/"}
+    )
+    assert env.endpoint_urls == ("http://x/", "http://y/")
+    with pytest.raises(SettingsError, match="--endpoint_url must be an http"):
+        WorkerSettings.from_docopt(
+            worker_args("--queue", "a", "--allow_any", "--endpoint_url", "http://x/,ftp://y"),
+            environ={},
+        )

@@ -25,6 +25,7 @@ Usage:
   tqueues truncate [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
   tqueues queues [options] [--json]
+  tqueues rethinkdb reconfigure [--rethinkdb URL] [--replicas N] [--write_acks MODE]
   tqueues -h | --help
   tqueues --version
 
@@ -44,11 +45,20 @@ Options:
   --id ID            Kick this one job (buried, failed or delayed) instead of N.
   --reason TEXT      Why the job is buried (kept in its error).
   --json             Print JSON instead of a table.
+  --rethinkdb URL    rethinkdb reconfigure: the database, as
+                     rethinkdb://USER:PASSWORD@HOST:PORT,HOST:PORT/DB (also
+                     TQUEUES_RETHINKDB; default rethinkdb://localhost:28015/tqueues).
+  --replicas N       rethinkdb reconfigure: replicas of every table [default: 1].
+  --write_acks MODE  rethinkdb reconfigure: majority or single [default: majority].
   -h --help          Show this screen.
   --version          Show version.
 
 Exit status: 0 done, 1 no job (take, consume, peek), 2 an error (one line on stderr:
 what failed and, when the dispatcher cannot be reached, whether anything was done).
+
+rethinkdb reconfigure talks to RethinkDB, not to a dispatcher: it gives every table of
+the database (the catalog and each queue's) one shard, N replicas and the write
+acknowledgements, as dispatchers started with --replicas and --write_acks create them.
 
 Examples:
   export TQUEUES_URL=http://127.0.0.1:8080/
@@ -59,11 +69,13 @@ Examples:
   tqueues stats
   tqueues kick emails 100
   tqueues kick emails --all --status failed
+  tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import math
 import os
@@ -78,6 +90,7 @@ from tqueues import __version__
 from tqueues.client import Client
 from tqueues.client.aio import JSONDict
 from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
+from tqueues.settings import WRITE_ACKS, RethinkDBSettings, SettingsError
 
 STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
 DEFAULT_URL = "http://127.0.0.1:8080/"
@@ -364,8 +377,36 @@ COMMANDS = (
 )
 
 
+async def reconfigure_rethinkdb(args: Mapping[str, Any], out: TextIO) -> int:
+    """``tqueues rethinkdb reconfigure``: every table of the database gets one shard,
+    ``--replicas`` replicas and ``--write_acks``; one line per table. Raises
+    SettingsError for a bad value, StoreUnavailable when RethinkDB refuses or cannot be
+    reached."""
+    from tqueues.stores.rethinkdb.pool import Pool
+    from tqueues.stores.rethinkdb.queues import reconfigure
+
+    url = args["--rethinkdb"] or os.environ.get("TQUEUES_RETHINKDB") or "rethinkdb://"
+    settings = RethinkDBSettings.from_url(url)
+    replicas = int(_number(args, "--replicas", integer=True))
+    if replicas < 1:
+        raise SettingsError(f"--replicas must be at least 1, not {args['--replicas']}")
+    write_acks = str(args["--write_acks"]).lower()
+    if write_acks not in WRITE_ACKS:
+        raise SettingsError(f"--write_acks must be majority or single, not {write_acks!r}")
+    pool = Pool(dataclasses.replace(settings, pool_size=1))
+    try:
+        tables = await reconfigure(pool, settings.db, replicas=replicas, write_acks=write_acks)
+    finally:
+        await pool.close()
+    for name in tables:
+        print(f"{settings.db}.{name}: {replicas} replica(s), write_acks {write_acks}", file=out)
+    return 0
+
+
 async def run(args: Mapping[str, Any], out: TextIO = sys.stdout, stdin: TextIO = sys.stdin) -> int:
     """Run the command ``args`` (as docopt parsed it); the exit status."""
+    if args["rethinkdb"]:
+        return await reconfigure_rethinkdb(args, out)
     url = args["--url"] or os.environ.get("TQUEUES_URL") or DEFAULT_URL
     if not url.startswith(("http://", "https://")):
         raise ValidationError(f"--url must be an http:// or https:// URL, not {url!r}")

@@ -14,17 +14,24 @@ Options:
   --data DIR                  Directory of the embedded store [default: ./tqueues-data].
   --sync MODE                 Embedded store durability: FULL (sync every commit) or
                               NORMAL (survives process crashes) [default: FULL].
-  --host HOST                 RethinkDB host (default localhost).
-  --port PORT                 RethinkDB port (default 28015).
+  --host HOSTS                RethinkDB server (default localhost), or several servers
+                              of one cluster, comma-separated HOST[:PORT] items, tried
+                              in turn when the one in use cannot be reached.
+  --port PORT                 RethinkDB port of the servers named without one
+                              (default 28015).
   --db DB                     RethinkDB database (default tqueues).
   --user USER                 RethinkDB user.
   --password PASSWORD         RethinkDB password.
   --rethinkdb URL             RethinkDB as one URL, rethinkdb://USER:PASSWORD@HOST:PORT/DB
-                              (also read from TQUEUES_RETHINKDB); the options above
-                              override its parts.
+                              (also read from TQUEUES_RETHINKDB), with HOST:PORT,HOST:PORT
+                              for several servers; the options above override its parts.
   --pool_size N               RethinkDB connections per process (default 4).
   --durability MODE           RethinkDB write durability: hard (on disk before the write
                               is acknowledged) or soft (in memory) (default hard).
+  --replicas N                RethinkDB replicas of each table the dispatcher creates
+                              (default 1).
+  --write_acks MODE           RethinkDB write acknowledgements of each table it creates:
+                              majority (of the replicas) or single (default majority).
   --token TOKEN               Bearer token for every request (admin); also
                               TQUEUES_TOKEN. At least 16 characters.
   --token_file FILE           Read the admin token from FILE.
@@ -58,6 +65,7 @@ Options:
 Examples:
   tqueues_dispatcher --data /var/lib/tqueues
   tqueues_dispatcher --host localhost --db foo --port 28015 --user foo --password bar
+  tqueues_dispatcher --host db1,db2,db3:28016 --replicas 3 --db foo
   tqueues_dispatcher --listen 127.0.0.1:8080 --allowed_domains 'https://foo.com,https://bar.com'
 """
 

@@ -4,13 +4,15 @@ Takes jobs from the dispatcher and runs the method each names
 (package.module:function), N at a time.
 
 Usage:
-  tqueues_worker (--queue QUEUE)... [--allow PREFIX]... [options]
+  tqueues_worker (--queue QUEUE)... [--allow PREFIX]... [--endpoint_url URL]... [options]
   tqueues_worker -h | --help
   tqueues_worker --version
 
 Options:
   --endpoint_url URL     TQueues dispatcher endpoint (default: $TQUEUES_URL or
-                         http://127.0.0.1:8080/).
+                         http://127.0.0.1:8080/). Repeat it, or give a comma-separated
+                         list, for several dispatchers of one cluster: the worker moves
+                         to the next when the one it uses stops answering.
   --queue QUEUE          Queue to take jobs from; repeat it for several queues (each
                          take asks the first that has jobs, starting at the next
                          queue in turn).
@@ -66,7 +68,7 @@ log = logging.getLogger("tqueues.worker")
 async def work(settings: WorkerSettings) -> int:
     """Run a worker until SIGTERM/SIGINT (or, with --burst, until the queues are empty)."""
     worker = Worker(
-        settings.endpoint_url,
+        settings.endpoint_urls,
         settings.queues,
         concurrency=settings.concurrency,
         prefetch=settings.prefetch,
@@ -90,7 +92,7 @@ async def work(settings: WorkerSettings) -> int:
         "worker %s taking from %s at %s",
         worker.worker_id,
         ", ".join(settings.queues),
-        settings.endpoint_url,
+        ", ".join(settings.endpoint_urls),
         extra={"action": "started"},
     )
     await worker.run()

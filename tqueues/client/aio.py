@@ -14,6 +14,7 @@ code: :class:`~tqueues.errors.NotFound` (:class:`~tqueues.errors.QueueNotFound`,
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any
@@ -28,6 +29,7 @@ from tqueues.client.stream import JobStream, TakeStream
 from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
 
 JSONDict = dict[str, Any]
+log = logging.getLogger("tqueues.client")
 
 
 def _error_classes(root: type[TqueuesError] = TqueuesError) -> dict[str, type[TqueuesError]]:
@@ -77,20 +79,50 @@ def _text(raw: bytes, charset: str) -> str:
 
 
 class Client:
-    """Talks to one dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
+    """Talks to a dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
 
-    ``timeout`` bounds each call, in seconds, on top of any long-poll ``wait``; ``token``
-    is sent as ``Authorization: Bearer <token>``.
+    ``endpoint_url`` may be a list of URLs, dispatchers of one cluster (sharing one
+    RethinkDB database): calls go to one of them, and when it cannot be reached or does
+    not answer, the next calls go to the next one (see :meth:`request`). ``timeout``
+    bounds each call, in seconds, on top of any long-poll ``wait``; ``token`` is sent as
+    ``Authorization: Bearer <token>``. Raises ValueError for an empty list.
     """
 
     def __init__(
-        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+        self, endpoint_url: str | Sequence[str], *, token: str | None = None, timeout: float = 30.0
     ) -> None:
-        self.endpoint_url = endpoint_url if endpoint_url.endswith("/") else endpoint_url + "/"
+        urls = [endpoint_url] if isinstance(endpoint_url, str) else list(endpoint_url)
+        if not urls:
+            raise ValueError("a client needs at least one endpoint URL")
+        #: Every dispatcher's URL, each ending with ``/``; calls go to ``endpoint_url``.
+        self.endpoint_urls = tuple(url if url.endswith("/") else url + "/" for url in urls)
+        self._bases = tuple(URL(url) for url in self.endpoint_urls)
+        self._current = 0
         self.timeout = timeout
-        self._base = URL(self.endpoint_url)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def endpoint_url(self) -> str:
+        """The URL of the dispatcher the calls go to now."""
+        return self.endpoint_urls[self._current]
+
+    @property
+    def _base(self) -> URL:
+        return self._bases[self._current]
+
+    def unreachable(self, endpoint_url: str) -> bool:
+        """The dispatcher at ``endpoint_url`` could not be reached or did not answer: the
+        next calls go to the next URL in the list, unless they have already moved on (or
+        there is only one). True if they moved."""
+        if len(self.endpoint_urls) == 1 or endpoint_url != self.endpoint_url:
+            return False
+        self._current = (self._current + 1) % len(self.endpoint_urls)
+        log.warning(
+            "the dispatcher at %s cannot be reached; using %s", endpoint_url, self.endpoint_url,
+            extra={"action": "dispatcher_failover"},
+        )  # fmt: skip
+        return True
 
     @property
     def session(self) -> aiohttp.ClientSession:
@@ -137,30 +169,41 @@ class Client:
         for a repeated name); the decoded answer.
 
         Raises the typed error the dispatcher names, DispatcherUnavailable when it cannot
-        be reached or does not answer within ``timeout + wait`` seconds.
+        be reached or does not answer within ``timeout + wait`` seconds. Of several
+        dispatchers, a connection refused (nothing was sent) is tried on each of the others
+        at once; a call that got no answer moves the next calls to the next dispatcher but
+        raises (it may have been done: the caller decides whether to call again).
         """
         timeout = aiohttp.ClientTimeout(total=self.timeout + wait)
         data = None if body is None else codec.dumps(body)
         headers = {"Content-Type": "application/json"} if data is not None else None
-        try:
-            async with self.session.request(
-                method,
-                self.url(*path),
-                params=params,
-                data=data,
-                headers=headers,
-                timeout=timeout,
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                is_json = response.content_type == "application/json"
-                charset = response.charset or "utf-8"
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-            reason = connection_error_text(exc, timeout=timeout.total)
-            raise DispatcherUnavailable(
-                f"cannot reach the dispatcher at {self.endpoint_url}: {reason}"
-            ) from exc
-        return answer_of(status, raw, is_json=is_json, charset=charset)
+        for attempt in range(len(self.endpoint_urls)):
+            endpoint_url = self.endpoint_url
+            try:
+                async with self.session.request(
+                    method,
+                    self.url(*path),
+                    params=params,
+                    data=data,
+                    headers=headers,
+                    timeout=timeout,
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+                    is_json = response.content_type == "application/json"
+                    charset = response.charset or "utf-8"
+            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                self.unreachable(endpoint_url)
+                if isinstance(exc, aiohttp.ClientConnectorError) and attempt + 1 < len(
+                    self.endpoint_urls
+                ):
+                    continue  # nothing was sent: the next dispatcher may take it
+                reason = connection_error_text(exc, timeout=timeout.total)
+                raise DispatcherUnavailable(
+                    f"cannot reach the dispatcher at {endpoint_url}: {reason}"
+                ) from exc
+            return answer_of(status, raw, is_json=is_json, charset=charset)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @staticmethod
     def _lease(lease: str | None) -> dict[str, str]:

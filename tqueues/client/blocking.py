@@ -47,7 +47,7 @@ class CurlClient(Client):
     other tasks would wait for every call."""
 
     def __init__(
-        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+        self, endpoint_url: str | Sequence[str], *, token: str | None = None, timeout: float = 30.0
     ) -> None:
         super().__init__(endpoint_url, token=token, timeout=timeout)
         self.transport = CurlTransport(token=token)
@@ -62,7 +62,9 @@ class CurlClient(Client):
         wait: float = 0.0,
     ) -> Any:
         """As :meth:`Client.request <tqueues.client.aio.Client.request>`, blocking the
-        calling thread for the call."""
+        calling thread for the call. Of several dispatchers, a call that got no answer
+        (whatever the reason) moves the next calls to the next one, and raises."""
+        endpoint_url = self.endpoint_url
         url = self.url(*path)
         if params:
             url = url.extend_query(params)
@@ -70,8 +72,9 @@ class CurlClient(Client):
         try:
             answer = self.transport.request(method, str(url), data, self.timeout + wait)
         except TransportError as exc:
+            self.unreachable(endpoint_url)
             raise DispatcherUnavailable(
-                f"cannot reach the dispatcher at {self.endpoint_url}: {exc}"
+                f"cannot reach the dispatcher at {endpoint_url}: {exc}"
             ) from exc
         is_json, charset = content_type(answer.content_type)
         return answer_of(answer.status, answer.body, is_json=is_json, charset=charset)
@@ -110,11 +113,12 @@ def _twin(
 class BlockingClient:
     """``with BlockingClient(url) as client: client.put("q", "pkg.mod:func", [1])``.
 
-    The arguments are those of :class:`~tqueues.client.aio.Client`.
+    The arguments are those of :class:`~tqueues.client.aio.Client` (a list of URLs
+    too).
     """
 
     def __init__(
-        self, endpoint_url: str, *, token: str | None = None, timeout: float = 30.0
+        self, endpoint_url: str | Sequence[str], *, token: str | None = None, timeout: float = 30.0
     ) -> None:
         #: Every call but the job stream's.
         self.calls = CurlClient(endpoint_url, token=token, timeout=timeout)
@@ -127,7 +131,8 @@ class BlockingClient:
 
     @property
     def endpoint_url(self) -> str:
-        return self.client.endpoint_url
+        """The URL of the dispatcher the calls go to now."""
+        return self.calls.endpoint_url
 
     def _run(self, call: Coroutine[Any, Any, T]) -> T:
         """Run ``call`` on the stream loop (started now if need be) and wait for it."""

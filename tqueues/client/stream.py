@@ -47,6 +47,7 @@ class _CallSocket:
         self._connecting = asyncio.Lock()
         self._pending: dict[int, asyncio.Future[JSONDict]] = {}
         self._refs = itertools.count()
+        self._url = client.endpoint_url  #: the dispatcher the socket is open to
 
     @property
     def connected(self) -> bool:
@@ -60,28 +61,37 @@ class _CallSocket:
         async with self._connecting:
             if self._ws is not None and not self._ws.closed:
                 return self._ws
-            try:
-                ws = await self.client.session.ws_connect(
-                    self.client.url(*self.path),
-                    heartbeat=30.0,
-                    max_msg_size=0,  # the dispatcher bounds what it sends
-                    timeout=aiohttp.ClientWSTimeout(ws_close=self.client.timeout),
-                )
-            except aiohttp.WSServerHandshakeError as exc:
-                # The refusal's JSON body is not kept by aiohttp: ask the route again
-                # without the upgrade, and raise the typed error it names.
-                await self.client.request("GET", self.path)
-                raise DispatcherUnavailable(
-                    f"the dispatcher refused the {self.what}: {exc}"
-                ) from exc
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
-                reason = connection_error_text(exc)
-                raise DispatcherUnavailable(
-                    f"cannot reach the dispatcher at {self.client.endpoint_url}: {reason}"
-                ) from exc
+            for attempt in range(len(self.client.endpoint_urls)):
+                endpoint_url = self.client.endpoint_url
+                try:
+                    ws = await self.client.session.ws_connect(
+                        self.client.url(*self.path),
+                        heartbeat=30.0,
+                        max_msg_size=0,  # the dispatcher bounds what it sends
+                        timeout=aiohttp.ClientWSTimeout(ws_close=self.client.timeout),
+                    )
+                    break
+                except aiohttp.WSServerHandshakeError as exc:
+                    # The refusal's JSON body is not kept by aiohttp: ask the route again
+                    # without the upgrade, and raise the typed error it names.
+                    await self.client.request("GET", self.path)
+                    raise DispatcherUnavailable(
+                        f"the dispatcher refused the {self.what}: {exc}"
+                    ) from exc
+                except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                    # Of several dispatchers, the next one (at once if nothing was sent).
+                    self.client.unreachable(endpoint_url)
+                    if isinstance(exc, aiohttp.ClientConnectorError) and attempt + 1 < len(
+                        self.client.endpoint_urls
+                    ):
+                        continue
+                    reason = connection_error_text(exc)
+                    raise DispatcherUnavailable(
+                        f"cannot reach the dispatcher at {endpoint_url}: {reason}"
+                    ) from exc
             # Each socket has its calls: one that dropped fails only those sent on it.
-            self._ws, self._pending = ws, {}
-            self._reader = asyncio.create_task(self._read(ws, self._pending))
+            self._ws, self._pending, self._url = ws, {}, endpoint_url
+            self._reader = asyncio.create_task(self._read(ws, self._pending, endpoint_url))
             return ws
 
     async def close(self) -> None:
@@ -113,8 +123,11 @@ class _CallSocket:
             answer = await asyncio.wait_for(answered, wait + self.client.timeout)
         except (TimeoutError, ConnectionError) as exc:
             reason = connection_error_text(exc, timeout=wait + self.client.timeout)
+            url = self._url
+            if self._ws is ws:  # a dispatcher that does not answer: the next one, if any
+                self.client.unreachable(url)
             raise DispatcherUnavailable(
-                f"the {self.what} to {self.client.endpoint_url} gave no answer: {reason}"
+                f"the {self.what} to {url} gave no answer: {reason}"
             ) from exc
         finally:
             pending.pop(ref, None)
@@ -125,9 +138,13 @@ class _CallSocket:
         raise error_for(status, answer)
 
     async def _read(
-        self, ws: aiohttp.ClientWebSocketResponse, pending: dict[int, asyncio.Future[JSONDict]]
+        self,
+        ws: aiohttp.ClientWebSocketResponse,
+        pending: dict[int, asyncio.Future[JSONDict]],
+        url: str,
     ) -> None:
-        """Hand each answer to its call; when the socket ends, fail the calls left."""
+        """Hand each answer to its call; when the socket ends, fail the calls left (and,
+        if it was not closed here, move the client on to its next dispatcher, if any)."""
         try:
             async for message in ws:
                 if message.type is aiohttp.WSMsgType.TEXT:
@@ -139,14 +156,14 @@ class _CallSocket:
                     break
         finally:
             gone = DispatcherUnavailable(
-                f"the {self.what} to {self.client.endpoint_url} closed"
-                f" (code {ws.close_code}){self.lost}"
+                f"the {self.what} to {url} closed (code {ws.close_code}){self.lost}"
             )
+            if self._ws is ws:  # dropped, not closed by close()
+                self._ws = None
+                self.client.unreachable(url)
             for waiting in pending.values():
                 if not waiting.done():
                     waiting.set_exception(gone)
-            if self._ws is ws:
-                self._ws = None
 
     #: What a dropped socket means for the calls waiting on it (the end of their error).
     lost = ""

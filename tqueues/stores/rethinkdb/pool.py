@@ -34,6 +34,9 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 #: Anchored, so a message that merely quotes such words (a datum in an error) is not one.
 _MISSING = re.compile(r"^(Table|Database) `[^`]+` does not exist\.")
 _EXISTS = re.compile(r"^(Table|Database|Index) `[^`]+` already exists")
+#: The server's text when a name stands for two databases or tables (two ``db_create`` of
+#: one name at once on a cluster make two: rethinkdb/rethinkdb#5900, #4898).
+_AMBIGUOUS = re.compile(r"^(Table|Database) `[^`]+` is ambiguous")
 #: The server's texts (``datum.cc``, ``store_key.cc``) for a key it cannot hold: a string
 #: with a NUL character, a primary key over 127 bytes. A query logic error, not an outage.
 _BAD_KEY = re.compile(
@@ -91,6 +94,12 @@ class Exists(StoreUnavailable):
     """The table, database or index a query creates exists already."""
 
 
+class Ambiguous(StoreUnavailable):
+    """The database or table a query names exists twice (made at the same instant by two
+    servers of a cluster); :meth:`Catalog.open
+    <tqueues.stores.rethinkdb.queues.Catalog.open>` removes the extra ones."""
+
+
 class KeyRefused(StoreUnavailable):
     """The server refused a key the query names as one no document can have (a NUL in
     it, too long): a mistake in the request, not an outage. The store turns it into
@@ -106,15 +115,21 @@ def consume(task: asyncio.Future[Any]) -> None:
 class Pool:
     """A few asyncio connections, used round-robin (each multiplexes many queries).
 
-    A dead connection is replaced on its next use; after a failed connect, further connects
-    are refused at once (StoreUnavailable) until a backoff delay has passed, so requests
-    fail fast while the server is down.
+    A dead connection is replaced on its next use. Of several servers
+    (``settings.servers``, one cluster), connections go to the one in use; when a connect
+    to it fails, the next ones are tried in turn at once, and a connection to it that is
+    lost or stops answering moves the pool on to the next server, so the pool leaves a
+    dead server within one failed query. After every server failed a connect, further
+    connects are refused at once (StoreUnavailable) until a backoff delay has passed, so
+    requests fail fast while the cluster is down.
     """
 
     def __init__(self, settings: RethinkDBSettings) -> None:
         self.settings = settings
-        self.address = f"{settings.host}:{settings.port}"
+        self.servers = settings.servers
+        self._current = 0  #: the index in ``servers`` of the server new connections go to.
         self._slots: list[Any] = [None] * settings.pool_size
+        self._slot_server = [0] * settings.pool_size  #: the server each slot's connection is on
         self._locks = [asyncio.Lock() for _ in range(settings.pool_size)]
         self._next = 0
         self._backoff = Backoff()
@@ -123,11 +138,30 @@ class Pool:
         self._closers: set[asyncio.Task[None]] = set()
         self.closed = False
 
+    @property
+    def address(self) -> str:
+        """``host:port`` of the server in use."""
+        host, port = self.servers[self._current]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+    def _move_on(self, server: int) -> None:
+        """The server ``server`` failed: the next connections go to the next server (once
+        per failure of the server in use; a failure of one left already changes nothing)."""
+        if len(self.servers) > 1 and server == self._current:
+            failed = self.address
+            self._current = (server + 1) % len(self.servers)
+            log.warning(
+                "RethinkDB at %s failed; connecting to %s", failed, self.address,
+                extra={"action": "rethinkdb_failover"},
+            )  # fmt: skip
+
     async def _connect(self) -> Any:
+        """A new connection to the server in use."""
         settings = self.settings
+        host, port = self.servers[self._current]
         return await r.connect(
-            host=settings.host,
-            port=settings.port,
+            host=host,
+            port=port,
             user=settings.user,
             password=settings.password,
             timeout=max(1, round(settings.timeout)),
@@ -149,26 +183,38 @@ class Pool:
             loop = asyncio.get_running_loop()
             if loop.time() < self._retry_at:
                 raise StoreUnavailable(
-                    f"cannot reach RethinkDB at {self.address}: {self._last_error} (reconnecting)"
+                    f"cannot reach RethinkDB at {self.settings.address}: {self._last_error} "
+                    "(reconnecting)"
                 )
-            try:
-                conn = await asyncio.wait_for(self._connect(), self.settings.timeout)
-            except (ReqlError, OSError, TimeoutError) as exc:
-                self._last_error = (
-                    message(exc)
-                    if not isinstance(exc, TimeoutError)
-                    else f"no answer within {self.settings.timeout:g}s"
-                )
+            errors: list[str] = []
+            for _ in self.servers:
+                server = self._current
+                try:
+                    conn = await asyncio.wait_for(self._connect(), self.settings.timeout)
+                    break
+                except (ReqlError, OSError, TimeoutError) as exc:
+                    said = (
+                        message(exc)
+                        if not isinstance(exc, TimeoutError)
+                        else f"no answer within {self.settings.timeout:g}s"
+                    )
+                    errors.append(said if len(self.servers) == 1 else f"{self.address}: {said}")
+                    self._move_on(server)
+                    cause: BaseException = exc
+            else:
+                self._last_error = "; ".join(errors)
                 self._retry_at = loop.time() + self._backoff.next()
+                where = self.address if len(self.servers) == 1 else "any of its servers"
                 raise StoreUnavailable(
-                    f"cannot reach RethinkDB at {self.address}: {self._last_error}"
-                ) from exc
+                    f"cannot reach RethinkDB at {where}: {self._last_error}"
+                ) from cause
             if self.closed:  # closed while connecting
                 self._close_later(conn)
                 raise StoreUnavailable("the RethinkDB store is closed")
             self._backoff.reset()
             self._retry_at = 0.0
             old, self._slots[index] = self._slots[index], conn
+            self._slot_server[index] = server
             if old is not None:
                 self._close_later(old)
             return conn
@@ -179,9 +225,10 @@ class Pool:
         Raises StoreUnavailable for a lost connection, an unavailable table, a refused query
         or no answer within ``timeout`` (default ``settings.timeout``) seconds; its
         subclasses :class:`Missing` ("Table `db.t` does not exist.", also for a database)
-        and :class:`Exists` ("Table/Database/Index `x` already exists ...") let callers
-        tell those apart, and :class:`KeyRefused` a key the server cannot hold (a NUL in
-        it, over 127 bytes). A missing *index* ("Index `x` was not found on table ...", or
+        and :class:`Exists` ("Table/Database/Index `x` already exists ...") and
+        :class:`Ambiguous` ("Database `x` is ambiguous ...") let callers tell those
+        apart, and :class:`KeyRefused` a key the server cannot hold (a NUL in it, over 127
+        bytes). A missing *index* ("Index `x` was not found on table ...", or
         one still building) is none of them: plain StoreUnavailable.
         """
         timeout = self.settings.timeout if timeout is None else timeout
@@ -213,6 +260,8 @@ class Pool:
                 raise Missing(text) from exc
             if _EXISTS.match(text):
                 raise Exists(text) from exc
+            if _AMBIGUOUS.match(text):
+                raise Ambiguous(text) from exc
             if isinstance(exc, ReqlQueryLogicError) and _BAD_KEY.match(text):
                 raise KeyRefused(text) from exc
             if not isinstance(exc, ReqlAvailabilityError):
@@ -223,13 +272,15 @@ class Pool:
             raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
 
     def discard(self, conn: Any) -> None:
-        """Close ``conn`` (it stopped answering) so the next use of its slot reconnects.
+        """Close ``conn`` (it stopped answering, or broke) so the next use of its slot
+        reconnects, to the next server if ``conn`` was on the one in use.
 
         Queries and feeds still running on it fail at once.
         """
         for index, slot in enumerate(self._slots):
             if slot is conn:
                 self._slots[index] = None
+                self._move_on(self._slot_server[index])
         self._close_later(conn)
 
     def _close_later(self, conn: Any) -> None:
@@ -259,6 +310,7 @@ class Pool:
 
 
 __all__ = [
+    "Ambiguous",
     "Backoff",
     "Exists",
     "KeyRefused",

@@ -6,6 +6,15 @@ which turns true once the queue's table and indexes exist. The document doubles 
 lock that serialises the creation of the table across dispatchers, since RethinkDB's
 ``table_create`` is not serialisable across a cluster (rethinkdb/rethinkdb#5900, #4898).
 
+The database and the catalog table have no such lock (nothing exists yet to lock on):
+dispatchers started at the same instant on an empty database may make two of either.
+:meth:`Catalog.open` looks for such twins in the system tables (``db_config``,
+``table_config``) and drops all but the one with the smallest id, which every dispatcher
+picks alike, then opens again.
+
+Tables are created with ``settings.replicas`` replicas and ``settings.write_acks``;
+:func:`reconfigure` applies new values to every table of a database.
+
 The cache is refreshed from the server by every :meth:`Catalog.list` (the reaper calls it
 each round), so a change of settings made through another dispatcher is seen within a
 reap interval; a cache miss always reads the server.
@@ -23,13 +32,95 @@ from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
-from tqueues.stores.rethinkdb.pool import Backoff, Exists, Missing, Pool, first_error
+from tqueues.stores.rethinkdb.pool import (
+    Ambiguous,
+    Backoff,
+    Exists,
+    Missing,
+    Pool,
+    first_error,
+)
 from tqueues.stores.rethinkdb.queries import INDEXES
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
 QUEUES_TABLE = "tqueues_queues"
 ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
+SYSTEM = r.db("rethinkdb")  #: the server's system tables (``db_config``, ``table_config``).
+
+
+async def create_table(pool: Pool, settings: RethinkDBSettings, name: str, **options: Any) -> None:
+    """Create the table ``name`` of ``settings.db`` with ``settings.replicas`` replicas
+    (one shard) and ``settings.write_acks``, and wait until it accepts writes; one that
+    exists already is left as it is. Raises StoreUnavailable (too few servers for the
+    replicas, among others)."""
+    timeout = max(ADMIN_TIMEOUT, settings.timeout)
+    table = r.db(settings.db).table(name)
+    try:
+        await pool.run(
+            r.db(settings.db).table_create(name, replicas=settings.replicas, **options),
+            timeout=timeout,
+        )
+    except Exists:
+        return
+    if settings.write_acks != "majority":  # RethinkDB's default
+        await pool.run(table.config().update({"write_acks": settings.write_acks}), timeout=timeout)
+    await pool.run(table.wait(wait_for="ready_for_writes"), timeout=timeout)
+
+
+async def reconfigure(
+    pool: Pool, db: str, *, replicas: int, write_acks: str, timeout: float = ADMIN_TIMEOUT
+) -> list[str]:
+    """Give every table of the database ``db`` (the catalog and each queue's) one shard,
+    ``replicas`` replicas and ``write_acks`` ("majority" or "single"), and wait until each
+    accepts writes (new replicas copy the data in the background). The names of the
+    tables, in order. Raises StoreUnavailable (too few servers for the replicas, a missing
+    database: Missing)."""
+    tables = sorted(await pool.run(r.db(db).table_list()))
+    for name in tables:
+        table = r.db(db).table(name)
+        await pool.run(table.reconfigure(shards=1, replicas=replicas), timeout=timeout)
+        await pool.run(table.config().update({"write_acks": write_acks}), timeout=timeout)
+    for name in tables:
+        await pool.run(r.db(db).table(name).wait(wait_for="ready_for_writes"), timeout=timeout)
+    return tables
+
+
+async def remove_twins(pool: Pool, db: str) -> bool:
+    """Drop the extra databases named ``db``, then the extra ``tqueues_queues`` tables in
+    it, keeping of each name the one with the smallest id (every dispatcher keeps the same
+    one). True if any was dropped. Twins come from creations at the same instant through
+    different servers (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so
+    the one dropped holds at most the catalog table."""
+    dropped = False
+    twins = [
+        ("db_config", {"name": db}),
+        ("table_config", {"db": db, "name": QUEUES_TABLE}),
+    ]
+    for table, match in twins:
+        try:
+            rows = await pool.run(SYSTEM.table(table).coerce_to("array"))
+        except Missing:  # a server without system tables (a stand-in for tests): no twins
+            return dropped
+        ids = sorted(
+            row["id"] for row in rows if all(row.get(key) == value for key, value in match.items())
+        )
+        if len(ids) > 1:
+            log.warning(
+                "%s %r was created %d times at once; keeping %s, dropping %s",
+                "database" if table == "db_config" else "table",
+                match["name"],
+                len(ids),
+                ids[0],
+                ", ".join(ids[1:]),
+                extra={"action": "twins_dropped"},
+            )
+            await pool.run(
+                SYSTEM.table(table).get_all(*ids[1:]).delete(),
+                timeout=ADMIN_TIMEOUT,
+            )
+            dropped = True
+    return dropped
 
 
 class Catalog:
@@ -56,7 +147,10 @@ class Catalog:
 
         A database or table just created may not be found at once by the next query (the
         server's metadata lags a ``db_create``, on a cluster above all): that is tried
-        again, with backoff, for up to the admin timeout (60 s). Raises StoreUnavailable.
+        again, with backoff, for up to the admin timeout (60 s). So is a database or
+        catalog table that turns out to exist twice (another dispatcher created it at the
+        same instant through another server): the extra ones are dropped first (see
+        :func:`remove_twins`). Raises StoreUnavailable.
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + max(ADMIN_TIMEOUT, self.settings.timeout)
@@ -64,7 +158,7 @@ class Catalog:
         while True:
             try:
                 return await self._open()
-            except Missing as exc:
+            except (Missing, Ambiguous, _Twins) as exc:
                 delay = backoff.next()
                 if loop.time() + delay > give_up:
                     raise
@@ -73,13 +167,34 @@ class Catalog:
 
     async def _open(self) -> None:
         db = self.settings.db
+        created = False
         if db not in await self.pool.run(r.db_list()):
-            await self.admin(r.db_create(db))
+            created = await self.admin(r.db_create(db)) is not None
+        if await self._remove_twins():
+            raise _Twins(f"database {db!r} existed twice")
         if QUEUES_TABLE not in await self.pool.run(self.db.table_list()):
-            await self.admin(self.db.table_create(QUEUES_TABLE, primary_key="name"))
+            await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
+            created = True
         await self.admin(self.queues.wait(wait_for="ready_for_writes"))
+        # Twins made by another dispatcher at the same instant are seen by now (the
+        # server's metadata spreads over the cluster within the round trips above).
+        if created and await self._remove_twins():
+            raise _Twins(f"database {db!r} or its {QUEUES_TABLE} existed twice")
         configs = await self.list()
         await asyncio.gather(*(self.upgrade(config.name) for config in configs))
+
+    async def _remove_twins(self) -> bool:
+        """:func:`remove_twins`, or False (with a warning) when the user may not read the
+        system tables."""
+        try:
+            return await remove_twins(self.pool, self.settings.db)
+        except Ambiguous:
+            raise
+        except StoreUnavailable as exc:
+            if "permission" not in exc.message.lower():
+                raise
+            log.warning("cannot look for twin databases: %s", exc.message)
+            return False
 
     async def upgrade(self, name: str) -> None:
         """Create the indexes the queue's table lacks and wait for them; a table that is
@@ -163,8 +278,7 @@ class Catalog:
 
     async def _build(self, name: str) -> None:
         """Create the queue's table and its indexes and wait until they are ready."""
-        await self.admin(self.db.table_create(name))
-        await self.admin(self.db.table(name).wait(wait_for="ready_for_writes"))
+        await create_table(self.pool, self.settings, name)
         await self.ensure_indexes(name)
 
     async def get(self, name: str) -> QueueConfig:
@@ -221,4 +335,15 @@ class Catalog:
         self.configs.pop(name, None)
 
 
-__all__ = ["ADMIN_TIMEOUT", "QUEUES_TABLE", "Catalog"]
+class _Twins(StoreUnavailable):
+    """Twins were dropped: open again."""
+
+
+__all__ = [
+    "ADMIN_TIMEOUT",
+    "QUEUES_TABLE",
+    "Catalog",
+    "create_table",
+    "reconfigure",
+    "remove_twins",
+]
