@@ -56,8 +56,8 @@ MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giv
 REAP_BATCH = 256  #: jobs the reaper reads per queue, index and status in one round.
 PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status per round.
 #: documents the first read of a listing page cut by bytes asks for; each further read of
-#: the page asks for LIST_READ_GROWTH times more.
-LIST_FIRST_READ, LIST_READ_GROWTH = 32, 8
+#: the page asks for at most LIST_READ_GROWTH times more.
+LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: started jobs this process claimed (or last changed) that it keeps as it wrote them, so
 #: that their outcome is written without reading them first; and the most JSON (in
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
@@ -613,12 +613,15 @@ class RethinkDBStore(Store):
     async def _list_within(
         self, queue: str, status: JobStatus | None, cursor: str | None, limit: int, max_bytes: int
     ) -> Page:
-        """A page of at most ``limit`` jobs cut once they reach ``max_bytes``, read
-        LIST_FIRST_READ documents first, then LIST_READ_GROWTH times more at each read, each
-        read cut on the server (:func:`queries.within_bytes`): only the page comes back, and
-        the server reads past it no more documents than the read that cut it asked for
-        (a single read of ``limit`` documents would read all of them for a page of five
-        large jobs). Raises QueueNotFound."""
+        """A page of at most ``limit`` jobs cut once they reach ``max_bytes``, read in
+        parts, each cut on the server (:func:`queries.within_bytes`): only the page comes
+        back, and the server reads past it no more documents than the part that cut it
+        asked for (a single read of ``limit`` documents would read all of them for a page
+        of five large jobs). The first part asks for LIST_FIRST_READ documents; each next
+        one for as many as the bytes left hold at the average size so far (a quarter
+        more), at most LIST_READ_GROWTH times the last (a page of jobs of about one size
+        takes one read when they are large, up to three when small). Raises
+        QueueNotFound."""
         jobs: list[Job] = []
         used, read = 0, LIST_FIRST_READ
         while True:
@@ -636,7 +639,8 @@ class RethinkDBStore(Store):
                 return Page(jobs, None)
             if len(jobs) == limit:
                 return Page(jobs, cursor)
-            read *= LIST_READ_GROWTH
+            room = (max_bytes - used) * 5 * len(jobs) // (4 * max(used, 1)) + 1
+            read = min(read * LIST_READ_GROWTH, max(room, 1))
 
     def _list_query(
         self, queue: str, cursor: str | None, limit: int, status: JobStatus | None = None
