@@ -171,6 +171,9 @@ async def run(
                         f"{len(put_ids)} jobs put, takers got {len(got)} ({len(set(got))} distinct)"
                     )
             after = await counters(session, url)
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        tail = " | ".join(log.read_text(errors="replace").strip().splitlines()[-5:])
+        raise RuntimeError(f"{exc!r}; the dispatcher's log ends: {tail}") from exc
     finally:
         for task in parked:
             task.cancel()
