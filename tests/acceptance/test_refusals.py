@@ -218,6 +218,19 @@ async def test_an_unknown_worker_option_gets_one_clean_line() -> None:
     assert rest[0] == "Usage:" and "Option(" not in done.stderr and "Traceback" not in done.stderr
 
 
+async def test_an_unknown_admin_option_gets_one_clean_line() -> None:
+    admin = str(Path(DISPATCHER).parent / "tqueues")
+    done = run(admin, "stats", "--bogus")
+    assert done.returncode == 2
+    first, *rest = done.stderr.strip().splitlines()
+    assert first == "tqueues: unknown option --bogus (see --help)"
+    assert rest[0] == "Usage:" and "Option(" not in done.stderr and "Traceback" not in done.stderr
+    # and a command whose arguments do not match says so, not that they are unexpected
+    done = run(admin, "kick")
+    assert done.returncode == 2
+    assert done.stderr.startswith("tqueues: the arguments do not match the usage (see --help)")
+
+
 async def test_max_body_is_an_option(cluster: Cluster, session: aiohttp.ClientSession) -> None:
     dispatcher = await cluster.dispatcher(None, "--max_body", "2048")
     api = Api(session, dispatcher.url)

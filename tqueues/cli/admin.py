@@ -84,9 +84,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 
 import aiohttp
-from docopt import DocoptExit, docopt
 
-from tqueues import __version__
+from tqueues.cli.usage import UsageError, parse_command_line
 from tqueues.client import Client
 from tqueues.client.aio import JSONDict
 from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
@@ -431,9 +430,11 @@ def what_next(exc: DispatcherUnavailable) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """``tqueues``: parse the command line, run the command; the exit status."""
     try:
-        args = docopt(__doc__, argv=None if argv is None else list(argv), version=__version__)
-    except DocoptExit as exc:
-        print(exc, file=sys.stderr)
+        args = parse_command_line(
+            __doc__ or "", sys.argv[1:] if argv is None else argv, commands=True
+        )
+    except UsageError as exc:
+        print(f"tqueues: {exc}\n{exc.usage}", file=sys.stderr)
         return ERROR
     try:
         return asyncio.run(run(args))

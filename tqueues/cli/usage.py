@@ -25,13 +25,17 @@ class UsageError(Exception):
         self.usage = usage  #: the usage section of the command's docstring.
 
 
-def parse_command_line(doc: str, argv: Sequence[str], *, version: str = __version__) -> Any:
+def parse_command_line(
+    doc: str, argv: Sequence[str], *, version: str = __version__, commands: bool = False
+) -> Any:
     """docopt's dictionary of ``argv`` parsed by ``doc``; prints the help or the version
     and exits 0 for ``--help`` and ``--version`` as docopt does.
 
     Raises :class:`UsageError` for an unknown option (one no known option starts with,
     since docopt accepts unique prefixes), an unexpected argument, an option given twice
-    or without its value.
+    or without its value. With ``commands`` (a usage of sub-commands and their arguments,
+    as ``tqueues``'s), arguments are not said to be unexpected: a command's usage that
+    does not match is said so.
     """
     sections = docopt.parse_docstring_sections(doc)
     usage = (sections.usage_header + sections.usage_body).strip()
@@ -70,7 +74,7 @@ def parse_command_line(doc: str, argv: Sequence[str], *, version: str = __versio
         if first and not first.startswith("Warning: found unmatched"):
             raise UsageError(f"{first} (see --help)", usage) from None
         twice = sorted({name for name in seen if seen.count(name) > 1})
-        if positionals:
+        if positionals and not commands:
             message = f"unexpected argument {positionals[0]!r}"
         elif twice:
             message = f"{twice[0]} is given more than once"
