@@ -239,10 +239,12 @@ async def test_acknowledged_jobs_survive_a_server_and_a_dispatcher_killed_under_
         await until(all_finished, "every acknowledged job to run and end finished")
         drained = time.monotonic() - killed
         results: dict[str, Any] = {}
+        taken: dict[str, int] = {}  #: how many times each job was taken
         cursor: str | None = None
         while True:
             page = await client.list_jobs(QUEUE, status="finished", cursor=cursor, limit=1000)
             results |= {job["id"]: job["result"] for job in page["jobs"]}
+            taken |= {job["id"]: job["attempts"] for job in page["jobs"]}
             if (cursor := page["next_cursor"]) is None:
                 break
     follower.cancel()
@@ -258,13 +260,26 @@ async def test_acknowledged_jobs_survive_a_server_and_a_dispatcher_killed_under_
     repeated = sorted(job_id for job_id, tokens in runs.items() if len(tokens) > 1)
     extra_runs = sum(len(runs[job_id]) - 1 for job_id in repeated)
     why = causes(repeated, procs)
+    # Taken more than once, run once: a take whose answer was lost (the killed dispatcher's,
+    # or one whose claim got no answer from the killed server) left its jobs to their
+    # leases' expiry, or had them released.
+    retaken = sum(1 for job_id, n in taken.items() if n > 1 and len(runs[job_id]) == 1)
+    # The kills were felt: the killed server's dispatcher moved to another server, and the
+    # killed dispatcher's worker to another dispatcher.
+    moved = [sum("failed; connecting to" in line for line in proc.log) for proc in dispatchers]
+    failed_over = [sum("cannot be reached; using" in line for line in w.log) for w in workers]
     print(
-        f"\nchaos: {len(acked)} jobs acknowledged ({acked_at_kill} at the kill, {ran_at_kill} "
-        f"run); {len(results) - len(acked)} more stored from {load.unanswered} puts without a 200; "
-        f"server and dispatcher down {down_for:.1f}s; every job finished {drained:.1f}s after "
-        f"the kill, {time.monotonic() - began:.1f}s in all; {len(repeated)} job(s) ran more "
-        f"than once ({extra_runs} extra run(s), bound {IN_FLIGHT}): "
+        f"\nchaos: {len(acked)} jobs acknowledged ({acked_at_kill} when server {KILLED_SERVER} "
+        f"and dispatcher {KILLED_DISPATCHER} were killed, {ran_at_kill} run by then), "
+        f"{len(results) - len(acked)} more stored by {load.unanswered} puts without a 200; "
+        f"both down {down_for:.1f}s; server moves of the dispatchers {moved}, dispatcher "
+        f"moves of the workers {failed_over}; every job finished {drained:.1f}s after the "
+        f"kill, {time.monotonic() - began:.1f}s in all; {retaken} job(s) taken again but "
+        f"run once; {len(repeated)} job(s) ran more than once ({extra_runs} extra run(s); "
+        f"bound {IN_FLIGHT}): "
         + (", ".join(f"{n} {cause}" for cause, n in why.most_common()) or "none")
     )
     assert len(repeated) <= IN_FLIGHT, (len(repeated), why)
+    assert moved[KILLED_SERVER] > 0, "\n".join(dispatchers[KILLED_SERVER].log[-20:])
+    assert failed_over[KILLED_DISPATCHER] > 0, "\n".join(workers[KILLED_DISPATCHER].log[-20:])
     assert all(len(runs[job_id]) <= 3 for job_id in repeated), {i: runs[i] for i in repeated}
