@@ -282,4 +282,5 @@ async def test_acknowledged_jobs_survive_a_server_and_a_dispatcher_killed_under_
     assert len(repeated) <= IN_FLIGHT, (len(repeated), why)
     assert moved[KILLED_SERVER] > 0, "\n".join(dispatchers[KILLED_SERVER].log[-20:])
     assert failed_over[KILLED_DISPATCHER] > 0, "\n".join(workers[KILLED_DISPATCHER].log[-20:])
+    # A job in flight at the kill may lose its lease once per kill (server, dispatcher).
     assert all(len(runs[job_id]) <= 3 for job_id in repeated), {i: runs[i] for i in repeated}
