@@ -186,19 +186,15 @@ def reql_literal(value: Any, escaped: list[str] | None = None) -> RqlQuery:
     Unlike ``r.expr`` this has no nesting limit (the driver refuses data nested more than 20
     levels), so any job the dispatcher accepts can be stored.
     """
+    return _literal(escape_data(value, escaped))
+
+
+def _literal(value: Any) -> RqlQuery:
+    """JSON data whose keys are already escaped as a ReQL literal, built bottom-up."""
     if isinstance(value, Mapping):
-        items: dict[str, RqlQuery] = {}
-        for key, item in value.items():
-            name = str(key)
-            stored = escape_key(name)
-            if stored is not None:
-                name = stored
-                if escaped is not None:
-                    escaped.append(name)
-            items[name] = reql_literal(item, escaped)
-        return r.ast.MakeObj(items)
+        return r.ast.MakeObj({key: _literal(item) for key, item in value.items()})
     if isinstance(value, list | tuple):
-        return r.ast.MakeArray(*(reql_literal(item, escaped) for item in value))
+        return r.ast.MakeArray(*(_literal(item) for item in value))
     return r.expr(value)
 
 
