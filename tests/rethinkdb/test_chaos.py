@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 
+from tests.acceptance.conftest import wait_for
 from tests.acceptance.jobs import method, read_runs
 from tests.rethinkdb.conftest import SERVERS, Cluster, Proc
 from tqueues.client import Client
@@ -77,19 +78,6 @@ async def start_worker(urls: list[str], i: int) -> Proc:
         "--grace", "2", "--loglevel", "WARNING",
         listening=False,
     )  # fmt: skip
-
-
-async def until(check: Any, what: str, deadline: float = DEADLINE) -> None:
-    """Wait (polling, under ``deadline`` seconds) until ``check()`` (maybe async) is true."""
-    end = time.monotonic() + deadline
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        assert time.monotonic() < end, f"not within {deadline:g}s: {what}"
-        await asyncio.sleep(0.05)
 
 
 #: What a log line says about a job that may run again, by the words that tell it.
@@ -198,16 +186,19 @@ async def test_acknowledged_jobs_survive_a_server_and_a_dispatcher_killed_under_
     follower = asyncio.create_task(load.follow_runs())
     producers = [asyncio.create_task(load.produce(p)) for p in range(PRODUCERS)]
     try:
-        await until(lambda: load.ran >= KILL_AT, f"{KILL_AT} runs before the kill")
+        await wait_for(
+            lambda: load.ran >= KILL_AT, timeout=DEADLINE, what=f"{KILL_AT} runs before the kill"
+        )
         # -- the kill: one server (not node 0) and one dispatcher, with SIGKILL --------------
         cluster.kill(KILLED_SERVER)
         dispatchers[KILLED_DISPATCHER].kill()
         await dispatchers[KILLED_DISPATCHER].proc.wait()
         killed = time.monotonic()
         acked_at_kill, ran_at_kill = len(load.acked), load.ran
-        await until(
+        await wait_for(
             lambda: load.ran >= ran_at_kill + RESTART_AFTER,
-            f"{RESTART_AFTER} runs without the killed server and dispatcher",
+            timeout=DEADLINE,
+            what=f"{RESTART_AFTER} runs without the killed server and dispatcher",
         )
         down_for = time.monotonic() - killed
         # -- both started again: the server on its data, the dispatcher on its port ---------
@@ -236,7 +227,9 @@ async def test_acknowledged_jobs_survive_a_server_and_a_dispatcher_killed_under_
                 return bool(stats["jobs"].get("finished") == stats["total"] >= JOBS)
             return False
 
-        await until(all_finished, "every acknowledged job to run and end finished")
+        await wait_for(
+            all_finished, timeout=DEADLINE, what="every acknowledged job to run and end finished"
+        )
         drained = time.monotonic() - killed
         results: dict[str, Any] = {}
         taken: dict[str, int] = {}  #: how many times each job was taken
