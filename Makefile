@@ -19,13 +19,13 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py
 
 lint: $(STAMP)
-	$(BIN)/ruff check tqueues tests examples benchmarks
-	$(BIN)/ruff format --check tqueues tests examples benchmarks
+	$(BIN)/ruff check tqueues tests examples benchmarks docs
+	$(BIN)/ruff format --check tqueues tests examples benchmarks docs
 	$(BIN)/mypy
 
 format: $(STAMP)
-	$(BIN)/ruff format tqueues tests examples benchmarks
-	$(BIN)/ruff check --fix tqueues tests examples benchmarks
+	$(BIN)/ruff format tqueues tests examples benchmarks docs
+	$(BIN)/ruff check --fix tqueues tests examples benchmarks docs
 
 test: $(STAMP) lint
 	bash tests/run $(BIN)/python $(PYTEST_ARGS)

@@ -380,9 +380,15 @@ async def reconfigure_rethinkdb(args: Mapping[str, Any], out: TextIO) -> int:
     """``tqueues rethinkdb reconfigure``: every table of the database gets one shard,
     ``--replicas`` replicas and ``--write_acks``; one line per table. Raises
     SettingsError for a bad value, StoreUnavailable when RethinkDB refuses or cannot be
-    reached."""
-    from tqueues.stores.rethinkdb.pool import Pool
-    from tqueues.stores.rethinkdb.queues import reconfigure
+    reached, or when the RethinkDB store is not installed (the ``rethinkdb`` extra)."""
+    try:
+        from tqueues.stores.rethinkdb.pool import Pool
+        from tqueues.stores.rethinkdb.queues import reconfigure
+    except ImportError as exc:
+        raise SettingsError(
+            f"this command needs the RethinkDB store, which the 'rethinkdb' extra installs: "
+            f"pip install 'tqueues[rethinkdb]' (missing: {exc.name})"
+        ) from exc
 
     url = args["--rethinkdb"] or os.environ.get("TQUEUES_RETHINKDB") or "rethinkdb://"
     settings = RethinkDBSettings.from_url(url)

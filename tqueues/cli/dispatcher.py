@@ -81,15 +81,26 @@ from aiohttp import web
 
 from tqueues import eventloop
 from tqueues.cli.usage import UsageError, parse_command_line
-from tqueues.dispatcher import create_app
-from tqueues.dispatcher.server import (
-    Guard,
-    GuardedAppRunner,
-    connection_limit,
-    raise_open_files_limit,
-)
 from tqueues.errors import TqueuesError
 from tqueues.settings import DispatcherSettings, setup_logging
+
+try:
+    from tqueues.dispatcher import create_app
+    from tqueues.dispatcher.server import (
+        Guard,
+        GuardedAppRunner,
+        connection_limit,
+        raise_open_files_limit,
+    )
+except ModuleNotFoundError as error:
+    # The dispatcher's own dependencies come with the 'server' extra: say which to install.
+    if error.name not in ("aiohttp_cors", "pydantic", "uuid_utils"):
+        raise
+    raise ImportError(
+        f"tqueues_dispatcher needs {error.name}, which the 'server' extra installs: "
+        "pip install 'tqueues[server]'",
+        name=error.name,
+    ) from error
 
 log = logging.getLogger("tqueues.dispatcher")
 #: Seconds requests still open at shutdown (long-polls) get to end before they are

@@ -8,11 +8,13 @@ the asyncio client ignores them; a child process after ``fork`` opens connection
 own rather than sharing its parent's. Over HTTPS it trusts the certificates Python's
 default SSL context trusts, as the asyncio client does. pycurl (and libcurl with it) is
 loaded by the first request, not by importing this module: a worker, which never uses
-it, does not pay for it.
+it, does not pay for it. pycurl comes with the ``blocking`` extra (``pip install
+'tqueues[blocking]'``); without it, making a transport raises an ImportError that says so.
 """
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import ssl
 import threading
@@ -22,6 +24,13 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import pycurl
+
+
+#: Why a transport cannot be made without pycurl, and the install that fixes it.
+MISSING_PYCURL = (
+    "tqueues.BlockingClient needs pycurl, which the 'blocking' extra installs: "
+    "pip install 'tqueues[blocking]'"
+)
 
 
 class TransportError(Exception):
@@ -42,6 +51,9 @@ class CurlTransport:
     ``Authorization: Bearer <token>``."""
 
     def __init__(self, *, token: str | None = None) -> None:
+        """Raises ImportError (:data:`MISSING_PYCURL`) when pycurl is not installed."""
+        if importlib.util.find_spec("pycurl") is None:
+            raise ImportError(MISSING_PYCURL, name="pycurl")
         self._auth = [f"Authorization: Bearer {token}"] if token else []
         # Over HTTPS, trust what Python's default SSL context trusts (so the asyncio
         # client too; SSL_CERT_FILE and SSL_CERT_DIR included), not libcurl's own default.

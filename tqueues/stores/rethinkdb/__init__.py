@@ -13,10 +13,21 @@ Modules, each owning one thing:
 * :mod:`~tqueues.stores.rethinkdb.feeds`: the changefeeds and their fan-out to the hub;
 * :mod:`~tqueues.stores.rethinkdb.store`: :class:`RethinkDBStore`, the store boundary.
 
-See docs/rethinkdb.rst for the layout in the database and the algorithms.
+See docs/rethinkdb.rst for the layout in the database and the algorithms. The driver comes
+with the ``rethinkdb`` extra (``pip install 'tqueues[rethinkdb]'``); without it, importing
+this package raises an ImportError that says so.
 """
 
 from __future__ import annotations
+
+try:
+    import rethinkdb  # noqa: F401 (every module of this package imports the driver)
+except ImportError as error:
+    raise ImportError(
+        "the RethinkDB store needs the rethinkdb driver, which the 'rethinkdb' extra "
+        "installs: pip install 'tqueues[rethinkdb]'",
+        name="rethinkdb",
+    ) from error
 
 from tqueues.stores.rethinkdb.documents import (
     change_kind,
