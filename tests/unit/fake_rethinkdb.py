@@ -457,6 +457,16 @@ class _Evaluator:
                 )
             table.indexes[index] = self.eval(args[2], env)
             return {"created": 1}
+        if name == "IndexDrop":
+            table = self.table(args[0], env)
+            index = self.eval(args[1], env)
+            db_name, table_name = self.eval(args[0], env)
+            if index not in table.indexes:
+                raise ReqlOpFailedError(
+                    f"Index `{index}` does not exist on table `{db_name}.{table_name}`."
+                )
+            del table.indexes[index]
+            return {"dropped": 1}
         if name == "IndexWait":
             table = self.table(args[0], env)
             db_name, table_name = self.eval(args[0], env)

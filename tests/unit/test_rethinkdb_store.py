@@ -209,42 +209,37 @@ def test_the_compare_and_set_write_is_deterministic_and_single_document(
     assert not term_types(function) & nondeterministic
 
 
-def test_claim_candidates_are_read_through_the_pending_index(store: RethinkDBStore) -> None:
-    table = store._table("q")
-    query = (
-        table.between([r.minval, r.minval], [r.maxval, r.maxval], index="pending")
-        .order_by(index="pending")
-        .limit(8)
-        .coerce_to("array")
-    )
-    built = wire(query)
+def test_claim_candidates_are_read_through_the_state_index(store: RethinkDBStore) -> None:
+    built = wire(queries.claim_candidates(store._table("q"), 8))
     assert built[0] == T.COERCE_TO
     limit = built[1][0]
     order = limit[1][0]
     between = order[1][0]
     assert (limit[0], limit[1][1]) == (T.LIMIT, 8)
-    assert (order[0], order[2]) == (T.ORDER_BY, {"index": "pending"})
-    assert (between[0], between[2]) == (T.BETWEEN, {"index": "pending"})
+    assert (order[0], order[2]) == (T.ORDER_BY, {"index": "state"})
+    assert (between[0], between[2]) == (T.BETWEEN, {"index": "state"})
+    assert between[1][1][1][0] == "pending"  # the range of pending jobs only
     assert T.FILTER not in term_types(built)
 
 
-def test_list_query_resumes_after_the_cursor_through_the_created_index(
+def test_list_query_resumes_after_the_cursor_through_the_primary_key(
     store: RethinkDBStore,
 ) -> None:
     first = wire(store._list_query("q", None, 3))
     assert T.BETWEEN not in term_types(first)
     job_id = "a" * 32
-    built = wire(store._list_query("q", f"{NOW!r}:{job_id}", 3))
-    between = built[1][0][1][0][1][0]
-    assert between[0] == T.BETWEEN
-    assert between[1][1] == [T.MAKE_ARRAY, [NOW, job_id]]
-    assert between[2] == {"index": "created", "left_bound": "open"}
+    for cursor in (job_id, f"{NOW!r}:{job_id}"):  # the cursors of earlier versions too
+        built = wire(store._list_query("q", cursor, 3))
+        between = built[1][0][1][0][1][0]
+        assert between[0] == T.BETWEEN
+        assert between[1][1] == job_id
+        assert between[2] == {"index": "id", "left_bound": "open"}
 
 
 def test_parse_cursor() -> None:
-    assert parse_cursor(f"{NOW!r}:{'b' * 32}") == (NOW, "b" * 32)
-    assert parse_cursor("12:" + "c" * 32) == (12.0, "c" * 32)
-    for bad in (None, "", "17", "x:" + "b" * 32, "1:nothex"):
+    assert parse_cursor("b" * 32) == "b" * 32
+    assert parse_cursor(f"{NOW!r}:{'b' * 32}") == "b" * 32
+    for bad in (None, "", "17", "x:" + "b" * 31, "1:nothex"):
         assert parse_cursor(bad) is None
 
 
@@ -422,10 +417,10 @@ def _index_reads(built: Any) -> list[tuple[int, Any]]:
 @pytest.mark.parametrize(
     ("status", "index"),
     [
-        (JobStatus.PENDING, "pending"),
-        (JobStatus.DELAYED, "delayed"),
-        (JobStatus.BURIED, "status_created"),
-        (JobStatus.STARTED, "status_created"),
+        (JobStatus.PENDING, "state"),
+        (JobStatus.DELAYED, "state"),
+        (JobStatus.BURIED, "status_id"),
+        (JobStatus.STARTED, "status_id"),
     ],
 )
 def test_peek_reads_one_job_through_the_status_index(
@@ -436,31 +431,37 @@ def test_peek_reads_one_job_through_the_status_index(
     assert {found for _, found in _index_reads(built)} == {index}
 
 
-def test_list_by_status_resumes_after_the_cursor_through_status_created(
+def test_list_by_status_resumes_after_the_cursor_through_status_id(
     store: RethinkDBStore,
 ) -> None:
     job_id = "a" * 32
-    built = wire(store._list_query("q", f"{NOW!r}:{job_id}", 3, JobStatus.BURIED))
+    built = wire(store._list_query("q", job_id, 3, JobStatus.BURIED))
     between = built[1][0][1][0][1][0]
     assert between[0] == T.BETWEEN
-    assert between[1][1] == [T.MAKE_ARRAY, ["buried", NOW, job_id]]
-    assert between[2] == {"index": "status_created", "left_bound": "open"}
+    assert between[1][1] == [T.MAKE_ARRAY, ["buried", job_id]]
+    assert between[2] == {"index": "status_id", "left_bound": "open"}
     assert T.FILTER not in term_types(built)
 
 
-def test_counts_group_on_the_status_index(store: RethinkDBStore) -> None:
+def test_counts_count_each_status_range_of_status_id(store: RethinkDBStore) -> None:
     built = wire(queries.count_by_status(store._table("q")))
-    assert built[0] == T.COUNT and built[1][0][0] == T.GROUP
-    assert built[1][0][2] == {"index": "status"}
+    counts = dict(built)  # an object of terms is sent as a JSON object
+    assert set(counts) == {status.value for status in JobStatus}
+    for status, term in counts.items():
+        assert term[0] == T.COUNT and term[1][0][0] == T.BETWEEN
+        assert term[1][0][2] == {"index": "status_id"}
+        assert term[1][0][1][1][1][0] == status
+    assert T.FILTER not in term_types(built) and T.GROUP not in term_types(built)
 
 
-@pytest.mark.parametrize(("index", "status"), [("ttl", "pending"), ("finished", "finished")])
+@pytest.mark.parametrize(
+    ("index", "status"), [("ttl", "pending"), ("state", "finished"), ("state", "started")]
+)
 def test_reaper_reads_and_purges_through_time_indexes(
     store: RethinkDBStore, index: str, status: str
 ) -> None:
-    purge = wire(
-        queries.due(store._table("q"), index, JobStatus(status), NOW, 256).delete(durability="hard")
-    )
+    due = queries.due(store._table("q"), JobStatus(status), NOW, 256, index=index)
+    purge = wire(due.delete(durability="hard"))
     assert purge[0] == T.DELETE
     between = purge[1][0][1][0][1][0]
     assert between[0] == T.BETWEEN
@@ -487,9 +488,12 @@ def test_index_functions_leave_out_what_they_do_not_order() -> None:
     assert functions["ttl"](job_to_doc(pending())) is None  # no ttl: not indexed
     assert functions["ttl"](job_to_doc(started(pending(ttl=5)))) is None
     done = job_to_doc(lifecycle.finish(started(), lease="L", result=1, now=NOW + 2))
-    assert functions["finished"](done) == ["finished", NOW + 2]
-    assert functions["finished"](job_to_doc(pending())) is None
-    assert functions["status_created"](waiting) == ["pending", NOW, waiting["id"]]
+    taken = started(pending())
+    assert functions["state"](waiting) == ["pending", waiting["priority"], waiting["ready_at"]]
+    assert functions["state"](job_to_doc(taken)) == ["started", taken.lease_expires]
+    assert functions["state"](done) == ["finished", NOW + 2]
+    assert functions["state"](job_to_doc(taken.evolve(status=JobStatus.BURIED))) is None
+    assert functions["status_id"](waiting) == ["pending", waiting["id"]]
 
 
 def test_documents_carry_ttl_and_event_and_old_documents_still_read() -> None:
@@ -505,22 +509,22 @@ def test_documents_carry_ttl_and_event_and_old_documents_still_read() -> None:
 
 
 async def test_tables_of_an_older_version_get_the_new_indexes_on_open(server: FakeServer) -> None:
-    # Given a queue table with only the indexes of the first version, and its old document
+    # Given a queue table with the indexes of an earlier version only, and its old document
     async with RethinkDBStore(RethinkDBSettings(db="d")) as first:
         await first.create_queue(QueueConfig("q"))
         await first.put(NewJob("q", "m:f"))
     table = server.dbs["d"]["q"]
-    for name in ("status", "status_created", "ttl", "finished"):
-        del table.indexes[name]
+    table.indexes = {name: lambda doc: doc["status"] for name in queries.OBSOLETE_INDEXES}
     server.dbs["d"]["tqueues_queues"].docs["q"] = {
         "name": "q", "ttr": 60, "max_attempts": 3, "ready": True
     }  # fmt: skip
     # When a store of this version opens the database
     async with RethinkDBStore(RethinkDBSettings(db="d")) as upgraded:
-        # Then the missing indexes exist and every new primitive works
+        # Then its indexes exist, the earlier ones are gone, and every primitive works
         assert set(table.indexes) == set(queries.INDEXES)
         assert (await upgraded.count_jobs("q")) == {JobStatus.PENDING: 1}
         assert (await upgraded.get_queue("q")).ttl_action == "bury"
+        assert len(await upgraded.claim_many("q", 5, worker="w", now=clock.now())) == 1
 
 
 async def test_settings_changed_through_one_store_reach_another(server: FakeServer) -> None:
@@ -604,7 +608,7 @@ async def test_a_read_through_a_missing_index_is_unavailable_not_queue_not_found
     server: FakeServer, fake_store: RethinkDBStore
 ) -> None:
     await fake_store.create_queue(QueueConfig("q"))
-    del server.dbs["d"]["q"].indexes["status"]
+    del server.dbs["d"]["q"].indexes["status_id"]
     with pytest.raises(StoreUnavailable) as raised:
         await fake_store.count_jobs("q")
     assert not isinstance(raised.value, QueueNotFound)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from rethinkdb import RethinkDB
 from rethinkdb.ast import RqlQuery
 
-from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.jobs import Job, JobStatus, QueueConfig, new_ordered_id
 
 r = RethinkDB()
 r.set_loop_type("asyncio")
@@ -208,33 +207,28 @@ def unescape(value: Any) -> Any:
 
 
 def format_cursor(job: Job) -> str:
-    """The cursor of the page after ``job``: ``CREATED_AT:ID`` (the float's repr)."""
-    return f"{job.created_at!r}:{job.id}"
+    """The cursor of the page after ``job``: its id (ids sort in creation order)."""
+    return job.id
 
 
-def parse_cursor(cursor: str | None) -> tuple[float, str] | None:
-    """``CREATED_AT:ID`` as a pair, or None for no (or an unreadable) cursor."""
+def parse_cursor(cursor: str | None) -> str | None:
+    """The job id of a cursor (``ID``, or ``CREATED_AT:ID`` as earlier versions made
+    them), or None for no (or an unreadable) cursor."""
     if not cursor:
         return None
-    created_at, sep, job_id = cursor.rpartition(":")
-    if not sep or not _JOB_ID_RE.match(job_id):
-        return None
-    try:
-        value = float(created_at)
-    except ValueError:
-        return None
-    return value, job_id
+    job_id = cursor.rpartition(":")[2]
+    return job_id if _JOB_ID_RE.match(job_id) else None
 
 
 def batch_ids(jobs: Sequence[Job]) -> list[Job]:
-    """The jobs of one batch with ids that sort in batch order (a shared random prefix of
-    24 hex digits, then the position as 8).
+    """The jobs of one batch with ids that sort in batch order, after the ids made before
+    (:func:`~tqueues.jobs.new_ordered_id`'s first 24 hex digits, then the position as 8).
 
     Jobs put together share ``created_at`` and ``ready_at``, and RethinkDB breaks ties in
     a secondary index by primary key: these ids make the take order and the listing order
     of a batch its put order, as on SQLite.
     """
-    prefix = uuid.uuid4().hex[:24]
+    prefix = new_ordered_id()[:24]
     return [job.evolve(id=f"{prefix}{position:08x}") for position, job in enumerate(jobs)]
 
 

@@ -2,10 +2,18 @@
 conditional single-document writes. Builders only (no I/O), so the queries can be checked
 as the driver serialises them.
 
-Every read is a ``get``, a ``between`` on a secondary index (ordered by the same index) or
-a ``group`` on an index; no query the dispatcher runs repeatedly uses ``filter``.
-Index functions return null for the documents an index leaves out (a top-level null key
-is not indexed, and would sort after every array bound anyway).
+Every read is a ``get``, a ``between`` on the primary key or a secondary index (ordered
+by the same index) or a count of such a range; no query the dispatcher runs repeatedly
+uses ``filter``. Index functions return null for the documents an index leaves out (a
+top-level null key is not indexed, and would sort after every array bound anyway).
+
+Every secondary index costs the server on every write of a document: it deletes the
+document's old key and inserts its new one, even when the two are equal (measured on
+RethinkDB 2.4.4: about 100 us of server CPU per index and write; see
+``benchmarks/rethinkdb_indexes.py``). So a queue table has the fewest indexes its reads
+need: ``state`` orders what the dispatcher acts on next in every status it acts on,
+``status_id`` lists and counts one status, ``ttl`` holds only the jobs that have one; the
+primary key (time-ordered ids, see :meth:`RethinkDBStore.new_id`) lists every job.
 """
 
 from __future__ import annotations
@@ -28,11 +36,31 @@ Row = Any
 Index = Callable[[Row], Any]
 
 PENDING, DELAYED = JobStatus.PENDING.value, JobStatus.DELAYED.value
+STARTED = JobStatus.STARTED.value
 FINISHED, FAILED = JobStatus.FINISHED.value, JobStatus.FAILED.value
 
 
-def _pending(row: Row) -> Any:
-    return r.branch(row["status"] == PENDING, [row["priority"], row["ready_at"]], None)
+def _state(row: Row) -> Any:
+    """What the dispatcher acts on next, by status: ``["pending", priority, ready_at]``
+    (the take order), ``["started", lease_expires]`` (expiring leases), ``["delayed",
+    ready_at]`` (promotions), ``[status, finished_at]`` for finished and failed jobs
+    (retention); null (not indexed) for buried jobs, and for a final job without
+    ``finished_at`` (a document of an old version: the reaper leaves it be)."""
+    status = row["status"]
+    final = (status == FINISHED) | (status == FAILED)
+    return r.branch(
+        status == PENDING,
+        [PENDING, row["priority"], row["ready_at"]],
+        r.branch(
+            status == STARTED,
+            [STARTED, row["lease_expires"]],
+            r.branch(
+                status == DELAYED,
+                [DELAYED, row["ready_at"]],
+                r.branch(final & row["finished_at"].ne(None), [status, row["finished_at"]], None),
+            ),
+        ),
+    )
 
 
 def _ttl(row: Row) -> Any:
@@ -44,50 +72,46 @@ def _ttl(row: Row) -> Any:
     )
 
 
-def _finished(row: Row) -> Any:
-    final = (row["status"] == FINISHED) | (row["status"] == FAILED)
-    return r.branch(
-        row["finished_at"].eq(None),
-        None,
-        r.branch(final, [row["status"], row["finished_at"]], None),
-    )
-
-
 #: The secondary indexes of every queue table: name -> index function.
 INDEXES: dict[str, Index] = {
-    # the take order: [priority, ready_at] of pending jobs only (ties: by id)
-    "pending": _pending,
-    # expiring leases: ["started", lease_expires]
-    "leases": lambda row: [row["status"], row["lease_expires"]],
-    # promoting due jobs, peeking delayed ones: ["delayed", ready_at]
-    "delayed": lambda row: [row["status"], row["ready_at"]],
-    # listing every job in creation order
-    "created": lambda row: [row["created_at"], row["id"]],
-    # counting jobs by status (group on the index)
-    "status": lambda row: row["status"],
-    # listing and peeking one status in creation order
-    "status_created": lambda row: [row["status"], row["created_at"], row["id"]],
+    # the take order, expiring leases, due delayed jobs, retention (see _state)
+    "state": _state,
+    # listing, counting and peeking one status in creation (id) order
+    "status_id": lambda row: [row["status"], row["id"]],
     # the ttl: [status, expires_at] of pending and delayed jobs that have one
     "ttl": _ttl,
-    # retention: [status, finished_at] of finished and failed jobs
-    "finished": _finished,
 }
+#: Indexes of earlier versions, dropped from a queue's table when a dispatcher of this
+#: version opens it (each costs every write; see the module's docstring).
+OBSOLETE_INDEXES = (
+    "pending",
+    "leases",
+    "delayed",
+    "created",
+    "status",
+    "status_created",
+    "finished",
+)
 
 
 def claim_candidates(table: Any, limit: int) -> RqlQuery:
-    """The ``limit`` most urgent pending jobs, in take order (``pending`` index)."""
+    """The ``limit`` most urgent pending jobs, in take order (``state`` index)."""
     return (
-        table.between([r.minval, r.minval], [r.maxval, r.maxval], index="pending")
-        .order_by(index="pending")
+        table.between([PENDING, r.minval, r.minval], [PENDING, r.maxval, r.maxval], index="state")
+        .order_by(index="state")
         .limit(limit)
         .coerce_to("array")
     )
 
 
-def due(table: Any, index: str, status: JobStatus, until: float, limit: int) -> RqlQuery:
-    """Up to ``limit`` jobs of ``status`` whose key under a ``[status, time]`` index
-    (``leases``, ``delayed``, ``ttl``, ``finished``) is at most ``until``, earliest first;
-    a selection (``coerce_to("array")`` reads it, ``delete()`` purges it)."""
+def due(
+    table: Any, status: JobStatus, until: float, limit: int, *, index: str = "state"
+) -> RqlQuery:
+    """Up to ``limit`` jobs of ``status`` whose ``[status, time]`` key is at most ``until``,
+    earliest first: under ``state``, started jobs by ``lease_expires``, delayed ones by
+    ``ready_at``, finished and failed ones by ``finished_at``; under ``ttl``, pending and
+    delayed ones by ``expires_at``. A selection (``coerce_to("array")`` reads it,
+    ``delete()`` purges it)."""
     return (
         table.between(
             [status.value, r.minval], [status.value, until], index=index, right_bound="closed"
@@ -97,21 +121,25 @@ def due(table: Any, index: str, status: JobStatus, until: float, limit: int) -> 
     )
 
 
+def _of_status(table: Any, status: JobStatus, after: str | None = None) -> Any:
+    """The jobs of ``status`` in id order (``status_id``), after the id ``after``."""
+    low = [status.value, r.minval if after is None else after]
+    return table.between(
+        low, [status.value, r.maxval], index="status_id", left_bound="open"
+    ).order_by(index="status_id")
+
+
 def peek(table: Any, status: JobStatus) -> RqlQuery:
     """The next job of ``status`` (as a one-element array): the take order for pending
     jobs, the earliest ``ready_at`` for delayed ones, the oldest for the others."""
     if status is JobStatus.PENDING:
         return claim_candidates(table, 1)
     if status is JobStatus.DELAYED:
-        selection = table.between(
-            [DELAYED, r.minval], [DELAYED, r.maxval], index="delayed"
-        ).order_by(index="delayed")
+        selection = table.between([DELAYED, r.minval], [DELAYED, r.maxval], index="state").order_by(
+            index="state"
+        )
     else:
-        selection = table.between(
-            [status.value, r.minval, r.minval],
-            [status.value, r.maxval, r.maxval],
-            index="status_created",
-        ).order_by(index="status_created")
+        selection = _of_status(table, status)
     return selection.limit(1).coerce_to("array")
 
 
@@ -123,27 +151,20 @@ def page(
     max_bytes: int | None = None,
     used: int = 0,
 ) -> RqlQuery:
-    """One page of the listing in creation order, after ``cursor`` (``CREATED_AT:ID``):
-    every job through ``created``, or one status through ``status_created``; with
-    ``max_bytes``, cut by :func:`within_bytes` (``used`` bytes of the page already read)."""
+    """One page of the listing in creation order (the order of the time-ordered ids),
+    after ``cursor`` (the last id of the previous page, see :func:`parse_cursor`): every
+    job through the primary key, or one status through ``status_id``; with ``max_bytes``,
+    cut by :func:`within_bytes` (``used`` bytes of the page already read)."""
     after = parse_cursor(cursor)
     if status is None:
-        if after is None:
-            selection = table
-        else:
-            selection = table.between(
-                list(after), [r.maxval, r.maxval], index="created", left_bound="open"
-            )
-        ordered = selection.order_by(index="created").limit(limit)
-        return within_bytes(ordered, max_bytes, used).coerce_to("array")
-    low = [status.value, r.minval, r.minval] if after is None else [status.value, *after]
-    ordered = (
-        table.between(
-            low, [status.value, r.maxval, r.maxval], index="status_created", left_bound="open"
+        selection = (
+            table
+            if after is None
+            else table.between(after, r.maxval, index="id", left_bound="open")
         )
-        .order_by(index="status_created")
-        .limit(limit)
-    )
+        ordered = selection.order_by(index="id").limit(limit)
+    else:
+        ordered = _of_status(table, status, after).limit(limit)
     return within_bytes(ordered, max_bytes, used).coerce_to("array")
 
 
@@ -165,9 +186,16 @@ def within_bytes(sequence: Any, max_bytes: int | None, used: int = 0) -> Any:
 
 
 def count_by_status(table: Any) -> RqlQuery:
-    """``{status: count}`` for the statuses present (``group`` on the ``status`` index;
-    the driver returns grouped data as a dict)."""
-    return table.group(index="status").count()
+    """``{status: count}`` of every status, zeros included: one query counting each
+    status's range of ``status_id`` (the server walks each range, never the whole table)."""
+    return r.expr(
+        {
+            status.value: table.between(
+                [status.value, r.minval], [status.value, r.maxval], index="status_id"
+            ).count()
+            for status in JobStatus
+        }
+    )
 
 
 def compare_and_set(
@@ -259,6 +287,7 @@ def insert(table: Any, jobs: list[Job], *, durability: str) -> RqlQuery:
 
 __all__ = [
     "INDEXES",
+    "OBSOLETE_INDEXES",
     "claim_candidates",
     "compare_and_set",
     "compare_and_set_many",

@@ -40,7 +40,7 @@ from tqueues.stores.rethinkdb.pool import (
     Pool,
     first_error,
 )
-from tqueues.stores.rethinkdb.queries import INDEXES
+from tqueues.stores.rethinkdb.queries import INDEXES, OBSOLETE_INDEXES
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
@@ -208,7 +208,11 @@ class Catalog:
             log.warning("indexes of queue %r are not ready: %s", name, exc.message)
 
     async def ensure_indexes(self, name: str) -> None:
-        """``index_list``, ``index_create`` for each missing index, ``index_wait`` for all."""
+        """``index_list``, ``index_create`` for each missing index, ``index_wait`` for all;
+        then ``index_drop`` for each index of an earlier version (OBSOLETE_INDEXES), once
+        the new ones are ready: each costs every write. A dispatcher of that version still
+        running on the database answers 503 to the reads that needed them until it is
+        upgraded too (nothing is lost: its workers retry or move on)."""
         table = self.db.table(name)
         existing = set(await self.pool.run(table.index_list()))
         missing = [index for index in INDEXES if index not in existing]
@@ -217,6 +221,15 @@ class Catalog:
         if missing:
             log.info("queue %r: created indexes %s", name, ", ".join(missing))
         await self.admin(table.index_wait(*INDEXES))
+        obsolete = [index for index in OBSOLETE_INDEXES if index in existing]
+        for index in obsolete:
+            try:
+                await self.admin(table.index_drop(index))
+            except StoreUnavailable as exc:  # another dispatcher dropped it first
+                if "does not exist" not in exc.message:
+                    raise
+        if obsolete:
+            log.info("queue %r: dropped indexes of an earlier version: %s", name, obsolete)
 
     async def create(self, config: QueueConfig) -> bool:
         """Create the queue's table and indexes unless the queue exists; True if created here.

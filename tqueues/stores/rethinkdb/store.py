@@ -32,7 +32,7 @@ from tqueues.errors import (
     TqueuesError,
 )
 from tqueues.ids import storable
-from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.jobs import Job, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
@@ -71,6 +71,14 @@ class RethinkDBStore(Store):
     Raises StoreUnavailable from any method when the server cannot be reached, does not
     answer within ``settings.timeout`` seconds or cannot write (table unavailable).
     """
+
+    @staticmethod
+    def new_id() -> str:
+        """Time-ordered ids (:func:`~tqueues.jobs.new_ordered_id`): the primary key lists
+        the jobs in creation order, so the table needs no index for it (each index costs
+        every write). A queue's table has one shard, so inserts at the end of the key
+        range crowd no shard that another would relieve."""
+        return new_ordered_id()
 
     def __init__(self, settings: RethinkDBSettings, *, retry: RetryPolicy | None = None) -> None:
         super().__init__(retry=retry)
@@ -231,13 +239,13 @@ class RethinkDBStore(Store):
         return int(result.get("deleted", 0))
 
     async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
-        """Jobs per status present, by a ``group`` on the ``status`` index.
+        """Jobs per status present, counted through ``status_id`` in one query.
 
         Raises QueueNotFound.
         """
         await self.get_queue(queue)
         counts = await self._run_on_queue(queue, queries.count_by_status(self._table(queue)))
-        return {JobStatus(status): int(n) for status, n in dict(counts or {}).items()}
+        return {JobStatus(status): int(n) for status, n in dict(counts or {}).items() if n}
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -597,10 +605,11 @@ class RethinkDBStore(Store):
         limit: int = 500,
         max_bytes: int | None = None,
     ) -> Page:
-        """The queue's jobs (all, through ``created``; one status, through
-        ``status_created``) in creation order. The cursor is ``CREATED_AT:ID`` of the last
-        job of the previous page; an unreadable one starts over. ``max_bytes`` is counted
-        in characters of the documents' JSON, on the server (:meth:`_list_within`).
+        """The queue's jobs (all, through the primary key; one status, through
+        ``status_id``) in creation order (of their time-ordered ids). The cursor is the
+        id of the last job of the previous page; an unreadable one starts over.
+        ``max_bytes`` is counted in characters of the documents' JSON, on the server
+        (:meth:`_list_within`).
         Raises QueueNotFound."""
         await self.get_queue(queue)
         if max_bytes is not None:
@@ -695,13 +704,13 @@ class RethinkDBStore(Store):
         queue, table = config.name, self._table(config.name)
         count = 0
         steps: tuple[tuple[str, JobStatus, Step], ...] = (
-            ("leases", JobStatus.STARTED, lifecycle.expire),
-            ("delayed", JobStatus.DELAYED, lifecycle.promote),
+            ("state", JobStatus.STARTED, lifecycle.expire),
+            ("state", JobStatus.DELAYED, lifecycle.promote),
             ("ttl", JobStatus.PENDING, lifecycle.outlive),
             ("ttl", JobStatus.DELAYED, lifecycle.outlive),
         )
         for index, status, step in steps:
-            query = queries.due(table, index, status, now, REAP_BATCH).coerce_to("array")
+            query = queries.due(table, status, now, REAP_BATCH, index=index).coerce_to("array")
             docs = await self._run_on_queue(queue, query)
             delete = step is lifecycle.outlive and config.ttl_action == "delete"
             results = await asyncio.gather(
@@ -711,7 +720,7 @@ class RethinkDBStore(Store):
         cutoff = now - config.retention
         for status in (JobStatus.FINISHED, JobStatus.FAILED):
             for _ in range(PURGE_BATCHES):
-                purge = queries.due(table, "finished", status, cutoff, REAP_BATCH).delete(
+                purge = queries.due(table, status, cutoff, REAP_BATCH).delete(
                     **self._write_options()
                 )
                 result = await self._run_on_queue(queue, purge)
