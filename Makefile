@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint format clean
+.PHONY: install demo test lint format docs clean
 
 $(STAMP): pyproject.toml setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format tqueues tests examples benchmarks docs
 	$(BIN)/ruff check --fix tqueues tests examples benchmarks docs
+
+# The documentation site (Sphinx) in build/docs; the suite builds it too (tests/unit/test_docs_build.py).
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going -n -q docs build/docs
 
 test: $(STAMP) lint
 	bash tests/run $(BIN)/python $(PYTEST_ARGS)

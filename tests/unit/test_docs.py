@@ -1,6 +1,8 @@
-"""The documentation parses as reStructuredText without a warning (tables that fit their
-columns, closed literals), as GitHub and docutils render it; and it names exactly the
-options the commands have: each command's every option is in its section of
+"""The README parses as reStructuredText without a warning (tables that fit their columns,
+closed literals, no Sphinx roles), as GitHub and PyPI render it with plain docutils; the
+pages of docs/ are Sphinx's (their roles and directives are not docutils'), and
+test_docs_build.py builds them with warnings as errors. And the documentation names exactly
+the options the commands have: each command's every option is in its section of
 docs/commands.rst and nothing more, and every option any page names exists."""
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PAGES = sorted([ROOT / "README.rst", *(ROOT / "docs").glob("*.rst")])
 
 
-@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
-def test_the_page_parses_cleanly(page: Path) -> None:
+def test_the_readme_parses_cleanly() -> None:
+    page = ROOT / "README.rst"
     warnings = io.StringIO()
     docutils.core.publish_doctree(
         page.read_text(),
@@ -55,6 +57,9 @@ FOREIGN = {
     "--processes": "dramatiq",
     "--threads": "dramatiq",
     "--native": "py-spy",
+    "--entrypoint": "docker",
+    "--no-healthcheck": "docker",
+    "--keep-going": "sphinx-build",
 }
 
 
