@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import math
 import operator
 import re
 import secrets
@@ -93,36 +92,9 @@ def validate_queue_name(name: object) -> str:
     return name
 
 
-def _number(
-    fields: Mapping[str, Any], name: str, default: float, *, low: float, high: float
-) -> float:
-    value = fields.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValidationError(f"'{name}' must be a number", field=name)
-    if not low <= value <= high:
-        raise ValidationError(f"'{name}' must be between {low:g} and {high:g}", field=name)
-    return float(value)
-
-
-def _integer(fields: Mapping[str, Any], name: str, default: int, *, low: int, high: int) -> int:
-    value = fields.get(name, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValidationError(f"'{name}' must be an integer", field=name)
-    if not low <= value <= high:
-        raise ValidationError(f"'{name}' must be between {low} and {high}", field=name)
-    return value
-
-
-def _optional_number(
-    fields: Mapping[str, Any], name: str, *, low: float, high: float
-) -> float | None:
-    return None if fields.get(name) is None else _number(fields, name, 0.0, low=low, high=high)
-
-
 MAX_DELAY = 365 * 24 * 3600.0
 DEFAULT_RETENTION = 7 * 24 * 3600.0  #: seconds finished and failed jobs are kept.
 TTL_ACTIONS = ("bury", "delete")
-QUEUE_SETTINGS = ("ttr", "max_attempts", "delay", "ttl", "priority", "retention", "ttl_action")
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -144,32 +116,13 @@ class QueueConfig:
         return cls(name=validate_queue_name(name)).changed(fields)
 
     def changed(self, fields: Mapping[str, Any]) -> QueueConfig:
-        """These settings with ``fields`` changed (any subset); raises ValidationError."""
-        unknown = set(fields) - set(QUEUE_SETTINGS)
-        if unknown:
-            raise ValidationError(
-                f"unknown queue setting(s): {', '.join(sorted(unknown))}", fields=sorted(unknown)
-            )
-        action = fields.get("ttl_action", self.ttl_action)
-        if action not in TTL_ACTIONS:
-            raise ValidationError("'ttl_action' must be bury or delete", field="ttl_action")
-        ttl = (
-            _optional_number(fields, "ttl", low=0.001, high=MAX_DELAY)
-            if "ttl" in fields
-            else self.ttl
-        )
-        return dataclasses.replace(
-            self,
-            ttr=_number(fields, "ttr", self.ttr, low=0.1, high=MAX_TTR),
-            max_attempts=_integer(
-                fields, "max_attempts", self.max_attempts, low=1, high=MAX_ATTEMPTS_LIMIT
-            ),
-            delay=_number(fields, "delay", self.delay, low=0.0, high=MAX_DELAY),
-            ttl=ttl,
-            priority=_integer(fields, "priority", self.priority, low=0, high=MAX_PRIORITY),
-            retention=_number(fields, "retention", self.retention, low=0.0, high=10 * MAX_DELAY),
-            ttl_action=action,
-        )
+        """These settings with ``fields`` changed (any subset), validated as the body of
+        ``PATCH /queues/{name}`` is (:class:`tqueues.dispatcher.models.QueueSettings`);
+        raises ValidationError naming the field and the rule."""
+        from tqueues.dispatcher.models import QueueSettings, validate  # which imports this
+
+        settings: QueueSettings = validate(QueueSettings, fields)
+        return settings.applied_to(self)
 
     def to_dict(self) -> dict[str, JSON]:
         """The settings as JSON."""
@@ -196,57 +149,13 @@ class NewJob:
 
     @classmethod
     def from_request(cls, fields: Mapping[str, Any]) -> NewJob:
-        """Validate an enqueue request's fields; raises :class:`ValidationError` naming the field.
+        """Validate an enqueue request's fields as ``POST /`` does
+        (:class:`tqueues.dispatcher.models.LegacyNewJob`: ``queue`` and ``method``
+        required); raises :class:`ValidationError` naming the field and the rule."""
+        from tqueues.dispatcher.models import LegacyNewJob, validate  # which imports this
 
-        Required: ``queue`` and ``method`` (strings). Optional: ``args`` (list), ``kwargs``
-        (object with string keys), ``priority`` (0 to 2**32-1, lower first), ``urgent``
-        (bool), ``ttr``, ``ttl`` and ``delay`` (seconds), ``max_attempts``.
-        """
-        missing = [name for name in ("queue", "method") if name not in fields]
-        if missing:
-            raise ValidationError(f"missing field(s): {', '.join(missing)}", fields=missing)
-        unknown = set(fields) - {"queue", "method", "args", "kwargs", "urgent", *QUEUE_SETTINGS}
-        unknown |= set(fields) & {"retention", "ttl_action"}
-        if unknown:
-            raise ValidationError(
-                f"unknown field(s): {', '.join(sorted(unknown))}", fields=sorted(unknown)
-            )
-        method = fields["method"]
-        if not isinstance(method, str) or not method.strip() or len(method) > 512:
-            raise ValidationError("'method' must be a non-empty string", field="method")
-        args = fields.get("args")
-        if args is None:
-            args = []
-        if not isinstance(args, list):
-            raise ValidationError("'args' must be a list", field="args")
-        kwargs = fields.get("kwargs")
-        if kwargs is None:
-            kwargs = {}
-        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
-            raise ValidationError("'kwargs' must be an object", field="kwargs")
-        if "tq_parent_job" in kwargs:
-            raise ValidationError("'tq_parent_job' is set by the worker", field="kwargs")
-        urgent = fields.get("urgent", False)
-        if not isinstance(urgent, bool):
-            raise ValidationError("'urgent' must be true or false", field="urgent")
-        priority = fields.get("priority")
-        max_attempts = fields.get("max_attempts")
-        return cls(
-            queue=validate_queue_name(fields["queue"]),
-            method=method,
-            args=args,
-            kwargs=kwargs,
-            priority=None
-            if priority is None
-            else _integer(fields, "priority", 0, low=0, high=MAX_PRIORITY),
-            ttr=_optional_number(fields, "ttr", low=0.1, high=MAX_TTR),
-            max_attempts=None
-            if max_attempts is None
-            else _integer(fields, "max_attempts", 0, low=1, high=MAX_ATTEMPTS_LIMIT),
-            delay=_optional_number(fields, "delay", low=0.0, high=MAX_DELAY),
-            ttl=_optional_number(fields, "ttl", low=0.001, high=MAX_DELAY),
-            urgent=urgent,
-        )
+        body: LegacyNewJob = validate(LegacyNewJob, fields)
+        return body.to_job(body.queue)
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

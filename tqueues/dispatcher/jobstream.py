@@ -30,6 +30,7 @@ from tqueues import codec
 from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher.keys import websockets_key
 from tqueues.dispatcher.middlewares import INTERNAL_ERROR
+from tqueues.dispatcher.operation import refuse_plain_get
 from tqueues.dispatcher.requests import parse_json
 from tqueues.dispatcher.rest import MAX_ID, RestView, as_missing
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
@@ -57,6 +58,8 @@ class JobStream(RestView):
         """Upgrade to the job stream; answer each message as described above."""
         queue = self.queue
         await self.store.get_queue(queue)  # 404 before the upgrade when it is missing
+        if (refused := refuse_plain_get(self.request)) is not None:
+            return refused
         ws = web.WebSocketResponse(
             heartbeat=30.0,
             compress=False,

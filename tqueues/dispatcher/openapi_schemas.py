@@ -1,18 +1,14 @@
-"""The component schemas of the OpenAPI document (:mod:`tqueues.dispatcher.openapi`):
-Job, QueueConfig, QueueStats, DispatcherStats, Error and the request and answer bodies."""
+"""The schemas of the dispatcher's answers in the OpenAPI document
+(:mod:`tqueues.dispatcher.openapi`): Job, QueueConfig, QueueStats, DispatcherStats, Error
+and the other answer bodies. (What requests may say is the models of
+:mod:`tqueues.dispatcher.models`.)"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from tqueues.dispatcher.rest import (
-    MAX_BATCH,
-    MAX_ID,
-    MAX_OUTCOMES,
-    MAX_TAKE,
-    OUTCOME_ACTIONS,
-)
-from tqueues.jobs import MAX_ATTEMPTS_LIMIT, MAX_DELAY, MAX_PRIORITY, MAX_TTR, JobStatus
+from tqueues.dispatcher.models import MAX_TAKE
+from tqueues.jobs import MAX_PRIORITY, JobStatus
 
 Doc = dict[str, Any]
 STATUSES = [status.value for status in JobStatus]
@@ -26,11 +22,6 @@ def ref(name: str) -> Doc:
 def nullable(kind: str) -> Doc:
     """A value of JSON type ``kind`` or null."""
     return {"type": [kind, "null"]}
-
-
-def seconds(description: str, *, low: float = 0, high: float = MAX_DELAY) -> Doc:
-    """A number of seconds between ``low`` and ``high``."""
-    return {"type": "number", "minimum": low, "maximum": high, "description": description}
 
 
 def _per_status(description: str) -> Doc:
@@ -56,7 +47,7 @@ SCHEMAS: Doc = {
             "id": {"type": "string"},
             "queue": {"type": "string"},
             "method": {"type": "string"},
-            "args": {"type": "array"},
+            "args": {"type": "array", "items": {}},
             "kwargs": {"type": "object"},
             "status": {"type": "string", "enum": STATUSES},
             "priority": {"type": "integer", "minimum": -1, "maximum": MAX_PRIORITY,
@@ -78,42 +69,6 @@ SCHEMAS: Doc = {
             "expires_at": nullable("number"),
             "rev": {"type": "integer"},
             "event": {"type": "string"},
-        },
-    },
-    "TakenJob": {
-        "allOf": [ref("Job"), {"type": "object", "required": ["lease"],
-                               "properties": {"lease": {"type": "string"}}}],
-    },
-    "NewJob": {
-        "type": "object",
-        "required": ["method"],
-        "additionalProperties": False,
-        "properties": {
-            "queue": {"type": "string", "description": "Optional; must match the path."},
-            "method": {"type": "string", "minLength": 1, "maxLength": 512},
-            "args": {"type": "array"},
-            "kwargs": {"type": "object"},
-            "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY},
-            "urgent": {"type": "boolean"},
-            "ttr": seconds("Lease length.", low=0.1, high=MAX_TTR),
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
-            "delay": seconds("Seconds before it may be taken."),
-            "ttl": seconds("Seconds it may wait unfinished.", low=0.001),
-        },
-    },
-    "QueueSettings": {
-        "type": "object",
-        "additionalProperties": False,
-        "description": "Defaults for new jobs and policies; any subset.",
-        "properties": {
-            "ttr": seconds("Lease length.", low=0.1, high=MAX_TTR),
-            "max_attempts": {"type": "integer", "minimum": 1, "maximum": MAX_ATTEMPTS_LIMIT},
-            "delay": seconds("Default delay of new jobs."),
-            "ttl": {"type": ["number", "null"], "minimum": 0.001, "maximum": MAX_DELAY},
-            "priority": {"type": "integer", "minimum": 0, "maximum": MAX_PRIORITY},
-            "retention": seconds("How long finished and failed jobs are kept.",
-                                  high=10 * MAX_DELAY),
-            "ttl_action": {"type": "string", "enum": ["bury", "delete"]},
         },
     },
     "QueueConfig": {
@@ -181,13 +136,6 @@ SCHEMAS: Doc = {
                             "description": "Pass as ?cursor= for the next page; null: last."},
         },
     },
-    "JobBatch": {
-        "type": "object",
-        "required": ["jobs"],
-        "additionalProperties": False,
-        "properties": {"jobs": {"type": "array", "minItems": 1, "maxItems": MAX_BATCH,
-                                "items": ref("NewJob")}},
-    },
     "StoredJobs": {
         "type": "object",
         "required": ["jobs"],
@@ -200,37 +148,6 @@ SCHEMAS: Doc = {
         "additionalProperties": False,
         "properties": {"jobs": {"type": "array", "maxItems": MAX_TAKE,
                                 "items": ref("TakenJob")}},
-    },
-    "Outcome": {
-        "type": "object",
-        "required": ["id", "action"],
-        "description": "One run's end: the job, its lease and the action, with the fields of "
-                       "that action's body (finish: result; fail: error, traceback, permanent; "
-                       "release, requeue: delay; bury: reason).",
-        "properties": {
-            "id": {"type": "string", "minLength": 1, "maxLength": MAX_ID},
-            "lease": {**nullable("string"), "maxLength": MAX_ID,
-                      "description": "The lease of the take; without it the outcome applies "
-                                     "whoever holds the job."},
-            "action": {"type": "string", "enum": list(OUTCOME_ACTIONS)},
-            "result": {},
-            "error": {"type": "string", "minLength": 1},
-            "traceback": nullable("string"),
-            "permanent": {"type": "boolean"},
-            "delay": {"type": "number", "minimum": 0},
-            "reason": nullable("string"),
-        },
-    },
-    "OutcomeBatch": {
-        "type": "object",
-        "required": ["outcomes"],
-        "additionalProperties": False,
-        "properties": {"outcomes": {"type": "array", "minItems": 1, "maxItems": MAX_OUTCOMES,
-                                    "items": ref("Outcome")},
-                       "take": {"type": "integer", "minimum": 0, "maximum": MAX_TAKE,
-                                "default": 0},
-                       "worker": {"type": "string", "maxLength": 200},
-                       "brief": {"type": "boolean", "default": False}},
     },
     "OutcomeResults": {
         "type": "object",
@@ -280,3 +197,12 @@ SCHEMAS: Doc = {
                        "queues": {"type": "integer"}},
     },
 }  # fmt: skip
+
+#: A job as its taker gets it: the Job, its lease present (a whole schema of its own, not
+#: an allOf that narrows ``lease``, which client generators cannot merge).
+SCHEMAS["TakenJob"] = {
+    **SCHEMAS["Job"],
+    "description": "A job as its taker gets it, with the lease that proves it holds it.",
+    "required": [*SCHEMAS["Job"]["required"], "lease"],
+    "properties": {**SCHEMAS["Job"]["properties"], "lease": {"type": "string"}},
+}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -11,7 +10,6 @@ from aiohttp.http_exceptions import HttpProcessingError
 
 from tqueues import codec
 from tqueues.errors import ValidationError
-from tqueues.ids import validate_job_id
 from tqueues.jobs import validate_queue_name
 
 FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
@@ -20,28 +18,6 @@ FORM_TYPES = ("application/x-www-form-urlencoded", "multipart/form-data")
 def query_queue(request: web.Request) -> str:
     """The ``queue`` query parameter, validated."""
     return validate_queue_name(request.query.get("queue"))
-
-
-def query_id(request: web.Request) -> str:
-    """The ``id`` query parameter (required), an id a job could have (400 otherwise)."""
-    job_id = request.query.get("id")
-    if not job_id:
-        raise ValidationError("the 'id' parameter is required", field="id")
-    return validate_job_id(job_id)
-
-
-def query_float(request: web.Request, name: str, default: float, *, high: float) -> float:
-    """A non-negative number query parameter, at most ``high``."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValidationError(f"'{name}' must be a number of seconds", field=name) from None
-    if not math.isfinite(value) or not 0 <= value <= high:
-        raise ValidationError(f"'{name}' must be between 0 and {high:g}", field=name)
-    return value
 
 
 def parse_json(raw: bytes | str, what: str, *, field: str | None = None) -> Any:

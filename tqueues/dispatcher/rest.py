@@ -37,14 +37,19 @@ from aiohttp import web
 
 from tqueues import codec
 from tqueues.dispatcher import enqueuing
-from tqueues.dispatcher.actions import (
-    ACTION_FUNCTIONS,
-    OUTCOME_ACTIONS,
-    kick_status,
-    only,
-)
+from tqueues.dispatcher import models as m
+from tqueues.dispatcher.actions import ACTION_FUNCTIONS, OUTCOME_ACTIONS
 from tqueues.dispatcher.keys import settings_key, store_key
-from tqueues.dispatcher.requests import read_object
+from tqueues.dispatcher.models import (
+    MAX_BATCH,
+    MAX_ID,
+    MAX_KICK,
+    MAX_OUTCOMES,
+    MAX_PAGE,
+    MAX_TAKE,
+    MAX_TAKE_QUEUES,
+)
+from tqueues.dispatcher.operation import body_of, query_of
 from tqueues.errors import (
     JobNotFound,
     QueueMissing,
@@ -61,48 +66,13 @@ from tqueues.jobs import (
 from tqueues.settings import DispatcherSettings
 from tqueues.stores.base import Store
 
-MAX_BATCH = enqueuing.MAX_BATCH  #: jobs one enqueue request may carry.
-MAX_TAKE = 100  #: jobs one take may ask for.
-MAX_TAKE_QUEUES = 32  #: queues one take may name.
-MAX_OUTCOMES = 1000  #: outcomes one report may carry.
-MAX_PAGE = 1000  #: jobs one listing page may hold.
 #: bytes of jobs past which a listing page ends early (its cursor continues after it).
 MAX_PAGE_BYTES = 4 * 1024 * 1024
-DEFAULT_PAGE = 100
-MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
-MAX_ID = 128
-PEEKABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
-ACTIONS = tuple(ACTION_FUNCTIONS)  #: the job actions of the action route
 
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
     """A JSON answer."""
     return web.json_response(body, status=status, dumps=codec.dumps_str)
-
-
-def query_int(request: web.Request, name: str, default: int, *, low: int, high: int) -> int:
-    """An integer query parameter between ``low`` and ``high``; 400 naming it otherwise."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ValidationError(f"'{name}' must be an integer", field=name) from None
-    if not low <= value <= high:
-        raise ValidationError(f"'{name}' must be between {low} and {high}", field=name)
-    return value
-
-
-def query_status(request: web.Request, allowed: tuple[JobStatus, ...]) -> JobStatus | None:
-    """The ``status`` query parameter, one of ``allowed``; None when absent."""
-    raw = request.query.get("status")
-    if raw is None or raw == "":
-        return None
-    if raw not in [s.value for s in allowed]:
-        choices = ", ".join(s.value for s in allowed)
-        raise ValidationError(f"'status' must be one of {choices}", field="status")
-    return JobStatus(raw)
 
 
 class RestView(web.View, aiohttp_cors.CorsViewMixin):
@@ -128,13 +98,12 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
 
     @property
     def lease(self) -> str | None:
-        """The ``lease`` query parameter, if any."""
-        lease = self.request.query.get("lease")
-        if lease is not None and len(lease) > MAX_ID:
-            raise ValidationError("'lease' is too long", field="lease")
-        # An empty ?lease= is a lease that matches nothing (409), as on /: read as "no
-        # lease", it would act on a job whoever holds it.
-        return lease
+        """The ``lease`` query parameter, if any (its operation's query model checks it).
+
+        An empty ``?lease=`` is a lease that matches nothing (409), as on /: read as "no
+        lease", it would act on a job whoever holds it."""
+        query: m.LeaseQuery = query_of(self.request)
+        return query.lease
 
     def hand_over(self, jobs: list[Job]) -> None:
         """Check that the taker is still there for ``jobs``; if it went away, give them back
@@ -179,15 +148,16 @@ class Queue(RestView):
     async def put(self) -> web.Response:
         """Create the queue with the body's settings: 201 with them; 200 with the settings
         it already has (unchanged) when it exists."""
-        config = QueueConfig.from_request(self.queue, await read_object(self.request))
+        settings: m.QueueSettings = await body_of(self.request)
+        config = settings.applied_to(QueueConfig(self.queue))
         if await self.store.create_queue(config):
             return json_response(config.to_dict(), status=201)
         return json_response((await self.store.get_queue(config.name)).to_dict())
 
     async def patch(self) -> web.Response:
         """Change any subset of the settings; the new settings. Jobs already put keep theirs."""
-        fields = await read_object(self.request)
-        config = (await self.store.get_queue(self.queue)).changed(fields)
+        settings: m.QueueSettings = await body_of(self.request)
+        config = settings.applied_to(await self.store.get_queue(self.queue))
         await self.store.update_queue(config)
         return json_response(config.to_dict())
 
@@ -229,13 +199,9 @@ class QueueKick(RestView):
         """Kick up to ``{"bound": N}`` buried jobs, or delayed ones when none is buried;
         with ``"status"`` (buried, failed or delayed), jobs of that status only (failed
         ones only so): ``{"queue", "kicked": n}``."""
-        body = await read_object(self.request)
-        only(body, ("bound", "status"), "a kick")
-        bound = body.get("bound", 1)
-        if isinstance(bound, bool) or not isinstance(bound, int) or not 1 <= bound <= MAX_KICK:
-            raise ValidationError(f"'bound' must be an integer from 1 to {MAX_KICK}", field="bound")
-        status = kick_status(body.get("status"))
-        kicked = await self.store.kick(self.queue, bound, status)
+        kick: m.Kick = await body_of(self.request)
+        status = None if kick.status is None else JobStatus(kick.status)
+        kicked = await self.store.kick(self.queue, kick.bound, status)
         return json_response({"queue": self.queue, "kicked": kicked})
 
 
@@ -249,7 +215,7 @@ class Jobs(RestView):
         Every job of a batch is validated before any is stored; a 400 names the first bad
         one (``jobs[i]``) and its field. The batch is one durable write.
         """
-        stored = await enqueuing.enqueue(self.store, await read_object(self.request), self.queue)
+        stored = await enqueuing.enqueue(self.store, await body_of(self.request), self.queue)
         return json_response(stored.get("job", stored), status=201)
 
     async def get(self) -> web.Response:
@@ -260,15 +226,14 @@ class Jobs(RestView):
         an answer is at most that plus one job): large jobs cost the dispatcher a bounded
         page, and ``next_cursor`` goes on from the last job it holds.
         """
-        request = self.request
-        status = query_status(request, tuple(JobStatus))
-        limit = query_int(request, "limit", DEFAULT_PAGE, low=1, high=MAX_PAGE)
-        cursor = request.query.get("cursor") or None
-        if cursor is not None and len(cursor) > 1024:
-            raise ValidationError("'cursor' is too long", field="cursor")
+        query: m.ListQuery = query_of(self.request)
         try:
             page = await self.store.list_jobs(
-                self.queue, status=status, cursor=cursor, limit=limit, max_bytes=MAX_PAGE_BYTES
+                self.queue,
+                status=query.status,
+                cursor=query.cursor or None,
+                limit=query.limit,
+                max_bytes=MAX_PAGE_BYTES,
             )
         except (ValueError, TypeError):
             raise ValidationError("'cursor' is not one this API gave", field="cursor") from None
@@ -285,7 +250,8 @@ class NextJob(RestView):
     async def get(self) -> web.Response:
         """The job of ``?status=`` (pending by default, delayed or buried) that comes next,
         without taking it; 404 ``job_not_found`` when there is none."""
-        status = query_status(self.request, PEEKABLE) or JobStatus.PENDING
+        query: m.PeekQuery = query_of(self.request)
+        status = JobStatus(query.status)
         job = await self.store.peek(self.queue, status)
         if job is None:
             raise JobNotFound(
@@ -308,7 +274,7 @@ class JobView(RestView):
         the dispatcher owns.
         """
         job_id = self.job_id  # the job named, before what is asked of it
-        fields = await read_object(self.request)
+        fields: dict[str, Any] = await body_of(self.request)
         job = await self.store.update(self.queue, job_id, fields, lease=self.lease)
         return json_response(job.to_dict())
 
@@ -326,19 +292,23 @@ class JobAction(RestView):
     """
 
     async def post(self) -> web.Response:
-        """Apply the ``action`` of the path with the body's fields."""
-        action = ACTION_FUNCTIONS[self.request.match_info["action"]]
+        """Apply the action the path ends with, with the body's fields."""
+        action = ACTION_FUNCTIONS[self.request.path.rsplit("/", 1)[1]]
         job_id = self.job_id  # the job named, before what is asked of it
-        body = await read_object(self.request)
+        body = await body_of(self.request)
         job = await self.store.apply(self.queue, job_id, action(self.store, self.lease, body))
         return json_response(job.to_dict())
 
 
 __all__ = [
-    "ACTIONS",
     "ACTION_FUNCTIONS",
     "MAX_BATCH",
+    "MAX_ID",
+    "MAX_KICK",
     "MAX_OUTCOMES",
+    "MAX_PAGE",
+    "MAX_TAKE",
+    "MAX_TAKE_QUEUES",
     "OUTCOME_ACTIONS",
     "JobAction",
     "JobView",

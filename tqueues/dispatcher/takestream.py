@@ -33,16 +33,17 @@ from tqueues import codec
 from tqueues.dispatcher.jobstream import message_ref
 from tqueues.dispatcher.keys import websockets_key
 from tqueues.dispatcher.middlewares import INTERNAL_ERROR
+from tqueues.dispatcher.models import TakeMessage, bounded, validate
+from tqueues.dispatcher.operation import refuse_plain_get
 from tqueues.dispatcher.requests import parse_json
-from tqueues.dispatcher.rest import MAX_TAKE, RestView, as_missing
-from tqueues.dispatcher.taking import take_queues, worker_name
+from tqueues.dispatcher.rest import RestView, as_missing
+from tqueues.dispatcher.taking import take_queues
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 from tqueues.jobs import Job
 
 log = logging.getLogger(__name__)
 
 MAX_IN_FLIGHT = 16  #: takes of one socket running at a time.
-FIELDS = frozenset({"queues", "count", "wait", "worker", "ref"})
 
 
 class TakeStream(RestView):
@@ -50,6 +51,8 @@ class TakeStream(RestView):
 
     async def get(self) -> web.StreamResponse:
         """Upgrade to the take stream; answer each take as described above."""
+        if (refused := refuse_plain_get(self.request)) is not None:
+            return refused
         # The socket is read all along (takes run in tasks of their own), so pings are
         # answered while takes wait.
         ws = web.WebSocketResponse(
@@ -103,24 +106,11 @@ class TakeStream(RestView):
             if not isinstance(body, dict):
                 raise ValidationError("the message must be a JSON object")
             ref = message_ref(body)
-            unknown = set(body) - FIELDS
-            if unknown:
-                raise ValidationError(
-                    f"a take has only {', '.join(sorted(FIELDS))}", fields=sorted(unknown)
-                )
-            queues = take_queues(body.get("queues"), "queues")
-            count = body.get("count", 1)
-            if type(count) is not int or not 1 <= count <= MAX_TAKE:
-                raise ValidationError(f"'count' must be an integer from 1 to {MAX_TAKE}",
-                                      field="count")  # fmt: skip
-            wait = body.get("wait", 0)
-            high = self.settings.max_wait
-            if type(wait) not in (int, float) or not 0 <= wait <= high:
-                raise ValidationError(f"'wait' must be a number from 0 to {high:g}",
-                                      field="wait")  # fmt: skip
-            worker = worker_name(body.get("worker"))
+            take = validate(bounded(TakeMessage, self.settings.max_wait), body)
+            queues, worker, wait, count = take.queues, take.worker or None, take.wait, take.count
+            take_queues(queues, "queues")
             try:
-                jobs = await self.store.take_any(queues, count, worker=worker, wait=float(wait))
+                jobs = await self.store.take_any(queues, count, worker=worker, wait=wait)
             except QueueNotFound as exc:
                 raise as_missing(exc) from None
             return {

@@ -10,21 +10,13 @@ from typing import Any
 
 from aiohttp import web
 
-from tqueues.dispatcher.actions import ACTION_FUNCTIONS, OUTCOME_ACTIONS, Action
-from tqueues.dispatcher.requests import query_float, read_object
-from tqueues.dispatcher.rest import (
-    MAX_ID,
-    MAX_OUTCOMES,
-    MAX_TAKE,
-    MAX_TAKE_QUEUES,
-    RestView,
-    as_missing,
-    json_response,
-    query_int,
-)
+from tqueues.dispatcher import models as m
+from tqueues.dispatcher.actions import ACTION_FUNCTIONS
+from tqueues.dispatcher.operation import body_of, query_of
+from tqueues.dispatcher.rest import RestView, as_missing, json_response
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 from tqueues.ids import validate_job_id
-from tqueues.jobs import Job, validate_queue_name
+from tqueues.jobs import Job
 
 
 class Take(RestView):
@@ -34,7 +26,7 @@ class Take(RestView):
         """Take up to ``?count=`` (default 1) jobs, each with its ``lease``, waiting up to
         ``?wait=`` seconds for the first: 200 ``{"jobs": [...]}``, an empty list when none
         came. ``?worker=`` names the taker."""
-        return await _take(self, [self.queue])
+        return await _take(self, [self.queue], query_of(self.request))
 
 
 class TakeAny(RestView):
@@ -46,77 +38,26 @@ class TakeAny(RestView):
         ``?wait=`` seconds for a job in any of them: 200 ``{"jobs": [...]}`` as
         ``/queues/{name}/take`` answers, the jobs all of one queue. 404 if a queue does not
         exist (nothing is taken then)."""
-        queues = self.request.query.getall("queue", [])
-        if not queues:
-            raise ValidationError(
-                "name the queues to take from: ?queue=NAME, repeated", field="queue"
-            )
-        return await _take(self, take_queues(queues, "queue"))
+        query: m.TakeAnyQuery = query_of(self.request)
+        return await _take(self, take_queues(query.queue, "queue"), query)
 
 
-def take_queues(queues: Any, field: str) -> list[str]:
-    """``queues`` as the queues of one take: a list of 1 to MAX_TAKE_QUEUES valid names,
+def take_queues(queues: list[str], field: str) -> list[str]:
+    """``queues`` (valid names, as many as a take may name) as the queues of one take:
     none twice; 400 naming ``field`` otherwise."""
-    if not isinstance(queues, list) or not queues:
-        raise ValidationError(f"'{field}' must name 1 to {MAX_TAKE_QUEUES} queues", field=field)
-    if len(queues) > MAX_TAKE_QUEUES:
-        raise ValidationError(f"at most {MAX_TAKE_QUEUES} queues per take", field=field)
-    for name in queues:
-        try:
-            validate_queue_name(name)
-        except ValidationError as exc:
-            raise ValidationError(exc.message, **{**exc.details, "field": field}) from None
     if len(set(queues)) < len(queues):
         raise ValidationError("a queue is named twice", field=field)
     return queues
 
 
-async def _take(view: RestView, queues: list[str]) -> web.Response:
-    """The take of ``queues`` that ``view``'s query (``count``, ``wait``, ``worker``) asks
-    for, answered with the jobs and their leases."""
-    request = view.request
-    wait = query_float(request, "wait", 0.0, high=view.settings.max_wait)
-    count = query_int(request, "count", 1, low=1, high=MAX_TAKE)
-    worker = worker_name(request.query.get("worker"))
-    jobs = await view.store.take_any(queues, count, worker=worker, wait=wait)
+async def _take(view: RestView, queues: list[str], query: m.TakeQuery) -> web.Response:
+    """The take of ``queues`` that ``query`` (``count``, ``wait``, ``worker``) asks for,
+    answered with the jobs and their leases."""
+    jobs = await view.store.take_any(
+        queues, query.count, worker=query.worker or None, wait=query.wait
+    )
     view.hand_over(jobs)
     return json_response({"jobs": [job.to_dict(with_lease=True) for job in jobs]})
-
-
-def worker_name(worker: Any) -> str | None:
-    """A taker's name (``worker``): a string of at most 200 characters, or None."""
-    if worker is None or worker == "":
-        return None
-    if not isinstance(worker, str):
-        raise ValidationError("'worker' must be a string", field="worker")
-    if len(worker) > 200:
-        raise ValidationError("'worker' is too long", field="worker")
-    return worker
-
-
-def _outcome(item: Any, index: int) -> tuple[Action, str, str | None, dict[str, Any]]:
-    """The action, job id, lease and body of ``outcomes[index]``; 400 naming it otherwise."""
-    where = f"outcomes[{index}]"
-    if not isinstance(item, dict):
-        raise ValidationError(f"{where} must be a JSON object", index=where)
-    body = dict(item)
-    job_id = body.pop("id", None)
-    lease = body.pop("lease", None)
-    action = body.pop("action", None)
-    job_id = validate_job_id(job_id, where=where)
-    if not isinstance(lease, str | None) or (lease is not None and len(lease) > MAX_ID):
-        raise ValidationError(
-            f"{where}: 'lease' must be a string of at most {MAX_ID} characters",
-            index=where,
-            field="lease",
-        )
-    if action not in OUTCOME_ACTIONS:
-        raise ValidationError(
-            f"{where}: 'action' must be one of {', '.join(OUTCOME_ACTIONS)}",
-            index=where,
-            field="action",
-        )
-    return ACTION_FUNCTIONS[action], job_id, lease, body
 
 
 class Outcomes(RestView):
@@ -141,35 +82,14 @@ class Outcomes(RestView):
         holds them with their leases. A take the store refuses (503) leaves ``"jobs"``
         empty; if the outcomes fail as a whole, nothing is taken either.
         """
-        body = await read_object(self.request)
-        if "outcomes" not in body or not set(body) <= {"outcomes", "take", "worker", "brief"}:
-            raise ValidationError(
-                "the body has 'outcomes' and optionally 'take', 'worker' and 'brief'",
-                fields=sorted(body),
-            )
-        brief = body.get("brief", False)
-        if not isinstance(brief, bool):
-            raise ValidationError("'brief' must be true or false", field="brief")
-        result = _brief_result if brief else _result
-        take = body.get("take", 0)
-        if type(take) is not int or not 0 <= take <= MAX_TAKE:
-            raise ValidationError(f"'take' must be an integer from 0 to {MAX_TAKE}", field="take")
-        worker = worker_name(body.get("worker"))
-        items = body["outcomes"]
-        if not isinstance(items, list) or not 1 <= len(items) <= MAX_OUTCOMES:
-            raise ValidationError(
-                f"'outcomes' must be a list of 1 to {MAX_OUTCOMES} outcomes", field="outcomes"
-            )
+        batch: m.OutcomeBatch = await body_of(self.request)
+        result = _brief_result if batch.brief else _result
+        take, worker = batch.take, batch.worker or None
         changes = []
-        for index, item in enumerate(items):
-            action, job_id, lease, fields = _outcome(item, index)
-            try:
-                changes.append((job_id, action(self.store, lease, fields)))
-            except ValidationError as exc:
-                where = f"outcomes[{index}]"
-                raise ValidationError(
-                    f"{where}: {exc.message}", index=where, **exc.details
-                ) from None
+        for index, item in enumerate(batch.outcomes):
+            where = f"outcomes[{index}]"
+            job_id = validate_job_id(item.id, where=where)
+            changes.append((job_id, ACTION_FUNCTIONS[item.action](self.store, item.lease, item)))
         if not take:
             answers = await self.store.apply_many(self.queue, changes)
             return json_response({"results": [result(answer) for answer in answers]})

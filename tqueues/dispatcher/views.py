@@ -22,13 +22,14 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import codec
-from tqueues.dispatcher.keys import settings_key, store_key
-from tqueues.dispatcher.requests import query_float, query_id, query_queue, read_object
-from tqueues.errors import QueueEmpty, ValidationError
-from tqueues.jobs import MAX_TTR, Job, NewJob, QueueConfig
+from tqueues.dispatcher import models as m
+from tqueues.dispatcher.actions import MAX_ERROR, MAX_TRACEBACK
+from tqueues.dispatcher.keys import store_key
+from tqueues.dispatcher.operation import body_of, query_of
+from tqueues.errors import QueueEmpty
+from tqueues.ids import validate_job_id
+from tqueues.jobs import Job, QueueConfig
 from tqueues.stores.base import Store
-
-ENQUEUE_JSON_FIELDS = ("args", "kwargs", "priority", "ttr", "max_attempts", "delay")
 
 
 def job_response(job: Job, *, with_lease: bool = False) -> web.Response:
@@ -46,25 +47,24 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
     async def put(self) -> web.Response:
         """Create the queue ``?queue=NAME`` unless it exists; always ``ok``.
 
-        An optional JSON body sets the queue's defaults for new queues: ``ttr`` (seconds)
-        and ``max_attempts``.
+        An optional body sets the new queue's settings (``ttr``, ``max_attempts``, ...).
         """
-        config = QueueConfig.from_request(
-            query_queue(self.request), await read_object(self.request)
-        )
-        await self.store.create_queue(config)
+        query: m.LegacyQueueQuery = query_of(self.request)
+        settings: m.QueueSettings = await body_of(self.request)
+        await self.store.create_queue(settings.applied_to(QueueConfig(query.queue)))
         return web.Response(text="ok")
 
     async def post(self) -> web.Response:
         """Enqueue ``{"queue", "method", "args", "kwargs"}``; 200 with the stored job.
 
-        400 when a field is missing or malformed, 501 when the queue does not exist.
+        400 when a field is missing or malformed, 501 when the queue does not exist. A
+        body without ``queue`` takes the ``?queue=`` of the query.
         """
-        fields = await read_object(self.request, form_json=ENQUEUE_JSON_FIELDS)
-        if "queue" not in fields and "queue" in self.request.query:
-            fields["queue"] = self.request.query["queue"]
-        job = await self.store.put(NewJob.from_request(fields))
-        return job_response(job)
+        query = self.request.query
+        body: m.LegacyNewJob = await body_of(
+            self.request, {"queue": query["queue"]} if "queue" in query else None
+        )
+        return job_response(await self.store.put(body.to_job(body.queue)))
 
     async def get(self) -> web.Response:
         """Take the next job of ``?queue=NAME`` (``&id=ID`` reads one job instead).
@@ -73,14 +73,11 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         the job and its ``lease`` token, 404 when none came, 501 when the queue is missing.
         """
         request = self.request
-        queue = query_queue(request)
-        if "id" in request.query:
-            return job_response(await self.store.get(queue, query_id(request)))
-        wait = query_float(request, "wait", 0.0, high=request.app[settings_key].max_wait)
-        worker = request.query.get("worker")
-        if worker is not None and len(worker) > 200:
-            raise ValidationError("'worker' is too long", field="worker")
-        job = await self.store.take(queue, worker=worker, wait=wait)
+        query: m.LegacyTakeQuery = query_of(request)
+        queue = query.queue
+        if query.id is not None:
+            return job_response(await self.store.get(queue, validate_job_id(query.id)))
+        job = await self.store.take(queue, worker=query.worker or None, wait=query.wait)
         if job is None:
             raise QueueEmpty(f"no job is pending in queue {queue!r}", queue=queue)
         transport = request.transport
@@ -96,10 +93,10 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         404 for an unknown job, 409 when the lease is no longer the caller's or the job is
         final, 400 for fields the dispatcher owns.
         """
-        request = self.request
-        queue, job_id = query_queue(request), query_id(request)
-        fields = await read_object(request)
-        job = await self.store.update(queue, job_id, fields, lease=request.query.get("lease"))
+        query: m.LegacyJobQuery = query_of(self.request)
+        job_id = validate_job_id(query.id)
+        fields: dict[str, Any] = await body_of(self.request)
+        job = await self.store.update(query.queue, job_id, fields, lease=query.lease)
         return job_response(job)
 
     async def delete(self) -> web.Response:
@@ -113,43 +110,19 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         when the lease is no longer the caller's; without it (the original clients) the job
         is ended whoever holds it. 404 for an unknown job.
         """
-        request = self.request
-        queue, job_id = query_queue(request), query_id(request)
-        lease = request.query.get("lease")
-        body = await read_object(request)
-        return job_response(await self._end(queue, job_id, lease, body))
+        query: m.LegacyJobQuery = query_of(self.request)
+        job_id = validate_job_id(query.id)
+        body = await body_of(self.request)
+        return job_response(await self._end(query.queue, job_id, query.lease, body))
 
-    async def _end(self, queue: str, job_id: str, lease: str | None, body: dict[str, Any]) -> Job:
-        keys = set(body)
-        if keys <= {"result"}:
-            return await self.store.finish(queue, job_id, lease=lease, result=body.get("result"))
-        if "error" in keys and keys <= {"error", "traceback", "permanent"}:
-            error, traceback = body["error"], body.get("traceback")
-            if not isinstance(error, str) or not isinstance(traceback, str | None):
-                raise ValidationError("'error' and 'traceback' must be strings", field="error")
-            permanent = body.get("permanent", False)
-            if not isinstance(permanent, bool):
-                raise ValidationError("'permanent' must be true or false", field="permanent")
-            return await self.store.fail(
-                queue, job_id, lease=lease, error=error[:10_000],
-                traceback=traceback[:100_000] if traceback else None, permanent=permanent,
-            )  # fmt: skip
-        if body.get("release") is True and keys <= {"release", "delay"}:
-            delay = body.get("delay", 0)
-            if (
-                isinstance(delay, bool)
-                or not isinstance(delay, int | float)
-                or not (0 <= delay <= MAX_TTR)
-            ):
-                raise ValidationError("'delay' must be a number of seconds", field="delay")
-            return await self.store.release(queue, job_id, lease=lease, delay=float(delay))
-        if body.get("bury") is True and keys <= {"bury", "reason"}:
-            reason = body.get("reason")
-            if not isinstance(reason, str | None):
-                raise ValidationError("'reason' must be a string", field="reason")
-            return await self.store.bury(queue, job_id, lease=lease, reason=reason)
-        raise ValidationError(
-            'the body must be {"result": ...}, {"error": ..., "traceback": ...}, '
-            '{"release": true, "delay": ...} or {"bury": true, "reason": ...}',
-            fields=sorted(keys),
-        )
+    async def _end(self, queue: str, job_id: str, lease: str | None, body: Any) -> Job:
+        store = self.store
+        if isinstance(body, m.Fail):
+            traceback = body.traceback[:MAX_TRACEBACK] if body.traceback else None
+            return await store.fail(queue, job_id, lease=lease, error=body.error[:MAX_ERROR],
+                                    traceback=traceback, permanent=body.permanent)  # fmt: skip
+        if isinstance(body, m.LegacyRelease):
+            return await store.release(queue, job_id, lease=lease, delay=body.delay)
+        if isinstance(body, m.LegacyBury):
+            return await store.bury(queue, job_id, lease=lease, reason=body.reason)
+        return await store.finish(queue, job_id, lease=lease, result=body.result)

@@ -25,6 +25,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from tqueues import codec
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
+from tqueues.dispatcher.operation import refuse_plain_get
 from tqueues.dispatcher.requests import query_queue
 from tqueues.errors import TqueuesError
 from tqueues.stores.base import Store
@@ -99,6 +100,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     budget = request.app[settings_key].ws_buffer
     queue = query_queue(request)
     await store.get_queue(queue)  # 501 before the upgrade when the queue is missing
+    if (refused := refuse_plain_get(request)) is not None:
+        return refused
     await store.watch(queue)
     # No per-message deflate: change events are small, and compressing each cost more CPU
     # than the rest of the dispatcher's work on a job.
