@@ -416,8 +416,13 @@ class LegacyTakeQuery(LegacyQueueQuery, TakeQuery):
     count: SkipJsonSchema[int] = 1  # one job at a time on /
 
 
-class LegacyJobQuery(LegacyQueueQuery, LeaseQuery):
+class LegacyJobQuery(LegacyQueueQuery):
     id: JobId = Field(description="The job.")
+    #: Any text, as the original API took it: one that is not the job's answers 409.
+    lease: str | None = Field(
+        None, description="The lease of the take; 409 when it is not the caller's. Without "
+        "it the operation applies whoever holds the job."
+    )  # fmt: skip
 
 
 class WsQuery(LegacyQueueQuery):
