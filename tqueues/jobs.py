@@ -1,7 +1,7 @@
 """The job model: what a job is, the states it moves through and how it is written as JSON.
 
-Stores return :class:`Job` objects, never raw rows or documents; the dispatcher writes
-them as JSON with :meth:`Job.to_dict`. All times are epoch seconds (floats), all
+Stores return :class:`JobRecord` objects, never raw rows or documents; the dispatcher writes
+them as JSON with :meth:`JobRecord.to_dict`. All times are epoch seconds (floats), all
 durations seconds (floats).
 """
 
@@ -159,7 +159,7 @@ class NewJob:
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
-class Job:
+class JobRecord:
     """A stored job. Immutable: stores return a new one for every change."""
 
     id: str
@@ -198,55 +198,57 @@ class Job:
             doc["lease"] = self.lease
         return {**self.extra, **doc} if self.extra else doc
 
-    def evolve(self, **changes: Any) -> Job:
+    def evolve(self, **changes: Any) -> JobRecord:
         """A copy with ``changes`` applied. Raises TypeError for a name that is not a field.
 
         (Faster than :func:`dataclasses.replace`, which shows in profiles: every change of
         every job makes one or two copies.)
         """
         if not changes.keys() <= _JOB_FIELD_SET:
-            raise TypeError(f"not fields of Job: {sorted(changes.keys() - _JOB_FIELD_SET)}")
+            raise TypeError(f"not fields of JobRecord: {sorted(changes.keys() - _JOB_FIELD_SET)}")
         return _evolve(self, changes)
 
-    def revise(self, **changes: Any) -> Job:
+    def revise(self, **changes: Any) -> JobRecord:
         """The next revision: :meth:`evolve` with ``rev`` one higher (what every transition
         of :mod:`tqueues.lifecycle` returns)."""
         changes["rev"] = self.rev + 1
         return self.evolve(**changes)
 
-    def succeeding(self, before: Job) -> Job:
+    def succeeding(self, before: JobRecord) -> JobRecord:
         """This job as the revision after ``before``: itself when its ``rev`` already is
         ``before.rev + 1``, else a copy that says so (stores call it on what they write)."""
         return self if self.rev == before.rev + 1 else self.evolve(rev=before.rev + 1)
 
     @classmethod
-    def from_values(cls, values: Sequence[Any]) -> Job:
+    def from_values(cls, values: Sequence[Any]) -> JobRecord:
         """The job of every field's value in declaration order (a store's row), unchecked."""
         return _from_values(values)
 
 
-_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+_JOB_FIELDS = tuple(field.name for field in dataclasses.fields(JobRecord))
 _JOB_FIELD_SET = frozenset(_JOB_FIELDS)
-#: The fields of :meth:`Job.to_dict` (``extra`` is spread, the lease is a capability).
+#: The fields of :meth:`JobRecord.to_dict` (``extra`` is spread, the lease is a capability).
 _DOC_FIELDS = tuple(name for name in _JOB_FIELDS if name not in ("extra", "lease"))
 _doc_values = operator.attrgetter(*_DOC_FIELDS)
 
 
-def _compile_copiers() -> tuple[Callable[[Job, dict[str, Any]], Job], Callable[[Any], Job]]:
-    """Straight-line code that fills a new Job through its slots (as dataclasses generates
+def _compile_copiers() -> tuple[
+    Callable[[JobRecord, dict[str, Any]], JobRecord], Callable[[Any], JobRecord]
+]:
+    """Straight-line code that fills a new JobRecord through its slots (as dataclasses generates
     ``__init__``): ``evolve`` and ``from_values`` are on every store write's path, and a loop
     over the fields, or the frozen ``__init__``, cost twice as much."""
-    scope: dict[str, Any] = {"_new": object.__new__, "Job": Job}
+    scope: dict[str, Any] = {"_new": object.__new__, "JobRecord": JobRecord}
     for i, name in enumerate(_JOB_FIELDS):
-        scope[f"_set{i}"] = getattr(Job, name).__set__  # the slot's own setter
+        scope[f"_set{i}"] = getattr(JobRecord, name).__set__  # the slot's own setter
     evolve = "\n".join(
         f"    _set{i}(new, changes['{n}'] if '{n}' in changes else job.{n})"
         for i, n in enumerate(_JOB_FIELDS)
     )
     build = "\n".join(f"    _set{i}(new, values[{i}])" for i in range(len(_JOB_FIELDS)))
     source = (
-        f"def evolve(job, changes):\n    new = _new(Job)\n{evolve}\n    return new\n"
-        f"def from_values(values):\n    new = _new(Job)\n{build}\n    return new\n"
+        f"def evolve(job, changes):\n    new = _new(JobRecord)\n{evolve}\n    return new\n"
+        f"def from_values(values):\n    new = _new(JobRecord)\n{build}\n    return new\n"
     )
     exec(compile(source, "<tqueues.jobs copiers>", "exec"), scope)  # our own text only
     return scope["evolve"], scope["from_values"]
@@ -256,7 +258,7 @@ _evolve, _from_values = _compile_copiers()
 
 
 #: Fields of a job that the dispatcher owns; an update (PATCH) may not set them.
-RESERVED_FIELDS = frozenset(field.name for field in dataclasses.fields(Job))
+RESERVED_FIELDS = frozenset(field.name for field in dataclasses.fields(JobRecord))
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -267,7 +269,7 @@ class ChangeEvent:
     #: deleted: the ``event`` of the job's revision (see :mod:`tqueues.lifecycle`).
     kind: str
     queue: str
-    job: Job
+    job: JobRecord
     old_status: JobStatus | None = None
 
     def to_dict(self) -> dict[str, JSON]:

@@ -1,4 +1,4 @@
-"""The transitions of a job, as pure functions from one :class:`Job` to the next.
+"""The transitions of a job, as pure functions from one :class:`JobRecord` to the next.
 
 Every store applies these same functions, so the semantics cannot drift between stores:
 a store reads a job, calls the transition (which raises if it is not allowed) and writes
@@ -19,10 +19,18 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
-from tqueues.jobs import JSON, RESERVED_FIELDS, Job, JobStatus, NewJob, QueueConfig, new_random_id
+from tqueues.jobs import (
+    JSON,
+    RESERVED_FIELDS,
+    JobRecord,
+    JobStatus,
+    NewJob,
+    QueueConfig,
+    new_random_id,
+)
 
 
-def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = None) -> Job:
+def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = None) -> JobRecord:
     """The stored form of a newly put job, the queue's defaults filling what it left out;
     its id is ``id`` (a new random one if None).
 
@@ -31,7 +39,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
     delay = new.delay if new.delay is not None else config.delay
     ttl = new.ttl if new.ttl is not None else config.ttl
     priority = new.priority if new.priority is not None else config.priority
-    return Job(
+    return JobRecord(
         id=id if id is not None else new_random_id(),
         queue=new.queue,
         method=new.method,
@@ -49,7 +57,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
     )
 
 
-def claim(job: Job, *, lease: str, worker: str | None, now: float) -> Job:
+def claim(job: JobRecord, *, lease: str, worker: str | None, now: float) -> JobRecord:
     """A pending job taken by a worker: started, under a new lease of ``job.ttr`` seconds."""
     if job.status is not JobStatus.PENDING:
         raise InvalidTransition(f"job {job.id} is {job.status.value}, not pending")
@@ -64,7 +72,7 @@ def claim(job: Job, *, lease: str, worker: str | None, now: float) -> Job:
     )
 
 
-def _check_lease(job: Job, lease: str | None) -> None:
+def _check_lease(job: JobRecord, lease: str | None) -> None:
     if job.status.is_final:
         raise InvalidTransition(f"job {job.id} is already {job.status.value}", status=job.status)
     if lease is not None and (job.status is not JobStatus.STARTED or job.lease != lease):
@@ -75,7 +83,9 @@ def _check_lease(job: Job, lease: str | None) -> None:
         )
 
 
-def update(job: Job, fields: Mapping[str, JSON], *, lease: str | None, now: float) -> Job:
+def update(
+    job: JobRecord, fields: Mapping[str, JSON], *, lease: str | None, now: float
+) -> JobRecord:
     """Merge ``fields`` into the job's own fields; with a lease, also extend the lease (touch)."""
     reserved = sorted(set(fields) & RESERVED_FIELDS)
     if reserved:
@@ -90,7 +100,7 @@ def update(job: Job, fields: Mapping[str, JSON], *, lease: str | None, now: floa
     return job.revise(**changes)
 
 
-def finish(job: Job, *, lease: str | None, result: JSON, now: float) -> Job:
+def finish(job: JobRecord, *, lease: str | None, result: JSON, now: float) -> JobRecord:
     """The job done, with ``result`` kept."""
     _check_lease(job, lease)
     return job.revise(
@@ -104,7 +114,7 @@ def finish(job: Job, *, lease: str | None, result: JSON, now: float) -> Job:
 
 
 def fail(
-    job: Job,
+    job: JobRecord,
     *,
     lease: str | None,
     error: str,
@@ -112,7 +122,7 @@ def fail(
     now: float,
     backoff: Callable[[int], float],
     permanent: bool = False,
-) -> Job:
+) -> JobRecord:
     """A failed run: retried after ``backoff(attempts)`` seconds while attempts remain.
 
     Out of attempts, the job is buried with its error; a ``permanent`` failure (one no
@@ -130,7 +140,9 @@ def fail(
     return job.revise(status=JobStatus.BURIED, event="buried", **common)
 
 
-def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bool = False) -> Job:
+def release(
+    job: JobRecord, *, lease: str | None, delay: float, now: float, to_end: bool = False
+) -> JobRecord:
     """The job given back untried (its attempt is not counted), takeable after ``delay``.
 
     It keeps its place in the queue, unless ``to_end`` (requeue) puts it behind every
@@ -151,13 +163,13 @@ def release(job: Job, *, lease: str | None, delay: float, now: float, to_end: bo
     )
 
 
-def touch(job: Job, *, lease: str, ttr: float | None, now: float) -> Job:
+def touch(job: JobRecord, *, lease: str, ttr: float | None, now: float) -> JobRecord:
     """The lease extended to ``ttr`` (default: the job's ttr) seconds from now."""
     _check_lease(job, lease)
     return job.revise(lease_expires=now + (ttr if ttr is not None else job.ttr), event="touched")
 
 
-def outlive(job: Job, *, now: float) -> Job:
+def outlive(job: JobRecord, *, now: float) -> JobRecord:
     """A waiting job whose ttl ran out, buried (a queue that deletes such jobs removes it)."""
     if (
         job.expires_at is None
@@ -176,7 +188,7 @@ def outlive(job: Job, *, now: float) -> Job:
     )
 
 
-def expire(job: Job, *, now: float) -> Job:
+def expire(job: JobRecord, *, now: float) -> JobRecord:
     """A started job whose lease ran out: pending again, or buried when out of attempts."""
     if job.status is not JobStatus.STARTED or job.lease_expires is None:
         raise InvalidTransition(f"job {job.id} holds no lease")
@@ -194,14 +206,14 @@ def expire(job: Job, *, now: float) -> Job:
     return job.revise(status=JobStatus.PENDING, lease=None, lease_expires=None, event="expired")
 
 
-def promote(job: Job, *, now: float) -> Job:
+def promote(job: JobRecord, *, now: float) -> JobRecord:
     """A delayed job whose time has come: pending."""
     if job.status is not JobStatus.DELAYED or job.ready_at > now:
         raise InvalidTransition(f"job {job.id} is not due")
     return job.revise(status=JobStatus.PENDING, event="promoted")
 
 
-def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
+def bury(job: JobRecord, *, lease: str | None, reason: str | None, now: float) -> JobRecord:
     """Set the job aside (dead-letter) until an operator kicks it; ``reason`` kept as error."""
     _check_lease(job, lease)
     if job.status is JobStatus.BURIED:
@@ -219,7 +231,7 @@ def bury(job: Job, *, lease: str | None, reason: str | None, now: float) -> Job:
 KICKABLE = (JobStatus.BURIED, JobStatus.DELAYED, JobStatus.FAILED)
 
 
-def kick(job: Job, *, now: float) -> Job:
+def kick(job: JobRecord, *, now: float) -> JobRecord:
     """A buried, failed or delayed job, pending at the end of the queue (an operator's call).
 
     A buried or failed job gets its attempts renewed (``attempts`` 0: its whole

@@ -7,7 +7,7 @@ and the build is nitpicky (every reference must resolve). This extension resolve
 ``missing-reference``:
 
 * a short name, to what it names in the module of the docstring (``:class:`Job``` in
-  :mod:`tqueues.lifecycle` is the :class:`tqueues.jobs.Job` that module imports);
+  :mod:`tqueues.lifecycle` is the :class:`tqueues.jobs.JobRecord` that module imports);
 * a name under one of :data:`ALIASES`' prefixes, to the same object under its public name;
 * else, to the one documented object whose full name ends with it (none or several: the
   reference stays broken and the build fails).

@@ -275,7 +275,7 @@ async def test_apply_many_answers_each_change_on_its_own(store: Store) -> None:
         ],
     )
     # Then each item has its own answer, and the refused ones changed nothing
-    assert [type(a).__name__ for a in answers] == ["Job", "LeaseMismatch", "JobNotFound", "Job"]
+    assert [type(a).__name__ for a in answers] == ["JobRecord", "LeaseMismatch", "JobNotFound", "JobRecord"]
     assert (await store.get("q", first.id)).result == 1
     assert (await store.get("q", second.id)).status is JobStatus.STARTED
     assert (await store.get("q", third.id)).error == "boom"
@@ -495,7 +495,7 @@ async def test_an_id_no_job_can_have_names_no_job(store: Store, job_id: str) -> 
     answers = await store.apply_many(
         "q", [(job_id, store.finish_change()), (job.id, store.finish_change(result=1))]
     )
-    assert [type(a).__name__ for a in answers] == ["JobNotFound", "Job"]
+    assert [type(a).__name__ for a in answers] == ["JobNotFound", "JobRecord"]
     # And the ids at the limit (127 bytes) are well-formed ids of no job
     for fits in ("x" * 127, "é" * 63 + "x"):
         with pytest.raises(JobNotFound):

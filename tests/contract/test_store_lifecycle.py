@@ -11,7 +11,7 @@ import pytest
 from tests.contract.test_store import new
 from tqueues import clock
 from tqueues.errors import InvalidTransition, JobNotFound, QueueNotFound, ValidationError
-from tqueues.jobs import Job, JobStatus, QueueConfig
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig
 from tqueues.stores.base import Store
 
 
@@ -104,7 +104,7 @@ async def test_kick_takes_buried_first_then_delayed_up_to_the_bound(store: Store
     assert await store.kick("q", 5) == 0
 
 
-async def failed_jobs(store: Store, count: int, queue: str = "q") -> list[Job]:
+async def failed_jobs(store: Store, count: int, queue: str = "q") -> list[JobRecord]:
     """``count`` jobs of ``queue`` failed for good (a permanent failure on their first run)."""
     await store.put_many([new(queue, args=[i]) for i in range(count)])
     taken = await store.take_many(queue, count)

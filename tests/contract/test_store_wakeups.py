@@ -14,7 +14,7 @@ import collections
 from collections.abc import Callable
 
 from tqueues import clock, lifecycle
-from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
+from tqueues.jobs import JobRecord, JobStatus, NewJob, QueueConfig
 from tqueues.stores.base import Store
 
 DEADLINE = 20.0  # seconds any wait here may take
@@ -33,7 +33,7 @@ def new(n: int) -> NewJob:
     return NewJob(queue="q", method="m:f", args=[n])
 
 
-async def park(store: Store, n: int, poll: float) -> list[asyncio.Task[Job | None]]:
+async def park(store: Store, n: int, poll: float) -> list[asyncio.Task[JobRecord | None]]:
     """``n`` takers waiting in line on the empty queue ``q``."""
     takers = [
         asyncio.create_task(store.take("q", worker=f"w{i}", wait=DEADLINE * 3, poll=poll))
@@ -43,7 +43,7 @@ async def park(store: Store, n: int, poll: float) -> list[asyncio.Task[Job | Non
     return takers
 
 
-async def stop(takers: list[asyncio.Task[Job | None]]) -> None:
+async def stop(takers: list[asyncio.Task[JobRecord | None]]) -> None:
     for taker in takers:
         taker.cancel()
     await asyncio.gather(*takers, return_exceptions=True)

@@ -63,7 +63,7 @@ bodies = st.one_of(
     .map(json.dumps)
     .map(str.encode),
 )
-#: Job ids as a client may send them: any text (NUL bytes and other controls, accents,
+#: JobRecord ids as a client may send them: any text (NUL bytes and other controls, accents,
 #: emoji), and ids around the longest a store can hold (127 bytes of UTF-8).
 LONG_IDS = ["x" * 127, "x" * 128, "é" * 63 + "x", "é" * 64, "\U0001f389" * 32, "x" * 200]
 job_ids = (

@@ -8,12 +8,12 @@ import pytest
 
 from tqueues import lifecycle
 from tqueues.errors import InvalidTransition, LeaseMismatch, ValidationError
-from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig, new_leases
+from tqueues.jobs import JobRecord, JobStatus, NewJob, QueueConfig, new_leases
 
 NOW = 1_000_000.0
 
 
-def pending(**options: object) -> Job:
+def pending(**options: object) -> JobRecord:
     new = NewJob.from_request({"queue": "q", "method": "m:f", **options})
     return lifecycle.create(new, QueueConfig("q", ttr=10, max_attempts=2), now=NOW)
 

@@ -33,7 +33,7 @@ from tqueues.errors import (
     StoreUnavailable,
     ValidationError,
 )
-from tqueues.jobs import Job, JobStatus, NewJob, QueueConfig
+from tqueues.jobs import JobRecord, JobStatus, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
 from tqueues.stores.hub import ChangesMissed
 from tqueues.stores.rethinkdb import (
@@ -53,12 +53,12 @@ T = ql2_pb2.Term.TermType
 NOW = 1_700_000_000.123456
 
 
-def pending(**options: object) -> Job:
+def pending(**options: object) -> JobRecord:
     new = NewJob.from_request({"queue": "q", "method": "m:f", **options})
     return lifecycle.create(new, QueueConfig("q", ttr=10, max_attempts=2), now=NOW)
 
 
-def started(job: Job | None = None) -> Job:
+def started(job: JobRecord | None = None) -> JobRecord:
     return lifecycle.claim(job or pending(), lease="L", worker="w", now=NOW + 1)
 
 
@@ -133,7 +133,7 @@ def some_backoff(attempt: int) -> float:
     ],
 )
 def test_change_kind_matches_what_the_base_store_publishes(
-    before: Job | None, after: Job | None, kind: str
+    before: JobRecord | None, after: JobRecord | None, kind: str
 ) -> None:
     assert change_kind(before, after) == kind
 

@@ -16,7 +16,7 @@ import pytest
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
 from tqueues.errors import StoreUnavailable
-from tqueues.jobs import Job, NewJob, QueueConfig
+from tqueues.jobs import JobRecord, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings
 from tqueues.stores.primitives import Primitives
 from tqueues.stores.sqlite import SQLiteStore
@@ -242,7 +242,7 @@ async def test_the_outcomes_of_jobs_just_taken_need_no_read(tmp_path: Path) -> N
         assert [sql for sql in statements if sql.startswith("SELECT")]
 
 
-async def _one_taken(store: SQLiteStore) -> Job:
+async def _one_taken(store: SQLiteStore) -> JobRecord:
     """Queue ``q`` with one job, taken."""
     await store.create_queue(QueueConfig("q"))
     await store.put(JOB)

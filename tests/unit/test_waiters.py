@@ -2,7 +2,7 @@
 job, the longest-waiting first; a taker leaves the line at once, wherever it stands; a
 woken taker that found nothing keeps its place; no wake-up is lost.
 
-The real WaitLine on a real event loop; the takers are tasks, the jobs real Job objects.
+The real WaitLine on a real event loop; the takers are tasks, the jobs real JobRecord objects.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from tqueues import clock, lifecycle
-from tqueues.jobs import Job, NewJob, QueueConfig
+from tqueues.jobs import JobRecord, NewJob, QueueConfig
 from tqueues.stores.waiters import Waited, Waiter, WaitLine
 
 DEADLINE = 10.0  # seconds any wait here may take
@@ -26,7 +26,7 @@ class Line:
     """A WaitLine, what it gave back, and its counters."""
 
     def __init__(self) -> None:
-        self.given_back: list[Job] = []
+        self.given_back: list[JobRecord] = []
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
         )
@@ -52,7 +52,7 @@ async def until(condition: Callable[[], Any]) -> None:
         await asyncio.sleep(0.001)
 
 
-def job(n: int = 0) -> Job:
+def job(n: int = 0) -> JobRecord:
     return lifecycle.create(
         NewJob(queue="q", method="m:f", args=[n]), QueueConfig("q"), now=clock.now()
     )

@@ -58,7 +58,7 @@ from tqueues.errors import (
 )
 from tqueues.ids import validate_job_id
 from tqueues.jobs import (
-    Job,
+    JobRecord,
     JobStatus,
     QueueConfig,
     validate_queue_name,
@@ -105,7 +105,7 @@ class RestView(web.View, aiohttp_cors.CorsViewMixin):
         query: m.LeaseQuery = query_of(self.request)
         return query.lease
 
-    def hand_over(self, jobs: list[Job]) -> None:
+    def hand_over(self, jobs: list[JobRecord]) -> None:
         """Check that the taker is still there for ``jobs``; if it went away, give them back
         at once (not after their ttr) and answer 503."""
         transport = self.request.transport

@@ -39,7 +39,7 @@ from tqueues.dispatcher.requests import parse_json
 from tqueues.dispatcher.rest import RestView, as_missing
 from tqueues.dispatcher.taking import take_queues
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
-from tqueues.jobs import Job
+from tqueues.jobs import JobRecord
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ class TakeStream(RestView):
             self.store.give_back(jobs)  # whether the frame went out is unknown
             raise
 
-    async def _take(self, data: bytes | str) -> tuple[dict[str, Any], list[Job]]:
+    async def _take(self, data: bytes | str) -> tuple[dict[str, Any], list[JobRecord]]:
         """The answer to one take, and the jobs it hands over; never raises but
         CancelledError (a take cancelled mid-claim gives back what it got)."""
         ref = None

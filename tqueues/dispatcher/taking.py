@@ -16,7 +16,7 @@ from tqueues.dispatcher.operation import body_of, query_of
 from tqueues.dispatcher.rest import RestView, as_missing, json_response
 from tqueues.errors import QueueNotFound, TqueuesError, ValidationError
 from tqueues.ids import validate_job_id
-from tqueues.jobs import Job
+from tqueues.jobs import JobRecord
 
 
 class Take(RestView):
@@ -66,7 +66,7 @@ class Outcomes(RestView):
 
     async def post(self) -> web.Response:
         """Apply ``{"outcomes": [{"id", "lease", "action", ...its fields}, ...]}`` (1 to
-        MAX_OUTCOMES): 200 ``{"results": [{"job": Job} | {"error": Error}, ...]}`` in order.
+        MAX_OUTCOMES): 200 ``{"results": [{"job": JobRecord} | {"error": Error}, ...]}`` in order.
 
         Every item is validated before any is applied (a 400 names the first bad one,
         ``outcomes[i]``, and its field). Then each is applied on its own, exactly as
@@ -116,15 +116,15 @@ class Outcomes(RestView):
         )
 
 
-def _result(answer: Job | BaseException) -> dict[str, Any]:
-    if isinstance(answer, Job):
+def _result(answer: JobRecord | BaseException) -> dict[str, Any]:
+    if isinstance(answer, JobRecord):
         return {"job": answer.to_dict()}
     return _error_result(answer)
 
 
-def _brief_result(answer: Job | BaseException) -> dict[str, Any]:
+def _brief_result(answer: JobRecord | BaseException) -> dict[str, Any]:
     """An item of a ``brief`` answer: the job's id and new status, not the whole job."""
-    if isinstance(answer, Job):
+    if isinstance(answer, JobRecord):
         return {"stored": {"id": answer.id, "status": answer.status.value}}
     return _error_result(answer)
 

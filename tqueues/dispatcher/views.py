@@ -28,11 +28,11 @@ from tqueues.dispatcher.keys import store_key
 from tqueues.dispatcher.operation import body_of, query_of
 from tqueues.errors import QueueEmpty
 from tqueues.ids import validate_job_id
-from tqueues.jobs import Job, QueueConfig
+from tqueues.jobs import JobRecord, QueueConfig
 from tqueues.stores.base import Store
 
 
-def job_response(job: Job, *, with_lease: bool = False) -> web.Response:
+def job_response(job: JobRecord, *, with_lease: bool = False) -> web.Response:
     """A job as the JSON answer."""
     return web.json_response(job.to_dict(with_lease=with_lease), dumps=codec.dumps_str)
 
@@ -115,7 +115,7 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         body = await body_of(self.request)
         return job_response(await self._end(query.queue, job_id, query.lease, body))
 
-    async def _end(self, queue: str, job_id: str, lease: str | None, body: Any) -> Job:
+    async def _end(self, queue: str, job_id: str, lease: str | None, body: Any) -> JobRecord:
         store = self.store
         if isinstance(body, m.Fail):
             traceback = body.traceback[:MAX_TRACEBACK] if body.traceback else None

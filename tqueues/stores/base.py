@@ -29,7 +29,7 @@ from tqueues.errors import (
 )
 from tqueues.jobs import (
     JSON,
-    Job,
+    JobRecord,
     JobStatus,
     NewJob,
     QueueStats,
@@ -54,7 +54,7 @@ class Store(Primitives):
     def __init__(self, *, retry: RetryPolicy | None = None) -> None:
         self.hub = ChangeHub()
         self.retry = retry or RetryPolicy()
-        self._background: set[asyncio.Future[Job]] = set()
+        self._background: set[asyncio.Future[JobRecord]] = set()
         #: events per queue since this store was created (this process only)
         self.counters: dict[str, collections.Counter[str]] = collections.defaultdict(
             collections.Counter
@@ -66,12 +66,12 @@ class Store(Primitives):
 
     # -- operations, written once ------------------------------------------------------------
 
-    def record(self, job: Job, before: Job | None = None) -> None:
+    def record(self, job: JobRecord, before: JobRecord | None = None) -> None:
         """Count a change this process made and publish it."""
         self.counters[job.queue][job.event] += 1
         self.publish(job, before)
 
-    def publish(self, job: Job, before: Job | None = None) -> None:
+    def publish(self, job: JobRecord, before: JobRecord | None = None) -> None:
         """Tell the hub about a change this process made (stores with feeds override).
 
         The kind of change is ``job.event``; ``before`` is the job before it (a claim,
@@ -82,7 +82,7 @@ class Store(Primitives):
             old_status = JobStatus.PENDING
         self.hub.publish_job(job, old_status)
 
-    async def put(self, new: NewJob) -> Job:
+    async def put(self, new: NewJob) -> JobRecord:
         """Enqueue a job with the queue's defaults; durable when this returns.
 
         Raises QueueNotFound.
@@ -91,7 +91,7 @@ class Store(Primitives):
         job = lifecycle.create(new, config, now=clock.now(), id=self.new_id())
         return await asyncio.shield(self._insert_and_publish(job))
 
-    async def _insert_and_publish(self, job: Job) -> Job:
+    async def _insert_and_publish(self, job: JobRecord) -> JobRecord:
         handing = self.hands_off and job.status is JobStatus.PENDING
         waiter = self._waiters.choose(job.queue) if handing else None
         if waiter is None:
@@ -105,7 +105,7 @@ class Store(Primitives):
         # never told was stored, and whose retry runs it again: at least once.)
         handed = False
 
-        def hand(claimed: list[Job]) -> None:
+        def hand(claimed: list[JobRecord]) -> None:
             # Once only, whoever calls first (the commit, or the put below): a second
             # call would find the taker served and give back the job it is running.
             nonlocal handed
@@ -136,7 +136,7 @@ class Store(Primitives):
             self.record(taken)
         return job
 
-    async def put_many(self, jobs: Sequence[NewJob]) -> list[Job]:
+    async def put_many(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
         """Enqueue several jobs in one durable write. Raises QueueNotFound."""
         now = clock.now()
         configs = {name: await self.get_queue(name) for name in {new.queue for new in jobs}}
@@ -145,7 +145,7 @@ class Store(Primitives):
         ]
         return await asyncio.shield(self._insert_many_and_publish(created))
 
-    async def _insert_many_and_publish(self, jobs: list[Job]) -> list[Job]:
+    async def _insert_many_and_publish(self, jobs: list[JobRecord]) -> list[JobRecord]:
         stored = await self.insert_many(jobs)
         for job in stored:
             self.record(job)
@@ -153,7 +153,7 @@ class Store(Primitives):
 
     async def take(
         self, queue: str, *, worker: str | None = None, wait: float = 0.0, poll: float = 5.0
-    ) -> Job | None:
+    ) -> JobRecord | None:
         """Claim the next pending job, waiting up to ``wait`` seconds for one; None if none came.
 
         Wakes as soon as the hub reports a pending job in the queue; as a safety net,
@@ -171,7 +171,7 @@ class Store(Primitives):
         worker: str | None = None,
         wait: float = 0.0,
         poll: float = 5.0,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Claim up to ``count`` pending jobs in one store write, waiting up to ``wait``
         seconds for the first; an empty list if none came.
 
@@ -190,7 +190,7 @@ class Store(Primitives):
         worker: str | None = None,
         wait: float = 0.0,
         poll: float = 5.0,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Claim up to ``count`` pending jobs of the first of ``queues`` (in that order)
         that has any, in one store write, waiting up to ``wait`` seconds for a job in any
         of them; an empty list if none came. The jobs all come from one queue.
@@ -237,18 +237,18 @@ class Store(Primitives):
 
     async def _claim_and_publish(
         self, queues: Sequence[str], count: int, worker: str | None
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         jobs = await self.claim_first(queues, count, worker=worker, now=clock.now())
         for job in jobs:
             self.record(job)
         return jobs
 
-    def _give_back(self, claiming: asyncio.Future[list[Job]]) -> None:
+    def _give_back(self, claiming: asyncio.Future[list[JobRecord]]) -> None:
         if claiming.cancelled() or claiming.exception() is not None:
             return
         self.give_back(claiming.result())
 
-    def give_back(self, jobs: Sequence[Job]) -> None:
+    def give_back(self, jobs: Sequence[JobRecord]) -> None:
         """Release claimed jobs nobody will run (their taker went away), in the background,
         so the caller's cancellation cannot cut it short. A release that fails is logged;
         the job's lease then expires as usual."""
@@ -257,7 +257,7 @@ class Store(Primitives):
             self._background.add(task)
             task.add_done_callback(self._gave_back)
 
-    def _gave_back(self, task: asyncio.Future[Job]) -> None:
+    def _gave_back(self, task: asyncio.Future[JobRecord]) -> None:
         self._background.discard(task)
         if not task.cancelled() and (exc := task.exception()) is not None:
             log.warning(
@@ -266,20 +266,20 @@ class Store(Primitives):
                 extra={"action": "give_back_failed"},
             )
 
-    async def apply(self, queue: str, job_id: str, change: Mutation) -> Job:
+    async def apply(self, queue: str, job_id: str, change: Mutation) -> JobRecord:
         """Write ``change`` (see the ``*_change`` methods) to the job and publish it; the job
         after it. Runs to the end even if the caller is cancelled. Raises JobNotFound and
         whatever ``change`` raises."""
         return await asyncio.shield(self._mutate_and_publish(queue, job_id, change))
 
-    async def _mutate_and_publish(self, queue: str, job_id: str, change: Mutation) -> Job:
+    async def _mutate_and_publish(self, queue: str, job_id: str, change: Mutation) -> JobRecord:
         before, after = await self.mutate(queue, job_id, change)
         self.record(after, before)
         return after
 
     async def apply_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[Job | TqueuesError]:
+    ) -> list[JobRecord | TqueuesError]:
         """Apply each ``(job id, change)`` as :meth:`apply` would, in one store write where
         the store can; per item, the job after its change or the error it alone got
         (JobNotFound, LeaseMismatch, InvalidTransition, QueueNotFound, StoreUnavailable...),
@@ -289,12 +289,12 @@ class Store(Primitives):
 
     async def _mutate_many_and_publish(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[Job | TqueuesError]:
+    ) -> list[JobRecord | TqueuesError]:
         try:
             results = await self.mutate_many(queue, changes)
         except (QueueNotFound, StoreUnavailable) as exc:  # each item's answer
             return [exc] * len(changes)
-        answers: list[Job | TqueuesError] = []
+        answers: list[JobRecord | TqueuesError] = []
         for result in results:
             if isinstance(result, TqueuesError):
                 answers.append(result)
@@ -330,7 +330,7 @@ class Store(Primitives):
         InvalidTransition."""
         now = clock.now()
 
-        def change(job: Job) -> Job:
+        def change(job: JobRecord) -> JobRecord:
             return lifecycle.fail(
                 job,
                 lease=lease,
@@ -373,7 +373,7 @@ class Store(Primitives):
 
     async def update(
         self, queue: str, job_id: str, fields: Mapping[str, JSON], *, lease: str | None = None
-    ) -> Job:
+    ) -> JobRecord:
         """:meth:`update_change` applied; no fields with a lease is a :meth:`touch`.
         Raises JobNotFound and what the change raises."""
         if not fields and lease is not None:
@@ -382,7 +382,7 @@ class Store(Primitives):
 
     async def finish(
         self, queue: str, job_id: str, *, lease: str | None = None, result: JSON = None
-    ) -> Job:
+    ) -> JobRecord:
         """:meth:`finish_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
         return await self.apply(queue, job_id, self.finish_change(lease=lease, result=result))
@@ -396,7 +396,7 @@ class Store(Primitives):
         error: str,
         traceback: str | None = None,
         permanent: bool = False,
-    ) -> Job:
+    ) -> JobRecord:
         """:meth:`fail_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
         change = self.fail_change(
@@ -412,25 +412,27 @@ class Store(Primitives):
         lease: str | None = None,
         delay: float = 0.0,
         to_end: bool = False,
-    ) -> Job:
+    ) -> JobRecord:
         """:meth:`release_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
         change = self.release_change(lease=lease, delay=delay, to_end=to_end)
         return await self.apply(queue, job_id, change)
 
-    async def touch(self, queue: str, job_id: str, *, lease: str, ttr: float | None = None) -> Job:
+    async def touch(
+        self, queue: str, job_id: str, *, lease: str, ttr: float | None = None
+    ) -> JobRecord:
         """:meth:`touch_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
         return await self.apply(queue, job_id, self.touch_change(lease=lease, ttr=ttr))
 
     async def bury(
         self, queue: str, job_id: str, *, lease: str | None = None, reason: str | None = None
-    ) -> Job:
+    ) -> JobRecord:
         """:meth:`bury_change` applied. Raises JobNotFound, LeaseMismatch,
         InvalidTransition."""
         return await self.apply(queue, job_id, self.bury_change(lease=lease, reason=reason))
 
-    async def kick_job(self, queue: str, job_id: str) -> Job:
+    async def kick_job(self, queue: str, job_id: str) -> JobRecord:
         """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition."""
         return await self.apply(queue, job_id, self.kick_change())
 
@@ -458,7 +460,7 @@ class Store(Primitives):
                 return kicked
         return 0
 
-    async def delete(self, queue: str, job_id: str) -> Job:
+    async def delete(self, queue: str, job_id: str) -> JobRecord:
         """Delete any job (an operator's call); the job as it was. Raises JobNotFound."""
         job = await self.remove(queue, job_id)
         self.record(job.evolve(event="deleted"), job)

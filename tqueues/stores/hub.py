@@ -17,7 +17,7 @@ from types import TracebackType
 
 from tqueues import codec
 from tqueues.errors import TqueuesError
-from tqueues.jobs import ChangeEvent, Job, JobStatus
+from tqueues.jobs import ChangeEvent, JobRecord, JobStatus
 
 
 class ChangesMissed(TqueuesError):
@@ -226,7 +226,7 @@ class ChangeHub:
         if event.job.status is JobStatus.PENDING:
             self.notify_ready(event.queue, 1)
 
-    def publish_job(self, job: Job, old_status: JobStatus | None) -> None:
+    def publish_job(self, job: JobRecord, old_status: JobStatus | None) -> None:
         """:meth:`publish` the change that made ``job`` (its ``event``), the event built
         only when the queue has subscribers (most changes have none to tell)."""
         if self._subscribers.get(job.queue):

@@ -17,16 +17,16 @@ from types import TracebackType
 from typing import ClassVar, Self
 
 from tqueues.errors import TqueuesError
-from tqueues.jobs import Job, JobStatus, QueueConfig, new_random_id
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_random_id
 
-Mutation = Callable[[Job], Job]
+Mutation = Callable[[JobRecord], JobRecord]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Page:
     """One page of a listing and the cursor of the next (None on the last page)."""
 
-    jobs: list[Job]
+    jobs: list[JobRecord]
     next_cursor: str | None
 
 
@@ -99,19 +99,19 @@ class Primitives(abc.ABC):
         """How many jobs the queue holds in each status (index counts). Raises QueueNotFound."""
 
     @abc.abstractmethod
-    async def remove(self, queue: str, job_id: str) -> Job:
+    async def remove(self, queue: str, job_id: str) -> JobRecord:
         """Delete the job whatever its status; the job as it was. Raises JobNotFound."""
 
     @abc.abstractmethod
-    async def peek(self, queue: str, status: JobStatus) -> Job | None:
+    async def peek(self, queue: str, status: JobStatus) -> JobRecord | None:
         """The job of ``status`` that comes next, or None: for pending, the one a take gets;
         for delayed, the one due first; otherwise the oldest. Raises QueueNotFound."""
 
     @abc.abstractmethod
-    async def insert(self, job: Job) -> Job:
+    async def insert(self, job: JobRecord) -> JobRecord:
         """Store a new job durably before returning. Raises QueueNotFound."""
 
-    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+    async def insert_many(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         """Store several new jobs durably; all or nothing where the backend allows.
 
         The default inserts one at a time; stores override it with a batch write.
@@ -122,7 +122,7 @@ class Primitives(abc.ABC):
     @abc.abstractmethod
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Atomically take up to ``count`` of the most urgent pending jobs (lowest priority,
         then oldest ``ready_at``), in one write where the store can; fewer, or none, when
         fewer are pending.
@@ -135,7 +135,7 @@ class Primitives(abc.ABC):
 
     async def claim_first(
         self, queues: Sequence[str], count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """:meth:`claim_many` on the first of ``queues`` (in that order) that has pending
         jobs; none when none has. Raises QueueNotFound (before claiming anything where the
         store checks every queue first, as the embedded store does in one operation; the
@@ -146,20 +146,20 @@ class Primitives(abc.ABC):
                 return jobs
         return []
 
-    async def claim(self, queue: str, *, worker: str | None, now: float) -> Job | None:
+    async def claim(self, queue: str, *, worker: str | None, now: float) -> JobRecord | None:
         """:meth:`claim_many` of one: the job, or None when none is pending."""
         jobs = await self.claim_many(queue, 1, worker=worker, now=now)
         return jobs[0] if jobs else None
 
     async def insert_and_claim(
         self,
-        job: Job,
+        job: JobRecord,
         count: int,
         *,
         worker: str | None,
         now: float,
-        committed: Callable[[list[Job]], None] | None = None,
-    ) -> tuple[Job, list[Job]]:
+        committed: Callable[[list[JobRecord]], None] | None = None,
+    ) -> tuple[JobRecord, list[JobRecord]]:
         """Store a new pending job durably and claim up to ``count`` pending jobs of its
         queue (as :meth:`claim_many`: the most urgent first, the new job among them) in
         one write; the job as stored, and the claimed jobs.
@@ -173,11 +173,13 @@ class Primitives(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} does not hand jobs off")
 
     @abc.abstractmethod
-    async def get(self, queue: str, job_id: str) -> Job:
+    async def get(self, queue: str, job_id: str) -> JobRecord:
         """The job. Raises QueueNotFound, :class:`~tqueues.errors.JobNotFound`."""
 
     @abc.abstractmethod
-    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
+    async def mutate(
+        self, queue: str, job_id: str, change: Mutation
+    ) -> tuple[JobRecord, JobRecord]:
         """Apply ``change`` to the job atomically; return (before, after).
 
         ``change`` is a pure function of the job that raises to refuse; the store writes its
@@ -187,7 +189,7 @@ class Primitives(abc.ABC):
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[tuple[Job, Job] | TqueuesError]:
+    ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
         """Apply each ``(job id, change)`` as :meth:`mutate` does; per item (before, after)
         or the TqueuesError it alone raised (JobNotFound, what its change raised,
         StoreUnavailable).

@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
 from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable, TqueuesError
-from tqueues.jobs import Job, JobStatus, QueueConfig, new_leases, new_ordered_id
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.groupcommit import GroupCommit
@@ -201,7 +201,7 @@ class SQLiteStore(Store):
         #: a moment ago needs no read. Used and changed on the store's thread only; what
         #: is rolled back or deleted is dropped from it; a write that finds the row at
         #: another revision fails (see _write), so it can never write over newer data.
-        self._started: dict[str, Job] = {}
+        self._started: dict[str, JobRecord] = {}
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -436,7 +436,7 @@ class SQLiteStore(Store):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def insert(self, job: Job) -> Job:
+    async def insert(self, job: JobRecord) -> JobRecord:
         await self.get_queue(job.queue)
 
         def insert() -> None:
@@ -446,7 +446,7 @@ class SQLiteStore(Store):
         await self._run(insert, cheap=True)
         return job
 
-    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+    async def insert_many(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         for queue in {job.queue for job in jobs}:
             await self.get_queue(queue)
 
@@ -457,7 +457,7 @@ class SQLiteStore(Store):
         await self._run(insert_many)
         return list(jobs)
 
-    def _write(self, conn: sqlite3.Connection, before: Job, after: Job) -> Job:
+    def _write(self, conn: sqlite3.Connection, before: JobRecord, after: JobRecord) -> JobRecord:
         after = after.succeeding(before)
         values = to_row(after)
         cursor = conn.execute(UPDATE, [*values[2:], before.id, before.rev])
@@ -468,7 +468,7 @@ class SQLiteStore(Store):
         self._keep(after, values)
         return after
 
-    def _keep(self, job: Job, row: list[Any]) -> None:
+    def _keep(self, job: JobRecord, row: list[Any]) -> None:
         """Keep ``job`` (just written as ``row``) in _started if it is started and small,
         else forget any older revision of it there."""
         if job.status is JobStatus.STARTED and sum(map(len, json_texts(row))) <= MAX_KEPT_TEXT:
@@ -480,18 +480,18 @@ class SQLiteStore(Store):
 
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         return await self.claim_first((queue,), count, worker=worker, now=now)
 
     async def claim_first(
         self, queues: Sequence[str], count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """One operation: the claim of each queue in turn until one has jobs."""
         for queue in queues:
             await self.get_queue(queue)
         leases = new_leases(count)
 
-        def claim_first() -> list[Job]:
+        def claim_first() -> list[JobRecord]:
             with self._transaction() as conn:
                 for queue in queues:
                     claimed = self._claim(conn, queue, leases, worker, now)
@@ -503,13 +503,13 @@ class SQLiteStore(Store):
 
     async def insert_and_claim(
         self,
-        job: Job,
+        job: JobRecord,
         count: int,
         *,
         worker: str | None,
         now: float,
-        committed: Callable[[list[Job]], None] | None = None,
-    ) -> tuple[Job, list[Job]]:
+        committed: Callable[[list[JobRecord]], None] | None = None,
+    ) -> tuple[JobRecord, list[JobRecord]]:
         """One operation (so one commit): the insert, then the claim; ``committed`` gets
         the claimed jobs at the commit, before the disk sync.
 
@@ -520,7 +520,7 @@ class SQLiteStore(Store):
         await self.get_queue(job.queue)
         leases = new_leases(count)
 
-        def insert_and_claim() -> list[Job]:
+        def insert_and_claim() -> list[JobRecord]:
             with self._transaction() as conn:
                 if job.status is JobStatus.PENDING and not _any_pending(conn, job.queue):
                     claimed = lifecycle.claim(job, lease=leases[0], worker=worker, now=now)
@@ -540,7 +540,7 @@ class SQLiteStore(Store):
         leases: list[str],
         worker: str | None,
         now: float,
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Claim up to ``len(leases)`` pending jobs of ``queue``, most urgent first."""
         rows = conn.execute(
             f"{SELECT_JOBS} WHERE queue = ? AND status = 'pending' "
@@ -554,12 +554,12 @@ class SQLiteStore(Store):
             claimed.append(self._write(conn, before, after))
         return claimed
 
-    def _kept(self, queue: str, job_id: str) -> Job | None:
+    def _kept(self, queue: str, job_id: str) -> JobRecord | None:
         """The started job ``job_id`` of ``queue`` as last written, if it is kept."""
         job = self._started.get(job_id)
         return job if job is not None and job.queue == queue else None
 
-    def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> Job:
+    def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> JobRecord:
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
             raise _missing(queue, job_id)
@@ -567,10 +567,10 @@ class SQLiteStore(Store):
 
     def _read_many(
         self, conn: sqlite3.Connection, queue: str, job_ids: Collection[str]
-    ) -> dict[str, Job]:
+    ) -> dict[str, JobRecord]:
         """The jobs of ``queue`` among ``job_ids``, by id (a query per READ_BATCH ids)."""
         ids = list(job_ids)
-        found: dict[str, Job] = {}
+        found: dict[str, JobRecord] = {}
         for start in range(0, len(ids), READ_BATCH):
             chunk = ids[start : start + READ_BATCH]
             marks = ", ".join("?" * len(chunk))
@@ -582,19 +582,21 @@ class SQLiteStore(Store):
             found.update((job.id, job) for job in map(job_of, rows))
         return found
 
-    async def get(self, queue: str, job_id: str) -> Job:
+    async def get(self, queue: str, job_id: str) -> JobRecord:
         await self.get_queue(queue)
 
-        def get() -> Job:
+        def get() -> JobRecord:
             assert self._conn is not None
             return self._read(self._conn, queue, job_id)
 
         return await self._run(get, cheap=True)
 
-    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
+    async def mutate(
+        self, queue: str, job_id: str, change: Mutation
+    ) -> tuple[JobRecord, JobRecord]:
         await self.get_queue(queue)
 
-        def mutate() -> tuple[Job, Job]:
+        def mutate() -> tuple[JobRecord, JobRecord]:
             with self._transaction() as conn:
                 before = self._kept(queue, job_id) or self._read(conn, queue, job_id)
                 return before, self._write(conn, before, change(before))
@@ -603,14 +605,14 @@ class SQLiteStore(Store):
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[tuple[Job, Job] | TqueuesError]:
+    ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
         """One operation (one commit): the jobs read in one query, then each change
         applied in order. A change is refused (its error handed back) before anything of
         it is written, so a refusal leaves the others applied and needs no rollback."""
         await self.get_queue(queue)
 
-        def mutate_many() -> list[tuple[Job, Job] | TqueuesError]:
-            results: list[tuple[Job, Job] | TqueuesError] = []
+        def mutate_many() -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
+            results: list[tuple[JobRecord, JobRecord] | TqueuesError] = []
             with self._transaction() as conn:
                 ids = {job_id for job_id, _ in changes}
                 current = {i: job for i in ids if (job := self._kept(queue, i)) is not None}
@@ -657,7 +659,7 @@ class SQLiteStore(Store):
                 return Page([job_of(row) for row in rows], next_cursor)
             # Row by row, each job's size the length of its columns' text: no row past the
             # one that shows the page is full is read.
-            jobs: list[Job] = []
+            jobs: list[JobRecord] = []
             size = last = 0
             with contextlib.closing(found):
                 for row in found:
@@ -670,11 +672,11 @@ class SQLiteStore(Store):
 
         return await self._run(page)
 
-    async def peek(self, queue: str, status: JobStatus) -> Job | None:
+    async def peek(self, queue: str, status: JobStatus) -> JobRecord | None:
         await self.get_queue(queue)
         order = {JobStatus.PENDING: "priority, ready_at, seq", JobStatus.DELAYED: "ready_at, seq"}
 
-        def peek() -> Job | None:
+        def peek() -> JobRecord | None:
             assert self._conn is not None
             row = self._conn.execute(
                 f"{SELECT_JOBS} WHERE queue = ? AND status = '{status.value}' "
@@ -685,10 +687,10 @@ class SQLiteStore(Store):
 
         return await self._run(peek)
 
-    async def remove(self, queue: str, job_id: str) -> Job:
+    async def remove(self, queue: str, job_id: str) -> JobRecord:
         await self.get_queue(queue)
 
-        def remove() -> Job:
+        def remove() -> JobRecord:
             with self._transaction() as conn:
                 job = self._read(conn, queue, job_id)
                 conn.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
@@ -700,8 +702,8 @@ class SQLiteStore(Store):
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)
 
-        def reap() -> tuple[list[tuple[Job, Job]], int]:
-            changes: list[tuple[Job, Job]] = []
+        def reap() -> tuple[list[tuple[JobRecord, JobRecord]], int]:
+            changes: list[tuple[JobRecord, JobRecord]] = []
             deleted = 0
             with self._transaction() as conn:
                 for sql, step in (

@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from tqueues import codec
-from tqueues.jobs import Job, JobStatus
+from tqueues.jobs import JobRecord, JobStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -63,7 +63,7 @@ CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
-COLUMNS = tuple(field.name for field in dataclasses.fields(Job))
+COLUMNS = tuple(field.name for field in dataclasses.fields(JobRecord))
 JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
 #: Reads a job row: COLUMNS in order (for :func:`job_of`), then ``seq`` (for cursors).
 SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
@@ -83,7 +83,7 @@ def dumps(value: Any) -> str:
 _job_values = operator.attrgetter(*COLUMNS)
 
 
-def to_row(job: Job) -> list[Any]:
+def to_row(job: JobRecord) -> list[Any]:
     """The job's column values, in COLUMNS order (JSON columns encoded)."""
     values = list(_job_values(job))
     for i in _JSON_POSITIONS:
@@ -92,11 +92,11 @@ def to_row(job: Job) -> list[Any]:
     return values
 
 
-def job_of(read: sqlite3.Row) -> Job:
+def job_of(read: sqlite3.Row) -> JobRecord:
     """The job of a row read with SELECT_JOBS."""
     values = list(read)[: len(COLUMNS)]
     for i in _JSON_POSITIONS:
         if values[i] is not None:
             values[i] = codec.loads(values[i])
     values[_STATUS_POSITION] = _STATUSES[values[_STATUS_POSITION]]
-    return Job.from_values(values)
+    return JobRecord.from_values(values)

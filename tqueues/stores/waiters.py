@@ -27,7 +27,7 @@ import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
-from tqueues.jobs import Job
+from tqueues.jobs import JobRecord
 
 
 @dataclasses.dataclass(eq=False)
@@ -36,7 +36,7 @@ class Waiter:
 
     count: int
     worker: str | None
-    jobs: asyncio.Future[list[Job]]
+    jobs: asyncio.Future[list[JobRecord]]
     ticket: int = 0  #: when its take first waited (smaller: earlier), kept while it waits on
     chosen: bool = False  #: a put took it off the line and is claiming for it
     woken_by: str | None = None  #: the queue whose pending job woke it to look again
@@ -44,7 +44,7 @@ class Waiter:
     #: taker that found some that way): should it find any, it wakes the next taker
     searching: bool = False
 
-    def hand(self, jobs: list[Job]) -> bool:
+    def hand(self, jobs: list[JobRecord]) -> bool:
         """Give ``jobs`` to the taker (an empty list wakes it to look for itself); False
         when it went away."""
         if self.jobs.done():
@@ -60,7 +60,7 @@ Line = collections.OrderedDict[Waiter, None]
 class Waited(NamedTuple):
     """How a :meth:`WaitLine.wait` ended."""
 
-    jobs: list[Job]  #: what a put handed over; empty: look again (or the time is up)
+    jobs: list[JobRecord]  #: what a put handed over; empty: look again (or the time is up)
     #: the look is a search (see :attr:`Waiter.searching`): if it finds jobs, call
     #: :meth:`WaitLine.wake` with ``search=True`` for the queue they came from
     searching: bool = False
@@ -76,7 +76,7 @@ class WaitLine:
 
     def __init__(
         self,
-        give_back: Callable[[Sequence[Job]], None],
+        give_back: Callable[[Sequence[JobRecord]], None],
         counters: Mapping[str, collections.Counter[str]],
     ) -> None:
         self._give_back = give_back
@@ -196,7 +196,7 @@ class WaitLine:
         if self.signals(queues) != since:
             return Waited([])  # a job became pending while the caller looked: look again
         loop = asyncio.get_running_loop()
-        jobs: asyncio.Future[list[Job]] = loop.create_future()
+        jobs: asyncio.Future[list[JobRecord]] = loop.create_future()
         waiter = Waiter(count, worker, jobs, ticket)
         for queue in queues:
             self._join(queue, waiter)

@@ -15,13 +15,13 @@ from typing import Any
 from rethinkdb import RethinkDB
 from rethinkdb.ast import RqlQuery
 
-from tqueues.jobs import Job, JobStatus, QueueConfig, new_ordered_id
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 
 r = RethinkDB()
 r.set_loop_type("asyncio")
 
-#: Every field of a job document, in the order of :class:`Job`.
-FIELDS = tuple(field.name for field in dataclasses.fields(Job))
+#: Every field of a job document, in the order of :class:`JobRecord`.
+FIELDS = tuple(field.name for field in dataclasses.fields(JobRecord))
 FLOAT_FIELDS = frozenset({"ttr", "ready_at", "created_at"})
 OPTIONAL_FLOAT_FIELDS = frozenset({"lease_expires", "started_at", "finished_at", "expires_at"})
 INT_FIELDS = frozenset({"priority", "max_attempts", "attempts", "rev"})
@@ -48,7 +48,7 @@ ESCAPED = "escaped_keys"
 JSON_FIELDS = ("args", "kwargs", "result", "extra")
 
 
-def job_to_doc(job: Job) -> dict[str, Any]:
+def job_to_doc(job: JobRecord) -> dict[str, Any]:
     """The job as its RethinkDB document (status as its string value, ``extra`` nested);
     :func:`job_literal` is what is written."""
     doc = {name: getattr(job, name) for name in FIELDS}
@@ -56,14 +56,14 @@ def job_to_doc(job: Job) -> dict[str, Any]:
     return doc
 
 
-def job_literal(job: Job) -> RqlQuery:
+def job_literal(job: JobRecord) -> RqlQuery:
     """The job's document as the ReQL every single-document write stores: one ``r.json``
     of :func:`stored_documents` (the server parses it once; building the document as
     nested ReQL terms cost about half a millisecond of Python per job)."""
     return r.json(dumps(stored_documents([job])[0]))
 
 
-def stored_documents(jobs: Sequence[Job]) -> list[dict[str, Any]]:
+def stored_documents(jobs: Sequence[JobRecord]) -> list[dict[str, Any]]:
     """The jobs' documents (:func:`job_to_doc`) as they are stored: the keys RethinkDB
     would not keep as sent escaped (:func:`escape_key`), and ``escaped_keys: true`` on a
     document that has any, for :func:`doc_to_job`. Only documents whose JSON holds one of
@@ -106,8 +106,8 @@ def dumps(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
 
 
-def doc_to_job(doc: Mapping[str, Any]) -> Job:
-    """The :class:`Job` a RethinkDB document holds.
+def doc_to_job(doc: Mapping[str, Any]) -> JobRecord:
+    """The :class:`JobRecord` a RethinkDB document holds.
 
     Numbers are normalised (RethinkDB returns integral doubles as JSON integers); fields a
     document written by an older version lacks (``expires_at``, ``event``) take the
@@ -132,7 +132,7 @@ def doc_to_job(doc: Mapping[str, Any]) -> Job:
     fields.setdefault("kwargs", {})
     if not isinstance(fields.get("event", ""), str):
         fields["event"] = str(fields["event"])
-    return Job(**fields)
+    return JobRecord(**fields)
 
 
 def config_to_doc(config: QueueConfig) -> dict[str, Any]:
@@ -153,7 +153,7 @@ def doc_to_config(doc: Mapping[str, Any]) -> QueueConfig:
     return QueueConfig(**fields)
 
 
-def change_kind(old: Job | None, new: Job | None) -> str:
+def change_kind(old: JobRecord | None, new: JobRecord | None) -> str:
     """The kind of change that turned ``old`` into ``new`` (None: absent): the new revision's
     ``event`` (set by the transitions of :mod:`tqueues.lifecycle`), or "deleted"."""
     return "deleted" if new is None else new.event
@@ -206,7 +206,7 @@ def unescape(value: Any) -> Any:
     return value
 
 
-def format_cursor(job: Job) -> str:
+def format_cursor(job: JobRecord) -> str:
     """The cursor of the page after ``job``: its id (ids sort in creation order)."""
     return job.id
 
@@ -220,7 +220,7 @@ def parse_cursor(cursor: str | None) -> str | None:
     return job_id if _JOB_ID_RE.match(job_id) else None
 
 
-def batch_ids(jobs: Sequence[Job]) -> list[Job]:
+def batch_ids(jobs: Sequence[JobRecord]) -> list[JobRecord]:
     """The jobs of one batch with ids that sort in batch order, after the ids made before
     (:func:`~tqueues.jobs.new_ordered_id`'s first 24 hex digits, then the position as 8).
 

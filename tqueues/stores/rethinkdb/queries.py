@@ -23,7 +23,7 @@ from typing import Any
 
 from rethinkdb.ast import RqlQuery
 
-from tqueues.jobs import Job, JobStatus
+from tqueues.jobs import JobRecord, JobStatus
 from tqueues.stores.rethinkdb.documents import (
     dumps,
     job_literal,
@@ -199,7 +199,12 @@ def count_by_status(table: Any) -> RqlQuery:
 
 
 def compare_and_set(
-    table: Any, before: Job, after: Job, *, durability: str, status: JobStatus | None = None
+    table: Any,
+    before: JobRecord,
+    after: JobRecord,
+    *,
+    durability: str,
+    status: JobStatus | None = None,
 ) -> RqlQuery:
     """Replace the job by ``after`` if it is still at ``before.rev`` (and ``status``).
 
@@ -226,7 +231,7 @@ def get_many(table: Any, ids: Sequence[str]) -> RqlQuery:
 
 def compare_and_set_many(
     table: Any,
-    pairs: Sequence[tuple[Job, Job]],
+    pairs: Sequence[tuple[JobRecord, JobRecord]],
     *,
     durability: str,
     status: JobStatus | None = None,
@@ -264,7 +269,7 @@ def compare_and_set_many(
     return r.json(dumps(plan)).do(write)
 
 
-def delete_if_unchanged(table: Any, job: Job, *, durability: str) -> RqlQuery:
+def delete_if_unchanged(table: Any, job: JobRecord, *, durability: str) -> RqlQuery:
     """Delete the job if it is still at ``job.rev``: ``deleted`` 1 if so (a replace by
     null, which deletes, so the check and the delete are one atomic write)."""
     return table.get(job.id).replace(
@@ -278,7 +283,7 @@ def remove(table: Any, job_id: str, *, durability: str) -> RqlQuery:
     return table.get(job_id).delete(durability=durability, return_changes=True)
 
 
-def insert(table: Any, jobs: list[Job], *, durability: str) -> RqlQuery:
+def insert(table: Any, jobs: list[JobRecord], *, durability: str) -> RqlQuery:
     """Insert new jobs (one document, or an array of them); a taken id is an error."""
     docs = stored_documents(jobs)
     payload = r.json(dumps(docs[0] if len(docs) == 1 else docs))

@@ -32,7 +32,7 @@ from tqueues.errors import (
     TqueuesError,
 )
 from tqueues.ids import storable
-from tqueues.jobs import Job, JobStatus, QueueConfig, new_ordered_id
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
@@ -62,7 +62,7 @@ LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: that their outcome is written without reading them first; and the most JSON (in
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
 STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
-Step = Callable[..., Job]
+Step = Callable[..., JobRecord]
 
 
 class RethinkDBStore(Store):
@@ -93,7 +93,9 @@ class RethinkDBStore(Store):
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
         #: (queue, id) -> a started job as this process last wrote it (see _remember): a
         #: hint for the next change's compare-and-set, never trusted beyond it.
-        self._started: collections.OrderedDict[tuple[str, str], Job] = collections.OrderedDict()
+        self._started: collections.OrderedDict[tuple[str, str], JobRecord] = (
+            collections.OrderedDict()
+        )
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -249,16 +251,16 @@ class RethinkDBStore(Store):
 
     # -- jobs --------------------------------------------------------------------------------
 
-    async def insert(self, job: Job) -> Job:
+    async def insert(self, job: JobRecord) -> JobRecord:
         """Insert the job with ``settings.durability``. Raises QueueNotFound."""
         return (await self._insert(job.queue, [job]))[0]
 
-    async def insert_many(self, jobs: Sequence[Job]) -> list[Job]:
+    async def insert_many(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
         """Insert each queue's jobs with one write; the jobs get ids in batch order (see
         :func:`batch_ids`). Not atomic: a failure may leave some stored. Raises
         QueueNotFound."""
         renamed = batch_ids(jobs)
-        by_queue: dict[str, list[Job]] = {}
+        by_queue: dict[str, list[JobRecord]] = {}
         for job in renamed:
             by_queue.setdefault(job.queue, []).append(job)
         for queue in by_queue:
@@ -267,7 +269,7 @@ class RethinkDBStore(Store):
             await self._insert(queue, batch)
         return renamed
 
-    async def _insert(self, queue: str, jobs: list[Job]) -> list[Job]:
+    async def _insert(self, queue: str, jobs: list[JobRecord]) -> list[JobRecord]:
         await self.get_queue(queue)
         query = queries.insert(self._table(queue), jobs, **self._write_options())
         result = await self._run_on_queue(queue, query)
@@ -278,7 +280,7 @@ class RethinkDBStore(Store):
         return jobs
 
     async def _compare_and_set(
-        self, queue: str, before: Job, after: Job, *, status: JobStatus | None = None
+        self, queue: str, before: JobRecord, after: JobRecord, *, status: JobStatus | None = None
     ) -> bool:
         """Write ``after`` if the job is still at ``before.rev`` (and ``status``); False if
         it changed or vanished in between."""
@@ -294,7 +296,7 @@ class RethinkDBStore(Store):
 
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
-    ) -> list[Job]:
+    ) -> list[JobRecord]:
         """Take up to ``count`` of the most urgent pending jobs: one read, one write.
 
         Reads ``count`` + 7 candidates through the ``pending`` index (priority, then
@@ -312,7 +314,7 @@ class RethinkDBStore(Store):
         claimed.
         """
         await self.get_queue(queue)
-        claimed: list[Job] = []
+        claimed: list[JobRecord] = []
         for attempt in range(CLAIM_ROUNDS):
             need = count - len(claimed)
             candidates = queries.claim_candidates(self._table(queue), need + CLAIM_CANDIDATES - 1)
@@ -343,8 +345,8 @@ class RethinkDBStore(Store):
         return claimed
 
     async def _claim_these(
-        self, queue: str, candidates: Sequence[Job], worker: str | None, now: float
-    ) -> list[Job]:
+        self, queue: str, candidates: Sequence[JobRecord], worker: str | None, now: float
+    ) -> list[JobRecord]:
         """The ``candidates`` (pending, distinct, as read) claimed in one write, each under
         a lease of its own; those another taker won meanwhile are left out.
 
@@ -376,7 +378,11 @@ class RethinkDBStore(Store):
         return claimed
 
     async def _write_many(
-        self, queue: str, pairs: Sequence[tuple[Job, Job]], *, status: JobStatus | None = None
+        self,
+        queue: str,
+        pairs: Sequence[tuple[JobRecord, JobRecord]],
+        *,
+        status: JobStatus | None = None,
     ) -> set[str]:
         """Write each ``after`` where its job is still at ``before.rev`` (and ``status``),
         in one query (:func:`queries.compare_and_set_many`); the ids written. A document
@@ -404,7 +410,7 @@ class RethinkDBStore(Store):
                 written.add(str(new["id"]))
         return written
 
-    def _remember(self, job: Job) -> None:
+    def _remember(self, job: JobRecord) -> None:
         """Keep ``job`` (as just written) if it is started and small, else forget it; at
         most STARTED_CACHE jobs, the oldest written dropped first."""
         key = (job.queue, job.id)
@@ -426,7 +432,7 @@ class RethinkDBStore(Store):
 
     def _changed_from_cache(
         self, queue: str, job_id: str, change: Mutation
-    ) -> tuple[Job, Job] | None:
+    ) -> tuple[JobRecord, JobRecord] | None:
         """(before, after) from the job as this process last wrote it, if it keeps it and
         ``change`` accepts it; None otherwise (the caller reads the job: a refusal is only
         trusted from a fresh read, since the kept job may be stale)."""
@@ -438,7 +444,7 @@ class RethinkDBStore(Store):
         except TqueuesError:
             return None
 
-    def _undo_claim(self, claimed: Job) -> None:
+    def _undo_claim(self, claimed: JobRecord) -> None:
         """Release ``claimed`` (a claim nobody received) in the background, retrying with
         backoff while the server is unavailable, until its lease would have expired anyway.
 
@@ -450,7 +456,7 @@ class RethinkDBStore(Store):
         self._undoing.add(task)
         task.add_done_callback(self._undoing.discard)
 
-    async def _undo_claim_until_answered(self, claimed: Job) -> None:
+    async def _undo_claim_until_answered(self, claimed: JobRecord) -> None:
         loop = asyncio.get_running_loop()
         expires = claimed.lease_expires if claimed.lease_expires is not None else clock.now()
         give_up = loop.time() + max(0.0, expires - clock.now())
@@ -484,14 +490,14 @@ class RethinkDBStore(Store):
         self,
         queue: str,
         changes: Sequence[tuple[str, Mutation]],
-        results: list[tuple[Job, Job] | TqueuesError | None],
-    ) -> tuple[dict[int, tuple[Job, Job]], list[int]]:
+        results: list[tuple[JobRecord, JobRecord] | TqueuesError | None],
+    ) -> tuple[dict[int, tuple[JobRecord, JobRecord]], list[int]]:
         """The batch of :meth:`mutate_many`: (before, after) by position, from the jobs
         this process keeps or else from one ``get_all`` of the others; and the positions
         left to :meth:`mutate` on its own. Sets the errors of ``results`` the read already
         answers (JobNotFound, what a change raised). Raises QueueNotFound,
         StoreUnavailable."""
-        planned: dict[int, tuple[Job, Job]] = {}
+        planned: dict[int, tuple[JobRecord, JobRecord]] = {}
         unread: list[int] = []
         alone: list[int] = []
         seen: set[str] = set()
@@ -522,7 +528,7 @@ class RethinkDBStore(Store):
                 results[index] = exc
         return planned, alone
 
-    async def get(self, queue: str, job_id: str) -> Job:
+    async def get(self, queue: str, job_id: str) -> JobRecord:
         """The job. Raises QueueNotFound, JobNotFound (also for an id no job can have,
         which the server would refuse as a key: see :func:`tqueues.ids.storable`)."""
         await self.get_queue(queue)
@@ -531,7 +537,9 @@ class RethinkDBStore(Store):
             raise _job_not_found(queue, job_id)
         return doc_to_job(doc)
 
-    async def mutate(self, queue: str, job_id: str, change: Mutation) -> tuple[Job, Job]:
+    async def mutate(
+        self, queue: str, job_id: str, change: Mutation
+    ) -> tuple[JobRecord, JobRecord]:
         """Apply ``change`` to the job and write it if ``rev`` did not move; retry if it did.
 
         A started job this process wrote last (it claimed it, say) is changed as it was
@@ -560,7 +568,7 @@ class RethinkDBStore(Store):
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
-    ) -> list[tuple[Job, Job] | TqueuesError]:
+    ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
         """Apply each ``(job id, change)`` as :meth:`mutate` does, batched: the jobs this
         process does not keep (see :meth:`mutate`) are read in one ``get_all``, and every
         change is written in one conditional write (:func:`queries.compare_and_set_many`);
@@ -572,7 +580,7 @@ class RethinkDBStore(Store):
         failed (the write may then have been applied in part).
         """
         await self.get_queue(queue)
-        results: list[tuple[Job, Job] | TqueuesError | None] = [None] * len(changes)
+        results: list[tuple[JobRecord, JobRecord] | TqueuesError | None] = [None] * len(changes)
         planned, alone = await self._plan_many(queue, changes, results)
         for before, _ in planned.values():
             self._forget(queue, before.id)
@@ -631,7 +639,7 @@ class RethinkDBStore(Store):
         more), at most LIST_READ_GROWTH times the last (a page of jobs of about one size
         takes one read when they are large, up to three when small). Raises
         QueueNotFound."""
-        jobs: list[Job] = []
+        jobs: list[JobRecord] = []
         used, read = 0, LIST_FIRST_READ
         while True:
             # Once the page is full, one more document tells whether more follow.
@@ -657,7 +665,7 @@ class RethinkDBStore(Store):
         """The query for one page of :meth:`list_jobs` (no I/O)."""
         return queries.page(self._table(queue), cursor, limit, status)
 
-    async def peek(self, queue: str, status: JobStatus) -> Job | None:
+    async def peek(self, queue: str, status: JobStatus) -> JobRecord | None:
         """The next job of ``status`` (see :func:`queries.peek`), or None.
 
         Raises QueueNotFound.
@@ -666,7 +674,7 @@ class RethinkDBStore(Store):
         docs = await self._run_on_queue(queue, queries.peek(self._table(queue), status))
         return doc_to_job(docs[0]) if docs else None
 
-    async def remove(self, queue: str, job_id: str) -> Job:
+    async def remove(self, queue: str, job_id: str) -> JobRecord:
         """Delete the job (one atomic single-document delete); the job as it was.
 
         Raises QueueNotFound, JobNotFound (also for an id no job can have).
@@ -750,7 +758,7 @@ class RethinkDBStore(Store):
 
     # -- changes -----------------------------------------------------------------------------
 
-    def publish(self, job: Job, before: Job | None = None) -> None:
+    def publish(self, job: JobRecord, before: JobRecord | None = None) -> None:
         """Do nothing: every change, this process's own too, reaches the hub from the feeds."""
 
     async def watch(self, queue: str) -> None:
@@ -764,8 +772,8 @@ class RethinkDBStore(Store):
 
 
 def _outcome(
-    outcome: tuple[Job, Job] | BaseException,
-) -> tuple[Job, Job] | TqueuesError:
+    outcome: tuple[JobRecord, JobRecord] | BaseException,
+) -> tuple[JobRecord, JobRecord] | TqueuesError:
     """A gathered :meth:`RethinkDBStore.mutate`'s result or its TqueuesError; anything
     else it raised is raised."""
     if isinstance(outcome, TqueuesError) or isinstance(outcome, tuple):
