@@ -72,6 +72,25 @@ def claim(job: JobRecord, *, lease: str, worker: str | None, now: float) -> JobR
     )
 
 
+def put_of_handed(claimed: JobRecord) -> JobRecord:
+    """The put a job inserted already claimed (handed to a waiting taker in its put's
+    write) was: the pending revision before :func:`claim`, as :func:`create` made it.
+
+    Stores that learn of such an insert from a change feed publish this "put" before the
+    "taken", so that watchers see the same two changes as for any other job.
+    """
+    return claimed.evolve(
+        status=JobStatus.PENDING,
+        lease=None,
+        lease_expires=None,
+        attempts=claimed.attempts - 1,
+        started_at=None,
+        worker=None,
+        rev=claimed.rev - 1,
+        event="put",
+    )
+
+
 def _check_lease(job: JobRecord, lease: str | None) -> None:
     if job.status.is_final:
         raise InvalidTransition(f"job {job.id} is already {job.status.value}", status=job.status)

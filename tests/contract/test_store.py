@@ -191,6 +191,30 @@ async def test_a_handed_job_is_stored_as_the_taker_got_it(store: Store) -> None:
     await store.finish("q", again.id, lease=again.lease)
 
 
+async def test_a_handed_job_is_published_as_put_then_taken(store: Store) -> None:
+    if not store.hands_off:
+        pytest.skip(f"{type(store).__name__} does not hand jobs to waiting takers")
+    await store.create_queue(QueueConfig("q"))
+    await store.watch("q")
+    with store.hub.subscribe("q") as subscription:
+        # Given a taker waiting on an empty queue
+        taking = asyncio.create_task(store.take("q", worker="w", wait=20, poll=20))
+        await until(lambda: bool(store._waiters["q"]))
+        # When a job is put (so it is stored already claimed)
+        put = await store.put(new(args=[1]))
+        job = await asyncio.wait_for(taking, 20)
+        assert job is not None and job.id == put.id
+        events = [await asyncio.wait_for(anext(subscription), 10) for _ in range(2)]
+    # Then a watcher sees the same two changes as for any job: its put, pending, as the
+    # producer was answered, then its take, as the taker got it
+    assert [(e.kind, e.job.status, e.old_status) for e in events] == [
+        ("put", JobStatus.PENDING, None),
+        ("taken", JobStatus.STARTED, JobStatus.PENDING),
+    ]
+    assert events[0].job == put
+    assert events[1].job == job
+
+
 async def test_a_put_for_a_waiting_taker_hands_over_the_most_urgent_jobs_first(
     store: Store,
 ) -> None:

@@ -402,6 +402,11 @@ class _Evaluator:
             if not isinstance(value, dict) or field not in value:
                 raise ReqlNonExistenceError(f"No attribute `{field}` in object")
             return value[field]
+        if name == "Merge":  # objects only (what the store merges into write answers)
+            merged = dict(self.eval(args[0], env))
+            for arg in args[1:]:
+                merged.update(self.eval(arg, env))
+            return merged
         if name == "Branch":
             if self.eval(args[0], env) not in (False, None):
                 return self.eval(args[1], env)

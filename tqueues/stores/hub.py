@@ -207,8 +207,9 @@ class ChangeHub:
         #: number may have, unseen), to wake that many long-poll takers (the store's line).
         self.on_pending: collections.abc.Callable[[str, int | None], object] | None = None
 
-    def publish(self, event: ChangeEvent) -> None:
-        """Deliver ``event`` to the queue's subscribers; wake takers if a job became pending.
+    def publish(self, event: ChangeEvent, *, wake: bool = True) -> None:
+        """Deliver ``event`` to the queue's subscribers; wake takers if a job became pending
+        (unless ``wake`` is false: a job that was pending only on its way to a taker).
 
         The frame of :class:`FrameSubscription` subscribers is encoded once, here, for all.
         """
@@ -223,7 +224,7 @@ class ChangeHub:
                 else:
                     assert isinstance(subscriber, Subscription)
                     subscriber._offer(event)
-        if event.job.status is JobStatus.PENDING:
+        if wake and event.job.status is JobStatus.PENDING:
             self.notify_ready(event.queue, 1)
 
     def publish_job(self, job: JobRecord, old_status: JobStatus | None) -> None:

@@ -26,7 +26,8 @@ from typing import Any
 from rethinkdb.errors import ReqlCursorEmpty, ReqlError
 
 from tqueues.errors import QueueNotFound, StoreUnavailable
-from tqueues.jobs import ChangeEvent
+from tqueues.jobs import ChangeEvent, JobStatus
+from tqueues.lifecycle import put_of_handed
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job, r
 from tqueues.stores.rethinkdb.pool import Backoff, Pool, consume, message
@@ -170,11 +171,13 @@ class Feeds:
     def deliver(self, queue: str, change: Mapping[str, Any]) -> None:
         """Turn one changefeed message into a ChangeEvent on the hub.
 
-        A deletion is reported as "deleted", whoever made it (an operator's delete, the
-        reaper's ttl or retention purge, a truncate). The server's notice that it dropped
-        changes (its buffer overflowed) is logged and ends the queue's subscriptions with
-        ChangesMissed (WebSocket clients reconnect for a new snapshot) and wakes its
-        takers, which read the index; so does a feed that breaks.
+        A job inserted already claimed (a put handed to a waiting taker) is reported as
+        its "put" then "taken", as any other job. A deletion is reported as "deleted",
+        whoever made it (an operator's delete, the reaper's ttl or retention purge, a
+        truncate). The server's notice that it dropped changes (its buffer overflowed) is
+        logged and ends the queue's subscriptions with ChangesMissed (WebSocket clients
+        reconnect for a new snapshot) and wakes its takers, which read the index; so does
+        a feed that breaks.
         """
         if "error" in change:
             log.warning("change feed of queue %r: %s", queue, change["error"])
@@ -191,6 +194,13 @@ class Feeds:
         kind = change_kind(old, new)
         job = new if new is not None else old.evolve(event=kind) if old is not None else None
         if job is None:
+            return
+        if old is None and kind == "taken" and self.hub.subscriber_count(queue):
+            # inserted already claimed (handed to a waiting taker): its put first, waking
+            # nobody, as the embedded store publishes such a job
+            put = put_of_handed(job)
+            self.hub.publish(ChangeEvent("put", queue, put, None), wake=False)
+            self.hub.publish(ChangeEvent(kind, queue, job, JobStatus.PENDING))
             return
         self.hub.publish(ChangeEvent(kind, queue, job, old.status if old else None))
 

@@ -283,6 +283,31 @@ def remove(table: Any, job_id: str, *, durability: str) -> RqlQuery:
     return table.get(job_id).delete(durability=durability, return_changes=True)
 
 
+def insert_claimed_unless_pending(
+    table: Any, job: JobRecord, claimed: JobRecord, *, durability: str
+) -> RqlQuery:
+    """One query for a put that a waiting taker may have: ``claimed`` (``job`` already
+    taken for the taker) inserted when no job of the queue is pending, else ``job`` as it
+    was put. The insert's answer, with ``handed`` true when ``claimed`` was inserted.
+
+    The check reads one key of the ``state`` index. It and the insert are not one atomic
+    write (RethinkDB has none across documents), so a job another dispatcher puts at the
+    same instant may be taken after this one although more urgent: an order, never a job,
+    is what that race can cost.
+    """
+    idle = (
+        table.between([PENDING, r.minval, r.minval], [PENDING, r.maxval, r.maxval], index="state")
+        .limit(1)
+        .count()
+        .eq(0)
+    )
+    return r.branch(
+        idle,
+        insert(table, [claimed], durability=durability).merge({"handed": True}),
+        insert(table, [job], durability=durability).merge({"handed": False}),
+    )
+
+
 def insert(table: Any, jobs: list[JobRecord], *, durability: str) -> RqlQuery:
     """Insert new jobs (one document, or an array of them); a taken id is an error."""
     docs = stored_documents(jobs)
@@ -301,6 +326,7 @@ __all__ = [
     "due",
     "get_many",
     "insert",
+    "insert_claimed_unless_pending",
     "page",
     "peek",
     "remove",

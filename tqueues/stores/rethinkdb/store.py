@@ -72,6 +72,9 @@ class RethinkDBStore(Store):
     answer within ``settings.timeout`` seconds or cannot write (table unavailable).
     """
 
+    #: A put for a waiting taker inserts its job already claimed, in one query.
+    hands_off = True
+
     @staticmethod
     def new_id() -> str:
         """Time-ordered ids (:func:`~tqueues.jobs.new_ordered_id`): the primary key lists
@@ -278,6 +281,59 @@ class RethinkDBStore(Store):
                 f"RethinkDB did not store {len(jobs)} job(s): {first_error(result)}"
             )
         return jobs
+
+    async def insert_and_claim(
+        self,
+        job: JobRecord,
+        count: int,
+        *,
+        worker: str | None,
+        now: float,
+        committed: Callable[[list[JobRecord]], None] | None = None,
+    ) -> tuple[JobRecord, list[JobRecord]]:
+        """Store a new job for a waiting taker; the job as put, and the jobs claimed.
+
+        When no job of the queue is pending (the usual case: a taker waits only while its
+        queue is empty), ``job`` is inserted already claimed, one document written once in
+        one query (:func:`queries.insert_claimed_unless_pending`). Otherwise it is inserted
+        pending and up to ``count`` of the most urgent pending jobs are claimed
+        (:meth:`claim_many`); should that claim fail, the put still stands and the taker
+        gets nothing (it looks for itself). ``committed`` is called with the claimed jobs
+        before this returns (RethinkDB answers once the write is durable).
+
+        Raises QueueNotFound, or StoreUnavailable when the insert got no answer: the job
+        may then be stored, and if it was stored claimed it is released in the background
+        (as an unanswered claim is, :meth:`_undo_claim`), so it is not left to its ttr.
+        """
+        queue = job.queue
+        await self.get_queue(queue)
+        if job.status is not JobStatus.PENDING:
+            await self._insert(queue, [job])
+            return job, []
+        claimed = lifecycle.claim(job, lease=self.new_lease(), worker=worker, now=now)
+        claimed = claimed.succeeding(job)
+        query = queries.insert_claimed_unless_pending(
+            self._table(queue), job, claimed, **self._write_options()
+        )
+        try:
+            result = await self._run_on_queue(queue, query)
+        except StoreUnavailable:
+            self._undo_claim(claimed)
+            raise
+        if result.get("inserted") != 1:
+            raise StoreUnavailable(f"RethinkDB did not store job {job.id}: {first_error(result)}")
+        taken = [claimed]
+        if result.get("handed"):
+            self._remember(claimed)
+        else:
+            try:
+                taken = await self.claim_many(queue, count, worker=worker, now=now)
+            except (QueueNotFound, StoreUnavailable) as exc:
+                log.warning("a put to queue %r claimed nothing for its taker: %s", queue, exc)
+                taken = []
+        if committed is not None:
+            committed(taken)
+        return job, taken
 
     async def _compare_and_set(
         self, queue: str, before: JobRecord, after: JobRecord, *, status: JobStatus | None = None
