@@ -249,6 +249,7 @@ class DispatcherSettings:
     #: connections served at once (None: sized from the open-files limit at start).
     max_connections: int | None = None
     reap_interval: float = 0.5  #: seconds between lease/delay sweeps.
+    history_keep: float = 7 * 86_400.0  #: seconds of per-minute throughput history kept.
     retry_base: float = 1.0  #: seconds before the first retry of a failed job.
     tokens: dict[str, str] = dataclasses.field(default_factory=dict)  #: token -> role.
     insecure: bool = False  #: allow listening beyond loopback without tokens.
@@ -290,6 +291,9 @@ class DispatcherSettings:
                 args.get("--reap_interval") or 0.5, "--reap_interval", low=0.01, high=60
             ),
             retry_base=_float(args.get("--retry_base") or 1.0, "--retry_base", low=0, high=3600),
+            history_keep=_float(
+                args.get("--history_keep") or 7 * 86_400, "--history_keep", low=60, high=10**9
+            ),
             max_body=_int(
                 args.get("--max_body") or 1024 * 1024, "--max_body", low=1024, high=2**30
             ),

@@ -299,7 +299,12 @@ async def test_apply_many_answers_each_change_on_its_own(store: Store) -> None:
         ],
     )
     # Then each item has its own answer, and the refused ones changed nothing
-    assert [type(a).__name__ for a in answers] == ["JobRecord", "LeaseMismatch", "JobNotFound", "JobRecord"]
+    assert [type(a).__name__ for a in answers] == [
+        "JobRecord",
+        "LeaseMismatch",
+        "JobNotFound",
+        "JobRecord",
+    ]
     assert (await store.get("q", first.id)).result == 1
     assert (await store.get("q", second.id)).status is JobStatus.STARTED
     assert (await store.get("q", third.id)).error == "boom"

@@ -16,6 +16,7 @@ from openapi_spec_validator import validate as validate_spec
 
 from tests.contract.test_store import until
 from tests.dispatcher.conftest import Client
+from tqueues import clock
 from tqueues.dispatcher import create_app
 from tqueues.dispatcher.keys import settings_key, store_key
 from tqueues.dispatcher.openapi import document
@@ -226,6 +227,31 @@ async def test_queue_input_is_validated(
     error = await rest.call(method, path, body, expect=400)
     if field is not None:
         assert field == error.get("field") or field in error.get("fields", [])
+
+
+async def test_history_counts_what_this_dispatcher_flushed(rest: Rest) -> None:
+    for _ in range(3):
+        await rest.put_job()
+    # (the dispatcher flushes every few seconds: flush now rather than wait)
+    store = rest.client.app[store_key]
+    now = clock.now()
+    await store.flush_history(now)
+    history = await rest.call("GET", "/queues/q/history", expect=200)
+    assert (history["queue"], history["bucket"]) == ("q", 60)
+    assert sum(b["counts"].get("put", 0) for b in history["buckets"]) == 3
+    assert history["since"] <= now <= history["until"]
+    # A span read names its bounds: none is empty, so is a reversed one; a longer span
+    # than 31 days is read over its last 31 days, as the answer says
+    empty = await rest.call("GET", "/queues/q/history", expect=200, since=0, until=60)
+    assert (empty["since"], empty["buckets"]) == (0, [])
+    reversed_ = await rest.call("GET", "/queues/q/history", expect=200, since=120, until=60)
+    assert reversed_["buckets"] == []
+    long = await rest.call("GET", "/queues/q/history", expect=200, since=0, until=now)
+    assert long["since"] == (int(now - 31 * 86_400) // 60) * 60
+    assert long["buckets"] == history["buckets"]
+    error = await rest.call("GET", "/queues/q/history", expect=400, until=-1)
+    assert error["field"] == "until"
+    await rest.call("GET", "/queues/nope/history", expect=404)
 
 
 async def test_truncate_stats_and_kick(rest: Rest) -> None:

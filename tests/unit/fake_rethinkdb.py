@@ -518,8 +518,14 @@ class _Evaluator:
         table = self.table(term._args[0], env)
         value = self.eval(term._args[1], env)
         result: dict[str, Any] = {"inserted": 0, "errors": 0}
+        conflict = self.opt(term, "conflict", "error")
         for doc in value if isinstance(value, list) else [value]:
             key = doc[table.primary_key]
+            if key in table.docs and callable(conflict):  # a function: its document replaces
+                old = copy.deepcopy(table.docs[key])
+                table.write(old, conflict(key, old, doc))
+                result["replaced"] = result.get("replaced", 0) + 1
+                continue
             if key in table.docs:
                 result["errors"] += 1
                 result.setdefault("first_error", f"Duplicate primary key `{table.primary_key}`")

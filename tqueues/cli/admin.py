@@ -24,6 +24,7 @@ Usage:
   tqueues delete [options] <queue> <id>
   tqueues truncate [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
+  tqueues history [options] <queue> [--minutes N] [--json]
   tqueues queues [options] [--json]
   tqueues rethinkdb reconfigure [--rethinkdb URL] [--replicas N] [--write_acks MODE]
   tqueues -h | --help
@@ -45,6 +46,8 @@ Options:
   --id ID            Kick this one job (buried, failed or delayed) instead of N.
   --reason TEXT      Why the job is buried (kept in its error).
   --json             Print JSON instead of a table.
+  --minutes N        history: the last N minutes, a row per minute with events
+                     (UTC) [default: 60].
   --rethinkdb URL    rethinkdb reconfigure: the database, as
                      rethinkdb://USER:PASSWORD@HOST:PORT,HOST:PORT/DB (also
                      TQUEUES_RETHINKDB; default rethinkdb://localhost:28015/tqueues).
@@ -67,6 +70,7 @@ Examples:
   tqueues consume emails --wait 5
   tqueues take urgent normal --wait 10
   tqueues stats
+  tqueues history emails --minutes 180
   tqueues kick emails 100
   tqueues kick emails --all --status failed
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
@@ -80,6 +84,7 @@ import json
 import math
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TextIO
 
@@ -96,6 +101,8 @@ DEFAULT_URL = "http://127.0.0.1:8080/"
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
 KICK_STATUSES = ("buried", "failed", "delayed")
+#: history: the columns shown first, when those events happened; any others follow, sorted.
+HISTORY_FIRST = ("put", "taken", "finished", "failed")
 #: The longest long-poll asked of the dispatcher (its default --max_wait); a longer --wait
 #: is several in a row. A dispatcher that allows less refuses it: the command asks for half.
 LONG_POLL = 300.0
@@ -338,6 +345,31 @@ class Admin:
             print(table(counters, ["queue", "event", "since start"]), file=self.out)
         return 0
 
+    async def history(self) -> int:
+        """The queue's per-minute counts of events over the last --minutes: a table, or
+        JSON (see Client.history)."""
+        minutes = _number(self.args, "--minutes", integer=True)
+        if not 1 <= minutes <= 44_640:
+            raise ValidationError("--minutes must be 1 to 44640 (31 days)")
+        now = time.time()
+        answer = await self.client.history(self.queue, since=now - 60 * minutes, until=now)
+        if self.args["--json"]:
+            _print_json(answer, self.out)
+            return 0
+        buckets = answer["buckets"]
+        seen = {event for bucket in buckets for event in bucket["counts"]}
+        events = [event for event in HISTORY_FIRST if event in seen]
+        events += sorted(seen - set(events))
+        rows = [
+            [
+                time.strftime("%Y-%m-%d %H:%M", time.gmtime(bucket["at"])),
+                *(bucket["counts"].get(event, 0) for event in events),
+            ]
+            for bucket in buckets
+        ]
+        print(table(rows, ["minute (UTC)", *events]), file=self.out)
+        return 0
+
     async def queues(self) -> int:
         """Every queue with its settings: a table, or JSON."""
         queues = await self.client.list_queues()
@@ -372,6 +404,7 @@ COMMANDS = (
     "delete",
     "truncate",
     "stats",
+    "history",
     "queues",
 )
 

@@ -56,6 +56,8 @@ Options:
   --reap_interval SECONDS     How often expired leases and due jobs are swept [default: 0.5].
   --retry_base SECONDS        Wait before the first retry of a failed job; doubles on each
                               further retry [default: 1].
+  --history_keep SECONDS      How long the per-minute throughput history of each queue
+                              is kept [default: 604800].
   --ws_buffer BYTES           Bytes of changes a /ws client may leave unread before it
                               is closed [default: 8388608].
   --loglevel LEVEL            DEBUG, INFO, WARNING or ERROR [default: INFO].

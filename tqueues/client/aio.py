@@ -250,6 +250,21 @@ class Client:
         stats: JSONDict = await self.request("GET", ["queues", queue, "stats"])
         return stats
 
+    async def history(
+        self, queue: str, *, since: float | None = None, until: float | None = None
+    ) -> JSONDict:
+        """Per-minute counts of the queue's events between ``since`` and ``until`` (epoch
+        seconds; default the last hour), summed over every dispatcher and kept across
+        restarts: ``{"queue", "bucket": 60, "since", "until", "buckets": [{"at",
+        "counts": {event: n}}]}``, minutes without events left out."""
+        params = {
+            name: repr(float(value))
+            for name, value in (("since", since), ("until", until))
+            if value is not None
+        }
+        history: JSONDict = await self.request("GET", ["queues", queue, "history"], params=params)
+        return history
+
     async def dispatcher_stats(self) -> JSONDict:
         """Every queue's statistics and their sums: ``{"queues", "jobs", "total",
         "counters", "by_queue"}``."""

@@ -183,6 +183,7 @@ class BlockingClient:
     truncate = _twin(Client.truncate)
     stats = _twin(Client.stats)
     dispatcher_stats = _twin(Client.dispatcher_stats)
+    history = _twin(Client.history)
     kick = _twin(Client.kick)
     put = _twin(Client.put)
     put_many = _twin(Client.put_many)

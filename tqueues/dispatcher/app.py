@@ -19,6 +19,7 @@ from aiohttp.typedefs import Middleware
 
 from tqueues.dispatcher import openapi, ws
 from tqueues.dispatcher.auth import auth_middleware
+from tqueues.dispatcher.history import flush_last, keep_history
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.meta import document_key
 from tqueues.dispatcher.middlewares import error_middleware, host_middleware, origin_middleware
@@ -75,10 +76,13 @@ def create_app(
         await the_store.open()
         app[store_key] = the_store
         reaper = asyncio.create_task(reap_forever(the_store, settings.reap_interval))
+        history = asyncio.create_task(keep_history(the_store, settings.history_keep))
         yield
-        reaper.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reaper
+        for task in (reaper, history):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await flush_last(the_store)
         await ws.close_all(app)
         await the_store.close()
 

@@ -398,6 +398,19 @@ class ListQuery(Query):
     )
 
 
+#: The latest time a history read may name (epoch seconds: the year 5138).
+MAX_EPOCH = 99_999_999_999
+Epoch = Annotated[float, Field(ge=0, le=MAX_EPOCH)]
+
+
+class HistoryQuery(Query):
+    since: Epoch | None = Field(
+        None, description="Epoch seconds; the minute holding it is included (default: an "
+        "hour before `until`)."
+    )  # fmt: skip
+    until: Epoch | None = Field(None, description="Epoch seconds (default: now).")
+
+
 class PeekQuery(Query):
     status: Literal[PEEK_STATUSES] = Field(  # type: ignore[valid-type]
         "pending",

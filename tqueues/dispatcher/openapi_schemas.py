@@ -173,6 +173,36 @@ SCHEMAS: Doc = {
         "additionalProperties": False,
         "properties": {"queue": {"type": "string"}, "deleted": {"type": "integer", "minimum": 0}},
     },
+    "QueueHistory": {
+        "type": "object",
+        "required": ["queue", "bucket", "since", "until", "buckets"],
+        "additionalProperties": False,
+        "properties": {
+            "queue": {"type": "string"},
+            "bucket": {"type": "integer", "description": "Seconds per bucket (60)."},
+            "since": {"type": "integer", "description": "Start of the first minute read."},
+            "until": {"type": "number"},
+            "buckets": {
+                "type": "array",
+                "description": "Minutes with events, earliest first, summed over every "
+                "dispatcher of the store.",
+                "items": {
+                    "type": "object",
+                    "required": ["at", "counts"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "at": {"type": "integer", "description": "The minute's start."},
+                        "counts": {
+                            "type": "object",
+                            "description": "Events (put, taken, finished, failed, buried, "
+                            "released, expired, promoted, kicked, deleted) counted.",
+                            "additionalProperties": {"type": "integer", "minimum": 1},
+                        },
+                    },
+                },
+            },
+        },
+    },
     "Kicked": {
         "type": "object",
         "required": ["queue", "kicked"],

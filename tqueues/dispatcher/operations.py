@@ -195,6 +195,13 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer("The statistics.", "QueueStats")},
     ),
     Operation(
+        "GET", f"{QUEUE}/history", rest.QueueHistoryView, "history", ADMIN,
+        "Per-minute counts of the queue's events (put, taken, finished, failed, ...) "
+        "between `since` and `until` (default: the last hour), summed over every "
+        "dispatcher of the store and kept across restarts (see docs/observability.rst).",
+        {200: Answer("The minutes with events.", "QueueHistory")}, query=m.HistoryQuery,
+    ),
+    Operation(
         "POST", f"{QUEUE}/kick", rest.QueueKick, "kick", ADMIN,
         "Kick up to `bound` buried jobs (delayed ones when none is buried) to pending; with "
         "`status`, jobs of that status only (failed jobs are kicked only so). Buried and "

@@ -35,7 +35,7 @@ from typing import Any
 import aiohttp_cors
 from aiohttp import web
 
-from tqueues import codec
+from tqueues import clock, codec
 from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher import models as m
 from tqueues.dispatcher.actions import ACTION_FUNCTIONS, OUTCOME_ACTIONS
@@ -65,9 +65,12 @@ from tqueues.jobs import (
 )
 from tqueues.settings import DispatcherSettings
 from tqueues.stores.base import Store
+from tqueues.stores.history import BUCKET, bucket_of
 
 #: bytes of jobs past which a listing page ends early (its cursor continues after it).
 MAX_PAGE_BYTES = 4 * 1024 * 1024
+#: seconds of history one read may span (31 days: 44,640 minutes).
+MAX_HISTORY_SPAN = 31 * 86_400
 
 
 def json_response(body: Any, *, status: int = 200) -> web.Response:
@@ -182,6 +185,32 @@ class QueueStatsView(RestView):
     async def get(self) -> web.Response:
         """Jobs per status and this dispatcher's event counters (QueueStats)."""
         return json_response((await self.store.stats(self.queue)).to_dict())
+
+
+class QueueHistoryView(RestView):
+    """``/queues/{name}/history``."""
+
+    async def get(self) -> web.Response:
+        """Per-minute counts of the queue's events between ``since`` and ``until``
+        (QueueHistory; default: the last hour), of the last MAX_HISTORY_SPAN seconds of
+        that span at most (the answer's ``since`` says where the read began; a span that
+        ends before it starts holds no minute)."""
+        query: m.HistoryQuery = query_of(self.request)
+        until = query.until if query.until is not None else clock.now()
+        since = query.since if query.since is not None else until - 3600
+        since = max(since, until - MAX_HISTORY_SPAN, 0.0)
+        buckets = (
+            await self.store.history(self.queue, since=since, until=until) if since <= until else []
+        )
+        return json_response(
+            {
+                "queue": self.queue,
+                "bucket": BUCKET,
+                "since": bucket_of(since),
+                "until": until,
+                "buckets": [bucket.to_dict() for bucket in buckets],
+            }
+        )
 
 
 class DispatcherStatsView(RestView):
@@ -315,6 +344,7 @@ __all__ = [
     "Jobs",
     "NextJob",
     "Queue",
+    "QueueHistoryView",
     "QueueKick",
     "QueueStatsView",
     "QueueTruncate",

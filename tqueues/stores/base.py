@@ -36,6 +36,7 @@ from tqueues.jobs import (
     new_lease,
 )
 from tqueues.retry import RetryPolicy
+from tqueues.stores import history
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.waiters import WaitLine
@@ -63,6 +64,7 @@ class Store(Primitives):
         #: each job that becomes pending wakes one of them (see WaitLine.wake)
         self._waiters = WaitLine(self.give_back, self.counters)
         self.hub.on_pending = self._waiters.wake
+        self._unflushed = history.Unflushed()  #: counted, not yet in the stored history
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -492,6 +494,31 @@ class Store(Primitives):
             "counters": dict(sorted(counters.items())),
             "by_queue": [stats.to_dict() for stats in by_queue],
         }
+
+    async def flush_history(self, now: float) -> int:
+        """Add what this process counted since its last flush to the stored history (see
+        :mod:`tqueues.stores.history`); how many counts were written. Raises
+        StoreUnavailable: the counts are kept for the next flush."""
+        self._unflushed.collect(self.counters, now)
+        counts = self._unflushed.drain()
+        if not counts:
+            return 0
+        try:
+            await self.add_history(counts)
+        except BaseException:
+            self._unflushed.restore(counts)
+            raise
+        return len(counts)
+
+    async def history(self, queue: str, *, since: float, until: float) -> list[history.Bucket]:
+        """The queue's per-minute counts of events (put, taken, finished, failed, ...)
+        between ``since`` and ``until`` (epoch seconds; the bucket holding ``since`` is
+        included), summed over every dispatcher sharing the store, earliest first; minutes
+        without events are left out. What a dispatcher counted in its last few seconds
+        (:data:`~tqueues.stores.history.FLUSH_INTERVAL`) is not there yet. Raises
+        QueueNotFound."""
+        await self.get_queue(queue)
+        return await self.read_history(queue, history.bucket_of(since), int(until))
 
     @staticmethod
     def new_lease() -> str:

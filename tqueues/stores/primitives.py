@@ -18,6 +18,7 @@ from typing import ClassVar, Self
 
 from tqueues.errors import TqueuesError
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_random_id
+from tqueues.stores.history import Bucket, Counts
 
 Mutation = Callable[[JobRecord], JobRecord]
 
@@ -241,6 +242,24 @@ class Primitives(abc.ABC):
         each change with :meth:`record` (deletions are not recorded; stores whose change
         feeds report every write publish them as "deleted").
         """
+
+    # -- throughput history (see tqueues.stores.history) --------------------------------
+
+    @abc.abstractmethod
+    async def add_history(self, counts: Counts) -> None:
+        """Add each ``(queue, bucket start, event) -> count`` to the stored bucket, one
+        atomic addition per key (concurrent additions from other processes all count).
+        Raises StoreUnavailable (some additions may have been made)."""
+
+    @abc.abstractmethod
+    async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
+        """The stored buckets of ``queue`` starting in ``[since, until]`` (epoch seconds),
+        earliest first; minutes without any event are left out."""
+
+    @abc.abstractmethod
+    async def purge_history(self, before: int) -> int:
+        """Delete every bucket that starts before ``before`` (epoch seconds); how many
+        counts were deleted."""
 
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

@@ -29,6 +29,7 @@ from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_orde
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.groupcommit import GroupCommit
+from tqueues.stores.history import Bucket, Counts, buckets_of
 from tqueues.stores.sqlite_rows import (
     INSERT,
     SCHEMA,
@@ -403,6 +404,7 @@ class SQLiteStore(Store):
                 removed = conn.execute("DELETE FROM jobs WHERE queue = ?", (name,)).rowcount
                 self._started.clear()
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
+                conn.execute("DELETE FROM history WHERE queue = ?", (name,))
                 return int(removed)
 
         async def drop_and_uncache() -> int:
@@ -698,6 +700,39 @@ class SQLiteStore(Store):
                 return job
 
         return await self._run(remove)
+
+    async def add_history(self, counts: Counts) -> None:
+        """One upsert per count, all in one transaction (so atomic as a whole here)."""
+        rows = [(queue, at, event, n) for (queue, at, event), n in counts.items()]
+
+        def add() -> None:
+            with self._transaction() as conn:
+                conn.executemany(
+                    "INSERT INTO history VALUES (?, ?, ?, ?) ON CONFLICT (queue, at, event) "
+                    "DO UPDATE SET count = count + excluded.count",
+                    rows,
+                )
+
+        await self._run(add)
+
+    async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
+        def read() -> list[Bucket]:
+            assert self._conn is not None
+            return buckets_of(
+                self._conn.execute(
+                    "SELECT at, event, count FROM history WHERE queue = ? AND at BETWEEN ? AND ?",
+                    (queue, since, until),
+                )
+            )
+
+        return await self._run(read)
+
+    async def purge_history(self, before: int) -> int:
+        def purge() -> int:
+            with self._transaction() as conn:
+                return int(conn.execute("DELETE FROM history WHERE at < ?", (before,)).rowcount)
+
+        return await self._run(purge)
 
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)

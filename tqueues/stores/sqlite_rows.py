@@ -60,6 +60,15 @@ CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(expires_at)
     WHERE expires_at IS NOT NULL AND status IN ('pending', 'delayed');
 CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
     WHERE status IN ('finished', 'failed');
+-- Throughput history (tqueues.stores.history): one count per queue, minute and event.
+CREATE TABLE IF NOT EXISTS history (
+    queue TEXT NOT NULL,
+    at INTEGER NOT NULL,  -- the minute's start, epoch seconds
+    event TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (queue, at, event)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS history_at ON history(at);
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).

@@ -32,6 +32,7 @@ from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
+from tqueues.stores.rethinkdb.history import HISTORY_TABLE
 from tqueues.stores.rethinkdb.pool import (
     Ambiguous,
     Backoff,
@@ -87,15 +88,17 @@ async def reconfigure(
 
 
 async def remove_twins(pool: Pool, db: str) -> bool:
-    """Drop the extra databases named ``db``, then the extra ``tqueues_queues`` tables in
-    it, keeping of each name the one with the smallest id (every dispatcher keeps the same
-    one). True if any was dropped. Twins come from creations at the same instant through
-    different servers (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so
-    the one dropped holds at most the catalog table."""
+    """Drop the extra databases named ``db``, then the extra ``tqueues_queues`` and
+    ``tqueues_history`` tables in it, keeping of each name the one with the smallest id
+    (every dispatcher keeps the same one). True if any was dropped. Twins come from
+    creations at the same instant through different servers (rethinkdb/rethinkdb#5900,
+    #4898); each is as new as the other, so the one dropped holds at most the catalog
+    table."""
     dropped = False
     twins = [
         ("db_config", {"name": db}),
         ("table_config", {"db": db, "name": QUEUES_TABLE}),
+        ("table_config", {"db": db, "name": HISTORY_TABLE}),
     ]
     for table, match in twins:
         try:
@@ -172,8 +175,12 @@ class Catalog:
             created = await self.admin(r.db_create(db)) is not None
         if await self._remove_twins():
             raise _Twins(f"database {db!r} existed twice")
-        if QUEUES_TABLE not in await self.pool.run(self.db.table_list()):
+        tables = await self.pool.run(self.db.table_list())
+        if QUEUES_TABLE not in tables:
             await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
+            created = True
+        if HISTORY_TABLE not in tables:
+            await create_table(self.pool, self.settings, HISTORY_TABLE)
             created = True
         await self.admin(self.queues.wait(wait_for="ready_for_writes"))
         # Twins made by another dispatcher at the same instant are seen by now (the
@@ -238,12 +245,13 @@ class Catalog:
         wins); the winner creates the table and indexes and marks the queue ready, the
         others wait (up to 60 s) for that, then build it themselves (the winner may have
         died). A queue cannot be named after the catalog table (``tqueues_queues``): its
-        jobs would go into the catalog, and dropping it would drop every queue's settings.
+        jobs would go into the catalog, and dropping it would drop every queue's settings;
+        nor after the history's table (``tqueues_history``).
         Raises ValidationError (that name), StoreUnavailable.
         """
-        if config.name == QUEUES_TABLE:
+        if config.name in (QUEUES_TABLE, HISTORY_TABLE):
             raise ValidationError(
-                f"queue name {QUEUES_TABLE!r} is reserved by the RethinkDB store", field="name"
+                f"queue name {config.name!r} is reserved by the RethinkDB store", field="name"
             )
         if config.name in self.configs:
             return False

@@ -36,7 +36,8 @@ from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
-from tqueues.stores.rethinkdb import queries
+from tqueues.stores.history import Bucket, Counts, buckets_of
+from tqueues.stores.rethinkdb import history, queries
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -227,6 +228,7 @@ class RethinkDBStore(Store):
             count = 0
         with contextlib.suppress(Missing):
             await catalog.admin(self._db.table_drop(name))
+        await self._run(history.delete(self._history(), name, None, **self._write_options()))
         await catalog.remove(name)
         return count
 
@@ -744,6 +746,37 @@ class RethinkDBStore(Store):
         return doc_to_job(changes[0]["old_val"])
 
     # -- housekeeping ------------------------------------------------------------------------
+
+    # -- throughput history ------------------------------------------------------------------
+
+    def _history(self) -> Any:
+        """The history's table. Raises StoreUnavailable when a queue of an earlier version
+        has its name (its jobs are in that table: history is then off)."""
+        if history.HISTORY_TABLE in self._parts()[1].configs:
+            raise StoreUnavailable(
+                f"history is off: a queue is named {history.HISTORY_TABLE!r}, the history's "
+                "table (rename the queue: drain it into another and drop it)"
+            )
+        return self._db.table(history.HISTORY_TABLE)
+
+    async def add_history(self, counts: Counts) -> None:
+        """One insert whose conflict function sums: each document's addition is atomic,
+        the query as a whole is not. Raises StoreUnavailable."""
+        result = await self._run(history.add(self._history(), counts, **self._write_options()))
+        if result.get("errors"):
+            raise StoreUnavailable(f"RethinkDB did not add to the history: {first_error(result)}")
+
+    async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
+        docs = await self._run(history.read(self._history(), queue, since, until))
+        return buckets_of((doc["at"], doc["event"], doc["n"]) for doc in docs)
+
+    async def purge_history(self, before: int) -> int:
+        """One range delete per queue (the history of a dropped queue went with it)."""
+        table, deleted = self._history(), 0
+        for config in await self.list_queues():
+            query = history.delete(table, config.name, before, **self._write_options())
+            deleted += int((await self._run(query)).get("deleted", 0))
+        return deleted
 
     async def reap(self, now: float) -> int:
         """The housekeeping of every queue as of ``now``; how many jobs changed or went.

@@ -1,0 +1,53 @@
+"""Keeping the throughput history: this process's counts flushed to the store, old minutes
+purged (see :mod:`tqueues.stores.history`).
+
+Idempotent per call and additive, so several dispatchers on one store need no leader:
+each adds only what it counted, and a purge by two at once deletes each minute once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from tqueues import clock
+from tqueues.errors import StoreUnavailable
+from tqueues.stores.base import Store
+from tqueues.stores.history import BUCKET, FLUSH_INTERVAL, bucket_of
+
+log = logging.getLogger(__name__)
+
+
+async def keep_history(store: Store, keep: float) -> None:
+    """Until cancelled: flush every :data:`FLUSH_INTERVAL` seconds and just after each
+    minute boundary, and once a minute delete the minutes older than ``keep`` seconds.
+    Survives store outages (what was not flushed is flushed later). The caller flushes
+    a last time with :func:`flush_last` when it stops."""
+    purged = None
+    while True:
+        now = clock.now()
+        boundary = bucket_of(now) + BUCKET
+        await asyncio.sleep(min(FLUSH_INTERVAL, boundary - now + 0.01))
+        now = clock.now()
+        try:
+            await store.flush_history(now)
+            if purged != bucket_of(now):
+                purged = bucket_of(now)
+                await store.purge_history(bucket_of(now - keep))
+        except StoreUnavailable as exc:
+            log.warning("history: %s", exc.message, extra={"action": "history_failed"})
+
+
+async def flush_last(store: Store) -> None:
+    """Flush what this process counted since its last flush (it is stopping); a store
+    that cannot be reached loses those counts, with a warning."""
+    with contextlib.suppress(asyncio.CancelledError):
+        try:
+            await store.flush_history(clock.now())
+        except StoreUnavailable as exc:
+            log.warning(
+                "history: the last counts are lost: %s",
+                exc.message,
+                extra={"action": "history_failed"},
+            )
