@@ -91,8 +91,7 @@ from typing import Any, TextIO
 import aiohttp
 
 from tqueues.cli.usage import UsageError, parse_command_line
-from tqueues.client import Client
-from tqueues.client.aio import JSONDict
+from tqueues.client import Client, JSONDict
 from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
 from tqueues.settings import WRITE_ACKS, RethinkDBSettings, SettingsError
 

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from tqueues.client.aio import ERRORS, Client, JSONDict, error_for
+from tqueues.client.aio import Client
+from tqueues.client.answers import ERRORS, JSONDict, error_for
 from tqueues.client.blocking import BlockingClient
 
 __all__ = ["ERRORS", "BlockingClient", "Client", "JSONDict", "error_for"]

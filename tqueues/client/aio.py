@@ -24,58 +24,18 @@ import aiohttp
 from yarl import URL
 
 from tqueues import codec
+from tqueues.client.answers import JSONDict, answer_of, outcome_results
 from tqueues.client.errors_text import connection_error_text
 from tqueues.client.stream import JobStream, TakeStream
-from tqueues.errors import DispatcherUnavailable, JobNotFound, QueueNotFound, TqueuesError
+from tqueues.errors import DispatcherUnavailable, JobNotFound, TqueuesError
 
-JSONDict = dict[str, Any]
 log = logging.getLogger("tqueues.client")
-
-
-def _error_classes(root: type[TqueuesError] = TqueuesError) -> dict[str, type[TqueuesError]]:
-    classes: dict[str, type[TqueuesError]] = {}
-    for cls in root.__subclasses__():
-        classes.setdefault(cls.code, cls)
-        classes.update({k: v for k, v in _error_classes(cls).items() if k not in classes})
-    return classes
-
-
-#: The exception class of each error code the dispatcher answers with.
-ERRORS = _error_classes()
-
-
-def error_for(status: int, payload: Any) -> TqueuesError:
-    """The typed exception for an HTTP error answer (``status_code`` in its details)."""
-    if isinstance(payload, dict) and payload.get("error") in ERRORS:
-        cls = ERRORS[payload["error"]]
-        # A code means the same thing on both APIs; only the queue's status differs (501/404).
-        if cls.status == status or issubclass(cls, QueueNotFound):
-            details = {k: v for k, v in payload.items() if k not in ("error", "message")}
-            return cls(payload.get("message"), status_code=status, **details)
-    return TqueuesError(f"HTTP {status}: {payload}", status_code=status)
 
 
 def path_segment(value: str) -> str:
     """``value`` as one percent-encoded path segment (see :meth:`Client.url`)."""
     quoted = quote(value, safe="")
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
-
-
-def answer_of(status: int, raw: bytes, *, is_json: bool, charset: str) -> Any:
-    """The decoded answer of an HTTP status and body: JSON straight from the bytes, anything
-    else (a proxy's error page) as text in ``charset``. Raises the typed error of a status
-    of 400 or more (see :func:`error_for`)."""
-    payload = codec.loads(raw) if is_json and raw else _text(raw, charset)
-    if status < 400:
-        return payload
-    raise error_for(status, payload)
-
-
-def _text(raw: bytes, charset: str) -> str:
-    try:
-        return raw.decode(charset, "replace")
-    except LookupError:  # a charset Python does not know
-        return raw.decode("utf-8", "replace")
 
 
 class Client:
@@ -477,7 +437,7 @@ class Client:
         if brief:
             body["brief"] = True
         answer: JSONDict = await self.request("POST", ["queues", queue, "outcomes"], body)
-        return _results(answer)
+        return outcome_results(answer)
 
     async def report_and_take(
         self,
@@ -497,7 +457,7 @@ class Client:
         if brief:
             body["brief"] = True
         answer: JSONDict = await self.request("POST", ["queues", queue, "outcomes"], body)
-        return _results(answer), answer["jobs"]
+        return outcome_results(answer), answer["jobs"]
 
     # -- the dispatcher ------------------------------------------------------------------
 
@@ -505,15 +465,3 @@ class Client:
         """``{"status": "ok", "version", "queues"}`` while the dispatcher's store answers."""
         health: JSONDict = await self.request("GET", ["health"])
         return health
-
-
-def _results(answer: JSONDict) -> list[JSONDict | TqueuesError]:
-    """The results of an outcomes answer: each job, or the typed error of its item."""
-    results: list[JSONDict | TqueuesError] = []
-    for item in answer["results"]:
-        if "job" in item or "stored" in item:
-            results.append(item.get("job") or item["stored"])
-        else:
-            error = dict(item["error"])
-            results.append(error_for(int(error.pop("status", 0)), error))
-    return results

@@ -22,7 +22,8 @@ from types import TracebackType
 from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from tqueues import codec
-from tqueues.client.aio import Client, JSONDict, answer_of
+from tqueues.client.aio import Client
+from tqueues.client.answers import JSONDict, answer_of
 from tqueues.client.curl import CurlTransport, TransportError
 from tqueues.client.stream import JobStream
 from tqueues.errors import DispatcherUnavailable

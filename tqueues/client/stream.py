@@ -20,16 +20,40 @@ import contextlib
 import itertools
 from collections.abc import Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import aiohttp
+from yarl import URL
 
 from tqueues import codec
+from tqueues.client.answers import JSONDict, frame_answer
 from tqueues.client.errors_text import connection_error_text
 from tqueues.errors import DispatcherUnavailable
 
-if TYPE_CHECKING:
-    from tqueues.client.aio import Client, JSONDict
+
+class StreamClient(Protocol):
+    """What a stream needs of its :class:`~tqueues.client.aio.Client` (which made it): the
+    dispatchers and the one in use, the session, the URL of a path, a plain request (to
+    learn why a socket was refused) and the move to the next dispatcher. A protocol, so
+    that this module does not import the client that imports it."""
+
+    @property
+    def endpoint_urls(self) -> tuple[str, ...]: ...
+
+    @property
+    def endpoint_url(self) -> str: ...
+
+    @property
+    def timeout(self) -> float: ...
+
+    @property
+    def session(self) -> aiohttp.ClientSession: ...
+
+    def url(self, *segments: str) -> URL: ...
+
+    async def request(self, method: str, path: Sequence[str]) -> Any: ...
+
+    def unreachable(self, endpoint_url: str) -> bool: ...
 
 
 class _CallSocket:
@@ -39,7 +63,7 @@ class _CallSocket:
     ok = 200
     what = "socket"
 
-    def __init__(self, client: Client, path: Sequence[str]) -> None:
+    def __init__(self, client: StreamClient, path: Sequence[str]) -> None:
         self.client = client
         self.path = list(path)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -112,8 +136,6 @@ class _CallSocket:
     async def _call(self, body: JSONDict, wait: float = 0.0) -> JSONDict:
         """Send ``body`` and return its answer (given up after ``wait`` plus the client's
         timeout seconds); an error answer raises its typed error."""
-        from tqueues.client.aio import error_for
-
         ws = await self.connect()
         pending, ref = self._pending, next(self._refs)
         answered = asyncio.get_running_loop().create_future()
@@ -131,11 +153,7 @@ class _CallSocket:
             ) from exc
         finally:
             pending.pop(ref, None)
-        if answer.get("status") == self.ok:
-            return answer
-        status = answer.pop("status", 500)
-        answer.pop("ref", None)
-        raise error_for(status, answer)
+        return frame_answer(answer, self.ok)
 
     async def _read(
         self,
@@ -176,7 +194,7 @@ class JobStream(_CallSocket):
     what = "job stream"
     lost = ": its jobs may or may not have been stored"
 
-    def __init__(self, client: Client, queue: str) -> None:
+    def __init__(self, client: StreamClient, queue: str) -> None:
         super().__init__(client, ["queues", queue, "jobs", "stream"])
         self.queue = queue
 
@@ -214,7 +232,7 @@ class TakeStream(_CallSocket):
 
     what = "take stream"
 
-    def __init__(self, client: Client) -> None:
+    def __init__(self, client: StreamClient) -> None:
         super().__init__(client, ["take", "stream"])
         self._closing: set[asyncio.Task[bool]] = set()  #: sockets of cancelled takes
 
