@@ -15,9 +15,7 @@ rather than letting the server refuse the key (which would read as an outage).
 from __future__ import annotations
 
 from tqueues.errors import ValidationError
-
-#: The longest job id, in bytes of UTF-8: RethinkDB's limit on a primary key.
-MAX_ID_BYTES = 127
+from tqueues.limits import MAX_ID_BYTES
 
 
 def problem(job_id: object) -> str | None:

@@ -19,11 +19,11 @@ from typing import Any
 import uuid_utils
 
 from tqueues.errors import ValidationError
+from tqueues.limits import DEFAULT_TTR
 
 JSON = Any
 DEFAULT_PRIORITY = 1024  #: beanstalkd's default; lower is more urgent.
 MAX_PRIORITY = 2**32 - 1  #: priorities are unsigned 32-bit numbers.
-DEFAULT_TTR = 60.0  #: seconds a worker holds a job before its lease expires.
 DEFAULT_MAX_ATTEMPTS = 3  #: takes (runs) a job gets before it ends failed.
 MAX_TTR = 7 * 24 * 3600.0
 MAX_ATTEMPTS_LIMIT = 1000

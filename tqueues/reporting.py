@@ -32,13 +32,13 @@ from tqueues.errors import (
     StoreUnavailable,
     TqueuesError,
 )
+from tqueues.limits import MAX_OUTCOMES
 
 log = logging.getLogger("tqueues.worker")
 #: Transport-level failures worth retrying with backoff.
 TRANSIENT = (DispatcherUnavailable, StoreUnavailable)
 #: Answers that mean the job is no longer ours to report on.
 LOST = (LeaseMismatch, InvalidTransition, JobNotFound)
-MAX_OUTCOMES = 1000  #: outcomes one request carries (the dispatcher's limit).
 FIRST_DELAY = 0.1
 MAX_DELAY = 5.0
 

@@ -20,6 +20,7 @@ from typing import Any
 from tqueues import codec
 from tqueues.client import Client
 from tqueues.errors import ImportTargetError, MethodNotAllowed
+from tqueues.limits import DEFAULT_TTR
 from tqueues.loading import InvalidMethodName, resolve
 from tqueues.reporting import LOST, TRANSIENT, Reporter, deliver, shielded
 
@@ -29,8 +30,8 @@ _busy_lock = threading.Lock()
 
 
 def ttr_of(doc: dict[str, Any]) -> float:
-    """A taken job document's ttr, in seconds (60 when it has none)."""
-    return float(doc.get("ttr") or 60.0)
+    """A taken job document's ttr, in seconds (DEFAULT_TTR when it has none)."""
+    return float(doc.get("ttr") or DEFAULT_TTR)
 
 
 def busy_threads() -> int:

@@ -18,10 +18,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tqueues.errors import TqueuesError
+from tqueues.limits import DEFAULT_HOST, DEFAULT_LISTEN, DEFAULT_MAX_WAIT, DEFAULT_PORT, DEFAULT_URL
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
-DEFAULT_ENDPOINT = "http://127.0.0.1:8080/"
 
 
 class SettingsError(TqueuesError):
@@ -236,14 +236,14 @@ class RethinkDBSettings:
 class DispatcherSettings:
     """Everything ``tqueues_dispatcher`` can be told."""
 
-    listen_host: str = "127.0.0.1"
-    listen_port: int = 8080
+    listen_host: str = DEFAULT_HOST
+    listen_port: int = DEFAULT_PORT
     data_dir: str = "./tqueues-data"  #: the embedded store's directory.
     sqlite_synchronous: str = "FULL"
     rethinkdb: RethinkDBSettings | None = None  #: set: use the RethinkDB store.
     allowed_domains: tuple[str, ...] = ()  #: CORS origins.
     loglevel: str = "INFO"
-    max_wait: float = 300.0  #: the longest long-poll, seconds.
+    max_wait: float = DEFAULT_MAX_WAIT  #: the longest long-poll, seconds.
     max_body: int = 1024 * 1024  #: the largest request body, bytes.
     header_timeout: float = 10.0  #: seconds a request's head (line and headers) may take.
     #: connections served at once (None: sized from the open-files limit at start).
@@ -267,7 +267,7 @@ class DispatcherSettings:
         ``environ``) or by any of ``--host``, ``--port``, ``--db``, ``--user``,
         ``--password``; those options override the URL's parts.
         """
-        host, port = parse_listen(args.get("--listen") or "127.0.0.1:8080")
+        host, port = parse_listen(args.get("--listen") or DEFAULT_LISTEN)
         tokens = read_tokens(args, environ)
         insecure = bool(args.get("--insecure"))
         if not tokens and not insecure and not is_loopback(host):
@@ -286,7 +286,9 @@ class DispatcherSettings:
             rethinkdb=_rethinkdb_settings(args, environ),
             allowed_domains=_domains(args.get("--allowed_domains")),
             loglevel=_loglevel(args.get("--loglevel")),
-            max_wait=_float(args.get("--max_wait") or 300, "--max_wait", low=0, high=3600),
+            max_wait=_float(
+                args.get("--max_wait") or DEFAULT_MAX_WAIT, "--max_wait", low=0, high=3600
+            ),
             reap_interval=_float(
                 args.get("--reap_interval") or 0.5, "--reap_interval", low=0.01, high=60
             ),
@@ -377,7 +379,7 @@ class WorkerSettings:
     """Everything ``tqueues_worker`` can be told."""
 
     #: the dispatchers, in the order they are tried (see :class:`~tqueues.client.Client`).
-    endpoint_urls: tuple[str, ...] = (DEFAULT_ENDPOINT,)
+    endpoint_urls: tuple[str, ...] = (DEFAULT_URL,)
     queues: tuple[str, ...] = ()
     concurrency: int = 1
     prefetch: int | None = None  #: jobs held beyond the running ones (None: 3 x concurrency).
@@ -400,7 +402,7 @@ class WorkerSettings:
         comma-separated list: dispatchers of one cluster, to move between when one stops
         answering.
         """
-        given = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or DEFAULT_ENDPOINT
+        given = args.get("--endpoint_url") or environ.get("TQUEUES_URL") or DEFAULT_URL
         urls = parse_endpoints([given] if isinstance(given, str) else given, "--endpoint_url")
         queues = tuple(args.get("--queue") or ())
         if not queues:
@@ -415,7 +417,7 @@ class WorkerSettings:
             prefetch=None
             if args.get("--prefetch") is None
             else _int(args["--prefetch"], "--prefetch", low=0, high=1000),
-            wait=_float(args.get("--wait") or 30, "--wait", low=0, high=300),
+            wait=_float(args.get("--wait") or 30, "--wait", low=0, high=DEFAULT_MAX_WAIT),
             grace=_float(args.get("--grace") or 30, "--grace", low=0, high=86400),
             allow=tuple(p.strip() for p in allow),
             burst=bool(args.get("--burst")),

@@ -29,11 +29,11 @@ from typing import Any
 from tqueues.client import Client
 from tqueues.client.stream import TakeStream
 from tqueues.errors import NotFound, QueueNotFound, TqueuesError
+from tqueues.limits import MAX_TAKE
 from tqueues.reporting import LOST, TRANSIENT, Reporter
 from tqueues.running import Job, busy_threads, ttr_of
 
 log = logging.getLogger(__name__)
-MAX_TAKE = 100  #: jobs one take may ask for (the dispatcher's limit).
 
 
 def _average(average: float | None, sample: float, weight: float = 0.2) -> float:

@@ -1,7 +1,29 @@
-"""TQueues admin command line.
+from __future__ import annotations
 
-Talks to a dispatcher's REST API. Job JSON is one job, {"method": "pkg.mod:func",
-"args": [...], "kwargs": {...}, "priority": N, "delay": S, ...}, or a list of jobs; it
+import asyncio
+import dataclasses
+import json
+import math
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, TextIO
+
+import aiohttp
+
+from tqueues.cli.usage import UsageError, parse_command_line
+from tqueues.client import Client, JSONDict
+from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
+from tqueues.limits import DEFAULT_MAX_WAIT, DEFAULT_URL, MAX_KICK
+from tqueues.settings import WRITE_ACKS, RethinkDBSettings, SettingsError
+
+# The command's usage, as docopt reads it (and --help prints it): the module's docstring,
+# built so that its defaults are those of tqueues.limits.
+__doc__ = f"""TQueues admin command line.
+
+Talks to a dispatcher's REST API. Job JSON is one job, {{"method": "pkg.mod:func",
+"args": [...], "kwargs": {{...}}, "priority": N, "delay": S, ...}}, or a list of jobs; it
 comes from the <json> argument, from --file FILE, or from standard input (--file -, the
 default when <json> is absent). Answers are printed as JSON, one job per line, except the
 tables of stats and queues.
@@ -31,7 +53,7 @@ Usage:
   tqueues --version
 
 Options:
-  --url URL          The dispatcher; also TQUEUES_URL (default http://127.0.0.1:8080/).
+  --url URL          The dispatcher; also TQUEUES_URL (default {DEFAULT_URL}).
   --token TOKEN      Bearer token (also TQUEUES_TOKEN).
   --timeout SECONDS  Seconds each call may take, beyond any --wait [default: 30].
   --file FILE        Read the job JSON from FILE; - is standard input.
@@ -64,9 +86,9 @@ the database (the catalog and each queue's) one shard, N replicas and the write
 acknowledgements, as dispatchers started with --replicas and --write_acks create them.
 
 Examples:
-  export TQUEUES_URL=http://127.0.0.1:8080/
-  tqueues put emails '{"method": "app.mail:send", "args": ["bob@example.com"]}'
-  echo '[{"method": "app.x:f"}, {"method": "app.x:g"}]' | tqueues put work
+  export TQUEUES_URL={DEFAULT_URL}
+  tqueues put emails '{{"method": "app.mail:send", "args": ["bob@example.com"]}}'
+  echo '[{{"method": "app.x:f"}}, {{"method": "app.x:g"}}]' | tqueues put work
   tqueues consume emails --wait 5
   tqueues take urgent normal --wait 10
   tqueues stats
@@ -76,27 +98,7 @@ Examples:
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
 """
 
-from __future__ import annotations
-
-import asyncio
-import dataclasses
-import json
-import math
-import os
-import sys
-import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, TextIO
-
-import aiohttp
-
-from tqueues.cli.usage import UsageError, parse_command_line
-from tqueues.client import Client, JSONDict
-from tqueues.errors import DispatcherUnavailable, TqueuesError, ValidationError
-from tqueues.settings import WRITE_ACKS, RethinkDBSettings, SettingsError
-
 STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
-DEFAULT_URL = "http://127.0.0.1:8080/"
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
 KICK_STATUSES = ("buried", "failed", "delayed")
@@ -104,9 +106,8 @@ KICK_STATUSES = ("buried", "failed", "delayed")
 HISTORY_FIRST = ("put", "taken", "finished", "failed")
 #: The longest long-poll asked of the dispatcher (its default --max_wait); a longer --wait
 #: is several in a row. A dispatcher that allows less refuses it: the command asks for half.
-LONG_POLL = 300.0
+LONG_POLL = DEFAULT_MAX_WAIT
 FOREVER = ("forever", "inf", "infinity")
-KICK_ROUND = 10_000  #: the most jobs one kick request may ask for (the API's bound).
 
 
 def _number(args: Mapping[str, Any], name: str, *, integer: bool = False) -> float:
@@ -295,14 +296,14 @@ class Admin:
         return 0
 
     async def _kick_all(self, status: str) -> int:
-        """Kick the jobs of ``status`` the queue holds now, KICK_ROUND at a time; how many
-        were kicked. Stops once a round kicks fewer than it asked for, or once it kicked
-        as many as there were when it started (jobs that fail again meanwhile are not
-        kicked round after round)."""
+        """Kick the jobs of ``status`` the queue holds now, MAX_KICK (the API's bound) at a
+        time; how many were kicked. Stops once a round kicks fewer than it asked for, or
+        once it kicked as many as there were when it started (jobs that fail again
+        meanwhile are not kicked round after round)."""
         remaining = int((await self.client.stats(self.queue))["jobs"][status])
         total = 0
         while remaining > 0:
-            asked = min(KICK_ROUND, remaining)
+            asked = min(MAX_KICK, remaining)
             kicked = await self.client.kick(self.queue, asked, status=status)
             total += kicked
             remaining -= kicked

@@ -1,4 +1,22 @@
-"""TQueues job dispatcher.
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from aiohttp import web
+
+from tqueues import eventloop
+from tqueues.cli.usage import UsageError, parse_command_line
+from tqueues.errors import TqueuesError
+from tqueues.limits import DEFAULT_LISTEN, DEFAULT_MAX_WAIT
+from tqueues.settings import DispatcherSettings, setup_logging
+
+# The command's usage, as docopt reads it (and --help prints it): the module's docstring,
+# built so that its defaults are those of tqueues.limits.
+__doc__ = f"""TQueues job dispatcher.
 
 Serves the TQueues HTTP API. Jobs are kept in the embedded SQLite store under --data,
 or in RethinkDB when --rethinkdb or any of --host, --port, --db, --user or --password
@@ -10,7 +28,7 @@ Usage:
   tqueues_dispatcher --version
 
 Options:
-  --listen HOST:PORT          Address to serve HTTP on [default: 127.0.0.1:8080].
+  --listen HOST:PORT          Address to serve HTTP on [default: {DEFAULT_LISTEN}].
   --data DIR                  Directory of the embedded store [default: ./tqueues-data].
   --sync MODE                 Embedded store durability: FULL (sync every commit) or
                               NORMAL (survives process crashes) [default: FULL].
@@ -44,7 +62,7 @@ Options:
   --insecure                  Allow --listen beyond loopback without any token.
   --allowed_domains DOMAINS   Comma-separated origins allowed by CORS,
                               e.g. 'https://foo.com,https://bar.com'.
-  --max_wait SECONDS          Longest long-poll a take may ask for [default: 300].
+  --max_wait SECONDS          Longest long-poll a take may ask for [default: {DEFAULT_MAX_WAIT:g}].
   --max_body BYTES            Largest request body (and job stream message); larger ones
                               are answered 413 [default: 1048576].
   --header_timeout SECONDS    A request's line and headers must arrive within this long
@@ -68,23 +86,8 @@ Examples:
   tqueues_dispatcher --data /var/lib/tqueues
   tqueues_dispatcher --host localhost --db foo --port 28015 --user foo --password bar
   tqueues_dispatcher --host db1,db2,db3:28016 --replicas 3 --db foo
-  tqueues_dispatcher --listen 127.0.0.1:8080 --allowed_domains 'https://foo.com,https://bar.com'
+  tqueues_dispatcher --listen {DEFAULT_LISTEN} --allowed_domains 'https://foo.com,https://bar.com'
 """
-
-from __future__ import annotations
-
-import asyncio
-import logging
-import signal
-import sys
-from collections.abc import Sequence
-
-from aiohttp import web
-
-from tqueues import eventloop
-from tqueues.cli.usage import UsageError, parse_command_line
-from tqueues.errors import TqueuesError
-from tqueues.settings import DispatcherSettings, setup_logging
 
 try:
     from tqueues.dispatcher import create_app

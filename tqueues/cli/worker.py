@@ -1,4 +1,23 @@
-"""TQueues worker.
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+
+from tqueues import eventloop
+from tqueues.cli.usage import UsageError, parse_command_line
+from tqueues.errors import TqueuesError
+from tqueues.limits import DEFAULT_URL
+from tqueues.loading import unfindable
+from tqueues.settings import WorkerSettings, setup_logging
+from tqueues.worker import Worker, busy_threads
+
+# The command's usage, as docopt reads it (and --help prints it): the module's docstring,
+# built so that its defaults are those of tqueues.limits.
+__doc__ = f"""TQueues worker.
 
 Takes jobs from the dispatcher and runs the method each names
 (package.module:function), N at a time.
@@ -10,7 +29,7 @@ Usage:
 
 Options:
   --endpoint_url URL     TQueues dispatcher endpoint (default: $TQUEUES_URL or
-                         http://127.0.0.1:8080/). Repeat it, or give a comma-separated
+                         {DEFAULT_URL}). Repeat it, or give a comma-separated
                          list, for several dispatchers of one cluster: the worker moves
                          to the next when the one it uses stops answering.
   --queue QUEUE          Queue to take jobs from; repeat it for several queues (each
@@ -43,24 +62,8 @@ Options:
   -v --version           Show version.
 
 Examples:
-  tqueues_worker --endpoint_url http://127.0.0.1:8080/ --queue testqueue --allow myapp.tasks
+  tqueues_worker --endpoint_url {DEFAULT_URL} --queue testqueue --allow myapp.tasks
 """
-
-from __future__ import annotations
-
-import asyncio
-import logging
-import os
-import signal
-import sys
-from collections.abc import Sequence
-
-from tqueues import eventloop
-from tqueues.cli.usage import UsageError, parse_command_line
-from tqueues.errors import TqueuesError
-from tqueues.loading import unfindable
-from tqueues.settings import WorkerSettings, setup_logging
-from tqueues.worker import Worker, busy_threads
 
 log = logging.getLogger("tqueues.worker")
 

@@ -28,6 +28,7 @@ from tqueues.client.answers import JSONDict, answer_of, outcome_results
 from tqueues.client.errors_text import connection_error_text
 from tqueues.client.stream import JobStream, TakeStream
 from tqueues.errors import DispatcherUnavailable, JobNotFound, TqueuesError
+from tqueues.limits import DEFAULT_PAGE
 
 log = logging.getLogger("tqueues.client")
 
@@ -320,7 +321,12 @@ class Client:
         return job
 
     async def list_jobs(
-        self, queue: str, *, status: str | None = None, cursor: str | None = None, limit: int = 100
+        self,
+        queue: str,
+        *,
+        status: str | None = None,
+        cursor: str | None = None,
+        limit: int = DEFAULT_PAGE,
     ) -> JSONDict:
         """A page of the queue's jobs in creation order: ``{"jobs", "next_cursor"}``; pass
         ``next_cursor`` back as ``cursor`` until it is None."""

@@ -53,14 +53,16 @@ from tqueues.jobs import (
     JobStatus,
 )
 from tqueues.lifecycle import KICKABLE
+from tqueues.limits import (
+    DEFAULT_PAGE,
+    MAX_BATCH,
+    MAX_KICK,
+    MAX_OUTCOMES,
+    MAX_PAGE,
+    MAX_TAKE,
+    MAX_TAKE_QUEUES,
+)
 
-MAX_BATCH = 1000  #: jobs one enqueue request may carry.
-MAX_TAKE = 100  #: jobs one take may ask for.
-MAX_TAKE_QUEUES = 32  #: queues one take may name.
-MAX_OUTCOMES = 1000  #: outcomes one report may carry.
-MAX_PAGE = 1000  #: jobs one listing page may hold.
-DEFAULT_PAGE = 100
-MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
 MAX_ID = 128  #: the longest lease, cursor item or stream ``ref``.
 MAX_WORKER = 200  #: the longest name of a taker.
 MAX_CURSOR = 1024
