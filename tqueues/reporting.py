@@ -12,7 +12,8 @@ means it is durable), or refused it as no longer the caller's to report (409, 40
 as ``report_refused``), or once transport errors kept it from being delivered until the
 job's lease would have expired (logged as ``report_lost``; the job runs again elsewhere:
 at least once, never lost). Transport errors are retried with backoff (0.1 s doubling to
-5 s). Waiting for an outcome is shielded from cancellation.
+5 s, with jitter: :class:`~tqueues.retry.Backoff`). Waiting for an outcome is shielded
+from cancellation.
 """
 
 from __future__ import annotations
@@ -33,14 +34,13 @@ from tqueues.errors import (
     TqueuesError,
 )
 from tqueues.limits import MAX_OUTCOMES
+from tqueues.retry import Backoff
 
 log = logging.getLogger("tqueues.worker")
 #: Transport-level failures worth retrying with backoff.
 TRANSIENT = (DispatcherUnavailable, StoreUnavailable)
 #: Answers that mean the job is no longer ours to report on.
 LOST = (LeaseMismatch, InvalidTransition, JobNotFound)
-FIRST_DELAY = 0.1
-MAX_DELAY = 5.0
 
 
 def _refused(what: str, exc: TqueuesError) -> None:
@@ -84,18 +84,18 @@ async def deliver(call: Callable[[], Awaitable[Any]], what: str, ttr: float) -> 
     """
     loop = asyncio.get_running_loop()
     give_up = loop.time() + ttr
-    delay = FIRST_DELAY
+    backoff = Backoff()
     while True:
         try:
             await call()
             return
         except TRANSIENT as exc:
+            delay = backoff.next()
             if loop.time() + delay > give_up:
                 _lost(what, exc)
                 return
             _retrying(what, delay, exc)
             await asyncio.sleep(delay)
-            delay = min(delay * 2, MAX_DELAY)
         except TqueuesError as exc:
             _refused(what, exc)
             return
@@ -187,7 +187,7 @@ class Reporter:
         """Send the queue's outcomes, a batch at a time, until none is left."""
         queued = self._queued[queue]
         batch: list[_Outcome] = []
-        delay = FIRST_DELAY
+        backoff = Backoff()
         try:
             while queued:
                 batch = queued[:MAX_OUTCOMES]
@@ -195,10 +195,11 @@ class Reporter:
                 retry, exc = await self._send_batch(queue, batch)
                 batch = []
                 if not retry:
-                    delay = FIRST_DELAY
+                    backoff.reset()
                     continue
                 assert exc is not None
                 loop = asyncio.get_running_loop()
+                delay = backoff.next()
                 keep = []
                 for outcome in retry:
                     if loop.time() + delay > outcome.give_up:
@@ -210,7 +211,6 @@ class Reporter:
                 if keep:
                     batch = keep
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, MAX_DELAY)
                     queued[:0] = keep  # first in the next request, with what came meanwhile
                     batch = []
         except BaseException:

@@ -1,4 +1,11 @@
-"""When a failed job runs again: exponential backoff with jitter (pure; stores apply it)."""
+"""Exponential backoff with jitter, the one policy of every wait between attempts.
+
+:class:`RetryPolicy` says how long the n-th attempt waits (pure; the stores apply it to
+failed jobs). :class:`Backoff` counts the consecutive failures of one loop and gives the
+policy's wait for each: the worker's takes and deliveries while the dispatcher cannot be
+reached, and the RethinkDB store's reconnections, changefeeds, catalog set-up and undone
+claims. Imports nothing of tqueues, so every install has it.
+"""
 
 from __future__ import annotations
 
@@ -26,3 +33,36 @@ class RetryPolicy:
         wait = min(self.cap, self.base * 2 ** min(attempt - 1, 64))
         factor = 1.0 - self.jitter * (rng or random).random()
         return wait * factor
+
+
+class Backoff:
+    """The waits of one loop's consecutive failures, after a :class:`RetryPolicy`.
+
+    The n-th consecutive failure waits ``min(cap, base * 2 ** (n - 1))`` seconds (``base``
+    and ``cap`` in seconds) scaled by a random factor in ``[1 - jitter, 1]``: 0.1 s to 5 s
+    by default, halved at random. :meth:`reset` after a success starts over. ``rng`` makes
+    the jitter repeatable (tests); by default the ``random`` module's.
+    """
+
+    def __init__(
+        self,
+        base: float = 0.1,
+        cap: float = 5.0,
+        jitter: float = 0.5,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.policy = RetryPolicy(base=base, cap=cap, jitter=jitter)
+        self.failures = 0  #: consecutive failures since the start or the last reset.
+        self._rng = rng
+
+    def next(self) -> float:
+        """Count one more failure; the seconds to wait before the next attempt."""
+        self.failures += 1
+        return self.policy.delay(self.failures, rng=self._rng)
+
+    def reset(self) -> None:
+        """Forget the failures (the last attempt succeeded)."""
+        self.failures = 0
+
+
+__all__ = ["Backoff", "RetryPolicy"]

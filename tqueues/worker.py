@@ -20,7 +20,6 @@ import inspect
 import logging
 import math
 import os
-import random
 import socket
 from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
@@ -31,6 +30,7 @@ from tqueues.client.stream import TakeStream
 from tqueues.errors import NotFound, QueueNotFound, TqueuesError
 from tqueues.limits import MAX_TAKE
 from tqueues.reporting import LOST, TRANSIENT, Reporter
+from tqueues.retry import Backoff
 from tqueues.running import Job, busy_threads, ttr_of
 
 log = logging.getLogger(__name__)
@@ -260,7 +260,7 @@ class Worker:
 
     async def take(self) -> dict[str, Any] | None:
         """The next job document, or None once stopping (or, in burst mode, when empty)."""
-        delay = 0.1
+        backoff = Backoff()  # 0.1 s to 5 s, with jitter
         while not self.stopping:
             if self._prefetched:
                 doc, arrived = self._prefetched.popleft()
@@ -282,7 +282,7 @@ class Worker:
                 # not up yet: workers may start before whoever creates their queues.
                 if self.burst and isinstance(exc, QueueNotFound):
                     return None
-                pause = delay * random.uniform(0.5, 1.0)
+                pause = backoff.next()
                 # One line a person reads: what failed (the client's message names the
                 # URL and the reason in words) and when the next try is.
                 log.warning(
@@ -292,9 +292,8 @@ class Worker:
                     extra={"action": "take_retry"},
                 )
                 await self._until_stopped(asyncio.sleep(pause))
-                delay = min(delay * 2, 5.0)
                 continue
-            delay = 0.1
+            backoff.reset()
             if doc is not None:
                 self.counts["taken"] += 1
                 return doc

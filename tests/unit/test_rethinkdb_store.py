@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -37,7 +36,6 @@ from tqueues.jobs import JobRecord, JobStatus, NewJob, QueueConfig
 from tqueues.settings import DispatcherSettings, RethinkDBSettings, SettingsError
 from tqueues.stores.hub import ChangesMissed
 from tqueues.stores.rethinkdb import (
-    Backoff,
     RethinkDBStore,
     change_kind,
     doc_to_config,
@@ -241,19 +239,6 @@ def test_parse_cursor() -> None:
     assert parse_cursor(f"{NOW!r}:{'b' * 32}") == "b" * 32
     for bad in (None, "", "17", "x:" + "b" * 31, "1:nothex"):
         assert parse_cursor(bad) is None
-
-
-# -- backoff -------------------------------------------------------------------------------
-
-
-def test_backoff_doubles_from_a_tenth_of_a_second_to_five_with_jitter() -> None:
-    backoff = Backoff(rng=random.Random(7))
-    waits = [backoff.next() for _ in range(10)]
-    ceilings = [min(5.0, 0.1 * 2**n) for n in range(10)]
-    for wait, ceiling in zip(waits, ceilings, strict=True):
-        assert ceiling * 0.5 <= wait <= ceiling
-    backoff.reset()
-    assert backoff.next() <= 0.1
 
 
 # -- settings ----------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Pure helpers: retry backoff and loading a job's method under an allow-list."""
+"""Pure helpers: retry backoff (of failed jobs and of every retrying loop) and loading a
+job's method under an allow-list."""
 
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ from tqueues.loading import (
     split_target,
     unfindable,
 )
-from tqueues.retry import RetryPolicy
+from tqueues.retry import Backoff, RetryPolicy
 
 
 @given(attempt=st.integers(1, 200), seed=st.integers(0, 2**32))
@@ -32,6 +33,25 @@ def test_backoff_grows_and_stays_within_the_cap(attempt: int, seed: int) -> None
     delay = policy.delay(attempt, rng=random.Random(seed))
     full = min(60.0, 2.0 ** (attempt - 1))
     assert full * 0.5 <= delay <= full
+
+
+def test_a_loops_backoff_doubles_from_a_tenth_of_a_second_to_five_with_jitter() -> None:
+    backoff = Backoff(rng=random.Random(7))
+    waits = [backoff.next() for _ in range(10)]
+    ceilings = [min(5.0, 0.1 * 2**n) for n in range(10)]
+    for wait, ceiling in zip(waits, ceilings, strict=True):
+        assert ceiling * 0.5 <= wait <= ceiling
+    assert backoff.failures == 10
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+@given(base=st.floats(0.01, 2), cap=st.floats(0.01, 10), failures=st.integers(1, 100))
+def test_a_loops_backoff_follows_the_retry_policy(base: float, cap: float, failures: int) -> None:
+    backoff = Backoff(base=base, cap=cap, rng=random.Random(failures))
+    waits = [backoff.next() for _ in range(failures)]
+    policy, rng = RetryPolicy(base=base, cap=cap, jitter=0.5), random.Random(failures)
+    assert waits == [policy.delay(n, rng=rng) for n in range(1, failures + 1)]
 
 
 def test_backoff_without_jitter_doubles() -> None:

@@ -38,11 +38,9 @@ from tqueues.stores.rethinkdb.documents import (
     r,
     reql_literal,
 )
-from tqueues.stores.rethinkdb.pool import Backoff
 from tqueues.stores.rethinkdb.store import RethinkDBStore
 
 __all__ = [
-    "Backoff",
     "RethinkDBStore",
     "change_kind",
     "doc_to_config",

@@ -28,9 +28,10 @@ from rethinkdb.errors import ReqlCursorEmpty, ReqlError
 from tqueues.errors import QueueNotFound, StoreUnavailable
 from tqueues.jobs import ChangeEvent, JobStatus
 from tqueues.lifecycle import put_of_handed
+from tqueues.retry import Backoff
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job, r
-from tqueues.stores.rethinkdb.pool import Backoff, Pool, consume, message
+from tqueues.stores.rethinkdb.pool import Pool, consume, message
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -24,6 +23,7 @@ from rethinkdb.errors import (
 )
 
 from tqueues.errors import StoreUnavailable
+from tqueues.retry import Backoff
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
 
@@ -44,35 +44,6 @@ _BAD_KEY = re.compile(
     r"|Primary key too long \(max \d+ characters\))",
     re.DOTALL,
 )
-
-
-class Backoff:
-    """Exponential backoff with jitter between reconnection attempts.
-
-    The n-th consecutive failure waits ``min(cap, base * 2 ** (n - 1))`` seconds scaled by
-    a random factor in ``[1 - jitter, 1]``; :meth:`reset` after a success starts over.
-    """
-
-    def __init__(
-        self,
-        base: float = 0.1,
-        cap: float = 5.0,
-        jitter: float = 0.5,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base, self.cap, self.jitter = base, cap, jitter
-        self.failures = 0
-        self._rng = rng or random.Random()
-
-    def next(self) -> float:
-        """Count one more failure; the seconds to wait before the next attempt."""
-        self.failures += 1
-        wait = min(self.cap, self.base * 2 ** min(self.failures - 1, 32))
-        return wait * (1.0 - self.jitter * self._rng.random())
-
-    def reset(self) -> None:
-        """Forget the failures (the connection works again)."""
-        self.failures = 0
 
 
 def message(exc: BaseException) -> str:
@@ -311,7 +282,6 @@ class Pool:
 
 __all__ = [
     "Ambiguous",
-    "Backoff",
     "Exists",
     "KeyRefused",
     "Missing",

@@ -30,12 +30,12 @@ from rethinkdb.ast import RqlQuery
 
 from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
+from tqueues.retry import Backoff
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
 from tqueues.stores.rethinkdb.history import HISTORY_TABLE
 from tqueues.stores.rethinkdb.pool import (
     Ambiguous,
-    Backoff,
     Exists,
     Missing,
     Pool,
@@ -286,7 +286,7 @@ class Catalog:
         """The queue's settings once another dispatcher has built it; None after 60 s."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + max(ADMIN_TIMEOUT, self.settings.timeout)
-        delay = 0.05
+        backoff = Backoff(base=0.05, cap=1.0)
         while True:
             doc = await self.pool.run(self.queues.get(name))
             if doc is not None and doc.get("ready"):
@@ -294,8 +294,7 @@ class Catalog:
             if loop.time() >= deadline:
                 log.warning("queue %r was not built by its creator; building it here", name)
                 return None
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
+            await asyncio.sleep(backoff.next())
 
     async def _build(self, name: str) -> None:
         """Create the queue's table and its indexes and wait until they are ready."""

@@ -33,7 +33,7 @@ from tqueues.errors import (
 )
 from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
-from tqueues.retry import RetryPolicy
+from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts, buckets_of
@@ -46,7 +46,7 @@ from tqueues.stores.rethinkdb.documents import (
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.pool import Backoff, KeyRefused, Missing, Pool, first_error
+from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
