@@ -33,7 +33,8 @@ root_doc = "index"
 # inventories over the network, which the build must not need) and private helpers.
 nitpicky = True
 nitpick_ignore_regex = [
-    ("py:.*", r"(abc|asyncio|collections|dataclasses|enum|importlib|random|types|typing)\..*"),
+    # (_asyncio.Task: asyncio.Task as an attribute's annotation names it)
+    ("py:.*", r"(abc|_?asyncio|collections|dataclasses|enum|importlib|random|types|typing)\..*"),
     ("py:.*", r"(aiohttp|yarl)\..*"),
     ("py:.*", r"(.*\.)?_\w+"),  # private names, as base classes show them
     # The dispatcher's modules: its API is HTTP (the OpenAPI document), not Python.
