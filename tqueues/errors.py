@@ -82,6 +82,13 @@ class JobNotFound(NotFound):
     code = "job_not_found"
 
 
+class WorkerNotFound(NotFound):
+    """No worker of that name is in the registry (never seen, or dropped)."""
+
+    status = 404
+    code = "worker_not_found"
+
+
 class LeaseMismatch(Conflict):
     """The lease is no longer yours: it expired and the job was given back or taken again."""
 

@@ -254,6 +254,50 @@ async def test_history_counts_what_this_dispatcher_flushed(rest: Rest) -> None:
     await rest.call("GET", "/queues/nope/history", expect=404)
 
 
+def heartbeat(**fields: Any) -> dict[str, Any]:
+    """A worker's heartbeat body."""
+    now = clock.now()
+    return {
+        "host": "web-1", "pid": 4242, "version": "1.0", "queues": ["q"], "concurrency": 2,
+        "running": [{"queue": "q", "id": "job-1", "started_at": now - 1}],
+        "started_at": now - 60, "finished": 3, "failed": 1, **fields,
+    }  # fmt: skip
+
+
+async def test_the_worker_registry(rest: Rest) -> None:
+    # Given a worker's heartbeat
+    answer = await rest.call("POST", "/workers/web-1:4242/heartbeat", heartbeat(), expect=200)
+    assert answer == {"command": None, "interval": 5.0}
+    # Then the worker is listed, running, with what it runs (and per queue)
+    (worker,) = (await rest.call("GET", "/workers", expect=200))["workers"]
+    assert (worker["id"], worker["state"], worker["finished"]) == ("web-1:4242", "running", 3)
+    assert worker["running"][0]["id"] == "job-1" and worker["seen_ago"] < 5
+    assert (await rest.call("GET", "/workers", expect=200, queue="other"))["workers"] == []
+    # When an operator asks it to be quiet, its next heartbeat hears it
+    quiet = await rest.call("POST", "/workers/web-1:4242/quiet", expect=200)
+    assert quiet["command"] == "quiet"
+    answer = await rest.call(
+        "POST", "/workers/web-1:4242/heartbeat", heartbeat(activity="quiet"), expect=200
+    )
+    assert answer["command"] == "quiet"
+    assert (await rest.call("GET", "/workers"))["workers"][0]["state"] == "quiet"
+    # And a stop; its last heartbeat (stopped) drops it from the registry
+    assert (await rest.call("POST", "/workers/web-1:4242/stop", expect=200))["command"] == "stop"
+    await rest.call(
+        "POST", "/workers/web-1:4242/heartbeat", heartbeat(activity="stopped"), expect=200
+    )
+    assert (await rest.call("GET", "/workers"))["workers"] == []
+    # Unknown workers and bad heartbeats are refused, naming the problem
+    error = await rest.call("POST", "/workers/nobody/stop", expect=404)
+    assert error["error"] == "worker_not_found"
+    error = await rest.call("POST", "/workers/w/heartbeat", heartbeat(pid=-1), expect=400)
+    assert error["field"] == "pid"
+    error = await rest.call("POST", "/workers/w/heartbeat", {"host": "h"}, expect=400)
+    assert error["error"] == "bad_request"
+    error = await rest.call("POST", f"/workers/{'w' * 200}/heartbeat", heartbeat(), expect=400)
+    assert error["field"] == "worker"
+
+
 async def test_truncate_stats_and_kick(rest: Rest) -> None:
     for _ in range(3):
         await rest.put_job()

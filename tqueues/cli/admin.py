@@ -47,6 +47,8 @@ Usage:
   tqueues truncate [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
   tqueues history [options] <queue> [--minutes N] [--json]
+  tqueues workers [options] [--queue QUEUE] [--json]
+  tqueues workers (quiet | stop) [options] <worker>
   tqueues queues [options] [--json]
   tqueues rethinkdb reconfigure [--rethinkdb URL] [--replicas N] [--write_acks MODE]
   tqueues -h | --help
@@ -68,6 +70,7 @@ Options:
   --id ID            Kick this one job (buried, failed or delayed) instead of N.
   --reason TEXT      Why the job is buried (kept in its error).
   --json             Print JSON instead of a table.
+  --queue QUEUE      workers: only those taking from QUEUE.
   --minutes N        history: the last N minutes, a row per minute with events
                      (UTC) [default: 60].
   --rethinkdb URL    rethinkdb reconfigure: the database, as
@@ -93,6 +96,8 @@ Examples:
   tqueues take urgent normal --wait 10
   tqueues stats
   tqueues history emails --minutes 180
+  tqueues workers
+  tqueues workers quiet web-1:4242
   tqueues kick emails 100
   tqueues kick emails --all --status failed
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
@@ -370,6 +375,38 @@ class Admin:
         print(table(rows, ["minute (UTC)", *events]), file=self.out)
         return 0
 
+    async def workers(self) -> int:
+        """The workers (of --queue), a table or JSON; or quiet/stop <worker> (the worker
+        as it is now, as JSON)."""
+        if self.args["quiet"] or self.args["stop"]:
+            worker_id = str(self.args["<worker>"])
+            if self.args["quiet"]:
+                worker = await self.client.quiet_worker(worker_id)
+            else:
+                worker = await self.client.stop_worker(worker_id)
+            _print_json(worker, self.out)
+            return 0
+        workers = await self.client.workers(self.args["--queue"])
+        if self.args["--json"]:
+            _print_json(workers, self.out)
+            return 0
+        rows = [
+            [
+                w["id"],
+                w["state"],
+                ",".join(w["queues"]),
+                f"{len(w['running'])}/{w['concurrency']}",
+                w["finished"],
+                w["failed"],
+                f"{w['seen_ago']:.0f}s ago",
+                w["command"] or "",
+            ]
+            for w in workers
+        ]
+        header = ["worker", "state", "queues", "running", "finished", "failed", "seen", "asked"]
+        print(table(rows, header), file=self.out)
+        return 0
+
     async def queues(self) -> int:
         """Every queue with its settings: a table, or JSON."""
         queues = await self.client.list_queues()
@@ -405,6 +442,7 @@ COMMANDS = (
     "truncate",
     "stats",
     "history",
+    "workers",
     "queues",
 )
 

@@ -226,6 +226,33 @@ class Client:
         history: JSONDict = await self.request("GET", ["queues", queue, "history"], params=params)
         return history
 
+    async def workers(self, queue: str | None = None) -> list[JSONDict]:
+        """The workers seen in the last 5 minutes (taking from ``queue`` only, if given),
+        each with its ``state`` (running, quiet, stopping, or lost: no heartbeat for 15
+        s), the jobs it runs and its totals; by id."""
+        params = {"queue": queue} if queue is not None else None
+        answer: JSONDict = await self.request("GET", ["workers"], params=params)
+        workers: list[JSONDict] = answer["workers"]
+        return workers
+
+    async def quiet_worker(self, worker_id: str) -> JSONDict:
+        """Ask the worker to take no more jobs (those running finish); the worker. It
+        learns it at its next heartbeat. Raises WorkerNotFound."""
+        worker: JSONDict = await self.request("POST", ["workers", worker_id, "quiet"])
+        return worker
+
+    async def stop_worker(self, worker_id: str) -> JSONDict:
+        """Ask the worker to shut down gracefully (as on SIGTERM); the worker. It learns
+        it at its next heartbeat. Raises WorkerNotFound."""
+        worker: JSONDict = await self.request("POST", ["workers", worker_id, "stop"])
+        return worker
+
+    async def heartbeat(self, worker_id: str, beat: JSONDict) -> JSONDict:
+        """Send a worker's heartbeat (what :class:`~tqueues.worker.Worker` does every few
+        seconds); ``{"command": None | "quiet" | "stop", "interval": seconds}``."""
+        answer: JSONDict = await self.request("POST", ["workers", worker_id, "heartbeat"], beat)
+        return answer
+
     async def dispatcher_stats(self) -> JSONDict:
         """Every queue's statistics and their sums: ``{"queues", "jobs", "total",
         "counters", "by_queue"}``."""

@@ -19,13 +19,13 @@ from aiohttp.typedefs import Middleware
 
 from tqueues.dispatcher import openapi, ws
 from tqueues.dispatcher.auth import auth_middleware
-from tqueues.dispatcher.history import flush_last, keep_history
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.meta import document_key
 from tqueues.dispatcher.middlewares import error_middleware, host_middleware, origin_middleware
 from tqueues.dispatcher.operation import operations_key
 from tqueues.dispatcher.operations import OPERATIONS
 from tqueues.dispatcher.reaper import reap_forever
+from tqueues.dispatcher.upkeep import flush_last, keep_up
 from tqueues.settings import DispatcherSettings, is_loopback
 from tqueues.stores import open_store
 from tqueues.stores.base import Store
@@ -76,9 +76,9 @@ def create_app(
         await the_store.open()
         app[store_key] = the_store
         reaper = asyncio.create_task(reap_forever(the_store, settings.reap_interval))
-        history = asyncio.create_task(keep_history(the_store, settings.history_keep))
+        upkeep = asyncio.create_task(keep_up(the_store, settings.history_keep))
         yield
-        for task in (reaper, history):
+        for task in (reaper, upkeep):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

@@ -96,6 +96,11 @@ JOB_ID_SCHEMA: dict[str, Any] = {
     "description": "A job's id (the dispatcher makes 32 hex digits).",
 }
 QUEUE_NAME_SCHEMA: dict[str, Any] = {"type": "string", "pattern": QUEUE_NAME_RE.pattern}
+WORKER_ID_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": f"^[\\x01-\\x7f]{{1,{MAX_ID_BYTES}}}$",
+    "description": "A worker's name in the registry.",
+}
 JobId = Annotated[str, WithJsonSchema(JOB_ID_SCHEMA)]
 
 
@@ -411,6 +416,42 @@ class HistoryQuery(Query):
         "hour before `until`)."
     )  # fmt: skip
     until: Epoch | None = Field(None, description="Epoch seconds (default: now).")
+
+
+# -- the worker registry ---------------------------------------------------------------
+
+#: The most running jobs one heartbeat may list.
+MAX_RUNNING = 10_000
+
+
+class RunningJob(Body):
+    queue: QueueName
+    id: Annotated[str, Field(pattern=JOB_ID_SCHEMA["pattern"]), WithJsonSchema(JOB_ID_SCHEMA)]
+    started_at: Epoch
+
+
+class Heartbeat(Body):
+    """What a worker says of itself every few seconds (see docs/observability.rst)."""
+
+    host: Annotated[str, Field(max_length=255)]
+    pid: Annotated[int, Field(ge=0, le=2**31), BeforeValidator(_whole)]
+    version: Annotated[str, Field(max_length=64)]
+    queues: Annotated[list[QueueName], Field(max_length=MAX_TAKE_QUEUES)]
+    concurrency: Annotated[int, Field(ge=1, le=100_000), BeforeValidator(_whole)]
+    running: Annotated[list[RunningJob], Field(max_length=MAX_RUNNING)] = Field(
+        default_factory=list, description="The jobs it runs now."
+    )
+    started_at: Epoch = Field(description="When the worker started (its clock).")
+    finished: Annotated[int, Field(ge=0), BeforeValidator(_whole)] = 0
+    failed: Annotated[int, Field(ge=0), BeforeValidator(_whole)] = 0
+    activity: Literal["running", "quiet", "stopping", "stopped"] = Field(
+        "running", description="What it does: taking jobs, taking none (quiet), shutting "
+        "down; stopped (its last heartbeat): it is dropped from the registry at once."
+    )  # fmt: skip
+
+
+class WorkersQuery(Query):
+    queue: QueueName | None = Field(None, description="Only workers taking from this queue.")
 
 
 class PeekQuery(Query):

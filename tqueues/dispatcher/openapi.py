@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from tqueues import __version__, codec
-from tqueues.dispatcher.models import JOB_ID_SCHEMA, QUEUE_NAME_SCHEMA
+from tqueues.dispatcher.models import JOB_ID_SCHEMA, QUEUE_NAME_SCHEMA, WORKER_ID_SCHEMA
 from tqueues.dispatcher.openapi_schemas import SCHEMAS, Doc, ref
 from tqueues.dispatcher.operation import Answer, Operation, list_parameters, query_model
 from tqueues.dispatcher.operations import OPERATIONS
@@ -50,6 +50,9 @@ PATH_PARAMETERS: dict[str, Doc] = {
     "id": {"name": "id", "in": "path", "required": True, "schema": JOB_ID_SCHEMA,
            "description": "The job. Other text of at most 127 bytes of UTF-8 is looked up "
            "too (404)."},
+    "worker": {"name": "worker", "in": "path", "required": True, "schema": WORKER_ID_SCHEMA,
+               "description": "The worker's name (by default host:pid). Other text of at "
+               "most 127 bytes of UTF-8 is accepted too."},
 }  # fmt: skip
 
 

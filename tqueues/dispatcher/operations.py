@@ -14,7 +14,7 @@ answers for every id, 400 for one no job can have.
 
 from __future__ import annotations
 
-from tqueues.dispatcher import jobstream, rest, takestream, taking, views, ws
+from tqueues.dispatcher import jobstream, rest, takestream, taking, views, workers, ws
 from tqueues.dispatcher import models as m
 from tqueues.dispatcher.meta import health, openapi
 from tqueues.dispatcher.operation import ANY_ROLE, Answer, Operation
@@ -217,6 +217,30 @@ OPERATIONS: tuple[Operation, ...] = (
         "GET", "/queues", rest.Queues, "list_queues", READ,
         "List every queue with its settings.", {200: Answer("The queues, by name.", "QueueList")},
         errors=(),
+    ),
+    Operation(
+        "POST", "/workers/{worker}/heartbeat", workers.WorkerHeartbeat, "heartbeat", WORKER,
+        "A worker's heartbeat (every few seconds): who it is, what it runs; answered with "
+        "what an operator asked of it. `activity: stopped` drops it from the registry.",
+        {200: Answer("The command for the worker, if any.", "HeartbeatAnswer")},
+        errors=(400,), body=m.Heartbeat, body_required=True,
+    ),
+    Operation(
+        "GET", "/workers", workers.Workers, "list_workers", ADMIN,
+        "The workers seen in the last 5 minutes, with their state (running, quiet, "
+        "stopping, or lost: no heartbeat for 15 s), what each runs and its totals.",
+        {200: Answer("The workers, by id.", "WorkerList")}, errors=(400,),
+        query=m.WorkersQuery,
+    ),
+    Operation(
+        "POST", "/workers/{worker}/quiet", workers.WorkerQuiet, "quiet_worker", ADMIN,
+        "Ask the worker to take no more jobs (those running finish); it learns it at its "
+        "next heartbeat.", {200: Answer("The worker.", "Worker")},
+    ),
+    Operation(
+        "POST", "/workers/{worker}/stop", workers.WorkerStop, "stop_worker", ADMIN,
+        "Ask the worker to shut down gracefully (as on SIGTERM); it learns it at its next "
+        "heartbeat.", {200: Answer("The worker.", "Worker")},
     ),
     Operation(
         "POST", "/take", taking.TakeAny, "take_any", WORKER,

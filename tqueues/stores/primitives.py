@@ -19,6 +19,7 @@ from typing import ClassVar, Self
 from tqueues.errors import TqueuesError
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_random_id
 from tqueues.stores.history import Bucket, Counts
+from tqueues.stores.workers import Command, WorkerRecord
 
 Mutation = Callable[[JobRecord], JobRecord]
 
@@ -260,6 +261,27 @@ class Primitives(abc.ABC):
     async def purge_history(self, before: int) -> int:
         """Delete every bucket that starts before ``before`` (epoch seconds); how many
         counts were deleted."""
+
+    # -- the worker registry (see tqueues.stores.workers) --------------------------------
+
+    @abc.abstractmethod
+    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
+        """Store a worker's heartbeat: its fields replace the stored ones, but for the
+        ``command`` an operator left, which is kept; the worker as stored."""
+
+    @abc.abstractmethod
+    async def list_workers(self) -> list[WorkerRecord]:
+        """Every worker stored, by id."""
+
+    @abc.abstractmethod
+    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
+        """Leave ``command`` for the worker (a "stop" is not undone by a later "quiet");
+        the worker as stored. Raises WorkerNotFound."""
+
+    @abc.abstractmethod
+    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
+        """Delete the workers last seen before ``before``, or the worker ``id``; how many
+        went."""
 
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

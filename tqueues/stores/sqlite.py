@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import logging
 import os
@@ -24,7 +25,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
-from tqueues.errors import JobNotFound, QueueNotFound, StoreUnavailable, TqueuesError
+from tqueues.errors import (
+    JobNotFound,
+    QueueNotFound,
+    StoreUnavailable,
+    TqueuesError,
+    WorkerNotFound,
+)
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
@@ -40,6 +47,7 @@ from tqueues.stores.sqlite_rows import (
     json_texts,
     to_row,
 )
+from tqueues.stores.workers import Command, WorkerRecord, command_of
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -60,6 +68,12 @@ QUICK_CHECK_SECONDS = 10.0
 def _any_pending(conn: sqlite3.Connection, queue: str) -> bool:
     """Whether ``queue`` has a pending job (one probe of the take index)."""
     return conn.execute(ANY_PENDING, (queue,)).fetchone() is not None
+
+
+def _worker(doc: str, command: str | None) -> WorkerRecord:
+    return dataclasses.replace(
+        WorkerRecord.from_fields(codec.loads(doc)), command=command_of(command)
+    )
 
 
 def check_file(path: Path) -> bool:
@@ -733,6 +747,55 @@ class SQLiteStore(Store):
                 return int(conn.execute("DELETE FROM history WHERE at < ?", (before,)).rowcount)
 
         return await self._run(purge)
+
+    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
+        doc = codec.dumps_str(record.fields())
+
+        def save() -> str | None:
+            with self._transaction() as conn:
+                (command,) = conn.execute(
+                    "INSERT INTO workers (id, doc, last_seen) VALUES (?, ?, ?) ON CONFLICT (id) "
+                    "DO UPDATE SET doc = excluded.doc, last_seen = excluded.last_seen "
+                    "RETURNING command",
+                    (record.id, doc, record.last_seen),
+                ).fetchone()
+                return str(command) if command is not None else None
+
+        command = await self._run(save)
+        return dataclasses.replace(record, command=command_of(command))
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        def read() -> list[WorkerRecord]:
+            assert self._conn is not None
+            rows = self._conn.execute("SELECT doc, command FROM workers ORDER BY id")
+            return [_worker(doc, command) for doc, command in rows]
+
+        return await self._run(read)
+
+    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
+        def leave() -> WorkerRecord:
+            with self._transaction() as conn:
+                row = conn.execute(
+                    "UPDATE workers SET command = CASE WHEN command = 'stop' THEN 'stop' "
+                    "ELSE ? END WHERE id = ? RETURNING doc, command",
+                    (command, worker_id),
+                ).fetchone()
+            if row is None:
+                raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
+            return _worker(*row)
+
+        return await self._run(leave)
+
+    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
+        def forget() -> int:
+            with self._transaction() as conn:
+                if id is not None:
+                    return int(conn.execute("DELETE FROM workers WHERE id = ?", (id,)).rowcount)
+                return int(
+                    conn.execute("DELETE FROM workers WHERE last_seen < ?", (before,)).rowcount
+                )
+
+        return await self._run(forget)
 
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)

@@ -69,6 +69,13 @@ CREATE TABLE IF NOT EXISTS history (
     PRIMARY KEY (queue, at, event)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS history_at ON history(at);
+-- The worker registry (tqueues.stores.workers): a worker's last heartbeat, as JSON.
+CREATE TABLE IF NOT EXISTS workers (
+    id TEXT PRIMARY KEY,
+    doc TEXT NOT NULL,
+    last_seen REAL NOT NULL,
+    command TEXT
+);
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).

@@ -42,6 +42,7 @@ from tqueues.stores.rethinkdb.pool import (
     first_error,
 )
 from tqueues.stores.rethinkdb.queries import INDEXES, OBSOLETE_INDEXES
+from tqueues.stores.rethinkdb.workers import WORKER_INDEXES, WORKERS_TABLE
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
@@ -88,17 +89,18 @@ async def reconfigure(
 
 
 async def remove_twins(pool: Pool, db: str) -> bool:
-    """Drop the extra databases named ``db``, then the extra ``tqueues_queues`` and
-    ``tqueues_history`` tables in it, keeping of each name the one with the smallest id
-    (every dispatcher keeps the same one). True if any was dropped. Twins come from
-    creations at the same instant through different servers (rethinkdb/rethinkdb#5900,
-    #4898); each is as new as the other, so the one dropped holds at most the catalog
-    table."""
+    """Drop the extra databases named ``db``, then the extra ``tqueues_queues``,
+    ``tqueues_history`` and ``tqueues_workers`` tables in it, keeping of each name the
+    one with the smallest id (every dispatcher keeps the same one). True if any was
+    dropped. Twins come from creations at the same instant through different servers
+    (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so the one dropped
+    holds at most the catalog table."""
     dropped = False
     twins = [
         ("db_config", {"name": db}),
         ("table_config", {"db": db, "name": QUEUES_TABLE}),
         ("table_config", {"db": db, "name": HISTORY_TABLE}),
+        ("table_config", {"db": db, "name": WORKERS_TABLE}),
     ]
     for table, match in twins:
         try:
@@ -179,16 +181,28 @@ class Catalog:
         if QUEUES_TABLE not in tables:
             await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
             created = True
-        if HISTORY_TABLE not in tables:
-            await create_table(self.pool, self.settings, HISTORY_TABLE)
-            created = True
+        for name in (HISTORY_TABLE, WORKERS_TABLE):
+            if name not in tables:
+                await create_table(self.pool, self.settings, name)
+                created = True
         await self.admin(self.queues.wait(wait_for="ready_for_writes"))
+        await self._ensure_worker_indexes()
         # Twins made by another dispatcher at the same instant are seen by now (the
         # server's metadata spreads over the cluster within the round trips above).
         if created and await self._remove_twins():
             raise _Twins(f"database {db!r} or its {QUEUES_TABLE} existed twice")
         configs = await self.list()
         await asyncio.gather(*(self.upgrade(config.name) for config in configs))
+
+    async def _ensure_worker_indexes(self) -> None:
+        """Create the registry's indexes it lacks (a table of an earlier version, or one
+        just created) and wait for them."""
+        table = self.db.table(WORKERS_TABLE)
+        existing = set(await self.pool.run(table.index_list()))
+        for index, function in WORKER_INDEXES.items():
+            if index not in existing:
+                await self.admin(table.index_create(index, function))
+        await self.admin(table.index_wait(*WORKER_INDEXES))
 
     async def _remove_twins(self) -> bool:
         """:func:`remove_twins`, or False (with a warning) when the user may not read the
@@ -246,10 +260,11 @@ class Catalog:
         others wait (up to 60 s) for that, then build it themselves (the winner may have
         died). A queue cannot be named after the catalog table (``tqueues_queues``): its
         jobs would go into the catalog, and dropping it would drop every queue's settings;
-        nor after the history's table (``tqueues_history``).
+        nor after the history's and the workers' tables (``tqueues_history``,
+        ``tqueues_workers``).
         Raises ValidationError (that name), StoreUnavailable.
         """
-        if config.name in (QUEUES_TABLE, HISTORY_TABLE):
+        if config.name in (QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE):
             raise ValidationError(
                 f"queue name {config.name!r} is reserved by the RethinkDB store", field="name"
             )

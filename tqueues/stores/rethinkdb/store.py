@@ -30,6 +30,7 @@ from tqueues.errors import (
     QueueNotFound,
     StoreUnavailable,
     TqueuesError,
+    WorkerNotFound,
 )
 from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
@@ -37,7 +38,7 @@ from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts, buckets_of
-from tqueues.stores.rethinkdb import history, queries
+from tqueues.stores.rethinkdb import history, queries, workers
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -48,6 +49,7 @@ from tqueues.stores.rethinkdb.documents import (
 from tqueues.stores.rethinkdb.feeds import Feeds
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
+from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
@@ -777,6 +779,52 @@ class RethinkDBStore(Store):
             query = history.delete(table, config.name, before, **self._write_options())
             deleted += int((await self._run(query)).get("deleted", 0))
         return deleted
+
+    # -- the worker registry -----------------------------------------------------------------
+
+    def _workers(self) -> Any:
+        """The registry's table. Raises StoreUnavailable when a queue of an earlier version
+        has its name (the registry is then off)."""
+        if workers.WORKERS_TABLE in self._parts()[1].configs:
+            raise StoreUnavailable(
+                f"the worker registry is off: a queue is named {workers.WORKERS_TABLE!r}, "
+                "the registry's table (rename the queue: drain it into another and drop it)"
+            )
+        return self._db.table(workers.WORKERS_TABLE)
+
+    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
+        result = await self._run(workers.save(self._workers(), record, **self._write_options()))
+        changes = result.get("changes") or ()
+        if result.get("errors") or not changes:
+            raise StoreUnavailable(f"RethinkDB did not store worker {record.id!r}: "
+                                   f"{first_error(result)}")  # fmt: skip
+        return WorkerRecord.from_fields(changes[0]["new_val"])
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        docs = await self._run(self._workers().coerce_to("array"))
+        return sorted((WorkerRecord.from_fields(doc) for doc in docs), key=lambda w: w.id)
+
+    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
+        if not storable(worker_id):
+            raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
+        query = workers.command(self._workers(), worker_id, command, **self._write_options())
+        result = await self._run(query)
+        changes = result.get("changes") or ()
+        if not changes or changes[0].get("new_val") is None:
+            raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
+        return WorkerRecord.from_fields(changes[0]["new_val"])
+
+    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
+        table = self._workers()
+        if id is not None:
+            if not storable(id):
+                return 0
+            query = table.get(id).delete(**self._write_options())
+        elif before is not None:
+            query = workers.forget_before(table, before, **self._write_options())
+        else:
+            return 0
+        return int((await self._run(query)).get("deleted", 0))
 
     async def reap(self, now: float) -> int:
         """The housekeeping of every queue as of ``now``; how many jobs changed or went.

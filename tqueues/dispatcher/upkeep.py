@@ -1,5 +1,6 @@
-"""Keeping the throughput history: this process's counts flushed to the store, old minutes
-purged (see :mod:`tqueues.stores.history`).
+"""The dispatcher's slow upkeep: this process's counts flushed to the throughput history,
+old minutes purged (see :mod:`tqueues.stores.history`), silent workers dropped from the
+registry (:mod:`tqueues.stores.workers`).
 
 Idempotent per call and additive, so several dispatchers on one store need no leader:
 each adds only what it counted, and a purge by two at once deletes each minute once.
@@ -15,13 +16,15 @@ from tqueues import clock
 from tqueues.errors import StoreUnavailable
 from tqueues.stores.base import Store
 from tqueues.stores.history import BUCKET, FLUSH_INTERVAL, bucket_of
+from tqueues.stores.workers import DROP_AFTER
 
 log = logging.getLogger(__name__)
 
 
-async def keep_history(store: Store, keep: float) -> None:
+async def keep_up(store: Store, keep: float) -> None:
     """Until cancelled: flush every :data:`FLUSH_INTERVAL` seconds and just after each
-    minute boundary, and once a minute delete the minutes older than ``keep`` seconds.
+    minute boundary; once a minute, delete the minutes older than ``keep`` seconds and
+    the workers silent for :data:`~tqueues.stores.workers.DROP_AFTER` seconds.
     Survives store outages (what was not flushed is flushed later). The caller flushes
     a last time with :func:`flush_last` when it stops."""
     purged = None
@@ -35,8 +38,9 @@ async def keep_history(store: Store, keep: float) -> None:
             if purged != bucket_of(now):
                 purged = bucket_of(now)
                 await store.purge_history(bucket_of(now - keep))
+                await store.forget_workers(before=now - DROP_AFTER)
         except StoreUnavailable as exc:
-            log.warning("history: %s", exc.message, extra={"action": "history_failed"})
+            log.warning("upkeep: %s", exc.message, extra={"action": "upkeep_failed"})
 
 
 async def flush_last(store: Store) -> None:
