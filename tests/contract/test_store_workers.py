@@ -97,3 +97,17 @@ async def test_every_process_of_a_database_sees_every_worker(make_store: StoreFa
             ("a:1", "quiet"),
             ("b:2", None),
         ]
+
+
+async def test_count_ahead_counts_the_take_order_before_a_job(store: Store) -> None:
+    from tqueues.jobs import NewJob, QueueConfig
+
+    await store.create_queue(QueueConfig("q"))
+    # Given jobs of priorities 5, 1, 5, 9 put in that order, and one taken
+    jobs = [await store.put(NewJob(queue="q", method="m:f", priority=p)) for p in (5, 1, 5, 9, 0)]
+    taken = await store.take("q")
+    assert taken is not None and taken.id == jobs[4].id
+    # Then each pending job has the jobs a take gets first ahead of it (the taken one no more)
+    assert [await store.count_ahead(job, 100) for job in jobs[:4]] == [1, 0, 2, 3]
+    # And the count stops at the limit
+    assert await store.count_ahead(jobs[3], 2) == 2

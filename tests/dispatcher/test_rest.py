@@ -298,6 +298,20 @@ async def test_the_worker_registry(rest: Rest) -> None:
     assert error["field"] == "worker"
 
 
+async def test_explain_says_why_a_job_waits(rest: Rest) -> None:
+    first = await rest.put_job()
+    second = await rest.put_job()
+    answer = await rest.call("GET", f"/queues/q/jobs/{second['id']}/explain", expect=200)
+    assert (answer["id"], answer["status"]) == (second["id"], "pending")
+    assert [r["code"] for r in answer["reasons"]] == ["queued", "no_worker"]
+    assert answer["reasons"][0]["ahead"] == 1
+    (taken,) = await rest.take()
+    assert taken["id"] == first["id"]
+    answer = await rest.call("GET", f"/queues/q/jobs/{first['id']}/explain", expect=200)
+    assert answer["reasons"][0]["code"] == "leased"
+    await rest.call("GET", "/queues/q/jobs/nope/explain", expect=404)
+
+
 async def test_truncate_stats_and_kick(rest: Rest) -> None:
     for _ in range(3):
         await rest.put_job()

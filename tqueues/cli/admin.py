@@ -47,6 +47,7 @@ Usage:
   tqueues truncate [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
   tqueues history [options] <queue> [--minutes N] [--json]
+  tqueues explain [options] <queue> <id> [--json]
   tqueues workers [options] [--queue QUEUE] [--json]
   tqueues workers (quiet | stop) [options] <worker>
   tqueues queues [options] [--json]
@@ -96,6 +97,7 @@ Examples:
   tqueues take urgent normal --wait 10
   tqueues stats
   tqueues history emails --minutes 180
+  tqueues explain emails 01a24c9b491373bf8e0d61d783f5c56c
   tqueues workers
   tqueues workers quiet web-1:4242
   tqueues kick emails 100
@@ -375,6 +377,17 @@ class Admin:
         print(table(rows, ["minute (UTC)", *events]), file=self.out)
         return 0
 
+    async def explain(self) -> int:
+        """Why job <id> is (not) running: its reasons, one a line, or JSON."""
+        answer = await self.client.explain(self.queue, self.args["<id>"])
+        if self.args["--json"]:
+            _print_json(answer, self.out)
+            return 0
+        print(f"{answer['queue']}/{answer['id']}: {answer['status']}", file=self.out)
+        for reason in answer["reasons"]:
+            print(f"  {reason['text']}", file=self.out)
+        return 0
+
     async def workers(self) -> int:
         """The workers (of --queue), a table or JSON; or quiet/stop <worker> (the worker
         as it is now, as JSON)."""
@@ -442,6 +455,7 @@ COMMANDS = (
     "truncate",
     "stats",
     "history",
+    "explain",
     "workers",
     "queues",
 )

@@ -226,6 +226,13 @@ class Client:
         history: JSONDict = await self.request("GET", ["queues", queue, "history"], params=params)
         return history
 
+    async def explain(self, queue: str, job_id: str) -> JSONDict:
+        """Why the job is (not) running: ``{"queue", "id", "status", "summary", "reasons":
+        [{"code", "text", ...fields}]}`` (delayed until when, jobs ahead of it, whether a
+        worker takes from its queue, its lease, why it was buried). Raises JobNotFound."""
+        answer: JSONDict = await self.request("GET", ["queues", queue, "jobs", job_id, "explain"])
+        return answer
+
     async def workers(self, queue: str | None = None) -> list[JSONDict]:
         """The workers seen in the last 5 minutes (taking from ``queue`` only, if given),
         each with its ``state`` (running, quiet, stopping, or lost: no heartbeat for 15

@@ -186,6 +186,7 @@ class BlockingClient:
     dispatcher_stats = _twin(Client.dispatcher_stats)
     history = _twin(Client.history)
     workers = _twin(Client.workers)
+    explain = _twin(Client.explain)
     quiet_worker = _twin(Client.quiet_worker)
     stop_worker = _twin(Client.stop_worker)
     kick = _twin(Client.kick)

@@ -246,6 +246,32 @@ SCHEMAS: Doc = {
             "interval": {"type": "number", "description": "Seconds until the next one."},
         },
     },
+    "Explanation": {
+        "type": "object",
+        "required": ["queue", "id", "status", "summary", "reasons"],
+        "additionalProperties": False,
+        "properties": {
+            "queue": {"type": "string"},
+            "id": {"type": "string"},
+            "status": {"type": "string"},
+            "summary": {"type": "string", "description": "The reasons' texts, in a paragraph."},
+            "reasons": {
+                "type": "array",
+                "description": "Most telling first; each with the fields it rests on.",
+                "items": {
+                    "type": "object",
+                    "required": ["code", "text"],
+                    "properties": {
+                        "code": {"type": "string", "enum": [
+                            "finished", "failed", "buried", "leased", "lease_expired",
+                            "delayed", "paused", "queued", "no_worker", "no_worker_taking",
+                            "workers", "ttl"]},
+                        "text": {"type": "string"},
+                    },
+                },
+            },
+        },
+    },
     "Kicked": {
         "type": "object",
         "required": ["queue", "kicked"],

@@ -14,7 +14,16 @@ answers for every id, 400 for one no job can have.
 
 from __future__ import annotations
 
-from tqueues.dispatcher import jobstream, rest, takestream, taking, views, workers, ws
+from tqueues.dispatcher import (
+    explaining,
+    jobstream,
+    rest,
+    takestream,
+    taking,
+    views,
+    workers,
+    ws,
+)
 from tqueues.dispatcher import models as m
 from tqueues.dispatcher.meta import health, openapi
 from tqueues.dispatcher.operation import ANY_ROLE, Answer, Operation
@@ -154,6 +163,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", JOB, rest.JobView, "get", READ, "Read one job (its result once finished).",
         {200: Answer("The job.", "Job")},
+    ),
+    Operation(
+        "GET", f"{JOB}/explain", explaining.JobExplain, "explain", READ,
+        "Why the job is (not) running, in words and fields: delayed until when, how many "
+        "jobs are ahead of it, whether any worker takes from its queue, its lease, why it "
+        "was buried.", {200: Answer("The job's situation.", "Explanation")},
     ),
     Operation(
         "PATCH", JOB, rest.JobView, "update", WORKER,

@@ -262,6 +262,12 @@ class Primitives(abc.ABC):
         """Delete every bucket that starts before ``before`` (epoch seconds); how many
         counts were deleted."""
 
+    @abc.abstractmethod
+    async def count_ahead(self, job: JobRecord, limit: int) -> int:
+        """How many pending jobs of ``job.queue`` a take hands out before ``job`` (of higher
+        priority, or equal and ready earlier), counted through the take index up to
+        ``limit``. Raises QueueNotFound."""
+
     # -- the worker registry (see tqueues.stores.workers) --------------------------------
 
     @abc.abstractmethod

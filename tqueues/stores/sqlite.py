@@ -748,6 +748,21 @@ class SQLiteStore(Store):
 
         return await self._run(purge)
 
+    async def count_ahead(self, job: JobRecord, limit: int) -> int:
+        await self.get_queue(job.queue)
+
+        def count() -> int:
+            assert self._conn is not None
+            (n,) = self._conn.execute(
+                "SELECT COUNT(*) FROM (SELECT 1 FROM jobs WHERE queue = ? AND status = 'pending' "
+                "AND (priority, ready_at, seq) < (SELECT priority, ready_at, seq FROM jobs "
+                "WHERE id = ?) LIMIT ?)",
+                (job.queue, job.id, limit),
+            ).fetchone()
+            return int(n)
+
+        return await self._run(count)
+
     async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
         doc = codec.dumps_str(record.fields())
 

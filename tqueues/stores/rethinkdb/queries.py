@@ -104,6 +104,18 @@ def claim_candidates(table: Any, limit: int) -> RqlQuery:
     )
 
 
+def count_ahead(table: Any, job: JobRecord, limit: int) -> RqlQuery:
+    """How many pending jobs come before ``job`` in the take order (``state`` index: of
+    higher priority, or equal and ready earlier), up to ``limit``."""
+    return (
+        table.between(
+            [PENDING, r.minval, r.minval], [PENDING, job.priority, job.ready_at], index="state"
+        )
+        .limit(limit)
+        .count()
+    )
+
+
 def due(
     table: Any, status: JobStatus, until: float, limit: int, *, index: str = "state"
 ) -> RqlQuery:
@@ -321,6 +333,7 @@ __all__ = [
     "claim_candidates",
     "compare_and_set",
     "compare_and_set_many",
+    "count_ahead",
     "count_by_status",
     "delete_if_unchanged",
     "due",

@@ -780,6 +780,11 @@ class RethinkDBStore(Store):
             deleted += int((await self._run(query)).get("deleted", 0))
         return deleted
 
+    async def count_ahead(self, job: JobRecord, limit: int) -> int:
+        await self.get_queue(job.queue)
+        query = queries.count_ahead(self._table(job.queue), job, limit)
+        return int(await self._run_on_queue(job.queue, query))
+
     # -- the worker registry -----------------------------------------------------------------
 
     def _workers(self) -> Any:
