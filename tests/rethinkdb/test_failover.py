@@ -23,6 +23,10 @@ from tqueues.errors import TqueuesError
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
 
+#: The tables every database has beside the queues' (sorted): the history, the catalog,
+#: the worker registry.
+SYSTEM_TABLES = ("tqueues_history", "tqueues_queues", "tqueues_workers")
+
 pytestmark = pytest.mark.rethinkdb
 
 
@@ -150,7 +154,7 @@ async def test_dispatchers_started_at_once_on_an_empty_database_make_one(
     )
     settings = cluster.settings(db)
     assert (await query(settings, r.db_list())).count(db) == 1
-    assert list((await table_config(settings, db)).keys()) == ["tqueues_queues"]
+    assert sorted(await table_config(settings, db)) == list(SYSTEM_TABLES)
     async with Client(one.url, timeout=10) as first, Client(two.url, timeout=10) as second:
         await first.create_queue("seen")
         job = await first.put("seen", "m:f")
@@ -168,7 +172,7 @@ async def test_replicas_and_write_acks_are_set_and_reconfigured(
         await client.create_queue("replicated")
     settings = cluster.settings(db)
     configs = await table_config(settings, db)
-    assert sorted(configs) == ["replicated", "tqueues_queues"]
+    assert sorted(configs) == ["replicated", *SYSTEM_TABLES]
     for config in configs.values():
         assert [len(shard["replicas"]) for shard in config["shards"]] == [3]
         assert config["write_acks"] == "single"
@@ -181,8 +185,8 @@ async def test_replicas_and_write_acks_are_set_and_reconfigured(
     out, err = await asyncio.wait_for(admin.communicate(), 90)
     assert admin.returncode == 0, err.decode()
     assert out.decode().splitlines() == [
-        f"{db}.replicated: 2 replica(s), write_acks majority",
-        f"{db}.tqueues_queues: 2 replica(s), write_acks majority",
+        f"{db}.{table}: 2 replica(s), write_acks majority"
+        for table in ("replicated", *SYSTEM_TABLES)
     ]
     for config in (await table_config(settings, db)).values():
         assert [len(shard["replicas"]) for shard in config["shards"]] == [2]
