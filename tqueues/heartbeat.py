@@ -25,7 +25,9 @@ LAST_BEAT_TIMEOUT = 2.0  #: seconds the last beat (saying "stopped") may take.
 
 
 class Heartbeat:
-    """Beats for one worker while :meth:`run` runs.
+    """Beats for one worker while :meth:`run` runs, every ``interval`` seconds or as often
+    as the dispatcher asks if that is more often (it counts a worker lost after three of
+    its intervals).
 
     ``describe()`` gives the heartbeat's body (host, pid, version, queues, concurrency,
     running, started_at, finished, failed, activity); ``obey(command)`` is called on the
@@ -38,10 +40,13 @@ class Heartbeat:
         worker_id: str,
         describe: Callable[[], dict[str, Any]],
         obey: Callable[[str], None],
+        *,
+        interval: float = INTERVAL,
     ) -> None:
         self.client, self.worker_id = client, worker_id
         self.describe, self.obey = describe, obey
-        self.interval = INTERVAL
+        self.asked = interval  #: seconds between beats this worker asks for
+        self.interval = interval  #: seconds between beats: asked, at most the dispatcher's
         self.known = True  #: False once the dispatcher turned out not to keep a registry.
         self._obeyed: set[str] = set()
         self._wake = asyncio.Event()
@@ -52,7 +57,7 @@ class Heartbeat:
         answer = await self.client.heartbeat(self.worker_id, self.describe())
         interval = answer.get("interval")
         if isinstance(interval, int | float) and 0.1 <= interval <= 300:
-            self.interval = float(interval)
+            self.interval = min(self.asked, float(interval))
         command = answer.get("command")
         if isinstance(command, str) and command not in self._obeyed:
             self._obeyed.add(command)

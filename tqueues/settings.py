@@ -386,6 +386,7 @@ class WorkerSettings:
     strict_order: bool = False  #: takes always start at the first queue (else in turn).
     wait: float = 30.0  #: seconds each long-poll take may wait.
     grace: float = 30.0  #: seconds running jobs get to finish on SIGTERM/SIGINT.
+    heartbeat: float = 5.0  #: seconds between heartbeats to the worker registry.
     allow: tuple[str, ...] = ()  #: module prefixes a job's method may come from.
     burst: bool = False  #: stop once the queues are empty.
     token: str | None = None  #: bearer token for the dispatcher.
@@ -419,6 +420,7 @@ class WorkerSettings:
             else _int(args["--prefetch"], "--prefetch", low=0, high=1000),
             wait=_float(args.get("--wait") or 30, "--wait", low=0, high=DEFAULT_MAX_WAIT),
             grace=_float(args.get("--grace") or 30, "--grace", low=0, high=86400),
+            heartbeat=_float(args.get("--heartbeat") or 5, "--heartbeat", low=0.1, high=300),
             allow=tuple(p.strip() for p in allow),
             burst=bool(args.get("--burst")),
             strict_order=bool(args.get("--strict_order")),

@@ -29,18 +29,40 @@ class Shutdown:
 
     def __init__(self) -> None:
         self._stopping = asyncio.Event()
+        self._quiet = asyncio.Event()
         self._interruptible: set[asyncio.Future[Any]] = set()  #: what stop() cancels
 
     def stop(self) -> None:
-        """Stop taking jobs (running ones carry on); safe to call from a signal handler."""
+        """Stop taking jobs (running ones carry on) and shut down; safe to call from a
+        signal handler."""
         self._stopping.set()
+        self._quiet.set()
+        self._interrupt()
+
+    def quiet(self) -> None:
+        """Stop taking jobs (running ones carry on) without shutting down: the worker stays
+        until :meth:`stop` (an operator's "quiet", as Sidekiq's)."""
+        self._quiet.set()
+        self._interrupt()
+
+    def _interrupt(self) -> None:
         for waiting in list(self._interruptible):
             waiting.cancel()
 
     @property
     def stopping(self) -> bool:
-        """Whether :meth:`stop` was called."""
+        """Whether the worker takes no more jobs (:meth:`stop` or :meth:`quiet` was
+        called)."""
+        return self._quiet.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        """Whether :meth:`stop` was called (not only :meth:`quiet`)."""
         return self._stopping.is_set()
+
+    async def until_shut_down(self) -> None:
+        """Return once :meth:`stop` is called."""
+        await self._stopping.wait()
 
     async def until_stopped(self, coro: Awaitable[Any]) -> Any:
         """Await ``coro`` unless the worker stops first (:meth:`stop` cancels it: then

@@ -23,12 +23,16 @@ import collections
 import logging
 import os
 import socket
+import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any
 
+import tqueues
 from tqueues.client import Client
 from tqueues.client.stream import TakeStream
+from tqueues.heartbeat import INTERVAL as HEARTBEAT
+from tqueues.heartbeat import Heartbeat
 from tqueues.prefetch import Prefetch, loop_time
 from tqueues.reporting import Reporter
 from tqueues.running import Job, busy_threads
@@ -82,7 +86,10 @@ class Worker:
     or always at the first with ``strict_order``.
     ``prefetch`` (default three times
     ``concurrency``) caps the jobs :meth:`run` holds taken beyond the running ones; see
-    :meth:`prefetch_target`. Raises ValueError for no queues or a negative prefetch.
+    :meth:`prefetch_target`. While :meth:`run` runs, a heartbeat every ``heartbeat``
+    seconds (5; more often if the dispatcher asks) tells the dispatcher's worker registry
+    what this worker runs, and passes on an operator's quiet (:meth:`quiet`) or stop
+    (:meth:`stop`). Raises ValueError for no queues or a negative prefetch.
     """
 
     def __init__(
@@ -101,6 +108,7 @@ class Worker:
         worker_id: str | None = None,
         prefetch: int | None = None,
         strict_order: bool = False,
+        heartbeat: float = HEARTBEAT,
     ) -> None:
         if not queues:
             raise ValueError("a worker needs at least one queue")
@@ -144,6 +152,14 @@ class Worker:
         #: Sends the outcomes of this worker's jobs, many in one request when they pile up;
         #: in :meth:`run` on one queue, each such request also takes the next jobs.
         self.reporter = Reporter(self.client, taker=self if len(self.queues) == 1 else None)
+        self.started_at = time.time()  #: when this worker was made (epoch seconds).
+        #: The jobs :meth:`run` runs now, with when each started (epoch seconds).
+        self.running: dict[asyncio.Task[None], tuple[Job, float]] = {}
+        #: Tells the dispatcher's registry about this worker while :meth:`run` runs, and
+        #: passes on what an operator asks (:meth:`obey`).
+        self.heartbeat = Heartbeat(
+            self.client, self.worker_id, self.describe, self.obey, interval=heartbeat
+        )
 
     @property
     def _takes(self) -> TakeStream | None:
@@ -171,9 +187,45 @@ class Worker:
         """Stop taking jobs (running ones carry on); safe to call from a signal handler."""
         self.shutdown.stop()
 
+    def quiet(self) -> None:
+        """Take no more jobs (running ones carry on) but do not exit: :meth:`run` returns
+        only after :meth:`stop`. Safe to call from a signal handler."""
+        self.shutdown.quiet()
+
     @property
     def stopping(self) -> bool:
+        """Whether this worker takes no more jobs (stopped or quiet)."""
         return self.shutdown.stopping
+
+    # -- the registry ------------------------------------------------------------------------
+
+    def describe(self) -> dict[str, Any]:
+        """This worker as its heartbeat tells the dispatcher (see :mod:`tqueues.heartbeat`)."""
+        activity = "stopping" if self.shutdown.stopped else "quiet" if self.stopping else "running"
+        return {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "version": tqueues.__version__,
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "running": [
+                {"queue": job.queue, "id": job.id, "started_at": started}
+                for job, started in self.running.values()
+            ],
+            "started_at": self.started_at,
+            "finished": self.counts["finished"],
+            "failed": self.counts["failed"],
+            "activity": activity,
+        }
+
+    def obey(self, command: str) -> None:
+        """Do what an operator asked through the registry: "quiet" (:meth:`quiet`) or
+        "stop" (:meth:`stop`); other commands are ignored."""
+        if command == "stop":
+            self.stop()
+        elif command == "quiet":
+            self.quiet()
+        self.heartbeat.soon()
 
     def __aiter__(self) -> Worker:
         return self
@@ -217,6 +269,26 @@ class Worker:
 
     # -- taking and running ------------------------------------------------------------------
 
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        self.running.pop(task, None)
+        if self.stopping:
+            self.heartbeat.soon()  # a quiet worker's running jobs: the registry sees each end
+
+    async def _stay_quiet(self, running: set[asyncio.Task[None]]) -> None:
+        """Quiet: give back the jobs held ready, let the running ones end (no grace period
+        cuts them short), then wait for :meth:`stop`."""
+        self.held.feeding = False
+        await give_back(self.client, self.held.drain())
+        log.info("worker %s is quiet: it takes no more jobs", self.worker_id,
+                 extra={"action": "quiet"})  # fmt: skip
+        stopped = asyncio.ensure_future(self.shutdown.until_shut_down())
+        try:
+            while running and not stopped.done():
+                await asyncio.wait({*running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            await stopped
+        finally:
+            stopped.cancel()
+
     async def take(self) -> dict[str, Any] | None:
         """The next job document, or None once stopping (or, in burst mode, when empty)."""
         return await self.takes.next()
@@ -244,6 +316,7 @@ class Worker:
         until_stopped = self.shutdown.until_stopped
         self.held.feeding = True
         most = 2 * self.concurrency + self.prefetch  #: jobs running, and reporting
+        beating = asyncio.create_task(self.heartbeat.run(), name="heartbeat")
         try:
             while not self.stopping:
                 # A stop must not wait for a free slot: the grace period starts now.
@@ -261,14 +334,22 @@ class Worker:
                         continue
                     break
                 slot = _Slot(slots, self.held)
-                task = asyncio.create_task(self.run_job(self._job(doc), slot.free))
+                job = self._job(doc)
+                task = asyncio.create_task(self.run_job(job, slot.free))
                 slot.task = task
+                self.running[task] = (job, time.time())
+                task.add_done_callback(self._ended)
                 running.add(task)
                 in_method.add(task)
                 task.add_done_callback(running.discard)
                 task.add_done_callback(slot.ended)
+            if self.stopping and not self.shutdown.stopped:
+                await self._stay_quiet(running)
         finally:
             await self.shutdown.drain(running, in_method, self.grace, self.counts)
+            beating.cancel()
+            await asyncio.gather(beating, return_exceptions=True)
+            await self.heartbeat.last()
             await self.close()
         log.info(
             "worker %s stopped: %s",

@@ -57,6 +57,9 @@ Options:
   --grace SECONDS        On SIGTERM/SIGINT, how long running jobs get to finish before
                          they are given back [default: 30].
   --burst                Exit once the queues are empty.
+  --heartbeat SECONDS    How often the worker tells the dispatcher's registry what it
+                         runs (it hears an operator's quiet or stop in the answer)
+                         [default: 5].
   --loglevel LEVEL       DEBUG, INFO, WARNING or ERROR [default: INFO].
   -h --help              Show this screen.
   -v --version           Show version.
@@ -79,6 +82,7 @@ async def work(settings: WorkerSettings) -> int:
         grace=settings.grace,
         allow=settings.allow,
         burst=settings.burst,
+        heartbeat=settings.heartbeat,
         strict_order=settings.strict_order,
         token=settings.token,
         timeout=settings.timeout,
