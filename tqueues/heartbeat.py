@@ -81,8 +81,11 @@ class Heartbeat:
             except TqueuesError as exc:
                 log.debug("heartbeat: %s", exc)
             self._wake.clear()
+            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
+            # that arrives as the event is set, and the beat would never stop)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.interval)
+                async with asyncio.timeout(self.interval):
+                    await self._wake.wait()
 
     async def last(self) -> None:
         """Say the worker stopped (it leaves the registry at once); best effort, within
@@ -91,7 +94,8 @@ class Heartbeat:
             return
         body = {**self.describe(), "activity": "stopped", "running": []}
         with contextlib.suppress(TqueuesError, TimeoutError):
-            await asyncio.wait_for(self.client.heartbeat(self.worker_id, body), LAST_BEAT_TIMEOUT)
+            async with asyncio.timeout(LAST_BEAT_TIMEOUT):
+                await self.client.heartbeat(self.worker_id, body)
 
 
 __all__ = ["INTERVAL", "Heartbeat"]
