@@ -12,7 +12,8 @@ from tests.contract.test_store import new
 from tqueues import clock
 from tqueues.errors import InvalidTransition, JobNotFound, QueueNotFound, ValidationError
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig
-from tqueues.stores.base import Store
+from tqueues.stores import base
+from tqueues.stores.base import Page, Store
 
 
 async def test_urgent_jobs_go_ahead_of_every_priority(store: Store) -> None:
@@ -102,6 +103,34 @@ async def test_kick_takes_buried_first_then_delayed_up_to_the_bound(store: Store
     assert await store.kick("q", 5) == 1
     assert (await store.get("q", delayed.id)).status is JobStatus.PENDING
     assert await store.kick("q", 5) == 0
+
+
+async def test_kick_reads_pages_bounded_in_bytes(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.create_queue(QueueConfig("q"))
+    # Given seven buried jobs of about 2 kB each, and a kick that reads pages of 3 kB
+    monkeypatch.setattr(base, "KICK_PAGE_BYTES", 3_000)
+    buried = [await store.put(new(args=["x" * 2_000, i])) for i in range(7)]
+    for job in buried:
+        await store.bury("q", job.id)
+    pages: list[int] = []
+    list_jobs = store.list_jobs
+
+    async def listing(*args: object, **kwargs: object) -> Page:
+        page = await list_jobs(*args, **kwargs)  # type: ignore[arg-type]
+        pages.append(len(page.jobs))
+        return page
+
+    monkeypatch.setattr(store, "list_jobs", listing)
+    # Then a kick of five kicks the five oldest, page after page (none above 3 kB and one
+    # more job), and the next the rest
+    assert await store.kick("q", 5) == 5
+    assert len(pages) >= 3 and max(pages) <= 2, pages
+    statuses = [(await store.get("q", job.id)).status for job in buried]
+    assert statuses == [JobStatus.PENDING] * 5 + [JobStatus.BURIED] * 2
+    assert await store.kick("q", 10_000) == 2
+    assert await store.kick("q", 10_000) == 0
 
 
 async def failed_jobs(store: Store, count: int, queue: str = "q") -> list[JobRecord]:

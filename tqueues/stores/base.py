@@ -41,6 +41,9 @@ from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.waiters import WaitLine
 
+#: bytes of jobs one page of a kick reads at most (see Store.kick).
+KICK_PAGE_BYTES = 4 * 1024 * 1024
+
 log = logging.getLogger(__name__)
 
 
@@ -450,15 +453,24 @@ class Store(Primitives):
             raise ValidationError(f"'status' of a kick must be {kickable}", field="status")
         order = (status,) if status is not None else (JobStatus.BURIED, JobStatus.DELAYED)
         for kicked_status in order:
-            page = await self.list_jobs(queue, status=kicked_status, limit=bound)
-            if page.jobs:
-                kicked = 0
+            kicked, seen, cursor = 0, 0, None
+            while seen < bound:
+                # pages bounded in bytes too: 10,000 large jobs are never held at once
+                page = await self.list_jobs(
+                    queue, status=kicked_status, cursor=cursor, limit=bound - seen,
+                    max_bytes=KICK_PAGE_BYTES,
+                )  # fmt: skip
+                seen += len(page.jobs)
                 for job in page.jobs:
                     try:
                         await self.kick_job(queue, job.id)
                         kicked += 1
                     except (InvalidTransition, JobNotFound):
                         continue  # changed meanwhile
+                if page.next_cursor is None or not page.jobs:
+                    break
+                cursor = page.next_cursor
+            if seen:
                 return kicked
         return 0
 
