@@ -483,6 +483,11 @@ class LegacyJobQuery(LegacyQueueQuery):
 
 class WsQuery(LegacyQueueQuery):
     access_token: str | None = Field(None, description="The token, for browsers (no header).")
+    start: Literal["snapshot", "now"] = Field(
+        "snapshot", description="`snapshot`: every job the queue holds, then `synced`, then "
+        "the changes (the original API); `now`: `synced` at once, then the changes (read "
+        "what you show through the REST API after `synced`: nothing is missed)."
+    )  # fmt: skip
 
 
 class StreamQuery(Query):

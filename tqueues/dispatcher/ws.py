@@ -5,6 +5,11 @@ Messages: ``{"type": "initial", "job": {...}}`` for each job the queue holds, th
 "job": {...}}`` as changes happen. The subscription starts before the snapshot is read, so
 no change is missed; a change may repeat what the snapshot showed (compare ``rev``).
 
+With ``start=now`` there is no snapshot: ``synced`` comes at once, once the subscription
+is in place, and every change after it follows. A client that shows a bounded part of a
+queue (the dashboard's page of jobs, the counts) reads it through the REST API after
+``synced``, and so misses nothing, at any queue size; after a reconnect it does the same.
+
 What the dispatcher holds for one client is bounded in bytes by ``--ws_buffer``
 (:attr:`~tqueues.settings.DispatcherSettings.ws_buffer`): the snapshot is read and sent a
 page of at most that many bytes at a time, each change is encoded once for every client of
@@ -25,7 +30,8 @@ from aiohttp import WSCloseCode, WSMsgType, web
 
 from tqueues import codec
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
-from tqueues.dispatcher.operation import refuse_plain_get
+from tqueues.dispatcher.models import WsQuery
+from tqueues.dispatcher.operation import query_of, refuse_plain_get
 from tqueues.dispatcher.requests import query_queue
 from tqueues.errors import TqueuesError
 from tqueues.stores.base import Store
@@ -70,11 +76,15 @@ async def _send_snapshot(
             return
 
 
-async def _stream(ws: web.WebSocketResponse, store: Store, subscription: FrameSubscription) -> None:
-    """Send the snapshot, ``synced``, then every change's frame as the subscription hands
-    them out. Raises ChangesMissed when the subscription ends, ConnectionResetError when
-    the client has gone, and what the store raises while the snapshot is read."""
-    await _send_snapshot(ws, store, subscription.queue, subscription.max_bytes)
+async def _stream(
+    ws: web.WebSocketResponse, store: Store, subscription: FrameSubscription, snapshot: bool
+) -> None:
+    """Send the snapshot (if ``snapshot``), ``synced``, then every change's frame as the
+    subscription hands them out. Raises ChangesMissed when the subscription ends,
+    ConnectionResetError when the client has gone, and what the store raises while the
+    snapshot is read."""
+    if snapshot:
+        await _send_snapshot(ws, store, subscription.queue, subscription.max_bytes)
     await ws.send_frame(_SYNCED, WSMsgType.TEXT)
     while True:
         await ws.send_frame(await subscription.get(), WSMsgType.TEXT)
@@ -99,6 +109,7 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     store = request.app[store_key]
     budget = request.app[settings_key].ws_buffer
     queue = query_queue(request)
+    query: WsQuery = query_of(request)
     await store.get_queue(queue)  # 501 before the upgrade when the queue is missing
     if (refused := refuse_plain_get(request)) is not None:
         return refused
@@ -112,7 +123,8 @@ async def websocket(request: web.Request) -> web.StreamResponse:
     reader = asyncio.create_task(_drain_client(ws))
     try:
         with store.hub.subscribe_frames(queue, budget) as subscription:
-            sender = asyncio.create_task(_stream(ws, store, subscription))
+            snapshot = query.start == "snapshot"
+            sender = asyncio.create_task(_stream(ws, store, subscription, snapshot))
             try:
                 # The sender may be stuck writing to a client that does not read: an
                 # overflow of its subscription wakes this handler instead.
