@@ -141,6 +141,8 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
     app = create_app(DispatcherSettings(data_dir=str(tmp_path)))
     for resource in app.router.resources():
         canonical = resource.canonical
+        if canonical == "/ui" or canonical.startswith("/ui/"):
+            continue  # the dashboard's static files (tqueues/dispatcher/dashboard.py)
         actions = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
         paths = [canonical.replace("{action}", action) for action in actions]
         for path in paths if "{action}" in canonical else [canonical]:
@@ -838,6 +840,7 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/queues/q/jobs/{id}/kick", None, set()),
     ("POST", "/queues/q/outcomes", {"outcomes": [{"id": "x", "action": "finish"}]}, {"worker"}),
     ("GET", "/openapi.json", None, {"producer", "worker"}),
+    ("GET", "/whoami", None, {"producer", "worker"}),
 ]
 
 
@@ -916,3 +919,42 @@ async def test_json_nested_deeper_than_can_be_stored_is_a_400(rest: Rest) -> Non
     assert (await rest.call("GET", f"/queues/q/jobs/{job['id']}", expect=200))[
         "status"
     ] == "started"
+
+
+# -- the dashboard --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("role", ["admin", "producer", "worker"])
+async def test_whoami_names_the_role_and_what_it_may_call(secured: Client, role: str) -> None:
+    token = {"admin": ADMIN, "producer": PRODUCER, "worker": WORKER}[role]
+    answer = await Rest(secured, token).call("GET", "/whoami", expect=200)
+    assert answer["role"] == role
+    may = set(answer["operations"])
+    assert {"whoami", "list_jobs", "get", "websocket"} <= may
+    assert ("put" in may) == (role in ("admin", "producer"))
+    assert ("take_many" in may) == (role in ("admin", "worker"))
+    assert ("kick" in may, "truncate" in may, "kick_job" in may) == ((role == "admin",) * 3)
+    await Rest(secured, "bad" * 11).call("GET", "/whoami", expect=401)
+
+
+async def test_whoami_without_tokens_is_the_admin(rest: Rest) -> None:
+    answer = await rest.call("GET", "/whoami", expect=200)
+    assert answer["role"] == "admin"
+    assert "truncate" in answer["operations"]
+
+
+async def test_the_dashboard_is_served_without_a_token_and_holds_no_data(secured: Client) -> None:
+    """The page's files need no token (the page asks for one); every datum needs one."""
+    moved = await secured.get("/ui", allow_redirects=False)
+    assert (moved.status, moved.headers["Location"]) == (302, "/ui/")
+    page = await secured.get("/ui/")
+    assert page.status == 200 and page.content_type == "text/html"
+    assert 'id="token"' in await page.text()
+    assert "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    for name, kind in (("dashboard.js", "javascript"), ("dashboard.css", "text/css")):
+        answer = await secured.get(f"/ui/{name}")
+        assert answer.status == 200 and kind in answer.content_type
+    assert (await secured.get("/ui/nope.js")).status == 404
+    assert (await secured.get("/ui/../openapi.json")).status in (401, 403, 404)
+    assert (await secured.post("/ui/")).status in (401, 405)
+    assert (await secured.get("/queues")).status == 401

@@ -46,6 +46,44 @@ async def test_stream_sends_snapshot_then_changes_to_each_client(client: Client)
     await b.close()
 
 
+async def test_start_now_sends_no_snapshot_and_every_change_after_synced(client: Client) -> None:
+    """``start=now``: ``synced`` at once, whatever the queue holds, then every change; what
+    a client reads through the REST API after ``synced`` misses nothing."""
+    old = [
+        await (await client.post("/", json={"queue": "q", "method": "a:b"})).json()
+        for _ in range(3)
+    ]
+    ws = await client.ws_connect("/ws?queue=q&start=now")
+    assert await receive(ws) == {"type": "synced"}
+    put = await (await client.post("/", json={"queue": "q", "method": "c:d"})).json()
+    taken = await (await client.get("/?queue=q")).json()
+    changes = [await receive(ws) for _ in range(2)]
+    assert [(c["kind"], c["job"]["id"]) for c in changes] == [
+        ("put", put["id"]),
+        ("taken", old[0]["id"]),
+    ]
+    assert taken["id"] == old[0]["id"]
+    await ws.close()
+    # The default is the original API's snapshot; anything else is a 400 naming `start`.
+    ws = await client.ws_connect("/ws?queue=q&start=snapshot")
+    assert (await receive(ws))["type"] == "initial"
+    await ws.close()
+    refused = await client.get("/ws?queue=q&start=later")
+    assert refused.status == 400
+    assert (await refused.json())["field"] == "start"
+
+
+async def test_a_page_of_the_dispatchers_own_origin_may_open_the_stream(client: Client) -> None:
+    """The dashboard's WebSocket carries the dispatcher's own origin; another is refused."""
+    host = f"{client.server.host}:{client.server.port}"
+    ws = await client.ws_connect("/ws?queue=q&start=now", headers={"Origin": f"http://{host}"})
+    assert (await receive(ws))["type"] == "synced"
+    await ws.close()
+    refused = await client.get("/ws?queue=q", headers={"Origin": "http://evil.example"})
+    assert refused.status == 403
+    assert (await refused.json())["error"] == "origin_not_allowed"
+
+
 async def test_closing_a_client_frees_its_subscription(client: Client) -> None:
     hub = client.app[store_key].hub
     ws = await client.ws_connect("/ws?queue=q")

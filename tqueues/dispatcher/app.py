@@ -19,6 +19,7 @@ from aiohttp.typedefs import Middleware
 
 from tqueues.dispatcher import openapi, ws
 from tqueues.dispatcher.auth import auth_middleware
+from tqueues.dispatcher.dashboard import setup_dashboard
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.meta import document_key
 from tqueues.dispatcher.middlewares import error_middleware, host_middleware, origin_middleware
@@ -91,4 +92,7 @@ def create_app(
     # otherwise hold the shutdown for the runner's whole shutdown_timeout.
     app.on_shutdown.append(ws.close_all)
     setup_routes(app, settings.allowed_domains)
+    # The dashboard's static files are not operations of the table (nothing to declare in
+    # an OpenAPI document); see tqueues/dispatcher/dashboard.py.
+    setup_dashboard(app)
     return app

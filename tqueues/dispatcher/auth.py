@@ -8,7 +8,7 @@ DELETE) and read them. On the REST API every role reads jobs and the list of que
 producers create queues and enqueue; workers take, update, touch, finish, fail, release,
 requeue and bury (one job at a time or many, ``/outcomes``); queue settings and stats,
 kicks, deletes, truncate and drop are the admin's. The WebSocket, ``/health`` and
-``/openapi.json`` need any valid token. A request without a valid token gets 401 and
+``/openapi.json`` and ``/whoami`` need any valid token. A request without a valid token gets 401 and
 learns nothing else; a valid token without the role gets 403.
 
 Browsers cannot set headers on a WebSocket, so the operations that say so
@@ -25,9 +25,10 @@ from collections.abc import Mapping
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from tqueues.dispatcher.dashboard import is_dashboard_file
 from tqueues.dispatcher.keys import settings_key
 from tqueues.dispatcher.middlewares import error_response
-from tqueues.dispatcher.operation import Operation, operation_of
+from tqueues.dispatcher.operation import Operation, operation_of, operations_key
 
 
 def role_of(tokens: Mapping[str, str], presented: str) -> str | None:
@@ -65,6 +66,8 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     tokens = request.app[settings_key].tokens
     if not tokens or request.method == "OPTIONS":  # CORS preflights carry no credentials
         return await handler(request)
+    if is_dashboard_file(request):  # static files without data; the page asks for a token
+        return await handler(request)
     operation = operation_of(request)
     role = role_of(tokens, _presented(request, operation))
     if role is None:
@@ -74,3 +77,16 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not permitted(role, request, operation):
         return error_response(403, "forbidden", f"a {role} token may not {request.method} this")
     return await handler(request)
+
+
+async def whoami(request: web.Request) -> web.Response:
+    """``GET /whoami``: the role of the token presented (``admin`` on a dispatcher without
+    tokens, where anyone may do anything) and the names of the operations it may call
+    (operations whose right depends on the query, such as a read on ``/``, are left out).
+    The dashboard shows only the buttons these allow; the API checks them anyway."""
+    tokens = request.app[settings_key].tokens
+    role = role_of(tokens, _presented(request, operation_of(request))) if tokens else "admin"
+    assert role is not None  # the middleware refused the request otherwise
+    routes = request.app[operations_key].values()
+    operations = sorted({op.name for op in routes if role == "admin" or role in op.roles})
+    return web.json_response({"role": role, "operations": operations})

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 
+import yarl
 from aiohttp import web
 from aiohttp.typedefs import Handler, Middleware
 
@@ -136,6 +137,15 @@ def host_middleware(listen_host: str) -> Middleware:
     return check_host
 
 
+def _origin_host(origin: str) -> str | None:
+    """The ``host[:port]`` of an ``Origin`` header (the port left out when it is the
+    scheme's); None when it names none (``null``, or not a URL)."""
+    try:
+        return yarl.URL(origin).host_port_subcomponent
+    except ValueError:
+        return None
+
+
 @web.middleware
 async def origin_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Refuse requests a browser made for a page whose origin is not in --allowed_domains (403).
@@ -145,12 +155,18 @@ async def origin_middleware(request: web.Request, handler: Handler) -> web.Strea
     tag could take jobs (a take is a GET) until they are buried, and any page could
     stream the jobs over /ws. Browsers send ``Origin`` on cross-origin requests that are
     not plain GETs, and ``Sec-Fetch-Site`` on all of them; clients that are not browsers
-    send neither and are not affected.
+    send neither and are not affected. The dispatcher's own pages (the dashboard) are
+    allowed: an Origin whose host is the request's Host is the same origin.
     """
     origin = request.headers.get("Origin")
     site = request.headers.get("Sec-Fetch-Site")
     if origin is not None:
-        refused = origin not in request.app[settings_key].allowed_domains
+        # The dispatcher's own pages (the dashboard at /ui/) are of its own origin: their
+        # WebSocket carries an Origin whose host is the one the request names.
+        refused = (
+            origin not in request.app[settings_key].allowed_domains
+            and _origin_host(origin) != request.host
+        )
         what = f"the web origin {origin[:200]!r}"
     else:
         refused = site is not None and site not in ("same-origin", "none")

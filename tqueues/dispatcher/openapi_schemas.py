@@ -295,6 +295,16 @@ SCHEMAS: Doc = {
         "properties": {"status": {"const": "ok"}, "version": {"type": "string"},
                        "queues": {"type": "integer"}},
     },
+    "Whoami": {
+        "type": "object",
+        "required": ["role", "operations"],
+        "properties": {
+            "role": {"type": "string", "description": "The token's role (admin when the "
+                     "dispatcher has no tokens)."},
+            "operations": {"type": "array", "items": {"type": "string"},
+                           "description": "The operationIds this token may call."},
+        },
+    },
 }  # fmt: skip
 
 #: A job as its taker gets it: the Job, its lease present (a whole schema of its own, not

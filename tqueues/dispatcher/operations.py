@@ -15,6 +15,7 @@ answers for every id, 400 for one no job can have.
 from __future__ import annotations
 
 from tqueues.dispatcher import (
+    auth,
     explaining,
     jobstream,
     rest,
@@ -90,7 +91,8 @@ OPERATIONS: tuple[Operation, ...] = (
     ),
     Operation(
         "GET", "/ws", ws.websocket, "websocket", READ,
-        "WebSocket change stream of `queue` (see docs/http-api.rst).",
+        "WebSocket change stream of `queue`: every job then the changes, or with "
+        "`start=now` the changes only (see docs/http-api.rst).",
         {**SWITCHING, 501: MISSING}, errors=(400,), query=m.WsQuery, websocket=True,
         token_in_query=True, tag="/",
     ),
@@ -101,6 +103,12 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "GET", "/openapi.json", openapi, "openapi", READ, "This document.",
         {200: Answer("The OpenAPI document.", {"type": "object"})}, errors=(),
+    ),
+    Operation(
+        "GET", "/whoami", auth.whoami, "whoami", READ,
+        "The role of the token presented and the operations it may call (the dashboard "
+        "shows only the actions these allow).",
+        {200: Answer("The role and its operations.", "Whoami")}, errors=(),
     ),
     # -- the REST API: the routes every job goes through first -----------------------------
     Operation(
