@@ -162,3 +162,14 @@ async def hang_worker(marker_dir: str, seconds: float = 600.0, *, tq_parent_job:
     """
     _record_start(Path(marker_dir), tq_parent_job.id)
     time.sleep(seconds)
+
+
+async def gated_progress(gate: str, *, tq_parent_job: Any) -> str:
+    """Report ``{"progress": 50}``, wait (up to 60 s) until the file ``gate`` exists, then
+    report ``{"progress": 100}`` and finish: a job whose progress a test can watch."""
+    await tq_parent_job.update({"progress": 50})
+    deadline = time.monotonic() + 60.0
+    while not Path(gate).exists() and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    await tq_parent_job.update({"progress": 100})
+    return "through the gate"

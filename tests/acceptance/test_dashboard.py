@@ -1,0 +1,238 @@
+"""The dashboard at ``/ui/`` in a real browser: headless Chromium (Debian's, through
+selenium) against a real dispatcher and worker.
+
+Logs in with a token; a job put over HTTP shows on the queue page within a second; its
+progress (the worker's ``update``) shows live on the job page; a buried job kicked with the
+button becomes pending; a worker shows on the workers page; a read-only token finds the
+action buttons disabled, and the API refuses the action anyway; without a token no page
+shows data. Screenshots of every page go to a temporary folder, printed at the start
+(``TQUEUES_SCREENSHOTS`` names another); they are never committed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import pytest
+
+from tests import browser
+from tests.acceptance.conftest import Cluster
+from tests.acceptance.jobs import method
+
+if TYPE_CHECKING:
+    from selenium.webdriver import Chrome
+
+pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
+
+ADMIN = "dashboard-admin-token-0123"
+PRODUCER = "dashboard-producer-token-01"
+WORKER = "dashboard-worker-token-0123"
+TOKENS = ("--token", ADMIN, "--producer_token", PRODUCER, "--worker_token", WORKER)
+LIVE = 1.0  # seconds: how soon a change must show
+SLOW = 10.0  # seconds: for what waits on processes
+
+
+@pytest.fixture(scope="module")
+def screenshots(pytestconfig: pytest.Config) -> Path:
+    """The folder of this run's screenshots (printed, so a reviewer can look)."""
+    folder = Path(
+        os.environ.get("TQUEUES_SCREENSHOTS") or tempfile.mkdtemp(prefix="tqueues-dashboard-")
+    )
+    folder.mkdir(parents=True, exist_ok=True)
+    reporter = pytestconfig.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"dashboard screenshots: {folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def chrome() -> Iterator[Chrome]:
+    with browser.chromium() as driver:
+        yield driver
+
+
+def until(driver: Chrome, timeout: float, what: str, predicate: Any) -> Any:
+    """Wait (polling, with a deadline) until ``predicate(driver)`` is truthy."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout, poll_frequency=0.05).until(predicate)
+    except TimeoutException:
+        pytest.fail(f"timed out after {timeout:g}s waiting for {what}")
+
+
+def css(selector: str) -> Any:
+    """A predicate: the first element the selector finds, once there and shown (the
+    pages redraw: one replaced while looked at counts as not there yet)."""
+    from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    def found(driver: Chrome) -> Any:
+        try:
+            elements = driver.find_elements(By.CSS_SELECTOR, selector)
+            return elements[0] if elements and elements[0].is_displayed() else None
+        except StaleElementReferenceException:
+            return None
+
+    return found
+
+
+def text_of(selector: str, wanted: str) -> Any:
+    """A predicate: the element's text holds ``wanted``."""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    def holds(driver: Chrome) -> bool:
+        try:
+            element = css(selector)(driver)
+            return element is not None and wanted in element.text
+        except StaleElementReferenceException:
+            return False
+
+    return holds
+
+
+def log_in(chrome: Chrome, url: str, token: str) -> None:
+    """Open the dashboard in a fresh tab state and log in with ``token``."""
+    chrome.get(url + "ui/")
+    chrome.execute_script("sessionStorage.clear()")
+    chrome.get(url + "ui/")
+    field = until(chrome, SLOW, "the login box", css("#token"))
+    field.send_keys(token)
+    chrome.find_element("css selector", "#login-form button").click()
+    until(chrome, SLOW, "the role to show", text_of("#who", "role:"))
+
+
+def go(chrome: Chrome, url: str, fragment: str) -> None:
+    chrome.get(f"{url}ui/#{fragment}")
+
+
+async def put(session: aiohttp.ClientSession, url: str, queue: str, body: dict[str, Any]) -> str:
+    async with session.post(f"{url}queues/{queue}/jobs", json=body) as response:
+        assert response.status == 201, await response.text()
+        job_id: str = (await response.json())["id"]
+        return job_id
+
+
+async def test_dashboard_pages_live_and_actions(
+    cluster: Cluster, chrome: Chrome, screenshots: Path, tmp_path: Path
+) -> None:
+    dispatcher = await cluster.dispatcher(None, *TOKENS)
+    url = dispatcher.url
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for queue in ("ui", "held"):
+            async with session.put(f"{url}queues/{queue}") as response:
+                assert response.status in (200, 201)
+        worker = await cluster.worker(url, "ui", "--token", WORKER)
+
+        # Without a token: the login box and nothing else.
+        chrome.get(url + "ui/")
+        chrome.execute_script("sessionStorage.clear()")
+        chrome.get(url + "ui/#/queue/ui")
+        until(chrome, SLOW, "the login box", css("#token"))
+        assert chrome.find_element("id", "main").text == ""
+        chrome.save_screenshot(str(screenshots / "login.png"))
+
+        log_in(chrome, url, ADMIN)
+        until(chrome, SLOW, "queue ui on the overview", css('tr[data-queue="ui"] a'))
+        until(chrome, SLOW, "the stream to be live", text_of("#live", "live"))
+
+        # A job put over HTTP shows on the queue page within a second.
+        go(chrome, url, "/queue/ui")
+        until(chrome, SLOW, "the queue page", text_of("main h1", "Queue ui"))
+        until(chrome, SLOW, "the stream to be live", text_of("#live", "live"))
+        gate = tmp_path / "gate"
+        job_id = await put(
+            session, url, "ui", {"method": method("gated_progress"), "args": [str(gate)]}
+        )
+        until(chrome, LIVE, "the new job on the queue page", css(f'tr[data-job="{job_id}"]'))
+        chrome.save_screenshot(str(screenshots / "queue.png"))
+
+        # Its progress, as the worker reports it, shows live on the job page.
+        go(chrome, url, f"/job/ui/{job_id}")
+        until(chrome, SLOW, "the reported progress", text_of("#job-progress", '"progress": 50'))
+        chrome.save_screenshot(str(screenshots / "job.png"))
+        gate.touch()
+        until(chrome, SLOW, "the job to finish", text_of("#job-status", "finished"))
+        until(chrome, LIVE, "the last progress", text_of("#job-progress", '"progress": 100'))
+        assert "through the gate" in chrome.find_element("id", "job-result").text
+
+        # A buried job, kicked with the button, becomes pending.
+        buried = await put(session, url, "held", {"method": method("coro_add"), "args": [1, 2]})
+        async with session.post(f"{url}queues/held/jobs/{buried}/bury", json={}) as response:
+            assert response.status == 200, await response.text()
+        go(chrome, url, f"/job/held/{buried}")
+        until(chrome, SLOW, "the buried job", text_of("#job-status", "buried"))
+        until(chrome, SLOW, "the stream to be live", text_of("#live", "live"))
+        chrome.find_element("css selector", 'button[data-action="kick_job"]').click()
+        until(chrome, SLOW, "the kicked job to be pending", text_of("#job-status", "pending"))
+        async with session.get(f"{url}queues/held/jobs/{buried}") as response:
+            assert (await response.json())["status"] == "pending"
+
+        # The worker on the workers page. Until tqueues_worker beats itself (#24), the test
+        # sends the heartbeat tqueues.heartbeat would, for the worker process.
+        body = {
+            "host": "test", "pid": worker.pid, "version": "test", "queues": ["ui"],
+            "concurrency": 4, "running": [], "started_at": time.time(), "finished": 1,
+            "failed": 0, "activity": "running",
+        }  # fmt: skip
+        beat = f"{url}workers/{socket.gethostname()}:{worker.pid}/heartbeat"
+        async with session.post(beat, json=body) as response:
+            assert response.status == 200, await response.text()
+        go(chrome, url, "/workers")
+        until(chrome, SLOW, "a worker on the workers page", css("tr[data-worker]"))
+        row = chrome.find_element("css selector", "tr[data-worker]")
+        assert "ui" in row.text and "running" in row.text
+        chrome.save_screenshot(str(screenshots / "workers.png"))
+
+        go(chrome, url, "/")
+        finished = 'tr[data-queue="ui"] td[data-status="finished"]'
+        until(chrome, SLOW, "the counts", text_of(finished, "1"))
+        chrome.save_screenshot(str(screenshots / "overview.png"))
+
+
+async def test_a_read_only_token_cannot_act(
+    cluster: Cluster, chrome: Chrome, screenshots: Path
+) -> None:
+    dispatcher = await cluster.dispatcher(None, *TOKENS)
+    url = dispatcher.url
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session:
+        async with session.put(f"{url}queues/ro") as response:
+            assert response.status in (200, 201)
+        job_id = await put(session, url, "ro", {"method": method("coro_add"), "args": [1, 2]})
+        async with session.post(f"{url}queues/ro/jobs/{job_id}/bury", json={}) as response:
+            assert response.status == 200
+
+    log_in(chrome, url, PRODUCER)
+    go(chrome, url, f"/job/ro/{job_id}")
+    until(chrome, SLOW, "the buried job", text_of("#job-status", "buried"))
+    buttons = chrome.find_elements("css selector", "button[data-action]")
+    assert {b.get_attribute("data-action") for b in buttons} >= {"kick_job", "delete"}
+    assert all(not b.is_enabled() for b in buttons)
+    chrome.save_screenshot(str(screenshots / "job-read-only.png"))
+
+    go(chrome, url, "/queue/ro")
+    until(chrome, SLOW, "the queue page", css(f'tr[data-job="{job_id}"]'))
+    buttons = chrome.find_elements("css selector", "button[data-action]")
+    assert {b.get_attribute("data-action") for b in buttons} >= {"kick", "truncate"}
+    assert all(not b.is_enabled() for b in buttons)
+
+    # The API refuses the action anyway, asked from the page with the page's token.
+    answer = chrome.execute_async_script(
+        """const done = arguments[arguments.length - 1];
+        fetch(arguments[0], {method: "POST", headers: {"Authorization": "Bearer " +
+            sessionStorage.getItem("tqueues.token"), "Content-Type": "application/json"},
+            body: "{}"}).then(async (r) => done([r.status, await r.text()]));""",
+        f"{url}queues/ro/jobs/{job_id}/kick",
+    )
+    assert answer[0] == 403, answer
+    assert json.loads(answer[1])["error"] == "forbidden"
