@@ -9,8 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import deep_queue
+from benchmarks import dashboard_scale, deep_queue
 from benchmarks.services import ROOT
+from tests import browser
 
 
 async def test_deep_queue_smoke(tmp_path: Path) -> None:
@@ -74,3 +75,14 @@ def test_fairness_smoke() -> None:
     assert done.returncode == 0, done.stderr
     found = re.search(r"ran by the first: (\d+), by the second: (\d+)", done.stdout)
     assert found and sum(map(int, found.groups())) == 4, done.stdout
+
+
+@pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
+def test_dashboard_scale_smoke() -> None:
+    """The dashboard benchmark runs end to end on a small queue and finds the data shown."""
+    result = dashboard_scale.main(2000, settle=0.2)
+    for row in result["pages"].values():
+        assert row["data_ms"] is not None and row["first_paint_ms"] is not None
+        assert 0 < row["bytes"] < 500_000
+    assert result["old_snapshot_bytes"] > 2000 * 100
+    assert "data shown" in dashboard_scale.report(result)
