@@ -1,4 +1,5 @@
-# The one entry point: `make demo` runs a dispatcher and a worker on example jobs,
+# The one entry point: `make demo` runs a dispatcher and a worker on example jobs (it
+# prints the dashboard's address; DEMO_ARGS="--pause 15 --linger 300" leaves time to watch),
 # `make test` runs the whole suite. Both set up .venv themselves on a fresh machine.
 PYTHON ?= python3
 VENV ?= .venv
@@ -16,7 +17,7 @@ $(STAMP): pyproject.toml setup.py
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py $(DEMO_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check tqueues tests examples benchmarks docs

@@ -1,12 +1,18 @@
 """The demo behind ``make demo``: a dispatcher on the embedded store, a worker, example jobs.
 
 Starts ``tqueues_dispatcher`` (data in a temporary directory) and ``tqueues_worker``,
-enqueues example jobs over HTTP, follows them on the WebSocket change stream until every
-job is final, prints what happened to each, and stops both processes with SIGTERM.
+prints the address of the dashboard (``/ui/``, docs/dashboard.rst), enqueues example jobs
+over HTTP, follows them on the WebSocket change stream until every job is final, prints
+what happened to each, and stops both processes with SIGTERM.
+
+To watch it in the dashboard: ``--pause N`` waits N seconds before enqueuing (time to open
+the address), ``--linger N`` keeps the dispatcher N seconds after the jobs ended, e.g.
+``make demo DEMO_ARGS="--pause 15 --linger 300"``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import os
 import re
@@ -82,7 +88,21 @@ async def run(base: str) -> int:
     return 0 if len(final) == len(ids) else 1
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--pause",
+        type=float,
+        default=0.0,
+        help="seconds to wait before enqueuing (to open the dashboard)",
+    )
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="seconds the dispatcher stays up once the jobs ended",
+    )
+    options = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(prefix="tqueues-demo-") as tmp:
         logs = Path(tmp)
         dispatcher = start(str(BIN / "tqueues_dispatcher"), "--listen", "127.0.0.1:0",
@@ -93,10 +113,17 @@ def main() -> int:
             port = asyncio.run(wait_for_port(logs / "dispatcher.log", dispatcher))
             base = f"http://127.0.0.1:{port}/"
             print(f"dispatcher on {base} (embedded store in {logs / 'data'})")
+            print(f"dashboard on {base}ui/ (no token needed on this demo dispatcher)")
             worker = start(str(BIN / "tqueues_worker"), "--endpoint_url", base, "--queue", "demo",
                            "--concurrency", "4", "--allow", "examples.tasks",
                            log=logs / "worker.log")  # fmt: skip
+            if options.pause > 0:
+                print(f"enqueuing in {options.pause:g} s")
+                time.sleep(options.pause)
             status = asyncio.run(run(base))
+            if options.linger > 0:
+                print(f"\nthe dispatcher stays up {options.linger:g} s more ({base}ui/)")
+                time.sleep(options.linger)
         finally:
             for process in (worker, dispatcher):
                 if process is not None:
