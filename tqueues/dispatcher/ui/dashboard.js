@@ -318,11 +318,13 @@ function queueRow(row, name, settings) {
     if (history) {
       const v = minutes(history, ["finished", "failed"]);
       const perSecond = (values) => values.map((x) => x / 60);
-      const last = (values) => (values[58] / 60).toFixed(2); // the last whole minute
+      // The mean of the last 5 minutes, the current one included.
+      const last = (values) => (values.slice(55).reduce((a, b) => a + b, 0) / 300).toFixed(2);
       chartCell.replaceChildren(
         sparkline([{ values: perSecond(v.failed), class: "bad" }, { values: perSecond(v.finished), class: "ok" }],
           `${name}: finished and failed per second, last hour`),
-        h("span", { class: "rate" }, ` ${last(v.finished)} / ${last(v.failed)}`));
+        h("span", { class: "rate", title: "finished / failed per second, the last 5 minutes" },
+          ` ${last(v.finished)} / ${last(v.failed)} (5 min)`));
     } else {
       chartCell.textContent = may("history") ? "…" : "–";
     }
