@@ -73,9 +73,10 @@ def command_options(doc: str) -> set[str]:
 
 
 def benchmark_options() -> set[str]:
-    """The options of the benchmark scripts (argparse), which docs/benchmarks.rst shows."""
+    """The options of the benchmark scripts and the examples (argparse), which
+    docs/benchmarks.rst and docs/dashboard.rst (the demo's) show."""
     found: set[str] = set()
-    for script in (ROOT / "benchmarks").rglob("*.py"):
+    for script in [*(ROOT / "benchmarks").rglob("*.py"), *(ROOT / "examples").rglob("*.py")]:
         found |= set(re.findall(r'add_argument\(\s*"(--[a-z0-9_-]+)"', script.read_text()))
     return found
 
