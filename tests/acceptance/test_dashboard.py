@@ -236,3 +236,25 @@ async def test_a_read_only_token_cannot_act(
     )
     assert answer[0] == 403, answer
     assert json.loads(answer[1])["error"] == "forbidden"
+
+
+async def test_the_page_reconnects_and_shows_what_changed_meanwhile(
+    cluster: Cluster, chrome: Chrome
+) -> None:
+    """The dispatcher restarts under an open queue page: the page says it reconnects, and
+    once back, re-reads its page of jobs, so a job put meanwhile shows."""
+    first = await cluster.dispatcher(None, *TOKENS)
+    listen = first.url.removeprefix("http://").rstrip("/")
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        async with session.put(f"{first.url}queues/rc") as response:
+            assert response.status in (200, 201)
+        log_in(chrome, first.url, ADMIN)
+        go(chrome, first.url, "/queue/rc")
+        until(chrome, SLOW, "the stream to be live", text_of("#live", "live"))
+        first.proc.stop()
+        until(chrome, SLOW, "the page to see the stream go", text_of("#live", "reconnecting"))
+        again = await cluster.dispatcher(first.data, *TOKENS, "--listen", listen)
+        job_id = await put(session, again.url, "rc", {"method": method("coro_add"), "args": [1]})
+        until(chrome, SLOW, "the stream to be back", text_of("#live", "live"))
+        until(chrome, LIVE, "the job put meanwhile", css(f'tr[data-job="{job_id}"]'))
