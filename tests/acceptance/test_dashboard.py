@@ -178,6 +178,16 @@ async def test_dashboard_pages_live_and_actions(
         async with session.get(f"{url}queues/held/jobs/{buried}") as response:
             assert (await response.json())["status"] == "pending"
 
+        # Buried again, then kicked with the queue's "Kick all buried".
+        async with session.post(f"{url}queues/held/jobs/{buried}/bury", json={}) as response:
+            assert response.status == 200, await response.text()
+        go(chrome, url, "/queue/held?status=buried")
+        row = f'tr[data-job="{buried}"]'
+        until(chrome, SLOW, "the buried job on the queue page", css(row))
+        until(chrome, SLOW, "the stream to be live", text_of("#live", "live"))
+        chrome.find_element("css selector", 'button[data-action="kick"]').click()
+        until(chrome, SLOW, "the job to move to pending", text_of(row, "pending"))
+
         # The worker on the workers page. Until tqueues_worker beats itself (#24), the test
         # sends the heartbeat tqueues.heartbeat would, for the worker process.
         body = {

@@ -409,15 +409,24 @@ async function queuePage(main, id, name, params) {
   method.addEventListener("input", applyFilter);
   errorText.addEventListener("input", applyFilter);
 
+  // Kick every job of `status`, MAX_KICK (10,000) a request, until a request kicks fewer.
+  const kickAll = async (status) => {
+    let kicked = 0;
+    for (;;) {
+      const answer = await api("POST", `/queues/${enc(name)}/kick`, { bound: 10000, status });
+      kicked += answer.kicked;
+      if (answer.kicked < 10000) return { kicked };
+    }
+  };
   let paused = false;
   const drawActions = () => {
     actions.replaceChildren(
       paused
         ? action("Resume", "resume", () => api("POST", `/queues/${enc(name)}/resume`), { after: readQueue })
         : action("Pause", "pause", () => api("POST", `/queues/${enc(name)}/pause`), { after: readQueue }),
-      action("Kick all buried", "kick", () => api("POST", `/queues/${enc(name)}/kick`, { bound: 1000000, status: "buried" }),
+      action("Kick all buried", "kick", () => kickAll("buried"),
         { done: (a) => `kicked ${a.kicked} buried jobs`, after: () => refresh() }),
-      action("Retry all failed", "kick", () => api("POST", `/queues/${enc(name)}/kick`, { bound: 1000000, status: "failed" }),
+      action("Retry all failed", "kick", () => kickAll("failed"),
         { done: (a) => `kicked ${a.kicked} failed jobs`, after: () => refresh() }),
       action("Truncate", "truncate", () => api("POST", `/queues/${enc(name)}/truncate`),
         { danger: true, confirm: `Delete every job of queue ${name}?`, done: (a) => `deleted ${a.deleted} jobs`, after: () => readPage() }));
