@@ -69,6 +69,13 @@ def test_the_distribution_carries_its_license_and_types() -> None:
     assert PROJECT["urls"]
 
 
+def test_the_distribution_carries_the_dashboard() -> None:
+    """The dashboard's files (docs/dashboard.rst) are package data: a pip install serves them."""
+    assert PYPROJECT["tool"]["setuptools"]["package-data"]["tqueues.dispatcher"] == ["ui/*"]
+    shipped = {path.name for path in (ROOT / "tqueues" / "dispatcher" / "ui").iterdir()}
+    assert shipped == {"index.html", "dashboard.js", "dashboard.css"}
+
+
 # -- without an extra: a child interpreter that cannot import the extra's modules ------------
 
 BLOCKER = """
