@@ -220,10 +220,19 @@ async def test_a_read_only_token_cannot_act(
     chrome.save_screenshot(str(screenshots / "job-read-only.png"))
 
     go(chrome, url, "/queue/ro")
-    until(chrome, SLOW, "the queue page", css(f'tr[data-job="{job_id}"]'))
+    row = f'tr[data-job="{job_id}"]'
+    until(chrome, SLOW, "the queue page", css(row))
     buttons = chrome.find_elements("css selector", "button[data-action]")
     assert {b.get_attribute("data-action") for b in buttons} >= {"kick", "truncate"}
     assert all(not b.is_enabled() for b in buttons)
+
+    # The filters hide the loaded jobs whose method or error does not hold the text.
+    method_filter = chrome.find_element("id", "f-method")
+    method_filter.send_keys("no such method")
+    until(chrome, LIVE, "the job to be filtered out", lambda driver: css(row)(driver) is None)
+    method_filter.clear()
+    method_filter.send_keys("coro_add")
+    until(chrome, LIVE, "the job to be shown again", css(row))
 
     # The API refuses the action anyway, asked from the page with the page's token.
     answer = chrome.execute_async_script(
