@@ -341,6 +341,12 @@ function queueRow(row, name, settings) {
     draw();
   };
   const refresh = throttled(read, 1000);
+  let drawing = false;
+  const drawSoon = () => { // once a frame, however many changes came
+    if (drawing) return;
+    drawing = true;
+    requestAnimationFrame(() => { drawing = false; draw(); });
+  };
   watch(name, (change) => {
     if (counts) { // at once; the re-read corrects it
       if (change.old_status) counts[change.old_status] = Math.max(0, (counts[change.old_status] || 0) - 1);
@@ -352,7 +358,7 @@ function queueRow(row, name, settings) {
       if (!bucket) { bucket = { at, counts: {} }; history.buckets.push(bucket); }
       bucket.counts[change.kind] = (bucket.counts[change.kind] || 0) + 1;
     }
-    draw();
+    drawSoon();
     refresh();
   }, refresh);
   every(1000, draw); // the oldest pending job's age grows
