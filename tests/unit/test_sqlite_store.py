@@ -357,3 +357,53 @@ async def test_the_database_is_locked_to_the_store_and_has_no_shared_memory_file
     # Once closed, the file is an ordinary database with everything in it.
     with contextlib.closing(sqlite3.connect(tmp_path / "tqueues.sqlite3")) as conn:
         assert conn.execute("SELECT count(*) FROM jobs").fetchone() == (1,)
+
+
+Counts = dict[tuple[str, str], int]
+
+
+def _counted_and_walked(path: Path) -> tuple[Counts, Counts]:
+    """The job counts the triggers keep, and the ones a walk of the jobs finds (n > 0)."""
+    with contextlib.closing(sqlite3.connect(path / "tqueues.sqlite3")) as conn:
+        kept = {(q, s): n for q, s, n in conn.execute("SELECT * FROM job_counts WHERE n > 0")}
+        walked = conn.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+        return kept, {(q, s): n for q, s, n in walked}
+
+
+async def test_job_counts_kept_by_triggers_match_the_jobs_through_every_change(
+    tmp_path: Path,
+) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        for name in ("q", "r"):
+            await store.create_queue(QueueConfig(name, max_attempts=1))
+        await store.put_many([NewJob(queue="q", method="m:f")] * 6)
+        await store.put(NewJob(queue="r", method="m:f", delay=60))
+        first, second, third = await store.take_many("q", 3)
+        await store.finish("q", first.id, lease=first.lease)
+        await store.fail("q", second.id, lease=second.lease, error="boom")  # buried
+        await store.release("q", third.id, lease=third.lease)
+        await store.delete("q", (await store.take("q")).id)  # type: ignore[union-attr]
+        assert await store.count_jobs("q") == {"pending": 3, "finished": 1, "buried": 1}
+        assert await store.count_jobs("r") == {"delayed": 1}
+        await store.truncate("r")
+        assert await store.count_jobs("r") == {}
+    kept, walked = _counted_and_walked(tmp_path)
+    assert kept == walked == {("q", "pending"): 3, ("q", "finished"): 1, ("q", "buried"): 1}
+
+
+async def test_a_database_from_before_job_counts_is_counted_when_opened(tmp_path: Path) -> None:
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        await store.put_many([NewJob(queue="q", method="m:f")] * 4)
+        await store.take("q")
+    with contextlib.closing(sqlite3.connect(tmp_path / "tqueues.sqlite3")) as conn:
+        for trigger in ("insert", "update", "delete"):
+            conn.execute(f"DROP TRIGGER job_counts_{trigger}")
+        conn.execute("DROP TABLE job_counts")  # as an older dispatcher left it
+        conn.commit()
+    async with SQLiteStore(tmp_path) as store:
+        assert await store.count_jobs("q") == {"pending": 3, "started": 1}
+        await store.put(NewJob(queue="q", method="m:f"))
+        assert await store.count_jobs("q") == {"pending": 4, "started": 1}
+    kept, walked = _counted_and_walked(tmp_path)
+    assert kept == walked

@@ -38,6 +38,7 @@ from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.groupcommit import GroupCommit
 from tqueues.stores.history import Bucket, Counts, buckets_of
 from tqueues.stores.sqlite_rows import (
+    COUNTS_SEED,
     INSERT,
     SCHEMA,
     SELECT_JOBS,
@@ -294,7 +295,12 @@ class SQLiteStore(Store):
                 self.path.stat().st_size >> 20,
                 extra={"action": "store_check"},
             )
-        conn.executescript(SCHEMA)
+        counted = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'job_counts'"
+        ).fetchone()
+        # A database from before job_counts gets it, its triggers and its counts at once.
+        seed = "" if counted else COUNTS_SEED
+        conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\n{seed}\nCOMMIT;")
         for row in conn.execute("SELECT name, config FROM queues"):
             self._queues[row["name"]] = QueueConfig(**codec.loads(row["config"]))
 
@@ -443,8 +449,9 @@ class SQLiteStore(Store):
 
         def count() -> dict[JobStatus, int]:
             assert self._conn is not None
+            # job_counts (kept by triggers): one row a status, not a walk of the jobs.
             rows = self._conn.execute(
-                "SELECT status, COUNT(*) FROM jobs WHERE queue = ? GROUP BY status", (queue,)
+                "SELECT status, n FROM job_counts WHERE queue = ? AND n > 0", (queue,)
             )
             return {JobStatus(status): n for status, n in rows}
 
