@@ -108,13 +108,14 @@ def read_tokens(args: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str
     """The dispatcher's tokens (token -> role) from options, files and the environment.
 
     ``--token``/``--token_file``/``TQUEUES_TOKEN`` give the admin token;
-    ``--producer_token``/``TQUEUES_PRODUCER_TOKEN`` and ``--worker_token``/
-    ``TQUEUES_WORKER_TOKEN`` the narrower ones (each also as a ``_file`` option).
+    ``--producer_token``/``TQUEUES_PRODUCER_TOKEN``, ``--worker_token``/
+    ``TQUEUES_WORKER_TOKEN`` and ``--monitor_token``/``TQUEUES_MONITOR_TOKEN`` the
+    narrower ones (each also as a ``_file`` option).
     Raises SettingsError for tokens under 16 characters or one token given two roles.
     """
     tokens: dict[str, str] = {}
     for role, name in (("admin", "token"), ("producer", "producer_token"),
-                       ("worker", "worker_token")):  # fmt: skip
+                       ("worker", "worker_token"), ("monitor", "monitor_token")):  # fmt: skip
         value = args.get(f"--{name}") or environ.get(f"TQUEUES_{name.upper()}")
         if args.get(f"--{name}_file"):
             value = _token_file(args[f"--{name}_file"], f"--{name}_file")

@@ -807,7 +807,7 @@ async def test_the_root_api_matches_the_document(rest: Rest) -> None:
 
 # -- roles ----------------------------------------------------------------------------------
 
-ADMIN, PRODUCER, WORKER = "a" * 32, "p" * 32, "w" * 32
+ADMIN, PRODUCER, WORKER, MONITOR = "a" * 32, "p" * 32, "w" * 32, "m" * 32
 #: (method, path, body) of every REST operation, and the roles besides admin allowed it.
 OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/queues", None, {"producer", "worker"}),
@@ -816,7 +816,9 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("PATCH", "/queues/q", {"ttr": 5}, set()),
     ("DELETE", "/queues/gone", None, set()),
     ("POST", "/queues/q/truncate", None, set()),
-    ("GET", "/queues/q/stats", None, set()),
+    ("GET", "/queues/q/stats", None, {"monitor"}),
+    ("GET", "/stats", None, {"monitor"}),
+    ("GET", "/metrics", None, {"monitor"}),
     ("POST", "/queues/q/kick", {"bound": 1}, set()),
     ("POST", "/queues/q/jobs", {"method": "a:b"}, {"producer"}),
     ("GET", "/queues/q/jobs", None, {"producer", "worker"}),
@@ -839,8 +841,9 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("POST", "/queues/q/jobs/{id}/touch", None, {"worker"}),
     ("POST", "/queues/q/jobs/{id}/kick", None, set()),
     ("POST", "/queues/q/outcomes", {"outcomes": [{"id": "x", "action": "finish"}]}, {"worker"}),
-    ("GET", "/openapi.json", None, {"producer", "worker"}),
-    ("GET", "/whoami", None, {"producer", "worker"}),
+    ("GET", "/openapi.json", None, {"producer", "worker", "monitor"}),
+    ("GET", "/whoami", None, {"producer", "worker", "monitor"}),
+    ("GET", "/health", None, {"producer", "worker", "monitor"}),
 ]
 
 
@@ -848,14 +851,15 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
 async def secured(aiohttp_client: Callable[..., Awaitable[Client]], tmp_path: Path) -> Client:
     settings = DispatcherSettings(
         data_dir=str(tmp_path / "data"),
-        tokens={ADMIN: "admin", PRODUCER: "producer", WORKER: "worker"},
+        tokens={ADMIN: "admin", PRODUCER: "producer", WORKER: "worker", MONITOR: "monitor"},
     )
     return await aiohttp_client(create_app(settings))
 
 
-@pytest.mark.parametrize("role", ["admin", "producer", "worker", None])
+@pytest.mark.parametrize("role", ["admin", "producer", "worker", "monitor", None])
 async def test_roles_on_the_rest_api(secured: Client, role: str | None) -> None:
-    token = {"admin": ADMIN, "producer": PRODUCER, "worker": WORKER, None: "bad" * 11}[role]
+    tokens = {"admin": ADMIN, "producer": PRODUCER, "worker": WORKER, "monitor": MONITOR}
+    token = tokens.get(role or "", "bad" * 11)
     admin, caller = Rest(secured, ADMIN), Rest(secured, token)
     for method, path, body, allowed in OPERATIONS:
         for name in ("q", "gone"):

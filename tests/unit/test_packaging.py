@@ -32,7 +32,7 @@ EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
 #: The import names of each extra's distributions that tqueues imports.
 EXTRA_MODULES = {
     "blocking": ["pycurl"],
-    "server": ["aiohttp_cors", "uuid_utils", "pydantic", "uvloop"],
+    "server": ["aiohttp_cors", "uuid_utils", "pydantic", "prometheus_client", "uvloop"],
     "rethinkdb": ["rethinkdb"],
 }
 
@@ -43,7 +43,12 @@ def requirement_names(requirements: list[str]) -> set[str]:
 
 
 def test_the_base_install_is_the_client() -> None:
-    assert requirement_names(PROJECT["dependencies"]) == {"aiohttp", "orjson", "docopt-ng"}
+    assert requirement_names(PROJECT["dependencies"]) == {
+        "aiohttp",
+        "orjson",
+        "docopt-ng",
+        "python-json-logger",
+    }
 
 
 def test_the_extras() -> None:
@@ -52,6 +57,7 @@ def test_the_extras() -> None:
         "aiohttp-cors",
         "uuid-utils",
         "pydantic",
+        "prometheus-client",
         "uvloop",
     }
     assert requirement_names(EXTRAS["rethinkdb"]) == {"tqueues", "rethinkdb"}

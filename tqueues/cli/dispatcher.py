@@ -59,6 +59,9 @@ Options:
   --worker_token TOKEN        Token that may only take, update and end jobs; also
                               TQUEUES_WORKER_TOKEN (and --worker_token_file FILE).
   --worker_token_file FILE    Read the worker token from FILE.
+  --monitor_token TOKEN       Token that may only read /metrics, /health and the stats;
+                              also TQUEUES_MONITOR_TOKEN (and --monitor_token_file FILE).
+  --monitor_token_file FILE   Read the monitor token from FILE.
   --insecure                  Allow --listen beyond loopback without any token.
   --allowed_domains DOMAINS   Comma-separated origins allowed by CORS,
                               e.g. 'https://foo.com,https://bar.com'.
@@ -99,7 +102,7 @@ try:
     )
 except ModuleNotFoundError as error:
     # The dispatcher's own dependencies come with the 'server' extra: say which to install.
-    if error.name not in ("aiohttp_cors", "pydantic", "uuid_utils"):
+    if error.name not in ("aiohttp_cors", "prometheus_client", "pydantic", "uuid_utils"):
         raise
     raise ImportError(
         f"tqueues_dispatcher needs {error.name}, which the 'server' extra installs: "

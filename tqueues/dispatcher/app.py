@@ -22,6 +22,7 @@ from tqueues.dispatcher.auth import auth_middleware
 from tqueues.dispatcher.dashboard import setup_dashboard
 from tqueues.dispatcher.keys import settings_key, store_key, websockets_key
 from tqueues.dispatcher.meta import document_key
+from tqueues.dispatcher.metrics import Metrics, http_middleware, metrics_key, time_writes
 from tqueues.dispatcher.middlewares import error_middleware, host_middleware, origin_middleware
 from tqueues.dispatcher.operation import operations_key
 from tqueues.dispatcher.operations import OPERATIONS
@@ -63,12 +64,17 @@ def create_app(
 ) -> web.Application:
     """The dispatcher as an aiohttp application; ``store`` defaults to the one ``settings`` name."""
     settings = settings or DispatcherSettings()
-    middlewares: list[Middleware] = [error_middleware, origin_middleware, auth_middleware]
+    metrics = Metrics()
+    # The metrics' middleware first: it sees every answer as the client gets it.
+    middlewares: list[Middleware] = [
+        http_middleware(metrics), error_middleware, origin_middleware, auth_middleware
+    ]  # fmt: skip
     if not settings.tokens and is_loopback(settings.listen_host):
         # Without a token, only loopback names (DNS rebinding): docs/security.rst.
-        middlewares.insert(1, host_middleware(settings.listen_host))
+        middlewares.insert(2, host_middleware(settings.listen_host))
     app = web.Application(middlewares=middlewares, client_max_size=settings.max_body)
     app[settings_key] = settings
+    app[metrics_key] = metrics
     app[document_key] = openapi.encoded(settings)
     app[websockets_key] = weakref.WeakSet()
     the_store = store if store is not None else open_store(settings)
@@ -76,6 +82,8 @@ def create_app(
     async def store_ctx(app: web.Application) -> AsyncIterator[None]:
         await the_store.open()
         app[store_key] = the_store
+        the_store.observer = metrics
+        untime = time_writes(the_store, metrics.wrote)
         reaper = asyncio.create_task(reap_forever(the_store, settings.reap_interval))
         upkeep = asyncio.create_task(keep_up(the_store, settings.history_keep))
         yield
@@ -86,6 +94,8 @@ def create_app(
         await flush_last(the_store)
         await ws.close_all(app)
         await the_store.close()
+        untime()
+        the_store.observer = None
 
     app.cleanup_ctx.append(store_ctx)
     # On shutdown, before the server waits for open handlers: an open WebSocket would

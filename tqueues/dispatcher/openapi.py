@@ -24,7 +24,14 @@ from pydantic import BaseModel, TypeAdapter
 from tqueues import __version__, codec
 from tqueues.dispatcher.models import JOB_ID_SCHEMA, QUEUE_NAME_SCHEMA, WORKER_ID_SCHEMA
 from tqueues.dispatcher.openapi_schemas import SCHEMAS, Doc, ref
-from tqueues.dispatcher.operation import Answer, Operation, list_parameters, query_model
+from tqueues.dispatcher.operation import (
+    ROLES,
+    Answer,
+    Operation,
+    document_path,
+    list_parameters,
+    query_model,
+)
 from tqueues.dispatcher.operations import OPERATIONS
 from tqueues.settings import DispatcherSettings
 
@@ -54,11 +61,6 @@ PATH_PARAMETERS: dict[str, Doc] = {
                "description": "The worker's name (by default host:pid). Other text of at "
                "most 127 bytes of UTF-8 is accepted too."},
 }  # fmt: skip
-
-
-def document_path(path: str) -> str:
-    """A route's path as the document writes it: ``{id:[^/]+}`` is ``{id}``."""
-    return re.sub(r"\{(\w+):[^{}]*\}", r"{\1}", path)
 
 
 class _Components:
@@ -152,7 +154,7 @@ def _operation(operation: Operation, components: _Components, max_wait: float) -
     errors = (*operation.errors, 401, 403, 503, *((426,) if operation.websocket else ()))
     for status in errors:
         answers.setdefault(status, _answer(Answer(ERRORS[status])))
-    roles = ", ".join(role for role in ("admin", "producer", "worker") if role in operation.roles)
+    roles = ", ".join(role for role in ROLES if role in operation.roles)
     description = operation.description or f"Roles: {roles}."
     if operation.token_in_query:
         description += " The token also as ?access_token= (browsers)."

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import re
 import typing
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -27,8 +28,9 @@ from tqueues.dispatcher.models import Query, adapter, bounded, query_input, refu
 from tqueues.dispatcher.requests import read_object
 from tqueues.errors import TqueuesError
 
-#: The roles a token may have; ``admin`` may call every operation.
-ROLES = ("admin", "producer", "worker")
+#: The roles a token may have; ``admin`` may call every operation, ``monitor`` only those
+#: about the dispatcher itself (health, statistics, metrics), never a job.
+ROLES = ("admin", "producer", "worker", "monitor")
 ANY_ROLE = frozenset(ROLES)
 
 
@@ -75,6 +77,12 @@ class Operation:
         """Whether a token of ``role`` may make this request."""
         return role in self.roles or (bool(self.read_roles) and role in self.read_roles
                                       and "id" in request.query)  # fmt: skip
+
+
+def document_path(path: str) -> str:
+    """A route's path as the document (and the metrics) write it: ``{id:[^/]+}`` is
+    ``{id}``."""
+    return re.sub(r"\{(\w+):[^{}]*\}", r"{\1}", path)
 
 
 #: The operation of every route, by the route the router matched (set up by create_app).

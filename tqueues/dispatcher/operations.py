@@ -27,12 +27,15 @@ from tqueues.dispatcher import (
 )
 from tqueues.dispatcher import models as m
 from tqueues.dispatcher.meta import health, openapi
+from tqueues.dispatcher.metrics import metrics
 from tqueues.dispatcher.operation import ANY_ROLE, Answer, Operation
 
 ADMIN = frozenset({"admin"})
 PRODUCER = frozenset({"admin", "producer"})
 WORKER = frozenset({"admin", "worker"})
-READ = ANY_ROLE
+#: The roles that read jobs and queues: all but ``monitor``, which sees no job.
+READ = ANY_ROLE - {"monitor"}
+MONITOR = frozenset({"admin", "monitor"})
 
 QUEUE = "/queues/{name}"
 #: Any one segment but the literal routes beside it (their Allow is their own).
@@ -97,18 +100,23 @@ OPERATIONS: tuple[Operation, ...] = (
         token_in_query=True, tag="/",
     ),
     Operation(
-        "GET", "/health", health, "health", READ, "200 while the store answers.",
+        "GET", "/health", health, "health", ANY_ROLE, "200 while the store answers.",
         {200: Answer("Healthy.", "Health")}, errors=(),
     ),
     Operation(
-        "GET", "/openapi.json", openapi, "openapi", READ, "This document.",
+        "GET", "/openapi.json", openapi, "openapi", ANY_ROLE, "This document.",
         {200: Answer("The OpenAPI document.", {"type": "object"})}, errors=(),
     ),
     Operation(
-        "GET", "/whoami", auth.whoami, "whoami", READ,
+        "GET", "/whoami", auth.whoami, "whoami", ANY_ROLE,
         "The role of the token presented and the operations it may call (the dashboard "
         "shows only the actions these allow).",
         {200: Answer("The role and its operations.", "Whoami")}, errors=(),
+    ),
+    Operation(
+        "GET", "/metrics", metrics, "metrics", MONITOR,
+        "This dispatcher's metrics in the Prometheus text format (docs/observability.rst).",
+        {200: Answer("The metrics.", {"type": "string"}, "text/plain")}, errors=(),
     ),
     # -- the REST API: the routes every job goes through first -----------------------------
     Operation(
@@ -213,7 +221,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer("How many jobs went.", "Deleted")},
     ),
     Operation(
-        "GET", f"{QUEUE}/stats", rest.QueueStatsView, "stats", ADMIN,
+        "GET", f"{QUEUE}/stats", rest.QueueStatsView, "stats", MONITOR,
         "Jobs per status and this dispatcher's event counters.",
         {200: Answer("The statistics.", "QueueStats")},
     ),
@@ -232,7 +240,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer("How many were kicked.", "Kicked")}, body=m.Kick,
     ),
     Operation(
-        "GET", "/stats", rest.DispatcherStatsView, "dispatcher_stats", ADMIN,
+        "GET", "/stats", rest.DispatcherStatsView, "dispatcher_stats", MONITOR,
         "Every queue's statistics, and their sums.",
         {200: Answer("The statistics.", "DispatcherStats")}, errors=(),
     ),

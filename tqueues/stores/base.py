@@ -17,6 +17,7 @@ import asyncio
 import collections
 import logging
 from collections.abc import Mapping, Sequence
+from typing import Protocol
 
 from tqueues import clock, lifecycle
 from tqueues.errors import (
@@ -47,6 +48,18 @@ KICK_PAGE_BYTES = 4 * 1024 * 1024
 log = logging.getLogger(__name__)
 
 
+class Observer(Protocol):
+    """What watches a store's work from outside (the dispatcher's metrics): told on the
+    event loop's thread, and must cost no more than a few counter increments."""
+
+    def changed(self, job: JobRecord, before: JobRecord | None) -> None:
+        """A change this process made (``job.event``; ``before``, the job before it, when
+        the store had it)."""
+
+    def taking(self, worker: str) -> None:
+        """A take (maybe one that waits) by the worker of this id."""
+
+
 class Store(Primitives):
     """Where queues and jobs live. Open it before use and close it after; one per process.
 
@@ -68,12 +81,16 @@ class Store(Primitives):
         self._waiters = WaitLine(self.give_back, self.counters)
         self.hub.on_pending = self._waiters.wake
         self._unflushed = history.Unflushed()  #: counted, not yet in the stored history
+        #: Told of every change :meth:`record` counts and of every named taker; None: nobody.
+        self.observer: Observer | None = None
 
     # -- operations, written once ------------------------------------------------------------
 
     def record(self, job: JobRecord, before: JobRecord | None = None) -> None:
         """Count a change this process made and publish it."""
         self.counters[job.queue][job.event] += 1
+        if self.observer is not None:
+            self.observer.changed(job, before)
         self.publish(job, before)
 
     def publish(self, job: JobRecord, before: JobRecord | None = None) -> None:
@@ -207,6 +224,8 @@ class Store(Primitives):
             await self.get_queue(queue)
         for queue in queues:
             await self.watch(queue)
+        if worker is not None and self.observer is not None:
+            self.observer.taking(worker)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         ticket: int | None = None  #: its place in the lines, once it waited
@@ -538,4 +557,4 @@ class Store(Primitives):
         return new_lease()
 
 
-__all__ = ["Mutation", "Page", "Store"]
+__all__ = ["Mutation", "Observer", "Page", "Store"]
