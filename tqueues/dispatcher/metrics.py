@@ -199,8 +199,7 @@ class StoreCollector(Collector):
             oldest[config.name] = max(now - page.jobs[0].ready_at, 0.0) if page.jobs else 0.0
         self._counts, self._oldest = counts, oldest
         self._events = {
-            queue: {event: store.counters[queue][event] for event in EVENTS}
-            for queue in counts
+            queue: {event: store.counters[queue][event] for event in EVENTS} for queue in counts
         }
 
     def describe(self) -> list[Metric]:
@@ -294,9 +293,7 @@ async def metrics(request: web.Request) -> web.Response:
     """``GET /metrics``: every metric in the Prometheus text format (OpenMetrics when the
     Accept header asks for it, as Prometheus does)."""
     accept = request.headers.get(hdrs.ACCEPT, "")
-    body, content_type = await request.app[metrics_key].exposition(
-        request.app[store_key], accept
-    )
+    body, content_type = await request.app[metrics_key].exposition(request.app[store_key], accept)
     return web.Response(body=body, headers={hdrs.CONTENT_TYPE: content_type})
 
 
