@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import shutil
 import socket
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -137,7 +136,7 @@ async def test_prometheus_scrapes_the_dispatcher_and_finds_the_series(
         found: dict[str, float] = {}
 
         async def all_found() -> bool:
-            for promql, value in expected.items():
+            for promql in expected:
                 result = await query(session, api, promql)
                 found[promql] = float(result[0]["value"][1]) if result else float("nan")
             return found == {k: float(v) for k, v in expected.items()}
