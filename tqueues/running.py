@@ -12,6 +12,7 @@ import contextlib
 import inspect
 import logging
 import threading
+import time
 import traceback as tb_module
 from collections.abc import Callable, Sequence
 from types import TracebackType
@@ -100,6 +101,7 @@ class Job:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._touch_timer: asyncio.TimerHandle | None = None
         self._toucher: asyncio.Task[None] | None = None
+        self._started = 0.0  #: time.monotonic() when the run started
 
     def __repr__(self) -> str:
         return f"<Job {self.queue}/{self.id} {self.method}>"
@@ -168,8 +170,18 @@ class Job:
             result = await result
         return result
 
+    def _fields(self, event: str, **more: Any) -> dict[str, Any]:
+        """The fields of a record of this job's life (``extra=``): ``action`` ``job_<event>``,
+        ``event``, ``job_id``, ``queue``, ``method``, ``attempt`` and ``more``."""
+        return {"action": f"job_{event}", "event": event, "job_id": self.id,
+                "queue": self.queue, "method": self.method,
+                "attempt": self.data.get("attempts"), **more}  # fmt: skip
+
     async def __aenter__(self) -> Job:
         self._loop = asyncio.get_running_loop()
+        self._started = time.monotonic()
+        if log.isEnabledFor(logging.INFO):
+            log.info("%r taken", self, extra=self._fields("taken"))
         self._touch_timer = self._loop.call_later(max(self.ttr / 3, 0.05), self._start_touching)
         # The method runs in this task (asyncio.wait_for would start one more per job, and
         # the job would begin a turn of the event loop later).
@@ -211,6 +223,7 @@ class Job:
             await self._give_back()
             return
         failure = e if isinstance(e, Exception) else self.exception
+        duration = round(time.monotonic() - self._started, 6)  # seconds the run took
         if failure is not None:
             text = "".join(tb_module.format_exception(failure))
             error = f"{type(failure).__name__}: {failure}"
@@ -221,11 +234,14 @@ class Job:
             permanent = failure is self.load_error and isinstance(failure, InvalidMethodName)
             if failure is self.load_error and not permanent:
                 self._log_cannot_run(error)
-            else:
-                log.info("%r failed: %s", self, error, extra={"action": "job_failed"})
+            elif log.isEnabledFor(logging.INFO):
+                fields = self._fields("failed", duration=duration, error=error)
+                log.info("%r failed in %.3fs: %s", self, duration, error, extra=fields)
             await self._report("fail", {"error": error, "traceback": text, "permanent": permanent})
         else:
-            log.info("%r finished", self, extra={"action": "job_finished"})
+            if log.isEnabledFor(logging.INFO):
+                fields = self._fields("finished", duration=duration)
+                log.info("%r finished in %.3fs", self, duration, extra=fields)
             await self._report("finish", {"result": self.result})
 
     def _log_cannot_run(self, error: str) -> None:
@@ -247,11 +263,11 @@ class Job:
             attempt,
             most,
             where,
-            extra={"action": "method_unavailable"},
+            extra={**self._fields("failed"), "action": "method_unavailable"},
         )
 
     async def _give_back(self) -> None:
-        log.info("%r given back", self, extra={"action": "job_released"})
+        log.info("%r given back", self, extra=self._fields("released"))
         await self._report("release", {})
 
     async def _report(self, action: str, fields: dict[str, Any]) -> None:

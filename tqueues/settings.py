@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import logging
 import os
 import re
 from collections.abc import Mapping, Sequence
@@ -21,6 +20,7 @@ from tqueues.errors import TqueuesError
 from tqueues.limits import DEFAULT_HOST, DEFAULT_LISTEN, DEFAULT_MAX_WAIT, DEFAULT_PORT, DEFAULT_URL
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("text", "json")  #: as :data:`tqueues.logs.LOG_FORMATS`
 _DB_NAME_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
 
 
@@ -56,6 +56,13 @@ def _loglevel(value: Any) -> str:
     if level not in LOG_LEVELS:
         raise SettingsError(f"--loglevel must be one of {', '.join(LOG_LEVELS)}, not {value!r}")
     return level
+
+
+def _log_format(value: Any) -> str:
+    log_format = str(value or "text").lower()
+    if log_format not in LOG_FORMATS:
+        raise SettingsError(f"--log_format must be text or json, not {value!r}")
+    return log_format
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -244,6 +251,8 @@ class DispatcherSettings:
     rethinkdb: RethinkDBSettings | None = None  #: set: use the RethinkDB store.
     allowed_domains: tuple[str, ...] = ()  #: CORS origins.
     loglevel: str = "INFO"
+    log_format: str = "text"  #: text or json (:mod:`tqueues.logs`).
+    access_log: bool = False  #: log every request (at INFO, logger ``tqueues.access``).
     max_wait: float = DEFAULT_MAX_WAIT  #: the longest long-poll, seconds.
     max_body: int = 1024 * 1024  #: the largest request body, bytes.
     header_timeout: float = 10.0  #: seconds a request's head (line and headers) may take.
@@ -287,6 +296,8 @@ class DispatcherSettings:
             rethinkdb=_rethinkdb_settings(args, environ),
             allowed_domains=_domains(args.get("--allowed_domains")),
             loglevel=_loglevel(args.get("--loglevel")),
+            log_format=_log_format(args.get("--log_format")),
+            access_log=bool(args.get("--access_log")),
             max_wait=_float(
                 args.get("--max_wait") or DEFAULT_MAX_WAIT, "--max_wait", low=0, high=3600
             ),
@@ -393,6 +404,7 @@ class WorkerSettings:
     token: str | None = None  #: bearer token for the dispatcher.
     timeout: float | None = None  #: seconds a run may take (None: no limit).
     loglevel: str = "INFO"
+    log_format: str = "text"  #: text or json (:mod:`tqueues.logs`).
 
     @classmethod
     def from_docopt(
@@ -430,6 +442,7 @@ class WorkerSettings:
             if args.get("--timeout") is None
             else _float(args["--timeout"], "--timeout", low=0.001, high=7 * 86400),
             loglevel=_loglevel(args.get("--loglevel")),
+            log_format=_log_format(args.get("--log_format")),
         )
         if not allow and not args.get("--allow_any"):
             raise SettingsError(
@@ -456,11 +469,3 @@ def parse_endpoints(values: Sequence[str], option: str) -> tuple[str, ...]:
     if not urls:
         raise SettingsError(f"{option} must be an http(s) URL")
     return tuple(urls)
-
-
-def setup_logging(level: str) -> None:
-    """Log to stderr at ``level``, one line per record."""
-    logging.basicConfig(
-        level=getattr(logging, level),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )

@@ -12,7 +12,8 @@ from tqueues import eventloop
 from tqueues.cli.usage import UsageError, parse_command_line
 from tqueues.errors import TqueuesError
 from tqueues.limits import DEFAULT_LISTEN, DEFAULT_MAX_WAIT
-from tqueues.settings import DispatcherSettings, setup_logging
+from tqueues.logs import setup_logging
+from tqueues.settings import DispatcherSettings
 
 # The command's usage, as docopt reads it (and --help prints it): the module's docstring,
 # built so that its defaults are those of tqueues.limits.
@@ -82,6 +83,10 @@ Options:
   --ws_buffer BYTES           Bytes of changes a /ws client may leave unread before it
                               is closed [default: 8388608].
   --loglevel LEVEL            DEBUG, INFO, WARNING or ERROR [default: INFO].
+  --log_format FORMAT         text (a line a record) or json (an object a line, with
+                              the records' fields as fields) [default: text].
+  --access_log                Log every request at INFO (logger tqueues.access): method,
+                              path (access_token values as ***), status, duration.
   -h --help                   Show this screen.
   --version                   Show version.
 
@@ -93,7 +98,7 @@ Examples:
 """
 
 try:
-    from tqueues.dispatcher import create_app
+    from tqueues.dispatcher import access, create_app
     from tqueues.dispatcher.server import (
         Guard,
         GuardedAppRunner,
@@ -145,13 +150,14 @@ async def serve(settings: DispatcherSettings) -> None:
     app = create_app(settings)
     guard, limits = connection_guard(settings)
     # On shutdown, open long-polls are cancelled after SHUTDOWN_TIMEOUT (their claims are
-    # given back) rather than holding the exit for aiohttp's default of 60 s. No access
-    # log: a URL may hold a token (?access_token=).
+    # given back) rather than holding the exit for aiohttp's default of 60 s. An access
+    # log only when asked for (it hides ?access_token= values).
     runner = GuardedAppRunner(
         app,
         guard=guard,
         handler_cancellation=True,
-        access_log=None,
+        access_log=access.log if settings.access_log else None,
+        access_log_class=access.AccessLogger,
         shutdown_timeout=SHUTDOWN_TIMEOUT,
     )
     await runner.setup()
@@ -188,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"tqueues_dispatcher: {exc}\n{exc.usage}") from None
     try:
         settings = DispatcherSettings.from_docopt(args)
-        setup_logging(settings.loglevel)
+        setup_logging(settings.loglevel, settings.log_format)
         eventloop.run(serve(settings))
     except TqueuesError as exc:
         print(f"tqueues_dispatcher: {exc.message}", file=sys.stderr)

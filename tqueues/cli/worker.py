@@ -12,7 +12,8 @@ from tqueues.cli.usage import UsageError, parse_command_line
 from tqueues.errors import TqueuesError
 from tqueues.limits import DEFAULT_URL
 from tqueues.loading import unfindable
-from tqueues.settings import WorkerSettings, setup_logging
+from tqueues.logs import setup_logging
+from tqueues.settings import WorkerSettings
 from tqueues.worker import Worker, busy_threads
 
 # The command's usage, as docopt reads it (and --help prints it): the module's docstring,
@@ -60,7 +61,10 @@ Options:
   --heartbeat SECONDS    How often the worker tells the dispatcher's registry what it
                          runs (it hears an operator's quiet or stop in the answer)
                          [default: 5].
-  --loglevel LEVEL       DEBUG, INFO, WARNING or ERROR [default: INFO].
+  --loglevel LEVEL       DEBUG, INFO, WARNING or ERROR [default: INFO]. At INFO each
+                         job's life: taken, then finished or failed with its duration.
+  --log_format FORMAT    text (a line a record) or json (an object a line, with the
+                         job id, queue, event and timings as fields) [default: text].
   -h --help              Show this screen.
   -v --version           Show version.
 
@@ -154,7 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise SystemExit(f"tqueues_worker: {exc}\n{exc.usage}") from None
     try:
         settings = WorkerSettings.from_docopt(args)
-        setup_logging(settings.loglevel)
+        setup_logging(settings.loglevel, settings.log_format)
         check_allow(settings.allow, import_from_here())
         return eventloop.run(work(settings))
     except TqueuesError as exc:
