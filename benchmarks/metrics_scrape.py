@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from benchmarks.services import Dispatcher, Processes
 
@@ -37,6 +38,18 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds the process has used (``/proc/PID/stat``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def pending(exposition: str) -> float:
+    """The value of ``tqueues_jobs{queue="bench",state="pending"}`` in ``exposition``."""
+    for family in text_string_to_metric_families(exposition):
+        for sample in family.samples:
+            if sample.name == "tqueues_jobs" and sample.labels == {
+                "queue": "bench",
+                "state": "pending",
+            }:
+                return float(sample.value)
+    raise LookupError("no tqueues_jobs series of queue bench")
 
 
 async def fill(session: aiohttp.ClientSession, url: str, size: int) -> float:
@@ -85,7 +98,7 @@ async def measure(size: int, scrapes: int, workdir: Path) -> dict[str, Any]:
             for _ in range(3):  # warm-up: the first scrape builds each labelled series
                 async with session.get(f"{dispatcher.url}metrics") as response:
                     text = await response.text()
-            assert f'tqueues_jobs{{queue="bench",state="pending"}} {size:.1f}' in text, text
+            assert pending(text) == size, text
             await asyncio.sleep(0.5)  # let the reaper's turn and the puts' syncs pass
             before = cpu_seconds(dispatcher.process.pid)
             for _ in range(scrapes):
