@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import StoreFactory
 from tests.dispatcher.conftest import Client
 from tqueues.dispatcher import create_app
 from tqueues.settings import DispatcherSettings
@@ -48,7 +49,19 @@ async def take(client: Client, count: int, worker: str = "w1") -> list[dict[str,
     return jobs
 
 
-async def test_metrics_count_jobs_by_state_events_retries_and_timings(client: Client) -> None:
+@pytest.fixture
+async def either(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_store: StoreFactory, tmp_path: Path
+) -> Client:
+    """A dispatcher with queue ``q`` on each store (RethinkDB when a server is named)."""
+    settings = DispatcherSettings(data_dir=str(tmp_path / "data"), reap_interval=0.05)
+    client = await aiohttp_client(create_app(settings, store=make_store()))
+    assert (await client.put("/queues/q")).status == 201
+    return client
+
+
+async def test_metrics_count_jobs_by_state_events_retries_and_timings(either: Client) -> None:
+    client = either
     # Given jobs put, taken, finished, failed (to be retried) and one left pending
     await client.patch("/queues/q", json={"max_attempts": 2})
     body = {"jobs": [{"method": "m:f"} for _ in range(5)]}

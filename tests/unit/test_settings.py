@@ -166,3 +166,24 @@ def test_several_dispatchers_for_a_worker() -> None:
             worker_args("--queue", "a", "--allow_any", "--endpoint_url", "http://x/,ftp://y"),
             environ={},
         )
+
+
+def test_log_format_access_log_and_monitor_token() -> None:
+    monitor = "m" * 20
+    settings = DispatcherSettings.from_docopt(
+        dispatcher_args("--log_format", "JSON", "--access_log", "--monitor_token", monitor)
+    )
+    assert (settings.log_format, settings.access_log) == ("json", True)
+    assert settings.tokens == {monitor: "monitor"}
+    defaults = DispatcherSettings.from_docopt(dispatcher_args())
+    assert (defaults.log_format, defaults.access_log) == ("text", False)
+    worker = WorkerSettings.from_docopt(
+        worker_args("--queue", "q", "--allow_any", "--log_format", "json")
+    )
+    assert worker.log_format == "json"
+    with pytest.raises(SettingsError, match="--log_format must be text or json, not 'xml'"):
+        WorkerSettings.from_docopt(
+            worker_args("--queue", "q", "--allow_any", "--log_format", "xml")
+        )
+    with pytest.raises(SettingsError, match="--monitor_token must be at least 16"):
+        DispatcherSettings.from_docopt(dispatcher_args("--monitor_token", "short"))

@@ -35,10 +35,10 @@ from tqueues.errors import (
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.stores.base import Mutation, Page, Store
+from tqueues.stores.census import Census
 from tqueues.stores.groupcommit import GroupCommit
 from tqueues.stores.history import Bucket, Counts, buckets_of
 from tqueues.stores.sqlite_rows import (
-    COUNTS_SEED,
     INSERT,
     SCHEMA,
     SELECT_JOBS,
@@ -213,6 +213,8 @@ class SQLiteStore(Store):
         self._lock_fd: int | None = None
         self._log_fd: int | None = None  #: the write-ahead log, for the FULL syncs
         self._queues: dict[str, QueueConfig] = {}
+        #: Jobs per queue and status: counted when opened, then moved by every change.
+        self._census = Census()
         #: Every started job as this store last wrote it, by id: the outcome of a job taken
         #: a moment ago needs no read. Used and changed on the store's thread only; what
         #: is rolled back or deleted is dropped from it; a write that finds the row at
@@ -295,14 +297,13 @@ class SQLiteStore(Store):
                 self.path.stat().st_size >> 20,
                 extra={"action": "store_check"},
             )
-        counted = conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'job_counts'"
-        ).fetchone()
-        # A database from before job_counts gets it, its triggers and its counts at once.
-        seed = "" if counted else COUNTS_SEED
-        conn.executescript(f"BEGIN IMMEDIATE;\n{SCHEMA}\n{seed}\nCOMMIT;")
+        conn.executescript(SCHEMA)
         for row in conn.execute("SELECT name, config FROM queues"):
             self._queues[row["name"]] = QueueConfig(**codec.loads(row["config"]))
+        # Before anything is served: every later change moves these counts (census.py).
+        self._census.load(
+            conn.execute("SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status")
+        )
 
     def _apply_max_size(self, max_size: int) -> None:
         assert self._conn is not None
@@ -419,16 +420,17 @@ class SQLiteStore(Store):
     async def drop_queue(self, name: str) -> int:
         await self.get_queue(name)
 
-        def drop() -> int:
+        def drop() -> tuple[int, list[tuple[str, int]]]:
             with self._transaction() as conn:
+                counts = self._counts_of(conn, name)
                 removed = conn.execute("DELETE FROM jobs WHERE queue = ?", (name,)).rowcount
                 self._started.clear()
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
                 conn.execute("DELETE FROM history WHERE queue = ?", (name,))
-                return int(removed)
+                return int(removed), counts
 
         async def drop_and_uncache() -> int:
-            removed = await self._run(drop)
+            removed, _ = await self._run(drop, committed=lambda r: self._uncount(name, r[1]))
             self._queues.pop(name, None)
             return removed
 
@@ -437,25 +439,33 @@ class SQLiteStore(Store):
     async def truncate(self, queue: str) -> int:
         await self.get_queue(queue)
 
-        def truncate() -> int:
+        def truncate() -> tuple[int, list[tuple[str, int]]]:
             with self._transaction() as conn:
                 self._started.clear()
-                return int(conn.execute("DELETE FROM jobs WHERE queue = ?", (queue,)).rowcount)
+                counts = self._counts_of(conn, queue)
+                removed = conn.execute("DELETE FROM jobs WHERE queue = ?", (queue,)).rowcount
+                return int(removed), counts
 
-        return await self._run(truncate)
+        removed, _ = await self._run(truncate, committed=lambda r: self._uncount(queue, r[1]))
+        return removed
+
+    def _uncount(self, queue: str, counts: list[tuple[str, int]]) -> None:
+        for status, count in counts:
+            self._census.removed(queue, JobStatus(status), count)
+
+    @staticmethod
+    def _counts_of(conn: sqlite3.Connection, queue: str) -> list[tuple[str, int]]:
+        """The queue's (status, count) pairs, read in the transaction that deletes them:
+        the census is moved by what went, whatever else commits meanwhile."""
+        rows = conn.execute(
+            "SELECT status, COUNT(*) FROM jobs WHERE queue = ? GROUP BY status", (queue,)
+        )
+        return [(status, count) for status, count in rows]
 
     async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
+        """From the census (:mod:`tqueues.stores.census`): no read of the jobs."""
         await self.get_queue(queue)
-
-        def count() -> dict[JobStatus, int]:
-            assert self._conn is not None
-            # job_counts (kept by triggers): one row a status, not a walk of the jobs.
-            rows = self._conn.execute(
-                "SELECT status, n FROM job_counts WHERE queue = ? AND n > 0", (queue,)
-            )
-            return {JobStatus(status): n for status, n in rows}
-
-        return await self._run(count)
+        return self._census.of(queue)
 
     # -- jobs --------------------------------------------------------------------------------
 
@@ -466,7 +476,7 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 conn.execute(INSERT, to_row(job))
 
-        await self._run(insert, cheap=True)
+        await self._run(insert, cheap=True, committed=lambda _: self._census.added(job))
         return job
 
     async def insert_many(self, jobs: Sequence[JobRecord]) -> list[JobRecord]:
@@ -477,7 +487,11 @@ class SQLiteStore(Store):
             with self._transaction() as conn:
                 conn.executemany(INSERT, [to_row(job) for job in jobs])
 
-        await self._run(insert_many)
+        def count(_: None) -> None:
+            for job in jobs:
+                self._census.added(job)
+
+        await self._run(insert_many, committed=count)
         return list(jobs)
 
     def _write(self, conn: sqlite3.Connection, before: JobRecord, after: JobRecord) -> JobRecord:
@@ -522,7 +536,7 @@ class SQLiteStore(Store):
                         return claimed
                 return []
 
-        return await self._run(claim_first, cheap=True)
+        return await self._run(claim_first, cheap=True, committed=self._census.claimed)
 
     async def insert_and_claim(
         self,
@@ -554,7 +568,13 @@ class SQLiteStore(Store):
                 conn.execute(INSERT, to_row(job))
                 return self._claim(conn, job.queue, leases, worker, now)
 
-        return job, await self._run(insert_and_claim, committed=committed, cheap=True)
+        def counted(claimed: list[JobRecord]) -> None:
+            self._census.added(job)  # (inserted as claimed: +1 pending, then claimed)
+            self._census.claimed(claimed)
+            if committed is not None:
+                committed(claimed)
+
+        return job, await self._run(insert_and_claim, committed=counted, cheap=True)
 
     def _claim(
         self,
@@ -624,7 +644,7 @@ class SQLiteStore(Store):
                 before = self._kept(queue, job_id) or self._read(conn, queue, job_id)
                 return before, self._write(conn, before, change(before))
 
-        return await self._run(mutate, cheap=True)
+        return await self._run(mutate, cheap=True, committed=lambda ba: self._census.moved(*ba))
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
@@ -654,7 +674,12 @@ class SQLiteStore(Store):
                     results.append((before, after))
             return results
 
-        return await self._run(mutate_many)
+        def count(results: list[tuple[JobRecord, JobRecord] | TqueuesError]) -> None:
+            for result in results:
+                if isinstance(result, tuple):
+                    self._census.moved(*result)
+
+        return await self._run(mutate_many, committed=count)
 
     async def list_jobs(
         self,
@@ -720,7 +745,10 @@ class SQLiteStore(Store):
                 self._started.pop(job_id, None)
                 return job
 
-        return await self._run(remove)
+        def count(job: JobRecord) -> None:
+            self._census.removed(job.queue, job.status)
+
+        return await self._run(remove, committed=count)
 
     async def add_history(self, counts: Counts) -> None:
         """One upsert per count, all in one transaction (so atomic as a whole here)."""
@@ -822,9 +850,9 @@ class SQLiteStore(Store):
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)
 
-        def reap() -> tuple[list[tuple[JobRecord, JobRecord]], int]:
+        def reap() -> tuple[list[tuple[JobRecord, JobRecord]], list[tuple[str, str]]]:
             changes: list[tuple[JobRecord, JobRecord]] = []
-            deleted = 0
+            deleted: list[tuple[str, str]] = []  #: (queue, status) of each job deleted
             with self._transaction() as conn:
                 for sql, step in (
                     (
@@ -849,18 +877,25 @@ class SQLiteStore(Store):
                         if step is lifecycle.outlive and config and config.ttl_action == "delete":
                             # (pending or delayed: never among the kept started jobs)
                             conn.execute("DELETE FROM jobs WHERE id = ?", (before.id,))
-                            deleted += 1
+                            deleted.append((before.queue, before.status.value))
                             continue
                         changes.append((before, self._write(conn, before, step(before, now=now))))
                 for name, config in queues.items():
                     deleted += conn.execute(
                         "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND "
-                        "status IN ('finished', 'failed') AND finished_at <= ? LIMIT ?)",
+                        "status IN ('finished', 'failed') AND finished_at <= ? LIMIT ?) "
+                        "RETURNING queue, status",
                         (name, now - config.retention, REAP_BATCH),
-                    ).rowcount
+                    ).fetchall()
             return changes, deleted
 
-        changes, deleted = await self._run(reap)
+        def count(result: tuple[list[tuple[JobRecord, JobRecord]], list[tuple[str, str]]]) -> None:
+            for before, after in result[0]:
+                self._census.moved(before, after)
+            for queue, status in result[1]:
+                self._census.removed(queue, JobStatus(status))
+
+        changes, deleted = await self._run(reap, committed=count)
         for before, after in changes:
             self.record(after, before)
-        return len(changes) + deleted
+        return len(changes) + len(deleted)

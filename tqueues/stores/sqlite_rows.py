@@ -76,35 +76,6 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen REAL NOT NULL,
     command TEXT
 );
--- Jobs per queue and status, kept by triggers in the transaction of every write: a count
--- is one row's read however many jobs there are (an index count walks every entry:
--- 45-80 ms at 1,000,000 jobs). COUNTS_SEED fills it where a database predates it.
-CREATE TABLE IF NOT EXISTS job_counts (
-    queue TEXT NOT NULL,
-    status TEXT NOT NULL,
-    n INTEGER NOT NULL,
-    PRIMARY KEY (queue, status)
-) WITHOUT ROWID;
-CREATE TRIGGER IF NOT EXISTS job_counts_insert AFTER INSERT ON jobs BEGIN
-    INSERT INTO job_counts VALUES (NEW.queue, NEW.status, 1)
-        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_update AFTER UPDATE OF status ON jobs
-    WHEN OLD.status IS NOT NEW.status BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
-    INSERT INTO job_counts VALUES (NEW.queue, NEW.status, 1)
-        ON CONFLICT (queue, status) DO UPDATE SET n = n + 1;
-END;
-CREATE TRIGGER IF NOT EXISTS job_counts_delete AFTER DELETE ON jobs BEGIN
-    UPDATE job_counts SET n = n - 1 WHERE queue = OLD.queue AND status = OLD.status;
-END;
-"""
-
-#: Counts the jobs of a database made before ``job_counts`` (run in the transaction that
-#: creates the table, so the counts and the triggers start together).
-COUNTS_SEED = """
-DELETE FROM job_counts;
-INSERT INTO job_counts SELECT queue, status, COUNT(*) FROM jobs GROUP BY queue, status;
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
