@@ -819,6 +819,7 @@ OPERATIONS: list[tuple[str, str, Any, set[str]]] = [
     ("GET", "/queues/q/stats", None, {"monitor"}),
     ("GET", "/stats", None, {"monitor"}),
     ("GET", "/metrics", None, {"monitor"}),
+    ("GET", "/queues/q/history", None, {"monitor"}),
     ("POST", "/queues/q/kick", {"bound": 1}, set()),
     ("POST", "/queues/q/jobs", {"method": "a:b"}, {"producer"}),
     ("GET", "/queues/q/jobs", None, {"producer", "worker"}),

@@ -226,7 +226,7 @@ OPERATIONS: tuple[Operation, ...] = (
         {200: Answer("The statistics.", "QueueStats")},
     ),
     Operation(
-        "GET", f"{QUEUE}/history", rest.QueueHistoryView, "history", ADMIN,
+        "GET", f"{QUEUE}/history", rest.QueueHistoryView, "history", MONITOR,
         "Per-minute counts of the queue's events (put, taken, finished, failed, ...) "
         "between `since` and `until` (default: the last hour), summed over every "
         "dispatcher of the store and kept across restarts (see docs/observability.rst).",
