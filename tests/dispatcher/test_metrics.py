@@ -72,6 +72,9 @@ async def test_metrics_count_jobs_by_state_events_retries_and_timings(either: Cl
         assert (await client.post(url, json={"result": 1})).status == 200
     url = f"/queues/q/jobs/{third['id']}/fail?lease={third['lease']}"
     assert (await client.post(url, json={"error": "boom"})).status == 200
+    heartbeat = {"host": "h", "pid": 1, "version": "0", "queues": ["q"], "concurrency": 1,
+                 "started_at": 0}  # fmt: skip
+    assert (await client.post("/workers/w1/heartbeat", json=heartbeat)).status == 200
     await asyncio.sleep(0.01)  # the oldest pending job has waited a while
 
     # When Prometheus would scrape
@@ -91,6 +94,8 @@ async def test_metrics_count_jobs_by_state_events_retries_and_timings(either: Cl
     assert value(samples, "tqueues_job_run_seconds_bucket", queue="q", le="+Inf") == 3
     assert value(samples, "tqueues_queue_oldest_pending_age_seconds", queue="q") >= 0.01
     assert value(samples, "tqueues_workers_alive") == 1
+    assert value(samples, "tqueues_workers", state="running") == 1
+    assert value(samples, "tqueues_workers", state="lost") == 0
     # and the HTTP requests by route and status, and the store's writes
     put_route = {"method": "POST", "route": "/queues/{name}/jobs"}
     assert value(samples, "tqueues_http_requests_total", **put_route, status="201") == 1

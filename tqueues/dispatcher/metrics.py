@@ -66,15 +66,12 @@ WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 #: times, by the ``operation`` label they get.
 WRITES = ("insert", "insert_many", "insert_and_claim", "claim_first", "mutate",
           "mutate_many", "reap")  # fmt: skip
-#: A worker counts as alive this many seconds after its last take (a worker long-polls
-#: at least every 30 s by default).
-WORKERS_WINDOW = 60.0
 #: The methods an unmatched request is counted under by name (others: ``other``).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-#: Worker ids remembered at most before the silent ones are forgotten (else at a scrape).
-MAX_TAKERS = 10_000
 _ENDS_OF_RUN = frozenset({"finished", "failed", "buried"})
 _AGAIN = frozenset({JobStatus.PENDING, JobStatus.DELAYED})
+#: The states of a worker of the registry (WorkerRecord.state).
+WORKER_STATES = ("running", "quiet", "stopping", "lost")
 
 
 class Distribution:
@@ -113,9 +110,8 @@ class Metrics:
     It is the store's :class:`~tqueues.stores.base.Observer` while the application runs.
     """
 
-    def __init__(self, *, workers_window: float = WORKERS_WINDOW) -> None:
+    def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
-        self.workers_window = workers_window
         self.wait: dict[str, Distribution] = {}  #: by queue
         self.run: dict[str, Distribution] = {}  #: by queue
         self.retries: collections.Counter[str] = collections.Counter()  #: by queue
@@ -123,8 +119,6 @@ class Metrics:
         self.requests: collections.Counter[tuple[str, str, str]] = collections.Counter()
         self.latency: dict[tuple[str, str], Distribution] = {}  #: by (method, route)
         self.writes: dict[str, Distribution] = {}  #: by operation
-        #: The worker ids seen taking, with time.monotonic() of their last take.
-        self.takers: dict[str, float] = {}
         self.collector = StoreCollector(self)
         self.registry.register(self.collector)
 
@@ -151,20 +145,6 @@ class Metrics:
                 self.retries[job.queue] += 1
         elif event == "expired" and job.status is JobStatus.PENDING:
             self.retries[job.queue] += 1
-
-    def taking(self, worker: str) -> None:
-        """Note a take by ``worker`` (it is alive for :attr:`workers_window` seconds)."""
-        self.takers[worker] = time.monotonic()
-        if len(self.takers) > MAX_TAKERS:  # forget the silent ones without waiting a scrape
-            self.workers_alive()
-
-    def workers_alive(self) -> int:
-        """How many workers took (or long-polled) in the last :attr:`workers_window`
-        seconds; forgets the others."""
-        since = time.monotonic() - self.workers_window
-        for worker in [w for w, seen in self.takers.items() if seen < since]:
-            del self.takers[worker]
-        return len(self.takers)
 
     # -- the HTTP layer and the store's writes -------------------------------------------
 
@@ -193,7 +173,8 @@ class Metrics:
 
 class StoreCollector(Collector):
     """Every family, made at scrape time: what the store holds (jobs by queue and status,
-    the age of each queue's oldest pending job, the events it counted) and what
+    the age of each queue's oldest pending job, the events it counted, the workers of its
+    registry by state) and what
     :class:`Metrics` kept.
 
     :meth:`refresh` (async: the store's reads) runs before each exposition; ``collect``
@@ -205,6 +186,7 @@ class StoreCollector(Collector):
         self._counts: dict[str, dict[JobStatus, int]] = {}
         self._oldest: dict[str, float] = {}
         self._events: dict[str, dict[str, int]] = {}
+        self._workers: collections.Counter[str] = collections.Counter()  #: by state
 
     async def refresh(self, store: Store) -> None:
         """Read each queue's counts by status and its first pending job (both indexed).
@@ -223,6 +205,9 @@ class StoreCollector(Collector):
         self._events = {
             queue: {event: store.counters[queue][event] for event in EVENTS} for queue in counts
         }
+        # The registry (tqueues.stores.workers): a worker's heartbeat every 5 s, one row
+        # or document a worker, dropped after 5 minutes unseen.
+        self._workers = collections.Counter(w.state(now) for w in await store.list_workers())
 
     def collect(self) -> Iterator[Metric]:
         """The families: the store's as the last :meth:`refresh` read them, then the
@@ -267,10 +252,17 @@ class StoreCollector(Collector):
         )  # fmt: skip
         yield GaugeMetricFamily(
             "tqueues_workers_alive",
-            f"Workers that took (or long-polled) in the last {m.workers_window:g} seconds, "
-            "by their worker id.",
-            value=m.workers_alive(),
+            "Workers of the registry whose last heartbeat is recent (not lost).",
+            value=sum(n for state, n in self._workers.items() if state != "lost"),
         )
+        workers = GaugeMetricFamily(
+            "tqueues_workers",
+            "Workers of the registry by state: running, quiet, stopping or lost.",
+            labels=["state"],
+        )
+        for state in WORKER_STATES:
+            workers.add_metric([state], self._workers.get(state, 0))
+        yield workers
         requests = CounterMetricFamily(
             "tqueues_http_requests",
             "HTTP requests answered, by method, route (the path template) and status.",

@@ -56,9 +56,6 @@ class Observer(Protocol):
         """A change this process made (``job.event``; ``before``, the job before it, when
         the store had it)."""
 
-    def taking(self, worker: str) -> None:
-        """A take (maybe one that waits) by the worker of this id."""
-
 
 class Store(Primitives):
     """Where queues and jobs live. Open it before use and close it after; one per process.
@@ -81,7 +78,7 @@ class Store(Primitives):
         self._waiters = WaitLine(self.give_back, self.counters)
         self.hub.on_pending = self._waiters.wake
         self._unflushed = history.Unflushed()  #: counted, not yet in the stored history
-        #: Told of every change :meth:`record` counts and of every named taker; None: nobody.
+        #: Told of every change :meth:`record` counts; None: nobody.
         self.observer: Observer | None = None
 
     # -- operations, written once ------------------------------------------------------------
@@ -224,8 +221,6 @@ class Store(Primitives):
             await self.get_queue(queue)
         for queue in queues:
             await self.watch(queue)
-        if worker is not None and self.observer is not None:
-            self.observer.taking(worker)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         ticket: int | None = None  #: its place in the lines, once it waited
