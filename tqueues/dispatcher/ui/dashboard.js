@@ -63,6 +63,8 @@ const now = () => Date.now() / 1000;
 const json = (value) => JSON.stringify(value, null, 2);
 const may = (operation) => !!state.who && state.who.operations.includes(operation);
 const enc = encodeURIComponent;
+// Whether a queue's settings say it is paused now (a pause for a while ends by itself).
+const isPaused = (settings) => !!settings.paused && (settings.paused_until == null || settings.paused_until > now());
 
 function toast(text, isError) {
   const box = document.getElementById("toast");
@@ -311,7 +313,7 @@ function queueRow(row, name, settings) {
   const oldestCell = h("td", { class: "num" }, "…");
   const chartCell = h("td", {});
   row.append(h("th", { scope: "row" }, h("a", { href: `#/queue/${enc(name)}` }, name),
-    settings && settings.paused ? h("span", { class: "badge" }, " paused") : null), ...cells, oldestCell, chartCell);
+    isPaused(settings) ? h("span", { class: "badge" }, " paused") : null), ...cells, oldestCell, chartCell);
   const draw = () => {
     STATUSES.forEach((s, i) => { cells[i].textContent = counts ? String(counts[s] ?? 0) : "–"; });
     oldestCell.textContent = oldest ? age(now() - oldest) : "–";
@@ -441,8 +443,8 @@ async function queuePage(main, id, name, params) {
   const readQueue = async () => {
     const { queues } = await api("GET", "/queues");
     const settings = queues.find((q) => q.name === name) || {};
-    paused = !!settings.paused;
-    pausedBadge.textContent = paused ? "paused" : "";
+    paused = isPaused(settings);
+    pausedBadge.textContent = !paused ? "" : settings.paused_until ? `paused until ${when(settings.paused_until)}` : "paused";
     drawActions();
   };
   const readCounts = async () => {
