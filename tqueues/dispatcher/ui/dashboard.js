@@ -282,7 +282,13 @@ async function overviewPage(main, id) {
       h("th", { scope: "col" }, "Oldest pending"),
       h("th", { scope: "col" }, "Finished / failed per s (last hour)"))),
     body));
-  const { queues } = await api("GET", "/queues");
+  let queues;
+  if (may("list_queues")) {
+    ({ queues } = await api("GET", "/queues"));
+  } else { // a monitor token: no list of queues, no job, but every queue's statistics
+    queues = (await api("GET", "/stats")).by_queue.map((stats) => ({ name: stats.queue }));
+    main.append(h("p", { class: "hint" }, `A ${state.who.role} token sees the counts and the throughput, read every 5 s: it may not open the change stream nor read jobs.`));
+  }
   if (id !== pageId) return;
   queues.sort((a, b) => (a.name < b.name ? -1 : 1));
   if (queues.length === 0) body.append(h("tr", {}, h("td", { colspan: 9 }, "No queue yet.")));
@@ -334,11 +340,11 @@ function queueRow(row, name, settings) {
   const read = async () => {
     const [stats, first, hist] = await Promise.all([
       may("stats") ? api("GET", `/queues/${enc(name)}/stats`) : null,
-      api("GET", `/queues/${enc(name)}/jobs?status=pending&limit=1`),
+      may("list_jobs") ? api("GET", `/queues/${enc(name)}/jobs?status=pending&limit=1`) : null,
       may("history") ? api("GET", `/queues/${enc(name)}/history`) : null,
     ]);
     counts = stats ? stats.jobs : null;
-    oldest = first.jobs.length ? first.jobs[0].created_at : null;
+    oldest = first && first.jobs.length ? first.jobs[0].created_at : null;
     history = hist;
     draw();
   };
@@ -349,6 +355,12 @@ function queueRow(row, name, settings) {
     drawing = true;
     requestAnimationFrame(() => { drawing = false; draw(); });
   };
+  if (!may("websocket")) { // no change stream for this token: read every 5 s
+    refresh();
+    every(5000, refresh);
+    every(1000, draw);
+    return;
+  }
   watch(name, (change) => {
     if (counts) { // at once; the re-read corrects it
       if (change.old_status) counts[change.old_status] = Math.max(0, (counts[change.old_status] || 0) - 1);
@@ -441,6 +453,7 @@ async function queuePage(main, id, name, params) {
     readOnlyNote(actions);
   };
   const readQueue = async () => {
+    if (!may("list_queues")) { drawActions(); return; }
     const { queues } = await api("GET", "/queues");
     const settings = queues.find((q) => q.name === name) || {};
     paused = isPaused(settings);
@@ -453,6 +466,10 @@ async function queuePage(main, id, name, params) {
     counts.replaceChildren(...STATUSES.map((s) => h("span", { class: `pill st-${s}`, "data-count": s }, `${s} ${stats.jobs[s] ?? 0}`)), ` total ${stats.total}`);
   };
   const readPage = async () => {
+    if (!may("list_jobs")) {
+      body.replaceChildren(h("tr", {}, h("td", { colspan: 7 }, `A ${state.who.role} token may not read jobs.`)));
+      return;
+    }
     const query = new URLSearchParams({ limit: String(PAGE) });
     if (status) query.set("status", status);
     if (cursor) query.set("cursor", cursor);
@@ -475,6 +492,12 @@ async function queuePage(main, id, name, params) {
   };
   const refresh = throttled(async () => { await readCounts(); }, 1000);
   await readQueue();
+  if (!may("websocket")) { // no change stream for this token: read every 5 s
+    await readPage();
+    refresh();
+    every(5000, refresh);
+    return;
+  }
   watch(name, (change) => {
     const job = change.job;
     const tr = rows.get(job.id);
