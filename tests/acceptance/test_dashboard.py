@@ -33,7 +33,11 @@ pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browse
 ADMIN = "dashboard-admin-token-0123"
 PRODUCER = "dashboard-producer-token-01"
 WORKER = "dashboard-worker-token-0123"
-TOKENS = ("--token", ADMIN, "--producer_token", PRODUCER, "--worker_token", WORKER)
+MONITOR = "dashboard-monitor-token-012"
+TOKENS = (
+    "--token", ADMIN, "--producer_token", PRODUCER, "--worker_token", WORKER,
+    "--monitor_token", MONITOR,
+)  # fmt: skip
 LIVE = 1.0  # seconds: how soon a change must show
 SLOW = 10.0  # seconds: for what waits on processes
 
@@ -266,3 +270,27 @@ async def test_the_page_reconnects_and_shows_what_changed_meanwhile(
         job_id = await put(session, again.url, "rc", {"method": method("coro_add"), "args": [1]})
         until(chrome, SLOW, "the stream to be back", text_of("#live", "live"))
         until(chrome, LIVE, "the job put meanwhile", css(f'tr[data-job="{job_id}"]'))
+
+
+async def test_a_monitor_token_sees_the_counts_and_no_job(
+    cluster: Cluster, chrome: Chrome, screenshots: Path
+) -> None:
+    """The monitor role reads statistics, never a job: the overview shows every queue's
+    counts (from GET /stats), the queue page its counts, no job and no enabled button."""
+    dispatcher = await cluster.dispatcher(None, *TOKENS)
+    url = dispatcher.url
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN}"}) as session:
+        async with session.put(f"{url}queues/mon") as response:
+            assert response.status in (200, 201)
+        for _ in range(3):
+            await put(session, url, "mon", {"method": method("coro_add"), "args": [1, 2]})
+
+    log_in(chrome, url, MONITOR)
+    pending = 'tr[data-queue="mon"] td[data-status="pending"]'
+    until(chrome, SLOW, "the counts on the overview", text_of(pending, "3"))
+    chrome.save_screenshot(str(screenshots / "overview-monitor.png"))
+    go(chrome, url, "/queue/mon")
+    until(chrome, SLOW, "the counts on the queue page", text_of('[data-count="pending"]', "3"))
+    until(chrome, SLOW, "the page to say no job", text_of("table.jobs", "may not read jobs"))
+    buttons = chrome.find_elements("css selector", "button[data-action]")
+    assert buttons and all(not b.is_enabled() for b in buttons)
