@@ -89,6 +89,20 @@ class WorkerNotFound(NotFound):
     code = "worker_not_found"
 
 
+class ScheduleNotFound(NotFound):
+    """No schedule of that name is in the queue."""
+
+    status = 404
+    code = "schedule_not_found"
+
+
+class ScheduleExists(Conflict):
+    """A schedule of that name is in the queue already (delete it first)."""
+
+    status = 409
+    code = "schedule_exists"
+
+
 class LeaseMismatch(Conflict):
     """The lease is no longer yours: it expired and the job was given back or taken again."""
 

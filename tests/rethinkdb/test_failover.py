@@ -25,7 +25,7 @@ from tqueues.stores.rethinkdb.documents import r
 
 #: The tables every database has beside the queues' (sorted): the history, the catalog,
 #: the worker registry.
-SYSTEM_TABLES = ("tqueues_history", "tqueues_queues", "tqueues_workers")
+SYSTEM_TABLES = ("tqueues_history", "tqueues_queues", "tqueues_schedules", "tqueues_workers")
 
 pytestmark = pytest.mark.rethinkdb
 

@@ -32,7 +32,7 @@ EXTRAS: dict[str, list[str]] = PROJECT["optional-dependencies"]
 #: The import names of each extra's distributions that tqueues imports.
 EXTRA_MODULES = {
     "blocking": ["pycurl"],
-    "server": ["aiohttp_cors", "uuid_utils", "pydantic", "prometheus_client", "uvloop"],
+    "server": ["aiohttp_cors", "uuid_utils", "pydantic", "prometheus_client", "uvloop", "cronsim"],
     "rethinkdb": ["rethinkdb"],
 }
 
@@ -59,6 +59,7 @@ def test_the_extras() -> None:
         "pydantic",
         "prometheus-client",
         "uvloop",
+        "cronsim",
     }
     assert requirement_names(EXTRAS["rethinkdb"]) == {"tqueues", "rethinkdb"}
     assert "tqueues[server]" in EXTRAS["rethinkdb"]
@@ -153,7 +154,7 @@ except ImportError as error:
     assert "pip install 'tqueues[rethinkdb]'" in message
 
 
-@pytest.mark.parametrize("module", ["aiohttp_cors", "uuid_utils"])
+@pytest.mark.parametrize("module", ["aiohttp_cors", "uuid_utils", "cronsim"])
 def test_the_dispatcher_command_without_the_server_extra_names_it(module: str) -> None:
     done = run_without([module], "from tqueues.cli.dispatcher import main; main()")
     assert done.returncode != 0

@@ -107,7 +107,7 @@ try:
     )
 except ModuleNotFoundError as error:
     # The dispatcher's own dependencies come with the 'server' extra: say which to install.
-    if error.name not in ("aiohttp_cors", "prometheus_client", "pydantic", "uuid_utils"):
+    if error.name not in ("aiohttp_cors", "cronsim", "prometheus_client", "pydantic", "uuid_utils"):
         raise
     raise ImportError(
         f"tqueues_dispatcher needs {error.name}, which the 'server' extra installs: "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -24,6 +25,7 @@ from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
     QueueNotFound,
+    ScheduleNotFound,
     StoreUnavailable,
     TqueuesError,
     ValidationError,
@@ -40,6 +42,7 @@ from tqueues.retry import RetryPolicy
 from tqueues.stores import history
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
+from tqueues.stores.schedules import ScheduleRecord, mark, tick_id
 from tqueues.stores.waiters import WaitLine
 
 #: bytes of jobs one page of a kick reads at most (see Store.kick).
@@ -80,6 +83,8 @@ class Store(Primitives):
         self._unflushed = history.Unflushed()  #: counted, not yet in the stored history
         #: Told of every change :meth:`record` counts; None: nobody.
         self.observer: Observer | None = None
+        #: set when this process changed a schedule (the firing loop looks again at once)
+        self.schedules_changed = asyncio.Event()
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -545,6 +550,95 @@ class Store(Primitives):
         QueueNotFound."""
         await self.get_queue(queue)
         return await self.read_history(queue, history.bucket_of(since), int(until))
+
+    # -- periodic jobs (see tqueues.stores.schedules) ---------------------------------------
+
+    async def add_schedule(self, schedule: ScheduleRecord) -> ScheduleRecord:
+        """Store a new schedule of an existing queue. Raises QueueNotFound, ScheduleExists."""
+        await self.get_queue(schedule.queue)
+        await self.create_schedule(schedule)
+        self.schedules_changed.set()
+        return schedule
+
+    async def get_schedule(self, queue: str, name: str) -> ScheduleRecord:
+        """The schedule. Raises ScheduleNotFound."""
+        for schedule in await self.list_schedules(queue):
+            if schedule.name == name:
+                return schedule
+        raise ScheduleNotFound(f"no schedule {name!r} in queue {queue!r}", queue=queue,
+                               name=name)  # fmt: skip
+
+    async def pause_schedule(
+        self, queue: str, name: str, *, paused: bool, now: float
+    ) -> ScheduleRecord:
+        """Pause the schedule (no tick fires), or resume it: its next tick is then the
+        first after ``now`` (the ticks of the pause are never caught up). The schedule as
+        stored. Raises ScheduleNotFound."""
+        while True:
+            before = await self.get_schedule(queue, name)
+            if before.paused == paused:
+                return before
+            after = dataclasses.replace(before, paused=paused, rev=before.rev + 1)
+            if not paused:
+                after = dataclasses.replace(after, next_tick=next(before.ticks_after(now)))
+            if await self.swap_schedule(before, after):
+                self.schedules_changed.set()
+                return after
+
+    async def remove_schedule(self, queue: str, name: str) -> None:
+        """Delete the schedule (the jobs it made stay). Raises ScheduleNotFound."""
+        if not await self.delete_schedule(queue, name):
+            raise ScheduleNotFound(f"no schedule {name!r} in queue {queue!r}", queue=queue,
+                                   name=name)  # fmt: skip
+
+    async def run_schedule(self, queue: str, name: str) -> JobRecord:
+        """Make the schedule's job now, outside its ticks (a new id of its own; the
+        schedule is left as it is); durable when this returns. Raises ScheduleNotFound,
+        QueueNotFound."""
+        schedule = await self.get_schedule(queue, name)
+        config = await self.get_queue(queue)
+        job = lifecycle.create(schedule.template(), config, now=clock.now(), id=self.new_id())
+        return await asyncio.shield(self._insert_and_publish(mark(job, schedule, None)))
+
+    async def fire_schedules(self, now: float) -> float | None:
+        """Fire every schedule not paused whose ticks are due at ``now`` (see
+        :mod:`tqueues.stores.schedules`; safe with any number of processes at once); the
+        earliest next tick of those schedules, or None if there is none. A schedule whose
+        queue cannot be found is left for later. Raises StoreUnavailable."""
+        earliest: float | None = None
+        for schedule in await self.list_schedules():
+            if schedule.paused:
+                continue
+            try:
+                upcoming = await self.fire_schedule(schedule, now)
+            except QueueNotFound:
+                log.debug("schedule %s: its queue is missing", schedule.key)
+                continue
+            earliest = upcoming if earliest is None else min(earliest, upcoming)
+        return earliest
+
+    async def fire_schedule(self, schedule: ScheduleRecord, now: float) -> float:
+        """Make the jobs of the ``schedule``'s ticks due at ``now`` (each under its tick's
+        id, so a second insert of one is refused), then move its ``next_tick`` on with a
+        compare-and-set (another process may have done it: that is fine). Its next tick.
+        Raises QueueNotFound, StoreUnavailable."""
+        ticks, upcoming = schedule.plan(now)
+        if not ticks and upcoming == schedule.next_tick:
+            return upcoming
+        if ticks:
+            config = await self.get_queue(schedule.queue)
+            for tick in ticks:
+                job = lifecycle.create(schedule.template(), config, now=now,
+                                       id=tick_id(schedule.uid, tick))  # fmt: skip
+                job = mark(job, schedule, tick)
+                if await asyncio.shield(self.insert_once(job)):
+                    self.record(job)
+        last = ticks[-1] if ticks else schedule.last_tick
+        after = dataclasses.replace(
+            schedule, next_tick=upcoming, last_tick=last, rev=schedule.rev + 1
+        )
+        await self.swap_schedule(schedule, after)
+        return upcoming
 
     @staticmethod
     def new_lease() -> str:

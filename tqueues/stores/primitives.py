@@ -19,6 +19,7 @@ from typing import ClassVar, Self
 from tqueues.errors import TqueuesError
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_random_id
 from tqueues.stores.history import Bucket, Counts
+from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
 
 Mutation = Callable[[JobRecord], JobRecord]
@@ -288,6 +289,32 @@ class Primitives(abc.ABC):
     async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
         """Delete the workers last seen before ``before``, or the worker ``id``; how many
         went."""
+
+    # -- periodic jobs (see tqueues.stores.schedules) -------------------------------------
+
+    @abc.abstractmethod
+    async def insert_once(self, job: JobRecord) -> bool:
+        """Store a new job durably unless a job of its id is stored already: True if it
+        was inserted, False if the store refused the id (the job stored is left as it
+        is). Raises QueueNotFound."""
+
+    @abc.abstractmethod
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        """Store a new schedule. Raises ScheduleExists (one of its queue and name is
+        stored)."""
+
+    @abc.abstractmethod
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
+        """The schedules stored (of ``queue`` only, if given), by queue and name."""
+
+    @abc.abstractmethod
+    async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
+        """Replace the stored schedule by ``after`` if it is still ``before`` (same
+        ``rev``); ``after`` must have ``rev`` one more. False if it changed or went."""
+
+    @abc.abstractmethod
+    async def delete_schedule(self, queue: str, name: str) -> bool:
+        """Delete the schedule; False if there was none."""
 
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

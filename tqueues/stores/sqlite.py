@@ -28,6 +28,7 @@ from tqueues import codec, lifecycle
 from tqueues.errors import (
     JobNotFound,
     QueueNotFound,
+    ScheduleExists,
     StoreUnavailable,
     TqueuesError,
     WorkerNotFound,
@@ -38,6 +39,7 @@ from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.census import Census
 from tqueues.stores.groupcommit import GroupCommit
 from tqueues.stores.history import Bucket, Counts, buckets_of
+from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.sqlite_rows import (
     INSERT,
     SCHEMA,
@@ -427,6 +429,7 @@ class SQLiteStore(Store):
                 self._started.clear()
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
                 conn.execute("DELETE FROM history WHERE queue = ?", (name,))
+                conn.execute("DELETE FROM schedules WHERE queue = ?", (name,))
                 return int(removed), counts
 
         async def drop_and_uncache() -> int:
@@ -846,6 +849,75 @@ class SQLiteStore(Store):
                 )
 
         return await self._run(forget)
+
+    async def insert_once(self, job: JobRecord) -> bool:
+        await self.get_queue(job.queue)
+
+        def insert() -> bool:
+            with self._transaction() as conn:
+                cursor = conn.execute(f"{INSERT} ON CONFLICT (id) DO NOTHING", to_row(job))
+                return cursor.rowcount == 1
+
+        def count(inserted: bool) -> None:
+            if inserted:
+                self._census.added(job)
+
+        return await self._run(insert, committed=count)
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        doc = codec.dumps_str(schedule.fields())
+
+        def create() -> None:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "INSERT INTO schedules (queue, name, doc, rev) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT DO NOTHING",
+                    (schedule.queue, schedule.name, doc, schedule.rev),
+                )
+            if cursor.rowcount != 1:
+                raise ScheduleExists(
+                    f"schedule {schedule.name!r} exists in queue {schedule.queue!r}",
+                    queue=schedule.queue, name=schedule.name,
+                )  # fmt: skip
+
+        await self._run(create)
+
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
+        def read() -> list[ScheduleRecord]:
+            assert self._conn is not None
+            if queue is None:
+                rows = self._conn.execute("SELECT doc FROM schedules ORDER BY queue, name")
+            else:
+                rows = self._conn.execute(
+                    "SELECT doc FROM schedules WHERE queue = ? ORDER BY name", (queue,)
+                )
+            return [ScheduleRecord.from_fields(codec.loads(doc)) for (doc,) in rows]
+
+        return await self._run(read)
+
+    async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
+        doc = codec.dumps_str(after.fields())
+
+        def swap() -> bool:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "UPDATE schedules SET doc = ?, rev = ? WHERE queue = ? AND name = ? "
+                    "AND rev = ?",
+                    (doc, after.rev, before.queue, before.name, before.rev),
+                )
+                return cursor.rowcount == 1
+
+        return await self._run(swap)
+
+    async def delete_schedule(self, queue: str, name: str) -> bool:
+        def delete() -> bool:
+            with self._transaction() as conn:
+                cursor = conn.execute(
+                    "DELETE FROM schedules WHERE queue = ? AND name = ?", (queue, name)
+                )
+                return cursor.rowcount == 1
+
+        return await self._run(delete)
 
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)

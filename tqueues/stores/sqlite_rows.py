@@ -76,6 +76,14 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen REAL NOT NULL,
     command TEXT
 );
+-- Periodic jobs (tqueues.stores.schedules): a schedule as JSON, keyed by queue and name.
+CREATE TABLE IF NOT EXISTS schedules (
+    queue TEXT NOT NULL,
+    name TEXT NOT NULL,
+    doc TEXT NOT NULL,
+    rev INTEGER NOT NULL,
+    PRIMARY KEY (queue, name)
+) WITHOUT ROWID;
 """
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).

@@ -42,6 +42,7 @@ from tqueues.stores.rethinkdb.pool import (
     first_error,
 )
 from tqueues.stores.rethinkdb.queries import INDEXES, OBSOLETE_INDEXES
+from tqueues.stores.rethinkdb.schedules import SCHEDULES_TABLE
 from tqueues.stores.rethinkdb.workers import WORKER_INDEXES, WORKERS_TABLE
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -90,17 +91,18 @@ async def reconfigure(
 
 async def remove_twins(pool: Pool, db: str) -> bool:
     """Drop the extra databases named ``db``, then the extra ``tqueues_queues``,
-    ``tqueues_history`` and ``tqueues_workers`` tables in it, keeping of each name the
-    one with the smallest id (every dispatcher keeps the same one). True if any was
-    dropped. Twins come from creations at the same instant through different servers
-    (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so the one dropped
-    holds at most the catalog table."""
+    ``tqueues_history``, ``tqueues_workers`` and ``tqueues_schedules`` tables in it,
+    keeping of each name the one with the smallest id (every dispatcher keeps the same
+    one). True if any was dropped. Twins come from creations at the same instant through
+    different servers (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so
+    the one dropped holds at most the catalog table."""
     dropped = False
     twins = [
         ("db_config", {"name": db}),
         ("table_config", {"db": db, "name": QUEUES_TABLE}),
         ("table_config", {"db": db, "name": HISTORY_TABLE}),
         ("table_config", {"db": db, "name": WORKERS_TABLE}),
+        ("table_config", {"db": db, "name": SCHEDULES_TABLE}),
     ]
     for table, match in twins:
         try:
@@ -181,7 +183,7 @@ class Catalog:
         if QUEUES_TABLE not in tables:
             await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
             created = True
-        for name in (HISTORY_TABLE, WORKERS_TABLE):
+        for name in (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE):
             if name not in tables:
                 await create_table(self.pool, self.settings, name)
                 created = True
@@ -260,11 +262,11 @@ class Catalog:
         others wait (up to 60 s) for that, then build it themselves (the winner may have
         died). A queue cannot be named after the catalog table (``tqueues_queues``): its
         jobs would go into the catalog, and dropping it would drop every queue's settings;
-        nor after the history's and the workers' tables (``tqueues_history``,
-        ``tqueues_workers``).
+        nor after the history's, the workers' and the schedules' tables
+        (``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``).
         Raises ValidationError (that name), StoreUnavailable.
         """
-        if config.name in (QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE):
+        if config.name in (QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE):
             raise ValidationError(
                 f"queue name {config.name!r} is reserved by the RethinkDB store", field="name"
             )

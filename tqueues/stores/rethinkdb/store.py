@@ -28,6 +28,7 @@ from tqueues.errors import (
     JobNotFound,
     LeaseMismatch,
     QueueNotFound,
+    ScheduleExists,
     StoreUnavailable,
     TqueuesError,
     WorkerNotFound,
@@ -38,7 +39,7 @@ from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts, buckets_of
-from tqueues.stores.rethinkdb import history, queries, workers
+from tqueues.stores.rethinkdb import history, queries, schedules, workers
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -49,6 +50,7 @@ from tqueues.stores.rethinkdb.documents import (
 from tqueues.stores.rethinkdb.feeds import Feeds
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
+from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -231,6 +233,9 @@ class RethinkDBStore(Store):
         with contextlib.suppress(Missing):
             await catalog.admin(self._db.table_drop(name))
         await self._run(history.delete(self._history(), name, None, **self._write_options()))
+        with contextlib.suppress(StoreUnavailable):  # the schedules are off (see _schedules)
+            await self._run(schedules.of_queue(self._schedules(), name).delete(
+                **self._write_options()))  # fmt: skip
         await catalog.remove(name)
         return count
 
@@ -830,6 +835,62 @@ class RethinkDBStore(Store):
         else:
             return 0
         return int((await self._run(query)).get("deleted", 0))
+
+    # -- periodic jobs -------------------------------------------------------------------------
+
+    def _schedules(self) -> Any:
+        """The schedules' table. Raises StoreUnavailable when a queue of an earlier version
+        has its name (periodic jobs are then off)."""
+        if schedules.SCHEDULES_TABLE in self._parts()[1].configs:
+            raise StoreUnavailable(
+                f"periodic jobs are off: a queue is named {schedules.SCHEDULES_TABLE!r}, "
+                "the schedules' table (rename the queue: drain it into another and drop it)"
+            )
+        return self._db.table(schedules.SCHEDULES_TABLE)
+
+    async def insert_once(self, job: JobRecord) -> bool:
+        """Insert the job unless its id is taken (RethinkDB's primary key refuses a second
+        insert of an id, whoever makes it at whatever instant). Raises QueueNotFound."""
+        await self.get_queue(job.queue)
+        query = queries.insert(self._table(job.queue), [job], **self._write_options())
+        result = await self._run_on_queue(job.queue, query)
+        if result.get("inserted") == 1:
+            return True
+        if "Duplicate primary key" in str(result.get("first_error", "")):
+            return False
+        raise StoreUnavailable(f"RethinkDB did not store job {job.id}: {first_error(result)}")
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        query = schedules.create(self._schedules(), schedule, **self._write_options())
+        result = await self._run(query)
+        if result.get("inserted") == 1:
+            return
+        if "Duplicate primary key" in str(result.get("first_error", "")):
+            raise ScheduleExists(
+                f"schedule {schedule.name!r} exists in queue {schedule.queue!r}",
+                queue=schedule.queue, name=schedule.name,
+            )  # fmt: skip
+        raise StoreUnavailable(f"RethinkDB did not store schedule {schedule.key!r}: "
+                               f"{first_error(result)}")  # fmt: skip
+
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
+        table = self._schedules()
+        selection = table if queue is None else schedules.of_queue(table, queue)
+        docs = await self._run(selection.coerce_to("array"))
+        records = (ScheduleRecord.from_fields(doc) for doc in docs)
+        return sorted(records, key=lambda schedule: (schedule.queue, schedule.name))
+
+    async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
+        query = schedules.swap(self._schedules(), before, after, **self._write_options())
+        result = await self._run(query)
+        if result.get("errors"):
+            raise StoreUnavailable(f"RethinkDB did not store schedule {before.key!r}: "
+                                   f"{first_error(result)}")  # fmt: skip
+        return int(result.get("replaced", 0)) == 1
+
+    async def delete_schedule(self, queue: str, name: str) -> bool:
+        query = self._schedules().get(f"{queue}/{name}").delete(**self._write_options())
+        return int((await self._run(query)).get("deleted", 0)) == 1
 
     async def reap(self, now: float) -> int:
         """The housekeeping of every queue as of ``now``; how many jobs changed or went.
