@@ -23,6 +23,9 @@ MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
 #: The longest job id, in bytes of UTF-8: RethinkDB's limit on a primary key (an id no
 #: store could hold is refused on every store alike; see :mod:`tqueues.ids`).
 MAX_ID_BYTES = 127
+#: The shortest and the longest interval of a periodic job's schedule, in seconds.
+MIN_EVERY = 1.0
+MAX_EVERY = 366 * 86_400.0
 #: Seconds a taken job's lease lasts when neither the job nor its queue says.
 DEFAULT_TTR = 60.0
 #: The longest long-poll a dispatcher allows unless told otherwise (``--max_wait``),
@@ -44,10 +47,12 @@ __all__ = [
     "DEFAULT_TTR",
     "DEFAULT_URL",
     "MAX_BATCH",
+    "MAX_EVERY",
     "MAX_ID_BYTES",
     "MAX_KICK",
     "MAX_OUTCOMES",
     "MAX_PAGE",
     "MAX_TAKE",
     "MAX_TAKE_QUEUES",
+    "MIN_EVERY",
 ]

@@ -116,7 +116,7 @@ BODIES: dict[str, tuple[str | None, bytes | aiohttp.FormData, dict[str, str]]] =
 def body_routes(app: web.Application, job_id: str) -> list[tuple[str, str]]:
     """(method, path) of every route and verb whose view takes a body."""
     routes: list[tuple[str, str]] = []
-    params = {"name": "q", "id": job_id, "worker": "w:1"}
+    params = {"name": "q", "id": job_id, "worker": "w:1", "schedule": "s"}
     for resource in app.router.resources():
         info = resource.get_info()
         pattern = info.get("formatter") or info.get("path")

@@ -314,6 +314,55 @@ async def test_explain_says_why_a_job_waits(rest: Rest) -> None:
     await rest.call("GET", "/queues/q/jobs/nope/explain", expect=404)
 
 
+async def test_schedules_of_periodic_jobs(rest: Rest) -> None:
+    base = "/queues/q/schedules"
+    job = {"method": "pkg.mod:func", "args": [1], "priority": 5}
+    # Created (cron in a time zone), listed, read
+    made = await rest.call("POST", base, {"name": "nightly", "job": job, "cron": "30 2 * * *",
+                                          "timezone": "Europe/Madrid"}, expect=201)  # fmt: skip
+    assert (made["cron"], made["every"], made["catch_up"], made["paused"]) == (
+        "30 2 * * *", None, "latest", False)  # fmt: skip
+    assert made["next_tick"] > clock.now() and made["job"]["priority"] == 5
+    await rest.call("POST", base, {"name": "often", "job": job, "every": 3600}, expect=201)
+    listed = (await rest.call("GET", base, expect=200))["schedules"]
+    assert [s["name"] for s in listed] == ["nightly", "often"]
+    assert await rest.call("GET", f"{base}/nightly", expect=200) == made
+    # Paused and resumed
+    assert (await rest.call("POST", f"{base}/often/pause", expect=200))["paused"] is True
+    resumed = await rest.call("POST", f"{base}/often/resume", expect=200)
+    assert resumed["paused"] is False and resumed["next_tick"] > clock.now()
+    # Run now: a job of its own, marked with the schedule
+    ran = await rest.call("POST", f"{base}/nightly/run", expect=201)
+    assert (ran["method"], ran["args"], ran["schedule"], ran["tick"]) == (
+        "pkg.mod:func", [1], "nightly", None)  # fmt: skip
+    # Deleted
+    gone = await rest.call("DELETE", f"{base}/often", expect=200)
+    assert gone["name"] == "often"
+    assert (await rest.call("DELETE", f"{base}/often", expect=404))["error"] == (
+        "schedule_not_found")  # fmt: skip
+    await rest.call("POST", f"{base}/often/run", expect=404)
+    await rest.call("GET", "/queues/nope/schedules", expect=404)
+    # A name taken, and bad schedules, each refused naming the problem
+    again = await rest.call("POST", base, {"name": "nightly", "job": job, "every": 60},
+                            expect=409)  # fmt: skip
+    assert again["error"] == "schedule_exists"
+    for body, field in [
+        ({"cron": "61 * * * *"}, "cron"),
+        ({"cron": "* * * * *", "timezone": "Mars/Olympus"}, "timezone"),
+        ({"cron": "* * * * *", "every": 60}, "every"),
+        ({}, "cron"),
+        ({"every": 0}, "every"),
+        ({"every": 60, "catch_up": "some"}, "catch_up"),
+    ]:
+        error = await rest.call("POST", base, {"name": "bad", "job": job, **body}, expect=400)
+        assert error["field"] == field, error
+        assert field in error["message"]
+    error = await rest.call("POST", base, {"name": "a b", "job": job, "every": 60}, expect=400)
+    assert error["field"] == "name"
+    error = await rest.call("POST", f"{base}/a%20b/pause", expect=400)
+    assert error["field"] == "schedule"
+
+
 async def test_truncate_stats_and_kick(rest: Rest) -> None:
     for _ in range(3):
         await rest.put_job()

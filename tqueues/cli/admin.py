@@ -50,6 +50,11 @@ Usage:
   tqueues explain [options] <queue> <id> [--json]
   tqueues workers [options] [--queue QUEUE] [--json]
   tqueues workers (quiet | stop) [options] <worker>
+  tqueues schedules [options] <queue> [--json]
+  tqueues schedules create [options] <queue> <schedule> (--cron EXPR | --every SECONDS)
+                           [--timezone TZ] [--catch_up POLICY] [--paused] [<json>]
+                           [--file FILE]
+  tqueues schedules (pause | resume | run | delete) [options] <queue> <schedule>
   tqueues queues [options] [--json]
   tqueues rethinkdb reconfigure [--rethinkdb URL] [--replicas N] [--write_acks MODE]
   tqueues -h | --help
@@ -72,6 +77,14 @@ Options:
   --reason TEXT      Why the job is buried (kept in its error).
   --json             Print JSON instead of a table.
   --queue QUEUE      workers: only those taking from QUEUE.
+  --cron EXPR        schedules create: a job at every tick of this cron expression
+                     (minute hour day month weekday).
+  --timezone TZ      schedules create: the IANA time zone --cron is read in
+                     [default: UTC].
+  --every SECONDS    schedules create: a job every SECONDS seconds.
+  --catch_up POLICY  schedules create: ticks missed while no dispatcher ran: latest
+                     (one job), all (one each) or skip (none) [default: latest].
+  --paused           schedules create: created paused (resume starts it).
   --minutes N        history: the last N minutes, a row per minute with events
                      (UTC) [default: 60].
   --rethinkdb URL    rethinkdb reconfigure: the database, as
@@ -100,6 +113,9 @@ Examples:
   tqueues explain emails 01a24c9b491373bf8e0d61d783f5c56c
   tqueues workers
   tqueues workers quiet web-1:4242
+  tqueues schedules create reports nightly --cron '30 2 * * *' --timezone Europe/Madrid \
+      '{{"method": "app.reports:nightly"}}'
+  tqueues schedules run reports nightly
   tqueues kick emails 100
   tqueues kick emails --all --status failed
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
@@ -210,6 +226,11 @@ def table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> str:
             ).rstrip()
         )
     return "\n".join(lines)
+
+
+def _utc(epoch: float) -> str:
+    """An epoch time as ``YYYY-MM-DD HH:MM:SS`` in UTC."""
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(epoch))
 
 
 def _print_json(value: Any, out: TextIO) -> None:
@@ -420,6 +441,52 @@ class Admin:
         print(table(rows, header), file=self.out)
         return 0
 
+    async def schedules(self) -> int:
+        """The queue's schedules, a table or JSON; or create (the job JSON as for put, one
+        job), pause, resume, run (the job made) or delete <schedule> (printed as JSON)."""
+        queue, name = self.queue, self.args["<schedule>"]
+        if self.args["create"]:
+            _print_json(await self._create_schedule(queue, str(name)), self.out)
+            return 0
+        for action in ("pause", "resume", "run", "delete"):
+            if self.args[action]:
+                answer = await getattr(self.client, f"{action}_schedule")(queue, str(name))
+                _print_json(answer, self.out)
+                return 0
+        schedules = await self.client.schedules(queue)
+        if self.args["--json"]:
+            _print_json(schedules, self.out)
+            return 0
+        rows = [
+            [
+                s["name"],
+                s["cron"] + f" ({s['timezone']})" if s["cron"] else f"every {s['every']:g}s",
+                s["job"]["method"],
+                s["catch_up"],
+                "paused" if s["paused"] else _utc(s["next_tick"]),
+                _utc(s["last_tick"]) if s["last_tick"] is not None else "",
+            ]
+            for s in schedules
+        ]
+        header = ["schedule", "when", "method", "catch_up", "next tick (UTC)", "last tick"]
+        print(table(rows, header), file=self.out)
+        return 0
+
+    async def _create_schedule(self, queue: str, name: str) -> JSONDict:
+        job = read_jobs(self.args, self.stdin)
+        if not isinstance(job, dict):
+            raise ValidationError("a schedule makes one job: give a JSON object, not a list")
+        job = dict(job)
+        method = job.pop("method", None)
+        if not isinstance(method, str):
+            raise ValidationError("the job JSON needs a 'method' (text)", field="method")
+        every = _number(self.args, "--every") if self.args["--every"] is not None else None
+        return await self.client.create_schedule(
+            queue, name, method, job.pop("args", []), job.pop("kwargs", None),
+            cron=self.args["--cron"], every=every, timezone=str(self.args["--timezone"]),
+            catch_up=str(self.args["--catch_up"]), paused=bool(self.args["--paused"]), **job,
+        )  # fmt: skip
+
     async def queues(self) -> int:
         """Every queue with its settings: a table, or JSON."""
         queues = await self.client.list_queues()
@@ -444,7 +511,9 @@ class Admin:
         return EMPTY
 
 
+#: In the order they are looked for: "schedules" before "delete" (schedules delete).
 COMMANDS = (
+    "schedules",
     "put",
     "take",
     "consume",

@@ -260,6 +260,81 @@ class Client:
         answer: JSONDict = await self.request("POST", ["workers", worker_id, "heartbeat"], beat)
         return answer
 
+    async def create_schedule(
+        self,
+        queue: str,
+        name: str,
+        method: str,
+        args: Sequence[Any] = (),
+        kwargs: Mapping[str, Any] | None = None,
+        *,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        every: float | None = None,
+        catch_up: str = "latest",
+        paused: bool = False,
+        **options: Any,
+    ) -> JSONDict:
+        """Create the schedule ``name`` of ``queue``: a job of ``method(*args, **kwargs)``
+        (``options``: priority, ttr, max_attempts, delay, ttl, urgent) at every tick of
+        ``cron`` (read in the IANA ``timezone``) or every ``every`` seconds; ticks missed
+        while no dispatcher ran are caught up as ``catch_up`` says ("latest", "all",
+        "skip"). The schedule. Raises ValidationError (naming the field: a bad cron
+        expression or time zone, both ``cron`` and ``every``), ScheduleExists,
+        QueueNotFound."""
+        body: JSONDict = {
+            "name": name,
+            "job": {"method": method, "args": list(args), "kwargs": dict(kwargs or {}),
+                    **options},
+            "timezone": timezone,
+            "catch_up": catch_up,
+            "paused": paused,
+        }  # fmt: skip
+        if cron is not None:
+            body["cron"] = cron
+        if every is not None:
+            body["every"] = every
+        schedule: JSONDict = await self.request("POST", ["queues", queue, "schedules"], body)
+        return schedule
+
+    async def schedules(self, queue: str) -> list[JSONDict]:
+        """The queue's schedules, by name. Raises QueueNotFound."""
+        answer: JSONDict = await self.request("GET", ["queues", queue, "schedules"])
+        schedules: list[JSONDict] = answer["schedules"]
+        return schedules
+
+    async def schedule(self, queue: str, name: str) -> JSONDict:
+        """The schedule. Raises ScheduleNotFound."""
+        schedule: JSONDict = await self.request("GET", ["queues", queue, "schedules", name])
+        return schedule
+
+    async def pause_schedule(self, queue: str, name: str) -> JSONDict:
+        """Pause the schedule (no tick fires until resumed); the schedule. Raises
+        ScheduleNotFound."""
+        path = ["queues", queue, "schedules", name, "pause"]
+        schedule: JSONDict = await self.request("POST", path)
+        return schedule
+
+    async def resume_schedule(self, queue: str, name: str) -> JSONDict:
+        """Resume the schedule: its next tick is the first after now; the schedule.
+        Raises ScheduleNotFound."""
+        path = ["queues", queue, "schedules", name, "resume"]
+        schedule: JSONDict = await self.request("POST", path)
+        return schedule
+
+    async def run_schedule(self, queue: str, name: str) -> JSONDict:
+        """Make the schedule's job now, outside its ticks; the job. Raises
+        ScheduleNotFound."""
+        job: JSONDict = await self.request("POST", ["queues", queue, "schedules", name, "run"])
+        return job
+
+    async def delete_schedule(self, queue: str, name: str) -> JSONDict:
+        """Delete the schedule (the jobs it made stay); the schedule as it was. Raises
+        ScheduleNotFound."""
+        path = ["queues", queue, "schedules", name]
+        schedule: JSONDict = await self.request("DELETE", path)
+        return schedule
+
     async def dispatcher_stats(self) -> JSONDict:
         """Every queue's statistics and their sums: ``{"queues", "jobs", "total",
         "counters", "by_queue"}``."""

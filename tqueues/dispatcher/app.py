@@ -27,6 +27,7 @@ from tqueues.dispatcher.middlewares import error_middleware, host_middleware, or
 from tqueues.dispatcher.operation import operations_key
 from tqueues.dispatcher.operations import OPERATIONS
 from tqueues.dispatcher.reaper import reap_forever
+from tqueues.dispatcher.scheduler import fire_forever
 from tqueues.dispatcher.upkeep import flush_last, keep_up
 from tqueues.settings import DispatcherSettings, is_loopback
 from tqueues.stores import open_store
@@ -86,8 +87,9 @@ def create_app(
         untime = time_writes(the_store, metrics.wrote)
         reaper = asyncio.create_task(reap_forever(the_store, settings.reap_interval))
         upkeep = asyncio.create_task(keep_up(the_store, settings.history_keep))
+        scheduler = asyncio.create_task(fire_forever(the_store))
         yield
-        for task in (reaper, upkeep):
+        for task in (reaper, upkeep, scheduler):
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task

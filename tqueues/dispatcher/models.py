@@ -56,11 +56,13 @@ from tqueues.lifecycle import KICKABLE
 from tqueues.limits import (
     DEFAULT_PAGE,
     MAX_BATCH,
+    MAX_EVERY,
     MAX_KICK,
     MAX_OUTCOMES,
     MAX_PAGE,
     MAX_TAKE,
     MAX_TAKE_QUEUES,
+    MIN_EVERY,
 )
 
 MAX_ID = 128  #: the longest lease, cursor item or stream ``ref``.
@@ -452,6 +454,41 @@ class Heartbeat(Body):
 
 class WorkersQuery(Query):
     queue: QueueName | None = Field(None, description="Only workers taking from this queue.")
+
+
+# -- periodic jobs (tqueues.stores.schedules) -----------------------------------------
+
+SCHEDULE_NAME_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "pattern": "^[A-Za-z0-9_-]{1,62}$",
+    "description": "A schedule's name, unique in its queue.",
+}
+ScheduleName = Annotated[str, Field(pattern=SCHEDULE_NAME_SCHEMA["pattern"])]
+
+
+class NewSchedule(Body):
+    """A schedule to create: its name, the job each tick makes, and either ``cron`` (read
+    in ``timezone``) or ``every`` (seconds). A bad cron expression or time zone, or both
+    (or neither) of ``cron`` and ``every``, is a 400 naming the field."""
+
+    name: ScheduleName
+    job: NewJob = Field(description="The job each tick makes (the body of an enqueue).")
+    cron: Annotated[str, Field(min_length=1, max_length=256)] | None = Field(
+        None, description="A cron expression: minute hour day-of-month month day-of-week."
+    )
+    timezone: Annotated[str, Field(min_length=1, max_length=64)] = Field(
+        "UTC", description="The IANA time zone the cron expression is read in."
+    )
+    every: Annotated[float, Field(ge=MIN_EVERY, le=MAX_EVERY)] | None = Field(
+        None, description="Seconds between ticks (the first one interval after creation)."
+    )
+    catch_up: Literal["latest", "all", "skip"] = Field(
+        "latest",
+        description="Ticks missed while no dispatcher ran: latest (one job, for the latest), "
+        "all (one job each, up to 1000 a pass) or skip (none; a tick late by a minute or "
+        "less is not missed).",
+    )
+    paused: bool = Field(False, description="Created paused (no tick fires until resumed).")
 
 
 class PeekQuery(Query):

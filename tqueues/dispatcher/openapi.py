@@ -22,7 +22,12 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from tqueues import __version__, codec
-from tqueues.dispatcher.models import JOB_ID_SCHEMA, QUEUE_NAME_SCHEMA, WORKER_ID_SCHEMA
+from tqueues.dispatcher.models import (
+    JOB_ID_SCHEMA,
+    QUEUE_NAME_SCHEMA,
+    SCHEDULE_NAME_SCHEMA,
+    WORKER_ID_SCHEMA,
+)
 from tqueues.dispatcher.openapi_schemas import SCHEMAS, Doc, ref
 from tqueues.dispatcher.operation import (
     ROLES,
@@ -43,9 +48,10 @@ ERRORS: dict[int, str] = {
     400: "A malformed request; the answer names the field and the rule.",
     401: "No valid bearer token (when the dispatcher has tokens).",
     403: "The token's role does not allow this.",
-    404: "The queue (queue_not_found) or job (job_not_found) does not exist.",
+    404: "The queue (queue_not_found), job (job_not_found) or schedule (schedule_not_found) "
+    "does not exist.",
     409: "lease_mismatch: the lease is no longer yours; invalid_transition: the job's state "
-    "does not allow this.",
+    "does not allow this; schedule_exists: a schedule of that name is in the queue.",
     413: "The body is larger than the dispatcher accepts.",
     426: "upgrade_required: this is a WebSocket; a request without the handshake "
     "(Upgrade: websocket) is refused.",
@@ -60,6 +66,8 @@ PATH_PARAMETERS: dict[str, Doc] = {
     "worker": {"name": "worker", "in": "path", "required": True, "schema": WORKER_ID_SCHEMA,
                "description": "The worker's name (by default host:pid). Other text of at "
                "most 127 bytes of UTF-8 is accepted too."},
+    "schedule": {"name": "schedule", "in": "path", "required": True,
+                 "schema": SCHEDULE_NAME_SCHEMA, "description": "The schedule."},
 }  # fmt: skip
 
 

@@ -19,6 +19,7 @@ from tqueues.dispatcher import (
     explaining,
     jobstream,
     rest,
+    schedules,
     takestream,
     taking,
     views,
@@ -40,6 +41,8 @@ MONITOR = frozenset({"admin", "monitor"})
 QUEUE = "/queues/{name}"
 #: Any one segment but the literal routes beside it (their Allow is their own).
 JOB = "/queues/{name}/jobs/{id:(?!(?:next|stream)/?$)[^/]+}"
+SCHEDULES = f"{QUEUE}/schedules"
+SCHEDULE = f"{SCHEDULES}/{{schedule}}"
 THE_JOB = {200: Answer("The job after the change.", "Job")}
 TAKEN = {200: Answer("The jobs taken (maybe none).", "TakenJobs")}
 SWITCHING = {101: Answer("Switching to the WebSocket protocol.", None)}
@@ -238,6 +241,44 @@ OPERATIONS: tuple[Operation, ...] = (
         "`status`, jobs of that status only (failed jobs are kicked only so). Buried and "
         "failed jobs get their attempts renewed.",
         {200: Answer("How many were kicked.", "Kicked")}, body=m.Kick,
+    ),
+    Operation(
+        "GET", SCHEDULES, schedules.Schedules, "list_schedules", ADMIN,
+        "The queue's schedules of periodic jobs, by name.",
+        {200: Answer("The schedules.", "ScheduleList")},
+    ),
+    Operation(
+        "POST", SCHEDULES, schedules.Schedules, "create_schedule", ADMIN,
+        "Create a schedule: the job each tick makes, and either `cron` (read in "
+        "`timezone`) or `every` seconds. Every dispatcher fires it; each tick makes exactly "
+        "one job. A bad cron expression or time zone, or both of `cron` and `every`, is a "
+        "400 naming the field.",
+        {201: Answer("The schedule.", "Schedule")}, errors=(400, 404, 409),
+        body=m.NewSchedule, body_required=True,
+    ),
+    Operation(
+        "GET", SCHEDULE, schedules.Schedule, "get_schedule", ADMIN, "The schedule.",
+        {200: Answer("The schedule.", "Schedule")},
+    ),
+    Operation(
+        "DELETE", SCHEDULE, schedules.Schedule, "delete_schedule", ADMIN,
+        "Delete the schedule; the jobs it made stay.",
+        {200: Answer("The schedule as it was.", "Schedule")},
+    ),
+    Operation(
+        "POST", f"{SCHEDULE}/pause", schedules.SchedulePause, "pause_schedule", ADMIN,
+        "Pause the schedule: no tick fires until it is resumed.",
+        {200: Answer("The schedule.", "Schedule")},
+    ),
+    Operation(
+        "POST", f"{SCHEDULE}/resume", schedules.ScheduleResume, "resume_schedule", ADMIN,
+        "Resume the schedule: its next tick is the first after now (the ticks of the pause "
+        "are not caught up).", {200: Answer("The schedule.", "Schedule")},
+    ),
+    Operation(
+        "POST", f"{SCHEDULE}/run", schedules.ScheduleRun, "run_schedule", PRODUCER,
+        "Make the schedule's job now, outside its ticks (an id of its own).",
+        {201: Answer("The job made.", "Job")},
     ),
     Operation(
         "GET", "/stats", rest.DispatcherStatsView, "dispatcher_stats", MONITOR,

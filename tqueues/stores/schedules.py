@@ -43,13 +43,12 @@ from cronsim import CronSim, CronSimError
 
 from tqueues.errors import ValidationError
 from tqueues.jobs import JSON, JobRecord, NewJob, new_random_id
+from tqueues.limits import MAX_EVERY, MIN_EVERY
 
 CatchUp = Literal["latest", "all", "skip"]
 CATCH_UPS: tuple[CatchUp, ...] = ("latest", "all", "skip")
 MAX_CATCH_UP = 1000  #: the most missed ticks one pass of an ``all`` schedule fires.
 MISSED_AFTER = 60.0  #: seconds after which a tick not yet fired counts as missed.
-MIN_EVERY = 1.0  #: the shortest interval, in seconds.
-MAX_EVERY = 366 * 86_400.0  #: the longest interval, in seconds.
 #: The fields of a job template (NewJob's but ``queue``).
 TEMPLATE_FIELDS = ("method", "args", "kwargs", "priority", "ttr", "max_attempts", "delay",
                    "ttl", "urgent")  # fmt: skip
