@@ -2,7 +2,7 @@
 
 A schedule belongs to a queue and has a name unique in it. It holds a job template (what
 ``POST /queues/{name}/jobs`` takes, but ``queue``), and either a cron expression read in
-an IANA time zone (:mod:`cronsim`: five fields, minutes to days of the week; daylight
+an IANA time zone (cronsim: five fields, minutes to days of the week; daylight
 saving as cron does it) or a fixed interval ``every`` seconds (ticks at
 ``created_at + k * every``). It stores its ``next_tick``, the time (epoch seconds) of the
 next job it owes.
@@ -67,15 +67,16 @@ def check_cron(expression: str) -> str:
     return expression
 
 
-def check_timezone(name: str) -> ZoneInfo:
-    """The IANA time zone ``name``; else ValidationError naming ``timezone``."""
+def check_timezone(name: str) -> str:
+    """``name`` if it is an IANA time zone; else ValidationError naming ``timezone``."""
     try:
-        return ZoneInfo(name)
+        ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError, OSError):
         raise ValidationError(
             f"'timezone' {name!r} is not an IANA time zone name (such as 'Europe/Madrid' or 'UTC')",
             field="timezone",
         ) from None
+    return name
 
 
 def tick_id(uid: str, tick: float) -> str:
