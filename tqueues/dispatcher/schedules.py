@@ -36,7 +36,7 @@ class Schedules(RestView):
         if body.job.queue is not None and body.job.queue != queue:
             raise ValidationError(f"'job.queue' must be the path's queue {queue!r} or absent",
                                   field="queue")  # fmt: skip
-        job = body.job.model_dump(exclude={"queue"})
+        job = body.job.model_dump(exclude={"queue"}, exclude_none=True)
         schedule = ScheduleRecord.new(
             queue, body.name, job, now=clock.now(), cron=body.cron, timezone=body.timezone,
             every=body.every, catch_up=body.catch_up, paused=body.paused,

@@ -49,9 +49,8 @@ CatchUp = Literal["latest", "all", "skip"]
 CATCH_UPS: tuple[CatchUp, ...] = ("latest", "all", "skip")
 MAX_CATCH_UP = 1000  #: the most missed ticks one pass of an ``all`` schedule fires.
 MISSED_AFTER = 60.0  #: seconds after which a tick not yet fired counts as missed.
-#: The fields of a job template (NewJob's but ``queue``).
-TEMPLATE_FIELDS = ("method", "args", "kwargs", "priority", "ttr", "max_attempts", "delay",
-                   "ttl", "urgent")  # fmt: skip
+#: The fields of a job template: NewJob's but ``queue``.
+TEMPLATE_FIELDS = tuple(field.name for field in dataclasses.fields(NewJob) if field.name != "queue")
 
 
 def check_cron(expression: str) -> str:
