@@ -44,6 +44,10 @@ def _ended(job: JobRecord, now: float) -> dict[str, JSON]:
         return _reason("finished", f"It finished {when(job.finished_at or now, now)} after "
                        f"{job.attempts} attempt(s).", finished_at=job.finished_at,
                        attempts=job.attempts)  # fmt: skip
+    if job.status is JobStatus.CANCELLED:
+        return _reason("cancelled", f"It was cancelled {when(job.finished_at or now, now)}, "
+                       f"after {job.attempts} attempt(s).", finished_at=job.finished_at,
+                       attempts=job.attempts)  # fmt: skip
     if job.status is JobStatus.FAILED:
         return _reason("failed", f"It failed for good after {job.attempts} attempt(s): "
                        f"{job.error or 'no error given'}.", attempts=job.attempts,

@@ -1,8 +1,13 @@
 """A worker's heartbeat: every few seconds it tells the dispatcher who it is and what it
 runs (the registry behind ``GET /workers``), and hears what an operator asked of it.
 
-The dispatcher answers each heartbeat with ``{"command", "interval"}``; a command
-("quiet": take no more jobs; "stop": shut down gracefully) is passed on once. A dispatcher
+The dispatcher answers each heartbeat with ``{"command", "interval", "cancel"}``; a
+command ("quiet": take no more jobs; "stop": shut down gracefully) is passed on once;
+``cancel`` lists the running jobs asked to stop (:func:`tqueues.lifecycle.cancel`),
+passed on at every beat. While the worker runs jobs it beats every BUSY_INTERVAL seconds
+(1), so that a job cancelled by anyone, through any dispatcher of the store, stops within
+about a second: no per-job request or push, one beat a second per busy worker, which the
+dispatcher answers with one primary-key read per job the beat lists. A dispatcher
 that does not know heartbeats (404: an older version) is not asked again; one that cannot
 be reached is asked again at the next beat (the worker's takes report the outage).
 """
@@ -21,6 +26,7 @@ from tqueues.errors import NotFound, TqueuesError
 log = logging.getLogger("tqueues.worker")
 
 INTERVAL = 5.0  #: seconds between beats until the dispatcher says otherwise.
+BUSY_INTERVAL = 1.0  #: seconds between beats while jobs run (how soon a cancel is heard).
 LAST_BEAT_TIMEOUT = 2.0  #: seconds the last beat (saying "stopped") may take.
 
 
@@ -31,7 +37,9 @@ class Heartbeat:
 
     ``describe()`` gives the heartbeat's body (host, pid, version, queues, concurrency,
     running, started_at, finished, failed, activity); ``obey(command)`` is called on the
-    event loop, once per command, when the dispatcher passes one on.
+    event loop, once per command, when the dispatcher passes one on; ``cancel(ids)`` with
+    the ids of running jobs asked to stop, at each beat that lists some. While ``busy()``
+    (jobs run), beats come every ``busy_interval`` seconds at most.
     """
 
     def __init__(
@@ -42,9 +50,15 @@ class Heartbeat:
         obey: Callable[[str], None],
         *,
         interval: float = INTERVAL,
+        cancel: Callable[[list[str]], None] | None = None,
+        busy: Callable[[], bool] | None = None,
+        busy_interval: float = BUSY_INTERVAL,
     ) -> None:
         self.client, self.worker_id = client, worker_id
         self.describe, self.obey = describe, obey
+        self.cancel = cancel
+        self.busy = busy
+        self.busy_interval = busy_interval
         self.asked = interval  #: seconds between beats this worker asks for
         self.interval = interval  #: seconds between beats: asked, at most the dispatcher's
         self.known = True  #: False once the dispatcher turned out not to keep a registry.
@@ -58,6 +72,9 @@ class Heartbeat:
         interval = answer.get("interval")
         if isinstance(interval, int | float) and 0.1 <= interval <= 300:
             self.interval = min(self.asked, float(interval))
+        cancel = answer.get("cancel")
+        if self.cancel is not None and isinstance(cancel, list) and cancel:
+            self.cancel([job_id for job_id in cancel if isinstance(job_id, str)])
         command = answer.get("command")
         if isinstance(command, str) and command not in self._obeyed:
             self._obeyed.add(command)
@@ -70,7 +87,9 @@ class Heartbeat:
         self._wake.set()
 
     async def run(self) -> None:
-        """Beat every ``interval`` seconds until cancelled."""
+        """Beat every ``interval`` seconds (every ``busy_interval`` while ``busy()``) until
+        cancelled."""
+        loop = asyncio.get_running_loop()
         while self.known:
             try:
                 await self.beat()
@@ -81,11 +100,17 @@ class Heartbeat:
             except TqueuesError as exc:
                 log.debug("heartbeat: %s", exc)
             self._wake.clear()
-            # (asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
-            # that arrives as the event is set, and the beat would never stop)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.interval):
-                    await self._wake.wait()
+            # Ticks of busy_interval: a job that starts while idle is checked within one.
+            last, tick = loop.time(), min(self.interval, self.busy_interval)
+            while not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    # (asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a
+                    # cancellation that arrives as the event is set: the beat never stops)
+                    async with asyncio.timeout(tick):
+                        await self._wake.wait()
+                since = loop.time() - last
+                if since >= self.interval - 0.001 or (self.busy is not None and self.busy()):
+                    break
 
     async def last(self) -> None:
         """Say the worker stopped (it leaves the registry at once); best effort, within
@@ -98,4 +123,4 @@ class Heartbeat:
                 await self.client.heartbeat(self.worker_id, body)
 
 
-__all__ = ["INTERVAL", "Heartbeat"]
+__all__ = ["BUSY_INTERVAL", "INTERVAL", "Heartbeat"]

@@ -46,11 +46,17 @@ class JobStatus(enum.StrEnum):
     BURIED = "buried"
     #: Failed for good (a failure reported as permanent); ``error`` and ``traceback`` say why.
     FAILED = "failed"
+    #: Cancelled by request (:func:`tqueues.lifecycle.cancel`): never run, or stopped while
+    #: it ran; never retried.
+    CANCELLED = "cancelled"
 
     @property
     def is_final(self) -> bool:
-        """True for the states a job never leaves."""
-        return self in (JobStatus.FINISHED, JobStatus.FAILED)
+        """True for the states a job never leaves (but for a kick of a failed job)."""
+        return self in _FINAL
+
+
+_FINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 def new_random_id() -> str:
@@ -93,7 +99,7 @@ def validate_queue_name(name: object) -> str:
 
 
 MAX_DELAY = 365 * 24 * 3600.0
-DEFAULT_RETENTION = 7 * 24 * 3600.0  #: seconds finished and failed jobs are kept.
+DEFAULT_RETENTION = 7 * 24 * 3600.0  #: seconds finished, failed, cancelled jobs are kept.
 TTL_ACTIONS = ("bury", "delete")
 
 
@@ -107,7 +113,7 @@ class QueueConfig:
     delay: float = 0.0  #: seconds before a new job may be taken.
     ttl: float | None = None  #: seconds a job may wait unfinished (None: forever).
     priority: int = DEFAULT_PRIORITY  #: 0 (most urgent) to 2**32-1.
-    retention: float = DEFAULT_RETENTION  #: seconds finished/failed jobs are kept.
+    retention: float = DEFAULT_RETENTION  #: seconds finished/failed/cancelled jobs are kept.
     ttl_action: str = "bury"  #: what happens to a job whose ttl ran out: bury or delete.
 
     @classmethod
@@ -186,6 +192,9 @@ class JobRecord:
     extra: dict[str, JSON] = dataclasses.field(default_factory=dict)  #: fields set by update.
     rev: int = 0  #: bumped by every write; stores compare-and-set on it.
     event: str = "put"  #: the change that made this revision (a ChangeEvent kind).
+    #: A started job asked to stop (:func:`tqueues.lifecycle.cancel`): its worker hears of
+    #: it at its next heartbeat; however the run then ends, the job ends cancelled.
+    cancel_requested: bool = False
 
     def to_dict(self, *, with_lease: bool = False) -> dict[str, JSON]:
         """The job as JSON; ``extra`` fields sit at the top level beside the others.
@@ -266,7 +275,8 @@ class ChangeEvent:
     """One change to a job, as stores publish it and the WebSocket stream sends it."""
 
     #: put, taken, updated, finished, failed, buried, released, expired, promoted, kicked,
-    #: deleted: the ``event`` of the job's revision (see :mod:`tqueues.lifecycle`).
+    #: cancel_requested, cancelled, deleted: the ``event`` of the job's revision (see
+    #: :mod:`tqueues.lifecycle`).
     kind: str
     queue: str
     job: JobRecord

@@ -11,6 +11,12 @@ Lease rules: an operation that carries a lease token is accepted only while the 
 token (as the original TQueues clients send it) is accepted in any non-final state.
 Operations on a final job raise :class:`InvalidTransition`, but for an operator's
 :func:`kick` of a failed job, which sends it back to pending.
+
+Cancellation (:func:`cancel`): a job not running ends ``cancelled`` at once; a started one
+is flagged (``cancel_requested``) and keeps running until its worker hears of it; whatever
+then ends the run but a finish (a failure, a release, a burial, its lease running out)
+ends it ``cancelled``: a job asked to stop is never retried. A finish that comes first
+wins: the job ran to its end.
 """
 
 from __future__ import annotations
@@ -148,6 +154,8 @@ def fail(
     retry can mend, such as a method the worker may not run) ends it failed at once.
     """
     _check_lease(job, lease)
+    if job.cancel_requested:
+        return cancelled(job, now=now)
     common: dict[str, Any] = {"error": error, "traceback": traceback, "lease": None,
                               "lease_expires": None}  # fmt: skip
     if permanent:
@@ -168,6 +176,8 @@ def release(
     job that is ready now.
     """
     _check_lease(job, lease)
+    if job.cancel_requested:
+        return cancelled(job, now=now)
     if delay > 0 or to_end:
         ready_at = now + delay
     else:
@@ -213,6 +223,8 @@ def expire(job: JobRecord, *, now: float) -> JobRecord:
         raise InvalidTransition(f"job {job.id} holds no lease")
     if job.lease_expires > now:
         raise InvalidTransition(f"the lease on job {job.id} has not expired")
+    if job.cancel_requested:
+        return cancelled(job, now=now)
     if job.attempts >= job.max_attempts:
         return job.revise(
             status=JobStatus.BURIED,
@@ -237,6 +249,8 @@ def bury(job: JobRecord, *, lease: str | None, reason: str | None, now: float) -
     _check_lease(job, lease)
     if job.status is JobStatus.BURIED:
         raise InvalidTransition(f"job {job.id} is already buried", status=job.status)
+    if job.cancel_requested:
+        return cancelled(job, now=now)
     return job.revise(
         status=JobStatus.BURIED,
         lease=None,
@@ -270,4 +284,36 @@ def kick(job: JobRecord, *, now: float) -> JobRecord:
     attempts = job.attempts if job.status is JobStatus.DELAYED else 0
     return job.revise(
         status=JobStatus.PENDING, attempts=attempts, ready_at=now, finished_at=None, event="kicked"
+    )
+
+
+#: The states a cancel ends at once (a started job is flagged instead).
+CANCELLABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
+
+
+def cancel(job: JobRecord, *, lease: str | None, now: float) -> JobRecord:
+    """Stop the job for good (a producer's or an operator's call, or its worker's report
+    that it stopped it).
+
+    A pending, delayed or buried job ends ``cancelled`` at once (event "cancelled"). A
+    started job is flagged ``cancel_requested`` (event "cancel_requested"; again if
+    already flagged) and keeps its lease: its worker hears of it at its next heartbeat
+    and stops the run, which then ends cancelled (see the module's docstring). With
+    ``lease`` (the worker that holds the job reporting it stopped), a started job ends
+    cancelled at once. Raises InvalidTransition for a job that ended (409), LeaseMismatch.
+    """
+    _check_lease(job, lease)
+    if job.status is JobStatus.STARTED and lease is None:
+        return job.revise(cancel_requested=True, event="cancel_requested")
+    return cancelled(job, now=now)
+
+
+def cancelled(job: JobRecord, *, now: float) -> JobRecord:
+    """The job ended ``cancelled``: final, its lease gone, its error and result kept."""
+    return job.revise(
+        status=JobStatus.CANCELLED,
+        finished_at=now,
+        lease=None,
+        lease_expires=None,
+        event="cancelled",
     )

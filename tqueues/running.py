@@ -55,6 +55,10 @@ def _in_thread(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
             _busy_threads -= 1
 
 
+class JobCancelled(Exception):
+    """How a run stopped by request ended (:meth:`Job.request_cancel`)."""
+
+
 class Job:
     """One taken job: runs its method in ``async with`` and reports the outcome.
 
@@ -66,6 +70,12 @@ class Job:
     run or cannot load fails as any other (retried, then buried; logged as a WARNING);
     only a name no worker runs (:class:`~tqueues.loading.InvalidMethodName`) is reported
     as a permanent failure.
+
+    A job cancelled while it runs (:meth:`request_cancel`, which the worker calls when
+    its heartbeat hears of it) stops: a coroutine method gets ``asyncio.CancelledError``
+    where it awaits; a plain function sees :attr:`cancelled` become true and should
+    return. Either way the run is reported as stopped (a permanent failure, which the
+    dispatcher ends ``cancelled`` for a job asked to stop), whatever the method returned.
 
     The outcome goes through ``reporter`` (a Worker's, batching the outcomes of its jobs)
     when given, else in a request of its own; either way ``async with`` ends once it is
@@ -102,6 +112,27 @@ class Job:
         self._touch_timer: asyncio.TimerHandle | None = None
         self._toucher: asyncio.Task[None] | None = None
         self._started = 0.0  #: time.monotonic() when the run started
+        self._task: asyncio.Task[Any] | None = None  #: the task running the method
+        self._awaiting = False  #: a coroutine method is being awaited
+        self._cancel_sent = False  #: our cancel of the task, not yet caught
+        self._cancelled = False
+
+    @property
+    def cancelled(self) -> bool:
+        """True once the job was asked to stop (cancelled while it runs): a plain
+        function checks it and returns."""
+        return self._cancelled
+
+    def request_cancel(self) -> None:
+        """The job was cancelled: set :attr:`cancelled` and, while a coroutine method runs,
+        cancel it (``asyncio.CancelledError`` inside it). Idempotent; on the event loop."""
+        if self._cancelled:
+            return
+        self._cancelled = True
+        log.info("%r cancelled by request", self, extra=self._fields("cancel_requested"))
+        if self._awaiting and self._task is not None:
+            self._cancel_sent = True
+            self._task.cancel("the job was cancelled")
 
     def __repr__(self) -> str:
         return f"<Job {self.queue}/{self.id} {self.method}>"
@@ -164,7 +195,11 @@ class Job:
             raise
         kwargs = {**self.kwargs, "tq_parent_job": self}
         if is_coroutine:
-            return await func(*self.args, **kwargs)
+            self._awaiting = True
+            try:
+                return await func(*self.args, **kwargs)
+            finally:
+                self._awaiting = False
         result = await asyncio.to_thread(_in_thread, func, *self.args, **kwargs)
         if inspect.isawaitable(result):
             result = await result
@@ -182,6 +217,7 @@ class Job:
         self._started = time.monotonic()
         if log.isEnabledFor(logging.INFO):
             log.info("%r taken", self, extra=self._fields("taken"))
+        self._task = asyncio.current_task()
         self._touch_timer = self._loop.call_later(max(self.ttr / 3, 0.05), self._start_touching)
         # The method runs in this task (asyncio.wait_for would start one more per job, and
         # the job would begin a turn of the event loop later).
@@ -189,8 +225,12 @@ class Job:
         try:
             async with deadline:
                 self.result = await self._call()
+            self._caught_cancel()  # a method that swallowed it
             codec.dumps_storable(self.result)  # refuse a result the dispatcher would refuse
         except asyncio.CancelledError:
+            if self._caught_cancel():  # our cancel alone: the job stops, reported so
+                self.exception = JobCancelled("cancelled while it ran")
+                return self
             await self._stop_touching()
             await self._give_back()
             raise
@@ -204,6 +244,14 @@ class Job:
         except Exception as exc:
             self.exception = exc
         return self
+
+    def _caught_cancel(self) -> bool:
+        """Take back our cancel of the task (:meth:`request_cancel`), once; True if it was
+        the only one pending (not a shutdown's too)."""
+        if not self._cancel_sent or self._task is None:
+            return False
+        self._cancel_sent = False
+        return self._task.uncancel() == 0
 
     async def _stop_touching(self) -> None:
         if self._touch_timer is not None:
@@ -224,7 +272,11 @@ class Job:
             return
         failure = e if isinstance(e, Exception) else self.exception
         duration = round(time.monotonic() - self._started, 6)  # seconds the run took
-        if failure is not None:
+        if self._cancelled:
+            log.info("%r cancelled", self, extra=self._fields("cancelled", duration=duration))
+            error = "JobCancelled: cancelled while it ran"
+            await self._report("fail", {"error": error, "traceback": None, "permanent": True})
+        elif failure is not None:
             text = "".join(tb_module.format_exception(failure))
             error = f"{type(failure).__name__}: {failure}"
             # Only a name no worker runs fails for good. A method this worker may not run

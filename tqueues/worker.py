@@ -158,7 +158,13 @@ class Worker:
         #: Tells the dispatcher's registry about this worker while :meth:`run` runs, and
         #: passes on what an operator asks (:meth:`obey`).
         self.heartbeat = Heartbeat(
-            self.client, self.worker_id, self.describe, self.obey, interval=heartbeat
+            self.client,
+            self.worker_id,
+            self.describe,
+            self.obey,
+            interval=heartbeat,
+            cancel=self.cancel_running,
+            busy=lambda: bool(self.running),
         )
 
     @property
@@ -226,6 +232,14 @@ class Worker:
         elif command == "quiet":
             self.quiet()
         self.heartbeat.soon()
+
+    def cancel_running(self, ids: Sequence[str]) -> None:
+        """Stop the running jobs of ``ids`` (cancelled: the heartbeat's answer says so):
+        see :meth:`Job.request_cancel <tqueues.running.Job.request_cancel>`."""
+        wanted = set(ids)
+        for job, _ in list(self.running.values()):
+            if job.id in wanted:
+                job.request_cancel()
 
     def __aiter__(self) -> Worker:
         return self
@@ -299,7 +313,9 @@ class Worker:
         async with job:
             if ran is not None:
                 ran()
-        self.counts["failed" if job.exception else "finished"] += 1
+        self.counts[
+            "cancelled" if job.cancelled else "failed" if job.exception else "finished"
+        ] += 1
 
     async def run(self) -> collections.Counter[str]:
         """Run jobs, ``concurrency`` at a time, until :meth:`stop` (or, in burst mode, empty).

@@ -143,7 +143,7 @@ def test_every_route_is_documented(tmp_path: Path) -> None:
         canonical = resource.canonical
         if canonical == "/ui" or canonical.startswith("/ui/"):
             continue  # the dashboard's static files (tqueues/dispatcher/dashboard.py)
-        actions = ("finish", "fail", "release", "requeue", "touch", "bury", "kick")
+        actions = ("finish", "fail", "release", "requeue", "touch", "bury", "kick", "cancel")
         paths = [canonical.replace("{action}", action) for action in actions]
         for path in paths if "{action}" in canonical else [canonical]:
             assert path in DOC["paths"], path
@@ -269,7 +269,7 @@ def heartbeat(**fields: Any) -> dict[str, Any]:
 async def test_the_worker_registry(rest: Rest) -> None:
     # Given a worker's heartbeat
     answer = await rest.call("POST", "/workers/web-1:4242/heartbeat", heartbeat(), expect=200)
-    assert answer == {"command": None, "interval": 5.0}
+    assert answer == {"command": None, "interval": 5.0, "cancel": []}
     # Then the worker is listed, running, with what it runs (and per queue)
     (worker,) = (await rest.call("GET", "/workers", expect=200))["workers"]
     assert (worker["id"], worker["state"], worker["finished"]) == ("web-1:4242", "running", 3)
@@ -655,6 +655,48 @@ async def test_release_requeue_touch_bury_kick(rest: Rest) -> None:
     assert (await rest.action(buried, "kick"))["status"] == "pending"
     error = await rest.action(buried, "kick", expect=409)
     assert error["error"] == "invalid_transition"
+
+
+async def test_cancel(rest: Rest) -> None:
+    # A pending job and a delayed one are cancelled at once, and never taken
+    pending, delayed = await rest.put_job(), await rest.put_job(delay=60)
+    for job in (pending, delayed):
+        cancelled = await rest.action(job, "cancel")
+        assert cancelled["status"] == "cancelled" and cancelled["event"] == "cancelled"
+        assert cancelled["finished_at"] is not None
+    assert await rest.take(wait=0) == []
+    # A started job is flagged: still started, its worker hears of it at its next heartbeat
+    await rest.put_job()
+    job = await rest.take_one()
+    flagged = await rest.action(job, "cancel")
+    assert (flagged["status"], flagged["cancel_requested"]) == ("started", True)
+    beat = heartbeat(running=[{"queue": "q", "id": job["id"], "started_at": 1.0},
+                              {"queue": "q", "id": pending["id"], "started_at": 1.0},
+                              {"queue": "gone", "id": "nope", "started_at": 1.0}])  # fmt: skip
+    answer = await rest.call("POST", "/workers/w:1/heartbeat", beat, expect=200)
+    assert answer["cancel"] == [job["id"], pending["id"]]
+    # whatever its worker then reports, it ends cancelled, never retried
+    ended = await rest.action(job, "fail", {"error": "stopped"}, lease=job["lease"])
+    assert ended["status"] == "cancelled" and ended["attempts"] == 1
+    # Its worker may also say so itself, with its lease
+    await rest.put_job()
+    job = await rest.take_one()
+    assert (await rest.action(job, "cancel", lease=job["lease"]))["status"] == "cancelled"
+    # A job that ended: 409; an unknown one: 404
+    for ended_job in (pending, job):
+        error = await rest.action(ended_job, "cancel", expect=409)
+        assert error["error"] == "invalid_transition" and "cancelled" in error["message"]
+    await rest.put_job()
+    job = await rest.take_one()
+    await rest.action(job, "finish", {"result": 1}, lease=job["lease"])
+    assert (await rest.action(job, "cancel", expect=409))["error"] == "invalid_transition"
+    error = await rest.action({**job, "id": "f" * 32}, "cancel", expect=404)
+    assert error["error"] == "job_not_found"
+    assert (await rest.action({**job, "queue": "nope"}, "cancel", expect=404))["error"] == (
+        "queue_not_found"
+    )
+    stats = await rest.call("GET", "/queues/q/stats", expect=200)
+    assert stats["jobs"]["cancelled"] == 4
 
 
 @pytest.mark.parametrize(

@@ -80,6 +80,7 @@ _OPTARGS: dict[str, frozenset[str]] = {
     ),
     "TableCreate": frozenset({"primary_key", "shards", "replicas", "primary_replica_tag"}),
     "IndexCreate": frozenset({"multi", "geo"}),
+    "IndexRename": frozenset({"overwrite"}),
     "Wait": frozenset({"wait_for", "timeout"}),
     "Fold": frozenset({"emit", "final_emit"}),
 }
@@ -157,6 +158,7 @@ class FakeTable:
         self.primary_key = primary_key
         self.docs: dict[Any, dict[str, Any]] = {}
         self.indexes: dict[str, Callable[[Any], Any]] = {}
+        self.sources: dict[str, Any] = {}  #: each index's function, as the driver sent it
         self.feeds: list[FakeCursor] = []
 
     def index_key(self, index: str, doc: dict[str, Any]) -> Any:
@@ -461,6 +463,7 @@ class _Evaluator:
                     "Index functions must be deterministic."
                 )
             table.indexes[index] = self.eval(args[2], env)
+            table.sources[index] = args[2]
             return {"created": 1}
         if name == "IndexDrop":
             table = self.table(args[0], env)
@@ -472,6 +475,23 @@ class _Evaluator:
                 )
             del table.indexes[index]
             return {"dropped": 1}
+        if name == "IndexStatus":  # "query": the function's text, as the server keeps it
+            table = self.table(args[0], env)
+            names = [self.eval(arg, env) for arg in args[1:]] or sorted(table.indexes)
+            return [
+                {"index": index, "ready": True, "query": str(table.sources.get(index, ""))}
+                for index in names
+            ]
+        if name == "IndexRename":
+            table = self.table(args[0], env)
+            old, new = self.eval(args[1], env), self.eval(args[2], env)
+            if old not in table.indexes:
+                raise ReqlOpFailedError(f"Index `{old}` does not exist.")
+            if new in table.indexes and not self.opt(term, "overwrite"):
+                raise ReqlOpFailedError(f"Index `{new}` already exists.")
+            table.indexes[new] = table.indexes.pop(old)
+            table.sources[new] = table.sources.pop(old, "")
+            return {"renamed": 1}
         if name == "IndexWait":
             table = self.table(args[0], env)
             db_name, table_name = self.eval(args[0], env)

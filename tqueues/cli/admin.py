@@ -43,6 +43,7 @@ Usage:
   tqueues kick [options] <queue> --all [--status STATUS]
   tqueues kick [options] <queue> --id ID
   tqueues bury [options] <queue> <id> [--reason TEXT]
+  tqueues cancel [options] <queue> <id>
   tqueues delete [options] <queue> <id>
   tqueues truncate [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
@@ -111,6 +112,7 @@ Examples:
   tqueues stats
   tqueues history emails --minutes 180
   tqueues explain emails 01a24c9b491373bf8e0d61d783f5c56c
+  tqueues cancel emails 01a24c9b491373bf8e0d61d783f5c56c
   tqueues workers
   tqueues workers quiet web-1:4242
   tqueues schedules create reports nightly --cron '30 2 * * *' --timezone Europe/Madrid \
@@ -121,7 +123,7 @@ Examples:
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
 """
 
-STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed")
+STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed", "cancelled")
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
 KICK_STATUSES = ("buried", "failed", "delayed")
@@ -345,6 +347,13 @@ class Admin:
         _print_json(job, self.out)
         return 0
 
+    async def cancel(self) -> int:
+        """Cancel job <id>: at once unless started; a started one is stopped by its worker
+        within about a second. Print the job after it (a started one still started, with
+        ``cancel_requested``)."""
+        _print_json(await self.client.cancel(self.queue, self.args["<id>"]), self.out)
+        return 0
+
     async def delete(self) -> int:
         """Delete job <id> whatever its state; print it as it was."""
         _print_json(await self.client.delete(self.queue, self.args["<id>"]), self.out)
@@ -364,7 +373,8 @@ class Admin:
             _print_json(stats[0] if len(self.args["<queue>"]) == 1 else stats, self.out)
             return 0
         rows = [
-            [s["queue"], *(s["jobs"][status] for status in STATUSES), s["total"]] for s in stats
+            [s["queue"], *(s["jobs"].get(status, 0) for status in STATUSES), s["total"]]
+            for s in stats
         ]
         print(table(rows, ["queue", *STATUSES, "total"]), file=self.out)
         counters = [[s["queue"], event, n] for s in stats for event, n in s["counters"].items()]
@@ -520,6 +530,7 @@ COMMANDS = (
     "peek",
     "kick",
     "bury",
+    "cancel",
     "delete",
     "truncate",
     "stats",

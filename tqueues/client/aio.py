@@ -256,7 +256,8 @@ class Client:
 
     async def heartbeat(self, worker_id: str, beat: JSONDict) -> JSONDict:
         """Send a worker's heartbeat (what :class:`~tqueues.worker.Worker` does every few
-        seconds); ``{"command": None | "quiet" | "stop", "interval": seconds}``."""
+        seconds); ``{"command": None | "quiet" | "stop", "interval": seconds, "cancel":
+        [ids of its running jobs asked to stop]}``."""
         answer: JSONDict = await self.request("POST", ["workers", worker_id, "heartbeat"], beat)
         return answer
 
@@ -531,6 +532,14 @@ class Client:
         """Make a buried or failed (attempts renewed) or delayed job pending now; raises
         InvalidTransition for a job in another state."""
         return await self._action(queue, job_id, "kick", {})
+
+    async def cancel(self, queue: str, job_id: str, *, lease: str | None = None) -> JSONDict:
+        """Cancel the job; the job after it. A pending, delayed or buried job is cancelled
+        at once; a started one is flagged ``cancel_requested``: its worker stops it within
+        about a second (its next heartbeat) and it ends cancelled, never retried. With
+        ``lease`` (its worker), a started job ends cancelled at once. Raises
+        InvalidTransition for a job that ended, JobNotFound, QueueNotFound."""
+        return await self._action(queue, job_id, "cancel", {}, lease)
 
     async def report(
         self, queue: str, outcomes: Sequence[Mapping[str, Any]], *, brief: bool = False

@@ -214,6 +214,7 @@ class BlockingClient:
     touch = _twin(Client.touch)
     bury = _twin(Client.bury)
     kick_job = _twin(Client.kick_job)
+    cancel = _twin(Client.cancel)
     report = _twin(Client.report)
     report_and_take = _twin(Client.report_and_take)
     health = _twin(Client.health)

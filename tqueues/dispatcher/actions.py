@@ -67,6 +67,12 @@ def kick_action(store: Store, lease: str | None, body: m.KickJob) -> Mutation:
     return store.kick_change()
 
 
+def cancel_action(store: Store, lease: str | None, body: m.Cancel) -> Mutation:
+    """Cancel the job: ended at once unless started; a started one is flagged for its
+    worker (with the lease: its worker stopped it, it ends now)."""
+    return store.cancel_change(lease=lease)
+
+
 #: Every action of ``POST .../jobs/{id}/{action}``.
 ACTION_FUNCTIONS: dict[str, Action] = {
     "finish": finish_action,
@@ -76,6 +82,7 @@ ACTION_FUNCTIONS: dict[str, Action] = {
     "touch": touch_action,
     "bury": bury_action,
     "kick": kick_action,
+    "cancel": cancel_action,
 }
 
 __all__ = ["ACTION_FUNCTIONS", "OUTCOME_ACTIONS", "Action"]

@@ -289,6 +289,10 @@ class KickJob(Body):
     """Nothing: a kick has no fields."""
 
 
+class Cancel(Body):
+    """Nothing: a cancel has no fields."""
+
+
 class _Outcome(Body):
     id: Annotated[str, Field(min_length=1), WithJsonSchema(JOB_ID_SCHEMA)]
     lease: Lease | None = Field(

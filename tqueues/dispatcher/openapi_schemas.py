@@ -68,6 +68,8 @@ SCHEMAS: Doc = {
             "traceback": nullable("string"),
             "expires_at": nullable("number"),
             "rev": {"type": "integer"},
+            "cancel_requested": {"type": "boolean", "description": "A started job asked to "
+                                 "stop: its worker hears of it at its next heartbeat."},
             "event": {"type": "string"},
         },
     },
@@ -265,11 +267,14 @@ SCHEMAS: Doc = {
     },
     "HeartbeatAnswer": {
         "type": "object",
-        "required": ["command", "interval"],
+        "required": ["command", "interval", "cancel"],
         "additionalProperties": False,
         "properties": {
             "command": {"enum": ["quiet", "stop", None]},
             "interval": {"type": "number", "description": "Seconds until the next one."},
+            "cancel": {"type": "array", "items": {"type": "string"},
+                       "description": "Ids of the running jobs asked to stop: the worker "
+                       "stops each and reports it."},
         },
     },
     "Explanation": {
@@ -289,7 +294,7 @@ SCHEMAS: Doc = {
                     "required": ["code", "text"],
                     "properties": {
                         "code": {"type": "string", "enum": [
-                            "finished", "failed", "buried", "leased", "lease_expired",
+                            "finished", "failed", "cancelled", "buried", "leased", "lease_expired",
                             "delayed", "paused", "queued", "no_worker", "no_worker_taking",
                             "workers", "ttl"]},
                         "text": {"type": "string"},

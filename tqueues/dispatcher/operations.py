@@ -165,6 +165,11 @@ OPERATIONS: tuple[Operation, ...] = (
     _action("bury", "bury", "Set the job aside until kicked.", m.Bury),
     _action("kick", "kick_job", "Make a buried, failed or delayed job pending now (a buried "
             "or failed one with its attempts renewed).", m.KickJob, roles=ADMIN),
+    _action("cancel", "cancel", "Cancel the job: a pending, delayed or buried one ends "
+            "cancelled at once; a started one is flagged `cancel_requested`, its worker stops "
+            "it within about a second (its next heartbeat) and it ends cancelled, never "
+            "retried (with `lease`: its worker reports it stopped it). 409 "
+            "invalid_transition for a job that ended.", m.Cancel, roles=ANY_ROLE),
     # -- the rest of the REST API ------------------------------------------------------------
     Operation(
         "GET", f"{QUEUE}/jobs/next", rest.NextJob, "peek", READ,

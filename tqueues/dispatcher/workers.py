@@ -3,6 +3,8 @@ commands (quiet, stop) out (see :mod:`tqueues.stores.workers`)."""
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from tqueues import clock
@@ -52,12 +54,14 @@ class WorkerHeartbeat(WorkerView):
 
     async def post(self) -> web.Response:
         """Store the worker's heartbeat (a last one saying "stopped" drops it); answer
-        ``{"command": null | "quiet" | "stop", "interval": seconds}``."""
+        ``{"command": null | "quiet" | "stop", "interval": seconds, "cancel": [job id,
+        ...]}``: ``cancel`` lists the running jobs of the beat asked to stop (each read by
+        its primary key: nothing more per beat than its running jobs)."""
         beat: m.Heartbeat = await body_of(self.request)
         worker_id = self.worker_id
         if beat.activity == "stopped":
             await self.store.forget_workers(id=worker_id)
-            return json_response({"command": None, "interval": HEARTBEAT})
+            return json_response({"command": None, "interval": HEARTBEAT, "cancel": []})
         record = WorkerRecord(
             id=worker_id,
             host=beat.host,
@@ -72,8 +76,11 @@ class WorkerHeartbeat(WorkerView):
             failed=beat.failed,
             activity=beat.activity,
         )
-        stored = await self.store.save_worker(record)
-        return json_response({"command": stored.command, "interval": HEARTBEAT})
+        stored, cancel = await asyncio.gather(
+            self.store.save_worker(record),
+            self.store.cancel_requests([(job.queue, job.id) for job in beat.running]),
+        )
+        return json_response({"command": stored.command, "interval": HEARTBEAT, "cancel": cancel})
 
 
 class WorkerCommandView(WorkerView):

@@ -395,6 +395,14 @@ class Store(Primitives):
         now = clock.now()
         return lambda j: lifecycle.kick(j, now=now)
 
+    def cancel_change(self, *, lease: str | None = None) -> Mutation:
+        """Cancel the job (:func:`~tqueues.lifecycle.cancel`): pending, delayed or buried,
+        it ends cancelled; started, it is flagged for its worker (with its lease: the
+        worker stopped it, it ends cancelled). Raises (when applied) InvalidTransition (it
+        ended), LeaseMismatch."""
+        now = clock.now()
+        return lambda j: lifecycle.cancel(j, lease=lease, now=now)
+
     async def update(
         self, queue: str, job_id: str, fields: Mapping[str, JSON], *, lease: str | None = None
     ) -> JobRecord:
@@ -459,6 +467,26 @@ class Store(Primitives):
     async def kick_job(self, queue: str, job_id: str) -> JobRecord:
         """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition."""
         return await self.apply(queue, job_id, self.kick_change())
+
+    async def cancel(self, queue: str, job_id: str, *, lease: str | None = None) -> JobRecord:
+        """:meth:`cancel_change` applied. Raises JobNotFound, InvalidTransition,
+        LeaseMismatch."""
+        return await self.apply(queue, job_id, self.cancel_change(lease=lease))
+
+    async def cancel_requests(self, running: Sequence[tuple[str, str]]) -> list[str]:
+        """Of the jobs ``(queue, id)`` a worker says it runs, the ids of those asked to stop
+        (flagged ``cancel_requested``, or already cancelled): each read by its primary key,
+        all at once. Jobs or queues that are gone are left out."""
+
+        async def asked(queue: str, job_id: str) -> bool:
+            try:
+                job = await self.get(queue, job_id)
+            except (JobNotFound, QueueNotFound):
+                return False
+            return job.cancel_requested or job.status is JobStatus.CANCELLED
+
+        found = await asyncio.gather(*(asked(queue, job_id) for queue, job_id in running))
+        return [job_id for (_, job_id), yes in zip(running, found, strict=True) if yes]
 
     async def kick(self, queue: str, bound: int, status: JobStatus | None = None) -> int:
         """Kick up to ``bound`` jobs, oldest first: of ``status`` (buried, failed or

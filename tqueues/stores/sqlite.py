@@ -49,6 +49,7 @@ from tqueues.stores.sqlite_rows import (
     job_of,
     json_texts,
     to_row,
+    upgrade,
 )
 from tqueues.stores.workers import Command, WorkerRecord, command_of
 
@@ -300,6 +301,7 @@ class SQLiteStore(Store):
                 extra={"action": "store_check"},
             )
         conn.executescript(SCHEMA)
+        upgrade(conn)
         for row in conn.execute("SELECT name, config FROM queues"):
             self._queues[row["name"]] = QueueConfig(**codec.loads(row["config"]))
         # Before anything is served: every later change moves these counts (census.py).
@@ -954,9 +956,9 @@ class SQLiteStore(Store):
                         changes.append((before, self._write(conn, before, step(before, now=now))))
                 for name, config in queues.items():
                     deleted += conn.execute(
-                        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? AND "
-                        "status IN ('finished', 'failed') AND finished_at <= ? LIMIT ?) "
-                        "RETURNING queue, status",
+                        "DELETE FROM jobs WHERE seq IN (SELECT seq FROM jobs WHERE queue = ? "
+                        "AND status IN ('finished', 'failed', 'cancelled') "
+                        "AND finished_at <= ? LIMIT ?) RETURNING queue, status",
                         (name, now - config.retention, REAP_BATCH),
                     ).fetchall()
             return changes, deleted

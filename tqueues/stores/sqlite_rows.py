@@ -47,7 +47,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     extra TEXT NOT NULL,
     rev INTEGER NOT NULL,
     event TEXT NOT NULL,
-    expires_at REAL
+    expires_at REAL,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 -- The take index: only pending jobs, in the order they are handed out.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
@@ -58,8 +59,10 @@ CREATE INDEX IF NOT EXISTS jobs_by_queue ON jobs(queue, seq);
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs(queue, status, seq);
 CREATE INDEX IF NOT EXISTS jobs_ttl ON jobs(expires_at)
     WHERE expires_at IS NOT NULL AND status IN ('pending', 'delayed');
-CREATE INDEX IF NOT EXISTS jobs_done ON jobs(queue, finished_at)
-    WHERE status IN ('finished', 'failed');
+-- Retention: the jobs that ended (jobs_done of earlier versions left cancelled jobs out).
+DROP INDEX IF EXISTS jobs_done;
+CREATE INDEX IF NOT EXISTS jobs_ended ON jobs(queue, finished_at)
+    WHERE status IN ('finished', 'failed', 'cancelled');
 -- Throughput history (tqueues.stores.history): one count per queue, minute and event.
 CREATE TABLE IF NOT EXISTS history (
     queue TEXT NOT NULL,
@@ -93,6 +96,7 @@ JSON_COLUMNS = frozenset({"args", "kwargs", "result", "extra"})
 SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
 _JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
 _STATUS_POSITION = COLUMNS.index("status")
+_CANCEL_POSITION = COLUMNS.index("cancel_requested")
 json_texts = operator.itemgetter(*_JSON_POSITIONS)
 _STATUSES = {status.value: status for status in JobStatus}  #: faster than JobStatus(value)
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -123,4 +127,13 @@ def job_of(read: sqlite3.Row) -> JobRecord:
         if values[i] is not None:
             values[i] = codec.loads(values[i])
     values[_STATUS_POSITION] = _STATUSES[values[_STATUS_POSITION]]
+    values[_CANCEL_POSITION] = values[_CANCEL_POSITION] == 1  # (stored as 0 or 1)
     return JobRecord.from_values(values)
+
+
+def upgrade(conn: sqlite3.Connection) -> None:
+    """Bring the tables of a database an earlier version made up to :data:`SCHEMA` (run
+    after it): add the columns it lacks (``cancel_requested``)."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "cancel_requested" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")

@@ -38,16 +38,17 @@ Index = Callable[[Row], Any]
 PENDING, DELAYED = JobStatus.PENDING.value, JobStatus.DELAYED.value
 STARTED = JobStatus.STARTED.value
 FINISHED, FAILED = JobStatus.FINISHED.value, JobStatus.FAILED.value
+CANCELLED = JobStatus.CANCELLED.value
 
 
 def _state(row: Row) -> Any:
     """What the dispatcher acts on next, by status: ``["pending", priority, ready_at]``
     (the take order), ``["started", lease_expires]`` (expiring leases), ``["delayed",
-    ready_at]`` (promotions), ``[status, finished_at]`` for finished and failed jobs
+    ready_at]`` (promotions), ``[status, finished_at]`` for finished, failed and cancelled jobs
     (retention); null (not indexed) for buried jobs, and for a final job without
     ``finished_at`` (a document of an old version: the reaper leaves it be)."""
     status = row["status"]
-    final = (status == FINISHED) | (status == FAILED)
+    final = (status == FINISHED) | (status == FAILED) | (status == CANCELLED)
     return r.branch(
         status == PENDING,
         [PENDING, row["priority"], row["ready_at"]],
@@ -81,6 +82,10 @@ INDEXES: dict[str, Index] = {
     # the ttl: [status, expires_at] of pending and delayed jobs that have one
     "ttl": _ttl,
 }
+#: Per index whose function changed, a text its function's ReQL (``index_status``'s
+#: ``query``) holds since the change: a table built by an earlier version lacks it, and
+#: gets the index rebuilt (``state`` counts cancelled jobs as ended since #25).
+INDEX_MARKS: dict[str, str] = {"state": CANCELLED}
 #: Indexes of earlier versions, dropped from a queue's table when a dispatcher of this
 #: version opens it (each costs every write; see the module's docstring).
 OBSOLETE_INDEXES = (
@@ -329,6 +334,7 @@ def insert(table: Any, jobs: list[JobRecord], *, durability: str) -> RqlQuery:
 
 __all__ = [
     "INDEXES",
+    "INDEX_MARKS",
     "OBSOLETE_INDEXES",
     "claim_candidates",
     "compare_and_set",

@@ -41,7 +41,7 @@ from tqueues.stores.rethinkdb.pool import (
     Pool,
     first_error,
 )
-from tqueues.stores.rethinkdb.queries import INDEXES, OBSOLETE_INDEXES
+from tqueues.stores.rethinkdb.queries import INDEX_MARKS, INDEXES, OBSOLETE_INDEXES
 from tqueues.stores.rethinkdb.schedules import SCHEDULES_TABLE
 from tqueues.stores.rethinkdb.workers import WORKER_INDEXES, WORKERS_TABLE
 
@@ -244,6 +244,7 @@ class Catalog:
         if missing:
             log.info("queue %r: created indexes %s", name, ", ".join(missing))
         await self.admin(table.index_wait(*INDEXES))
+        await self._rebuild_changed(name, table)
         obsolete = [index for index in OBSOLETE_INDEXES if index in existing]
         for index in obsolete:
             try:
@@ -253,6 +254,28 @@ class Catalog:
                     raise
         if obsolete:
             log.info("queue %r: dropped indexes of an earlier version: %s", name, obsolete)
+
+    async def _rebuild_changed(self, name: str, table: Any) -> None:
+        """Rebuild each index whose function changed since the table was made (see
+        INDEX_MARKS): the new function is built beside it as ``<index>_next``, then renamed
+        over it (``index_rename`` with ``overwrite``, one atomic swap: reads never miss
+        it). Several dispatchers may do it at once: whoever renames first wins, the others'
+        "already exists" and "does not exist" are the work done."""
+        statuses = await self.pool.run(table.index_status(*INDEX_MARKS))
+        for status in statuses:
+            index = status["index"]
+            if INDEX_MARKS[index] in str(status.get("query", "")):
+                continue
+            building = f"{index}_next"
+            try:
+                await self.admin(table.index_create(building, INDEXES[index]))
+                await self.admin(table.index_wait(building))
+                await self.admin(table.index_rename(building, index, overwrite=True))
+            except StoreUnavailable as exc:
+                if "already exists" not in exc.message and "does not exist" not in exc.message:
+                    raise
+                continue
+            log.info("queue %r: rebuilt index %s (its function changed)", name, index)
 
     async def create(self, config: QueueConfig) -> bool:
         """Create the queue's table and indexes unless the queue exists; True if created here.

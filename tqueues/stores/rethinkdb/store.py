@@ -929,7 +929,7 @@ class RethinkDBStore(Store):
             )
             count += sum(results)
         cutoff = now - config.retention
-        for status in (JobStatus.FINISHED, JobStatus.FAILED):
+        for status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
             for _ in range(PURGE_BATCHES):
                 purge = queries.due(table, status, cutoff, REAP_BATCH).delete(
                     **self._write_options()
