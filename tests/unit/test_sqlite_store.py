@@ -422,3 +422,30 @@ async def test_the_count_of_jobs_is_taken_when_the_store_opens(tmp_path: Path) -
         await store.put(NewJob(queue="q", method="m:f"))
         assert await store.count_jobs("q") == {"pending": 4, "started": 1}
         assert await kept(store) == await walked(store)
+
+
+async def test_a_file_of_an_earlier_version_is_upgraded_for_cancellation(tmp_path: Path) -> None:
+    # Given a store file as versions before cancellation made it: no cancel_requested
+    # column, and the retention index jobs_done of finished and failed jobs only
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q", retention=60))
+        old = await store.put(NewJob(queue="q", method="m:f"))
+    conn = sqlite3.connect(tmp_path / "tqueues.sqlite3")
+    conn.executescript(
+        "DROP INDEX jobs_ended; ALTER TABLE jobs DROP COLUMN cancel_requested; "
+        "CREATE INDEX jobs_done ON jobs(queue, finished_at) "
+        "WHERE status IN ('finished', 'failed');"
+    )
+    conn.close()
+    # When this version opens it, its jobs can be cancelled, and retention purges them
+    async with SQLiteStore(tmp_path) as store:
+        assert (await store.get("q", old.id)).cancel_requested is False
+        await store.take("q")
+        assert (await store.cancel("q", old.id)).cancel_requested is True
+        await store.fail("q", old.id, error="x")
+        await store.reap(time.time() + 61)
+        assert await store.count_jobs("q") == {}
+    conn = sqlite3.connect(tmp_path / "tqueues.sqlite3")
+    indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    conn.close()
+    assert "jobs_ended" in indexes and "jobs_done" not in indexes

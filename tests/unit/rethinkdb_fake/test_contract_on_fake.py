@@ -8,6 +8,7 @@ of tests/contract runs when TQUEUES_TEST_RETHINKDB is set.
 from __future__ import annotations
 
 from tests.contract.test_store import *  # noqa: F403 - the same tests, these fixtures
+from tests.contract.test_store_cancel import *  # noqa: F403
 from tests.contract.test_store_lifecycle import *  # noqa: F403
 from tests.contract.test_store_listing import *  # noqa: F403
 from tests.contract.test_store_take_any import *  # noqa: F403

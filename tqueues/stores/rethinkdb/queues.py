@@ -271,6 +271,7 @@ class Catalog:
                 await self.admin(table.index_create(building, INDEXES[index]))
                 await self.admin(table.index_wait(building))
                 await self.admin(table.index_rename(building, index, overwrite=True))
+                await self.admin(table.index_wait(index))  # (the rename reaches each shard)
             except StoreUnavailable as exc:
                 if "already exists" not in exc.message and "does not exist" not in exc.message:
                     raise
