@@ -173,3 +173,33 @@ async def gated_progress(gate: str, *, tq_parent_job: Any) -> str:
         await asyncio.sleep(0.05)
     await tq_parent_job.update({"progress": 100})
     return "through the gate"
+
+
+async def cancellable_sleep(marker_dir: str, seconds: float, *, tq_parent_job: Any) -> str:
+    """Sleep ``seconds`` (leaving a start marker); if cancelled meanwhile, leave
+    ``cancelled-<job id>`` saying ``CancelledError`` and stop."""
+    directory = Path(marker_dir)
+    _record_start(directory, tq_parent_job.id)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        (directory / f"cancelled-{tq_parent_job.id}").write_text("CancelledError")
+        raise
+    _record_finish(directory, tq_parent_job.id)
+    return "slept"
+
+
+def plain_until_cancelled(marker_dir: str, seconds: float, *, tq_parent_job: Any) -> str:
+    """A plain function that works in steps of 50 ms for up to ``seconds`` (leaving a start
+    marker), and stops once ``tq_parent_job.cancelled`` is true, leaving
+    ``cancelled-<job id>`` saying ``cancelled``."""
+    directory = Path(marker_dir)
+    _record_start(directory, tq_parent_job.id)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if tq_parent_job.cancelled:
+            (directory / f"cancelled-{tq_parent_job.id}").write_text("cancelled")
+            return "stopped"
+        time.sleep(0.05)  # a step of the job's work
+    _record_finish(directory, tq_parent_job.id)
+    return "ran to the end"
