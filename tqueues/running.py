@@ -243,6 +243,8 @@ class Job:
             )
         except Exception as exc:
             self.exception = exc
+        if self._cancelled and self.exception is None:  # it returned once asked to stop
+            self.exception = JobCancelled("cancelled while it ran")
         return self
 
     def _caught_cancel(self) -> bool:

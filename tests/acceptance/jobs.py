@@ -203,3 +203,14 @@ def plain_until_cancelled(marker_dir: str, seconds: float, *, tq_parent_job: Any
         time.sleep(0.05)  # a step of the job's work
     _record_finish(directory, tq_parent_job.id)
     return "ran to the end"
+
+
+async def swallows_cancel(marker_dir: str, seconds: float, *, tq_parent_job: Any) -> str:
+    """Sleep ``seconds`` (leaving a start marker), swallowing a cancellation: returns
+    "swallowed" if cancelled."""
+    _record_start(Path(marker_dir), tq_parent_job.id)
+    try:
+        await asyncio.sleep(seconds)
+    except asyncio.CancelledError:
+        return "swallowed"
+    return "slept"

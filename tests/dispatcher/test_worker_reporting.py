@@ -486,3 +486,32 @@ async def test_a_worker_of_several_queues_in_strict_order_drains_the_first_first
     assert {order for order, _, _ in takes} == {("q", "q2")}, takes
     got = [queue for _, _, queue in takes if queue is not None]
     assert got == sorted(got) and got[0] == "q" and got[-1] == "q2", takes
+
+
+@pytest.mark.parametrize("name", ["cancellable_sleep", "swallows_cancel"])
+async def test_a_job_asked_to_stop_ends_cancelled_whatever_its_method_does(
+    client: TestClient, tmp_path: Path, name: str
+) -> None:
+    # Given a running job asked to stop (by its heartbeat's answer, here called directly)
+    await _enqueue(client, 1, name, [str(tmp_path), 60.0])
+    async with CountingClient(str(client.make_url("/"))) as counting:
+        doc = (await counting.take_many("q", 1))[0]
+        await counting.cancel("q", doc["id"])
+        job = Job(counting, doc, allow=["tests.acceptance.jobs"])
+
+        async def stop_once_started() -> None:
+            while not start_markers(tmp_path, doc["id"]):
+                await asyncio.sleep(0.01)
+            job.request_cancel()
+
+        stopping = asyncio.create_task(stop_once_started())
+        async with asyncio.timeout(10):
+            async with job:
+                pass
+        await stopping
+        # Then it stopped (even a method that swallowed the CancelledError), the task
+        # carries no cancellation left over, and the job ended cancelled
+        assert job.cancelled and type(job.exception).__name__ == "JobCancelled"
+        current = asyncio.current_task()
+        assert current is not None and current.cancelling() == 0
+        assert (await counting.get("q", doc["id"]))["status"] == "cancelled"

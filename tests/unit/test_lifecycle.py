@@ -112,3 +112,39 @@ def test_every_transition_returns_the_next_revision() -> None:
     # What a store writes is the revision after the one it read, copied only if need be.
     assert done.succeeding(touched) is done
     assert done.succeeding(job).rev == 1 and done.succeeding(job).status is JobStatus.FINISHED
+
+
+def test_cancel_ends_a_waiting_job_and_flags_a_started_one() -> None:
+    for job in (pending(), pending(delay=5), lifecycle.bury(pending(), lease=None, reason=None,
+                                                            now=NOW)):  # fmt: skip
+        cancelled = lifecycle.cancel(job, lease=None, now=NOW + 1)
+        assert (cancelled.status, cancelled.event, cancelled.finished_at) == (
+            JobStatus.CANCELLED, "cancelled", NOW + 1,
+        )  # fmt: skip
+        assert cancelled.status.is_final and cancelled.rev == job.rev + 1
+        with pytest.raises(InvalidTransition, match="already cancelled"):
+            lifecycle.cancel(cancelled, lease=None, now=NOW + 2)
+        with pytest.raises(InvalidTransition):
+            lifecycle.kick(cancelled, now=NOW + 2)
+    started = lifecycle.claim(pending(max_attempts=5), lease="a", worker="w", now=NOW)
+    flagged = lifecycle.cancel(started, lease=None, now=NOW + 1)
+    assert (flagged.status, flagged.cancel_requested, flagged.lease) == (
+        JobStatus.STARTED, True, "a",
+    )  # fmt: skip
+    assert flagged.to_dict()["cancel_requested"] is True
+    assert lifecycle.cancel(flagged, lease=None, now=NOW + 2).status is JobStatus.STARTED
+    backoff = lambda n: 1.0  # noqa: E731
+    ends = [
+        lifecycle.fail(flagged, lease="a", error="x", traceback=None, now=NOW + 2,
+                       backoff=backoff),
+        lifecycle.release(flagged, lease="a", delay=0, now=NOW + 2),
+        lifecycle.bury(flagged, lease="a", reason=None, now=NOW + 2),
+        lifecycle.expire(flagged, now=NOW + 100),
+        lifecycle.cancel(flagged, lease="a", now=NOW + 2),
+    ]  # fmt: skip
+    assert {job.status for job in ends} == {JobStatus.CANCELLED}
+    assert all(job.lease is None and job.attempts == 1 for job in ends)
+    finished = lifecycle.finish(flagged, lease="a", result=1, now=NOW + 2)
+    assert finished.status is JobStatus.FINISHED  # a finish that comes first wins
+    with pytest.raises(LeaseMismatch):
+        lifecycle.cancel(flagged, lease="b", now=NOW + 2)
