@@ -87,9 +87,10 @@ class Worker:
     ``prefetch`` (default three times
     ``concurrency``) caps the jobs :meth:`run` holds taken beyond the running ones; see
     :meth:`prefetch_target`. While :meth:`run` runs, a heartbeat every ``heartbeat``
-    seconds (5; more often if the dispatcher asks) tells the dispatcher's worker registry
-    what this worker runs, and passes on an operator's quiet (:meth:`quiet`) or stop
-    (:meth:`stop`). Raises ValueError for no queues or a negative prefetch.
+    seconds (5; more often if the dispatcher asks; every second while jobs run) tells the
+    dispatcher's worker registry what this worker runs, and passes on an operator's quiet
+    (:meth:`quiet`) or stop (:meth:`stop`), and the running jobs cancelled
+    (:meth:`cancel_running`). Raises ValueError for no queues or a negative prefetch.
     """
 
     def __init__(

@@ -33,6 +33,7 @@ EVENTS = (
     "expired",
     "promoted",
     "kicked",
+    "cancelled",
     "deleted",
 )
 
