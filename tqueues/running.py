@@ -116,6 +116,7 @@ class Job:
         self._awaiting = False  #: a coroutine method is being awaited
         self._cancel_sent = False  #: our cancel of the task, not yet caught
         self._cancelled = False
+        self._returned = False  #: the method returned (or raised): too late to stop it
 
     @property
     def cancelled(self) -> bool:
@@ -125,8 +126,9 @@ class Job:
 
     def request_cancel(self) -> None:
         """The job was cancelled: set :attr:`cancelled` and, while a coroutine method runs,
-        cancel it (``asyncio.CancelledError`` inside it). Idempotent; on the event loop."""
-        if self._cancelled:
+        cancel it (``asyncio.CancelledError`` inside it). Idempotent; on the event loop.
+        Ignored once the method has returned: its outcome stands (a finish wins)."""
+        if self._cancelled or self._returned:
             return
         self._cancelled = True
         log.info("%r cancelled by request", self, extra=self._fields("cancel_requested"))
@@ -243,6 +245,7 @@ class Job:
             )
         except Exception as exc:
             self.exception = exc
+        self._returned = True
         if self._cancelled and self.exception is None:  # it returned once asked to stop
             self.exception = JobCancelled("cancelled while it ran")
         return self

@@ -515,3 +515,15 @@ async def test_a_job_asked_to_stop_ends_cancelled_whatever_its_method_does(
         current = asyncio.current_task()
         assert current is not None and current.cancelling() == 0
         assert (await counting.get("q", doc["id"]))["status"] == "cancelled"
+
+
+async def test_a_cancel_heard_after_the_method_returned_changes_nothing(
+    client: TestClient,
+) -> None:
+    await _enqueue(client, 1)
+    async with CountingClient(str(client.make_url("/"))) as counting:
+        doc = (await counting.take_many("q", 1))[0]
+        async with Job(counting, doc, allow=["tests.acceptance.jobs"]) as job:
+            job.request_cancel()  # its method returned: a finish is on its way, and wins
+        assert not job.cancelled and job.exception is None
+        assert (await counting.get("q", doc["id"]))["status"] == "finished"
