@@ -50,7 +50,7 @@ from tqueues.stores.base import Store
 #: job's revision, :mod:`tqueues.lifecycle`); each queue has them all, zeros included.
 EVENTS = (
     "put", "taken", "updated", "touched", "finished", "failed", "buried", "released",
-    "expired", "promoted", "kicked", "deleted",
+    "expired", "promoted", "kicked", "cancel_requested", "cancelled", "deleted",
 )  # fmt: skip
 #: Seconds: from a millisecond (a job handed to a waiting worker) to an hour.
 WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
@@ -68,7 +68,7 @@ WRITES = ("insert", "insert_many", "insert_and_claim", "claim_first", "mutate",
           "mutate_many", "reap")  # fmt: skip
 #: The methods an unmatched request is counted under by name (others: ``other``).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_ENDS_OF_RUN = frozenset({"finished", "failed", "buried"})
+_ENDS_OF_RUN = frozenset({"finished", "failed", "buried", "cancelled"})
 _AGAIN = frozenset({JobStatus.PENDING, JobStatus.DELAYED})
 #: The states of a worker of the registry (WorkerRecord.state).
 WORKER_STATES = ("running", "quiet", "stopping", "lost")
