@@ -35,6 +35,7 @@ from tqueues.jobs import (
     JobRecord,
     JobStatus,
     NewJob,
+    QueueConfig,
     QueueStats,
     new_lease,
 )
@@ -43,6 +44,8 @@ from tqueues.stores import history
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.schedules import ScheduleRecord, mark, tick_id
+
+from tqueues.stores.timers import DueTimers
 from tqueues.stores.waiters import WaitLine
 
 #: bytes of jobs one page of a kick reads at most (see Store.kick).
@@ -86,6 +89,14 @@ class Store(Primitives):
         #: set when this process changed a schedule (the firing loop looks again at once)
         self.schedules_changed = asyncio.Event()
 
+        #: per queue, a timer on the earliest due time of the delayed jobs this process
+        #: knows of (its own writes, and the changes its feeds report): delays are exact
+        self._delays = DueTimers(self._promote, "promotion")
+        self.hub.on_delayed = self._delays.arm
+        self._looks: set[asyncio.Task[None]] = set()  #: reads of earliest due times
+        #: per queue, a timer on the end of its pause, which wakes its takers
+        self._pause_ends = DueTimers(self._pause_ended, "pause end")
+
     # -- operations, written once ------------------------------------------------------------
 
     def record(self, job: JobRecord, before: JobRecord | None = None) -> None:
@@ -93,6 +104,8 @@ class Store(Primitives):
         self.counters[job.queue][job.event] += 1
         if self.observer is not None:
             self.observer.changed(job, before)
+        if job.status is JobStatus.DELAYED:
+            self._delays.arm(job.queue, job.ready_at)
         self.publish(job, before)
 
     def publish(self, job: JobRecord, before: JobRecord | None = None) -> None:
@@ -112,11 +125,13 @@ class Store(Primitives):
         Raises QueueNotFound.
         """
         config = await self.get_queue(new.queue)
-        job = lifecycle.create(new, config, now=clock.now(), id=self.new_id())
-        return await asyncio.shield(self._insert_and_publish(job))
+        now = clock.now()
+        job = lifecycle.create(new, config, now=now, id=self.new_id())
+        paused = config.paused and config.is_paused(now)
+        return await asyncio.shield(self._insert_and_publish(job, hand_off=not paused))
 
-    async def _insert_and_publish(self, job: JobRecord) -> JobRecord:
-        handing = self.hands_off and job.status is JobStatus.PENDING
+    async def _insert_and_publish(self, job: JobRecord, *, hand_off: bool = True) -> JobRecord:
+        handing = hand_off and self.hands_off and job.status is JobStatus.PENDING
         waiter = self._waiters.choose(job.queue) if handing else None
         if waiter is None:
             job = await self.insert(job)
@@ -222,17 +237,16 @@ class Store(Primitives):
         As :meth:`take_many` otherwise. Raises QueueNotFound (the first missing queue,
         before anything is claimed).
         """
-        for queue in queues:
-            await self.get_queue(queue)
-        for queue in queues:
-            await self.watch(queue)
+        configs = await self._watch_all(queues)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
         ticket: int | None = None  #: its place in the lines, once it waited
         searching = False  #: looking for jobs nobody was woken for (see Waited)
+        settled = False  #: promotions due by its deadline were waited for
         while True:
             since = self._waiters.signals(queues)  # before looking: no wake-up is lost
-            claiming = asyncio.ensure_future(self._claim_and_publish(queues, count, worker))
+            takeable = _unpaused(queues, configs)
+            claiming = asyncio.ensure_future(self._claim_and_publish(takeable, count, worker))
             try:
                 jobs = await asyncio.shield(claiming)
             except asyncio.CancelledError:
@@ -244,6 +258,12 @@ class Store(Primitives):
                     self._waiters.wake(jobs[0].queue, search=True)
                 return jobs
             remaining = deadline - loop.time()
+            if remaining <= 0 and not settled:
+                # A job due by now whose promotion is under way (or whose timer has not
+                # fired yet) is takeable: wait for that write and look once more.
+                settled = True
+                if await self._delays.settle(takeable):
+                    continue
             if remaining <= 0:
                 for queue in queues:
                     self.counters[queue]["take_timeout" if wait else "take_empty"] += 1
@@ -258,10 +278,21 @@ class Store(Primitives):
             if waited.jobs:
                 return waited.jobs
             searching = waited.searching
+            configs = [await self.get_queue(queue) for queue in queues]  # paused meanwhile?
+
+    async def _watch_all(self, queues: Sequence[str]) -> list[QueueConfig]:
+        """The settings of ``queues``, each watched (and, the first time, its delay timer
+        armed from the store). Raises QueueNotFound (the first missing queue)."""
+        configs = [await self.get_queue(queue) for queue in queues]
+        for queue in queues:
+            await self.watch(queue)
+        return configs
 
     async def _claim_and_publish(
         self, queues: Sequence[str], count: int, worker: str | None
     ) -> list[JobRecord]:
+        if not queues:  # every one paused
+            return []
         jobs = await self.claim_first(queues, count, worker=worker, now=clock.now())
         for job in jobs:
             self.record(job)
@@ -528,13 +559,82 @@ class Store(Primitives):
         return job
 
     async def stats(self, queue: str) -> QueueStats:
-        """Jobs by status, and this process's event counters. Raises QueueNotFound."""
+        """Jobs by status, whether the queue is paused (until when), and this process's
+        event counters. Raises QueueNotFound."""
+        config = (await self.get_queue(queue)).as_of(clock.now())
         counts = await self.count_jobs(queue)
         return QueueStats(
             queue=queue,
             counts={status.value: counts.get(status, 0) for status in JobStatus},
             counters=dict(sorted(self.counters[queue].items())),
+            paused=config.paused,
+            paused_until=config.paused_until,
         )
+
+    # -- delays and pauses ---------------------------------------------------------------------
+
+    def look_for_delays(self, queue: str) -> None:
+        """In the background, arm the queue's delay timer on its earliest delayed job in
+        the store: for jobs delayed while this process could not hear of it (stores with
+        feeds call it when a queue's feed opens)."""
+        task = asyncio.ensure_future(self._look(queue))
+        self._looks.add(task)
+        task.add_done_callback(self._looks.discard)
+
+    async def _look(self, queue: str) -> None:
+        try:
+            job = await self.peek(queue, JobStatus.DELAYED)
+        except TqueuesError as exc:
+            log.debug("no look at the delayed jobs of %r: %s", queue, exc.message)
+            return
+        if job is not None:
+            self._delays.arm(queue, job.ready_at)
+
+    async def _promote(self, queue: str) -> float | None:
+        """The delay timer of ``queue`` fired: promote its due jobs (each wakes a taker as
+        it is published); the due time of the next delayed job, if any."""
+        await self.promote_due(queue, clock.now())
+        job = await self.peek(queue, JobStatus.DELAYED)
+        return job.ready_at if job is not None else None
+
+    async def _pause_ended(self, queue: str) -> None:
+        """The pause of ``queue`` ran out: its takers look again."""
+        self._waiters.wake(queue, None)
+
+    async def pause(self, queue: str, *, seconds: float | None = None) -> QueueConfig:
+        """Pause the queue for ``seconds`` (None: until :meth:`resume`): takes hand out
+        none of its jobs, puts are still accepted. A paused queue's pause is replaced (its
+        end moved, or dropped). The settings after (``paused``, ``paused_until`` in epoch
+        seconds). Raises QueueNotFound."""
+        until = clock.now() + seconds if seconds is not None else None
+        config = await self.set_pause(queue, True, until)
+        self.pause_changed(config)
+        return config.as_of(clock.now())
+
+    async def resume(self, queue: str) -> QueueConfig:
+        """End the queue's pause (none: nothing changes); its takers get jobs at once.
+        The settings after. Raises QueueNotFound."""
+        config = await self.set_pause(queue, False, None)
+        self.pause_changed(config)
+        return config
+
+    def pause_changed(self, config: QueueConfig) -> None:
+        """The queue's pause state is now ``config``'s (a change this process made, or,
+        on a store several dispatchers share, one it learnt of): time its end, and wake
+        its takers if it is not paused."""
+        self._pause_ends.forget(config.name)
+        if config.is_paused(clock.now()):
+            if config.paused_until is not None:
+                self._pause_ends.arm(config.name, config.paused_until)
+        else:
+            self._waiters.wake(config.name, None)
+
+    def stop_timers(self) -> None:
+        """Cancel the delay and pause timers (the store is closing); idempotent."""
+        self._delays.close()
+        self._pause_ends.close()
+        for task in self._looks:
+            task.cancel()
 
     async def dispatcher_stats(self) -> dict[str, JSON]:
         """Statistics of every queue, and their sums: ``{"queues", "jobs", "total",
@@ -672,6 +772,14 @@ class Store(Primitives):
     def new_lease() -> str:
         """A fresh lease token for a claim."""
         return new_lease()
+
+
+def _unpaused(queues: Sequence[str], configs: Sequence[QueueConfig]) -> Sequence[str]:
+    """The queues of ``queues`` (whose settings are ``configs``) not paused now."""
+    if not any(config.paused for config in configs):
+        return queues
+    now = clock.now()
+    return [config.name for config in configs if not config.is_paused(now)]
 
 
 __all__ = ["Mutation", "Observer", "Page", "Store"]

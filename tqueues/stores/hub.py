@@ -206,6 +206,9 @@ class ChangeHub:
         #: Told ``(queue, jobs)`` when ``jobs`` jobs of the queue became pending (None: any
         #: number may have, unseen), to wake that many long-poll takers (the store's line).
         self.on_pending: collections.abc.Callable[[str, int | None], object] | None = None
+        #: Told ``(queue, ready_at)`` of each delayed job a change reports (epoch seconds),
+        #: to time its promotion (the store's delay timers).
+        self.on_delayed: collections.abc.Callable[[str, float], object] | None = None
 
     def publish(self, event: ChangeEvent, *, wake: bool = True) -> None:
         """Deliver ``event`` to the queue's subscribers; wake takers if a job became pending
@@ -226,6 +229,8 @@ class ChangeHub:
                     subscriber._offer(event)
         if wake and event.job.status is JobStatus.PENDING:
             self.notify_ready(event.queue, 1)
+        elif event.job.status is JobStatus.DELAYED and self.on_delayed is not None:
+            self.on_delayed(event.queue, event.job.ready_at)
 
     def publish_job(self, job: JobRecord, old_status: JobStatus | None) -> None:
         """:meth:`publish` the change that made ``job`` (its ``event``), the event built

@@ -316,5 +316,19 @@ class Primitives(abc.ABC):
     async def delete_schedule(self, queue: str, name: str) -> bool:
         """Delete the schedule; False if there was none."""
 
+    @abc.abstractmethod
+    async def promote_due(self, queue: str, now: float) -> int:
+        """Make the delayed jobs of ``queue`` due by ``now`` pending
+        (:func:`~tqueues.lifecycle.promote`), each by the compare-and-set the reaper uses
+        (a job another process promoted first is skipped); records each change; how many
+        this call promoted (at most a batch: call again while the next is due). Raises
+        QueueNotFound."""
+
+    @abc.abstractmethod
+    async def set_pause(self, name: str, paused: bool, until: float | None) -> QueueConfig:
+        """Write the queue's pause state (``paused``, and its end ``until`` in epoch
+        seconds, None: until resumed), changing nothing else of its settings whoever else
+        writes them; the settings after. Raises QueueNotFound."""
+
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

@@ -348,11 +348,23 @@ class SQLiteStore(Store):
         self._thread = GroupCommit(lambda: self._conn, sync, self._started.clear)
         try:
             await self._run(self._connect, batch=False)
+            # The delays stored before: their timers (see Store._delays).
+            for queue, ready_at in await self._run(self._earliest_delays, batch=False):
+                self._delays.arm(queue, ready_at)
         except BaseException:
             await self.close()
             raise
 
+    def _earliest_delays(self) -> list[tuple[str, float]]:
+        """The earliest due time of each queue's delayed jobs (on the store's thread)."""
+        assert self._conn is not None
+        rows = self._conn.execute(
+            "SELECT queue, MIN(ready_at) FROM jobs WHERE status = 'delayed' GROUP BY queue"
+        )
+        return [(queue, ready_at) for queue, ready_at in rows]
+
     async def close(self) -> None:
+        self.stop_timers()
         if self._thread is not None:
             if self._conn is not None:
                 conn, self._conn = self._conn, None
@@ -420,6 +432,13 @@ class SQLiteStore(Store):
             self._queues[config.name] = config
 
         await asyncio.shield(update_and_cache())
+
+    async def set_pause(self, name: str, paused: bool, until: float | None) -> QueueConfig:
+        config = dataclasses.replace(
+            await self.get_queue(name), paused=paused, paused_until=until if paused else None
+        )
+        await self.update_queue(config)
+        return config
 
     async def drop_queue(self, name: str) -> int:
         await self.get_queue(name)
@@ -920,6 +939,32 @@ class SQLiteStore(Store):
                 return cursor.rowcount == 1
 
         return await self._run(delete)
+
+    async def promote_due(self, queue: str, now: float) -> int:
+        await self.get_queue(queue)
+
+        def promote() -> list[tuple[JobRecord, JobRecord]]:
+            with self._transaction() as conn:
+                rows = conn.execute(
+                    f"{SELECT_JOBS} WHERE status = 'delayed' AND ready_at <= ? AND queue = ? "
+                    "ORDER BY ready_at LIMIT ?",
+                    (now, queue, REAP_BATCH),
+                ).fetchall()
+                changes = []
+                for row in rows:
+                    before = job_of(row)
+                    after = lifecycle.promote(before, now=now)
+                    changes.append((before, self._write(conn, before, after)))
+                return changes
+
+        def count(changes: list[tuple[JobRecord, JobRecord]]) -> None:
+            for before, after in changes:
+                self._census.moved(before, after)
+
+        changes = await self._run(promote, committed=count)
+        for before, after in changes:
+            self.record(after, before)
+        return len(changes)
 
     async def reap(self, now: float) -> int:
         queues = dict(self._queues)

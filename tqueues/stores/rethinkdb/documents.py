@@ -148,8 +148,9 @@ def doc_to_config(doc: Mapping[str, Any]) -> QueueConfig:
         fields[name] = float(fields[name])
     for name in CONFIG_INTS & fields.keys():
         fields[name] = int(fields[name])
-    if fields.get("ttl") is not None:
-        fields["ttl"] = float(fields["ttl"])
+    for name in ("ttl", "paused_until"):
+        if fields.get(name) is not None:
+            fields[name] = float(fields[name])
     return QueueConfig(**fields)
 
 

@@ -67,6 +67,9 @@ class Feeds:
         self.run_on_queue, self.timeout = run_on_queue, timeout
         self.closed = False
         self._feeds: dict[str, Feed] = {}
+        #: told the queue each time its feed opens (changes made while it was down were
+        #: not heard of: the store reads what it must, such as the earliest due time)
+        self.on_open: Callable[[str], object] | None = None
 
     async def watch(self, queue: str) -> None:
         """Make sure the queue's changefeed runs; return once it is open.
@@ -148,6 +151,8 @@ class Feeds:
             backoff.reset()
             # Whatever changed while the feed was down is found by the index reads of claims.
             self.hub.notify_ready(queue)
+            if self.on_open is not None:
+                self.on_open(queue)
             pending: asyncio.Future[Any] | None = None
             try:
                 while not self.closed:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -139,6 +140,9 @@ class Catalog:
         self.db = r.db(settings.db)
         self.queues = self.db.table(QUEUES_TABLE)
         self.configs: dict[str, QueueConfig] = {}  #: the cache, by name.
+        #: told the settings of a queue whose pause state another dispatcher changed (as
+        #: a read of its document finds it: see :meth:`cache`)
+        self.on_pause: Callable[[QueueConfig], object] | None = None
         self._unbuilt: set[str] = set()  #: queues recorded here whose table is not built yet.
 
     async def admin(self, query: RqlQuery) -> Any:
@@ -353,8 +357,7 @@ class Catalog:
         doc = await self.pool.run(self.queues.get(name))
         if doc is None or not doc.get("ready"):
             raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
-        config = self.configs[name] = doc_to_config(doc)
-        return config
+        return self.cache(doc_to_config(doc))
 
     async def list(self) -> list[QueueConfig]:
         """Every ready queue, by name, read from the server; refreshes the cache."""
@@ -362,19 +365,28 @@ class Catalog:
         configs = [
             doc_to_config(doc) for doc in docs if doc.get("ready") and doc["name"] != QUEUES_TABLE
         ]
-        for config in configs:
-            self.configs[config.name] = config
-        return configs
+        return [self.cache(config) for config in configs]
+
+    def cache(self, config: QueueConfig) -> QueueConfig:
+        """Keep ``config`` as the queue's settings just read from the server; if its
+        pause state differs from the one cached, tell :attr:`on_pause`. The settings."""
+        cached = self.configs.get(config.name)
+        self.configs[config.name] = config
+        if cached is not None and _pause_of(cached) != _pause_of(config) and self.on_pause:
+            self.on_pause(config)
+        return config
 
     async def update(self, config: QueueConfig) -> None:
-        """Replace every setting of the queue (one atomic write of its document).
+        """Replace every setting of the queue (one atomic write of its document), but for
+        its pause state (see :meth:`set_pause`): a pause another dispatcher wrote stays.
 
         Raises QueueNotFound.
         """
         await self.get(config.name)
+        doc = {k: v for k, v in config_to_doc(config).items() if k not in PAUSE_FIELDS}
         result = await self.pool.run(
             self.queues.get(config.name).update(
-                reql_literal(config_to_doc(config)), durability=self.settings.durability
+                reql_literal(doc), durability=self.settings.durability
             )
         )
         if result.get("errors"):
@@ -386,6 +398,27 @@ class Catalog:
             raise QueueNotFound(f"queue {config.name!r} does not exist", queue=config.name)
         self.configs[config.name] = config
 
+    async def set_pause(self, name: str, paused: bool, until: float | None) -> QueueConfig:
+        """Write the queue's pause state alone (one atomic update of its document's
+        ``paused`` and ``paused_until``); the settings after, cached. Raises
+        QueueNotFound."""
+        await self.get(name)
+        change = {"paused": paused, "paused_until": until if paused else None}
+        result = await self.pool.run(
+            self.queues.get(name).update(
+                change, durability=self.settings.durability, return_changes="always"
+            )
+        )
+        if result.get("errors"):
+            raise StoreUnavailable(f"RethinkDB did not pause queue {name!r}: {first_error(result)}")
+        changes = result.get("changes") or []
+        if not changes or not changes[0].get("new_val"):
+            self.forget(name)
+            raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
+        config = doc_to_config(changes[0]["new_val"])
+        self.configs[name] = config
+        return config
+
     async def remove(self, name: str) -> None:
         """Delete the queue's document (its table is dropped first) and forget it."""
         self.forget(name)
@@ -394,6 +427,14 @@ class Catalog:
     def forget(self, name: str) -> None:
         """Drop the queue from the cache (its table is gone); the next use re-reads."""
         self.configs.pop(name, None)
+
+
+#: The fields of a queue's document that hold its pause state, written by set_pause alone.
+PAUSE_FIELDS = frozenset({"paused", "paused_until"})
+
+
+def _pause_of(config: QueueConfig) -> tuple[bool, float | None]:
+    return config.paused, config.paused_until
 
 
 class _Twins(StoreUnavailable):

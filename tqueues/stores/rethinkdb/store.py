@@ -157,6 +157,7 @@ class RethinkDBStore(Store):
             return
         pool = self._pool = Pool(self.settings)
         self._catalog = Catalog(pool, self.settings)
+        self._catalog.on_pause = self.pause_changed
         self._feeds = Feeds(
             pool=pool,
             hub=self.hub,
@@ -164,6 +165,7 @@ class RethinkDBStore(Store):
             run_on_queue=self._run_on_queue,
             timeout=self.settings.timeout,
         )
+        self._feeds.on_open = self.look_for_delays
         try:
             for _ in range(self.settings.pool_size):
                 await pool.get()
@@ -174,6 +176,7 @@ class RethinkDBStore(Store):
 
     async def close(self) -> None:
         """Stop the changefeeds and close every connection; idempotent."""
+        self.stop_timers()
         feeds, self._feeds, self._catalog = self._feeds, None, None
         for undo in tuple(self._undoing):
             undo.cancel()  # the lease expires as usual
@@ -216,6 +219,10 @@ class RethinkDBStore(Store):
     async def update_queue(self, config: QueueConfig) -> None:
         """Replace the queue's settings; jobs already put keep theirs. Raises QueueNotFound."""
         await self._parts()[1].update(config)
+
+    async def set_pause(self, name: str, paused: bool, until: float | None) -> QueueConfig:
+        """Write the queue's pause state alone (see :meth:`Catalog.set_pause`)."""
+        return await self._parts()[1].set_pause(name, paused, until)
 
     async def drop_queue(self, name: str) -> int:
         """Drop the queue's table and its settings; the jobs it held (counted just before).
@@ -939,6 +946,20 @@ class RethinkDBStore(Store):
                 if int(result.get("deleted", 0)) + int(result.get("skipped", 0)) < REAP_BATCH:
                     break
         return count
+
+    async def promote_due(self, queue: str, now: float) -> int:
+        """Promote the delayed jobs of ``queue`` due by ``now`` (a batch), as the reaper
+        does; how many this call promoted."""
+        await self.get_queue(queue)
+        table = self._table(queue)
+        query = queries.due(table, JobStatus.DELAYED, now, REAP_BATCH).coerce_to("array")
+        docs = await self._run_on_queue(queue, query)
+        promote = lifecycle.promote
+        return sum(
+            await asyncio.gather(
+                *(self._reap_one(queue, doc, promote, now, delete=False) for doc in docs)
+            )
+        )
 
     async def _reap_one(
         self, queue: str, doc: Mapping[str, Any], step: Step, now: float, *, delete: bool
