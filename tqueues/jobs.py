@@ -115,6 +115,22 @@ class QueueConfig:
     priority: int = DEFAULT_PRIORITY  #: 0 (most urgent) to 2**32-1.
     retention: float = DEFAULT_RETENTION  #: seconds finished/failed/cancelled jobs are kept.
     ttl_action: str = "bury"  #: what happens to a job whose ttl ran out: bury or delete.
+    #: Paused: takes hand out none of its jobs (puts are still accepted). A state set by
+    #: :meth:`~tqueues.stores.base.Store.pause` and ``resume``, not a setting.
+    paused: bool = False
+    #: When a pause ends by itself (epoch seconds); None: when resumed.
+    paused_until: float | None = None
+
+    def is_paused(self, now: float) -> bool:
+        """Whether the queue is paused at ``now`` (epoch seconds): a pause whose end has
+        come is over, even before anyone wrote so."""
+        return self.paused and (self.paused_until is None or self.paused_until > now)
+
+    def as_of(self, now: float) -> QueueConfig:
+        """These settings with the pause as it stands at ``now`` (a pause over: not paused)."""
+        if self.paused and not self.is_paused(now):
+            return dataclasses.replace(self, paused=False, paused_until=None)
+        return self
 
     @classmethod
     def from_request(cls, name: str, fields: Mapping[str, Any]) -> QueueConfig:
@@ -300,6 +316,8 @@ class QueueStats:
     queue: str
     counts: dict[str, int]  #: jobs per status, every status present.
     counters: dict[str, int]  #: events (put, taken, finished, ...) since start, this process.
+    paused: bool = False  #: takes hand out none of its jobs (see QueueConfig.paused).
+    paused_until: float | None = None  #: when the pause ends (epoch seconds); None: resumed.
 
     def to_dict(self) -> dict[str, JSON]:
         """The statistics as JSON."""
@@ -307,5 +325,7 @@ class QueueStats:
             "queue": self.queue,
             "jobs": self.counts,
             "total": sum(self.counts.values()),
+            "paused": self.paused,
+            "paused_until": self.paused_until,
             "counters": self.counters,
         }

@@ -17,17 +17,23 @@ Tables are created with ``settings.replicas`` replicas and ``settings.write_acks
 
 The cache is refreshed from the server by every :meth:`Catalog.list` (the reaper calls it
 each round), so a change of settings made through another dispatcher is seen within a
-reap interval; a cache miss always reads the server.
+reap interval; a cache miss always reads the server. A queue's pause state is seen
+sooner: :meth:`Catalog.follow` reads the catalog's changefeed, so another dispatcher's
+pause or resume reaches this one's cache (and :attr:`Catalog.on_pause`) in milliseconds;
+while that feed is down (it is reopened with backoff, and the catalog read again when it
+is), the reaper's read is the bound.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
+from rethinkdb.errors import ReqlError
 
 from tqueues.errors import QueueNotFound, StoreUnavailable, ValidationError
 from tqueues.jobs import QueueConfig
@@ -40,7 +46,9 @@ from tqueues.stores.rethinkdb.pool import (
     Exists,
     Missing,
     Pool,
+    consume,
     first_error,
+    message,
 )
 from tqueues.stores.rethinkdb.queries import INDEX_MARKS, INDEXES, OBSOLETE_INDEXES
 from tqueues.stores.rethinkdb.schedules import SCHEDULES_TABLE
@@ -50,6 +58,7 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 
 QUEUES_TABLE = "tqueues_queues"
 ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
+CATALOG_HEARTBEAT = 10.0  #: seconds of catalog feed silence after which it is pinged.
 SYSTEM = r.db("rethinkdb")  #: the server's system tables (``db_config``, ``table_config``).
 
 
@@ -418,6 +427,48 @@ class Catalog:
         config = doc_to_config(changes[0]["new_val"])
         self.configs[name] = config
         return config
+
+    async def follow(self) -> None:
+        """Read the catalog's changefeed until cancelled, keeping the cache of the queues
+        it holds up to date (so :attr:`on_pause` hears of other dispatchers' pauses at
+        once); a feed that breaks is reopened with backoff, and the catalog read again."""
+        backoff = Backoff()
+        while True:
+            try:
+                await self._follow_once(backoff)
+            except asyncio.CancelledError:
+                raise
+            except (ReqlError, StoreUnavailable, OSError, TimeoutError) as exc:
+                text = exc.message if isinstance(exc, StoreUnavailable) else message(exc)
+                log.info("the catalog's change feed broke: %s; reopening it", text)
+            await asyncio.sleep(backoff.next())
+
+    async def _follow_once(self, backoff: Backoff) -> None:
+        conn = await self.pool.get()
+        cursor = await self.pool.run(self.queues.changes(), conn=conn)
+        try:
+            backoff.reset()
+            await self.list()  # what changed while the feed was down
+            pending: asyncio.Future[Any] | None = None
+            try:
+                while True:
+                    if pending is None:
+                        pending = asyncio.ensure_future(cursor.next())
+                    done, _ = await asyncio.wait({pending}, timeout=CATALOG_HEARTBEAT)
+                    if not done:  # quiet: is the connection still there?
+                        await self.pool.run(r.expr(1), conn=conn)
+                        continue
+                    change, pending = pending.result(), None
+                    doc = change.get("new_val")
+                    if doc and doc.get("ready") and doc.get("name") in self.configs:
+                        self.cache(doc_to_config(doc))
+            finally:
+                if pending is not None:
+                    pending.cancel()
+                    pending.add_done_callback(consume)
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(cursor.close(), 2.0)
 
     async def remove(self, name: str) -> None:
         """Delete the queue's document (its table is dropped first) and forget it."""

@@ -99,6 +99,7 @@ class RethinkDBStore(Store):
         self._catalog: Catalog | None = None
         self._feeds: Feeds | None = None
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
+        self._following: asyncio.Task[None] | None = None  #: the catalog's feed
         #: (queue, id) -> a started job as this process last wrote it (see _remember): a
         #: hint for the next change's compare-and-set, never trusted beyond it.
         self._started: collections.OrderedDict[tuple[str, str], JobRecord] = (
@@ -170,6 +171,7 @@ class RethinkDBStore(Store):
             for _ in range(self.settings.pool_size):
                 await pool.get()
             await self._catalog.open()
+            self._following = asyncio.create_task(self._catalog.follow(), name="catalog feed")
         except BaseException:
             await self.close()
             raise
@@ -177,6 +179,11 @@ class RethinkDBStore(Store):
     async def close(self) -> None:
         """Stop the changefeeds and close every connection; idempotent."""
         self.stop_timers()
+        if self._following is not None:
+            self._following.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._following
+            self._following = None
         feeds, self._feeds, self._catalog = self._feeds, None, None
         for undo in tuple(self._undoing):
             undo.cancel()  # the lease expires as usual
