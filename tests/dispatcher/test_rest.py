@@ -189,6 +189,7 @@ async def test_queues_list_create_read_change_drop(rest: Rest) -> None:
     [("GET", "/queues/nope"), ("PATCH", "/queues/nope"), ("DELETE", "/queues/nope"),
      ("POST", "/queues/nope/truncate"), ("GET", "/queues/nope/stats"),
      ("POST", "/queues/nope/kick"), ("GET", "/queues/nope/jobs"),
+     ("POST", "/queues/nope/pause"), ("POST", "/queues/nope/resume"),
      ("GET", "/queues/nope/jobs/next"), ("POST", "/queues/nope/take"),
      ("GET", "/queues/nope/jobs/abc"), ("PATCH", "/queues/nope/jobs/abc"),
      ("DELETE", "/queues/nope/jobs/abc"), ("POST", "/queues/nope/jobs/abc/finish")],
@@ -221,7 +222,12 @@ async def test_enqueue_into_a_missing_queue_is_404(rest: Rest) -> None:
      ("PATCH", "/queues/q", {"name": "other"}, "name"),
      ("POST", "/queues/q/kick", {"bound": 0}, "bound"),
      ("POST", "/queues/q/kick", {"bound": "3"}, "bound"),
-     ("POST", "/queues/q/kick", {"limit": 3}, "limit")],
+     ("POST", "/queues/q/kick", {"limit": 3}, "limit"),
+     ("POST", "/queues/q/pause", {"for": 0}, "for"),
+     ("POST", "/queues/q/pause", {"for": -1}, "for"),
+     ("POST", "/queues/q/pause", {"for": "10"}, "for"),
+     ("POST", "/queues/q/pause", {"for": 10**9}, "for"),
+     ("POST", "/queues/q/pause", {"until": 10}, "until")],
 )  # fmt: skip
 async def test_queue_input_is_validated(
     rest: Rest, method: str, path: str, body: Any, field: str | None
@@ -361,6 +367,48 @@ async def test_schedules_of_periodic_jobs(rest: Rest) -> None:
     assert error["field"] == "name"
     error = await rest.call("POST", f"{base}/a%20b/pause", expect=400)
     assert error["field"] == "schedule"
+
+
+async def test_pause_and_resume_a_queue(rest: Rest) -> None:
+    await rest.put_job()
+    running = await rest.take_one()
+    job = await rest.put_job()
+    # When the queue is paused until resumed
+    paused = await rest.call("POST", "/queues/q/pause", expect=200)
+    assert (paused["name"], paused["paused"], paused["paused_until"]) == ("q", True, None)
+    # Then takes of every kind hand out nothing, and puts are still accepted
+    assert await rest.take(wait=0.2) == []
+    assert (await rest.call("POST", "/take", expect=200, queue="q"))["jobs"] == []
+    assert (await rest.call("GET", "/", expect=404, queue="q"))["error"] == "queue_empty"
+    finish = {"id": running["id"], "lease": running["lease"], "action": "finish"}
+    outcome = await rest.call("POST", "/queues/q/outcomes", {"outcomes": [finish], "take": 1})
+    assert outcome["jobs"] == [] and outcome["results"][0]["job"]["status"] == "finished"
+    await rest.put_job()
+    # And the statistics and the settings say so
+    stats = await rest.call("GET", "/queues/q/stats", expect=200)
+    assert (stats["paused"], stats["paused_until"], stats["jobs"]["pending"]) == (True, None, 2)
+    detail = await rest.call("GET", "/queues/q", expect=200)
+    assert detail["paused"] and detail["stats"]["paused"]
+    by_queue = (await rest.call("GET", "/stats", expect=200))["by_queue"]
+    assert [q["paused"] for q in by_queue] == [True]
+    assert (await rest.call("GET", "/queues"))["queues"][0]["paused"] is True
+    # When a taker waits and the queue is resumed
+    taking = asyncio.create_task(rest.take(wait=10))
+    await asyncio.sleep(0.1)
+    assert not taking.done()
+    resumed = await rest.call("POST", "/queues/q/resume", expect=200)
+    assert (resumed["paused"], resumed["paused_until"]) == (False, None)
+    # Then it gets the oldest job at once
+    assert [taken["id"] for taken in await taking] == [job["id"]]
+    # And a pause for a time shows its end, and ends by itself
+    timed = await rest.call("POST", "/queues/q/pause", {"for": 0.3}, expect=200)
+    assert timed["paused"] and timed["paused_until"] > job["created_at"]
+    stats = await rest.call("GET", "/queues/q/stats")
+    assert stats["paused_until"] == timed["paused_until"]
+    assert len(await rest.take(wait=5)) == 1
+    assert (await rest.call("GET", "/queues/q"))["paused"] is False
+    # And a resume of a queue that is not paused changes nothing
+    assert (await rest.call("POST", "/queues/q/resume", expect=200))["paused"] is False
 
 
 async def test_truncate_stats_and_kick(rest: Rest) -> None:

@@ -241,6 +241,17 @@ class QueueSettings(Body):
         return dataclasses.replace(config, **self.given())
 
 
+class Pause(Body):
+    """A queue's pause: for ``for`` seconds, or (left out) until resumed."""
+
+    for_: Annotated[float, Field(gt=0, le=MAX_DELAY)] | None = Field(
+        None,
+        alias="for",
+        description="Seconds the pause lasts; left out: until resumed. A pause under way "
+        "is replaced.",
+    )
+
+
 class Kick(Body):
     """A queue's kick: up to ``bound`` jobs, of ``status`` when given."""
 

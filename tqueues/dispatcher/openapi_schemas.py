@@ -35,6 +35,14 @@ def _per_status(description: str) -> Doc:
     }
 
 
+#: A queue's pause state, in its settings and its statistics (issue #25).
+PAUSE_PROPERTIES: Doc = {
+    "paused": {"type": "boolean",
+               "description": "Takes hand out none of its jobs (puts are still accepted)."},
+    "paused_until": {**nullable("number"),
+                     "description": "When the pause ends (epoch seconds); null: when resumed."},
+}  # fmt: skip
+
 SCHEMAS: Doc = {
     "Job": {
         "type": "object",
@@ -76,7 +84,7 @@ SCHEMAS: Doc = {
     "QueueConfig": {
         "type": "object",
         "required": ["name", "ttr", "max_attempts", "delay", "ttl", "priority", "retention",
-                     "ttl_action"],
+                     "ttl_action", "paused", "paused_until"],
         "properties": {
             "name": {"type": "string", "pattern": "^[A-Za-z0-9_]{1,64}$"},
             "ttr": {"type": "number"},
@@ -86,16 +94,18 @@ SCHEMAS: Doc = {
             "priority": {"type": "integer"},
             "retention": {"type": "number"},
             "ttl_action": {"type": "string", "enum": ["bury", "delete"]},
+            **PAUSE_PROPERTIES,
         },
     },
     "QueueStats": {
         "type": "object",
-        "required": ["queue", "jobs", "total", "counters"],
+        "required": ["queue", "jobs", "total", "paused", "paused_until", "counters"],
         "additionalProperties": False,
         "properties": {
             "queue": {"type": "string"},
             "jobs": _per_status("Jobs per status; every status is present."),
             "total": {"type": "integer", "minimum": 0},
+            **PAUSE_PROPERTIES,
             "counters": {
                 "type": "object",
                 "description": "Events since this dispatcher started (put, taken, ...).",

@@ -247,6 +247,19 @@ OPERATIONS: tuple[Operation, ...] = (
         "failed jobs get their attempts renewed.",
         {200: Answer("How many were kicked.", "Kicked")}, body=m.Kick,
     ),
+    # -- pause and resume (issue #25) ---------------------------------------------------------
+    Operation(
+        "POST", f"{QUEUE}/pause", rest.QueuePause, "pause", ADMIN,
+        "Pause the queue for `for` seconds, or until resumed (no body): takes hand out none "
+        "of its jobs (long-polls wait), puts are still accepted. A pause under way is "
+        "replaced.", {200: Answer("Its settings after (paused, paused_until).", "QueueConfig")},
+        body=m.Pause,
+    ),
+    Operation(
+        "POST", f"{QUEUE}/resume", rest.QueueResume, "resume", ADMIN,
+        "End the queue's pause (nothing changes if it is not paused); waiting takes get its "
+        "jobs at once.", {200: Answer("Its settings after.", "QueueConfig")},
+    ),
     Operation(
         "GET", SCHEDULES, schedules.Schedules, "list_schedules", ADMIN,
         "The queue's schedules of periodic jobs, by name.",

@@ -8,6 +8,8 @@ route                                    what it does
 ``GET|PATCH|DELETE /queues/{name}``      settings and stats; change settings; drop
 ``POST /queues/{name}/truncate``         remove every job; how many went
 ``GET /queues/{name}/stats``             jobs per status and event counters
+``POST /queues/{name}/pause``            pause it (``{"for": seconds}``, or until resumed)
+``POST /queues/{name}/resume``           end its pause
 ``POST /queues/{name}/kick``             kick up to ``bound`` buried (else delayed) jobs,
                                          or of a ``status`` (failed too)
 ``POST|GET /queues/{name}/jobs``         enqueue one job or a batch; list jobs by status
@@ -136,7 +138,8 @@ class Queues(RestView):
     async def get(self) -> web.Response:
         """Every queue with its settings: ``{"queues": [QueueConfig, ...]}`` by name."""
         queues = await self.store.list_queues()
-        return json_response({"queues": [config.to_dict() for config in queues]})
+        now = clock.now()
+        return json_response({"queues": [config.as_of(now).to_dict() for config in queues]})
 
 
 class Queue(RestView):
@@ -144,7 +147,7 @@ class Queue(RestView):
 
     async def get(self) -> web.Response:
         """The queue's settings and ``stats``; 404 if it does not exist."""
-        config = await self.store.get_queue(self.queue)
+        config = (await self.store.get_queue(self.queue)).as_of(clock.now())
         stats = await self.store.stats(self.queue)
         return json_response({**config.to_dict(), "stats": stats.to_dict()})
 
@@ -162,7 +165,7 @@ class Queue(RestView):
         settings: m.QueueSettings = await body_of(self.request)
         config = settings.applied_to(await self.store.get_queue(self.queue))
         await self.store.update_queue(config)
-        return json_response(config.to_dict())
+        return json_response(config.as_of(clock.now()).to_dict())
 
     async def delete(self) -> web.Response:
         """Drop the queue and its jobs: ``{"queue", "deleted": n}``."""
@@ -219,6 +222,26 @@ class DispatcherStatsView(RestView):
     async def get(self) -> web.Response:
         """Jobs per status and event counters, summed over the queues and per queue."""
         return json_response(await self.store.dispatcher_stats())
+
+
+class QueuePause(RestView):
+    """``/queues/{name}/pause``."""
+
+    async def post(self) -> web.Response:
+        """Pause the queue ``{"for": seconds}``, or until resumed (no body or ``{}``):
+        takes hand out none of its jobs, puts are still accepted. Its settings after
+        (``paused``, ``paused_until`` in epoch seconds or null)."""
+        pause: m.Pause = await body_of(self.request)
+        config = await self.store.pause(self.queue, seconds=pause.for_)
+        return json_response(config.to_dict())
+
+
+class QueueResume(RestView):
+    """``/queues/{name}/resume``."""
+
+    async def post(self) -> web.Response:
+        """End the queue's pause (idempotent); its settings after."""
+        return json_response((await self.store.resume(self.queue)).to_dict())
 
 
 class QueueKick(RestView):
