@@ -154,17 +154,9 @@ class Cluster:
         """
         data = data or self.tmp_path / "data"
         listen = [] if "--listen" in extra else ["--listen", "127.0.0.1:0"]
-        argv = [
-            DISPATCHER,
-            *listen,
-            "--data",
-            str(data),
-            "--reap_interval",
-            "0.1",
-            "--retry_base",
-            "0",
-            *extra,
-        ]
+        reap = [] if "--reap_interval" in extra else ["--reap_interval", "0.1"]
+        retry = [] if "--retry_base" in extra else ["--retry_base", "0"]
+        argv = [DISPATCHER, *listen, "--data", str(data), *reap, *retry, *extra]
         proc = self.spawn("dispatcher", argv)
 
         async def listening() -> str | None:

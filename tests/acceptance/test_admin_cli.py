@@ -249,8 +249,8 @@ async def test_stats_and_queues(cluster: Cluster) -> None:
     table = await tq("stats", url=url)
     assert table.returncode == 0, table.stderr
     header, alpha, beta = table.stdout.splitlines()[:3]
-    assert header.split() == ["queue", *admin.STATUSES, "total"]
-    assert alpha.split() == ["alpha", "2", "0", "1", "0", "0", "0", "0", "3"]
+    assert header.split() == ["queue", *admin.STATUSES, "total", "paused"]
+    assert alpha.split() == ["alpha", "2", "0", "1", "0", "0", "0", "0", "3", "no"]
     assert beta.split()[0] == "beta" and beta.split()[-1] == "0"
     assert "since start" in table.stdout
 

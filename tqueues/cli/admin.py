@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime
 import json
 import math
 import os
@@ -33,6 +34,8 @@ queue); of several queues, from the first that has jobs (beanstalkd's reserve on
 tubes it watches); consume takes a job and finishes it at once, as tpq's consume does. take, consume
 and peek exit with status 1 when no job came, as tpq does on an empty queue. --wait 0 does
 not wait, as wait=0 everywhere in tqueues; tpq's --wait=0 (wait forever) is --wait forever.
+pause stops takes from handing out the queue's jobs (puts are still accepted) until
+resume, or for --for seconds (beanstalkd's pause-tube); stats shows it.
 
 Usage:
   tqueues put [options] <queue> [<json>] [--file FILE]
@@ -46,6 +49,8 @@ Usage:
   tqueues cancel [options] <queue> <id>
   tqueues delete [options] <queue> <id>
   tqueues truncate [options] <queue>
+  tqueues pause [options] <queue> [--for SECONDS]
+  tqueues resume [options] <queue>
   tqueues stats [options] [<queue>...] [--json]
   tqueues history [options] <queue> [--minutes N] [--json]
   tqueues explain [options] <queue> <id> [--json]
@@ -76,6 +81,7 @@ Options:
   --all              Kick every job of --status there is (in rounds of 10,000).
   --id ID            Kick this one job (buried, failed or delayed) instead of N.
   --reason TEXT      Why the job is buried (kept in its error).
+  --for SECONDS      pause: how long the pause lasts (default: until resumed).
   --json             Print JSON instead of a table.
   --queue QUEUE      workers: only those taking from QUEUE.
   --cron EXPR        schedules create: a job at every tick of this cron expression
@@ -120,6 +126,8 @@ Examples:
   tqueues schedules run reports nightly
   tqueues kick emails 100
   tqueues kick emails --all --status failed
+  tqueues pause emails --for 600
+  tqueues resume emails
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
 """
 
@@ -144,6 +152,20 @@ def _number(args: Mapping[str, Any], name: str, *, integer: bool = False) -> flo
     if value < 0 or value != value:
         raise ValidationError(f"{name} must not be negative")
     return value
+
+
+def _until(state: Mapping[str, Any]) -> str:
+    """Until when a paused queue (its settings or statistics) stays so, in words."""
+    until = state.get("paused_until")
+    if until is None:
+        return "until resumed"
+    when = datetime.datetime.fromtimestamp(until, datetime.UTC)
+    return f"until {when.isoformat(timespec='seconds').replace('+00:00', 'Z')}"
+
+
+def _paused(stats: Mapping[str, Any]) -> str:
+    """The stats table's paused column: ``no``, or until when."""
+    return _until(stats) if stats.get("paused") else "no"
 
 
 def wait_seconds(raw: str) -> float:
@@ -365,6 +387,21 @@ class Admin:
         print(f"deleted {deleted} job(s) from {self.queue}", file=self.out)
         return 0
 
+    async def pause(self) -> int:
+        """Pause the queue, for --for seconds or until resumed; say until when."""
+        seconds = _number(self.args, "--for") if self.args["--for"] is not None else None
+        if seconds == 0:
+            raise ValidationError("--for must be more than 0 seconds")
+        config = await self.client.pause(self.queue, seconds)
+        print(f"paused {self.queue} {_until(config)}", file=self.out)
+        return 0
+
+    async def resume(self) -> int:
+        """End the queue's pause."""
+        await self.client.resume(self.queue)
+        print(f"resumed {self.queue}", file=self.out)
+        return 0
+
     async def stats(self) -> int:
         """Statistics of the <queue>s (every queue by default): a table, or JSON."""
         names = self.args["<queue>"] or [q["name"] for q in await self.client.list_queues()]
@@ -373,10 +410,10 @@ class Admin:
             _print_json(stats[0] if len(self.args["<queue>"]) == 1 else stats, self.out)
             return 0
         rows = [
-            [s["queue"], *(s["jobs"].get(status, 0) for status in STATUSES), s["total"]]
+            [s["queue"], *(s["jobs"].get(status, 0) for status in STATUSES), s["total"], _paused(s)]
             for s in stats
         ]
-        print(table(rows, ["queue", *STATUSES, "total"]), file=self.out)
+        print(table(rows, ["queue", *STATUSES, "total", "paused"]), file=self.out)
         counters = [[s["queue"], event, n] for s in stats for event, n in s["counters"].items()]
         if counters:
             print(file=self.out)
@@ -533,6 +570,8 @@ COMMANDS = (
     "cancel",
     "delete",
     "truncate",
+    "pause",
+    "resume",
     "stats",
     "history",
     "explain",

@@ -353,6 +353,19 @@ class Client:
         answer: JSONDict = await self.request("POST", ["queues", queue, "kick"], body)
         return int(answer["kicked"])
 
+    async def pause(self, queue: str, seconds: float | None = None) -> JSONDict:
+        """Pause the queue for ``seconds`` (None: until :meth:`resume`): takes get none of
+        its jobs, puts are still accepted; a pause under way is replaced. Its settings
+        after (``paused``, ``paused_until`` in epoch seconds or None)."""
+        body: JSONDict = {} if seconds is None else {"for": seconds}
+        config: JSONDict = await self.request("POST", ["queues", queue, "pause"], body)
+        return config
+
+    async def resume(self, queue: str) -> JSONDict:
+        """End the queue's pause (nothing changes if it is not paused); its settings after."""
+        config: JSONDict = await self.request("POST", ["queues", queue, "resume"])
+        return config
+
     # -- jobs ----------------------------------------------------------------------------
 
     async def put(

@@ -197,6 +197,8 @@ class BlockingClient:
     run_schedule = _twin(Client.run_schedule)
     delete_schedule = _twin(Client.delete_schedule)
     kick = _twin(Client.kick)
+    pause = _twin(Client.pause)
+    resume = _twin(Client.resume)
     put = _twin(Client.put)
     put_many = _twin(Client.put_many)
     take = _twin(Client.take)
