@@ -271,3 +271,19 @@ async def test_a_worker_takes_over_http_when_the_dispatcher_has_no_take_stream(
     assert counts["finished"] == 20
     assert worker._takes is None
     assert any(r.__dict__.get("action") == "take_stream_missing" for r in caplog.records)
+
+
+async def test_a_take_on_a_paused_queue_waits_until_it_is_resumed(client: Client) -> None:
+    assert (await client.post("/queues/q/pause")).status == 200
+    job = await put(client)
+    async with client.ws_connect(STREAM) as stream:
+        # Given a take waiting on the paused queue, a job pending in it
+        await stream.send_json({"ref": 1, "queues": ["q"], "wait": 20})
+        await until(lambda: waiting(client) == 1)
+        with pytest.raises(TimeoutError):
+            await stream.receive(timeout=0.2)  # a while paused: no answer
+        # When the queue is resumed
+        assert (await client.post("/queues/q/resume")).status == 200
+        # Then the take is answered with the job
+        taken = await answer(stream)
+    assert (taken["ref"], [got["id"] for got in taken["jobs"]]) == (1, [job["id"]])

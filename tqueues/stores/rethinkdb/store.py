@@ -204,6 +204,7 @@ class RethinkDBStore(Store):
             run_on_queue=self._run_on_queue,
             timeout=self.settings.timeout,
         )
+        self._feeds.on_open = self.look_for_delays
         catalog.configs.clear()
         with contextlib.suppress(Missing):
             await catalog.admin(r.db_drop(self.settings.db))
