@@ -97,6 +97,9 @@ async def test_delayed_jobs_come_in_the_order_of_their_times(store: Store) -> No
     got = [await store.take("q", wait=2, poll=30) for _ in range(3)]
     # Then each came at its own time (the timer re-armed on the next due time)
     assert [job.id if job else None for job in got] == [soon.id, middle.id, late.id]
+    # And the statistics count them as they are
+    counts = (await store.stats("q")).counts
+    assert (counts["delayed"], counts["pending"], counts["started"]) == (0, 0, 3)
 
 
 async def test_delays_known_before_the_process_are_timed_too(make_store: StoreFactory) -> None:
