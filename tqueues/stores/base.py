@@ -44,7 +44,6 @@ from tqueues.stores import history
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.schedules import ScheduleRecord, mark, tick_id
-
 from tqueues.stores.timers import DueTimers
 from tqueues.stores.waiters import WaitLine
 
