@@ -313,6 +313,12 @@ async def test_explain_says_why_a_job_waits(rest: Rest) -> None:
     assert (answer["id"], answer["status"]) == (second["id"], "pending")
     assert [r["code"] for r in answer["reasons"]] == ["queued", "no_worker"]
     assert answer["reasons"][0]["ahead"] == 1
+    # A paused queue says so, and until when
+    await rest.call("POST", "/queues/q/pause", {"for": 60}, expect=200)
+    answer = await rest.call("GET", f"/queues/q/jobs/{second['id']}/explain", expect=200)
+    assert [r["code"] for r in answer["reasons"]] == ["paused", "queued", "no_worker"]
+    assert answer["reasons"][0]["paused_until"] > clock.now() + 50
+    await rest.call("POST", "/queues/q/resume", expect=200)
     (taken,) = await rest.take()
     assert taken["id"] == first["id"]
     answer = await rest.call("GET", f"/queues/q/jobs/{first['id']}/explain", expect=200)

@@ -24,7 +24,19 @@ class JobExplain(RestView):
             else None
         )
         workers = await self.store.list_workers()
-        return json_response(explain(job, config, ahead=ahead, workers=workers, now=clock.now()))
+        now = clock.now()
+        paused = config.is_paused(now)
+        return json_response(
+            explain(
+                job,
+                config,
+                ahead=ahead,
+                workers=workers,
+                now=now,
+                paused=paused,
+                paused_until=config.paused_until if paused else None,
+            )
+        )
 
 
 __all__ = ["JobExplain"]
