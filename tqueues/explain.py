@@ -118,6 +118,11 @@ def explain(
     if job.status.is_final or job.status is JobStatus.BURIED:
         reasons.append(_ended(job, now))
     elif job.status is JobStatus.STARTED:
+        if job.cancel_requested:
+            reasons.append(_reason("cancel_requested", "Its cancellation was asked for: "
+                                   "its worker stops it at its next heartbeat (about a "
+                                   "second) and it ends cancelled.",
+                                   worker=job.worker))  # fmt: skip
         reasons.append(_leased(job, now))
     else:
         if job.status is JobStatus.DELAYED:

@@ -58,6 +58,11 @@ def test_a_running_a_lapsed_and_an_ended_job() -> None:
                   lease_expires=NOW + 50, attempts=1)  # fmt: skip
     answer = explain(running, CONFIG, ahead=None, workers=[], now=NOW)
     assert codes(answer) == ["leased"] and "leased to worker w:1" in str(answer["summary"])
+    flagged = dataclasses.replace(running, cancel_requested=True)
+    assert codes(explain(flagged, CONFIG, ahead=None, workers=[], now=NOW)) == [
+        "cancel_requested",
+        "leased",
+    ]
     lapsed = dataclasses.replace(running, lease_expires=NOW - 3)
     assert "ran out 3.0 s ago" in str(explain(lapsed, CONFIG, ahead=None, workers=[],
                                               now=NOW)["summary"])  # fmt: skip

@@ -304,8 +304,8 @@ SCHEMAS: Doc = {
                     "required": ["code", "text"],
                     "properties": {
                         "code": {"type": "string", "enum": [
-                            "finished", "failed", "cancelled", "buried", "leased", "lease_expired",
-                            "delayed", "paused", "queued", "no_worker", "no_worker_taking",
+                            "finished", "failed", "cancelled", "buried", "cancel_requested",
+                            "leased", "lease_expired", "delayed", "paused", "queued", "no_worker", "no_worker_taking",
                             "workers", "ttl"]},
                         "text": {"type": "string"},
                     },
