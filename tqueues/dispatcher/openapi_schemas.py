@@ -305,8 +305,8 @@ SCHEMAS: Doc = {
                     "properties": {
                         "code": {"type": "string", "enum": [
                             "finished", "failed", "cancelled", "buried", "cancel_requested",
-                            "leased", "lease_expired", "delayed", "paused", "queued", "no_worker", "no_worker_taking",
-                            "workers", "ttl"]},
+                            "leased", "lease_expired", "delayed", "paused", "queued",
+                            "no_worker", "no_worker_taking", "workers", "ttl"]},
                         "text": {"type": "string"},
                     },
                 },
