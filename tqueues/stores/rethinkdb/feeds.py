@@ -30,12 +30,11 @@ from tqueues.jobs import ChangeEvent, JobStatus
 from tqueues.lifecycle import put_of_handed
 from tqueues.retry import Backoff
 from tqueues.stores.hub import ChangeHub
-from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job, r
-from tqueues.stores.rethinkdb.pool import Pool, consume, message
+from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job
+from tqueues.stores.rethinkdb.pool import Pool, message
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
-FEED_HEARTBEAT = 10.0  #: seconds of feed silence after which the connection is pinged.
 
 RunOnQueue = Callable[..., Awaitable[Any]]
 
@@ -153,21 +152,10 @@ class Feeds:
             self.hub.notify_ready(queue)
             if self.on_open is not None:
                 self.on_open(queue)
-            pending: asyncio.Future[Any] | None = None
-            try:
-                while not self.closed:
-                    if pending is None:
-                        pending = asyncio.ensure_future(cursor.next())
-                    done, _ = await asyncio.wait({pending}, timeout=FEED_HEARTBEAT)
-                    if not done:  # quiet: is the connection still there?
-                        await self.pool.run(r.expr(1), conn=conn)
-                        continue
-                    change, pending = pending.result(), None
+            changes = self.pool.changes(cursor, conn, running=lambda: not self.closed)
+            async with contextlib.aclosing(changes):
+                async for change in changes:
                     self.deliver(queue, change)
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    pending.add_done_callback(consume)
         except ReqlCursorEmpty:
             return
         finally:
@@ -211,4 +199,4 @@ class Feeds:
         self.hub.publish(ChangeEvent(kind, queue, job, old.status if old else None))
 
 
-__all__ = ["FEED_HEARTBEAT", "Feed", "Feeds"]
+__all__ = ["Feed", "Feeds"]

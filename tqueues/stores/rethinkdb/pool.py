@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -75,6 +75,9 @@ class KeyRefused(StoreUnavailable):
     """The server refused a key the query names as one no document can have (a NUL in
     it, too long): a mistake in the request, not an outage. The store turns it into
     what the request meant (no such job); the query changed nothing."""
+
+
+FEED_HEARTBEAT = 10.0  #: seconds of feed silence after which the connection is pinged.
 
 
 def consume(task: asyncio.Future[Any]) -> None:
@@ -190,6 +193,30 @@ class Pool:
                 self._close_later(old)
             return conn
 
+    async def changes(
+        self, cursor: Any, conn: Any, *, running: Callable[[], bool] = lambda: True
+    ) -> AsyncGenerator[Any, None]:
+        """The changes a changefeed ``cursor`` (on ``conn``) delivers, while ``running()``.
+        After FEED_HEARTBEAT seconds of silence the connection is pinged (a query on it),
+        so that a dead one ends the feed with its error instead of leaving it waiting.
+        Use it under :func:`contextlib.aclosing`: the read under way is then cancelled
+        when the caller stops. Raises what the cursor and the ping raise."""
+        pending: asyncio.Future[Any] | None = None
+        try:
+            while running():
+                if pending is None:
+                    pending = asyncio.ensure_future(cursor.next())
+                done, _ = await asyncio.wait({pending}, timeout=FEED_HEARTBEAT)
+                if not done:  # quiet: is the connection still there?
+                    await self.run(r.expr(1), conn=conn)
+                    continue
+                change, pending = pending.result(), None
+                yield change
+        finally:
+            if pending is not None:
+                pending.cancel()
+                pending.add_done_callback(consume)
+
     async def run(self, query: RqlQuery, *, timeout: float | None = None, conn: Any = None) -> Any:
         """Run ``query``; its result (``coerce_to("array")`` reads as lists, feeds as cursors).
 
@@ -281,6 +308,7 @@ class Pool:
 
 
 __all__ = [
+    "FEED_HEARTBEAT",
     "Ambiguous",
     "Exists",
     "KeyRefused",

@@ -46,7 +46,6 @@ from tqueues.stores.rethinkdb.pool import (
     Exists,
     Missing,
     Pool,
-    consume,
     first_error,
     message,
 )
@@ -58,7 +57,6 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 
 QUEUES_TABLE = "tqueues_queues"
 ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
-CATALOG_HEARTBEAT = 10.0  #: seconds of catalog feed silence after which it is pinged.
 SYSTEM = r.db("rethinkdb")  #: the server's system tables (``db_config``, ``table_config``).
 
 
@@ -449,23 +447,12 @@ class Catalog:
         try:
             backoff.reset()
             await self.list()  # what changed while the feed was down
-            pending: asyncio.Future[Any] | None = None
-            try:
-                while True:
-                    if pending is None:
-                        pending = asyncio.ensure_future(cursor.next())
-                    done, _ = await asyncio.wait({pending}, timeout=CATALOG_HEARTBEAT)
-                    if not done:  # quiet: is the connection still there?
-                        await self.pool.run(r.expr(1), conn=conn)
-                        continue
-                    change, pending = pending.result(), None
+            changes = self.pool.changes(cursor, conn)
+            async with contextlib.aclosing(changes):
+                async for change in changes:
                     doc = change.get("new_val")
                     if doc and doc.get("ready") and doc.get("name") in self.configs:
                         self.cache(doc_to_config(doc))
-            finally:
-                if pending is not None:
-                    pending.cancel()
-                    pending.add_done_callback(consume)
         finally:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cursor.close(), 2.0)
