@@ -164,6 +164,57 @@ async def test_an_unreachable_dispatcher_is_dispatcher_unavailable() -> None:
         await asyncio.to_thread(call)
 
 
+async def test_a_refused_connection_is_tried_on_the_next_dispatcher_at_once(
+    aiohttp_server: Server,
+) -> None:
+    # Given two dispatchers, the first of which refuses connections (nothing listens)
+    recorder = Recorder({"id": "j1", "queue": "q", "status": "pending"})
+    server = await aiohttp_server(recorder.app())
+    dead, alive = f"http://127.0.0.1:{free_port()}/", str(server.make_url("/"))
+
+    def call() -> tuple[dict[str, Any], str]:
+        with BlockingClient([dead, alive]) as client:
+            put = client.put("q", "pkg.mod:func")
+            return put, client.endpoint_url
+
+    # When a put is made, it reaches the second one in the same call (nothing was sent to
+    # the first, so sending it again cannot make a second job), once
+    put, now = await asyncio.to_thread(call)
+    assert put["id"] == "j1"
+    assert now == alive
+    assert [r["method"] for r in recorder.requests] == ["POST"]
+
+
+async def test_a_call_without_an_answer_moves_on_but_is_not_sent_again(
+    aiohttp_server: Server,
+) -> None:
+    # Given two dispatchers, the first of which takes the request and never answers
+    release = threading.Event()
+    arrived: list[str] = []
+
+    async def stuck(request: web.Request) -> web.Response:
+        arrived.append(request.method)
+        await asyncio.to_thread(release.wait, 5)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", stuck)
+    first = await aiohttp_server(app)
+    recorder = Recorder({"id": "j2", "queue": "q", "status": "pending"})
+    second = await aiohttp_server(recorder.app())
+    client = BlockingClient([str(first.make_url("/")), str(second.make_url("/"))], timeout=0.3)
+    try:
+        # When a put times out, it raises (it may have been done), and is not sent again
+        with pytest.raises(DispatcherUnavailable):
+            await asyncio.to_thread(client.put, "q", "pkg.mod:func")
+        assert arrived == ["POST"] and recorder.requests == []
+        # And the next call goes to the second dispatcher
+        assert (await asyncio.to_thread(client.put, "q", "pkg.mod:func"))["id"] == "j2"
+    finally:
+        release.set()
+        await asyncio.to_thread(client.close)
+
+
 async def test_error_answers_are_the_typed_errors_of_the_asyncio_client(
     aiohttp_server: Server,
 ) -> None:

@@ -63,22 +63,27 @@ class CurlClient(Client):
         wait: float = 0.0,
     ) -> Any:
         """As :meth:`Client.request <tqueues.client.aio.Client.request>`, blocking the
-        calling thread for the call. Of several dispatchers, a call that got no answer
-        (whatever the reason) moves the next calls to the next one, and raises."""
-        endpoint_url = self.endpoint_url
-        url = self.url(*path)
-        if params:
-            url = url.extend_query(params)
+        calling thread for the call. Of several dispatchers, a connection refused (nothing
+        was sent) is tried on each of the others at once; a call that got no answer moves
+        the next calls to the next one, and raises DispatcherUnavailable."""
         data = None if body is None else codec.dumps(body)
-        try:
-            answer = self.transport.request(method, str(url), data, self.timeout + wait)
-        except TransportError as exc:
-            self.unreachable(endpoint_url)
-            raise DispatcherUnavailable(
-                f"cannot reach the dispatcher at {endpoint_url}: {exc}"
-            ) from exc
-        is_json, charset = content_type(answer.content_type)
-        return answer_of(answer.status, answer.body, is_json=is_json, charset=charset)
+        for attempt in range(len(self.endpoint_urls)):
+            endpoint_url = self.endpoint_url
+            url = self.url(*path)
+            if params:
+                url = url.extend_query(params)
+            try:
+                answer = self.transport.request(method, str(url), data, self.timeout + wait)
+            except TransportError as exc:
+                self.unreachable(endpoint_url)
+                if not exc.sent and attempt + 1 < len(self.endpoint_urls):
+                    continue  # nothing was sent: the next dispatcher may take it
+                raise DispatcherUnavailable(
+                    f"cannot reach the dispatcher at {endpoint_url}: {exc}"
+                ) from exc
+            is_json, charset = content_type(answer.content_type)
+            return answer_of(answer.status, answer.body, is_json=is_json, charset=charset)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         """Close every thread's connection."""

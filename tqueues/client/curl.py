@@ -34,7 +34,18 @@ MISSING_PYCURL = (
 
 
 class TransportError(Exception):
-    """The request did not get an answer: the connection failed, broke or timed out."""
+    """The request did not get an answer: the connection failed, broke or timed out.
+    ``sent`` is False when no connection was made (refused, or the host unknown), so the
+    dispatcher cannot have seen the request."""
+
+    def __init__(self, message: str, *, sent: bool = True) -> None:
+        super().__init__(message)
+        self.sent = sent
+
+
+#: libcurl's codes for "no connection was made": CURLE_COULDNT_RESOLVE_HOST,
+#: CURLE_COULDNT_CONNECT.
+_NOT_SENT = frozenset({6, 7})
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +135,9 @@ class CurlTransport:
             handle.perform()
         except pycurl.error as exc:
             code, message = exc.args if len(exc.args) == 2 else (0, str(exc))
-            raise TransportError(f"{message} (libcurl error {code})") from None
+            raise TransportError(
+                f"{message} (libcurl error {code})", sent=code not in _NOT_SENT
+            ) from None
         status = int(handle.getinfo(pycurl.RESPONSE_CODE))
         content_type = handle.getinfo(pycurl.CONTENT_TYPE) or ""
         return Answer(status, content_type, b"".join(chunks))
