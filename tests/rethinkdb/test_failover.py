@@ -22,6 +22,7 @@ from tqueues.client import Client
 from tqueues.errors import TqueuesError
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
+from tqueues.stores.rethinkdb.pool import Pool
 
 #: The tables every database has beside the queues' (sorted): the history, the catalog,
 #: the worker registry.
@@ -87,6 +88,72 @@ async def test_a_dispatcher_moves_to_another_server_when_its_server_dies(
             taken += [job["id"] for job in jobs]
     assert sorted(taken) == sorted(acknowledged)  # every acknowledged job, each once
     assert any("connecting to" in line for line in proc.log), proc.log
+
+
+async def test_the_pool_returns_to_its_first_server_without_breaking_a_feed(
+    cluster: Cluster, db: str
+) -> None:
+    # Given a database with a table on all three servers, and a pool whose home is server 1
+    shared = cluster.settings(db)
+    await query(shared, r.db_create(db))
+    await query(shared, r.db(db).table_create("t", replicas=SERVERS))
+    await query(shared, r.db(db).wait(wait_for="ready_for_writes"))
+    settings = RethinkDBSettings.from_url(f"rethinkdb://{cluster.hosts(1, 0, 2)}/{db}")
+    pool = Pool(settings, home_check=0.2)
+
+    async def server_of(conn: Any) -> str:
+        return str((await conn.server())["name"])
+
+    async def run_until(what: str, check: Any) -> None:
+        deadline = time.monotonic() + DEADLINE
+        while True:
+            try:
+                await pool.run(r.expr(1), timeout=5)
+                if await check():
+                    return
+            except TqueuesError:
+                pass
+            assert time.monotonic() < deadline, what
+            await asyncio.sleep(0.05)  # polling under the deadline above
+
+    try:
+        home = await server_of(await pool.get())
+        # When its home server dies, the pool moves on
+        cluster.kill(1)
+
+        async def away() -> bool:
+            return pool.address == cluster.address(0)
+
+        await run_until("the pool did not leave its dead server", away)
+        # And a changefeed runs on a connection away from home
+        feed_conn = await pool.get()
+        assert await server_of(feed_conn) != home
+        cursor = await pool.run(r.db(db).table("t").changes(), conn=feed_conn)
+
+        # When the home server is back, new connections go home within seconds
+        cluster.up()
+
+        async def at_home() -> bool:
+            return pool.address == cluster.address(1)
+
+        await run_until("the pool did not return to its first server", at_home)
+        for _ in range(settings.pool_size):
+            assert await server_of(await pool.get()) == home
+
+        # And the feed on the retired connection was not broken by the move
+        await pool.run(r.db(db).table("t").insert({"id": "after"}))
+        change = await asyncio.wait_for(cursor.next(), DEADLINE)
+        assert change["new_val"] == {"id": "after"}
+
+        # And once the feed is closed, its connection is closed too
+        await cursor.close()
+
+        async def retired_closed() -> bool:
+            return not feed_conn.is_open()
+
+        await run_until("the retired connection was not closed once idle", retired_closed)
+    finally:
+        await pool.close()
 
 
 # -- a worker moves to another dispatcher ----------------------------------------------------

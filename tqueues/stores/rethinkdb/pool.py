@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
@@ -78,6 +79,8 @@ class KeyRefused(StoreUnavailable):
 
 
 FEED_HEARTBEAT = 10.0  #: seconds of feed silence after which the connection is pinged.
+#: Seconds between two tries, while the pool is away from its first server, to return to it.
+HOME_CHECK = 30.0
 
 
 def consume(task: asyncio.Future[Any]) -> None:
@@ -96,9 +99,16 @@ class Pool:
     dead server within one failed query. After every server failed a connect, further
     connects are refused at once (StoreUnavailable) until a backoff delay has passed, so
     requests fail fast while the cluster is down.
+
+    The first server is the pool's home (several dispatchers of a cluster each name their
+    own first, to spread the load): while the pool is away from it, every ``home_check``
+    seconds a use of the pool tries, in the background, to connect to it and to see every
+    table of the database ready for writes from there; when it is, new connections go home
+    again. The connections on the other server are retired, not broken: each is closed
+    once no query or changefeed runs on it, so no feed breaks for the move.
     """
 
-    def __init__(self, settings: RethinkDBSettings) -> None:
+    def __init__(self, settings: RethinkDBSettings, *, home_check: float = HOME_CHECK) -> None:
         self.settings = settings
         self.servers = settings.servers
         self._current = 0  #: the index in ``servers`` of the server new connections go to.
@@ -110,6 +120,10 @@ class Pool:
         self._retry_at = 0.0
         self._last_error = ""
         self._closers: set[asyncio.Task[None]] = set()
+        self._home_check = home_check
+        self._home_at = 0.0  #: time.monotonic() after which to try the home server again
+        self._homing: asyncio.Task[None] | None = None
+        self._retired: list[Any] = []  #: connections away from home, closed once idle
         self.closed = False
 
     @property
@@ -124,15 +138,16 @@ class Pool:
         if len(self.servers) > 1 and server == self._current:
             failed = self.address
             self._current = (server + 1) % len(self.servers)
+            self._home_at = time.monotonic() + self._home_check
             log.warning(
                 "RethinkDB at %s failed; connecting to %s", failed, self.address,
                 extra={"action": "rethinkdb_failover"},
             )  # fmt: skip
 
-    async def _connect(self) -> Any:
-        """A new connection to the server in use."""
+    async def _connect(self, server: int | None = None) -> Any:
+        """A new connection to the server in use (or to ``servers[server]``)."""
         settings = self.settings
-        host, port = self.servers[self._current]
+        host, port = self.servers[self._current if server is None else server]
         return await r.connect(
             host=host,
             port=port,
@@ -145,6 +160,8 @@ class Pool:
         """An open connection. Raises StoreUnavailable when none can be had."""
         if self.closed:
             raise StoreUnavailable("the RethinkDB store is closed")
+        if self._current != 0 or self._retired:
+            self._tend_home()
         index = self._next
         self._next = (index + 1) % len(self._slots)
         conn = self._slots[index]
@@ -192,6 +209,57 @@ class Pool:
             if old is not None:
                 self._close_later(old)
             return conn
+
+    def _tend_home(self) -> None:
+        """Away from home: start a try to return when one is due. Close the retired
+        connections that have become idle."""
+        for conn in tuple(self._retired):
+            if _idle(conn):
+                self._retired.remove(conn)
+                self._close_later(conn)
+        if self._current == 0 or self._homing is not None or time.monotonic() < self._home_at:
+            return
+        self._home_at = time.monotonic() + self._home_check
+        self._homing = asyncio.ensure_future(self._go_home())
+
+        def done(task: asyncio.Future[None]) -> None:
+            self._homing = None
+            consume(task)
+
+        self._homing.add_done_callback(done)
+
+    async def _go_home(self) -> None:
+        """Connect to the home server; if every table of the database is ready for writes
+        from there, new connections go home and the others are retired."""
+        timeout = self.settings.timeout
+        try:
+            conn = await asyncio.wait_for(self._connect(0), timeout)
+        except (ReqlError, OSError, TimeoutError):
+            return
+        try:
+            ready = r.db(self.settings.db).wait(wait_for="ready_for_writes", timeout=timeout)
+            await asyncio.wait_for(ready.run(conn), timeout + 1)
+        except (ReqlError, OSError, TimeoutError):
+            self._close_later(conn)
+            return
+        if self.closed or self._current == 0:
+            self._close_later(conn)
+            return
+        away, self._current = self.address, 0
+        log.info(
+            "RethinkDB at %s is back; connecting to it instead of %s", self.address, away,
+            extra={"action": "rethinkdb_home"},
+        )  # fmt: skip
+        for index, slot in enumerate(self._slots):
+            if slot is not None and self._slot_server[index] != 0:
+                self._slots[index] = None
+                self._retired.append(slot)
+        for index, slot in enumerate(self._slots):
+            if slot is None:
+                self._slots[index], self._slot_server[index] = conn, 0
+                break
+        else:
+            self._close_later(conn)
 
     async def changes(
         self, cursor: Any, conn: Any, *, running: Callable[[], bool] = lambda: True
@@ -279,6 +347,8 @@ class Pool:
             if slot is conn:
                 self._slots[index] = None
                 self._move_on(self._slot_server[index])
+        if conn in self._retired:
+            self._retired.remove(conn)
         self._close_later(conn)
 
     def _close_later(self, conn: Any) -> None:
@@ -299,16 +369,33 @@ class Pool:
     async def close(self) -> None:
         """Close every connection."""
         self.closed = True
+        if self._homing is not None:
+            self._homing.cancel()
         for index, conn in enumerate(self._slots):
             self._slots[index] = None
             if conn is not None:
                 self._close_later(conn)
+        retired, self._retired = self._retired, []
+        for conn in retired:
+            self._close_later(conn)
         if self._closers:
             await asyncio.gather(*tuple(self._closers), return_exceptions=True)
 
 
+def _idle(conn: Any) -> bool:
+    """No query waits for an answer on ``conn`` and no cursor (a changefeed) is open on it
+    (the driver's own bookkeeping; a closed connection is idle)."""
+    instance = getattr(conn, "_instance", None)
+    if instance is None or not conn.is_open():
+        return True
+    return not getattr(instance, "_user_queries", None) and not getattr(
+        instance, "_cursor_cache", None
+    )
+
+
 __all__ = [
     "FEED_HEARTBEAT",
+    "HOME_CHECK",
     "Ambiguous",
     "Exists",
     "KeyRefused",
