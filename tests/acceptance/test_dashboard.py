@@ -1,16 +1,20 @@
-"""The dashboard at ``/ui/`` in a real browser: headless Chromium (Debian's, through
-selenium) against a real dispatcher and worker.
+"""The dashboard at ``/ui/`` in real browsers: headless Chromium (Debian's, through
+selenium) and headless Firefox (Debian's ESR, through puppeteer-core over WebDriver BiDi:
+``tests/firefox/dashboard.mjs``) against a real dispatcher and worker.
 
 Logs in with a token; a job put over HTTP shows on the queue page within a second; its
 progress (the worker's ``update``) shows live on the job page; a buried job kicked with the
 button becomes pending; a worker shows on the workers page; a read-only token finds the
 action buttons disabled, and the API refuses the action anyway; without a token no page
-shows data. Screenshots of every page go to a temporary folder, printed at the start
-(``TQUEUES_SCREENSHOTS`` names another); they are never committed.
+shows data. Firefox runs the same scenarios but the reconnection, the filters and the
+monitor token, in one browser (each start costs seconds). Screenshots of every page go to
+a temporary folder, printed at the start (``TQUEUES_SCREENSHOTS`` names another), Firefox's
+in its ``firefox`` folder; they are never committed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import tempfile
@@ -28,7 +32,6 @@ from tests.acceptance.jobs import method
 if TYPE_CHECKING:
     from selenium.webdriver import Chrome
 
-pytestmark = pytest.mark.skipif(browser.missing() is not None, reason=str(browser.missing()))
 
 ADMIN = "dashboard-admin-token-0123"
 PRODUCER = "dashboard-producer-token-01"
@@ -40,6 +43,7 @@ TOKENS = (
 )  # fmt: skip
 LIVE = 1.0  # seconds: how soon a change must show
 SLOW = 10.0  # seconds: for what waits on processes
+FIREFOX_TIMEOUT = 120.0  # seconds: the whole Firefox run, its start included
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +61,10 @@ def screenshots(pytestconfig: pytest.Config) -> Path:
 
 @pytest.fixture(scope="module")
 def chrome() -> Iterator[Chrome]:
+    """Headless Chromium, shared by the module's tests (skips them when it cannot start)."""
+    reason = browser.missing()
+    if reason is not None:
+        pytest.skip(reason)
     with browser.chromium() as driver:
         yield driver
 
@@ -294,3 +302,69 @@ async def test_a_monitor_token_sees_the_counts_and_no_job(
     until(chrome, SLOW, "the page to say no job", text_of("table.jobs", "may not read jobs"))
     buttons = chrome.find_elements("css selector", "button[data-action]")
     assert buttons and all(not b.is_enabled() for b in buttons)
+
+
+@pytest.mark.skipif(browser.firefox_missing() is not None, reason=str(browser.firefox_missing()))
+async def test_dashboard_in_firefox(cluster: Cluster, screenshots: Path, tmp_path: Path) -> None:
+    """The scenarios above in headless Firefox: ``tests/firefox/dashboard.mjs`` logs in,
+    watches a job put over HTTP appear and its progress move, kicks a buried job with the
+    button, finds the worker, then, with the producer token, finds every button disabled and
+    has the page's own request refused. It fails on the first thing not seen in time; here
+    what it saw is checked against the API."""
+    dispatcher = await cluster.dispatcher(None, *TOKENS)
+    url = dispatcher.url
+    headers = {"Authorization": f"Bearer {ADMIN}"}
+    async with aiohttp.ClientSession(headers=headers) as session:
+        for queue in ("ui", "held"):
+            async with session.put(f"{url}queues/{queue}") as response:
+                assert response.status in (200, 201)
+        worker = await cluster.worker(url, "ui", "--token", WORKER)
+        folder = screenshots / "firefox"
+        folder.mkdir(exist_ok=True)
+        config = {
+            "url": url, "admin": ADMIN, "producer": PRODUCER, "queue": "ui", "held": "held",
+            "progress_method": method("gated_progress"), "add_method": method("coro_add"),
+            "gate": str(tmp_path / "gate"), "screenshots": str(folder), "live": LIVE,
+            "slow": SLOW,
+        }  # fmt: skip
+        command = browser.firefox_command(config)
+        run = await asyncio.create_subprocess_exec(
+            *command, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        try:
+            out, err = await asyncio.wait_for(run.communicate(), FIREFOX_TIMEOUT)
+        except TimeoutError:
+            run.kill()
+            await run.wait()
+            pytest.fail(f"the Firefox run took over {FIREFOX_TIMEOUT:g}s")
+        assert run.returncode == 0, f"{command[1]} failed:\n{err.decode()}"
+        seen = json.loads(out)
+        print(f"{seen['browser']}: started in {seen['launch_ms']} ms,", end=" ")
+        print(f"scenarios {seen['scenarios_ms']} ms")
+
+        assert seen["browser"].startswith("firefox/")
+        assert seen["page_errors"] == []
+        assert seen["main_without_token"] == ""
+        assert seen["job_shown_after_ms"] <= LIVE * 1000
+        assert "through the gate" in seen["job_result"]
+        async with session.get(f"{url}queues/ui/jobs/{seen['job']}") as response:
+            assert (await response.json())["status"] == "finished"
+        async with session.get(f"{url}queues/held/jobs/{seen['kicked']}") as response:
+            assert (await response.json())["status"] == "pending"
+        assert str(worker.pid) in seen["worker_row"] and "ui" in seen["worker_row"]
+
+        job_buttons = seen["read_only_job_buttons"]
+        assert {b["action"] for b in job_buttons} >= {"kick_job", "delete"}
+        assert all(b["disabled"] for b in job_buttons)
+        queue_buttons = seen["read_only_queue_buttons"]
+        assert {b["action"] for b in queue_buttons} >= {"kick", "truncate"}
+        assert all(b["disabled"] for b in queue_buttons)
+        assert seen["read_only_kick"]["status"] == 403
+        assert seen["read_only_kick"]["body"]["error"] == "forbidden"
+        async with session.get(f"{url}queues/held/jobs/{seen['stuck']}") as response:
+            assert (await response.json())["status"] == "buried"
+
+        names = {Path(path).name for path in seen["screenshots"]}
+        assert names >= {"login.png", "queue.png", "job.png", "workers.png", "overview.png"}
+        for path in seen["screenshots"]:
+            assert Path(path).read_bytes().startswith(b"\x89PNG"), path
