@@ -260,6 +260,35 @@ async def test_replicas_and_write_acks_are_set_and_reconfigured(
         assert config["write_acks"] == "majority"
 
 
+async def test_reconfigure_returns_once_the_new_replicas_hold_a_full_copy(
+    cluster: Cluster, db: str
+) -> None:
+    # Given a table of one replica holding some data (20 MB)
+    settings = cluster.settings(db)
+    await query(settings, r.db_create(db))
+    await query(settings, r.db(db).table_create("big", replicas=1))
+    blob = "x" * 1000
+    for start in range(0, 20_000, 5_000):
+        rows = r.range(start, start + 5_000).map(lambda i: {"id": i, "blob": blob})
+        await query(settings, r.db(db).table("big").insert(rows))
+
+    # When it is given three replicas
+    admin = await asyncio.create_subprocess_exec(
+        str(BIN / "tqueues"), "rethinkdb", "reconfigure", "--rethinkdb", cluster.url(db),
+        "--replicas", "3",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(admin.communicate(), 120)
+    assert admin.returncode == 0, err.decode()
+    assert out.decode().splitlines() == [f"{db}.big: 3 replica(s), write_acks majority"]
+
+    # Then, as soon as the command has returned, every replica is a full one
+    status = await query(settings, r.db(db).table("big").status())
+    states = [replica["state"] for shard in status["shards"] for replica in shard["replicas"]]
+    assert states == ["ready"] * 3, status
+    assert status["status"]["all_replicas_ready"], status
+
+
 async def test_more_replicas_than_servers_is_refused_in_one_line(cluster: Cluster, db: str) -> None:
     admin = await asyncio.create_subprocess_exec(
         str(BIN / "tqueues_dispatcher"), "--listen", "127.0.0.1:0", "--host", cluster.hosts(),

@@ -63,6 +63,7 @@ Usage:
   tqueues schedules (pause | resume | run | delete) [options] <queue> <schedule>
   tqueues queues [options] [--json]
   tqueues rethinkdb reconfigure [--rethinkdb URL] [--replicas N] [--write_acks MODE]
+                                [--backfill SECONDS]
   tqueues -h | --help
   tqueues --version
 
@@ -99,6 +100,9 @@ Options:
                      TQUEUES_RETHINKDB; default rethinkdb://localhost:28015/tqueues).
   --replicas N       rethinkdb reconfigure: replicas of every table [default: 1].
   --write_acks MODE  rethinkdb reconfigure: majority or single [default: majority].
+  --backfill SECONDS rethinkdb reconfigure: how long to wait for the new replicas to
+                     hold a full copy of their tables; 0: return once they accept
+                     writes [default: 600].
   -h --help          Show this screen.
   --version          Show version.
 
@@ -107,7 +111,9 @@ what failed and, when the dispatcher cannot be reached, whether anything was don
 
 rethinkdb reconfigure talks to RethinkDB, not to a dispatcher: it gives every table of
 the database (the catalog and each queue's) one shard, N replicas and the write
-acknowledgements, as dispatchers started with --replicas and --write_acks create them.
+acknowledgements, as dispatchers started with --replicas and --write_acks create them,
+and returns once every replica holds a full copy (exit status 2 if that takes longer
+than --backfill seconds: the settings are applied and the copying goes on).
 
 Examples:
   export TQUEUES_URL={DEFAULT_URL}
@@ -602,9 +608,14 @@ async def reconfigure_rethinkdb(args: Mapping[str, Any], out: TextIO) -> int:
     write_acks = str(args["--write_acks"]).lower()
     if write_acks not in WRITE_ACKS:
         raise SettingsError(f"--write_acks must be majority or single, not {write_acks!r}")
+    backfill = _number(args, "--backfill")
+    if backfill == float("inf"):
+        raise SettingsError("--backfill must be a number of seconds, not infinite")
     pool = Pool(dataclasses.replace(settings, pool_size=1))
     try:
-        tables = await reconfigure(pool, settings.db, replicas=replicas, write_acks=write_acks)
+        tables = await reconfigure(
+            pool, settings.db, replicas=replicas, write_acks=write_acks, backfill=backfill
+        )
     finally:
         await pool.close()
     for name in tables:

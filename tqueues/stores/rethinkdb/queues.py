@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -80,13 +81,22 @@ async def create_table(pool: Pool, settings: RethinkDBSettings, name: str, **opt
 
 
 async def reconfigure(
-    pool: Pool, db: str, *, replicas: int, write_acks: str, timeout: float = ADMIN_TIMEOUT
+    pool: Pool,
+    db: str,
+    *,
+    replicas: int,
+    write_acks: str,
+    backfill: float = 0.0,
+    timeout: float = ADMIN_TIMEOUT,
 ) -> list[str]:
     """Give every table of the database ``db`` (the catalog and each queue's) one shard,
     ``replicas`` replicas and ``write_acks`` ("majority" or "single"), and wait until each
-    accepts writes (new replicas copy the data in the background). The names of the
-    tables, in order. Raises StoreUnavailable (too few servers for the replicas, a missing
-    database: Missing)."""
+    accepts writes; then, when ``backfill`` > 0, up to ``backfill`` seconds until every
+    replica of every table holds a full copy (new replicas copy the data in the
+    background: until then a table survives no more failures than before). The names of
+    the tables, in order. Raises StoreUnavailable (too few servers for the replicas, a
+    missing database: Missing; :class:`BackfillUnfinished` when the copies are not done
+    within ``backfill`` seconds: the new settings are in force all the same)."""
     tables = sorted(await pool.run(r.db(db).table_list()))
     for name in tables:
         table = r.db(db).table(name)
@@ -94,7 +104,29 @@ async def reconfigure(
         await pool.run(table.config().update({"write_acks": write_acks}), timeout=timeout)
     for name in tables:
         await pool.run(r.db(db).table(name).wait(wait_for="ready_for_writes"), timeout=timeout)
+    if backfill > 0:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + backfill
+        for name in tables:
+            left = max(1, math.ceil(deadline - loop.time()))  # the server takes whole seconds
+            ready = r.db(db).table(name).wait(wait_for="all_replicas_ready", timeout=left)
+            try:
+                await pool.run(ready, timeout=left + timeout)
+            except StoreUnavailable as exc:
+                if "Timed out" not in exc.message:
+                    raise
+                raise BackfillUnfinished(
+                    f"{db}.{name} has {replicas} replica(s) and write_acks {write_acks}, but "
+                    f"not every replica held a full copy within {backfill:g}s; RethinkDB goes "
+                    "on copying in the background: run the command again to wait again, or "
+                    "watch rethinkdb.table_status"
+                ) from exc
     return tables
+
+
+class BackfillUnfinished(StoreUnavailable):
+    """The new replicas did not all hold a full copy of their table in time (see
+    :func:`reconfigure`); the settings were applied."""
 
 
 async def remove_twins(pool: Pool, db: str) -> bool:
@@ -482,6 +514,7 @@ class _Twins(StoreUnavailable):
 __all__ = [
     "ADMIN_TIMEOUT",
     "QUEUES_TABLE",
+    "BackfillUnfinished",
     "Catalog",
     "create_table",
     "reconfigure",
