@@ -198,6 +198,16 @@ async def test_dashboard_pages_live_and_actions(
         chrome.find_element("css selector", 'button[data-action="kick"]').click()
         until(chrome, SLOW, "the job to move to pending", text_of(row, "pending"))
 
+        # A pending job, cancelled with the button (after its confirmation), ends cancelled.
+        doomed = await put(session, url, "held", {"method": method("coro_add"), "args": [3, 4]})
+        go(chrome, url, f"/job/held/{doomed}")
+        until(chrome, SLOW, "the job to cancel", text_of("#job-status", "pending"))
+        chrome.find_element("css selector", 'button[data-action="cancel"]').click()
+        chrome.switch_to.alert.accept()
+        until(chrome, SLOW, "the job to be cancelled", text_of("#job-status", "cancelled"))
+        async with session.get(f"{url}queues/held/jobs/{doomed}") as response:
+            assert (await response.json())["status"] == "cancelled"
+
         # The worker (its heartbeats) on the workers page.
         go(chrome, url, "/workers")
         until(chrome, SLOW, "the worker on the workers page", text_of("tr[data-worker]", "running"))
@@ -227,8 +237,9 @@ async def test_a_read_only_token_cannot_act(
     go(chrome, url, f"/job/ro/{job_id}")
     until(chrome, SLOW, "the buried job", text_of("#job-status", "buried"))
     buttons = chrome.find_elements("css selector", "button[data-action]")
-    assert {b.get_attribute("data-action") for b in buttons} >= {"kick_job", "delete"}
-    assert all(not b.is_enabled() for b in buttons)
+    enabled = {b.get_attribute("data-action") for b in buttons if b.is_enabled()}
+    assert {b.get_attribute("data-action") for b in buttons} >= {"kick_job", "delete", "cancel"}
+    assert enabled == {"cancel"}  # a producer may cancel its jobs, nothing else here
     chrome.save_screenshot(str(screenshots / "job-read-only.png"))
 
     go(chrome, url, "/queue/ro")
@@ -354,8 +365,9 @@ async def test_dashboard_in_firefox(cluster: Cluster, screenshots: Path, tmp_pat
         assert str(worker.pid) in seen["worker_row"] and "ui" in seen["worker_row"]
 
         job_buttons = seen["read_only_job_buttons"]
-        assert {b["action"] for b in job_buttons} >= {"kick_job", "delete"}
-        assert all(b["disabled"] for b in job_buttons)
+        assert {b["action"] for b in job_buttons} >= {"kick_job", "delete", "cancel"}
+        # a producer may cancel its jobs, nothing else on the page
+        assert {b["action"] for b in job_buttons if not b["disabled"]} == {"cancel"}
         queue_buttons = seen["read_only_queue_buttons"]
         assert {b["action"] for b in queue_buttons} >= {"kick", "truncate"}
         assert all(b["disabled"] for b in queue_buttons)

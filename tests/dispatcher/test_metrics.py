@@ -179,6 +179,17 @@ async def test_the_monitor_role_sees_the_dispatcher_never_a_job(secured: Client)
         assert (await secured.get(path, headers=bearer(MONITOR))).status == 200, path
     for method, path in (("GET", "/queues/q/jobs"), ("GET", "/queues"),
                          ("POST", "/queues/q/jobs"), ("POST", "/queues/q/take"),
-                         ("GET", "/?queue=q&id=1")):  # fmt: skip
+                         ("GET", "/?queue=q&id=1"),
+                         ("POST", "/queues/q/jobs/1/cancel")):  # fmt: skip
         response = await secured.request(method, path, headers=bearer(MONITOR), json={})
         assert response.status == 403, (method, path)
+
+
+def test_the_monitor_role_may_only_read() -> None:
+    """No route that changes anything lets a monitoring token in (``cancel`` once did)."""
+    from tqueues.dispatcher.operations import OPERATIONS
+
+    writes = [op for op in OPERATIONS if op.method not in ("GET", "HEAD")]
+    assert writes
+    let_in = [f"{op.method} {op.path}" for op in writes if "monitor" in op.roles]
+    assert let_in == []

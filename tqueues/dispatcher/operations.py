@@ -169,7 +169,7 @@ OPERATIONS: tuple[Operation, ...] = (
             "cancelled at once; a started one is flagged `cancel_requested`, its worker stops "
             "it within about a second (its next heartbeat) and it ends cancelled, never "
             "retried (with `lease`: its worker reports it stopped it). 409 "
-            "invalid_transition for a job that ended.", m.Cancel, roles=ANY_ROLE),
+            "invalid_transition for a job that ended.", m.Cancel, roles=READ),
     # -- the rest of the REST API ------------------------------------------------------------
     Operation(
         "GET", f"{QUEUE}/jobs/next", rest.NextJob, "peek", READ,

@@ -590,6 +590,8 @@ async function jobPage(main, id, queue, jobId) {
     action("Kick", "kick_job", () => api("POST", `${path}/kick`, {}), { after }),
     action("Bury", "bury", () => api("POST", `${path}/bury`, { reason: "buried from the dashboard" }), { after }),
     action("Release", "release", () => api("POST", `${path}/release`, {}), { after }),
+    action("Cancel", "cancel", () => api("POST", `${path}/cancel`, {}),
+      { danger: true, confirm: `Cancel job ${jobId}? A running job is stopped; a cancelled job is never retried.`, after }),
     action("Delete", "delete", () => api("DELETE", path), { danger: true, confirm: `Delete job ${jobId}?`, after }));
   readOnlyNote(actions);
   const refreshExplain = throttled(explain, 1000);
