@@ -35,6 +35,9 @@ class JobStatus(enum.StrEnum):
 
     #: Ready to be taken (beanstalkd's "ready").
     PENDING = "pending"
+    #: Put with ``after``: waits until every job it names has finished, then becomes
+    #: pending (or delayed); buried when one of them ends otherwise or is deleted.
+    WAITING = "waiting"
     #: Waiting for its retry time; becomes pending when it comes.
     DELAYED = "delayed"
     #: Taken by a worker that holds its lease (beanstalkd's "reserved").
@@ -168,6 +171,8 @@ class NewJob:
     delay: float | None = None
     ttl: float | None = None
     urgent: bool = False  #: ahead of every other ready job of the queue.
+    #: The jobs it waits for, as ``"queue/id"`` (see ``tqueues.dependencies``).
+    after: list[str] = dataclasses.field(default_factory=list)
 
     @classmethod
     def from_request(cls, fields: Mapping[str, Any]) -> NewJob:
@@ -211,6 +216,11 @@ class JobRecord:
     #: A started job asked to stop (:func:`tqueues.lifecycle.cancel`): its worker hears of
     #: it at its next heartbeat; however the run then ends, the job ends cancelled.
     cancel_requested: bool = False
+    #: The jobs this one waits for (``"queue/id"``), as put; empty for most jobs.
+    after: list[str] = dataclasses.field(default_factory=list)
+    #: Some job put with ``after`` names this one: when it ends, the store looks its
+    #: dependents up (see ``tqueues.stores.dependents``). Never unset.
+    has_dependents: bool = False
 
     def to_dict(self, *, with_lease: bool = False) -> dict[str, JSON]:
         """The job as JSON; ``extra`` fields sit at the top level beside the others.
@@ -291,7 +301,7 @@ class ChangeEvent:
     """One change to a job, as stores publish it and the WebSocket stream sends it."""
 
     #: put, taken, updated, finished, failed, buried, released, expired, promoted, kicked,
-    #: cancel_requested, cancelled, deleted: the ``event`` of the job's revision (see
+    #: cancel_requested, cancelled, awaited, deleted: the ``event`` of the job's revision (see
     #: :mod:`tqueues.lifecycle`).
     kind: str
     queue: str

@@ -41,17 +41,19 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
     its id is ``id`` (a new random one if None).
 
     Pending, or delayed while its delay runs; an urgent job gets priority -1, ahead of all.
+    A job put with ``after`` is waiting (:func:`unblock` then makes it pending or delayed).
     """
     delay = new.delay if new.delay is not None else config.delay
     ttl = new.ttl if new.ttl is not None else config.ttl
     priority = new.priority if new.priority is not None else config.priority
+    status = JobStatus.DELAYED if delay > 0 else JobStatus.PENDING
     return JobRecord(
         id=id if id is not None else new_random_id(),
         queue=new.queue,
         method=new.method,
         args=new.args,
         kwargs=new.kwargs,
-        status=JobStatus.DELAYED if delay > 0 else JobStatus.PENDING,
+        status=JobStatus.WAITING if new.after else status,
         priority=-1 if new.urgent else priority,
         ttr=new.ttr if new.ttr is not None else config.ttr,
         max_attempts=new.max_attempts if new.max_attempts is not None else config.max_attempts,
@@ -60,6 +62,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
         created_at=now,
         expires_at=now + ttl if ttl is not None else None,
         event="put",
+        after=list(new.after),
     )
 
 
@@ -104,6 +107,14 @@ def _check_lease(job: JobRecord, lease: str | None) -> None:
         raise LeaseMismatch(
             f"the lease on job {job.id} is no longer yours: it expired and the job is now "
             f"{job.status.value}",
+            status=job.status,
+        )
+
+
+def _check_not_waiting(job: JobRecord, what: str) -> None:
+    if job.status is JobStatus.WAITING:
+        raise InvalidTransition(
+            f"job {job.id} is waiting for the jobs it names in 'after': it has no run to {what}",
             status=job.status,
         )
 
@@ -154,6 +165,7 @@ def fail(
     retry can mend, such as a method the worker may not run) ends it failed at once.
     """
     _check_lease(job, lease)
+    _check_not_waiting(job, "fail")
     if job.cancel_requested:
         return cancelled(job, now=now)
     common: dict[str, Any] = {"error": error, "traceback": traceback, "lease": None,
@@ -176,6 +188,7 @@ def release(
     job that is ready now.
     """
     _check_lease(job, lease)
+    _check_not_waiting(job, "release")
     if job.cancel_requested:
         return cancelled(job, now=now)
     if delay > 0 or to_end:
@@ -288,14 +301,14 @@ def kick(job: JobRecord, *, now: float) -> JobRecord:
 
 
 #: The states a cancel ends at once (a started job is flagged instead).
-CANCELLABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.BURIED)
+CANCELLABLE = (JobStatus.PENDING, JobStatus.DELAYED, JobStatus.WAITING, JobStatus.BURIED)
 
 
 def cancel(job: JobRecord, *, lease: str | None, now: float) -> JobRecord:
     """Stop the job for good (a producer's or an operator's call, or its worker's report
     that it stopped it).
 
-    A pending, delayed or buried job ends ``cancelled`` at once (event "cancelled"). A
+    A pending, delayed, waiting or buried job ends ``cancelled`` at once (event "cancelled"). A
     started job is flagged ``cancel_requested`` (event "cancel_requested"; again if
     already flagged) and keeps its lease: its worker hears of it at its next heartbeat
     and stops the run, which then ends cancelled (see the module's docstring). With
@@ -317,3 +330,37 @@ def cancelled(job: JobRecord, *, now: float) -> JobRecord:
         lease_expires=None,
         event="cancelled",
     )
+
+
+# -- dependencies (see tqueues.dependencies) -------------------------------------------------
+
+
+def awaited(job: JobRecord) -> JobRecord:
+    """The job with ``has_dependents`` set: a job put with ``after`` names it, so that its
+    end looks its dependents up (event "awaited"). Raises InvalidTransition when the flag
+    is set already, or the job has ended as a prerequisite (finished, buried, failed,
+    cancelled: the dependent reads that itself, and a flag would be of no use)."""
+    if job.has_dependents:
+        raise InvalidTransition(f"job {job.id} has dependents already", status=job.status)
+    if job.status in (JobStatus.FINISHED, JobStatus.BURIED, JobStatus.FAILED,
+                      JobStatus.CANCELLED):  # fmt: skip
+        raise InvalidTransition(f"job {job.id} is {job.status.value}", status=job.status)
+    return job.revise(has_dependents=True, event="awaited")
+
+
+def unblock(job: JobRecord, *, now: float) -> JobRecord:
+    """A waiting job whose prerequisites all finished: pending at the end of the queue (its
+    ``ready_at`` now), or delayed while its own delay runs (event "promoted")."""
+    if job.status is not JobStatus.WAITING:
+        raise InvalidTransition(f"job {job.id} is {job.status.value}, not waiting")
+    if job.ready_at > now:
+        return job.revise(status=JobStatus.DELAYED, event="promoted")
+    return job.revise(status=JobStatus.PENDING, ready_at=now, event="promoted")
+
+
+def orphan(job: JobRecord, *, reason: str, now: float) -> JobRecord:
+    """A waiting job one of whose prerequisites failed for good or went: buried with
+    ``reason`` as its error (an operator may kick it)."""
+    if job.status is not JobStatus.WAITING:
+        raise InvalidTransition(f"job {job.id} is {job.status.value}, not waiting")
+    return job.revise(status=JobStatus.BURIED, error=reason, event="buried")

@@ -20,6 +20,7 @@ MAX_OUTCOMES = 1000  #: outcomes one report may carry.
 MAX_PAGE = 1000  #: jobs one listing page may hold.
 DEFAULT_PAGE = 100  #: jobs in a listing page when the request names no ``limit``.
 MAX_KICK = 10_000  #: the largest ``bound`` of a queue kick.
+MAX_AFTER = 100  #: jobs one job may wait for (its ``after``).
 #: The longest job id, in bytes of UTF-8: RethinkDB's limit on a primary key (an id no
 #: store could hold is refused on every store alike; see :mod:`tqueues.ids`).
 MAX_ID_BYTES = 127
@@ -46,6 +47,7 @@ __all__ = [
     "DEFAULT_PORT",
     "DEFAULT_TTR",
     "DEFAULT_URL",
+    "MAX_AFTER",
     "MAX_BATCH",
     "MAX_EVERY",
     "MAX_ID_BYTES",

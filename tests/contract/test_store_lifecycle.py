@@ -290,8 +290,8 @@ async def test_stats_count_jobs_by_status_and_events(store: Store) -> None:
     await store.fail("q", job.id, lease=job.lease, error="E")  # buried
     await store.take("q", wait=0.01)
     stats = await store.stats("q")
-    assert stats.counts == {"pending": 1, "delayed": 0, "started": 1, "finished": 0,
-                            "buried": 1, "failed": 0, "cancelled": 0}  # fmt: skip
+    assert stats.counts == {"pending": 1, "waiting": 0, "delayed": 0, "started": 1,
+                            "finished": 0, "buried": 1, "failed": 0, "cancelled": 0}  # fmt: skip
     assert stats.counters["put"] == 3 and stats.counters["taken"] == 2
     assert stats.counters["buried"] == 1
     assert stats.to_dict()["total"] == 3

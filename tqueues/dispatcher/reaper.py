@@ -1,4 +1,6 @@
-"""The periodic sweep: expired leases back to pending (or failed), due delayed jobs to pending.
+"""The periodic sweep: expired leases back to pending (or failed), due delayed jobs to
+pending; and, every few seconds, the jobs waiting for others judged again (the safety net
+of :mod:`tqueues.stores.dependents`).
 
 Idempotent and conditional per job, so several dispatchers on one store need no leader.
 """
@@ -20,6 +22,7 @@ async def reap_forever(store: Store, interval: float) -> None:
     while True:
         try:
             changed = await store.reap(clock.now())
+            changed += await store.dependents.sweep()
             if changed:
                 log.debug("reaped %d job(s)", changed, extra={"action": "reaped"})
         except StoreUnavailable as exc:

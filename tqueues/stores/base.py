@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from tqueues import clock, lifecycle
+from tqueues.dependencies import settles
 from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
@@ -41,6 +42,7 @@ from tqueues.jobs import (
 )
 from tqueues.retry import RetryPolicy
 from tqueues.stores import history
+from tqueues.stores.dependents import Dependents
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.primitives import Mutation, Page, Primitives
 from tqueues.stores.schedules import ScheduleRecord, mark, tick_id
@@ -95,6 +97,8 @@ class Store(Primitives):
         self._looks: set[asyncio.Task[None]] = set()  #: reads of earliest due times
         #: per queue, a timer on the end of its pause, which wakes its takers
         self._pause_ends = DueTimers(self._pause_ended, "pause end")
+        #: jobs put with ``after``, and the ends of the jobs they wait for
+        self.dependents = Dependents(self, self.apply, self._insert_from_dependents)
 
     # -- operations, written once ------------------------------------------------------------
 
@@ -105,6 +109,8 @@ class Store(Primitives):
             self.observer.changed(job, before)
         if job.status is JobStatus.DELAYED:
             self._delays.arm(job.queue, job.ready_at)
+        if job.has_dependents and settles(job) and (before is None or before.status != job.status):
+            self.dependents.ended(job)  # (a job nobody waits for never gets here)
         self.publish(job, before)
 
     def publish(self, job: JobRecord, before: JobRecord | None = None) -> None:
@@ -119,15 +125,21 @@ class Store(Primitives):
         self.hub.publish_job(job, old_status)
 
     async def put(self, new: NewJob) -> JobRecord:
-        """Enqueue a job with the queue's defaults; durable when this returns.
+        """Enqueue a job with the queue's defaults; durable when this returns. A job put
+        with ``after`` waits for the jobs it names (see ``tqueues.stores.dependents``).
 
-        Raises QueueNotFound.
+        Raises QueueNotFound, ValidationError (``after`` names a job that does not exist).
         """
         config = await self.get_queue(new.queue)
         now = clock.now()
         job = lifecycle.create(new, config, now=now, id=self.new_id())
         paused = config.paused and config.is_paused(now)
+        if job.status is JobStatus.WAITING:
+            return await asyncio.shield(self.dependents.put(job, hand_off=not paused))
         return await asyncio.shield(self._insert_and_publish(job, hand_off=not paused))
+
+    async def _insert_from_dependents(self, job: JobRecord, hand_off: bool) -> JobRecord:
+        return await self._insert_and_publish(job, hand_off=hand_off)
 
     async def _insert_and_publish(self, job: JobRecord, *, hand_off: bool = True) -> JobRecord:
         handing = hand_off and self.hands_off and job.status is JobStatus.PENDING
@@ -175,7 +187,15 @@ class Store(Primitives):
         return job
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
-        """Enqueue several jobs in one durable write. Raises QueueNotFound."""
+        """Enqueue several jobs in one durable write. Raises QueueNotFound,
+        ValidationError (a job with ``after``: such jobs are put one at a time)."""
+        for index, new in enumerate(jobs):
+            if new.after:
+                raise ValidationError(
+                    f"jobs[{index}]: 'after' is not taken in a batch: put a job that waits "
+                    "for others on its own",
+                    field="after", index=f"jobs[{index}]",
+                )  # fmt: skip
         now = clock.now()
         configs = {name: await self.get_queue(name) for name in {new.queue for new in jobs}}
         created = [
@@ -555,6 +575,8 @@ class Store(Primitives):
         """Delete any job (an operator's call); the job as it was. Raises JobNotFound."""
         job = await self.remove(queue, job_id)
         self.record(job.evolve(event="deleted"), job)
+        if job.has_dependents:
+            self.dependents.ended(job, deleted=True)
         return job
 
     async def stats(self, queue: str) -> QueueStats:
@@ -632,6 +654,7 @@ class Store(Primitives):
         """Cancel the delay and pause timers (the store is closing); idempotent."""
         self._delays.close()
         self._pause_ends.close()
+        self.dependents.close()
         for task in self._looks:
             task.cancel()
 

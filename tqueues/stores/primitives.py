@@ -330,5 +330,24 @@ class Primitives(abc.ABC):
         seconds, None: until resumed), changing nothing else of its settings whoever else
         writes them; the settings after. Raises QueueNotFound."""
 
+    # -- dependencies (see tqueues.stores.dependents) -------------------------------------
+
+    @abc.abstractmethod
+    async def add_edges(self, job: JobRecord) -> None:
+        """Store an edge from each job ``job.after`` names (``"queue/id"``) to ``job``,
+        found by the prerequisite through an index of the store's own (not one of the
+        jobs' tables); an edge stored already is left as it is. Durable when this
+        returns."""
+
+    @abc.abstractmethod
+    async def dependents_of(self, queue: str, job_id: str) -> list[str]:
+        """The jobs (``"queue/id"``) whose edges name the job ``job_id`` of ``queue``: one
+        index read."""
+
+    @abc.abstractmethod
+    async def drop_edges(self, queue: str, job_id: str) -> None:
+        """Delete the edges from the job ``job_id`` of ``queue`` (it ended: its
+        dependents are settled)."""
+
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

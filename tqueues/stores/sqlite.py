@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
+from tqueues.dependencies import key
 from tqueues.errors import (
     JobNotFound,
     QueueNotFound,
@@ -451,6 +452,10 @@ class SQLiteStore(Store):
                 conn.execute("DELETE FROM queues WHERE name = ?", (name,))
                 conn.execute("DELETE FROM history WHERE queue = ?", (name,))
                 conn.execute("DELETE FROM schedules WHERE queue = ?", (name,))
+                conn.execute(  # its jobs' edges (its jobs' dependents: see dependents.py)
+                    "DELETE FROM edges WHERE prerequisite >= ? AND prerequisite < ?",
+                    (f"{name}/", f"{name}0"),
+                )
                 return int(removed), counts
 
         async def drop_and_uncache() -> int:
@@ -939,6 +944,33 @@ class SQLiteStore(Store):
                 return cursor.rowcount == 1
 
         return await self._run(delete)
+
+    async def add_edges(self, job: JobRecord) -> None:
+        dependent = key(job.queue, job.id)
+        rows = [(prerequisite, dependent) for prerequisite in job.after]
+
+        def add() -> None:
+            with self._transaction() as conn:
+                conn.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?)", rows)
+
+        await self._run(add)
+
+    async def dependents_of(self, queue: str, job_id: str) -> list[str]:
+        def read() -> list[str]:
+            assert self._conn is not None
+            rows = self._conn.execute(
+                "SELECT dependent FROM edges WHERE prerequisite = ?", (key(queue, job_id),)
+            )
+            return [dependent for (dependent,) in rows]
+
+        return await self._run(read)
+
+    async def drop_edges(self, queue: str, job_id: str) -> None:
+        def drop() -> None:
+            with self._transaction() as conn:
+                conn.execute("DELETE FROM edges WHERE prerequisite = ?", (key(queue, job_id),))
+
+        await self._run(drop)
 
     async def promote_due(self, queue: str, now: float) -> int:
         await self.get_queue(queue)

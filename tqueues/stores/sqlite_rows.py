@@ -48,7 +48,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     rev INTEGER NOT NULL,
     event TEXT NOT NULL,
     expires_at REAL,
-    cancel_requested INTEGER NOT NULL DEFAULT 0
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    after TEXT,  -- the jobs it waits for, as a JSON list of "queue/id"; NULL: none
+    has_dependents INTEGER NOT NULL DEFAULT 0
 );
 -- The take index: only pending jobs, in the order they are handed out.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
@@ -79,6 +81,13 @@ CREATE TABLE IF NOT EXISTS workers (
     last_seen REAL NOT NULL,
     command TEXT
 );
+-- Dependencies (tqueues.stores.dependents): an edge from a prerequisite to a job waiting
+-- for it, both as "queue/id"; found by the prerequisite through the primary key.
+CREATE TABLE IF NOT EXISTS edges (
+    prerequisite TEXT NOT NULL,
+    dependent TEXT NOT NULL,
+    PRIMARY KEY (prerequisite, dependent)
+) WITHOUT ROWID;
 -- Periodic jobs (tqueues.stores.schedules): a schedule as JSON, keyed by queue and name.
 CREATE TABLE IF NOT EXISTS schedules (
     queue TEXT NOT NULL,
@@ -97,6 +106,8 @@ SELECT_JOBS = f"SELECT {', '.join(COLUMNS)}, seq FROM jobs"
 _JSON_POSITIONS = tuple(i for i, name in enumerate(COLUMNS) if name in JSON_COLUMNS)
 _STATUS_POSITION = COLUMNS.index("status")
 _CANCEL_POSITION = COLUMNS.index("cancel_requested")
+_AFTER_POSITION = COLUMNS.index("after")
+_DEPENDENTS_POSITION = COLUMNS.index("has_dependents")
 json_texts = operator.itemgetter(*_JSON_POSITIONS)
 _STATUSES = {status.value: status for status in JobStatus}  #: faster than JobStatus(value)
 INSERT = f"INSERT INTO jobs ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
@@ -117,6 +128,8 @@ def to_row(job: JobRecord) -> list[Any]:
     for i in _JSON_POSITIONS:
         values[i] = dumps(values[i])
     values[_STATUS_POSITION] = values[_STATUS_POSITION].value
+    after = values[_AFTER_POSITION]
+    values[_AFTER_POSITION] = dumps(after) if after else None
     return values
 
 
@@ -128,12 +141,20 @@ def job_of(read: sqlite3.Row) -> JobRecord:
             values[i] = codec.loads(values[i])
     values[_STATUS_POSITION] = _STATUSES[values[_STATUS_POSITION]]
     values[_CANCEL_POSITION] = values[_CANCEL_POSITION] == 1  # (stored as 0 or 1)
+    values[_DEPENDENTS_POSITION] = values[_DEPENDENTS_POSITION] == 1
+    after = values[_AFTER_POSITION]
+    values[_AFTER_POSITION] = codec.loads(after) if after is not None else []
     return JobRecord.from_values(values)
 
 
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring the tables of a database an earlier version made up to :data:`SCHEMA` (run
-    after it): add the columns it lacks (``cancel_requested``)."""
+    after it): add the columns it lacks (``cancel_requested``, ``after``,
+    ``has_dependents``)."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "cancel_requested" not in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
+    if "after" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN after TEXT")
+    if "has_dependents" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0")

@@ -50,9 +50,14 @@ JSON_FIELDS = ("args", "kwargs", "result", "extra")
 
 def job_to_doc(job: JobRecord) -> dict[str, Any]:
     """The job as its RethinkDB document (status as its string value, ``extra`` nested);
-    :func:`job_literal` is what is written."""
+    :func:`job_literal` is what is written. ``after`` and ``has_dependents`` are left out
+    while empty and false (most jobs: their documents stay as they were before #25)."""
     doc = {name: getattr(job, name) for name in FIELDS}
     doc["status"] = job.status.value
+    if not job.after:
+        del doc["after"]
+    if not job.has_dependents:
+        del doc["has_dependents"]
     return doc
 
 
@@ -127,6 +132,8 @@ def doc_to_job(doc: Mapping[str, Any]) -> JobRecord:
             if name in fields:
                 fields[name] = unescape(fields[name])
     fields["status"] = JobStatus(fields["status"])
+    if "after" in fields:
+        fields["after"] = list(fields["after"])
     fields["extra"] = dict(fields.get("extra") or {})
     fields.setdefault("args", [])
     fields.setdefault("kwargs", {})

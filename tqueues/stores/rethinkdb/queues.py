@@ -41,6 +41,7 @@ from tqueues.jobs import QueueConfig
 from tqueues.retry import Backoff
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
+from tqueues.stores.rethinkdb.edges import EDGE_INDEXES, EDGES_TABLE
 from tqueues.stores.rethinkdb.history import HISTORY_TABLE
 from tqueues.stores.rethinkdb.pool import (
     Ambiguous,
@@ -131,7 +132,8 @@ class BackfillUnfinished(StoreUnavailable):
 
 async def remove_twins(pool: Pool, db: str) -> bool:
     """Drop the extra databases named ``db``, then the extra ``tqueues_queues``,
-    ``tqueues_history``, ``tqueues_workers`` and ``tqueues_schedules`` tables in it,
+    ``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules`` and ``tqueues_edges``
+    tables in it,
     keeping of each name the one with the smallest id (every dispatcher keeps the same
     one). True if any was dropped. Twins come from creations at the same instant through
     different servers (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so
@@ -143,6 +145,7 @@ async def remove_twins(pool: Pool, db: str) -> bool:
         ("table_config", {"db": db, "name": HISTORY_TABLE}),
         ("table_config", {"db": db, "name": WORKERS_TABLE}),
         ("table_config", {"db": db, "name": SCHEDULES_TABLE}),
+        ("table_config", {"db": db, "name": EDGES_TABLE}),
     ]
     for table, match in twins:
         try:
@@ -226,12 +229,13 @@ class Catalog:
         if QUEUES_TABLE not in tables:
             await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
             created = True
-        for name in (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE):
+        for name in (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE):
             if name not in tables:
                 await create_table(self.pool, self.settings, name)
                 created = True
         await self.admin(self.queues.wait(wait_for="ready_for_writes"))
-        await self._ensure_worker_indexes()
+        await self._ensure_indexes(WORKERS_TABLE, WORKER_INDEXES)
+        await self._ensure_indexes(EDGES_TABLE, EDGE_INDEXES)
         # Twins made by another dispatcher at the same instant are seen by now (the
         # server's metadata spreads over the cluster within the round trips above).
         if created and await self._remove_twins():
@@ -239,15 +243,15 @@ class Catalog:
         configs = await self.list()
         await asyncio.gather(*(self.upgrade(config.name) for config in configs))
 
-    async def _ensure_worker_indexes(self) -> None:
-        """Create the registry's indexes it lacks (a table of an earlier version, or one
-        just created) and wait for them."""
-        table = self.db.table(WORKERS_TABLE)
+    async def _ensure_indexes(self, name: str, indexes: dict[str, Any]) -> None:
+        """Create the indexes a catalog-level table (the registry's, the edges') lacks (a
+        table of an earlier version, or one just created) and wait for them."""
+        table = self.db.table(name)
         existing = set(await self.pool.run(table.index_list()))
-        for index, function in WORKER_INDEXES.items():
+        for index, function in indexes.items():
             if index not in existing:
                 await self.admin(table.index_create(index, function))
-        await self.admin(table.index_wait(*WORKER_INDEXES))
+        await self.admin(table.index_wait(*indexes))
 
     async def _remove_twins(self) -> bool:
         """:func:`remove_twins`, or False (with a warning) when the user may not read the
@@ -330,10 +334,12 @@ class Catalog:
         died). A queue cannot be named after the catalog table (``tqueues_queues``): its
         jobs would go into the catalog, and dropping it would drop every queue's settings;
         nor after the history's, the workers' and the schedules' tables
-        (``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``).
+        (``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``, ``tqueues_edges``).
         Raises ValidationError (that name), StoreUnavailable.
         """
-        if config.name in (QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE):
+        if config.name in (
+            QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE
+        ):  # fmt: skip
             raise ValidationError(
                 f"queue name {config.name!r} is reserved by the RethinkDB store", field="name"
             )

@@ -23,6 +23,7 @@ from typing import Any
 from rethinkdb.ast import RqlQuery
 
 from tqueues import clock, lifecycle
+from tqueues.dependencies import key
 from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
@@ -39,7 +40,7 @@ from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts, buckets_of
-from tqueues.stores.rethinkdb import history, queries, schedules, workers
+from tqueues.stores.rethinkdb import edges, history, queries, schedules, workers
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -906,6 +907,35 @@ class RethinkDBStore(Store):
     async def delete_schedule(self, queue: str, name: str) -> bool:
         query = self._schedules().get(f"{queue}/{name}").delete(**self._write_options())
         return int((await self._run(query)).get("deleted", 0)) == 1
+
+    # -- dependencies --------------------------------------------------------------------------
+
+    def _edges(self) -> Any:
+        """The edges' table. Raises StoreUnavailable when a queue of an earlier version
+        has its name (dependencies are then off)."""
+        if edges.EDGES_TABLE in self._parts()[1].configs:
+            raise StoreUnavailable(
+                f"dependencies are off: a queue is named {edges.EDGES_TABLE!r}, the edges' "
+                "table (rename the queue: drain it into another and drop it)"
+            )
+        return self._db.table(edges.EDGES_TABLE)
+
+    async def add_edges(self, job: JobRecord) -> None:
+        query = edges.add(self._edges(), list(job.after), key(job.queue, job.id),
+                          **self._write_options())  # fmt: skip
+        result = await self._run(query)
+        if result.get("errors"):
+            raise StoreUnavailable(f"RethinkDB did not store the edges of job {job.id}: "
+                                   f"{first_error(result)}")  # fmt: skip
+
+    async def dependents_of(self, queue: str, job_id: str) -> list[str]:
+        return [
+            str(name)
+            for name in await self._run(edges.dependents(self._edges(), key(queue, job_id)))
+        ]
+
+    async def drop_edges(self, queue: str, job_id: str) -> None:
+        await self._run(edges.drop(self._edges(), key(queue, job_id), **self._write_options()))
 
     async def reap(self, now: float) -> int:
         """The housekeeping of every queue as of ``now``; how many jobs changed or went.
