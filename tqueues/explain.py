@@ -107,12 +107,14 @@ def explain(
     now: float,
     paused: bool = False,
     paused_until: float | None = None,
+    outstanding: Sequence[str] = (),
 ) -> dict[str, Any]:
     """``{"queue", "id", "status", "summary", "reasons": [...]}`` for ``job``.
 
     ``ahead``: pending jobs a take hands out before it (counted up to MAX_AHEAD; None
     when not pending); ``workers``: the registry's workers; ``paused`` (until
-    ``paused_until``, None: until resumed): the queue hands out nothing.
+    ``paused_until``, None: until resumed): the queue hands out nothing; ``outstanding``:
+    of a waiting job, the jobs it waits for that have not finished (``queue/id``).
     """
     reasons: list[dict[str, JSON]] = []
     if job.status.is_final or job.status is JobStatus.BURIED:
@@ -125,6 +127,12 @@ def explain(
                                    worker=job.worker))  # fmt: skip
         reasons.append(_leased(job, now))
     else:
+        if job.status is JobStatus.WAITING:
+            names = ", ".join(outstanding) or "none (it is being settled)"
+            reasons.append(_reason("waiting", f"It waits for {len(outstanding)} of the "
+                                   f"{len(job.after)} job(s) it names in 'after' to finish: "
+                                   f"{names}.", outstanding=list(outstanding),
+                                   after=list(job.after)))  # fmt: skip
         if job.status is JobStatus.DELAYED:
             failed = f", after {job.attempts} failed attempt(s): {job.error}" if job.error else ""
             reasons.append(_reason("delayed", f"It is delayed until {when(job.ready_at, now)}"

@@ -753,6 +753,38 @@ async def test_cancel(rest: Rest) -> None:
     assert stats["jobs"]["cancelled"] == 4
 
 
+async def test_after(rest: Rest) -> None:
+    # A job put after another waits for it; explain names what it waits for
+    first = await rest.put_job()
+    waiting = await rest.put_job(after=[first["id"]])
+    assert (waiting["status"], waiting["after"]) == ("waiting", [f"q/{first['id']}"])
+    explained = await rest.call("GET", f"/queues/q/jobs/{waiting['id']}/explain", expect=200)
+    assert explained["reasons"][0]["code"] == "waiting"
+    assert explained["reasons"][0]["outstanding"] == [f"q/{first['id']}"]
+    assert (await rest.call("GET", "/queues/q/stats", expect=200))["jobs"]["waiting"] == 1
+    # Bad input: a 400 naming 'after' (and the job it names), nothing stored
+    missing = await rest.call("POST", "/queues/q/jobs", {"method": "m:f", "after": ["f" * 32]},
+                              expect=400)  # fmt: skip
+    assert (missing["field"], missing["value"]) == ("after", f"q/{'f' * 32}")
+    for after in (["no queue/x"], [""], [1], "x", ["q/" + "x" * 200], [str(i) for i in range(101)]):
+        error = await rest.call("POST", "/queues/q/jobs", {"method": "m:f", "after": after},
+                                expect=400)  # fmt: skip
+        assert "after" in error["message"], error
+    batch = {"jobs": [{"method": "m:f"}, {"method": "m:f", "after": [first["id"]]}]}
+    error = await rest.call("POST", "/queues/q/jobs", batch, expect=400)
+    assert (error["field"], error["index"]) == ("after", "jobs[1]")
+    # The waiting job is not taken; its prerequisite's finish makes it pending
+    job = await rest.take_one()
+    assert job["id"] == first["id"]
+    await rest.action(job, "finish", {"result": 1}, lease=job["lease"])
+    for _ in range(200):
+        if (await rest.call("GET", f"/queues/q/jobs/{waiting['id']}"))["status"] == "pending":
+            break
+        await asyncio.sleep(0.01)
+    assert (await rest.take_one())["id"] == waiting["id"]
+    assert (await rest.call("GET", "/queues/q/stats", expect=200))["total"] == 2
+
+
 @pytest.mark.parametrize(
     ("action", "body", "params", "field"),
     [("finish", {"results": 1}, {}, "results"), ("fail", {}, {}, "error"),

@@ -38,7 +38,7 @@ pause stops takes from handing out the queue's jobs (puts are still accepted) un
 resume, or for --for seconds (beanstalkd's pause-tube); stats shows it.
 
 Usage:
-  tqueues put [options] <queue> [<json>] [--file FILE]
+  tqueues put [options] <queue> [<json>] [--file FILE] [--after JOB]...
   tqueues take [options] <queue>... [--wait SECONDS] [--count N]
   tqueues consume [options] <queue> [--wait SECONDS]
   tqueues peek [options] <queue> [<id>] [--status STATUS]
@@ -81,6 +81,9 @@ Options:
                      kick: only buried, failed or delayed jobs (failed ones only so).
   --all              Kick every job of --status there is (in rounds of 10,000).
   --id ID            Kick this one job (buried, failed or delayed) instead of N.
+  --after JOB        put: a job the job waits for (an id of a job of <queue>, or
+                     QUEUE/ID); repeat it for each. The job stays waiting until
+                     they all finished (buried if one fails for good).
   --reason TEXT      Why the job is buried (kept in its error).
   --for SECONDS      pause: how long the pause lasts (default: until resumed).
   --json             Print JSON instead of a table.
@@ -137,7 +140,9 @@ Examples:
   tqueues rethinkdb reconfigure --rethinkdb rethinkdb://db1,db2,db3/tqueues --replicas 3
 """
 
-STATUSES = ("pending", "delayed", "started", "finished", "buried", "failed", "cancelled")
+STATUSES = (
+    "pending", "waiting", "delayed", "started", "finished", "buried", "failed", "cancelled",
+)  # fmt: skip
 EMPTY = 1  #: the exit status when no job came.
 ERROR = 2
 KICK_STATUSES = ("buried", "failed", "delayed")
@@ -281,6 +286,11 @@ class Admin:
     async def put(self) -> int:
         """Enqueue the job or jobs; print each stored job."""
         jobs = read_jobs(self.args, self.stdin)
+        after = self.args.get("--after") or []
+        if after:
+            if not isinstance(jobs, dict):
+                raise ValidationError("put --after applies to one job, not to a list of them")
+            jobs = {**jobs, "after": [*jobs.get("after", []), *after]}
         if isinstance(jobs, dict):
             stored = [await self.client.request("POST", ["queues", self.queue, "jobs"], jobs)]
         else:

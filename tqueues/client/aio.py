@@ -39,6 +39,14 @@ def path_segment(value: str) -> str:
     return quoted.replace(".", "%2E") if quoted in (".", "..") else quoted
 
 
+def after_name(job: str | Mapping[str, Any]) -> str:
+    """How ``after`` names ``job``: an id or ``"queue/id"`` as given, or a job (a dict
+    with ``queue`` and ``id``, as :meth:`Client.put` returns it) as ``"queue/id"``."""
+    if isinstance(job, str):
+        return job
+    return f"{job['queue']}/{job['id']}"
+
+
 class Client:
     """Talks to a dispatcher at ``endpoint_url``. Use ``async with Client(url) as client:``.
 
@@ -377,7 +385,11 @@ class Client:
         **options: Any,
     ) -> JSONDict:
         """Enqueue a job; the stored job. ``options``: priority, urgent, ttr, ttl, delay,
-        max_attempts."""
+        max_attempts, after: the jobs it waits for (ids of jobs of ``queue``, ``"queue/id"``,
+        or jobs as :meth:`put` returned them): it stays ``waiting`` until they all
+        finished, and is buried if one fails for good or is deleted."""
+        if options.get("after"):
+            options["after"] = [after_name(job) for job in options["after"]]
         body = {"method": method, "args": list(args), "kwargs": kwargs or {}, **options}
         job: JSONDict = await self.request("POST", ["queues", queue, "jobs"], body)
         return job

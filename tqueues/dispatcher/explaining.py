@@ -23,6 +23,9 @@ class JobExplain(RestView):
             if job.status is JobStatus.PENDING
             else None
         )
+        outstanding = (
+            await self.store.dependents.outstanding(job) if job.status is JobStatus.WAITING else ()
+        )
         workers = await self.store.list_workers()
         now = clock.now()
         paused = config.is_paused(now)
@@ -35,6 +38,7 @@ class JobExplain(RestView):
                 now=now,
                 paused=paused,
                 paused_until=config.paused_until if paused else None,
+                outstanding=outstanding,
             )
         )
 

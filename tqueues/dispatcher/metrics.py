@@ -50,7 +50,7 @@ from tqueues.stores.base import Store
 #: job's revision, :mod:`tqueues.lifecycle`); each queue has them all, zeros included.
 EVENTS = (
     "put", "taken", "updated", "touched", "finished", "failed", "buried", "released",
-    "expired", "promoted", "kicked", "cancel_requested", "cancelled", "deleted",
+    "expired", "promoted", "kicked", "cancel_requested", "cancelled", "awaited", "deleted",
 )  # fmt: skip
 #: Seconds: from a millisecond (a job handed to a waiting worker) to an hour.
 WAIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Annotated, Any, Literal, TypeVar
 
 import pydantic
@@ -41,7 +41,7 @@ from pydantic.json_schema import SkipJsonSchema
 
 from tqueues import jobs
 from tqueues.errors import ValidationError
-from tqueues.ids import MAX_ID_BYTES
+from tqueues.ids import MAX_ID_BYTES, problem
 from tqueues.jobs import (
     MAX_ATTEMPTS_LIMIT,
     MAX_DELAY,
@@ -55,6 +55,7 @@ from tqueues.jobs import (
 from tqueues.lifecycle import KICKABLE
 from tqueues.limits import (
     DEFAULT_PAGE,
+    MAX_AFTER,
     MAX_BATCH,
     MAX_EVERY,
     MAX_KICK,
@@ -166,15 +167,50 @@ class NewJob(Body):
     max_attempts: Attempts | None = None
     delay: Delay | None = None
     ttl: Ttl | None = None
+    after: Annotated[list[str], Field(max_length=MAX_AFTER)] = Field(
+        [],
+        description="Jobs it waits for: ids of jobs of its queue, or 'queue/id'. It stays "
+        "waiting until they all finished; buried if one fails for good or is deleted.",
+    )
     #: Tolerated when it is the path's queue (a 400 otherwise); not in the document.
     queue: SkipJsonSchema[str | None] = None
 
     def to_job(self, queue: str) -> jobs.NewJob:
-        """The job to store in ``queue``."""
+        """The job to store in ``queue``. Raises ValidationError (a bad ``after``)."""
+        after = parse_after(self.after, queue) if self.after else []
         return jobs.NewJob(
             queue, self.method, self.args, self.kwargs, self.priority, self.ttr,
-            self.max_attempts, self.delay, self.ttl, self.urgent,
+            self.max_attempts, self.delay, self.ttl, self.urgent, after,
         )  # fmt: skip
+
+
+def parse_after(entries: Iterable[object], queue: str) -> list[str]:
+    """The ``after`` of a job put in ``queue``: each entry (an id of a job of ``queue``,
+    or ``"queue/id"``) as ``"queue/id"`` (:func:`tqueues.dependencies.key`), in order,
+    each once. Raises ValidationError (400) naming the field, and the entry, for an entry
+    that is not a job's name, or more than :data:`MAX_AFTER` of them."""
+    names: dict[str, None] = {}
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, str):
+            raise ValidationError(f"'after[{index}]' must be a job id or 'queue/id'", field="after")
+        of, sep, job_id = entry.partition("/")
+        if not sep:
+            of, job_id = queue, entry
+        elif not QUEUE_NAME_RE.match(of):
+            raise ValidationError(
+                f"'after[{index}]' names no queue: {of!r} is not a queue name",
+                field="after", value=entry,
+            )  # fmt: skip
+        wrong = problem(job_id)
+        if wrong is not None:
+            raise ValidationError(f"'after[{index}]' {wrong}", field="after", value=entry)
+        names[f"{of}/{job_id}"] = None
+    if len(names) > MAX_AFTER:
+        raise ValidationError(
+            f"'after' names {len(names)} jobs; a job waits for at most {MAX_AFTER}",
+            field="after",
+        )
+    return list(names)
 
 
 class LegacyNewJob(NewJob):

@@ -78,6 +78,10 @@ SCHEMAS: Doc = {
             "rev": {"type": "integer"},
             "cancel_requested": {"type": "boolean", "description": "A started job asked to "
                                  "stop: its worker hears of it at its next heartbeat."},
+            "after": {"type": "array", "items": {"type": "string"},
+                      "description": "The jobs it waits for (or waited for), as 'queue/id'."},
+            "has_dependents": {"type": "boolean", "description": "A job put with 'after' "
+                               "names it: its end settles the jobs waiting for it."},
             "event": {"type": "string"},
         },
     },
@@ -305,7 +309,7 @@ SCHEMAS: Doc = {
                     "properties": {
                         "code": {"type": "string", "enum": [
                             "finished", "failed", "cancelled", "buried", "cancel_requested",
-                            "leased", "lease_expired", "delayed", "paused", "queued",
+                            "leased", "lease_expired", "waiting", "delayed", "paused", "queued",
                             "no_worker", "no_worker_taking", "workers", "ttl"]},
                         "text": {"type": "string"},
                     },

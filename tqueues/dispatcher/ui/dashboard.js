@@ -10,7 +10,7 @@
 
 const PAGE = 50; // jobs a page of the queue page shows
 const NEW_ROWS = 100; // most live rows kept above a page
-const STATUSES = ["pending", "delayed", "started", "finished", "failed", "buried", "cancelled"];
+const STATUSES = ["pending", "waiting", "delayed", "started", "finished", "failed", "buried", "cancelled"];
 const JOB_FIELDS = new Set([
   "id", "queue", "method", "args", "kwargs", "status", "priority", "ttr", "max_attempts",
   "attempts", "lease_expires", "result", "error", "traceback", "ready_at", "created_at",
