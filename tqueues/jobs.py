@@ -226,9 +226,14 @@ class JobRecord:
         """The job as JSON; ``extra`` fields sit at the top level beside the others.
 
         The lease token is a capability: it is included only for the worker that took the job.
+        ``after`` is left out while empty, and ``has_dependents`` while false.
         """
         doc = dict(zip(_DOC_FIELDS, _doc_values(self), strict=True))
         doc["status"] = self.status.value
+        if not self.after:  # most jobs: their answers stay as they were before #25
+            del doc["after"]
+        if not self.has_dependents:
+            del doc["has_dependents"]
         if with_lease:
             doc["lease"] = self.lease
         return {**self.extra, **doc} if self.extra else doc
