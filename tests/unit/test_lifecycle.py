@@ -148,3 +148,34 @@ def test_cancel_ends_a_waiting_job_and_flags_a_started_one() -> None:
     assert finished.status is JobStatus.FINISHED  # a finish that comes first wins
     with pytest.raises(LeaseMismatch):
         lifecycle.cancel(flagged, lease="b", now=NOW + 2)
+
+
+def test_dependencies_wait_then_become_pending_delayed_or_buried() -> None:
+    config = QueueConfig("q")
+    waiting = lifecycle.create(NewJob("q", "m", after=["q/a"]), config, now=10.0)
+    assert (waiting.status, waiting.after) == (JobStatus.WAITING, ["q/a"])
+    assert "after" in waiting.to_dict() and "has_dependents" not in waiting.to_dict()
+    pending = lifecycle.unblock(waiting, now=20.0)
+    assert (pending.status, pending.ready_at, pending.event) == (
+        JobStatus.PENDING,
+        20.0,
+        "promoted",
+    )
+    delayed = lifecycle.create(NewJob("q", "m", delay=30, after=["q/a"]), config, now=10.0)
+    assert lifecycle.unblock(delayed, now=20.0).status is JobStatus.DELAYED
+    buried = lifecycle.orphan(waiting, reason="prerequisite q/a is failed", now=20.0)
+    assert (buried.status, buried.error) == (JobStatus.BURIED, "prerequisite q/a is failed")
+    for step in (lifecycle.unblock, lambda job, now: lifecycle.orphan(job, reason="", now=now)):
+        with pytest.raises(InvalidTransition):
+            step(pending, now=20.0)
+    with pytest.raises(InvalidTransition):  # no run of it is under way
+        lifecycle.release(waiting, lease=None, delay=0, now=20.0)
+    assert lifecycle.cancel(waiting, lease=None, now=20.0).status is JobStatus.CANCELLED
+    # The flag: set once, never on a job that ended
+    flagged = lifecycle.awaited(lifecycle.create(NewJob("q", "m"), config, now=1.0))
+    assert (flagged.has_dependents, flagged.event, flagged.to_dict()["has_dependents"]) == (
+        True, "awaited", True,
+    )  # fmt: skip
+    for job in (flagged, lifecycle.finish(flagged, lease=None, result=1, now=2.0)):
+        with pytest.raises(InvalidTransition):
+            lifecycle.awaited(job)
