@@ -250,7 +250,7 @@ async def test_stats_and_queues(cluster: Cluster) -> None:
     assert table.returncode == 0, table.stderr
     header, alpha, beta = table.stdout.splitlines()[:3]
     assert header.split() == ["queue", *admin.STATUSES, "total", "paused"]
-    assert alpha.split() == ["alpha", "2", "0", "1", "0", "0", "0", "0", "3", "no"]
+    assert alpha.split() == ["alpha", "2", "0", "0", "1", "0", "0", "0", "0", "3", "no"]
     assert beta.split()[0] == "beta" and beta.split()[-2:] == ["0", "no"]
     assert "since start" in table.stdout
 
