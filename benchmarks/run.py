@@ -75,6 +75,7 @@ from benchmarks.services import (
     ServiceError,
     ensure_debian_packages,
     ensure_venv,
+    rethinkdb_counts,
     rethinkdb_settings,
     rethinkdb_version,
 )
@@ -328,6 +329,8 @@ class Bench:
                 if system.store == "rethinkdb"
                 else [],
             }
+            server_address = self.options.rethinkdb if system.store == "rethinkdb" else None
+            counts_before = rethinkdb_counts(server_address)
             cpu_before = {role: cpu_seconds(pids) for role, pids in roles.items()}
             wall = time.monotonic()
             try:
@@ -337,6 +340,7 @@ class Bench:
                     for role, pids in roles.items()
                     if pids
                 }
+                counts_after = rethinkdb_counts(server_address)
                 wall = time.monotonic() - wall
             finally:
                 for worker in workers:
@@ -351,6 +355,12 @@ class Bench:
             "jobs": len(times),
             "cpu_s": {role: round(seconds, 2) for role, seconds in cpu.items()},
             "wall_s": round(wall, 2),
+            # the RethinkDB server's work meanwhile: queries run, documents read and written
+            "server": {
+                key: counts_after[key] - value
+                for key, value in counts_before.items()
+                if key in counts_after
+            },
         }
 
     def _wait_for_records(self, directory: Path, n: int, workers: list[Any], system: System) -> int:
@@ -376,8 +386,15 @@ class Bench:
             port = free_port_udp()
             workers = self.start_workers(system, server, 1, f"udp:{port}")
             try:
+                server_address = self.options.rethinkdb if system.store == "rethinkdb" else None
+                counts_before = rethinkdb_counts(server_address)
                 ms = self.produce(system, server, "latency", jobs=samples, udp=port)["ms"]
+                counts_after = rethinkdb_counts(server_address)
                 result = latencies(ms)
+                if counts_before and counts_after:  # the server's work for these samples
+                    result["server"] = {
+                        key: counts_after[key] - value for key, value in counts_before.items()
+                    }
                 if system.server == "tqueues":
                     streamed = self.produce(
                         system, server, "latency", jobs=samples, udp=port, stream=True

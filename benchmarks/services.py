@@ -487,6 +487,41 @@ def drop_rethinkdb_database(settings: RethinkDBSettings) -> None:
         raise ServiceError(f"cannot drop RethinkDB database {settings.db}: {exc}") from exc
 
 
+def rethinkdb_counts(address: str | None) -> dict[str, int]:
+    """What the RethinkDB servers of the cluster at ``address`` (host:port) have done since
+    they started, summed over the servers (their ``stats`` table): ``queries``,
+    ``read_docs``, ``written_docs``. Empty when ``address`` is None or the server cannot be
+    read (a benchmark goes on without the counts)."""
+    from rethinkdb import RethinkDB
+    from rethinkdb.errors import ReqlError
+
+    if not address:
+        return {}
+    settings = rethinkdb_settings(address, "rethinkdb")
+    r = RethinkDB()
+    r.set_loop_type("asyncio")
+
+    async def ask() -> dict[str, int]:
+        conn = await r.connect(
+            host=settings.host, port=settings.port, user=settings.user, password=settings.password
+        )
+        try:
+            rows = await r.db("rethinkdb").table("stats").coerce_to("array").run(conn)
+        finally:
+            await conn.close()
+        totals = {"queries": 0, "read_docs": 0, "written_docs": 0}
+        for row in rows:
+            if row["id"][0] == "server":
+                for key in totals:
+                    totals[key] += int(row["query_engine"][f"{key}_total"])
+        return totals
+
+    try:
+        return asyncio.run(ask())
+    except (ReqlError, OSError):
+        return {}
+
+
 def rethinkdb_version(settings: RethinkDBSettings) -> str:
     """The version string of the RethinkDB server ``settings`` names. Raises ServiceError."""
     from rethinkdb import RethinkDB
