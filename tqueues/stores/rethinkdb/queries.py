@@ -246,6 +246,11 @@ def get_many(table: Any, ids: Sequence[str]) -> RqlQuery:
     return table.get_all(*ids).coerce_to("array")
 
 
+#: One conditional write of a job: (the job as read, the job to write, the status it must
+#: still have, or None for any).
+Write = tuple[JobRecord, JobRecord, "JobStatus | None"]
+
+
 def compare_and_set_many(
     table: Any,
     pairs: Sequence[tuple[JobRecord, JobRecord]],
@@ -254,27 +259,39 @@ def compare_and_set_many(
     status: JobStatus | None = None,
 ) -> RqlQuery:
     """Replace each job ``before`` by its ``after`` if it is still at ``before.rev`` (and
-    ``status``), all in one write (``get_all`` of the distinct ids, then one conditional
-    replace per document): each document's write is atomic and deterministic on its own
-    (the new documents and the expected revisions are one JSON literal, parsed once and
-    looked up by the row's id), the batch as a whole is not. ``return_changes``: the
-    ``changes`` of the result hold the documents written (``new_val``); the others count
-    ``unchanged`` (they moved on) or are absent (deleted). Ids must be distinct and keys
-    the server keeps as sent (:func:`~tqueues.stores.rethinkdb.documents.escape_key`
-    leaves them alone).
+    ``status``), all in one write: :func:`conditional_writes` with one status for all."""
+    writes = [(before, after, status) for before, after in pairs]
+    return conditional_writes(table, writes, durability=durability)
+
+
+def conditional_writes(table: Any, writes: Sequence[Write], *, durability: str) -> RqlQuery:
+    """For each ``(before, after, status)``, replace the job by ``after`` if it is still at
+    ``before.rev`` (and has ``status``, unless None), all in one write (``get_all`` of the
+    distinct ids, then one conditional replace per document): each document's write is
+    atomic and deterministic on its own (the new documents, the expected revisions and
+    statuses are one JSON literal, parsed once and looked up by the row's id), the batch
+    as a whole is not. ``return_changes``: the ``changes`` of the result hold the
+    documents written (``new_val``); the others count ``unchanged`` (they moved on) or are
+    absent (deleted). Ids must be distinct and keys the server keeps as sent
+    (:func:`~tqueues.stores.rethinkdb.documents.escape_key` leaves them alone).
     """
-    docs = stored_documents([after for _, after in pairs])
+    docs = stored_documents([after for _, after, _ in writes])
     plan = {
         "new": {doc["id"]: doc for doc in docs},
-        "rev": {before.id: before.rev for before, _ in pairs},
+        "rev": {before.id: before.rev for before, _, _ in writes},
+        "status": {
+            before.id: None if status is None else status.value for before, _, status in writes
+        },
     }
 
     def write(planned: Any) -> Any:
         def expected(row: Row) -> Any:
-            same = row["rev"] == planned["rev"][row["id"]]
-            return same if status is None else same & (row["status"] == status.value)
+            wanted = planned["status"][row["id"]]
+            return (row["rev"] == planned["rev"][row["id"]]) & (
+                wanted.eq(None) | (row["status"] == wanted)
+            )
 
-        return table.get_all(*(before.id for before, _ in pairs)).replace(
+        return table.get_all(*(before.id for before, _, _ in writes)).replace(
             lambda row: r.branch(
                 row.eq(None), None, r.branch(expected(row), planned["new"][row["id"]], row)
             ),
@@ -336,9 +353,11 @@ __all__ = [
     "INDEXES",
     "INDEX_MARKS",
     "OBSOLETE_INDEXES",
+    "Write",
     "claim_candidates",
     "compare_and_set",
     "compare_and_set_many",
+    "conditional_writes",
     "count_ahead",
     "count_by_status",
     "delete_if_unchanged",

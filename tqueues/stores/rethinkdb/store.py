@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import random
@@ -41,6 +42,7 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts, buckets_of
 from tqueues.stores.rethinkdb import edges, history, queries, schedules, workers
+from tqueues.stores.rethinkdb.coalesce import Coalescer, Request
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -51,6 +53,7 @@ from tqueues.stores.rethinkdb.documents import (
 from tqueues.stores.rethinkdb.feeds import Feeds
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
+from tqueues.stores.rethinkdb.writes import QueueWrites, Written
 from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
 
@@ -69,6 +72,49 @@ LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
 STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
 Step = Callable[..., JobRecord]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class _Ask:
+    """One caller's claim: up to ``count`` jobs for ``worker``, claimed as of ``now``."""
+
+    count: int
+    worker: str | None
+    now: float
+
+
+class _Group:
+    """The claims of one group of requests of ``queue`` (:meth:`RethinkDBStore.claim_many`):
+    per request, the jobs claimed so far and the error that stopped it, if any."""
+
+    def __init__(self, queue: str, asks: list[_Ask]) -> None:
+        self.queue = queue
+        self.asks = asks
+        self.claimed: list[list[JobRecord]] = [[] for _ in asks]
+        self.stopped: list[BaseException | None] = [None] * len(asks)
+
+    def missing(self, i: int) -> int:
+        """How many more jobs request ``i`` wants."""
+        return self.asks[i].count - len(self.claimed[i])
+
+    def wanting(self) -> list[int]:
+        """The requests that want more and were not stopped, in order."""
+        return [i for i in range(len(self.asks)) if self.stopped[i] is None and self.missing(i)]
+
+    def stop(self, indices: Sequence[int], exc: BaseException) -> None:
+        """Requests ``indices`` get no more (``exc`` stopped them): those with jobs get
+        their jobs, the others ``exc``."""
+        for i in indices:
+            self.stopped[i] = exc
+            if self.claimed[i]:
+                log.warning("claim on queue %r stopped short: %s", self.queue, exc)
+
+    def answer(self, requests: Sequence[Request[_Ask, list[JobRecord]]]) -> None:
+        for request, jobs, exc in zip(requests, self.claimed, self.stopped, strict=True):
+            if jobs or exc is None:
+                request.answer(jobs)
+            else:
+                request.fail(exc)
 
 
 class RethinkDBStore(Store):
@@ -99,6 +145,10 @@ class RethinkDBStore(Store):
         self._pool: Pool | None = None
         self._catalog: Catalog | None = None
         self._feeds: Feeds | None = None
+        #: the conditional writes and the claims of each queue, group-committed (one
+        #: query in flight per queue; see :mod:`~tqueues.stores.rethinkdb.coalesce`)
+        self._writes: QueueWrites | None = None
+        self._claims: Coalescer[_Ask, list[JobRecord]] | None = None
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
         self._following: asyncio.Task[None] | None = None  #: the catalog's feed
         #: (queue, id) -> a started job as this process last wrote it (see _remember): a
@@ -116,6 +166,25 @@ class RethinkDBStore(Store):
         if self._pool is None or self._catalog is None or self._feeds is None:
             raise StoreUnavailable("the RethinkDB store is not open")
         return self._pool, self._catalog, self._feeds
+
+    @property
+    def batches(self) -> dict[str, int]:
+        """How much this process coalesced since it opened: ``write_queries`` (the
+        conditional writes of jobs sent) for ``write_requests`` (the requests they carried:
+        claims, outcomes, the reaper's steps), ``claim_groups`` (candidate reads and their
+        writes) for ``claim_requests`` (the claims asked). Zeros while closed."""
+        writes, claims = self._writes, self._claims
+        return {
+            "write_queries": writes.queries if writes else 0,
+            "write_requests": writes.requests if writes else 0,
+            "claim_groups": claims.batches if claims else 0,
+            "claim_requests": claims.requests if claims else 0,
+        }
+
+    def _coalescers(self) -> tuple[QueueWrites, Coalescer[_Ask, list[JobRecord]]]:
+        if self._writes is None or self._claims is None:
+            raise StoreUnavailable("the RethinkDB store is not open")
+        return self._writes, self._claims
 
     async def _run(self, query: RqlQuery, *, timeout: float | None = None, conn: Any = None) -> Any:
         """:meth:`Pool.run` on the open pool. Raises StoreUnavailable (see there)."""
@@ -168,6 +237,8 @@ class RethinkDBStore(Store):
             timeout=self.settings.timeout,
         )
         self._feeds.on_open = self.look_for_delays
+        self._writes = QueueWrites(self._table, self._run_on_queue, self.settings.durability)
+        self._claims = Coalescer(self._serve_claims, name="rethinkdb claims")
         try:
             for _ in range(self.settings.pool_size):
                 await pool.get()
@@ -186,6 +257,11 @@ class RethinkDBStore(Store):
                 await self._following
             self._following = None
         feeds, self._feeds, self._catalog = self._feeds, None, None
+        writes, claims, self._writes, self._claims = self._writes, self._claims, None, None
+        if claims is not None:
+            await claims.close()
+        if writes is not None:
+            await writes.close()
         for undo in tuple(self._undoing):
             undo.cancel()  # the lease expires as usual
         if feeds is not None:
@@ -364,72 +440,112 @@ class RethinkDBStore(Store):
         self, queue: str, before: JobRecord, after: JobRecord, *, status: JobStatus | None = None
     ) -> bool:
         """Write ``after`` if the job is still at ``before.rev`` (and ``status``); False if
-        it changed or vanished in between."""
-        query = queries.compare_and_set(
-            self._table(queue), before, after, status=status, **self._write_options()
-        )
-        result = await self._run_on_queue(queue, query)
-        if result.get("errors"):
+        it changed or vanished in between. The write goes in the queue's next query, with
+        the other requests' writes (:class:`QueueWrites`). Raises StoreUnavailable (also
+        when the server refused to write the document), QueueNotFound."""
+        writes, _ = self._coalescers()
+        written = await writes.write(queue, [(before, after, status)])
+        if before.id in written.ids:
+            return True
+        if written.errors and written.shared:
+            # The server refused some document of the query: this one, or another
+            # request's? Alone, the answer is this write's own.
+            written = await writes.write(queue, [(before, after, status)], alone=True)
+            if before.id in written.ids:
+                return True
+        if written.errors:
             raise StoreUnavailable(
-                f"RethinkDB did not write job {before.id}: {first_error(result)}"
+                f"RethinkDB did not write job {before.id}: {written.first_error}"
             )
-        return bool(result.get("replaced") == 1)
+        return False
 
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[JobRecord]:
         """Take up to ``count`` of the most urgent pending jobs: one read, one write.
 
-        Reads ``count`` + 7 candidates through the ``pending`` index (priority, then
-        ready_at) and claims the first ``count`` of them in one write, each by its own
-        compare-and-set (:func:`queries.compare_and_set_many`: still pending at the
-        revision read); when other takers won some, claims as many of the next candidates,
-        and after losing every candidate of a read, reads again (in a shuffled order, to
-        spread contention). Fewer jobs (or none) when fewer are pending.
+        The claims that concurrent requests make of one queue are served together
+        (:class:`~tqueues.stores.rethinkdb.coalesce.Coalescer`: while one group's read
+        and write are under way, the next requests wait and go together next): one read
+        of as many candidates as they ask for in all, plus 7, through the ``state`` index
+        (priority, then ready_at), handed out in the order the requests came, each job
+        under a lease of its own and its request's ``worker`` and ``now``, and claimed in
+        one write, each by its own compare-and-set (:func:`queries.conditional_writes`:
+        still pending at the revision read). When other takers (other dispatchers) won
+        some, the next candidates are claimed, and after every candidate of a read is
+        lost, the group reads again (in a shuffled order, to spread contention). Fewer
+        jobs (or none) when fewer are pending.
 
         A claim write that gets no answer (a connection lost, a timeout) may still have
         been applied: each job it tried is undone in the background, conditional on the
-        lease this call minted for it (:meth:`_undo_claim`). The jobs earlier writes of
-        the call won are returned, not dropped, since they are started under leases only
-        this call knows. Raises QueueNotFound, or StoreUnavailable, only when nothing was
-        claimed.
+        lease this call minted for it (:meth:`_undo_claim`). The jobs earlier writes
+        won are returned, not dropped, since they are started under leases only this call
+        knows. Raises QueueNotFound, or StoreUnavailable, only when nothing was claimed.
         """
         await self.get_queue(queue)
-        claimed: list[JobRecord] = []
+        if count <= 0:
+            return []
+        _, claims = self._coalescers()
+        return await claims.submit(queue, _Ask(count, worker, now))
+
+    async def _serve_claims(
+        self, queue: str, requests: list[Request[_Ask, list[JobRecord]]]
+    ) -> None:
+        """Claim for a group of requests of ``queue`` (see :meth:`claim_many`), and answer
+        each: its jobs, or the error that kept it from getting any."""
+        group = _Group(queue, [request.item for request in requests])
         for attempt in range(CLAIM_ROUNDS):
-            need = count - len(claimed)
+            active = group.wanting()
+            if not active:
+                break
+            need = sum(group.missing(i) for i in active)
             candidates = queries.claim_candidates(self._table(queue), need + CLAIM_CANDIDATES - 1)
             try:
                 docs = await self._run_on_queue(queue, candidates)
-            except (QueueNotFound, StoreUnavailable):
-                if not claimed:
-                    raise
-                return claimed
+            except (QueueNotFound, StoreUnavailable) as exc:
+                group.stop(active, exc)
+                break
             pending = [job for job in map(doc_to_job, docs) if job.status is JobStatus.PENDING]
             if not pending:
-                return claimed
+                break
             if attempt:
                 random.shuffle(pending)
-            while pending and len(claimed) < count:
-                tries = pending[: count - len(claimed)]
-                del pending[: len(tries)]
-                try:
-                    claimed += await self._claim_these(queue, tries, worker, now)
-                except (QueueNotFound, StoreUnavailable) as exc:
-                    if not claimed:
-                        raise
-                    log.warning("claim on queue %r stopped short: %s", queue, exc)
-                    return claimed
-            if len(claimed) == count:
-                return claimed
-        log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
-        return claimed
+            await self._claim_from(group, pending)
+        else:
+            if group.wanting():
+                log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
+        group.answer(requests)
+
+    async def _claim_from(self, group: _Group, pending: list[JobRecord]) -> None:
+        """Hand ``pending`` (candidates just read) out to the group's requests that want
+        more, in their order, and claim them in one write; again with the candidates
+        left while some were lost to other takers."""
+        while pending and (active := group.wanting()):
+            tries: dict[int, list[tuple[JobRecord, JobRecord]]] = {}
+            for i in active:
+                ask = group.asks[i]
+                take = pending[: group.missing(i)]
+                del pending[: len(take)]
+                tries[i] = [
+                    (before, lifecycle.claim(
+                        before, lease=self.new_lease(), worker=ask.worker, now=ask.now
+                    ).succeeding(before))
+                    for before in take
+                ]  # fmt: skip
+            try:
+                won = await self._claim_these(group.queue, [p for t in tries.values() for p in t])
+            except (QueueNotFound, StoreUnavailable) as exc:
+                group.stop(active, exc)
+                return
+            for i, pairs in tries.items():
+                group.claimed[i] += [after for _, after in pairs if after.id in won]
 
     async def _claim_these(
-        self, queue: str, candidates: Sequence[JobRecord], worker: str | None, now: float
-    ) -> list[JobRecord]:
-        """The ``candidates`` (pending, distinct, as read) claimed in one write, each under
-        a lease of its own; those another taker won meanwhile are left out.
+        self, queue: str, pairs: Sequence[tuple[JobRecord, JobRecord]]
+    ) -> set[str]:
+        """Claim each job ``before`` (pending, distinct, as read) as its ``after`` (a claim
+        under a lease of its own) in one write; the ids won (those another taker won
+        meanwhile are left out).
 
         A write whose answer never came (the server died mid-query, a timeout) may still
         have been applied: the jobs would then sit started under leases nobody holds until
@@ -437,15 +553,6 @@ class RethinkDBStore(Store):
         soon as the server answers (:meth:`_undo_claim`). Raises StoreUnavailable,
         QueueNotFound.
         """
-        pairs = [
-            (
-                before,
-                lifecycle.claim(before, lease=self.new_lease(), worker=worker, now=now).succeeding(
-                    before
-                ),
-            )
-            for before in candidates
-        ]
         try:
             won = await self._write_many(queue, pairs, status=JobStatus.PENDING)
         except StoreUnavailable as exc:
@@ -453,10 +560,10 @@ class RethinkDBStore(Store):
                 for _, after in pairs:
                     self._undo_claim(after)
             raise
-        claimed = [after for _, after in pairs if after.id in won]
-        for job in claimed:
-            self._remember(job)
-        return claimed
+        for _, after in pairs:
+            if after.id in won:
+                self._remember(after)
+        return won
 
     async def _write_many(
         self,
@@ -466,30 +573,24 @@ class RethinkDBStore(Store):
         status: JobStatus | None = None,
     ) -> set[str]:
         """Write each ``after`` where its job is still at ``before.rev`` (and ``status``),
-        in one query (:func:`queries.compare_and_set_many`); the ids written. A document
-        the server refused to write (``errors``) is logged and counts as not written.
+        in the queue's next query (:class:`QueueWrites`); the ids written. A document the
+        server refused to write (``errors``) is logged and counts as not written.
         Raises StoreUnavailable (the write as a whole failed: any part of it may have been
         applied), QueueNotFound."""
         if not pairs:
             return set()
-        query = queries.compare_and_set_many(
-            self._table(queue), pairs, status=status, **self._write_options()
+        writes, _ = self._coalescers()
+        written: Written = await writes.write(
+            queue, [(before, after, status) for before, after in pairs]
         )
-        result = await self._run_on_queue(queue, query)
-        if result.get("errors"):
+        if written.errors and len(written.ids) < len(pairs):
             log.warning(
                 "RethinkDB did not write %d job(s) of queue %r: %s",
-                result["errors"],
+                written.errors,
                 queue,
-                first_error(result),
+                written.first_error,
             )
-        revs = {after.id: after.rev for _, after in pairs}
-        written: set[str] = set()
-        for change in result.get("changes") or ():
-            new = change.get("new_val")
-            if isinstance(new, dict) and revs.get(str(new.get("id"))) == new.get("rev"):
-                written.add(str(new["id"]))
-        return written
+        return set(written.ids)
 
     def _remember(self, job: JobRecord) -> None:
         """Keep ``job`` (as just written) if it is started and small, else forget it; at
@@ -617,6 +718,38 @@ class RethinkDBStore(Store):
         if doc is None:
             raise _job_not_found(queue, job_id)
         return doc_to_job(doc)
+
+    async def cancel_requests(self, running: Sequence[tuple[str, str]]) -> list[str]:
+        """Of the jobs ``(queue, id)`` a worker says it runs, the ids of those asked to stop
+        (flagged ``cancel_requested``, or already cancelled): one ``get_all`` per queue
+        (a heartbeat lists every job its worker runs, every second while it is busy).
+        Jobs or queues that are gone, and ids no job can have, are left out. Raises
+        StoreUnavailable."""
+        by_queue: dict[str, list[str]] = {}
+        for queue, job_id in running:
+            ids = by_queue.setdefault(queue, [])
+            if storable(job_id) and job_id not in ids:
+                ids.append(job_id)
+
+        async def asked(queue: str, ids: list[str]) -> set[str]:
+            if not ids:
+                return set()
+            try:
+                await self.get_queue(queue)
+                docs = await self._run_on_queue(queue, queries.get_many(self._table(queue), ids))
+            except (QueueNotFound, KeyRefused):
+                return set()
+            jobs = map(doc_to_job, docs)
+            return {
+                job.id for job in jobs if job.cancel_requested or job.status is JobStatus.CANCELLED
+            }
+
+        queues = list(by_queue)
+        found = await asyncio.gather(*(asked(queue, by_queue[queue]) for queue in queues))
+        flagged = {
+            (queue, job_id) for queue, ids in zip(queues, found, strict=True) for job_id in ids
+        }
+        return [job_id for queue, job_id in running if (queue, job_id) in flagged]
 
     async def mutate(
         self, queue: str, job_id: str, change: Mutation
