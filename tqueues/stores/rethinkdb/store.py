@@ -444,6 +444,15 @@ class RethinkDBStore(Store):
         the other requests' writes (:class:`QueueWrites`). Raises StoreUnavailable (also
         when the server refused to write the document), QueueNotFound."""
         writes, _ = self._coalescers()
+        if escape_key(before.id) is not None:  # a key no batch's plan can hold: alone
+            query = queries.compare_and_set(
+                self._table(queue), before, after, status=status, **self._write_options()
+            )
+            result = await self._run_on_queue(queue, query)
+            if result.get("errors"):
+                raise StoreUnavailable(f"RethinkDB did not write job {before.id}: "
+                                       f"{first_error(result)}")  # fmt: skip
+            return bool(result.get("replaced") == 1)
         written = await writes.write(queue, [(before, after, status)])
         if before.id in written.ids:
             return True
