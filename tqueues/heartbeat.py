@@ -7,9 +7,10 @@ command ("quiet": take no more jobs; "stop": shut down gracefully) is passed on 
 passed on at every beat. While the worker runs jobs it beats every BUSY_INTERVAL seconds
 (1), so that a job cancelled by anyone, through any dispatcher of the store, stops within
 about a second: no per-job request or push, one beat a second per busy worker, which the
-dispatcher answers with one primary-key read per job the beat lists. A dispatcher
-that does not know heartbeats (404: an older version) is not asked again; one that cannot
-be reached is asked again at the next beat (the worker's takes report the outage).
+dispatcher answers by reading the jobs the beat lists (on RethinkDB one ``get_all`` per
+queue). A dispatcher that does not know heartbeats (404: an older version) is not asked
+again; one that cannot be reached is asked again at the next beat (the worker's takes
+report the outage).
 """
 
 from __future__ import annotations
