@@ -140,8 +140,14 @@ async def test_the_pool_returns_to_its_first_server_without_breaking_a_feed(
         for _ in range(settings.pool_size):
             assert await server_of(await pool.get()) == home
 
-        # And the feed on the retired connection was not broken by the move
-        await pool.run(r.db(db).table("t").insert({"id": "after"}))
+        # And the feed on the retired connection was not broken by the move (the insert
+        # is retried while the returning server's replica settles: "primary replica not
+        # available" for a moment)
+        async def inserted() -> bool:
+            await pool.run(r.db(db).table("t").insert({"id": "after"}, conflict="replace"))
+            return True
+
+        await run_until("the insert after the return did not succeed", inserted)
         change = await asyncio.wait_for(cursor.next(), DEADLINE)
         assert change["new_val"] == {"id": "after"}
 
