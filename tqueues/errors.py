@@ -117,6 +117,14 @@ class InvalidTransition(Conflict):
     code = "invalid_transition"
 
 
+class KeyTaken(Conflict):
+    """Another live job of the queue holds the job's key: it cannot become live again
+    until that job ends (unique jobs)."""
+
+    status = 409
+    code = "key_taken"
+
+
 class PayloadTooLarge(TqueuesError):
     """The request body is larger than the dispatcher accepts."""
 

@@ -14,7 +14,7 @@ import re
 import secrets
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import uuid_utils
 
@@ -60,6 +60,14 @@ class JobStatus(enum.StrEnum):
 
 
 _FINAL = frozenset({JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED})
+
+#: The states in which a job holds its ``key`` (unique jobs, #25): while a job of the
+#: queue with that key is in one of them, a put with the key returns it instead of adding
+#: a job; once it leaves them (it finished, was buried, failed, cancelled or deleted) the
+#: key is free. The one list every store builds on (the embedded store's unique index,
+#: the RethinkDB store's key table): a new live state is added here. (A waiting job is
+#: live too, though a job with ``after`` may not have a key yet.)
+KEY_HOLDING = (JobStatus.WAITING, JobStatus.PENDING, JobStatus.DELAYED, JobStatus.STARTED)
 
 
 def new_random_id() -> str:
@@ -173,6 +181,9 @@ class NewJob:
     urgent: bool = False  #: ahead of every other ready job of the queue.
     #: The jobs it waits for, as ``"queue/id"`` (see ``tqueues.dependencies``).
     after: list[str] = dataclasses.field(default_factory=list)
+    #: Unique jobs: while a job of the queue with this key is live (KEY_HOLDING), a put
+    #: with it returns that job instead of adding one.
+    key: str | None = None
 
     @classmethod
     def from_request(cls, fields: Mapping[str, Any]) -> NewJob:
@@ -221,6 +232,13 @@ class JobRecord:
     #: Some job put with ``after`` names this one: when it ends, the store looks its
     #: dependents up (see ``tqueues.stores.dependents``). Never unset.
     has_dependents: bool = False
+    #: Its unique key (see :data:`KEY_HOLDING`), or None: no other job of its queue with
+    #: this key is live while it is.
+    key: str | None = None
+
+    def holds_key(self) -> bool:
+        """Whether the job has a key and holds it: it is live (:data:`KEY_HOLDING`)."""
+        return self.key is not None and self.status in KEY_HOLDING
 
     def to_dict(self, *, with_lease: bool = False) -> dict[str, JSON]:
         """The job as JSON; ``extra`` fields sit at the top level beside the others.
@@ -299,6 +317,14 @@ _evolve, _from_values = _compile_copiers()
 
 #: Fields of a job that the dispatcher owns; an update (PATCH) may not set them.
 RESERVED_FIELDS = frozenset(field.name for field in dataclasses.fields(JobRecord))
+
+
+class Enqueued(NamedTuple):
+    """What a put stored: the job, and whether it is a duplicate (a live job of the queue
+    held the put's key: ``job`` is that job, untouched, and nothing was added)."""
+
+    job: JobRecord
+    duplicate: bool = False
 
 
 @dataclasses.dataclass(frozen=True, slots=True)

@@ -63,6 +63,7 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
         expires_at=now + ttl if ttl is not None else None,
         event="put",
         after=list(new.after),
+        key=new.key,
     )
 
 

@@ -24,6 +24,8 @@ MAX_AFTER = 100  #: jobs one job may wait for (its ``after``).
 #: The longest job id, in bytes of UTF-8: RethinkDB's limit on a primary key (an id no
 #: store could hold is refused on every store alike; see :mod:`tqueues.ids`).
 MAX_ID_BYTES = 127
+#: The longest key of a unique job (#25), in characters (see :mod:`tqueues.jobs`).
+MAX_KEY = 256
 #: The shortest and the longest interval of a periodic job's schedule, in seconds.
 MIN_EVERY = 1.0
 MAX_EVERY = 366 * 86_400.0
@@ -51,6 +53,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_EVERY",
     "MAX_ID_BYTES",
+    "MAX_KEY",
     "MAX_KICK",
     "MAX_OUTCOMES",
     "MAX_PAGE",

@@ -58,6 +58,7 @@ from tqueues.limits import (
     MAX_AFTER,
     MAX_BATCH,
     MAX_EVERY,
+    MAX_KEY,
     MAX_KICK,
     MAX_OUTCOMES,
     MAX_PAGE,
@@ -133,6 +134,18 @@ Delay = Annotated[float, Field(ge=0, le=MAX_DELAY, description="Seconds before i
 Ttl = Annotated[float, Field(ge=0.001, le=MAX_DELAY, description="Seconds it may wait unfinished.")]
 Retention = Annotated[float, Field(ge=0, le=10 * MAX_DELAY)]
 Lease = Annotated[str, Field(max_length=MAX_ID)]
+#: A unique job's key: any text of 1 to MAX_KEY characters without a NUL.
+Key = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=MAX_KEY,
+        pattern=r"^[^\x00]+$",
+        description="Unique jobs: while a job of the queue with this key is pending, "
+        "delayed or started, a put with it adds nothing and answers that job (200, "
+        "`duplicate`: true); the key is free again once the job ends.",
+    ),
+]
 Worker = Annotated[str, Field(max_length=MAX_WORKER, description="The taker's name.")]
 
 
@@ -172,6 +185,7 @@ class NewJob(Body):
         description="Jobs it waits for: ids of jobs of its queue, or 'queue/id'. It stays "
         "waiting until they all finished; buried if one fails for good or is deleted.",
     )
+    key: Key | None = None
     #: Tolerated when it is the path's queue (a 400 otherwise); not in the document.
     queue: SkipJsonSchema[str | None] = None
 
@@ -180,7 +194,7 @@ class NewJob(Body):
         after = parse_after(self.after, queue) if self.after else []
         return jobs.NewJob(
             queue, self.method, self.args, self.kwargs, self.priority, self.ttr,
-            self.max_attempts, self.delay, self.ttl, self.urgent, after,
+            self.max_attempts, self.delay, self.ttl, self.urgent, after, self.key,
         )  # fmt: skip
 
 

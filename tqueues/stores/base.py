@@ -25,6 +25,7 @@ from tqueues.dependencies import settles
 from tqueues.errors import (
     InvalidTransition,
     JobNotFound,
+    KeyTaken,
     QueueNotFound,
     ScheduleNotFound,
     StoreUnavailable,
@@ -33,6 +34,7 @@ from tqueues.errors import (
 )
 from tqueues.jobs import (
     JSON,
+    Enqueued,
     JobRecord,
     JobStatus,
     NewJob,
@@ -125,18 +127,39 @@ class Store(Primitives):
         self.hub.publish_job(job, old_status)
 
     async def put(self, new: NewJob) -> JobRecord:
-        """Enqueue a job with the queue's defaults; durable when this returns. A job put
-        with ``after`` waits for the jobs it names (see ``tqueues.stores.dependents``).
+        """Enqueue a job with the queue's defaults; durable when this returns: the job
+        stored, or with a ``key`` a live job holds, that job (see :meth:`enqueue`). A job
+        put with ``after`` waits for the jobs it names (see ``tqueues.stores.dependents``).
+
+        Raises QueueNotFound, ValidationError (``after`` names a job that does not exist;
+        both ``after`` and ``key``).
+        """
+        return (await self.enqueue(new)).job
+
+    async def enqueue(self, new: NewJob) -> Enqueued:
+        """:meth:`put`, saying whether the put was a duplicate: a job with a ``key`` that
+        a live job of the queue holds (:data:`~tqueues.jobs.KEY_HOLDING`) adds nothing,
+        and the answer is that job, untouched (see :meth:`insert_unique`). A job with a
+        key is never handed off in its put's write: it is inserted, then wakes a taker.
+        A job may not have both a key and ``after`` (not supported).
 
         Raises QueueNotFound, ValidationError (``after`` names a job that does not exist).
         """
+        if new.key is not None and new.after:
+            raise ValidationError(
+                "a job cannot have both a 'key' and 'after' (unique jobs that wait for "
+                "others are not supported)", field="key",
+            )  # fmt: skip
         config = await self.get_queue(new.queue)
         now = clock.now()
         job = lifecycle.create(new, config, now=now, id=self.new_id())
+        if job.key is not None:
+            (enqueued,) = await asyncio.shield(self._insert_unique_and_publish([job]))
+            return enqueued
         paused = config.paused and config.is_paused(now)
         if job.status is JobStatus.WAITING:
-            return await asyncio.shield(self.dependents.put(job, hand_off=not paused))
-        return await asyncio.shield(self._insert_and_publish(job, hand_off=not paused))
+            return Enqueued(await asyncio.shield(self.dependents.put(job, hand_off=not paused)))
+        return Enqueued(await asyncio.shield(self._insert_and_publish(job, hand_off=not paused)))
 
     async def _insert_from_dependents(self, job: JobRecord, hand_off: bool) -> JobRecord:
         return await self._insert_and_publish(job, hand_off=hand_off)
@@ -187,8 +210,15 @@ class Store(Primitives):
         return job
 
     async def put_many(self, jobs: Sequence[NewJob]) -> list[JobRecord]:
-        """Enqueue several jobs in one durable write. Raises QueueNotFound,
+        """Enqueue several jobs in one durable write; the jobs stored (for a duplicate,
+        the live job that holds its key: see :meth:`enqueue_many`). Raises QueueNotFound,
         ValidationError (a job with ``after``: such jobs are put one at a time)."""
+        return [enqueued.job for enqueued in await self.enqueue_many(jobs)]
+
+    async def enqueue_many(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        """:meth:`put_many`, saying of each job whether it was a duplicate (as
+        :meth:`enqueue`; a job whose key an earlier job of the batch has is a duplicate
+        of that one). Raises QueueNotFound, ValidationError (a job with ``after``)."""
         for index, new in enumerate(jobs):
             if new.after:
                 raise ValidationError(
@@ -201,7 +231,20 @@ class Store(Primitives):
         created = [
             lifecycle.create(new, configs[new.queue], now=now, id=self.new_id()) for new in jobs
         ]
-        return await asyncio.shield(self._insert_many_and_publish(created))
+        if any(job.key is not None for job in created):
+            return await asyncio.shield(self._insert_unique_and_publish(created))
+        stored = await asyncio.shield(self._insert_many_and_publish(created))
+        return [Enqueued(job) for job in stored]
+
+    async def _insert_unique_and_publish(self, jobs: list[JobRecord]) -> list[Enqueued]:
+        answers = []
+        for job, inserted in await self.insert_unique(jobs):
+            if inserted:
+                self.record(job)
+            else:
+                self.counters[job.queue]["duplicate"] += 1
+            answers.append(Enqueued(job, duplicate=not inserted))
+        return answers
 
     async def _insert_many_and_publish(self, jobs: list[JobRecord]) -> list[JobRecord]:
         stored = await self.insert_many(jobs)
@@ -564,6 +607,8 @@ class Store(Primitives):
                         kicked += 1
                     except (InvalidTransition, JobNotFound):
                         continue  # changed meanwhile
+                    except KeyTaken:
+                        continue  # another live job holds its key: left as it is
                 if page.next_cursor is None or not page.jobs:
                     break
                 cursor = page.next_cursor
@@ -796,6 +841,16 @@ class Store(Primitives):
         return new_lease()
 
 
+def key_taken(job: JobRecord, holder: JobRecord) -> KeyTaken:
+    """The refusal of a change that would make ``job`` live again while ``holder``, another
+    live job of its queue, holds its key."""
+    return KeyTaken(
+        f"job {job.id} cannot become {job.status.value} again: job {holder.id} of queue "
+        f"{job.queue!r} holds its key {job.key!r} until it ends",
+        key=job.key, holder=holder.id,
+    )  # fmt: skip
+
+
 def _unpaused(queues: Sequence[str], configs: Sequence[QueueConfig]) -> Sequence[str]:
     """The queues of ``queues`` (whose settings are ``configs``) not paused now."""
     if not any(config.paused for config in configs):
@@ -804,4 +859,4 @@ def _unpaused(queues: Sequence[str], configs: Sequence[QueueConfig]) -> Sequence
     return [config.name for config in configs if not config.is_paused(now)]
 
 
-__all__ = ["Mutation", "Observer", "Page", "Store"]
+__all__ = ["Mutation", "Observer", "Page", "Store", "key_taken"]

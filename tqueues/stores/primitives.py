@@ -123,6 +123,17 @@ class Primitives(abc.ABC):
         return [await self.insert(job) for job in jobs]
 
     @abc.abstractmethod
+    async def insert_unique(self, jobs: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """Store new jobs durably (unique jobs, #25), each unless a live job of its queue
+        (:data:`~tqueues.jobs.KEY_HOLDING`) holds its ``key``, an earlier job of ``jobs``
+        included; per job in order, ``(the job as stored, True)``, or ``(the live job
+        that holds the key, as stored, False)`` with nothing added. Jobs without a key
+        are always inserted. Race-free: of puts of one key at the same instant, from any
+        number of processes, one inserts. The jobs of a batch may be stored with other
+        ids (as :meth:`insert_many`). Raises QueueNotFound.
+        """
+
+    @abc.abstractmethod
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[JobRecord]:

@@ -36,7 +36,7 @@ from tqueues.errors import (
 )
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_ordered_id
 from tqueues.retry import RetryPolicy
-from tqueues.stores.base import Mutation, Page, Store
+from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.census import Census
 from tqueues.stores.groupcommit import GroupCommit
 from tqueues.stores.history import Bucket, Counts, buckets_of
@@ -44,6 +44,7 @@ from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.sqlite_rows import (
     INSERT,
     SCHEMA,
+    SELECT_HOLDER,
     SELECT_JOBS,
     UPDATE,
     dumps,
@@ -523,10 +524,54 @@ class SQLiteStore(Store):
         await self._run(insert_many, committed=count)
         return list(jobs)
 
+    async def insert_unique(self, jobs: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """One operation (one commit): each job inserted unless the unique index of live
+        keys (:data:`~tqueues.stores.sqlite_rows.KEY_INDEX`) refuses it, and then the
+        live job that holds the key read through that index."""
+        for queue in {job.queue for job in jobs}:
+            await self.get_queue(queue)
+
+        def insert_unique() -> list[tuple[JobRecord, bool]]:
+            results: list[tuple[JobRecord, bool]] = []
+            with self._transaction() as conn:
+                for job in jobs:
+                    if job.key is None:
+                        conn.execute(INSERT, to_row(job))
+                        results.append((job, True))
+                    elif conn.execute(f"{INSERT} ON CONFLICT DO NOTHING", to_row(job)).rowcount:
+                        results.append((job, True))
+                    else:
+                        results.append((self._holder(conn, job.queue, job.key), False))
+            return results
+
+        def count(results: list[tuple[JobRecord, bool]]) -> None:
+            for job, inserted in results:
+                if inserted:
+                    self._census.added(job)
+
+        return await self._run(insert_unique, committed=count)
+
+    def _holder(self, conn: sqlite3.Connection, queue: str, key: str) -> JobRecord:
+        """The live job of ``queue`` that holds ``key``. Raises StoreUnavailable if none
+        does (an insert refused for another reason: cannot happen with fresh ids)."""
+        row = conn.execute(f"{SELECT_JOBS} {SELECT_HOLDER}", (queue, key)).fetchone()
+        if row is None:
+            raise StoreUnavailable(f"a job of queue {queue!r} was refused, and no job holds "
+                                   f"its key {key!r}")  # fmt: skip
+        return job_of(row)
+
     def _write(self, conn: sqlite3.Connection, before: JobRecord, after: JobRecord) -> JobRecord:
+        """Write ``after`` over ``before``. Raises KeyTaken when it would make a job live
+        again whose key another live job holds (nothing is written)."""
         after = after.succeeding(before)
         values = to_row(after)
-        cursor = conn.execute(UPDATE, [*values[2:], before.id, before.rev])
+        try:
+            cursor = conn.execute(UPDATE, [*values[2:], before.id, before.rev])
+        except sqlite3.IntegrityError as exc:
+            if after.key is None or not after.holds_key():
+                raise
+            holder = self._holder(conn, after.queue, after.key)
+            raise key_taken(after, holder) from exc
         if cursor.rowcount != 1:
             # Cannot happen (one thread writes, and keeps _started in step); were it to,
             # this operation is rolled back (and _started emptied) and fails as a whole.
@@ -695,11 +740,13 @@ class SQLiteStore(Store):
                     try:
                         if before is None:
                             raise _missing(queue, job_id)
-                        after = change(before)
+                        # (a KeyTaken of _write wrote nothing: its statement was undone)
+                        current[job_id] = after = self._write(conn, before, change(before))
+                    except StoreUnavailable:
+                        raise  # (the write as a whole fails: see _write)
                     except TqueuesError as exc:  # this item's refusal: handed back
                         results.append(exc)
                         continue
-                    current[job_id] = after = self._write(conn, before, after)
                     results.append((before, after))
             return results
 

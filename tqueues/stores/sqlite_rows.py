@@ -15,7 +15,7 @@ import sqlite3
 from typing import Any
 
 from tqueues import codec
-from tqueues.jobs import JobRecord, JobStatus
+from tqueues.jobs import KEY_HOLDING, JobRecord, JobStatus
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS queues (
@@ -50,7 +50,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     expires_at REAL,
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     after TEXT,  -- the jobs it waits for, as a JSON list of "queue/id"; NULL: none
-    has_dependents INTEGER NOT NULL DEFAULT 0
+    has_dependents INTEGER NOT NULL DEFAULT 0,
+    key TEXT  -- unique jobs: see KEY_INDEX
 );
 -- The take index: only pending jobs, in the order they are handed out.
 CREATE INDEX IF NOT EXISTS jobs_pending ON jobs(queue, priority, ready_at, seq)
@@ -97,6 +98,20 @@ CREATE TABLE IF NOT EXISTS schedules (
     PRIMARY KEY (queue, name)
 ) WITHOUT ROWID;
 """
+
+#: The statuses of KEY_HOLDING as an SQL list.
+HOLDING = ", ".join(f"'{status.value}'" for status in KEY_HOLDING)
+#: Unique jobs (#25): a live job's key is unique in its queue; jobs without a key (the
+#: usual case) have no entry, so they cost no index write. A put hits it when the key is
+#: taken; so does any change that would make an ended job live again while another holds
+#: its key. Made by :func:`upgrade` (it needs the ``key`` column), and made again when
+#: KEY_HOLDING changes (its text then differs from the one stored).
+KEY_INDEX = (
+    "CREATE UNIQUE INDEX jobs_key ON jobs(queue, key) "
+    f"WHERE key IS NOT NULL AND status IN ({HOLDING})"
+)
+#: The live job of a queue (``?``) that holds a key (``?``), through KEY_INDEX.
+SELECT_HOLDER = f"WHERE queue = ? AND key = ? AND status IN ({HOLDING})"
 
 #: Every field of a job, ``id`` and ``queue`` first (the UPDATE sets all the others).
 COLUMNS = tuple(field.name for field in dataclasses.fields(JobRecord))
@@ -150,7 +165,8 @@ def job_of(read: sqlite3.Row) -> JobRecord:
 def upgrade(conn: sqlite3.Connection) -> None:
     """Bring the tables of a database an earlier version made up to :data:`SCHEMA` (run
     after it): add the columns it lacks (``cancel_requested``, ``after``,
-    ``has_dependents``)."""
+    ``has_dependents``, ``key``), and make :data:`KEY_INDEX` unless it is there as
+    written."""
     columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
     if "cancel_requested" not in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0")
@@ -158,3 +174,9 @@ def upgrade(conn: sqlite3.Connection) -> None:
         conn.execute("ALTER TABLE jobs ADD COLUMN after TEXT")
     if "has_dependents" not in columns:
         conn.execute("ALTER TABLE jobs ADD COLUMN has_dependents INTEGER NOT NULL DEFAULT 0")
+    if "key" not in columns:
+        conn.execute("ALTER TABLE jobs ADD COLUMN key TEXT")
+    row = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs_key'").fetchone()
+    if row is None or row[0] != KEY_INDEX:
+        conn.execute("DROP INDEX IF EXISTS jobs_key")
+        conn.execute(KEY_INDEX)

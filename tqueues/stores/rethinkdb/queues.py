@@ -43,6 +43,7 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import config_to_doc, doc_to_config, r, reql_literal
 from tqueues.stores.rethinkdb.edges import EDGE_INDEXES, EDGES_TABLE
 from tqueues.stores.rethinkdb.history import HISTORY_TABLE
+from tqueues.stores.rethinkdb.keys import KEYS_TABLE
 from tqueues.stores.rethinkdb.pool import (
     Ambiguous,
     Exists,
@@ -58,6 +59,8 @@ from tqueues.stores.rethinkdb.workers import WORKER_INDEXES, WORKERS_TABLE
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
 QUEUES_TABLE = "tqueues_queues"
+#: The tables beside the catalog's own (each made at open, if missing).
+CATALOG_TABLES = (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE, KEYS_TABLE)
 ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
 SYSTEM = r.db("rethinkdb")  #: the server's system tables (``db_config``, ``table_config``).
 
@@ -132,12 +135,12 @@ class BackfillUnfinished(StoreUnavailable):
 
 async def remove_twins(pool: Pool, db: str) -> bool:
     """Drop the extra databases named ``db``, then the extra ``tqueues_queues``,
-    ``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules`` and ``tqueues_edges``
-    tables in it,
-    keeping of each name the one with the smallest id (every dispatcher keeps the same
-    one). True if any was dropped. Twins come from creations at the same instant through
-    different servers (rethinkdb/rethinkdb#5900, #4898); each is as new as the other, so
-    the one dropped holds at most the catalog table."""
+    ``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``, ``tqueues_edges``
+    and ``tqueues_keys`` tables in it, keeping of each name the one with the smallest id
+    (every dispatcher keeps the same one). True if any was dropped. Twins come from
+    creations at the same instant through different servers (rethinkdb/rethinkdb#5900,
+    #4898); each is as new as the other, so the one dropped holds at most the catalog
+    table."""
     dropped = False
     twins = [
         ("db_config", {"name": db}),
@@ -146,6 +149,7 @@ async def remove_twins(pool: Pool, db: str) -> bool:
         ("table_config", {"db": db, "name": WORKERS_TABLE}),
         ("table_config", {"db": db, "name": SCHEDULES_TABLE}),
         ("table_config", {"db": db, "name": EDGES_TABLE}),
+        ("table_config", {"db": db, "name": KEYS_TABLE}),
     ]
     for table, match in twins:
         try:
@@ -229,7 +233,7 @@ class Catalog:
         if QUEUES_TABLE not in tables:
             await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
             created = True
-        for name in (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE):
+        for name in CATALOG_TABLES:
             if name not in tables:
                 await create_table(self.pool, self.settings, name)
                 created = True
@@ -333,13 +337,12 @@ class Catalog:
         others wait (up to 60 s) for that, then build it themselves (the winner may have
         died). A queue cannot be named after the catalog table (``tqueues_queues``): its
         jobs would go into the catalog, and dropping it would drop every queue's settings;
-        nor after the history's, the workers' and the schedules' tables
-        (``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``, ``tqueues_edges``).
-        Raises ValidationError (that name), StoreUnavailable.
+        nor after the history's, the workers', the schedules', the edges' and the keys'
+        tables (``tqueues_history``, ``tqueues_workers``, ``tqueues_schedules``,
+        ``tqueues_edges``, ``tqueues_keys``). Raises ValidationError (that name),
+        StoreUnavailable.
         """
-        if config.name in (
-            QUEUES_TABLE, HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE
-        ):  # fmt: skip
+        if config.name == QUEUES_TABLE or config.name in CATALOG_TABLES:
             raise ValidationError(
                 f"queue name {config.name!r} is reserved by the RethinkDB store", field="name"
             )

@@ -39,9 +39,9 @@ from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
-from tqueues.stores.base import Mutation, Page, Store
+from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.history import Bucket, Counts, buckets_of
-from tqueues.stores.rethinkdb import edges, history, queries, schedules, workers
+from tqueues.stores.rethinkdb import edges, history, keys, queries, schedules, workers
 from tqueues.stores.rethinkdb.coalesce import Coalescer, Request
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
@@ -156,6 +156,9 @@ class RethinkDBStore(Store):
         self._started: collections.OrderedDict[tuple[str, str], JobRecord] = (
             collections.OrderedDict()
         )
+        #: unique jobs: the claims and releases of keys (see keys.py)
+        self._keys = keys.Keys(self._keys_table, self._run, self._read_job,
+                               durability=settings.durability)  # fmt: skip
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -325,6 +328,8 @@ class RethinkDBStore(Store):
         with contextlib.suppress(Missing):
             await catalog.admin(self._db.table_drop(name))
         await self._run(history.delete(self._history(), name, None, **self._write_options()))
+        with contextlib.suppress(StoreUnavailable):  # the keys are off (see _keys_table)
+            await self._keys.forget_queue(name)
         with contextlib.suppress(StoreUnavailable):  # the schedules are off (see _schedules)
             await self._run(schedules.of_queue(self._schedules(), name).delete(
                 **self._write_options()))  # fmt: skip
@@ -342,6 +347,8 @@ class RethinkDBStore(Store):
             self._table(queue).delete(**self._write_options()),
             timeout=max(ADMIN_TIMEOUT, self.settings.timeout),
         )
+        with contextlib.suppress(StoreUnavailable):  # (left, each would be taken over)
+            await self._keys.forget_queue(queue)
         return int(result.get("deleted", 0))
 
     async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
@@ -435,6 +442,29 @@ class RethinkDBStore(Store):
         if committed is not None:
             committed(taken)
         return job, taken
+
+    async def _change(self, queue: str, before: JobRecord, after: JobRecord) -> bool:
+        """:meth:`_compare_and_set` with the job's key kept in step (unique jobs): a change
+        that makes the job live again claims its key first (raises KeyTaken, nothing
+        written, when another live job holds it), one that ends it releases its key once
+        written. Jobs without a key (and changes that keep a job live, or ended) are the
+        one conditional write."""
+        if after.key is None or before.holds_key() == after.holds_key():
+            return await self._compare_and_set(queue, before, after)
+        if not after.holds_key():
+            if not await self._compare_and_set(queue, before, after):
+                return False
+            await self._keys.release(after, after.rev)
+            return True
+        token, holder = await self._keys.claim(before)
+        if holder is not None:
+            raise key_taken(after, holder)
+        # (a write that got no answer may have been applied: its claim stays; if it was
+        # not, the claim is stale after keys.GRACE)
+        written = await self._compare_and_set(queue, before, after)
+        if not written:
+            await self._keys.drop(before, token)
+        return written
 
     async def _compare_and_set(
         self, queue: str, before: JobRecord, after: JobRecord, *, status: JobStatus | None = None
@@ -778,13 +808,13 @@ class RethinkDBStore(Store):
             if hinted is not None:
                 before, after = hinted
                 self._forget(queue, job_id)
-                if await self._compare_and_set(queue, before, after):
+                if await self._change(queue, before, after):
                     self._remember(after)
                     return before, after
         for _ in range(MUTATE_ATTEMPTS):
             before = await self.get(queue, job_id)
             after = change(before).succeeding(before)
-            if await self._compare_and_set(queue, before, after):
+            if await self._change(queue, before, after):
                 self._remember(after)
                 return before, after
         raise StoreUnavailable(f"job {job_id} kept changing under {MUTATE_ATTEMPTS} writes")
@@ -805,9 +835,17 @@ class RethinkDBStore(Store):
         await self.get_queue(queue)
         results: list[tuple[JobRecord, JobRecord] | TqueuesError | None] = [None] * len(changes)
         planned, alone = await self._plan_many(queue, changes, results)
+        for index, (before, after) in list(planned.items()):
+            if after.holds_key() and not before.holds_key():  # claims its key first
+                del planned[index]
+                alone.append(index)
         for before, _ in planned.values():
             self._forget(queue, before.id)
         written = await self._write_many(queue, list(planned.values()))
+        await asyncio.gather(*(
+            self._keys.release(after, after.rev) for before, after in planned.values()
+            if after.id in written and before.holds_key() and not after.holds_key()
+        ))  # fmt: skip
         again: list[int] = []
         for index, (before, after) in planned.items():
             if after.id in written:
@@ -908,7 +946,9 @@ class RethinkDBStore(Store):
         changes = result.get("changes") or []
         if not result.get("deleted") or not changes or not changes[0].get("old_val"):
             raise _job_not_found(queue, job_id)
-        return doc_to_job(changes[0]["old_val"])
+        job = doc_to_job(changes[0]["old_val"])
+        await self._keys.release(job, job.rev + 1)
+        return job
 
     # -- housekeeping ------------------------------------------------------------------------
 
@@ -1005,6 +1045,64 @@ class RethinkDBStore(Store):
                 "the schedules' table (rename the queue: drain it into another and drop it)"
             )
         return self._db.table(schedules.SCHEDULES_TABLE)
+
+    # -- unique jobs (see keys.py) ---------------------------------------------------------
+
+    def _keys_table(self) -> Any:
+        """The keys' table. Raises StoreUnavailable when a queue of an earlier version has
+        its name (unique jobs are then off)."""
+        if keys.KEYS_TABLE in self._parts()[1].configs:
+            raise StoreUnavailable(
+                f"unique jobs are off: a queue is named {keys.KEYS_TABLE!r}, the keys' table "
+                "(rename the queue: drain it into another and drop it)"
+            )
+        return self._db.table(keys.KEYS_TABLE)
+
+    async def _read_job(self, queue: str, job_id: str) -> JobRecord | None:
+        """The job, or None if it (or its queue) is gone."""
+        try:
+            return await self.get(queue, job_id)
+        except (JobNotFound, QueueNotFound):
+            return None
+
+    async def insert_unique(self, jobs: Sequence[JobRecord]) -> list[tuple[JobRecord, bool]]:
+        """The jobs without a key inserted as :meth:`insert_many` does (one write per
+        queue), then each job with a key in turn: its key claimed (keys.py), then the job
+        inserted, or the job that holds the key answered. Not atomic as a whole: a
+        failure may leave some stored (a key claimed for a job not stored is stale after
+        keys.GRACE). Raises QueueNotFound."""
+        renamed = batch_ids(jobs) if len(jobs) > 1 else list(jobs)
+        for queue in {job.queue for job in renamed}:
+            await self.get_queue(queue)
+        by_queue: dict[str, list[JobRecord]] = {}
+        for job in renamed:
+            if job.key is None:
+                by_queue.setdefault(job.queue, []).append(job)
+        for queue, batch in by_queue.items():
+            await self._insert(queue, batch)
+        results: list[tuple[JobRecord, bool]] = []
+        for job in renamed:
+            if job.key is None:
+                results.append((job, True))
+                continue
+            token, holder = await self._keys.claim(job)
+            if holder is not None:
+                results.append((holder, False))
+                continue
+            query = queries.insert(self._table(job.queue), [job], **self._write_options())
+            try:
+                # (no answer: the job may be stored; the claim stays, stale after GRACE
+                # if it was not)
+                result = await self._run_on_queue(job.queue, query)
+            except QueueNotFound:
+                await self._keys.drop(job, token)
+                raise
+            if result.get("inserted") != 1:
+                await self._keys.drop(job, token)
+                raise StoreUnavailable(f"RethinkDB did not store job {job.id}: "
+                                       f"{first_error(result)}")  # fmt: skip
+            results.append((job, True))
+        return results
 
     async def insert_once(self, job: JobRecord) -> bool:
         """Insert the job unless its id is taken (RethinkDB's primary key refuses a second
@@ -1154,8 +1252,11 @@ class RethinkDBStore(Store):
         if delete:
             query = queries.delete_if_unchanged(self._table(queue), before, **self._write_options())
             result = await self._run_on_queue(queue, query)
-            return int(result.get("deleted", 0) == 1)
-        if not await self._compare_and_set(queue, before, after):
+            if result.get("deleted", 0) != 1:
+                return 0
+            await self._keys.release(before, before.rev + 1)
+            return 1
+        if not await self._change(queue, before, after):
             return 0
         self.record(after, before)
         return 1
