@@ -38,7 +38,7 @@ pause stops takes from handing out the queue's jobs (puts are still accepted) un
 resume, or for --for seconds (beanstalkd's pause-tube); stats shows it.
 
 Usage:
-  tqueues put [options] <queue> [<json>] [--file FILE] [--after JOB]...
+  tqueues put [options] <queue> [<json>] [--file FILE] [--after JOB]... [--key KEY]
   tqueues take [options] <queue>... [--wait SECONDS] [--count N]
   tqueues consume [options] <queue> [--wait SECONDS]
   tqueues peek [options] <queue> [<id>] [--status STATUS]
@@ -72,6 +72,9 @@ Options:
   --token TOKEN      Bearer token (also TQUEUES_TOKEN).
   --timeout SECONDS  Seconds each call may take, beyond any --wait [default: 30].
   --file FILE        Read the job JSON from FILE; - is standard input.
+  --key KEY          put: a unique job: while a job of the queue with this key is
+                     pending, delayed or started, the put stores nothing and prints
+                     that job with "duplicate": true (a job put has false).
   --wait SECONDS     Seconds to wait for a job on an empty queue; 0 or a negative
                      number: do not wait (tpq's -1); forever: until a job comes
                      (tpq's 0). Longer than the dispatcher's --max_wait is several
@@ -121,6 +124,7 @@ than --backfill seconds: the settings are applied and the copying goes on).
 Examples:
   export TQUEUES_URL={DEFAULT_URL}
   tqueues put emails '{{"method": "app.mail:send", "args": ["bob@example.com"]}}'
+  tqueues put reports --key daily-2026-12-06 '{{"method": "app.reports:daily"}}'
   echo '[{{"method": "app.x:f"}}, {{"method": "app.x:g"}}]' | tqueues put work
   tqueues consume emails --wait 5
   tqueues take urgent normal --wait 10
@@ -291,6 +295,14 @@ class Admin:
             if not isinstance(jobs, dict):
                 raise ValidationError("put --after applies to one job, not to a list of them")
             jobs = {**jobs, "after": [*jobs.get("after", []), *after]}
+        key = self.args.get("--key")
+        if key is not None:
+            if not isinstance(jobs, dict):
+                raise ValidationError(
+                    "--key is the key of one job: give each job of a list its own 'key'",
+                    field="key",
+                )
+            jobs = {**jobs, "key": key}
         if isinstance(jobs, dict):
             stored = [await self.client.request("POST", ["queues", self.queue, "jobs"], jobs)]
         else:

@@ -382,21 +382,31 @@ class Client:
         method: str,
         args: Sequence[Any] = (),
         kwargs: JSONDict | None = None,
+        *,
+        key: str | None = None,
         **options: Any,
     ) -> JSONDict:
         """Enqueue a job; the stored job. ``options``: priority, urgent, ttr, ttl, delay,
         max_attempts, after: the jobs it waits for (ids of jobs of ``queue``, ``"queue/id"``,
         or jobs as :meth:`put` returned them): it stays ``waiting`` until they all
-        finished, and is buried if one fails for good or is deleted."""
+        finished, and is buried if one fails for good or is deleted.
+
+        ``key`` (1 to 256 characters) makes it a unique job: while a job of the queue with
+        that key is pending, delayed or started, the put stores nothing and returns that
+        job, untouched, with ``"duplicate": True`` (a job stored has ``"duplicate":
+        False``); once it ends, the key is free. A job may not have both."""
         if options.get("after"):
             options["after"] = [after_name(job) for job in options["after"]]
         body = {"method": method, "args": list(args), "kwargs": kwargs or {}, **options}
+        if key is not None:
+            body["key"] = key
         job: JSONDict = await self.request("POST", ["queues", queue, "jobs"], body)
         return job
 
     async def put_many(self, queue: str, jobs: Sequence[Mapping[str, Any]]) -> list[JSONDict]:
-        """Enqueue 1 to 1,000 jobs (dicts with ``method`` and the options of :meth:`put`)
-        in one durable write, all or none; the stored jobs in order."""
+        """Enqueue 1 to 1,000 jobs (dicts with ``method`` and the options of :meth:`put`,
+        ``key`` among them) in one durable write, all or none; the stored jobs in order
+        (for a duplicate, the live job that holds its key: see :meth:`put`)."""
         answer: JSONDict = await self.request(
             "POST", ["queues", queue, "jobs"], {"jobs": [dict(job) for job in jobs]}
         )

@@ -60,11 +60,11 @@ def _text(raw: bytes, charset: str) -> str:
         return raw.decode("utf-8", "replace")
 
 
-def frame_answer(answer: JSONDict, ok: int) -> JSONDict:
+def frame_answer(answer: JSONDict, ok: tuple[int, ...]) -> JSONDict:
     """A WebSocket call's answer frame (``{"ref", "status", ...}``) when its ``status`` is
-    ``ok``; else raises the typed error the rest of the frame names (see
+    one of ``ok``; else raises the typed error the rest of the frame names (see
     :func:`error_for`; a frame without a status counts as 500)."""
-    if answer.get("status") == ok:
+    if answer.get("status") in ok:
         return answer
     error = {k: v for k, v in answer.items() if k not in ("status", "ref")}
     raise error_for(answer.get("status", 500), error)

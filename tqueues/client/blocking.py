@@ -252,9 +252,11 @@ class BlockingJobStream:
         method: str,
         args: Sequence[Any] = (),
         kwargs: JSONDict | None = None,
+        *,
+        key: str | None = None,
         **options: Any,
     ) -> JSONDict:
-        return self._owner._run(self.stream.put(method, args, kwargs, **options))
+        return self._owner._run(self.stream.put(method, args, kwargs, key=key, **options))
 
     def put_many(self, jobs: Sequence[Mapping[str, Any]]) -> list[JSONDict]:
         return self._owner._run(self.stream.put_many(jobs))

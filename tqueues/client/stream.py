@@ -58,9 +58,9 @@ class StreamClient(Protocol):
 
 class _CallSocket:
     """A WebSocket of calls answered by ``ref``: ``path`` on the dispatcher, ``ok`` the
-    status of a successful answer, ``what`` its name in errors."""
+    statuses of a successful answer, ``what`` its name in errors."""
 
-    ok = 200
+    ok: tuple[int, ...] = (200,)
     what = "socket"
 
     def __init__(self, client: StreamClient, path: Sequence[str]) -> None:
@@ -190,7 +190,7 @@ class _CallSocket:
 class JobStream(_CallSocket):
     """One producer's job stream to ``queue``; made by :meth:`Client.job_stream`."""
 
-    ok = 201
+    ok = (201, 200)  #: 200: every job was a duplicate (unique jobs)
     what = "job stream"
     lost = ": its jobs may or may not have been stored"
 
@@ -207,13 +207,17 @@ class JobStream(_CallSocket):
         method: str,
         args: Sequence[Any] = (),
         kwargs: JSONDict | None = None,
+        *,
+        key: str | None = None,
         **options: Any,
     ) -> JSONDict:
-        """Enqueue a job; the stored job. ``options``: priority, urgent, ttr, ttl, delay,
+        """Enqueue a job; the stored job (with ``key``: see :meth:`Client.put
+        <tqueues.client.aio.Client.put>`). ``options``: priority, urgent, ttr, ttl, delay,
         max_attempts."""
-        answer = await self._call(
-            {"method": method, "args": list(args), "kwargs": kwargs or {}, **options}
-        )
+        body = {"method": method, "args": list(args), "kwargs": kwargs or {}, **options}
+        if key is not None:
+            body["key"] = key
+        answer = await self._call(body)
         job: JSONDict = answer["job"]
         return job
 

@@ -7,7 +7,8 @@ with an optional ``"ref"`` (a string of at most 128 characters, or an integer) t
 back in its answer. Each message is answered, in the order sent, with
 
 - ``{"ref": ref, "status": 201, "job": {...}}`` (``"jobs": [...]`` for a batch) once the
-  job is durable, as the HTTP route answers it;
+  job is durable, as the HTTP route answers it (200 when every job was a duplicate of a
+  live job holding its ``key``);
 - ``{"ref": ref, "status": 400|404|503|..., "error": code, "message": ...}`` otherwise,
   the same error the HTTP route gives, and nothing stored. The socket stays open.
 
@@ -92,10 +93,10 @@ class JobStream(RestView):
                 raise ValidationError("the message must be a JSON object")
             ref = message_ref(body)
             try:
-                stored = await enqueuing.enqueue(self.store, body, queue)
+                status, stored = await enqueuing.enqueue(self.store, body, queue)
             except QueueNotFound as exc:  # dropped since the upgrade: 404, as on the route
                 raise as_missing(exc) from None
-            return {"ref": ref, "status": 201, **stored}
+            return {"ref": ref, "status": status, **stored}
         except TqueuesError as exc:
             if exc.status == 503:
                 log.warning("job stream %s: %s", queue, exc.message, extra={"action": exc.code})

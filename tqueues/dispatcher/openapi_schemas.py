@@ -83,6 +83,11 @@ SCHEMAS: Doc = {
             "has_dependents": {"type": "boolean", "description": "A job put with 'after' "
                                "names it: its end settles the jobs waiting for it."},
             "event": {"type": "string"},
+            "key": {**nullable("string"), "description": "Its unique key: no other job of "
+                    "its queue with this key is pending, delayed or started while it is."},
+            "duplicate": {"type": "boolean", "description": "Only in the answer of a put "
+                          "with a key: true when a live job held the key (this job, "
+                          "untouched; nothing was stored), false when the job was stored."},
         },
     },
     "QueueConfig": {

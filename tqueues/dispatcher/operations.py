@@ -125,8 +125,13 @@ OPERATIONS: tuple[Operation, ...] = (
     Operation(
         "POST", f"{QUEUE}/jobs", rest.Jobs, "put", PRODUCER,
         f"Enqueue one job, or a batch of 1 to {m.MAX_BATCH} (all validated before any is "
-        "stored; one durable write). A `queue` in a job is tolerated if it is the path's.",
+        "stored; one durable write). A `queue` in a job is tolerated if it is the path's. "
+        "A job with a `key` that a pending, delayed or started job of the queue holds is "
+        "a duplicate: that job is answered, untouched, with `duplicate`: true, and nothing "
+        "is stored for it.",
         {201: Answer("The stored job, or the stored batch in order.",
+                     {"oneOf": [{"$ref": "Job"}, {"$ref": "StoredJobs"}]}),
+         200: Answer("Every job was a duplicate: the live jobs that hold their keys.",
                      {"oneOf": [{"$ref": "Job"}, {"$ref": "StoredJobs"}]})},
         errors=(400, 404, 413), body=m.Enqueue, body_required=True,
     ),

@@ -265,10 +265,13 @@ class Jobs(RestView):
         (``{"jobs": [...]}``, 1 to MAX_BATCH: 201 with ``{"jobs": [...]}`` in order).
 
         Every job of a batch is validated before any is stored; a 400 names the first bad
-        one (``jobs[i]``) and its field. The batch is one durable write.
+        one (``jobs[i]``) and its field. The batch is one durable write. A job with a
+        ``key`` a live job holds is a duplicate: 200 when nothing was stored (see
+        :mod:`~tqueues.dispatcher.enqueuing`).
         """
-        stored = await enqueuing.enqueue(self.store, await body_of(self.request), self.queue)
-        return json_response(stored.get("job", stored), status=201)
+        body = await body_of(self.request)
+        status, stored = await enqueuing.enqueue(self.store, body, self.queue)
+        return json_response(stored.get("job", stored), status=status)
 
     async def get(self) -> web.Response:
         """A page of the queue's jobs in creation order: ``?status=&cursor=&limit=`` →

@@ -22,6 +22,7 @@ import aiohttp_cors
 from aiohttp import web
 
 from tqueues import codec
+from tqueues.dispatcher import enqueuing
 from tqueues.dispatcher import models as m
 from tqueues.dispatcher.actions import MAX_ERROR, MAX_TRACEBACK
 from tqueues.dispatcher.keys import store_key
@@ -55,7 +56,8 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         return web.Response(text="ok")
 
     async def post(self) -> web.Response:
-        """Enqueue ``{"queue", "method", "args", "kwargs"}``; 200 with the stored job.
+        """Enqueue ``{"queue", "method", "args", "kwargs"}``; 200 with the stored job (with
+        a ``key``: and ``duplicate``, as on the REST route, which see).
 
         400 when a field is missing or malformed, 501 when the queue does not exist. A
         body without ``queue`` takes the ``?queue=`` of the query.
@@ -64,7 +66,8 @@ class Dispatcher(web.View, aiohttp_cors.CorsViewMixin):
         body: m.LegacyNewJob = await body_of(
             self.request, {"queue": query["queue"]} if "queue" in query else None
         )
-        return job_response(await self.store.put(body.to_job(body.queue)))
+        enqueued = await self.store.enqueue(body.to_job(body.queue))
+        return web.json_response(enqueuing.answer(enqueued), dumps=codec.dumps_str)
 
     async def get(self) -> web.Response:
         """Take the next job of ``?queue=NAME`` (``&id=ID`` reads one job instead).
