@@ -226,3 +226,24 @@ async def test_the_key_documents_follow_the_jobs(store: Store) -> None:
     await put(store, "d")
     await store.drop_queue("q")
     assert await held() == []
+
+
+async def test_a_schedule_whose_job_has_a_key_skips_ticks_while_it_lives(store: Store) -> None:
+    from tqueues.stores.schedules import ScheduleRecord
+
+    await store.create_queue(QueueConfig("q"))
+    t0 = 1_800_000_000.0
+    job = {"method": "examples.tasks:add", "key": "nightly"}
+    await store.add_schedule(ScheduleRecord.new("q", "s", job, now=t0, every=60))
+    # The first tick makes its job; the next ones, while it lives, make none
+    await store.fire_schedules(t0 + 60)
+    (first,) = (await store.list_jobs("q")).jobs
+    assert first.key == "nightly" and first.extra["tick"] == t0 + 60
+    await store.fire_schedules(t0 + 120)
+    assert (await store.run_schedule("q", "s")).id == first.id  # run now: that job too
+    assert await total(store) == 1
+    # Once it ended, the next tick makes one
+    await store.finish("q", first.id)
+    await store.fire_schedules(t0 + 180)
+    ticks = sorted(job.extra["tick"] for job in (await store.list_jobs("q")).jobs)
+    assert ticks == [t0 + 60, t0 + 180]

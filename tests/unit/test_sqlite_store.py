@@ -449,3 +449,33 @@ async def test_a_file_of_an_earlier_version_is_upgraded_for_cancellation(tmp_pat
     indexes = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     conn.close()
     assert "jobs_ended" in indexes and "jobs_done" not in indexes
+
+
+async def test_a_file_of_an_earlier_version_is_upgraded_for_unique_jobs(tmp_path: Path) -> None:
+    # Given a store file as versions before unique jobs made it: no key column, no index;
+    # and one whose index of live keys covers other statuses than this version's
+    async with SQLiteStore(tmp_path) as store:
+        await store.create_queue(QueueConfig("q"))
+        old = await store.put(NewJob(queue="q", method="m:f"))
+    conn = sqlite3.connect(tmp_path / "tqueues.sqlite3")
+    conn.executescript("DROP INDEX jobs_key; ALTER TABLE jobs DROP COLUMN key;")
+    conn.close()
+    # When this version opens it, its jobs have no key, and keys are unique
+    async with SQLiteStore(tmp_path) as store:
+        assert (await store.get("q", old.id)).key is None
+        first = await store.enqueue(NewJob(queue="q", method="m:f", key="k"))
+        assert (await store.enqueue(NewJob(queue="q", method="m:f", key="k"))).job == first.job
+    conn = sqlite3.connect(tmp_path / "tqueues.sqlite3")
+    conn.executescript(
+        "DROP INDEX jobs_key; CREATE UNIQUE INDEX jobs_key ON jobs(queue, key) "
+        "WHERE key IS NOT NULL AND status IN ('pending');"
+    )
+    conn.close()
+    async with SQLiteStore(tmp_path) as store:
+        await store.take("q")
+        await store.take("q")  # the keyed job is started: it holds its key still
+        assert (await store.enqueue(NewJob(queue="q", method="m:f", key="k"))).duplicate
+    conn = sqlite3.connect(tmp_path / "tqueues.sqlite3")
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'jobs_key'").fetchone()
+    conn.close()
+    assert "'started'" in sql

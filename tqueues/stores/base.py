@@ -558,7 +558,8 @@ class Store(Primitives):
         return await self.apply(queue, job_id, self.bury_change(lease=lease, reason=reason))
 
     async def kick_job(self, queue: str, job_id: str) -> JobRecord:
-        """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition."""
+        """:meth:`kick_change` applied. Raises JobNotFound, InvalidTransition, KeyTaken
+        (another live job of the queue holds its key)."""
         return await self.apply(queue, job_id, self.kick_change())
 
     async def cancel(self, queue: str, job_id: str, *, lease: str | None = None) -> JobRecord:
@@ -586,7 +587,8 @@ class Store(Primitives):
         delayed) when given, else buried ones if there are any, else delayed ones (as
         beanstalkd does: failed jobs only when named); how many were kicked. Each is its
         own compare-and-set (:meth:`kick_job`): a job that changed meanwhile (kicked by
-        another caller) is skipped, not kicked twice. Raises QueueNotFound,
+        another caller) is skipped, not kicked twice, and so is a job whose key another
+        live job holds (unique jobs: it stays as it is). Raises QueueNotFound,
         ValidationError (another status)."""
         if status is not None and status not in lifecycle.KICKABLE:
             kickable = ", ".join(s.value for s in lifecycle.KICKABLE)
@@ -788,12 +790,16 @@ class Store(Primitives):
 
     async def run_schedule(self, queue: str, name: str) -> JobRecord:
         """Make the schedule's job now, outside its ticks (a new id of its own; the
-        schedule is left as it is); durable when this returns. Raises ScheduleNotFound,
-        QueueNotFound."""
+        schedule is left as it is); durable when this returns. With a key a live job
+        holds, that job (nothing is made). Raises ScheduleNotFound, QueueNotFound."""
         schedule = await self.get_schedule(queue, name)
         config = await self.get_queue(queue)
         job = lifecycle.create(schedule.template(), config, now=clock.now(), id=self.new_id())
-        return await asyncio.shield(self._insert_and_publish(mark(job, schedule, None)))
+        job = mark(job, schedule, None)
+        if job.key is not None:
+            (enqueued,) = await asyncio.shield(self._insert_unique_and_publish([job]))
+            return enqueued.job
+        return await asyncio.shield(self._insert_and_publish(job))
 
     async def fire_schedules(self, now: float) -> float | None:
         """Fire every schedule not paused whose ticks are due at ``now`` (see

@@ -198,7 +198,10 @@ class Primitives(abc.ABC):
 
         ``change`` is a pure function of the job that raises to refuse; the store writes its
         result only if the job is still the revision it passed in (and retries otherwise).
-        Raises QueueNotFound, JobNotFound, or whatever ``change`` raises.
+        The job's key follows (unique jobs): a change that ends a job frees its key, one
+        that makes an ended job live again takes it, or raises KeyTaken (nothing written)
+        when another live job of the queue holds it. Raises QueueNotFound, JobNotFound,
+        KeyTaken, or whatever ``change`` raises.
         """
 
     async def mutate_many(
@@ -305,9 +308,9 @@ class Primitives(abc.ABC):
 
     @abc.abstractmethod
     async def insert_once(self, job: JobRecord) -> bool:
-        """Store a new job durably unless a job of its id is stored already: True if it
-        was inserted, False if the store refused the id (the job stored is left as it
-        is). Raises QueueNotFound."""
+        """Store a new job durably unless a job of its id is stored already, or (a job
+        with a key) a live job of its queue holds its key: True if it was inserted, False
+        if the store refused it (the job stored is left as it is). Raises QueueNotFound."""
 
     @abc.abstractmethod
     async def create_schedule(self, schedule: ScheduleRecord) -> None:

@@ -926,9 +926,14 @@ class SQLiteStore(Store):
     async def insert_once(self, job: JobRecord) -> bool:
         await self.get_queue(job.queue)
 
+        # (with a key: refused too while a live job holds it, by the unique index)
+        conflict = (
+            "ON CONFLICT DO NOTHING" if job.key is not None else "ON CONFLICT (id) DO NOTHING"
+        )
+
         def insert() -> bool:
             with self._transaction() as conn:
-                cursor = conn.execute(f"{INSERT} ON CONFLICT (id) DO NOTHING", to_row(job))
+                cursor = conn.execute(f"{INSERT} {conflict}", to_row(job))
                 return cursor.rowcount == 1
 
         def count(inserted: bool) -> None:

@@ -1106,14 +1106,25 @@ class RethinkDBStore(Store):
 
     async def insert_once(self, job: JobRecord) -> bool:
         """Insert the job unless its id is taken (RethinkDB's primary key refuses a second
-        insert of an id, whoever makes it at whatever instant). Raises QueueNotFound."""
+        insert of an id, whoever makes it at whatever instant). A job with a key claims it
+        first (keys.py), and is not inserted while a live job holds it; processes that
+        insert one id at once find each other's claim of it, as theirs. Raises
+        QueueNotFound."""
         await self.get_queue(job.queue)
+        token = None
+        if job.key is not None:
+            token, holder = await self._keys.claim(job)
+            if holder is not None:
+                return False
         query = queries.insert(self._table(job.queue), [job], **self._write_options())
         result = await self._run_on_queue(job.queue, query)
         if result.get("inserted") == 1:
             return True
         if "Duplicate primary key" in str(result.get("first_error", "")):
+            # (the claim names this id, which a job has: kept, it is right while that
+            # job lives, and stale, so taken over, once it ended)
             return False
+        await self._keys.drop(job, token)
         raise StoreUnavailable(f"RethinkDB did not store job {job.id}: {first_error(result)}")
 
     async def create_schedule(self, schedule: ScheduleRecord) -> None:
