@@ -73,6 +73,13 @@ async def test_the_key_is_free_once_its_job_ends_however_it_ends(store: Store) -
     await check_free(await store.bury("q", job.id, reason="poison"), "bury")
     job, _ = await put(store, "fail")
     await check_free(await store.fail("q", job.id, error="x", permanent=True), "fail")
+    # a worker's batch of outcomes (one write of many jobs)
+    await store.truncate("q")
+    await put(store, "outcomes")
+    taken = await store.take("q") or pytest.fail("no job")
+    (ended,) = await store.apply_many("q", [(taken.id, store.finish_change(lease=taken.lease))])
+    assert not isinstance(ended, Exception)
+    await check_free(ended, "outcomes")
     # the reaper's ends: a lease run out on the last attempt (buried), a ttl run out
     await store.truncate("q")
     held, _ = await put(store, "lease")
