@@ -81,3 +81,10 @@ async def test_a_kick_back_to_life_while_another_holds_the_key_is_409(client: Cl
     assert (await client.delete(f"{JOBS}/{holder['id']}")).status == 200
     response = await client.post(f"{JOBS}/{buried['id']}/kick")
     assert response.status == 200 and (await response.json())["status"] == "pending"
+
+
+async def test_a_key_with_after_is_400(client: Client) -> None:
+    _, first = await post(client, {"method": "m:f"})
+    status, error = await post(client, {"method": "m:f", "key": "k", "after": [first["id"]]})
+    assert status == 400 and error["field"] == "key" and "'after'" in error["message"]
+    assert len((await (await client.get(JOBS)).json())["jobs"]) == 1

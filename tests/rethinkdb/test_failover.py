@@ -24,10 +24,11 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
 from tqueues.stores.rethinkdb.pool import Pool
 
-#: The tables every database has beside the queues' (sorted): the history, the keys of
-#: unique jobs, the catalog, the schedules, the worker registry.
+#: The tables every database has beside the queues' (sorted): the edges of dependencies,
+#: the history, the keys of unique jobs, the catalog, the schedules, the worker registry.
 SYSTEM_TABLES = (
-    "tqueues_history", "tqueues_keys", "tqueues_queues", "tqueues_schedules", "tqueues_workers",
+    "tqueues_edges", "tqueues_history", "tqueues_keys", "tqueues_queues", "tqueues_schedules",
+    "tqueues_workers",
 )  # fmt: skip
 
 pytestmark = pytest.mark.rethinkdb
