@@ -23,11 +23,27 @@ TOKEN = "schemathesis-token-0123456789"
 #: - a plain GET on a WebSocket route answers 426 (documented; OpenAPI has no way to say
 #:   that a request the document allows still needs the Upgrade handshake);
 #: - a schedule's cron expression and time zone must be ones cronsim and the IANA
-#:   database know, which no JSON Schema can say (a 400 naming the field otherwise).
+#:   database know, which no JSON Schema can say (a 400 naming the field otherwise);
+#: - a put's ``after`` must name jobs that exist (a 400 naming the entry otherwise), and
+#:   the integers inside its free JSON (``args``, ``kwargs``) must lie within
+#:   ±(2**53-1) (a 400 naming the field: RethinkDB and JavaScript would round them),
+#:   which the document says in words only: JSON Schema cannot bound the integers of a
+#:   free value without also bounding floats such as 1e300, which are accepted.
 CONFIG = """
 [[operations]]
 include-operation-id = "create_schedule"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+[[operations]]
+include-operation-id = "put"
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
+
+[[operations]]
+include-operation-id = "legacy_put"
+checks.not_a_server_error.expected-statuses = ["2xx", "3xx", "4xx", "501"]
+checks.positive_data_acceptance.expected-statuses = [
+    "2xx", "3xx", "400", "401", "403", "404", "409", "429", "5xx"]
 
 [[operations]]
 include-operation-id-regex = "^(websocket|jobStream|takeStream)$"
