@@ -219,3 +219,35 @@ async def test_the_sweep_settles_what_a_killed_process_left_waiting(store: Store
     assert (await store.get("q", b.id)).has_dependents
     await run(store)
     await becomes(store, after_b, JobStatus.PENDING)
+
+
+async def test_a_waiting_job_holds_its_key(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    a = await store.put(new())
+    waiting, duplicate = await store.enqueue(new(key="k", after=[a.id]))
+    assert not duplicate and waiting.status is JobStatus.WAITING and waiting.key == "k"
+    # A put of the key, waiting or not, answers the waiting job and stores nothing: no job,
+    # no edge
+    again, duplicate = await store.enqueue(new(key="k", after=[a.id]))
+    assert duplicate and again.id == waiting.id
+    plain, duplicate = await store.enqueue(new(key="k"))
+    assert duplicate and plain.id == waiting.id
+    assert await store.dependents_of("q", a.id) == [f"q/{waiting.id}"]
+    assert sum((await store.count_jobs("q")).values()) == 2
+    # Its prerequisite finished, it is pending and still holds the key; once it
+    # finished, the key is free
+    assert (await run(store)).id == a.id
+    await becomes(store, waiting, JobStatus.PENDING)
+    assert (await store.enqueue(new(key="k"))).duplicate
+    assert (await run(store)).id == waiting.id
+    assert not (await store.enqueue(new(key="k"))).duplicate
+
+
+async def test_a_waiting_job_buried_for_its_prerequisite_frees_its_key(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    a = await store.put(new())
+    waiting = await store.put(new(key="k", after=[a.id]))
+    await store.delete("q", a.id)
+    await becomes(store, waiting, JobStatus.BURIED)
+    fresh, duplicate = await store.enqueue(new(key="k"))
+    assert not duplicate and fresh.id != waiting.id and fresh.status is JobStatus.PENDING

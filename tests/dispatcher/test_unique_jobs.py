@@ -83,8 +83,10 @@ async def test_a_kick_back_to_life_while_another_holds_the_key_is_409(client: Cl
     assert response.status == 200 and (await response.json())["status"] == "pending"
 
 
-async def test_a_key_with_after_is_400(client: Client) -> None:
+async def test_a_job_with_a_key_and_after_waits_holding_its_key(client: Client) -> None:
     _, first = await post(client, {"method": "m:f"})
-    status, error = await post(client, {"method": "m:f", "key": "k", "after": [first["id"]]})
-    assert status == 400 and error["field"] == "key" and "'after'" in error["message"]
-    assert len((await (await client.get(JOBS)).json())["jobs"]) == 1
+    status, waiting = await post(client, {"method": "m:f", "key": "k", "after": [first["id"]]})
+    assert status == 201 and waiting["status"] == "waiting" and waiting["duplicate"] is False
+    status, again = await post(client, {"method": "m:f", "key": "k", "after": [first["id"]]})
+    assert status == 200 and again["id"] == waiting["id"] and again["duplicate"] is True
+    assert len((await (await client.get(JOBS)).json())["jobs"]) == 2

@@ -131,8 +131,7 @@ class Store(Primitives):
         stored, or with a ``key`` a live job holds, that job (see :meth:`enqueue`). A job
         put with ``after`` waits for the jobs it names (see ``tqueues.stores.dependents``).
 
-        Raises QueueNotFound, ValidationError (``after`` names a job that does not exist;
-        both ``after`` and ``key``).
+        Raises QueueNotFound, ValidationError (``after`` names a job that does not exist).
         """
         return (await self.enqueue(new)).job
 
@@ -141,28 +140,29 @@ class Store(Primitives):
         a live job of the queue holds (:data:`~tqueues.jobs.KEY_HOLDING`) adds nothing,
         and the answer is that job, untouched (see :meth:`insert_unique`). A job with a
         key is never handed off in its put's write: it is inserted, then wakes a taker.
-        A job may not have both a key and ``after`` (not supported).
+        A job with both a key and ``after`` holds its key while it waits (``waiting`` is
+        in KEY_HOLDING); a duplicate put of it stores nothing, no edge either.
 
         Raises QueueNotFound, ValidationError (``after`` names a job that does not exist).
         """
-        if new.key is not None and new.after:
-            raise ValidationError(
-                "a job cannot have both a 'key' and 'after' (unique jobs that wait for "
-                "others are not supported)", field="key",
-            )  # fmt: skip
         config = await self.get_queue(new.queue)
         now = clock.now()
         job = lifecycle.create(new, config, now=now, id=self.new_id())
+        paused = config.paused and config.is_paused(now)
+        if job.status is JobStatus.WAITING:
+            return await asyncio.shield(self.dependents.put(job, hand_off=not paused))
         if job.key is not None:
             (enqueued,) = await asyncio.shield(self._insert_unique_and_publish([job]))
             return enqueued
-        paused = config.paused and config.is_paused(now)
-        if job.status is JobStatus.WAITING:
-            return Enqueued(await asyncio.shield(self.dependents.put(job, hand_off=not paused)))
         return Enqueued(await asyncio.shield(self._insert_and_publish(job, hand_off=not paused)))
 
-    async def _insert_from_dependents(self, job: JobRecord, hand_off: bool) -> JobRecord:
-        return await self._insert_and_publish(job, hand_off=hand_off)
+    async def _insert_from_dependents(self, job: JobRecord, hand_off: bool) -> Enqueued:
+        """A put's job as its prerequisites made it (see tqueues.stores.dependents): with
+        a key, inserted unless a live job holds the key (then that job, a duplicate)."""
+        if job.key is not None:
+            (enqueued,) = await self._insert_unique_and_publish([job])
+            return enqueued
+        return Enqueued(await self._insert_and_publish(job, hand_off=hand_off))
 
     async def _insert_and_publish(self, job: JobRecord, *, hand_off: bool = True) -> JobRecord:
         handing = hand_off and self.hands_off and job.status is JobStatus.PENDING

@@ -13,10 +13,12 @@ nobody waits for costs nothing more than before.
 
 Why no job waits forever, without transactions (RethinkDB has none across documents):
 
-* A put writes the edges first, then the waiting job, then sets the flag of each
+* A put writes the waiting job (with a key, unless a live job holds it: then the put
+  is a duplicate and writes nothing more), then the edges, then sets the flag of each
   prerequisite not ended by a compare-and-set of that job (:func:`lifecycle.awaited`),
   which either writes the flag or finds the job ended (finished, buried, ...); and then
   judges the job from what those writes found (:func:`~tqueues.dependencies.verdict`).
+  The edges come before the flags, which is what an end relies on.
 * An end (finish, burial, failure, cancel, deletion) of a prerequisite is also a
   compare-and-set of that job. The two are ordered on its revision: if the flag came
   first, the end's write carries it, and the process that ended it looks the edges up
@@ -25,8 +27,8 @@ Why no job waits forever, without transactions (RethinkDB has none across docume
 * Settling a dependent is a compare-and-set that applies only to a job still
   ``waiting`` (:func:`lifecycle.unblock`, :func:`lifecycle.orphan`): both sides may try
   at once, and one wins; the other finds it settled and does nothing.
-* A process killed between its two writes (a put before its flags, an end before it
-  settled the dependents) leaves a job waiting that nobody will settle: the sweep
+* A process killed between its writes (a put before its edges or flags, an end before
+  it settled the dependents) leaves a job waiting that nobody will settle: the sweep
   (:meth:`Dependents.sweep`, every :data:`SWEEP_INTERVAL` seconds from the reaper) reads
   every waiting job's prerequisites, settles what is due, and sets the missing flags.
   So does a prerequisite deleted with its queue (a drop, a truncate): its dependents are
@@ -48,14 +50,14 @@ from tqueues.errors import (
     TqueuesError,
     ValidationError,
 )
-from tqueues.jobs import JobRecord, JobStatus
+from tqueues.jobs import Enqueued, JobRecord, JobStatus
 from tqueues.stores.primitives import Mutation, Primitives
 
 #: The store's apply (a change by compare-and-set, recorded and published).
 Apply = Callable[[str, str, Mutation], Awaitable[JobRecord]]
 #: The store's insert of a new job, recorded and published (``hand_off``: to a waiting
-#: taker of this process, if pending).
-Insert = Callable[[JobRecord, bool], Awaitable[JobRecord]]
+#: taker of this process, if pending); with a key, the live job holding it instead.
+Insert = Callable[[JobRecord, bool], Awaitable[Enqueued]]
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +81,13 @@ class Dependents:
 
     # -- a put ----------------------------------------------------------------------------
 
-    async def put(self, job: JobRecord, *, hand_off: bool) -> JobRecord:
+    async def put(self, job: JobRecord, *, hand_off: bool) -> Enqueued:
         """Store ``job`` (made waiting by :func:`lifecycle.create`, its ``after`` set) as
         its prerequisites make it: pending (or delayed) if they all finished, buried if
-        one ended otherwise, else waiting, linked to them (see the module). Durable when
-        this returns. Raises ValidationError (400) naming a prerequisite that does not
-        exist (nothing stored); QueueNotFound, StoreUnavailable."""
+        one ended otherwise, else waiting, linked to them (see the module); or, when a
+        live job holds its key, nothing (that job is the answer, a duplicate). Durable
+        when this returns. Raises ValidationError (400) naming a prerequisite that does
+        not exist (nothing stored); QueueNotFound, StoreUnavailable."""
         found = {name: await self._read(name) for name in job.after}
         for name, prerequisite in found.items():
             if prerequisite is None:
@@ -96,14 +99,17 @@ class Dependents:
         if judged.outcome != "wait":  # stored settled, as a put
             settled = _apply(job, judged, now).evolve(rev=job.rev, event="put")
             return await self._insert(settled, hand_off)
+        enqueued = await self._insert(job, False)
+        if enqueued.duplicate:
+            return enqueued
+        job = enqueued.job
         await self.store.add_edges(job)
-        job = await self._insert(job, False)
         for name in judged.outstanding:
             found[name] = await self._flag(name)
         judged = verdict(job.after, found)
         if judged.outcome == "wait":
-            return job
-        return await self._settle(job.queue, job.id, judged) or job
+            return enqueued
+        return Enqueued(await self._settle(job.queue, job.id, judged) or job)
 
     async def _read(self, name: str) -> JobRecord | None:
         """The job ``queue/id``, or None when it (or its queue) does not exist."""
