@@ -230,16 +230,20 @@ class Catalog:
         if await self._remove_twins():
             raise _Twins(f"database {db!r} existed twice")
         tables = await self.pool.run(self.db.table_list())
-        if QUEUES_TABLE not in tables:
-            await create_table(self.pool, self.settings, QUEUES_TABLE, primary_key="name")
+        missing = [name for name in (QUEUES_TABLE, *CATALOG_TABLES) if name not in tables]
+        if missing:
+            # at once: the server makes several tables in about the time of one
+            await asyncio.gather(*(
+                create_table(self.pool, self.settings, name,
+                             **({"primary_key": "name"} if name == QUEUES_TABLE else {}))
+                for name in missing
+            ))  # fmt: skip
             created = True
-        for name in CATALOG_TABLES:
-            if name not in tables:
-                await create_table(self.pool, self.settings, name)
-                created = True
         await self.admin(self.queues.wait(wait_for="ready_for_writes"))
-        await self._ensure_indexes(WORKERS_TABLE, WORKER_INDEXES)
-        await self._ensure_indexes(EDGES_TABLE, EDGE_INDEXES)
+        await asyncio.gather(
+            self._ensure_indexes(WORKERS_TABLE, WORKER_INDEXES),
+            self._ensure_indexes(EDGES_TABLE, EDGE_INDEXES),
+        )
         # Twins made by another dispatcher at the same instant are seen by now (the
         # server's metadata spreads over the cluster within the round trips above).
         if created and await self._remove_twins():
