@@ -151,8 +151,8 @@ Key = Annotated[
         min_length=1,
         max_length=MAX_KEY,
         pattern=r"^[^\x00]+$",
-        description="Unique jobs: while a job of the queue with this key is pending, "
-        "delayed or started, a put with it adds nothing and answers that job (200, "
+        description="Unique jobs: while a job of the queue with this key is waiting, "
+        "pending, delayed or started, a put with it adds nothing and answers that job (200, "
         "`duplicate`: true); the key is free again once the job ends.",
     ),
 ]
