@@ -198,10 +198,18 @@ async def test_dashboard_pages_live_and_actions(
         chrome.find_element("css selector", 'button[data-action="kick"]').click()
         until(chrome, SLOW, "the job to move to pending", text_of(row, "pending"))
 
-        # A pending job, cancelled with the button (after its confirmation), ends cancelled.
-        doomed = await put(session, url, "held", {"method": method("coro_add"), "args": [3, 4]})
+        # A job with a key that waits for another: its key and what it waits for show, as
+        # fields (not as reported progress); cancelled with the button (after its
+        # confirmation), it ends cancelled.
+        doomed = await put(
+            session, url, "held",
+            {"method": method("coro_add"), "args": [3, 4], "key": "nightly", "after": [buried]},
+        )  # fmt: skip
         go(chrome, url, f"/job/held/{doomed}")
-        until(chrome, SLOW, "the job to cancel", text_of("#job-status", "pending"))
+        until(chrome, SLOW, "the job to cancel", text_of("#job-status", "waiting"))
+        assert chrome.find_element("id", "job-key").text == "nightly"
+        assert chrome.find_element("id", "job-after").text == f"held/{buried}"
+        assert chrome.find_element("id", "job-progress").text == "Nothing reported."
         chrome.find_element("css selector", 'button[data-action="cancel"]').click()
         chrome.switch_to.alert.accept()
         until(chrome, SLOW, "the job to be cancelled", text_of("#job-status", "cancelled"))

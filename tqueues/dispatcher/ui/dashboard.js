@@ -15,6 +15,7 @@ const JOB_FIELDS = new Set([
   "id", "queue", "method", "args", "kwargs", "status", "priority", "ttr", "max_attempts",
   "attempts", "lease_expires", "result", "error", "traceback", "ready_at", "created_at",
   "started_at", "finished_at", "worker", "rev", "event", "ttl", "expires_at", "urgent",
+  "lease", "key", "duplicate", "after", "has_dependents", "cancel_requested",
 ]);
 
 const state = { token: sessionStorage.getItem("tqueues.token") || "", who: null };
@@ -557,7 +558,16 @@ async function jobPage(main, id, queue, jobId) {
       ["Lease expires", when(job.lease_expires)], ["Last event", `${job.event} (revision ${job.rev})`],
       ["Result", job.result === null || job.result === undefined ? "–" : h("pre", { id: "job-result" }, json(job.result))],
       ["Error", job.error || "–"], ["Traceback", job.traceback ? h("pre", { class: "tb" }, job.traceback) : "–"],
+      ["Key", job.key ? h("code", { id: "job-key" }, job.key) : "–"],
+      ["Waits for", job.after && job.after.length
+        ? h("span", { id: "job-after" }, ...job.after.flatMap((name, i) => {
+          const [q, ...rest] = name.split("/");
+          const link = h("a", { href: `#/job/${enc(q)}/${enc(rest.join("/"))}`, class: "mono" }, name);
+          return i ? [", ", link] : [link];
+        }))
+        : "–"],
     ];
+    if (job.cancel_requested) rowsOf.push(["Cancel", "requested: its worker stops it at its next heartbeat"]);
     fields.replaceChildren(...rowsOf.flatMap(([k, v]) => [h("dt", {}, k), h("dd", {}, v)]));
     const extra = Object.fromEntries(Object.entries(job).filter(([k]) => !JOB_FIELDS.has(k)));
     const value = typeof extra.progress === "number" ? extra.progress : null;
