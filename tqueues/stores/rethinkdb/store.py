@@ -961,15 +961,19 @@ class RethinkDBStore(Store):
 
     # -- throughput history ------------------------------------------------------------------
 
-    def _history(self) -> Any:
-        """The history's table. Raises StoreUnavailable when a queue of an earlier version
-        has its name (its jobs are in that table: history is then off)."""
-        if history.HISTORY_TABLE in self._parts()[1].configs:
+    def _catalog_table(self, name: str, off: str, what: str) -> Any:
+        """The catalog-level table ``name`` (the history's, the registry's, ...). Raises
+        StoreUnavailable (``off``: what stops working) when a queue of an earlier version
+        has its name."""
+        if name in self._parts()[1].configs:
             raise StoreUnavailable(
-                f"history is off: a queue is named {history.HISTORY_TABLE!r}, the history's "
-                "table (rename the queue: drain it into another and drop it)"
+                f"{off}: a queue is named {name!r}, {what} "
+                "(rename the queue: drain it into another and drop it)"
             )
-        return self._db.table(history.HISTORY_TABLE)
+        return self._db.table(name)
+
+    def _history(self) -> Any:
+        return self._catalog_table(history.HISTORY_TABLE, "history is off", "the history's table")
 
     async def add_history(self, counts: Counts) -> None:
         """One insert whose conflict function sums: each document's addition is atomic,
@@ -998,14 +1002,9 @@ class RethinkDBStore(Store):
     # -- the worker registry -----------------------------------------------------------------
 
     def _workers(self) -> Any:
-        """The registry's table. Raises StoreUnavailable when a queue of an earlier version
-        has its name (the registry is then off)."""
-        if workers.WORKERS_TABLE in self._parts()[1].configs:
-            raise StoreUnavailable(
-                f"the worker registry is off: a queue is named {workers.WORKERS_TABLE!r}, "
-                "the registry's table (rename the queue: drain it into another and drop it)"
-            )
-        return self._db.table(workers.WORKERS_TABLE)
+        return self._catalog_table(
+            workers.WORKERS_TABLE, "the worker registry is off", "the registry's table"
+        )
 
     async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
         result = await self._run(workers.save(self._workers(), record, **self._write_options()))
@@ -1044,26 +1043,14 @@ class RethinkDBStore(Store):
     # -- periodic jobs -------------------------------------------------------------------------
 
     def _schedules(self) -> Any:
-        """The schedules' table. Raises StoreUnavailable when a queue of an earlier version
-        has its name (periodic jobs are then off)."""
-        if schedules.SCHEDULES_TABLE in self._parts()[1].configs:
-            raise StoreUnavailable(
-                f"periodic jobs are off: a queue is named {schedules.SCHEDULES_TABLE!r}, "
-                "the schedules' table (rename the queue: drain it into another and drop it)"
-            )
-        return self._db.table(schedules.SCHEDULES_TABLE)
+        return self._catalog_table(
+            schedules.SCHEDULES_TABLE, "periodic jobs are off", "the schedules' table"
+        )
 
     # -- unique jobs (see keys.py) ---------------------------------------------------------
 
     def _keys_table(self) -> Any:
-        """The keys' table. Raises StoreUnavailable when a queue of an earlier version has
-        its name (unique jobs are then off)."""
-        if keys.KEYS_TABLE in self._parts()[1].configs:
-            raise StoreUnavailable(
-                f"unique jobs are off: a queue is named {keys.KEYS_TABLE!r}, the keys' table "
-                "(rename the queue: drain it into another and drop it)"
-            )
-        return self._db.table(keys.KEYS_TABLE)
+        return self._catalog_table(keys.KEYS_TABLE, "unique jobs are off", "the keys' table")
 
     async def _read_job(self, queue: str, job_id: str) -> JobRecord | None:
         """The job, or None if it (or its queue) is gone."""
@@ -1169,14 +1156,7 @@ class RethinkDBStore(Store):
     # -- dependencies --------------------------------------------------------------------------
 
     def _edges(self) -> Any:
-        """The edges' table. Raises StoreUnavailable when a queue of an earlier version
-        has its name (dependencies are then off)."""
-        if edges.EDGES_TABLE in self._parts()[1].configs:
-            raise StoreUnavailable(
-                f"dependencies are off: a queue is named {edges.EDGES_TABLE!r}, the edges' "
-                "table (rename the queue: drain it into another and drop it)"
-            )
-        return self._db.table(edges.EDGES_TABLE)
+        return self._catalog_table(edges.EDGES_TABLE, "dependencies are off", "the edges' table")
 
     async def add_edges(self, job: JobRecord) -> None:
         query = edges.add(self._edges(), list(job.after), key(job.queue, job.id),
