@@ -85,6 +85,9 @@ async def test_a_lone_request_goes_at_once_in_a_query_of_its_own(store: Store) -
             "claim_requests": 1,
             "write_queries": 2,
             "write_requests": 2,
+            "candidate_reads": 1,  # no feed runs here, so no pending head answers
+            "head_answers": 0,
+            "claims_lost": 0,
         }
 
 

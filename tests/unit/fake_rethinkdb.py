@@ -689,7 +689,7 @@ class _Evaluator:
             emitted += self.opt(term, "final_emit")(acc)
         return emitted
 
-    def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:
+    def sequence(self, term: ast.RqlQuery, env: dict[int, Any]) -> Any:  # noqa: C901 - per term
         name = type(term).__name__
         args = term._args
         if term.optargs:
@@ -698,6 +698,9 @@ class _Evaluator:
             return list(self.sequence(args[0], env))
         if name == "Limit":
             return list(self.sequence(args[0], env))[: self.eval(args[1], env)]
+        if name == "Pluck":
+            fields = [self.eval(arg, env) for arg in args[1:]]
+            return [{k: doc[k] for k in fields if k in doc} for doc in self.sequence(args[0], env)]
         if name == "Fold":
             return self.fold(term, env)
         if name == "OrderBy":

@@ -31,6 +31,7 @@ from tqueues.lifecycle import put_of_handed
 from tqueues.retry import Backoff
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job
+from tqueues.stores.rethinkdb.head import Heads
 from tqueues.stores.rethinkdb.pool import Pool, message
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
@@ -61,8 +62,11 @@ class Feeds:
         table: Callable[[str], Any],
         run_on_queue: RunOnQueue,
         timeout: float,
+        heads: Heads,
     ) -> None:
         self.pool, self.hub, self.table = pool, hub, table
+        #: the pending heads, each alive while its queue's feed is up (see head.py)
+        self.heads = heads
         self.run_on_queue, self.timeout = run_on_queue, timeout
         self.closed = False
         self._feeds: dict[str, Feed] = {}
@@ -98,6 +102,7 @@ class Feeds:
     def stop(self, queue: str) -> None:
         """Stop following ``queue`` (it is being dropped)."""
         feed = self._feeds.pop(queue, None)
+        self.heads.forget(queue)
         if feed is not None and feed.task is not None:
             feed.task.cancel()
 
@@ -143,6 +148,7 @@ class Feeds:
         cursor = await self.run_on_queue(
             queue, self.table(queue).changes(include_types=True, squash=False), conn=conn
         )
+        self.heads.opened(queue)
         try:
             feed.error = ""
             feed.up.set()
@@ -159,6 +165,7 @@ class Feeds:
         except ReqlCursorEmpty:
             return
         finally:
+            self.heads.forget(queue)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cursor.close(), 2.0)
 
@@ -175,6 +182,7 @@ class Feeds:
         """
         if "error" in change:
             log.warning("change feed of queue %r: %s", queue, change["error"])
+            self.heads.reset(queue)
             self.hub.changes_missed(queue, str(change["error"]))
             return
         if change.get("type") not in (None, "add", "change", "remove"):
@@ -185,6 +193,7 @@ class Feeds:
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("queue %r holds a document that is not a job: %s", queue, exc)
             return
+        self.heads.apply(queue, old, new)
         kind = change_kind(old, new)
         job = new if new is not None else old.evolve(event=kind) if old is not None else None
         if job is None:

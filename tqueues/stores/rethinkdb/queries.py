@@ -99,14 +99,27 @@ OBSOLETE_INDEXES = (
 )
 
 
-def claim_candidates(table: Any, limit: int) -> RqlQuery:
-    """The ``limit`` most urgent pending jobs, in take order (``state`` index)."""
-    return (
+def claim_candidates(table: Any, limit: int, fields: Sequence[str] = ()) -> RqlQuery:
+    """The ``limit`` most urgent pending jobs, in take order (``state`` index); only their
+    ``fields`` if any are named."""
+    query = (
         table.between([PENDING, r.minval, r.minval], [PENDING, r.maxval, r.maxval], index="state")
         .order_by(index="state")
         .limit(limit)
-        .coerce_to("array")
     )
+    return (query.pluck(*fields) if fields else query).coerce_to("array")
+
+
+def next_due(table: Any, status: JobStatus, after: float, *, index: str = "state") -> RqlQuery:
+    """The first job of ``status`` whose ``[status, time]`` key (see :func:`due`) is
+    after ``after``, as a list of at most one document."""
+    return (
+        table.between([status.value, after], [status.value, r.maxval], index=index,
+                      left_bound="open")
+        .order_by(index=index)
+        .limit(1)
+        .coerce_to("array")
+    )  # fmt: skip
 
 
 def count_ahead(table: Any, job: JobRecord, limit: int) -> RqlQuery:
@@ -365,6 +378,7 @@ __all__ = [
     "get_many",
     "insert",
     "insert_claimed_unless_pending",
+    "next_due",
     "page",
     "peek",
     "remove",

@@ -17,7 +17,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import random
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -51,6 +50,7 @@ from tqueues.stores.rethinkdb.documents import (
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
+from tqueues.stores.rethinkdb.head import SLIM_FIELDS, SPREAD, Heads, due_at, spread
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
@@ -165,6 +165,10 @@ class RethinkDBStore(Store):
                                durability=settings.durability)  # fmt: skip
         #: queue -> the reaper's ``now`` of its last retention purge (see PURGE_INTERVAL)
         self._purged: dict[str, float] = {}
+        #: the most urgent pending jobs of each watched queue, from its changefeed: the
+        #: candidates of claims, read from the index only when these cannot tell (head.py)
+        self.heads = Heads()
+        self._candidate_reads = 0  #: index reads of claim candidates (see batches)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -180,14 +184,20 @@ class RethinkDBStore(Store):
     def batches(self) -> dict[str, int]:
         """How much this process coalesced since it opened: ``write_queries`` (the
         conditional writes of jobs sent) for ``write_requests`` (the requests they carried:
-        claims, outcomes, the reaper's steps), ``claim_groups`` (candidate reads and their
-        writes) for ``claim_requests`` (the claims asked). Zeros while closed."""
+        claims, outcomes, the reaper's steps), ``claim_groups`` (candidate look-ups and their
+        writes) for ``claim_requests`` (the claims asked); of the look-ups,
+        ``candidate_reads`` read the index and ``head_answers`` were answered from memory
+        (see head.py); ``claims_lost``: candidates another taker claimed first. Zeros
+        while closed (the counts of the heads: since this store was made)."""
         writes, claims = self._writes, self._claims
         return {
             "write_queries": writes.queries if writes else 0,
             "write_requests": writes.requests if writes else 0,
             "claim_groups": claims.batches if claims else 0,
             "claim_requests": claims.requests if claims else 0,
+            "candidate_reads": self._candidate_reads,
+            "head_answers": self.heads.counts["answered"],
+            "claims_lost": self.heads.counts["lost"],
         }
 
     def _coalescers(self) -> tuple[QueueWrites, Coalescer[_Ask, list[JobRecord]]]:
@@ -244,6 +254,7 @@ class RethinkDBStore(Store):
             table=self._table,
             run_on_queue=self._run_on_queue,
             timeout=self.settings.timeout,
+            heads=self.heads,
         )
         self._feeds.on_open = self.look_for_delays
         self._writes = QueueWrites(self._table, self._run_on_queue, self.settings.durability)
@@ -289,6 +300,7 @@ class RethinkDBStore(Store):
             table=self._table,
             run_on_queue=self._run_on_queue,
             timeout=self.settings.timeout,
+            heads=self.heads,
         )
         self._feeds.on_open = self.look_for_delays
         catalog.configs.clear()
@@ -354,6 +366,7 @@ class RethinkDBStore(Store):
             self._table(queue).delete(**self._write_options()),
             timeout=max(ADMIN_TIMEOUT, self.settings.timeout),
         )
+        self.heads.reset(queue)
         with contextlib.suppress(StoreUnavailable):  # (left, each would be taken over)
             await self._keys.forget_queue(queue)
         return int(result.get("deleted", 0))
@@ -395,6 +408,8 @@ class RethinkDBStore(Store):
             raise StoreUnavailable(
                 f"RethinkDB did not store {len(jobs)} job(s): {first_error(result)}"
             )
+        for job in jobs:  # a take may follow before the feed brings them
+            self.heads.apply(queue, None, job)
         return jobs
 
     async def insert_and_claim(
@@ -410,11 +425,13 @@ class RethinkDBStore(Store):
 
         When no job of the queue is pending (the usual case: a taker waits only while its
         queue is empty), ``job`` is inserted already claimed, one document written once in
-        one query (:func:`queries.insert_claimed_unless_pending`). Otherwise it is inserted
-        pending and up to ``count`` of the most urgent pending jobs are claimed
-        (:meth:`claim_many`); should that claim fail, the put still stands and the taker
-        gets nothing (it looks for itself). ``committed`` is called with the claimed jobs
-        before this returns (RethinkDB answers once the write is durable).
+        one query: a plain insert when the queue's pending head knows it is empty, else
+        :func:`queries.insert_claimed_unless_pending`, which reads the index to tell.
+        Otherwise it is inserted pending and up to ``count`` of the most urgent pending
+        jobs are claimed (:meth:`claim_many`); should that claim fail, the put still
+        stands and the taker gets nothing (it looks for itself). ``committed`` is called
+        with the claimed jobs before this returns (RethinkDB answers once the write is
+        durable).
 
         Raises QueueNotFound, or StoreUnavailable when the insert got no answer: the job
         may then be stored, and if it was stored claimed it is released in the background
@@ -427,9 +444,17 @@ class RethinkDBStore(Store):
             return job, []
         claimed = lifecycle.claim(job, lease=self.new_lease(), worker=worker, now=now)
         claimed = claimed.succeeding(job)
-        query = queries.insert_claimed_unless_pending(
-            self._table(queue), job, claimed, **self._write_options()
-        )
+        known = self.heads.candidates(queue, 1, 0)
+        if known == []:  # the queue's head knows no job is pending: no index read
+            query = queries.insert(self._table(queue), [claimed], **self._write_options())
+            query = query.merge({"handed": True})
+        elif known:  # jobs are pending, which go first: insert, then claim
+            query = queries.insert(self._table(queue), [job], **self._write_options())
+            query = query.merge({"handed": False})
+        else:
+            query = queries.insert_claimed_unless_pending(
+                self._table(queue), job, claimed, **self._write_options()
+            )
         try:
             result = await self._run_on_queue(queue, query)
         except StoreUnavailable:
@@ -441,6 +466,7 @@ class RethinkDBStore(Store):
         if result.get("handed"):
             self._remember(claimed)
         else:
+            self.heads.apply(queue, None, job)
             try:
                 taken = await self.claim_many(queue, count, worker=worker, now=now)
             except (QueueNotFound, StoreUnavailable) as exc:
@@ -545,22 +571,69 @@ class RethinkDBStore(Store):
             if not active:
                 break
             need = sum(group.missing(i) for i in active)
-            candidates = queries.claim_candidates(self._table(queue), need + CLAIM_CANDIDATES - 1)
+            contended = attempt > 0 or self.heads.contended(queue)
+            spare = need * (SPREAD - 1) if contended else CLAIM_CANDIDATES - 1
             try:
-                docs = await self._run_on_queue(queue, candidates)
+                pending, whole = await self._candidates(queue, need, spare)
+                if pending and contended:  # other processes take from it: mostly not these
+                    pending = spread(pending, need)
+                if pending and not whole:
+                    pending = await self._whole(queue, pending[: need + CLAIM_CANDIDATES - 1])
+                    if not pending:
+                        continue  # they all moved on (the head now knows): look again
             except (QueueNotFound, StoreUnavailable) as exc:
                 group.stop(active, exc)
                 break
-            pending = [job for job in map(doc_to_job, docs) if job.status is JobStatus.PENDING]
             if not pending:
                 break
-            if attempt:
-                random.shuffle(pending)
             await self._claim_from(group, pending)
         else:
             if group.wanting():
                 log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
         group.answer(requests)
+
+    async def _candidates(self, queue: str, need: int, spare: int) -> tuple[list[JobRecord], bool]:
+        """Up to ``need`` + ``spare`` of the most urgent pending jobs of ``queue`` (more
+        when a read fills its head), in take order, and whether they are whole: from the
+        queue's head when it can tell, else from one index read, which fills the head if
+        the queue's feed is up. The head's jobs, and those of a read that fills it, are
+        slim (:func:`~tqueues.stores.rethinkdb.head.slim`). Raises QueueNotFound,
+        StoreUnavailable."""
+        found = self.heads.candidates(queue, need, spare)
+        if found is not None:
+            return found, False
+        end_fill = self.heads.begin_fill(queue)
+        want = need + spare
+        fields = SLIM_FIELDS if end_fill is not None else ()
+        limit = max(want, self.heads.size) if end_fill is not None else want
+        self._candidate_reads += 1
+        read: list[JobRecord] | None = None
+        try:
+            docs = await self._run_on_queue(
+                queue, queries.claim_candidates(self._table(queue), limit, fields)
+            )
+            read = [doc_to_job(doc) for doc in docs]
+        finally:
+            if end_fill is not None:
+                end_fill(read, limit)
+        return [job for job in read if job.status is JobStatus.PENDING], not fields
+
+    async def _whole(self, queue: str, jobs: Sequence[JobRecord]) -> list[JobRecord]:
+        """The jobs of ``jobs`` (slim, in the order to try them) that are still pending,
+        read whole by id (one ``get_all``), in that order; what the read shows is applied
+        to the queue's head. Raises QueueNotFound, StoreUnavailable."""
+        docs = await self._run_on_queue(
+            queue, queries.get_many(self._table(queue), [job.id for job in jobs])
+        )
+        found = {str(doc["id"]): doc_to_job(doc) for doc in docs}
+        whole: list[JobRecord] = []
+        for job in jobs:
+            now = found.get(job.id)
+            if now is not None and now.status is JobStatus.PENDING:
+                whole.append(now)
+            if now is None or now.rev != job.rev:
+                self.heads.apply(queue, job, now)
+        return whole
 
     async def _claim_from(self, group: _Group, pending: list[JobRecord]) -> None:
         """Hand ``pending`` (candidates just read) out to the group's requests that want
@@ -585,6 +658,11 @@ class RethinkDBStore(Store):
                 return
             for i, pairs in tries.items():
                 group.claimed[i] += [after for _, after in pairs if after.id in won]
+                for before, after in pairs:
+                    if after.id in won:
+                        self.heads.apply(group.queue, before, after)
+                    else:
+                        self.heads.lost(group.queue, before)
 
     async def _claim_these(
         self, queue: str, pairs: Sequence[tuple[JobRecord, JobRecord]]
@@ -1197,27 +1275,15 @@ class RethinkDBStore(Store):
     async def _reap_queue(self, config: QueueConfig, now: float) -> int:
         queue, table = config.name, self._table(config.name)
         count = 0
-        steps: tuple[tuple[str, JobStatus, Step], ...] = (
-            ("state", JobStatus.STARTED, lifecycle.expire),
-            ("state", JobStatus.DELAYED, lifecycle.promote),
-            ("ttl", JobStatus.PENDING, lifecycle.outlive),
-            ("ttl", JobStatus.DELAYED, lifecycle.outlive),
-        )
-        # two reads a query (each costs the server about a millisecond of CPU even when
-        # it finds nothing): leases and delays first, then the ttls, which must see the
-        # jobs those steps made pending (a lease run out, a delay come) as they are now
-        for pair in (steps[:2], steps[2:]):
-            reads = r.expr([
-                queries.due(table, status, now, REAP_BATCH, index=index).coerce_to("array")
-                for index, status, _ in pair
-            ])  # fmt: skip
-            found = await self._run_on_queue(queue, reads)
-            for (_, _, step), docs in zip(pair, found, strict=True):
-                delete = step is lifecycle.outlive and config.ttl_action == "delete"
-                results = await asyncio.gather(
-                    *(self._reap_one(queue, doc, step, now, delete=delete) for doc in docs)
-                )
-                count += sum(results)
+        # the queue's head (its feed) knows when anything is next due: until then no read
+        if self.heads.needs_sweep(queue, now):
+            end_sweep = self.heads.begin_sweep(queue)
+            next_due = float("-inf")  # unless the sweep ends well
+            try:
+                count, next_due = await self._sweep(config, now, with_next=end_sweep is not None)
+            finally:
+                if end_sweep is not None:
+                    end_sweep(next_due)
         last = self._purged.get(queue)
         if last is not None and last <= now < last + PURGE_INTERVAL:
             return count
@@ -1233,6 +1299,48 @@ class RethinkDBStore(Store):
                 if int(result.get("deleted", 0)) + int(result.get("skipped", 0)) < REAP_BATCH:
                     break
         return count
+
+    async def _sweep(
+        self, config: QueueConfig, now: float, *, with_next: bool
+    ) -> tuple[int, float]:
+        """Expire the leases, promote the delays and act on the ttls of ``config``'s queue
+        due by ``now``; how many jobs changed, and (``with_next``) the earliest time after
+        ``now`` anything of the kind comes due (``now`` if jobs were left due, inf if
+        none will be; -inf without ``with_next``)."""
+        queue, table = config.name, self._table(config.name)
+        count, next_due = 0, float("inf") if with_next else float("-inf")
+        steps: tuple[tuple[str, JobStatus, Step], ...] = (
+            ("state", JobStatus.STARTED, lifecycle.expire),
+            ("state", JobStatus.DELAYED, lifecycle.promote),
+            ("ttl", JobStatus.PENDING, lifecycle.outlive),
+            ("ttl", JobStatus.DELAYED, lifecycle.outlive),
+        )
+        # the reads go in two queries (each read costs the server about a millisecond of
+        # CPU even when it finds nothing, so fewer queries, not fewer reads, would not
+        # help): leases and delays first, then the ttls, which must see the jobs those
+        # steps made pending (a lease run out, a delay come) as they are now
+        for pair in (steps[:2], steps[2:]):
+            reads = [
+                queries.due(table, status, now, REAP_BATCH, index=index).coerce_to("array")
+                for index, status, _ in pair
+            ]
+            if with_next:
+                reads += [queries.next_due(table, status, now, index=index)
+                          for index, status, _ in pair]  # fmt: skip
+            found = await self._run_on_queue(queue, r.expr(reads))
+            for (_, _, step), docs in zip(pair, found[: len(pair)], strict=True):
+                delete = step is lifecycle.outlive and config.ttl_action == "delete"
+                results = await asyncio.gather(
+                    *(self._reap_one(queue, doc, step, now, delete=delete) for doc in docs)
+                )
+                count += sum(results)
+                if len(docs) >= REAP_BATCH:
+                    next_due = min(next_due, now)  # more may be due: sweep again soon
+            for docs in found[len(pair) :]:
+                for job in map(doc_to_job, docs):
+                    when = due_at(job)
+                    next_due = min(next_due, now if when is None else when)
+        return count, next_due
 
     async def promote_due(self, queue: str, now: float) -> int:
         """Promote the delayed jobs of ``queue`` due by ``now`` (a batch), as the reaper

@@ -1,0 +1,157 @@
+"""Claims on a watched RethinkDB queue take their candidates from its pending head (the most
+urgent pending jobs, kept from the changefeed: tqueues/stores/rethinkdb/head.py) instead
+of an index read each, on a real server: the reads saved are counted, and the jobs still
+come in take order and exactly once, with several stores (dispatchers) on one database
+and more pending jobs than a head holds.
+
+Runs when TQUEUES_TEST_RETHINKDB=host:port names a server, and is skipped otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import uuid
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from tests.conftest import rethinkdb_settings
+from tests.contract.test_store import new
+from tqueues import clock
+from tqueues.jobs import JobRecord, JobStatus, QueueConfig
+from tqueues.stores.rethinkdb import RethinkDBStore
+from tqueues.stores.rethinkdb.head import Heads
+
+pytestmark = pytest.mark.rethinkdb
+
+Stores = Callable[..., RethinkDBStore]
+
+
+@pytest.fixture
+async def stores() -> AsyncIterator[Stores]:
+    """Open stores on one fresh database (``size``: the pending jobs a head holds)."""
+    settings = rethinkdb_settings(f"tqueues_head_{uuid.uuid4().hex[:12]}")
+    opened: list[RethinkDBStore] = []
+
+    def make(size: int = 512) -> RethinkDBStore:
+        store = RethinkDBStore(settings)
+        store.heads = Heads(size=size)
+        opened.append(store)
+        return store
+
+    yield make
+    for store in opened:
+        await store.close()
+    async with RethinkDBStore(settings) as cleaner:
+        await cleaner.drop_database()
+
+
+async def watched(store: RethinkDBStore) -> RethinkDBStore:
+    await store.open()
+    await store.create_queue(QueueConfig("q"))
+    await store.watch("q")
+    return store
+
+
+def reads(store: RethinkDBStore) -> tuple[int, int]:
+    """(index reads of candidates, claims the head answered) so far."""
+    return store.batches["candidate_reads"], store.batches["head_answers"]
+
+
+async def test_takes_of_a_watched_queue_read_the_index_once_for_many(stores: Stores) -> None:
+    a = await watched(stores())
+    b = await watched(stores())
+    # Given forty jobs put through another store (dispatcher) on the database
+    put = [await b.put(new(args=[n])) for n in range(40)]
+    before = reads(a)
+    # When one store takes them one at a time
+    taken = [job for _ in range(40) for job in await a.take_many("q", 1, worker="w")]
+    # Then it got each once, in the order put, and read the index once: the other
+    # thirty-nine claims took their candidate from memory
+    assert [job.id for job in taken] == [job.id for job in put]
+    index_reads, answered = (now - then for now, then in zip(reads(a), before, strict=True))
+    assert index_reads == 1 and answered >= 39, (index_reads, answered)
+    assert await a.take_many("q", 1, worker="w") == []
+    assert reads(a)[0] == before[0] + 1  # an empty queue it knows of: no read either
+
+
+async def test_a_job_another_dispatcher_puts_goes_to_its_place_in_the_take_order(
+    stores: Stores,
+) -> None:
+    a = await watched(stores())
+    b = await watched(stores())
+    # Given a store whose head holds three jobs of priority 10
+    low = [await a.put(new(args=[n], priority=10)) for n in range(3)]
+    (first,) = await a.take_many("q", 1, worker="w")
+    assert first.id == low[0].id
+    index_reads = reads(a)[0]
+    # When another store puts a job of priority 0, and this one's feed brings it
+    with a.hub.subscribe("q") as subscription:
+        urgent = await b.put(new(args=["urgent"], priority=0))
+        while (await asyncio.wait_for(anext(subscription), 10)).job.id != urgent.id:
+            pass
+    # Then this store's next takes get it first, then the rest, without reading the index
+    taken = [job for _ in range(3) for job in await a.take_many("q", 1, worker="w")]
+    assert [job.id for job in taken] == [urgent.id, low[1].id, low[2].id]
+    assert reads(a)[0] == index_reads
+
+
+async def test_more_pending_jobs_than_a_head_holds_are_taken_in_order(stores: Stores) -> None:
+    a = await watched(stores(size=8))
+    # Given fifty pending jobs of five priorities, more than the eight its head holds
+    put = [await a.put(new(args=[n], priority=n % 5)) for n in range(50)]
+    # When they are taken one at a time
+    taken: list[JobRecord] = []
+    while got := await a.take_many("q", 1, worker="w"):
+        taken += got
+    # Then each came once, in take order (priority, then as put), and the index was read
+    # about once per head's worth, not once per take
+    assert [job.id for job in taken] == [job.id for job in sorted(put, key=lambda j: j.priority)]
+    assert 50 / 8 <= reads(a)[0] <= 10, reads(a)
+
+
+async def test_three_dispatchers_taking_at_once_take_every_job_once(stores: Stores) -> None:
+    dispatchers = [await watched(stores(size=16)) for _ in range(3)]
+    # Given 300 jobs put through all three
+    put = await asyncio.gather(
+        *(dispatchers[n % 3].put(new(args=[n], priority=n % 3)) for n in range(300))
+    )
+    # When forty takers spread over them take until the queue is empty
+    runs: collections.Counter[str] = collections.Counter()
+
+    async def taker(store: RethinkDBStore) -> None:
+        while got := await store.take_many("q", 2, worker="w"):
+            runs.update(job.id for job in got)
+
+    await asyncio.gather(*(taker(dispatchers[n % 3]) for n in range(40)))
+    # Then every job was taken exactly once
+    assert runs == collections.Counter(job.id for job in put)
+    assert sum(reads(d)[1] for d in dispatchers) > 0  # (and heads answered some)
+
+
+async def test_a_watched_queue_is_swept_only_when_something_comes_due(stores: Stores) -> None:
+    a = await watched(stores())
+    b = await watched(stores())
+    await a.update_queue(QueueConfig("q", ttr=5))
+    now = clock.now()
+    # Given a queue the reaper swept once, with nothing in it
+    assert await a.reap(now) == 0
+    sweeps = a.heads.counts["sweeps"]
+    assert sweeps >= 1
+    # When the reaper comes round again and again: no sweep (no read of the index)
+    for step in range(5):
+        assert await a.reap(now + step) == 0
+    assert a.heads.counts["sweeps"] == sweeps
+    # When another dispatcher takes a job under a 5 s lease, and this one's feed brings it
+    with a.hub.subscribe("q") as subscription:
+        put = await b.put(new(ttr=5))
+        (taken,) = await b.take_many("q", 1, worker="w")
+        while (await asyncio.wait_for(anext(subscription), 10)).kind != "taken":
+            pass
+    assert taken.id == put.id and taken.lease_expires is not None
+    # Then the reaper leaves it be until its lease runs out, and expires it then
+    assert await a.reap(taken.lease_expires - 1) == 0
+    assert a.heads.counts["sweeps"] == sweeps
+    assert await a.reap(taken.lease_expires + 0.01) == 1
+    assert (await a.get("q", put.id)).status is JobStatus.PENDING
