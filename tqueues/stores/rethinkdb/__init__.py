@@ -11,6 +11,8 @@ Modules, each owning one thing:
 * :mod:`~tqueues.stores.rethinkdb.queues`: the ``tqueues_queues`` catalog, queue creation
   and index upgrades;
 * :mod:`~tqueues.stores.rethinkdb.feeds`: the changefeeds and their fan-out to the hub;
+* :mod:`~tqueues.stores.rethinkdb.claims`: claims, served together per queue, won by
+  compare-and-set;
 * :mod:`~tqueues.stores.rethinkdb.head`: each followed queue's most urgent pending jobs
   and next due time, kept from its feed (claims and sweeps read the index less);
 * :mod:`~tqueues.stores.rethinkdb.store`: :class:`RethinkDBStore`, the store boundary.

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import dataclasses
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
@@ -41,7 +40,7 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.history import Bucket, Counts, buckets_of
 from tqueues.stores.rethinkdb import edges, history, keys, queries, schedules, workers
-from tqueues.stores.rethinkdb.coalesce import Coalescer, Request
+from tqueues.stores.rethinkdb.claims import Claims
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
@@ -50,7 +49,7 @@ from tqueues.stores.rethinkdb.documents import (
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.head import SLIM_FIELDS, SPREAD, Heads, due_at, spread
+from tqueues.stores.rethinkdb.head import Heads, due_at
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
@@ -59,8 +58,6 @@ from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
-CLAIM_CANDIDATES = 8  #: pending jobs read per claim round.
-CLAIM_ROUNDS = 64  #: claim rounds lost to other takers before giving up (returning None).
 MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giving up.
 REAP_BATCH = 256  #: jobs the reaper reads per queue, index and status in one round.
 PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status per round.
@@ -76,49 +73,6 @@ LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
 STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
 Step = Callable[..., JobRecord]
-
-
-@dataclasses.dataclass(frozen=True, slots=True)
-class _Ask:
-    """One caller's claim: up to ``count`` jobs for ``worker``, claimed as of ``now``."""
-
-    count: int
-    worker: str | None
-    now: float
-
-
-class _Group:
-    """The claims of one group of requests of ``queue`` (:meth:`RethinkDBStore.claim_many`):
-    per request, the jobs claimed so far and the error that stopped it, if any."""
-
-    def __init__(self, queue: str, asks: list[_Ask]) -> None:
-        self.queue = queue
-        self.asks = asks
-        self.claimed: list[list[JobRecord]] = [[] for _ in asks]
-        self.stopped: list[BaseException | None] = [None] * len(asks)
-
-    def missing(self, i: int) -> int:
-        """How many more jobs request ``i`` wants."""
-        return self.asks[i].count - len(self.claimed[i])
-
-    def wanting(self) -> list[int]:
-        """The requests that want more and were not stopped, in order."""
-        return [i for i in range(len(self.asks)) if self.stopped[i] is None and self.missing(i)]
-
-    def stop(self, indices: Sequence[int], exc: BaseException) -> None:
-        """Requests ``indices`` get no more (``exc`` stopped them): those with jobs get
-        their jobs, the others ``exc``."""
-        for i in indices:
-            self.stopped[i] = exc
-            if self.claimed[i]:
-                log.warning("claim on queue %r stopped short: %s", self.queue, exc)
-
-    def answer(self, requests: Sequence[Request[_Ask, list[JobRecord]]]) -> None:
-        for request, jobs, exc in zip(requests, self.claimed, self.stopped, strict=True):
-            if jobs or exc is None:
-                request.answer(jobs)
-            else:
-                request.fail(exc)
 
 
 class RethinkDBStore(Store):
@@ -152,7 +106,7 @@ class RethinkDBStore(Store):
         #: the conditional writes and the claims of each queue, group-committed (one
         #: query in flight per queue; see :mod:`~tqueues.stores.rethinkdb.coalesce`)
         self._writes: QueueWrites | None = None
-        self._claims: Coalescer[_Ask, list[JobRecord]] | None = None
+        self._claims: Claims | None = None
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
         self._following: asyncio.Task[None] | None = None  #: the catalog's feed
         #: (queue, id) -> a started job as this process last wrote it (see _remember): a
@@ -168,7 +122,6 @@ class RethinkDBStore(Store):
         #: the most urgent pending jobs of each watched queue, from its changefeed: the
         #: candidates of claims, read from the index only when these cannot tell (head.py)
         self.heads = Heads()
-        self._candidate_reads = 0  #: index reads of claim candidates (see batches)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -193,14 +146,14 @@ class RethinkDBStore(Store):
         return {
             "write_queries": writes.queries if writes else 0,
             "write_requests": writes.requests if writes else 0,
-            "claim_groups": claims.batches if claims else 0,
-            "claim_requests": claims.requests if claims else 0,
-            "candidate_reads": self._candidate_reads,
+            "claim_groups": claims.coalescer.batches if claims else 0,
+            "claim_requests": claims.coalescer.requests if claims else 0,
+            "candidate_reads": claims.index_reads if claims else 0,
             "head_answers": self.heads.counts["answered"],
             "claims_lost": self.heads.counts["lost"],
         }
 
-    def _coalescers(self) -> tuple[QueueWrites, Coalescer[_Ask, list[JobRecord]]]:
+    def _coalescers(self) -> tuple[QueueWrites, Claims]:
         if self._writes is None or self._claims is None:
             raise StoreUnavailable("the RethinkDB store is not open")
         return self._writes, self._claims
@@ -258,7 +211,15 @@ class RethinkDBStore(Store):
         )
         self._feeds.on_open = self.look_for_delays
         self._writes = QueueWrites(self._table, self._run_on_queue, self.settings.durability)
-        self._claims = Coalescer(self._serve_claims, name="rethinkdb claims")
+        self._claims = Claims(
+            heads=self.heads,
+            table=self._table,
+            run=self._run_on_queue,
+            write_many=self._write_many,
+            remember=self._remember,
+            undo_claim=self._undo_claim,
+            new_lease=self.new_lease,
+        )
         try:
             for _ in range(self.settings.pool_size):
                 await pool.get()
@@ -534,160 +495,17 @@ class RethinkDBStore(Store):
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[JobRecord]:
-        """Take up to ``count`` of the most urgent pending jobs: one read, one write.
-
-        The claims that concurrent requests make of one queue are served together
-        (:class:`~tqueues.stores.rethinkdb.coalesce.Coalescer`: while one group's read
-        and write are under way, the next requests wait and go together next): one read
-        of as many candidates as they ask for in all, plus 7, through the ``state`` index
-        (priority, then ready_at), handed out in the order the requests came, each job
-        under a lease of its own and its request's ``worker`` and ``now``, and claimed in
-        one write, each by its own compare-and-set (:func:`queries.conditional_writes`:
-        still pending at the revision read). When other takers (other dispatchers) won
-        some, the next candidates are claimed, and after every candidate of a read is
-        lost, the group reads again (in a shuffled order, to spread contention). Fewer
-        jobs (or none) when fewer are pending.
-
-        A claim write that gets no answer (a connection lost, a timeout) may still have
-        been applied: each job it tried is undone in the background, conditional on the
-        lease this call minted for it (:meth:`_undo_claim`). The jobs earlier writes
-        won are returned, not dropped, since they are started under leases only this call
-        knows. Raises QueueNotFound, or StoreUnavailable, only when nothing was claimed.
+        """Take up to ``count`` of the most urgent pending jobs of ``queue`` for ``worker``
+        as of ``now``: concurrent claims of a queue go together, their candidates from the
+        queue's pending head or one index read, each job won by compare-and-set (see
+        :mod:`~tqueues.stores.rethinkdb.claims`). Fewer jobs (or none) when fewer are
+        pending. Raises QueueNotFound, or StoreUnavailable only when nothing was claimed.
         """
         await self.get_queue(queue)
         if count <= 0:
             return []
         _, claims = self._coalescers()
-        return await claims.submit(queue, _Ask(count, worker, now))
-
-    async def _serve_claims(
-        self, queue: str, requests: list[Request[_Ask, list[JobRecord]]]
-    ) -> None:
-        """Claim for a group of requests of ``queue`` (see :meth:`claim_many`), and answer
-        each: its jobs, or the error that kept it from getting any."""
-        group = _Group(queue, [request.item for request in requests])
-        for attempt in range(CLAIM_ROUNDS):
-            active = group.wanting()
-            if not active:
-                break
-            need = sum(group.missing(i) for i in active)
-            contended = attempt > 0 or self.heads.contended(queue)
-            spare = need * (SPREAD - 1) if contended else CLAIM_CANDIDATES - 1
-            try:
-                pending, whole = await self._candidates(queue, need, spare)
-                if pending and contended:  # other processes take from it: mostly not these
-                    pending = spread(pending, need)
-                if pending and not whole:
-                    pending = await self._whole(queue, pending[: need + CLAIM_CANDIDATES - 1])
-                    if not pending:
-                        continue  # they all moved on (the head now knows): look again
-            except (QueueNotFound, StoreUnavailable) as exc:
-                group.stop(active, exc)
-                break
-            if not pending:
-                break
-            await self._claim_from(group, pending)
-        else:
-            if group.wanting():
-                log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
-        group.answer(requests)
-
-    async def _candidates(self, queue: str, need: int, spare: int) -> tuple[list[JobRecord], bool]:
-        """Up to ``need`` + ``spare`` of the most urgent pending jobs of ``queue`` (more
-        when a read fills its head), in take order, and whether they are whole: from the
-        queue's head when it can tell, else from one index read, which fills the head if
-        the queue's feed is up. The head's jobs, and those of a read that fills it, are
-        slim (:func:`~tqueues.stores.rethinkdb.head.slim`). Raises QueueNotFound,
-        StoreUnavailable."""
-        found = self.heads.candidates(queue, need, spare)
-        if found is not None:
-            return found, False
-        end_fill = self.heads.begin_fill(queue)
-        want = need + spare
-        fields = SLIM_FIELDS if end_fill is not None else ()
-        limit = max(want, self.heads.size) if end_fill is not None else want
-        self._candidate_reads += 1
-        read: list[JobRecord] | None = None
-        try:
-            docs = await self._run_on_queue(
-                queue, queries.claim_candidates(self._table(queue), limit, fields)
-            )
-            read = [doc_to_job(doc) for doc in docs]
-        finally:
-            if end_fill is not None:
-                end_fill(read, limit)
-        return [job for job in read if job.status is JobStatus.PENDING], not fields
-
-    async def _whole(self, queue: str, jobs: Sequence[JobRecord]) -> list[JobRecord]:
-        """The jobs of ``jobs`` (slim, in the order to try them) that are still pending,
-        read whole by id (one ``get_all``), in that order; what the read shows is applied
-        to the queue's head. Raises QueueNotFound, StoreUnavailable."""
-        docs = await self._run_on_queue(
-            queue, queries.get_many(self._table(queue), [job.id for job in jobs])
-        )
-        found = {str(doc["id"]): doc_to_job(doc) for doc in docs}
-        whole: list[JobRecord] = []
-        for job in jobs:
-            now = found.get(job.id)
-            if now is not None and now.status is JobStatus.PENDING:
-                whole.append(now)
-            if now is None or now.rev != job.rev:
-                self.heads.apply(queue, job, now)
-        return whole
-
-    async def _claim_from(self, group: _Group, pending: list[JobRecord]) -> None:
-        """Hand ``pending`` (candidates just read) out to the group's requests that want
-        more, in their order, and claim them in one write; again with the candidates
-        left while some were lost to other takers."""
-        while pending and (active := group.wanting()):
-            tries: dict[int, list[tuple[JobRecord, JobRecord]]] = {}
-            for i in active:
-                ask = group.asks[i]
-                take = pending[: group.missing(i)]
-                del pending[: len(take)]
-                tries[i] = [
-                    (before, lifecycle.claim(
-                        before, lease=self.new_lease(), worker=ask.worker, now=ask.now
-                    ).succeeding(before))
-                    for before in take
-                ]  # fmt: skip
-            try:
-                won = await self._claim_these(group.queue, [p for t in tries.values() for p in t])
-            except (QueueNotFound, StoreUnavailable) as exc:
-                group.stop(active, exc)
-                return
-            for i, pairs in tries.items():
-                group.claimed[i] += [after for _, after in pairs if after.id in won]
-                for before, after in pairs:
-                    if after.id in won:
-                        self.heads.apply(group.queue, before, after)
-                    else:
-                        self.heads.lost(group.queue, before)
-
-    async def _claim_these(
-        self, queue: str, pairs: Sequence[tuple[JobRecord, JobRecord]]
-    ) -> set[str]:
-        """Claim each job ``before`` (pending, distinct, as read) as its ``after`` (a claim
-        under a lease of its own) in one write; the ids won (those another taker won
-        meanwhile are left out).
-
-        A write whose answer never came (the server died mid-query, a timeout) may still
-        have been applied: the jobs would then sit started under leases nobody holds until
-        they expire (``ttr``, a minute by default). So each is undone in the background as
-        soon as the server answers (:meth:`_undo_claim`). Raises StoreUnavailable,
-        QueueNotFound.
-        """
-        try:
-            won = await self._write_many(queue, pairs, status=JobStatus.PENDING)
-        except StoreUnavailable as exc:
-            if not isinstance(exc, Missing):
-                for _, after in pairs:
-                    self._undo_claim(after)
-            raise
-        for _, after in pairs:
-            if after.id in won:
-                self._remember(after)
-        return won
+        return await claims.claim(queue, count, worker, now)
 
     async def _write_many(
         self,
