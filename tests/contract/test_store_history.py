@@ -97,6 +97,35 @@ async def test_a_flush_adds_what_this_process_changed(store: Store) -> None:
     }
 
 
+async def test_a_flush_cancelled_after_its_write_adds_nothing_twice(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    # Given a flush whose write is applied but whose answer has not come yet
+    written, answered, write = asyncio.Event(), asyncio.Event(), store.add_history
+
+    async def applied_then_held(counts: dict[tuple[str, int, str], int]) -> None:
+        await write(counts)
+        written.set()
+        await answered.wait()
+
+    monkeypatch.setattr(store, "add_history", applied_then_held)
+    flushing = asyncio.create_task(store.flush_history(clock.now()))
+    await asyncio.wait_for(written.wait(), 20)
+    # When its caller is cancelled (a dispatcher stopping) and the last flush follows
+    flushing.cancel()
+    last = asyncio.create_task(store.flush_history(clock.now()))
+    answered.set()
+    await asyncio.wait_for(last, 20)
+    with pytest.raises(asyncio.CancelledError):
+        await flushing
+    # Then the put is counted once
+    now = clock.now()
+    (bucket,) = await store.history("q", since=now - 120, until=now)
+    assert bucket.counts.get("put") == 1
+
+
 async def test_stores_sharing_a_database_sum_their_counts(make_store: StoreFactory) -> None:
     first = make_store()
     if type(first).__name__ == "SQLiteStore":

@@ -96,11 +96,18 @@ async def test_a_dispatcher_moves_to_another_server_when_its_server_dies(
 async def test_the_pool_returns_to_its_first_server_without_breaking_a_feed(
     cluster: Cluster, db: str
 ) -> None:
-    # Given a database with a table on all three servers, and a pool whose home is server 1
+    # Given a database with a table on all three servers, its primary on server 0 (so that
+    # the home server's death and return do not move the primary, which aborts feeds:
+    # "Changefeed aborted (unavailable)"), and a pool whose home is server 1
     shared = cluster.settings(db)
     await query(shared, r.db_create(db))
     await query(shared, r.db(db).table_create("t", replicas=SERVERS))
-    await query(shared, r.db(db).wait(wait_for="ready_for_writes"))
+    statuses = await query(shared, r.db("rethinkdb").table("server_status").coerce_to("array"))
+    names = sorted(status["name"] for status in statuses)
+    (first,) = [s["name"] for s in statuses if s["network"]["reql_port"] == cluster.base]
+    shards = [{"primary_replica": first, "replicas": names}]
+    await query(shared, r.db(db).table("t").config().update({"shards": shards}))
+    await query(shared, r.db(db).wait(wait_for="all_replicas_ready"))
     settings = RethinkDBSettings.from_url(f"rethinkdb://{cluster.hosts(1, 0, 2)}/{db}")
     pool = Pool(settings, home_check=0.2)
 
@@ -128,10 +135,19 @@ async def test_the_pool_returns_to_its_first_server_without_breaking_a_feed(
             return pool.address == cluster.address(0)
 
         await run_until("the pool did not leave its dead server", away)
-        # And a changefeed runs on a connection away from home
-        feed_conn = await pool.get()
-        assert await server_of(feed_conn) != home
-        cursor = await pool.run(r.db(db).table("t").changes(), conn=feed_conn)
+        # And a changefeed runs on a connection away from home (opened once the table has
+        # a primary again: "primary replica not available" while the cluster elects one)
+        cursor: Any = None
+        feed_conn: Any = None
+
+        async def subscribed() -> bool:
+            nonlocal cursor, feed_conn
+            feed_conn = await pool.get()
+            assert await server_of(feed_conn) != home
+            cursor = await pool.run(r.db(db).table("t").changes(), conn=feed_conn)
+            return True
+
+        await run_until("no changefeed could be opened away from home", subscribed)
 
         # When the home server is back, new connections go home within seconds
         cluster.up()

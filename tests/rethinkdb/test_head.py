@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from tests.conftest import rethinkdb_settings
-from tests.contract.test_store import new
+from tests.contract.test_store import new, until
 from tqueues import clock
+from tqueues.errors import JobNotFound
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig
 from tqueues.stores.rethinkdb import RethinkDBStore
 from tqueues.stores.rethinkdb.head import Heads
@@ -155,3 +156,49 @@ async def test_a_watched_queue_is_swept_only_when_something_comes_due(stores: St
     assert a.heads.counts["sweeps"] == sweeps
     assert await a.reap(taken.lease_expires + 0.01) == 1
     assert (await a.get("q", put.id)).status is JobStatus.PENDING
+
+
+async def test_the_reaper_lists_queues_from_the_catalogs_feed(stores: Stores) -> None:
+    a = await watched(stores())
+    b = await watched(stores())
+    catalog = a._parts()[1]
+    await until(lambda: catalog.complete)
+    # Given a catalog this store follows, read once
+    await a.reap(clock.now())
+    reads = catalog.reads
+    # When the reaper comes round again and again: the catalog is not read again
+    for _ in range(5):
+        await a.reap(clock.now())
+    assert catalog.reads == reads
+    # And a queue another dispatcher creates, then drops, appears in the list, then goes
+    await b.create_queue(QueueConfig("other"))
+    await until(lambda: "other" in catalog.configs)
+    assert [c.name for c in await catalog.listed()] == ["other", "q"]
+    await b.drop_queue("other")
+    await until(lambda: "other" not in catalog.configs)
+    assert [c.name for c in await catalog.listed()] == ["q"]
+    assert catalog.reads == reads
+
+
+async def test_a_followed_queue_is_purged_only_once_a_retention_has_passed(
+    stores: Stores,
+) -> None:
+    a = await watched(stores())
+    await a.update_queue(QueueConfig("q", retention=60))
+    # Given a queue whose one job finished
+    await a.put(new())
+    (job,) = await a.take_many("q", 1, worker="w")
+    done = await a.finish("q", job.id, lease=job.lease)
+    assert done.finished_at is not None
+    now = clock.now()
+    await a.reap(now)  # the first purge reads when the earliest ended job ended
+    purges = a.heads.counts["purges"]
+    assert purges >= 1
+    # When the reaper comes round every 6 s (the purge's interval is 5 s) for 30 s
+    for step in range(6, 36, 6):
+        assert await a.reap(now + step) == 0
+    # Then it did not purge (read) until the job's retention has passed, and then did
+    assert a.heads.counts["purges"] == purges
+    assert await a.reap(done.finished_at + 60.5) == 1
+    with pytest.raises(JobNotFound):
+        await a.get("q", job.id)

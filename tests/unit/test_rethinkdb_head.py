@@ -189,26 +189,26 @@ def test_a_contended_claim_spreads_over_one_priority_and_never_passes_a_higher_o
 
 def test_the_sweep_is_due_when_a_change_or_its_last_read_says_so() -> None:
     heads = Heads(size=4)
-    assert heads.needs_sweep("q", 100.0)  # no feed: sweep every round
+    assert heads.needs("q", "sweep", 100.0)  # no feed: sweep every round
     heads.opened("q")
-    assert heads.needs_sweep("q", 100.0)  # nothing known yet
-    end_sweep = heads.begin_sweep("q")
+    assert heads.needs("q", "sweep", 100.0)  # nothing known yet
+    end_sweep = heads.begin("q", "sweep")
     assert end_sweep is not None
     # a job claimed elsewhere while the sweep read, under a lease to 130
     claimed = dataclasses.replace(job(1, 0), status=JobStatus.STARTED, rev=1, lease_expires=130.0)
     heads.apply("q", job(1, 0), claimed)
     end_sweep(150.0)  # the earliest its reads found after 100
-    assert not heads.needs_sweep("q", 129.0)
-    assert heads.needs_sweep("q", 130.0)  # the lease the feed brought, not the read's
+    assert not heads.needs("q", "sweep", 129.0)
+    assert heads.needs("q", "sweep", 130.0)  # the lease the feed brought, not the read's
     delayed = dataclasses.replace(job(2, 0), status=JobStatus.DELAYED, ready_at=110.0)
     heads.apply("q", None, delayed)
-    assert heads.needs_sweep("q", 110.0)
-    failed = heads.begin_sweep("q")
+    assert heads.needs("q", "sweep", 110.0)
+    failed = heads.begin("q", "sweep")
     assert failed is not None
     failed(float("-inf"))  # a sweep that failed
-    assert heads.needs_sweep("q", 0.0)
+    assert heads.needs("q", "sweep", 0.0)
     heads.forget("q")
-    assert heads.needs_sweep("q", 0.0)
+    assert heads.needs("q", "sweep", 0.0)
 
 
 def test_a_head_holds_jobs_slim_whatever_they_carry() -> None:

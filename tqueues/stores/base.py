@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import dataclasses
 import logging
 from collections.abc import Mapping, Sequence
@@ -87,6 +88,7 @@ class Store(Primitives):
         self._waiters = WaitLine(self.give_back, self.counters)
         self.hub.on_pending = self._waiters.wake
         self._unflushed = history.Unflushed()  #: counted, not yet in the stored history
+        self._flushing: asyncio.Future[None] | None = None  #: the last flush's write
         #: Told of every change :meth:`record` counts; None: nobody.
         self.observer: Observer | None = None
         #: set when this process changed a schedule (the firing loop looks again at once)
@@ -726,16 +728,30 @@ class Store(Primitives):
     async def flush_history(self, now: float) -> int:
         """Add what this process counted since its last flush to the stored history (see
         :mod:`tqueues.stores.history`); how many counts were written. Raises
-        StoreUnavailable: the counts are kept for the next flush."""
+        StoreUnavailable: the counts are kept for the next flush. A flush whose caller is
+        cancelled goes on to its answer (its write may be applied already), and the next
+        flush waits for it, so no count is added twice (a stopping dispatcher's last
+        flush follows the cancelled periodic one)."""
+        if self._flushing is not None and not self._flushing.done():
+            # the last flush is still under way (its caller was cancelled: a dispatcher
+            # stopping): its write may be applied, so wait for its answer, not add again
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self._flushing)
         self._unflushed.collect(self.counters, now)
         counts = self._unflushed.drain()
         if not counts:
             return 0
-        try:
-            await self.add_history(counts)
-        except BaseException:
-            self._unflushed.restore(counts)
-            raise
+
+        async def add() -> None:
+            try:
+                await self.add_history(counts)
+            except BaseException:
+                self._unflushed.restore(counts)
+                raise
+
+        # a cancelled caller leaves the write to finish: counts restored only on failure
+        self._flushing = asyncio.ensure_future(add())
+        await asyncio.shield(self._flushing)
         return len(counts)
 
     async def history(self, queue: str, *, since: float, until: float) -> list[history.Bucket]:

@@ -29,12 +29,14 @@ a job taken twice. What the head guarantees instead is that it misses nothing fo
   against a change the feed did not deliver.
 
 The same feed tells the reaper when a queue needs its sweep (expired leases, due delayed
-jobs, ttls): a head also keeps ``due``, the earliest time anything the sweep acts on may
-come due, from what the last sweep read (the earliest lease, delay and ttl after it) and
-every change since (a claim's lease, a delayed put, a job with a ttl). Until then the
-reaper leaves the queue's index alone: an idle queue costs the server no reads but one
-sweep every SWEEP_SAFETY seconds. ``due`` is only ever lowered by changes, so a lease that
-a heartbeat extended makes one sweep that finds nothing and reads the next time.
+jobs, ttls) and its retention purge: a head also keeps, for each, a :class:`DueTime`,
+the earliest time anything it acts on may come due, from what its last run read (the
+earliest lease, delay and ttl after it; the earliest finished, failed or cancelled job
+left) and every change since (a claim's lease, a delayed put, a job with a ttl, a job
+that ended). Until then the reaper leaves the queue's index alone: an idle queue costs
+the server no reads but one sweep and one purge every SWEEP_SAFETY seconds. The times are
+only ever lowered by changes, so a lease that a heartbeat extended makes one sweep that
+finds nothing and reads the next time.
 
 A head holds jobs *slim* (:func:`slim`: no arguments, results or fields set by updates),
 so that a queue of large jobs costs it little memory; a fill reads only the fields it
@@ -53,7 +55,6 @@ import time
 from collections.abc import Callable, Sequence
 
 from tqueues.jobs import JobRecord, JobStatus
-from tqueues.stores.rethinkdb.documents import doc_to_job
 
 Key = tuple[int, float, str]
 
@@ -88,14 +89,48 @@ def slim(job: JobRecord) -> JobRecord:
                       after=[])  # fmt: skip
 
 
-def slim_of_doc(doc: dict[str, object]) -> JobRecord:
-    """The slim job of a document read with only :data:`SLIM_FIELDS`."""
-    return doc_to_job(doc)
-
-
 def take_key(job: JobRecord) -> Key:
     """Where ``job`` stands in the take order (the ``state`` index, ties by id)."""
     return (job.priority, job.ready_at, job.id)
+
+
+def ended_at(job: JobRecord) -> float | None:
+    """When ``job`` ended, if it is finished, failed or cancelled (its retention runs from
+    then); None otherwise."""
+    if job.status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
+        return job.finished_at
+    return None
+
+
+class DueTime:
+    """The earliest time (wall clock, seconds) something may come due for one of the
+    reaper's chores on one queue: from what the chore's last run read, lowered by every
+    change since (also those during the run: it may have read before them)."""
+
+    def __init__(self) -> None:
+        self.at = float("-inf")  #: -inf: unknown, so due
+        self.low = float("inf")  #: the earliest change since the run under way began
+        self.running = 0
+        self.ran_at = 0.0  #: monotonic time the last run ended
+
+    def lower(self, when: float) -> None:
+        self.at = min(self.at, when)
+        self.low = min(self.low, when)
+
+    def due(self, now: float, safety: float) -> bool:
+        """Whether the chore should run as of ``now`` (or ``safety`` seconds passed)."""
+        return self.at <= now or time.monotonic() - self.ran_at >= safety
+
+    def begin(self) -> None:
+        if not self.running:
+            self.low = float("inf")
+        self.running += 1
+
+    def end(self, found: float) -> None:
+        """The run read that nothing comes due before ``found`` (-inf: it failed)."""
+        self.running -= 1
+        self.at = min(found, self.low)
+        self.ran_at = time.monotonic()
 
 
 def due_at(job: JobRecord) -> float | None:
@@ -142,18 +177,18 @@ class Head:
         #: the lowest bound a trim set while fills were under way: the jobs it dropped
         #: beyond are unknown to those fills too
         self.cut: Key | None = None
-        #: wall-clock time before which the sweep has nothing to do (-inf: unknown)
-        self.due = float("-inf")
-        self.swept_at = 0.0  #: monotonic time of its last sweep.
-        #: sweeps under way, and the earliest due time changes brought meanwhile
-        self.sweeping, self.sweep_low = 0, float("inf")
+        #: the reaper's chores: when the sweep may have something to do, and the earliest
+        #: end of a job the retention purge may delete (its retention after that)
+        self.due = {"sweep": DueTime(), "purge": DueTime()}
         self.gone: collections.OrderedDict[str, int] = collections.OrderedDict()
 
     def apply(self, old: JobRecord | None, new: JobRecord | None) -> None:
         """One change of a job (``old`` before, ``new`` after; None: absent)."""
-        if new is not None and (when := due_at(new)) is not None:
-            self.due = min(self.due, when)
-            self.sweep_low = min(self.sweep_low, when)
+        if new is not None:
+            if (when := due_at(new)) is not None:
+                self.due["sweep"].lower(when)
+            if (ended := ended_at(new)) is not None:
+                self.due["purge"].lower(ended)
         if new is None:
             if old is not None:
                 self.stale(old.id, DELETED)
@@ -261,7 +296,7 @@ class Heads:
         self._warm: set[str] = set()  #: queues whose head was filled since its feed opened
         #: "answered": claims (groups) answered from memory; "fills": index reads that
         #: filled a head; "lost": claims of candidates that another taker won first;
-        #: "sweeps": sweeps that set a head's due time
+        #: "sweeps", "purges": runs of the reaper's chores that set a head's due time
         self.counts: collections.Counter[str] = collections.Counter()
         self._lost_at: dict[str, float] = {}  #: queue -> monotonic time of its last lost claim
 
@@ -308,33 +343,33 @@ class Heads:
             self.counts["answered"] += 1
         return found
 
-    def needs_sweep(self, queue: str, now: float) -> bool:
-        """Whether the reaper should read the queue's index as of ``now`` (wall clock):
-        it has no head (no feed), or something may be due, or the last sweep is
-        SWEEP_SAFETY seconds old."""
+    def needs(self, queue: str, chore: str, now: float) -> bool:
+        """Whether the reaper's ``chore`` ("sweep", or "purge" with ``now`` less the
+        queue's retention) should read the queue's index as of ``now`` (wall clock): it
+        has no head (no feed), or something may be due, or its last run is SWEEP_SAFETY
+        seconds old."""
         head = self._heads.get(queue)
-        return head is None or head.due <= now or time.monotonic() - head.swept_at >= SWEEP_SAFETY
+        return head is None or head.due[chore].due(now, SWEEP_SAFETY)
 
-    def begin_sweep(self, queue: str) -> Callable[[float], None] | None:
-        """Before the reaper reads the queue's index: a function to call once with the
-        earliest due time after the sweep that its reads found (inf: none; the sweep's
-        ``now`` if it left jobs due; -inf if it failed), which sets the head's ``due``;
+    def begin(self, queue: str, chore: str) -> Callable[[float], None] | None:
+        """Before the reaper's ``chore`` reads the queue's index: a function to call once
+        with the earliest time after the run that its reads found (inf: none; the run's
+        ``now`` if it left jobs due; -inf if it failed), which sets the head's due time;
         None when the queue has no head."""
         head = self._heads.get(queue)
         if head is None:
             return None
-        if not head.sweeping:
-            head.sweep_low = float("inf")
-        head.sweeping += 1
+        due = head.due[chore]
+        due.begin()
 
-        def end_sweep(next_due: float) -> None:
-            head.sweeping -= 1
+        def end(found: float) -> None:
             if self._heads.get(queue) is head:
-                head.due = min(next_due, head.sweep_low)
-                head.swept_at = time.monotonic()
-                self.counts["sweeps"] += 1
+                due.end(found)
+                self.counts[f"{chore}s"] += 1
+            else:
+                due.running -= 1
 
-        return end_sweep
+        return end
 
     def contended(self, queue: str) -> bool:
         """Whether a claim of ``queue`` lost a job to another taker in the last
@@ -366,11 +401,12 @@ __all__ = [
     "HEAD_REFRESH",
     "HEAD_SIZE",
     "SLIM_FIELDS",
+    "DueTime",
     "Head",
     "Heads",
     "due_at",
+    "ended_at",
     "slim",
-    "slim_of_doc",
     "spread",
     "take_key",
 ]

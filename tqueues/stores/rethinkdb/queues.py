@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -62,6 +63,9 @@ QUEUES_TABLE = "tqueues_queues"
 #: The tables beside the catalog's own (each made at open, if missing).
 CATALOG_TABLES = (HISTORY_TABLE, WORKERS_TABLE, SCHEDULES_TABLE, EDGES_TABLE, KEYS_TABLE)
 ADMIN_TIMEOUT = 60.0  #: seconds for table and index creation (slow on a cluster).
+#: seconds the queue list comes from the cache before it is read again (a safety net: the
+#: catalog's feed keeps the cache up to date).
+LIST_REFRESH = 30.0
 SYSTEM = r.db("rethinkdb")  #: the server's system tables (``db_config``, ``table_config``).
 
 
@@ -186,6 +190,11 @@ class Catalog:
         self.db = r.db(settings.db)
         self.queues = self.db.table(QUEUES_TABLE)
         self.configs: dict[str, QueueConfig] = {}  #: the cache, by name.
+        #: the cache holds every ready queue: the catalog's feed is up and the catalog was
+        #: read since it opened (see :meth:`listed`)
+        self.complete = False
+        self.reads = 0  #: reads of the whole catalog so far (:meth:`list`)
+        self._read_at = 0.0  #: monotonic time of the last one
         #: told the settings of a queue whose pause state another dispatcher changed (as
         #: a read of its document finds it: see :meth:`cache`)
         self.on_pause: Callable[[QueueConfig], object] | None = None
@@ -411,8 +420,19 @@ class Catalog:
             raise QueueNotFound(f"queue {name!r} does not exist", queue=name)
         return self.cache(doc_to_config(doc))
 
+    async def listed(self) -> list[QueueConfig]:
+        """Every ready queue, by name: from the cache while it is complete (the catalog's
+        feed keeps it so, see :meth:`follow`) and was read in the last LIST_REFRESH
+        seconds, else read (:meth:`list`). For callers that ask often (the reaper, every
+        round) instead of a read of the whole catalog each time."""
+        if self.complete and time.monotonic() - self._read_at < LIST_REFRESH:
+            return sorted(self.configs.values(), key=lambda config: config.name)
+        return await self.list()
+
     async def list(self) -> list[QueueConfig]:
         """Every ready queue, by name, read from the server; refreshes the cache."""
+        self.reads += 1
+        self._read_at = time.monotonic()
         docs = await self.pool.run(self.queues.order_by(index="name").coerce_to("array"))
         configs = [
             doc_to_config(doc) for doc in docs if doc.get("ready") and doc["name"] != QUEUES_TABLE
@@ -492,15 +512,23 @@ class Catalog:
         try:
             backoff.reset()
             await self.list()  # what changed while the feed was down
+            self.complete = True
             changes = self.pool.changes(cursor, conn)
             async with contextlib.aclosing(changes):
                 async for change in changes:
-                    doc = change.get("new_val")
-                    if doc and doc.get("ready") and doc.get("name") in self.configs:
-                        self.cache(doc_to_config(doc))
+                    self._apply(change.get("old_val"), change.get("new_val"))
         finally:
+            self.complete = False
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(cursor.close(), 2.0)
+
+    def _apply(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
+        """One change of the catalog: a ready queue's settings cached (another
+        dispatcher's pause heard of at once), a removed queue forgotten."""
+        if new and new.get("ready") and new.get("name") != QUEUES_TABLE:
+            self.cache(doc_to_config(new))
+        elif old and not new:
+            self.forget(str(old.get("name")))
 
     async def remove(self, name: str) -> None:
         """Delete the queue's document (its table is dropped first) and forget it."""

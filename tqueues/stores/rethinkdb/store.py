@@ -49,7 +49,7 @@ from tqueues.stores.rethinkdb.documents import (
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.head import Heads, due_at
+from tqueues.stores.rethinkdb.head import Heads, due_at, ended_at
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
@@ -65,6 +65,8 @@ PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status 
 #: read costs the server about a millisecond of CPU even when it finds nothing, and a
 #: retention (seconds to days) needs no half-second precision.
 PURGE_INTERVAL = 5.0
+#: the statuses of jobs that ended, which the retention purge deletes.
+FINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for at most LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
@@ -1083,7 +1085,7 @@ class RethinkDBStore(Store):
         happens once. Changes are recorded; deletions are not.
         """
         count = 0
-        for config in await self.list_queues():
+        for config in await self._parts()[1].listed():  # no read while the catalog's feed is up
             try:
                 count += await self._reap_queue(config, now)
             except QueueNotFound:
@@ -1094,8 +1096,8 @@ class RethinkDBStore(Store):
         queue, table = config.name, self._table(config.name)
         count = 0
         # the queue's head (its feed) knows when anything is next due: until then no read
-        if self.heads.needs_sweep(queue, now):
-            end_sweep = self.heads.begin_sweep(queue)
+        if self.heads.needs(queue, "sweep", now):
+            end_sweep = self.heads.begin(queue, "sweep")
             next_due = float("-inf")  # unless the sweep ends well
             try:
                 count, next_due = await self._sweep(config, now, with_next=end_sweep is not None)
@@ -1105,9 +1107,35 @@ class RethinkDBStore(Store):
         last = self._purged.get(queue)
         if last is not None and last <= now < last + PURGE_INTERVAL:
             return count
-        self._purged[queue] = now
         cutoff = now - config.retention
-        for status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
+        # the head knows when the earliest ended job it may delete ended: until its
+        # retention has passed, no read
+        if not self.heads.needs(queue, "purge", cutoff):
+            return count
+        self._purged[queue] = now
+        end_purge = self.heads.begin(queue, "purge")
+        earliest = float("-inf")  # unless the purge ends well
+        try:
+            deleted, left = await self._purge(table, queue, cutoff)
+            count += deleted
+            if end_purge is not None and not left:
+                ends = r.expr([queries.next_due(table, status, cutoff) for status in FINAL])
+                found = await self._run_on_queue(queue, ends)
+                earliest = min(
+                    (when for docs in found for doc in docs
+                     if (when := ended_at(doc_to_job(doc))) is not None),
+                    default=float("inf"),
+                )  # fmt: skip
+        finally:
+            if end_purge is not None:
+                end_purge(earliest)
+        return count
+
+    async def _purge(self, table: Any, queue: str, cutoff: float) -> tuple[int, bool]:
+        """Delete the queue's finished, failed and cancelled jobs that ended by ``cutoff``,
+        at most PURGE_BATCHES batches of each; how many went, and whether some were left."""
+        count, left = 0, False
+        for status in FINAL:
             for _ in range(PURGE_BATCHES):
                 purge = queries.due(table, status, cutoff, REAP_BATCH).delete(
                     **self._write_options()
@@ -1116,7 +1144,9 @@ class RethinkDBStore(Store):
                 count += int(result.get("deleted", 0))
                 if int(result.get("deleted", 0)) + int(result.get("skipped", 0)) < REAP_BATCH:
                     break
-        return count
+            else:
+                left = True
+        return count, left
 
     async def _sweep(
         self, config: QueueConfig, now: float, *, with_next: bool
