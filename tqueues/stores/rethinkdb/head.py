@@ -97,9 +97,7 @@ def take_key(job: JobRecord) -> Key:
 def ended_at(job: JobRecord) -> float | None:
     """When ``job`` ended, if it is finished, failed or cancelled (its retention runs from
     then); None otherwise."""
-    if job.status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED):
-        return job.finished_at
-    return None
+    return job.finished_at if job.status.is_final else None
 
 
 class DueTime:
@@ -170,7 +168,7 @@ class Head:
         self.keys: list[Key] = []  #: the keys of ``jobs``, in take order.
         self.complete = False  #: it holds every pending job of the queue.
         self.bound: Key | None = None  #: when incomplete: the last key it knows of.
-        self.filled_at = 0.0  #: monotonic time of its last fill.
+        self.filled_at = 0.0  #: monotonic time of its last fill (0: never filled: cold).
         #: fills under way: meanwhile every pending job a change brings is kept, since
         #: the read may have been answered before that change (the fill then trims)
         self.filling = 0
@@ -226,7 +224,7 @@ class Head:
     def fill(self, read: Sequence[JobRecord], limit: int) -> None:
         """Merge an index read of the ``limit`` most urgent pending jobs, begun after the
         feed opened (the changes applied since then are newer or as new)."""
-        keep = {job_id: job for job_id, job in self.jobs.items()}
+        keep = dict(self.jobs)
         self.jobs, self.keys = {}, []
         self.complete, self.bound = True, None
         for job in read:
@@ -245,8 +243,7 @@ class Head:
             while self.keys and self.keys[-1] > last:
                 self._remove(self.jobs[self.keys[-1][2]])
         # fills still under way were begun before this one trimmed: they do not know
-        # what lies beyond its bound either
-        # (its bound is the lowest, any earlier cut included)
+        # what lies beyond its bound either (the lowest bound, any earlier cut included)
         if not self.filling:
             self.cut = None
         elif bounds:
@@ -257,9 +254,9 @@ class Head:
     def candidates(self, count: int, spare: int, refresh: float) -> list[JobRecord] | None:
         """The ``count`` most urgent pending jobs it holds, and up to ``spare`` more (for
         claims lost to other takers); None when it cannot tell: it holds fewer than
-        ``count`` while jobs may be pending beyond it, or its last fill is older than
-        ``refresh`` seconds."""
-        if time.monotonic() - self.filled_at > refresh:
+        ``count`` while jobs may be pending beyond it, or it was never filled, or its last
+        fill is older than ``refresh`` seconds."""
+        if not self.filled_at or time.monotonic() - self.filled_at > refresh:
             return None
         if not self.complete and len(self.keys) < count:
             return None
@@ -293,7 +290,6 @@ class Heads:
     def __init__(self, size: int = HEAD_SIZE, refresh: float = HEAD_REFRESH) -> None:
         self.size, self.refresh = size, refresh
         self._heads: dict[str, Head] = {}  #: queues whose feed is up
-        self._warm: set[str] = set()  #: queues whose head was filled since its feed opened
         #: "answered": claims (groups) answered from memory; "fills": index reads that
         #: filled a head; "lost": claims of candidates that another taker won first;
         #: "sweeps", "purges": runs of the reaper's chores that set a head's due time
@@ -303,7 +299,6 @@ class Heads:
     def opened(self, queue: str) -> None:
         """The queue's feed just opened: a head starts, cold until filled."""
         self._heads[queue] = Head(self.size)
-        self._warm.discard(queue)
 
     def reset(self, queue: str) -> None:
         """Start the queue's head afresh, cold, if it has one (its jobs went all at once,
@@ -314,7 +309,6 @@ class Heads:
     def forget(self, queue: str) -> None:
         """The queue's feed broke, missed changes, or the queue is going: no head."""
         self._heads.pop(queue, None)
-        self._warm.discard(queue)
 
     def apply(self, queue: str, old: JobRecord | None, new: JobRecord | None) -> None:
         """A change of a job of ``queue``, from its feed or from this process's own write
@@ -336,12 +330,17 @@ class Heads:
         ``queue`` from memory (see :meth:`Head.candidates`); None when the head cannot
         tell (no feed, not filled, too few held, due for refresh)."""
         head = self._heads.get(queue)
-        if head is None or queue not in self._warm:
-            return None
-        found = head.candidates(count, spare, self.refresh)
+        found = None if head is None else head.candidates(count, spare, self.refresh)
         if found is not None:
             self.counts["answered"] += 1
         return found
+
+    def any_pending(self, queue: str) -> bool | None:
+        """Whether ``queue`` has a pending job, from memory; None when its head cannot
+        tell (a put for a waiting taker asks, which is not a claim: not counted)."""
+        head = self._heads.get(queue)
+        found = None if head is None else head.candidates(1, 0, self.refresh)
+        return None if found is None else bool(found)
 
     def needs(self, queue: str, chore: str, now: float) -> bool:
         """Whether the reaper's ``chore`` ("sweep", or "purge" with ``now`` less the
@@ -363,11 +362,9 @@ class Heads:
         due.begin()
 
         def end(found: float) -> None:
+            due.end(found)  # (harmless on a head since forgotten)
             if self._heads.get(queue) is head:
-                due.end(found)
                 self.counts[f"{chore}s"] += 1
-            else:
-                due.running -= 1
 
         return end
 
@@ -391,7 +388,6 @@ class Heads:
             head.filling -= 1
             if read is not None and self._heads.get(queue) is head:
                 head.fill(read, limit)
-                self._warm.add(queue)
                 self.counts["fills"] += 1
 
         return end_fill

@@ -66,7 +66,7 @@ PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status 
 #: retention (seconds to days) needs no half-second precision.
 PURGE_INTERVAL = 5.0
 #: the statuses of jobs that ended, which the retention purge deletes.
-FINAL = (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.CANCELLED)
+FINAL = tuple(status for status in JobStatus if status.is_final)
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for at most LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
@@ -186,6 +186,19 @@ class RethinkDBStore(Store):
         except KeyRefused as exc:
             raise _job_not_found(queue, job_id) from exc
 
+    def _new_feeds(self, pool: Pool) -> Feeds:
+        """The changefeeds of this store's queues, on ``pool``."""
+        feeds = Feeds(
+            pool=pool,
+            hub=self.hub,
+            table=self._table,
+            run_on_queue=self._run_on_queue,
+            timeout=self.settings.timeout,
+            heads=self.heads,
+        )
+        feeds.on_open = self.look_for_delays
+        return feeds
+
     def _write_options(self) -> dict[str, str]:
         return {"durability": self.settings.durability}
 
@@ -203,15 +216,7 @@ class RethinkDBStore(Store):
         pool = self._pool = Pool(self.settings)
         self._catalog = Catalog(pool, self.settings)
         self._catalog.on_pause = self.pause_changed
-        self._feeds = Feeds(
-            pool=pool,
-            hub=self.hub,
-            table=self._table,
-            run_on_queue=self._run_on_queue,
-            timeout=self.settings.timeout,
-            heads=self.heads,
-        )
-        self._feeds.on_open = self.look_for_delays
+        self._feeds = self._new_feeds(pool)
         self._writes = QueueWrites(self._table, self._run_on_queue, self.settings.durability)
         self._claims = Claims(
             heads=self.heads,
@@ -257,15 +262,7 @@ class RethinkDBStore(Store):
         """Delete the whole database ``settings.db`` (tests clean up with this); idempotent."""
         _, catalog, feeds = self._parts()
         await feeds.close()
-        self._feeds = Feeds(
-            pool=feeds.pool,
-            hub=self.hub,
-            table=self._table,
-            run_on_queue=self._run_on_queue,
-            timeout=self.settings.timeout,
-            heads=self.heads,
-        )
-        self._feeds.on_open = self.look_for_delays
+        self._feeds = self._new_feeds(feeds.pool)
         catalog.configs.clear()
         with contextlib.suppress(Missing):
             await catalog.admin(r.db_drop(self.settings.db))
@@ -407,11 +404,11 @@ class RethinkDBStore(Store):
             return job, []
         claimed = lifecycle.claim(job, lease=self.new_lease(), worker=worker, now=now)
         claimed = claimed.succeeding(job)
-        known = self.heads.candidates(queue, 1, 0)
-        if known == []:  # the queue's head knows no job is pending: no index read
+        pending = self.heads.any_pending(queue)
+        if pending is False:  # the queue's head knows no job is pending: no index read
             query = queries.insert(self._table(queue), [claimed], **self._write_options())
             query = query.merge({"handed": True})
-        elif known:  # jobs are pending, which go first: insert, then claim
+        elif pending:  # jobs are pending, which go first: insert, then claim
             query = queries.insert(self._table(queue), [job], **self._write_options())
             query = query.merge({"handed": False})
         else:
