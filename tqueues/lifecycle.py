@@ -67,8 +67,15 @@ def create(new: NewJob, config: QueueConfig, *, now: float, id: str | None = Non
     )
 
 
+#: The fields :func:`claim` sets (the others it keeps as they were): a store may write a
+#: claim as these alone.
+CLAIM_FIELDS = ("status", "lease", "lease_expires", "attempts", "started_at", "worker",
+                "event", "rev")  # fmt: skip
+
+
 def claim(job: JobRecord, *, lease: str, worker: str | None, now: float) -> JobRecord:
-    """A pending job taken by a worker: started, under a new lease of ``job.ttr`` seconds."""
+    """A pending job taken by a worker: started, under a new lease of ``job.ttr`` seconds
+    (only :data:`CLAIM_FIELDS` change)."""
     if job.status is not JobStatus.PENDING:
         raise InvalidTransition(f"job {job.id} is {job.status.value}, not pending")
     return job.revise(

@@ -202,3 +202,56 @@ async def test_a_followed_queue_is_purged_only_once_a_retention_has_passed(
     assert await a.reap(done.finished_at + 60.5) == 1
     with pytest.raises(JobNotFound):
         await a.get("q", job.id)
+
+
+async def documents_read(store: RethinkDBStore, queue: str) -> int:
+    """Documents of ``queue``'s table the server has read so far (its own statistics; a
+    conditional write reads the document it writes)."""
+    from tqueues.stores.rethinkdb.documents import r
+
+    settings = store.settings
+    conn = await r.connect(host=settings.host, port=settings.port)
+    try:
+        table_id = await r.db(settings.db).table(queue).info()["id"].run(conn)
+        rows = await (
+            r.db("rethinkdb").table("stats")
+            .filter(lambda row: (row["id"].nth(0) == "table_server")
+                    & (row["id"].nth(1) == table_id))
+            .coerce_to("array").run(conn)
+        )  # fmt: skip
+    finally:
+        await conn.close()
+    return sum(int(row["query_engine"]["read_docs_total"]) for row in rows)
+
+
+async def test_a_claim_writes_what_a_claim_changes_and_hands_out_the_whole_job(
+    stores: Stores,
+) -> None:
+    a = await watched(stores())
+    b = await watched(stores())
+    assert await a.take_many("q", 1, worker="w") == []  # its head is filled: empty
+    # Given a job that carries arguments, fields set by an update, and the worker and
+    # error of an attempt that failed, pending again
+    job = await b.put(new(args=[1, {"deep": [2, 3]}], kwargs={"k": "v"}, max_attempts=3))
+    [first] = await b.take_many("q", 1, worker="old-worker")
+    await b.update("q", job.id, {"progress": {"done": 1}}, lease=first.lease)
+    await b.fail("q", job.id, lease=first.lease, error="boom")  # delayed: its retry's backoff
+    assert await b.promote_due("q", clock.now() + 3600) == 1
+    failed = await b.get("q", job.id)
+    assert failed.status is JobStatus.PENDING and failed.worker == "old-worker"
+    await until(lambda: a.heads.any_pending("q") is True)
+    read_before = await documents_read(a, "q")
+    # When another store claims it from its head, for no named worker
+    [claimed] = await a.take_many("q", 1, worker=None)
+    # Then it read no document before its write (the write reads the one it writes)...
+    assert await documents_read(a, "q") - read_before == 1
+    # ...and what it handed out is the whole job as stored: arguments, the update's
+    # field and the last error kept, the claim's own fields set (the old worker gone)
+    stored = await b.get("q", job.id)
+    assert claimed == stored
+    assert claimed.args == [1, {"deep": [2, 3]}] and claimed.kwargs == {"k": "v"}
+    assert claimed.extra == {"progress": {"done": 1}} and claimed.error == "boom"
+    assert claimed.worker is None and claimed.attempts == 2 and claimed.lease != first.lease
+    assert claimed.status is JobStatus.STARTED and claimed.rev == failed.rev + 1
+    finished = await a.finish("q", job.id, lease=claimed.lease, result={"ok": True})
+    assert finished.extra == {"progress": {"done": 1}} and finished.result == {"ok": True}

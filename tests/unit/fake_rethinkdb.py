@@ -409,6 +409,9 @@ class _Evaluator:
             for arg in args[1:]:
                 merged.update(self.eval(arg, env))
             return merged
+        if name == "HasFields":  # an object and field names (what the store asks of a plan)
+            value = self.eval(args[0], env)
+            return all(self.eval(arg, env) in value for arg in args[1:])
         if name == "Branch":
             if self.eval(args[0], env) not in (False, None):
                 return self.eval(args[1], env)

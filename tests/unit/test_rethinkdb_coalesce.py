@@ -132,3 +132,126 @@ async def test_an_alone_request_and_a_full_query_end_a_batch() -> None:
     assert names(take_distinct(waiting)) == [["j1"]]  # the big one would pass MAX_WRITE
     assert len(take_distinct(waiting)[0].item.writes) == MAX_WRITE
     assert names(take_distinct(waiting)) == [["j2"]]
+
+
+async def test_with_two_in_flight_a_second_batch_starts_at_once_and_later_ones_wait() -> None:
+    served = Served()
+    served.gate.clear()
+    coalescer: Coalescer[int, str] = Coalescer(served, name="test", parallel=2)
+    first = asyncio.ensure_future(coalescer.submit("q", 1))
+    await served.entered.wait()
+    second = asyncio.ensure_future(coalescer.submit("q", 2))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert served.batches == [[1], [2]]  # both in flight, neither answered yet
+    later = [asyncio.ensure_future(coalescer.submit("q", n)) for n in (3, 4)]
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert served.batches == [[1], [2]]  # no third in flight: these wait together
+    served.gate.set()
+    assert await asyncio.gather(first, second, *later) == ["q:1", "q:2", "q:3", "q:4"]
+    assert served.batches == [[1], [2], [3, 4]]
+    assert not coalescer._lines  # nothing left behind once all is answered
+
+
+def test_parallel_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="at least 1"):
+        Coalescer(Served(), name="test", parallel=0)
+
+
+async def test_a_request_naming_a_job_in_flight_waits_for_that_query() -> None:
+    waiting = collections.deque([request(1), request(2, 3), request(4)])
+    assert names(take_distinct(waiting, {"j1", "j3"})) == [["j4"]]
+    assert names(list(waiting)) == [["j1"], ["j2", "j3"]]
+    assert take_distinct(waiting, {"j1", "j3"}) == []  # all of them wait
+    assert names(take_distinct(waiting, set())) == [["j1"], ["j2", "j3"]]
+
+
+class Server:
+    """A stand-in for RethinkDB's answers to conditional writes, for the coalescing alone:
+    each query waits until released and then reports every document written; which jobs
+    each query held, and how many queries were in flight at most, are kept."""
+
+    def __init__(self) -> None:
+        self.queries: list[list[str]] = []
+        self.in_flight: set[str] = set()
+        self.running = 0
+        self.most_running = 0
+        self.release = asyncio.Event()
+
+    async def run(self, queue: str, query: object) -> dict[str, object]:
+        written = _ids_of(query)
+        assert not self.in_flight.intersection(written), "a job in two queries in flight"
+        self.queries.append(written)
+        self.in_flight.update(written)
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.in_flight.difference_update(written)
+            self.running -= 1
+        return {"changes": [{"new_val": {"id": i, "rev": 1}} for i in written]}
+
+
+def _ids_of(query: object) -> list[str]:
+    """The ids a conditional write's ``get_all`` names (the driver's term tree)."""
+    from rethinkdb import ast
+
+    found: list[str] = []
+
+    def walk(term: object) -> None:
+        if isinstance(term, ast.GetAll):
+            found.extend(arg.data for arg in term._args[1:])  # type: ignore[attr-defined]
+            return
+        for arg in getattr(term, "_args", ()):
+            walk(arg)
+        for arg in getattr(term, "optargs", {}).values():
+            walk(arg)
+
+    walk(query)
+    return found
+
+
+def written_job(n: int) -> tuple[JobRecord, JobRecord, JobStatus]:
+    before = job(n)
+    return before, before.revise(), JobStatus.PENDING
+
+
+async def test_queue_writes_keep_a_job_in_one_query_in_flight_and_its_writes_in_order() -> None:
+    from rethinkdb import r
+
+    from tqueues.stores.rethinkdb.writes import PARALLEL, QueueWrites
+
+    server = Server()
+    writes = QueueWrites(lambda queue: r.table(queue), server.run, "hard")
+    first = asyncio.ensure_future(writes.write("q", [written_job(1), written_job(2)]))
+    for _ in range(3):
+        await asyncio.sleep(0)
+    assert server.queries == [["j1", "j2"]]
+    again = asyncio.ensure_future(writes.write("q", [written_job(2)]))  # j2 is in flight
+    other = asyncio.ensure_future(writes.write("q", [written_job(3)]))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert server.queries == [["j1", "j2"], ["j3"]]  # the second write of j2 waits
+    server.release.set()
+    answers = await asyncio.gather(first, again, other)
+    assert [sorted(a.ids) for a in answers] == [["j1", "j2"], ["j2"], ["j3"]]
+    assert server.queries == [["j1", "j2"], ["j3"], ["j2"]]
+    assert server.most_running == PARALLEL == 2
+    await writes.close()
+
+
+def test_a_patch_writes_the_claims_fields_and_refuses_to_lose_another_change() -> None:
+    from tqueues.stores.rethinkdb.queries import patch
+
+    before = job(1).evolve(worker="old", args=[], kwargs={})  # slim: no arguments
+    after = lifecycle.claim(before, lease="L", worker=None, now=5.0)
+    fields = patch(before, after, lifecycle.CLAIM_FIELDS)
+    assert fields == {"status": "started", "lease": "L", "lease_expires": 5.0 + before.ttr,
+                      "attempts": 1, "started_at": 5.0, "worker": None, "event": "taken",
+                      "rev": before.rev + 1}  # fmt: skip
+    with pytest.raises(ValueError, match="would not write"):
+        patch(before, after.evolve(error="x"), lifecycle.CLAIM_FIELDS)
+    with pytest.raises(ValueError, match="object"):
+        patch(before, before.evolve(extra={"a": 1}), ("extra",))

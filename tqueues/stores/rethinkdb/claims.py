@@ -2,6 +2,11 @@
 candidates from the queue's pending head (:mod:`~tqueues.stores.rethinkdb.head`) or one
 index read, each job won by a compare-and-set in the queue's group-committed writes.
 
+A candidate is known slim (no arguments, result or extra fields): its claim writes only
+the fields a claim changes (a patch, conditional on the revision the candidate was read
+at, so the fields left as stored are those of that revision), and the write's answer is
+the whole job, handed out. So a claim is one query: no read of the jobs it picked.
+
 The claims that concurrent requests make of one queue are served together
 (:class:`~tqueues.stores.rethinkdb.coalesce.Coalescer`: while one group's look-up and
 write are under way, the next requests wait and go together next): as many candidates as
@@ -9,9 +14,10 @@ they ask for in all, plus 7, in take order (priority, then ready_at), handed out
 order the requests came, each job under a lease of its own and its request's ``worker``
 and ``now``, and claimed in one write, each by its own compare-and-set
 (:func:`~tqueues.stores.rethinkdb.queries.conditional_writes`: still pending at the
-revision read). When other takers (other dispatchers) won some, the next candidates are
-claimed; once every candidate is lost, the group looks again. A queue where claims lost
-jobs to other takers lately spreads its picks (:func:`~tqueues.stores.rethinkdb.head.spread`).
+revision read, written as a patch). When other takers (other dispatchers) won some, the
+next candidates are claimed; once every candidate is lost, the group looks again. A queue
+where claims lost jobs to other takers lately spreads its picks
+(:func:`~tqueues.stores.rethinkdb.head.spread`).
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from tqueues.stores.rethinkdb.coalesce import Coalescer, Request
 from tqueues.stores.rethinkdb.documents import doc_to_job
 from tqueues.stores.rethinkdb.head import SLIM_FIELDS, SPREAD, Heads, spread
 from tqueues.stores.rethinkdb.pool import Missing
+from tqueues.stores.rethinkdb.writes import Written
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
@@ -84,7 +91,8 @@ class Group:
 class Claims:
     """The claims of one store. ``table(queue)`` is a queue's table; ``run(queue, query)``
     runs a query on it (raising QueueNotFound, StoreUnavailable); ``write_many(queue,
-    pairs, status=...)`` writes claims by compare-and-set and returns the ids won;
+    pairs, status=..., patch=fields)`` writes claims by compare-and-set and answers what it
+    wrote (:class:`~tqueues.stores.rethinkdb.writes.Written`);
     ``remember(job)`` keeps a claimed job for its outcome; ``undo_claim(job)`` releases a
     claim that got no answer, in the background; ``new_lease()`` mints a lease token."""
 
@@ -94,7 +102,7 @@ class Claims:
         heads: Heads,
         table: Callable[[str], Any],
         run: Callable[[str, RqlQuery], Awaitable[Any]],
-        write_many: Callable[..., Awaitable[set[str]]],
+        write_many: Callable[..., Awaitable[Written]],
         remember: Callable[[JobRecord], None],
         undo_claim: Callable[[JobRecord], None],
         new_lease: Callable[[], str],
@@ -135,13 +143,9 @@ class Claims:
             contended = attempt > 0 or self.heads.contended(queue)
             spare = need * (SPREAD - 1) if contended else CLAIM_CANDIDATES - 1
             try:
-                pending, whole = await self._candidates(queue, need, spare)
+                pending = await self._candidates(queue, need, spare)
                 if pending and contended:  # other processes take from it: mostly not these
                     pending = spread(pending, need)
-                if pending and not whole:
-                    pending = await self._whole(queue, pending[: need + CLAIM_CANDIDATES - 1])
-                    if not pending:
-                        continue  # they all moved on (the head now knows): look again
             except (QueueNotFound, StoreUnavailable) as exc:
                 group.stop(active, exc)
                 break
@@ -153,48 +157,29 @@ class Claims:
                 log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
         group.answer(requests)
 
-    async def _candidates(self, queue: str, need: int, spare: int) -> tuple[list[JobRecord], bool]:
+    async def _candidates(self, queue: str, need: int, spare: int) -> list[JobRecord]:
         """Up to ``need`` + ``spare`` of the most urgent pending jobs of ``queue`` (more
-        when a read fills its head), in take order, and whether they are whole: from the
-        queue's head when it can tell, else from one index read, which fills the head if
-        the queue's feed is up. The head's jobs, and those of a read that fills it, are
-        slim (:func:`~tqueues.stores.rethinkdb.head.slim`). Raises QueueNotFound,
-        StoreUnavailable."""
+        when a read fills its head), in take order, slim
+        (:func:`~tqueues.stores.rethinkdb.head.slim`): from the queue's head when it can
+        tell, else from one index read of their slim fields, which fills the head if the
+        queue's feed is up. Raises QueueNotFound, StoreUnavailable."""
         found = self.heads.candidates(queue, need, spare)
         if found is not None:
-            return found, False
+            return found
         end_fill = self.heads.begin_fill(queue)
         want = need + spare
-        fields = SLIM_FIELDS if end_fill is not None else ()
         limit = max(want, self.heads.size) if end_fill is not None else want
         self.index_reads += 1
         read: list[JobRecord] | None = None
         try:
             docs = await self._run(
-                queue, queries.claim_candidates(self._table(queue), limit, fields)
+                queue, queries.claim_candidates(self._table(queue), limit, SLIM_FIELDS)
             )
             read = [doc_to_job(doc) for doc in docs]
         finally:
             if end_fill is not None:
                 end_fill(read, limit)
-        return [job for job in read if job.status is JobStatus.PENDING], not fields
-
-    async def _whole(self, queue: str, jobs: Sequence[JobRecord]) -> list[JobRecord]:
-        """The jobs of ``jobs`` (slim, in the order to try them) that are still pending,
-        read whole by id (one ``get_all``), in that order; what the read shows is applied
-        to the queue's head. Raises QueueNotFound, StoreUnavailable."""
-        docs = await self._run(
-            queue, queries.get_many(self._table(queue), [job.id for job in jobs])
-        )
-        found = {str(doc["id"]): doc_to_job(doc) for doc in docs}
-        whole: list[JobRecord] = []
-        for job in jobs:
-            now = found.get(job.id)
-            if now is not None and now.status is JobStatus.PENDING:
-                whole.append(now)
-            if now is None or now.rev != job.rev:
-                self.heads.apply(queue, job, now)
-        return whole
+        return [job for job in read if job.status is JobStatus.PENDING]
 
     async def _claim_from(self, group: Group, pending: list[JobRecord]) -> None:
         """Hand ``pending`` (candidates just read) out to the group's requests that want
@@ -218,19 +203,20 @@ class Claims:
                 group.stop(active, exc)
                 return
             for i, pairs in tries.items():
-                group.claimed[i] += [after for _, after in pairs if after.id in won]
+                group.claimed[i] += [won[after.id] for _, after in pairs if after.id in won]
                 for before, after in pairs:
                     if after.id in won:
-                        self.heads.apply(group.queue, before, after)
+                        self.heads.apply(group.queue, before, won[after.id])
                     else:
                         self.heads.lost(group.queue, before)
 
     async def _claim_these(
         self, queue: str, pairs: Sequence[tuple[JobRecord, JobRecord]]
-    ) -> set[str]:
-        """Claim each job ``before`` (pending, distinct, as read) as its ``after`` (a claim
-        under a lease of its own) in one write; the ids won (those another taker won
-        meanwhile are left out).
+    ) -> dict[str, JobRecord]:
+        """Claim each job ``before`` (pending, distinct, as read, slim) as its ``after`` (a
+        claim under a lease of its own) in one write of the fields a claim changes; the
+        jobs won, whole as written, by id (those another taker won meanwhile are left
+        out).
 
         A write whose answer never came (the server died mid-query, a timeout) may still
         have been applied: the jobs would then sit started under leases nobody holds until
@@ -239,15 +225,17 @@ class Claims:
         QueueNotFound.
         """
         try:
-            won = await self._write_many(queue, pairs, status=JobStatus.PENDING)
+            written = await self._write_many(
+                queue, pairs, status=JobStatus.PENDING, patch=lifecycle.CLAIM_FIELDS
+            )
         except StoreUnavailable as exc:
             if not isinstance(exc, Missing):
                 for _, after in pairs:
                     self._undo_claim(after)
             raise
-        for _, after in pairs:
-            if after.id in won:
-                self._remember(after)
+        won = {job_id: doc_to_job(doc) for job_id, doc in written.docs.items()}
+        for job in won.values():
+            self._remember(job)
         return won
 
 

@@ -1,9 +1,13 @@
 """Group commit for the RethinkDB store: per queue, the requests of concurrent callers that
-arrive while one batch of that queue is being served go together in the next batch.
+arrive while that queue's batches are being served go together in the next batch.
 
-No timer is involved: a request that finds its queue idle is served at once (in a task
-started in the same turn of the event loop, so the other requests of that turn join it),
-alone; under load a batch forms from whatever queued during the previous one's round trip.
+No timer is involved: a request that finds a free place (fewer than ``parallel`` batches of
+its queue in flight) is served at once (in a task started in the same turn of the event
+loop, so the other requests of that turn join it), alone; under load a batch forms from
+whatever queued during the round trips under way. More than one batch in flight lets the
+server overlap their disk syncs (measured on RethinkDB 2.4.4 with ``durability hard``:
+conditional replaces of 5 documents, one query at a time, 3.4 ms a query; two at a time,
+2.4 ms each); which requests may go in flight together is the ``take`` function's choice.
 Each request gets its own answer (or its own exception). A batch is served by a task of
 its own, so a caller that is cancelled cuts no other caller's request short (its own
 request still runs: the store's callers shield what must complete anyway).
@@ -46,12 +50,13 @@ class Request(Generic[T, R]):
 
 #: What a batch does: ``serve(key, requests)`` answers every request of the batch.
 Serve = Callable[[str, list[Request[T, R]]], Awaitable[None]]
-#: Which of the waiting requests form the next batch: ``take(waiting)`` removes them from
-#: ``waiting`` (at least the first) and returns them, oldest first.
-Take = Callable[["collections.deque[Request[T, R]]"], list[Request[T, R]]]
+#: Which of the waiting requests of a key form its next batch: ``take(key, waiting)``
+#: removes them from ``waiting`` and returns them, oldest first. It may take none while
+#: another batch of ``key`` is in flight (what waits, waits for that one), never otherwise.
+Take = Callable[[str, "collections.deque[Request[T, R]]"], list[Request[T, R]]]
 
 
-def take_all(waiting: collections.deque[Request[Any, Any]]) -> list[Request[Any, Any]]:
+def take_all(key: str, waiting: collections.deque[Request[Any, Any]]) -> list[Request[Any, Any]]:
     """Every waiting request."""
     batch = list(waiting)
     waiting.clear()
@@ -59,22 +64,28 @@ def take_all(waiting: collections.deque[Request[Any, Any]]) -> list[Request[Any,
 
 
 class _Line(Generic[T, R]):
-    """The requests of one key: those waiting, and the task serving them."""
+    """The requests of one key: those waiting, and the tasks serving them."""
 
     def __init__(self) -> None:
         self.waiting: collections.deque[Request[T, R]] = collections.deque()
-        self.task: asyncio.Task[None] | None = None
+        self.tasks: set[asyncio.Task[None]] = set()
 
 
 class Coalescer(Generic[T, R]):
-    """Per key, one batch in flight at a time; the requests that arrive meanwhile form the
-    next one (see the module's docstring). ``batches`` counts the batches served and
-    ``requests`` the requests: their ratio is how much was coalesced."""
+    """Per key, up to ``parallel`` batches in flight at a time; the requests that arrive
+    while none can start form the next one (see the module's docstring). ``batches``
+    counts the batches served and ``requests`` the requests: their ratio is how much was
+    coalesced."""
 
-    def __init__(self, serve: Serve[T, R], *, take: Take[T, R] = take_all, name: str) -> None:
+    def __init__(
+        self, serve: Serve[T, R], *, take: Take[T, R] = take_all, name: str, parallel: int = 1
+    ) -> None:
+        if parallel < 1:
+            raise ValueError(f"parallel must be at least 1, not {parallel}")
         self._serve_batch = serve
         self._take = take
         self._name = name
+        self._parallel = parallel
         self._lines: dict[str, _Line[T, R]] = {}
         self.batches = 0
         self.requests = 0
@@ -91,17 +102,26 @@ class Coalescer(Generic[T, R]):
         request: Request[T, R] = Request(item, asyncio.get_running_loop().create_future())
         line.waiting.append(request)
         self.requests += 1
-        if line.task is None:
-            line.task = asyncio.create_task(self._serve(key, line), name=f"{self._name} {key}")
+        if len(line.tasks) < self._parallel:
+            task = asyncio.create_task(self._serve(key, line), name=f"{self._name} {key}")
+            line.tasks.add(task)
         return await request.future
 
     async def _serve(self, key: str, line: _Line[T, R]) -> None:
-        """Serve ``line``'s batches until none waits; every request taken gets an answer,
+        """Serve ``line``'s batches until none waits (or what waits must wait for another
+        batch in flight, whose task serves it next); every request taken gets an answer,
         a failure of ``serve`` itself (a bug, a cancellation at close) included."""
         batch: list[Request[T, R]] = []
         try:
             while line.waiting:
-                batch = self._take(line.waiting)
+                batch = self._take(key, line.waiting)
+                if not batch:
+                    if len(line.tasks) == 1:  # a take that would strand them: never wait
+                        stranded = RuntimeError(f"{self._name}: took nothing, none in flight")
+                        for request in line.waiting:
+                            request.fail(stranded)
+                        line.waiting.clear()
+                    break  # what waits waits for another batch in flight, served next
                 self.batches += 1
                 try:
                     await self._serve_batch(key, batch)
@@ -118,15 +138,15 @@ class Coalescer(Generic[T, R]):
             line.waiting.clear()
             raise
         finally:
-            line.task = None
-            if not line.waiting and self._lines.get(key) is line:
+            line.tasks.discard(asyncio.current_task())
+            if not line.tasks and not line.waiting and self._lines.get(key) is line:
                 del self._lines[key]
 
     async def close(self) -> None:
         """Refuse new requests, and stop the batches under way (their requests, and those
         waiting, get StoreUnavailable)."""
         self.closed = True
-        tasks = [line.task for line in self._lines.values() if line.task is not None]
+        tasks = [task for line in self._lines.values() for task in line.tasks]
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)

@@ -40,7 +40,8 @@ finds nothing and reads the next time.
 
 A head holds jobs *slim* (:func:`slim`: no arguments, results or fields set by updates),
 so that a queue of large jobs costs it little memory; a fill reads only the fields it
-keeps (:data:`SLIM_FIELDS`), and a claim reads the few jobs it picked, whole, by id.
+keeps (:data:`SLIM_FIELDS`), and a claim writes only the fields a claim changes, its
+write's answer being the whole job (:mod:`~tqueues.stores.rethinkdb.claims`).
 
 Pure bookkeeping, no I/O; one instance per store, used from the event loop only.
 """

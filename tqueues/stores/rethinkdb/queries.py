@@ -18,7 +18,7 @@ primary key (time-ordered ids, see :meth:`RethinkDBStore.new_id`) lists every jo
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -27,6 +27,7 @@ from tqueues.jobs import JobRecord, JobStatus
 from tqueues.stores.rethinkdb.documents import (
     dumps,
     job_literal,
+    job_to_doc,
     parse_cursor,
     r,
     stored_documents,
@@ -277,7 +278,13 @@ def compare_and_set_many(
     return conditional_writes(table, writes, durability=durability)
 
 
-def conditional_writes(table: Any, writes: Sequence[Write], *, durability: str) -> RqlQuery:
+def conditional_writes(
+    table: Any,
+    writes: Sequence[Write],
+    *,
+    durability: str,
+    patched: Mapping[str, Sequence[str]] | None = None,
+) -> RqlQuery:
     """For each ``(before, after, status)``, replace the job by ``after`` if it is still at
     ``before.rev`` (and has ``status``, unless None), all in one write (``get_all`` of the
     distinct ids, then one conditional replace per document): each document's write is
@@ -287,15 +294,24 @@ def conditional_writes(table: Any, writes: Sequence[Write], *, durability: str) 
     documents written (``new_val``); the others count ``unchanged`` (they moved on) or are
     absent (deleted). Ids must be distinct and keys the server keeps as sent
     (:func:`~tqueues.stores.rethinkdb.documents.escape_key` leaves them alone).
+
+    A job of ``patched`` (id -> field names) gets only those fields of ``after`` written
+    (:func:`patch`), the document's others kept as stored at ``before.rev``, so
+    ``before`` and ``after`` may be slim (:func:`~tqueues.stores.rethinkdb.head.slim`);
+    ``new_val`` is then the only whole copy of what was written. Raises ValueError when
+    such a job differs from ``before`` in another field, or a field holds an object.
     """
-    docs = stored_documents([after for _, after, _ in writes])
-    plan = {
-        "new": {doc["id"]: doc for doc in docs},
+    patched = patched or {}
+    whole = [after for before, after, _ in writes if before.id not in patched]
+    plan: dict[str, Any] = {
+        "new": {doc["id"]: doc for doc in stored_documents(whole)},
         "rev": {before.id: before.rev for before, _, _ in writes},
         "status": {
             before.id: None if status is None else status.value for before, _, status in writes
         },
     }
+    if patched:
+        plan["patch"] = {b.id: patch(b, a, patched[b.id]) for b, a, _ in writes if b.id in patched}
 
     def write(planned: Any) -> Any:
         def expected(row: Row) -> Any:
@@ -304,16 +320,40 @@ def conditional_writes(table: Any, writes: Sequence[Write], *, durability: str) 
                 wanted.eq(None) | (row["status"] == wanted)
             )
 
+        def written(row: Row) -> Any:
+            if not patched:
+                return planned["new"][row["id"]]
+            patched_row = row.merge(planned["patch"][row["id"]])
+            if not whole:
+                return patched_row
+            return r.branch(
+                planned["patch"].has_fields(row["id"]), patched_row, planned["new"][row["id"]]
+            )
+
         return table.get_all(*(before.id for before, _, _ in writes)).replace(
-            lambda row: r.branch(
-                row.eq(None), None, r.branch(expected(row), planned["new"][row["id"]], row)
-            ),
+            lambda row: r.branch(row.eq(None), None, r.branch(expected(row), written(row), row)),
             durability=durability,
             return_changes=True,
         )
 
     # The plan is parsed once (r.json, bound by do), not once per document written.
     return r.json(dumps(plan)).do(write)
+
+
+def patch(before: JobRecord, after: JobRecord, fields: Sequence[str]) -> dict[str, Any]:
+    """The ``fields`` of ``after``'s document: what a write of ``after`` over ``before``
+    sets (merged into the stored document). Raises ValueError if ``after`` differs from
+    ``before`` in any other field (the write would lose it), or if one of ``fields`` holds
+    an object (a merge would blend it with the stored one)."""
+    old, new = job_to_doc(before), job_to_doc(after)
+    lost = sorted(name for name in old.keys() | new.keys()
+                  if name not in fields and old.get(name) != new.get(name))  # fmt: skip
+    if lost:
+        raise ValueError(f"job {before.id}: a patch of {list(fields)} would not write {lost}")
+    values = {name: new.get(name) for name in fields}
+    if any(isinstance(value, dict) for value in values.values()):
+        raise ValueError(f"job {before.id}: a patch may not write an object")
+    return values
 
 
 def delete_if_unchanged(table: Any, job: JobRecord, *, durability: str) -> RqlQuery:
@@ -380,6 +420,7 @@ __all__ = [
     "insert_claimed_unless_pending",
     "next_due",
     "page",
+    "patch",
     "peek",
     "remove",
 ]

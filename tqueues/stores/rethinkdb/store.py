@@ -512,17 +512,19 @@ class RethinkDBStore(Store):
         pairs: Sequence[tuple[JobRecord, JobRecord]],
         *,
         status: JobStatus | None = None,
-    ) -> set[str]:
+        patch: tuple[str, ...] = (),
+    ) -> Written:
         """Write each ``after`` where its job is still at ``before.rev`` (and ``status``),
-        in the queue's next query (:class:`QueueWrites`); the ids written. A document the
-        server refused to write (``errors``) is logged and counts as not written.
-        Raises StoreUnavailable (the write as a whole failed: any part of it may have been
-        applied), QueueNotFound."""
+        in the queue's next query (:class:`QueueWrites`; with ``patch``, only those fields
+        of ``after``, and the documents written are answered); what was written. A
+        document the server refused to write (``errors``) is logged and counts as not
+        written. Raises StoreUnavailable (the write as a whole failed: any part of it may
+        have been applied), QueueNotFound."""
         if not pairs:
-            return set()
+            return Written(frozenset())
         writes, _ = self._coalescers()
         written: Written = await writes.write(
-            queue, [(before, after, status) for before, after in pairs]
+            queue, [(before, after, status) for before, after in pairs], patch=patch
         )
         if written.errors and len(written.ids) < len(pairs):
             log.warning(
@@ -531,7 +533,7 @@ class RethinkDBStore(Store):
                 queue,
                 written.first_error,
             )
-        return set(written.ids)
+        return written
 
     def _remember(self, job: JobRecord) -> None:
         """Keep ``job`` (as just written) if it is started and small, else forget it; at
@@ -743,7 +745,7 @@ class RethinkDBStore(Store):
                 alone.append(index)
         for before, _ in planned.values():
             self._forget(queue, before.id)
-        written = await self._write_many(queue, list(planned.values()))
+        written = (await self._write_many(queue, list(planned.values()))).ids
         await asyncio.gather(*(
             self._keys.release(after, after.rev) for before, after in planned.values()
             if after.id in written and before.holds_key() and not after.holds_key()
