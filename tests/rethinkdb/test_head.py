@@ -158,6 +158,39 @@ async def test_a_watched_queue_is_swept_only_when_something_comes_due(stores: St
     assert (await a.get("q", put.id)).status is JobStatus.PENDING
 
 
+async def test_the_reaper_follows_a_queue_no_taker_follows_and_sweeps_it_only_when_due(
+    stores: Stores,
+) -> None:
+    a = stores()
+    await a.open()  # no taker, no WebSocket client: nothing here follows the queue
+    b = await watched(stores())
+    await b.update_queue(QueueConfig("q", ttr=5))
+    now = clock.now()
+    # Given a queue another dispatcher made, which this one's reaper has come round to:
+    # its first rounds start the queue's feed, and sweep it until the feed is up
+    deadline = asyncio.get_running_loop().time() + 20
+    while a.heads.counts["sweeps"] == 0:  # counted once the queue has a head (a feed)
+        assert asyncio.get_running_loop().time() < deadline, "the reaper never followed q"
+        assert await a.reap(now) == 0
+        await asyncio.sleep(0.01)
+    sweeps = a.heads.counts["sweeps"]
+    # When the reaper comes round again and again: no sweep
+    for step in range(5):
+        assert await a.reap(now + step) == 0
+    assert a.heads.counts["sweeps"] == sweeps
+    # When the other dispatcher takes a job under a 5 s lease
+    with a.hub.subscribe("q") as subscription:
+        put = await b.put(new(ttr=5))
+        (taken,) = await b.take_many("q", 1, worker="w")
+        while (await asyncio.wait_for(anext(subscription), 10)).kind != "taken":
+            pass
+    # Then this reaper leaves it be until its lease runs out, and expires it then
+    assert await a.reap(taken.lease_expires - 1) == 0
+    assert a.heads.counts["sweeps"] == sweeps
+    assert await a.reap(taken.lease_expires + 0.01) == 1
+    assert (await b.get("q", put.id)).status is JobStatus.PENDING
+
+
 async def test_the_reaper_lists_queues_from_the_catalogs_feed(stores: Stores) -> None:
     a = await watched(stores())
     b = await watched(stores())

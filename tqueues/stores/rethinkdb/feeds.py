@@ -80,12 +80,7 @@ class Feeds:
         Raises StoreUnavailable when the feed cannot be opened within the timeout (it keeps
         retrying in the background, with backoff).
         """
-        if self.closed:
-            raise StoreUnavailable("the RethinkDB store is not open")
-        feed = self._feeds.get(queue)
-        if feed is None or feed.task is None or feed.task.done():
-            feed = self._feeds[queue] = Feed()
-            feed.task = asyncio.create_task(self._follow(queue, feed), name=f"feed:{queue}")
+        feed = self.follow(queue)
         if feed.up.is_set():
             return
         if not feed.tried.is_set():
@@ -98,6 +93,17 @@ class Feeds:
             raise StoreUnavailable(
                 f"the change feed of queue {queue!r} is down: {feed.error or 'opening'}"
             )
+
+    def follow(self, queue: str) -> Feed:
+        """Make sure the queue's changefeed runs (started in the background if it was not:
+        no wait for it to open); the feed. Raises StoreUnavailable once closed."""
+        if self.closed:
+            raise StoreUnavailable("the RethinkDB store is not open")
+        feed = self._feeds.get(queue)
+        if feed is None or feed.task is None or feed.task.done():
+            feed = self._feeds[queue] = Feed()
+            feed.task = asyncio.create_task(self._follow(queue, feed), name=f"feed:{queue}")
+        return feed
 
     def stop(self, queue: str) -> None:
         """Stop following ``queue`` (it is being dropped)."""

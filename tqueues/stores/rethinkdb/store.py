@@ -1084,7 +1084,11 @@ class RethinkDBStore(Store):
         happens once. Changes are recorded; deletions are not.
         """
         count = 0
-        for config in await self._parts()[1].listed():  # no read while the catalog's feed is up
+        _, catalog, feeds = self._parts()
+        for config in await catalog.listed():  # no read while the catalog's feed is up
+            # the reaper follows every queue: its feed tells when anything there comes due,
+            # so an idle queue is not swept every round (until the feed is up, it is)
+            feeds.follow(config.name)
             try:
                 count += await self._reap_queue(config, now)
             except QueueNotFound:
