@@ -51,3 +51,29 @@ async def test_other_refusals_are_not_key_refused(pool: Pool) -> None:
     with pytest.raises(StoreUnavailable) as refused:
         await pool.run(r.error("Primary key too long (max 127 characters): quoted"))
     assert not isinstance(refused.value, KeyRefused | Missing)
+
+
+async def queries_run(pool: Pool) -> int:
+    """Queries the server has run since it started (its ``stats`` table), this one too."""
+    rows = await pool.run(r.db("rethinkdb").table("stats").coerce_to("array"))
+    return sum(
+        int(row["query_engine"]["queries_total"]) for row in rows if row["id"][0] == "server"
+    )
+
+
+async def test_the_feeds_of_one_connection_share_a_ping(pool: Pool) -> None:
+    import asyncio
+
+    conn = await pool.get()
+    before = await queries_run(pool)
+    # When twenty quiet feeds of one connection check it at once, then again soon after
+    await asyncio.gather(*(pool.ping(conn) for _ in range(20)))
+    for _ in range(20):
+        await pool.ping(conn)
+    # Then the server ran one ping for them all (and the read of its statistics)
+    assert await queries_run(pool) - before == 2
+    # And a connection that no longer answers fails the ping of every feed on it
+    await conn.close()
+    pool._pings.clear()  # as once the last answer is older than half a heartbeat
+    outcomes = await asyncio.gather(*(pool.ping(conn) for _ in range(3)), return_exceptions=True)
+    assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes), outcomes

@@ -34,7 +34,8 @@ the earliest time anything it acts on may come due, from what its last run read 
 earliest lease, delay and ttl after it; the earliest finished, failed or cancelled job
 left) and every change since (a claim's lease, a delayed put, a job with a ttl, a job
 that ended). Until then the reaper leaves the queue's index alone: an idle queue costs
-the server no reads but one sweep and one purge every SWEEP_SAFETY seconds. The times are
+the server no reads but one sweep every SWEEP_SAFETY seconds and one purge every
+PURGE_SAFETY seconds. The times are
 only ever lowered by changes, so a lease that a heartbeat extended makes one sweep that
 finds nothing and reads the next time.
 
@@ -69,6 +70,11 @@ TOMBSTONES = 8192
 DELETED = 1 << 62
 #: seconds between two sweeps of a queue whose head says nothing is due (a safety net).
 SWEEP_SAFETY = 30.0
+#: seconds between two retention purges of a queue whose head says nothing has passed its
+#: retention (a safety net: a purge late by minutes delays only the deletion of old jobs).
+PURGE_SAFETY = 300.0
+#: per chore of the reaper, its safety net
+SAFETY = {"sweep": SWEEP_SAFETY, "purge": PURGE_SAFETY}
 #: seconds after a lost claim during which a queue counts as contended (see spread).
 CONTENDED = 10.0
 #: a contended claim of ``n`` jobs picks among the ``n * SPREAD`` most urgent candidates.
@@ -347,9 +353,9 @@ class Heads:
         """Whether the reaper's ``chore`` ("sweep", or "purge" with ``now`` less the
         queue's retention) should read the queue's index as of ``now`` (wall clock): it
         has no head (no feed), or something may be due, or its last run is SWEEP_SAFETY
-        seconds old."""
+        (a sweep) or PURGE_SAFETY (a purge) seconds old."""
         head = self._heads.get(queue)
-        return head is None or head.due[chore].due(now, SWEEP_SAFETY)
+        return head is None or head.due[chore].due(now, SAFETY[chore])
 
     def begin(self, queue: str, chore: str) -> Callable[[float], None] | None:
         """Before the reaper's ``chore`` reads the queue's index: a function to call once

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import re
 import time
+import weakref
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
@@ -124,6 +125,10 @@ class Pool:
         self._home_at = 0.0  #: time.monotonic() after which to try the home server again
         self._homing: asyncio.Task[None] | None = None
         self._retired: list[Any] = []  #: connections away from home, closed once idle
+        #: per connection, its last ping: when it was sent, and its answer
+        self._pings: weakref.WeakKeyDictionary[Any, tuple[float, asyncio.Future[Any]]] = (
+            weakref.WeakKeyDictionary()
+        )
         self.closed = False
 
     @property
@@ -265,7 +270,7 @@ class Pool:
         self, cursor: Any, conn: Any, *, running: Callable[[], bool] = lambda: True
     ) -> AsyncGenerator[Any, None]:
         """The changes a changefeed ``cursor`` (on ``conn``) delivers, while ``running()``.
-        After FEED_HEARTBEAT seconds of silence the connection is pinged (a query on it),
+        After FEED_HEARTBEAT seconds of silence the connection is pinged (:meth:`ping`),
         so that a dead one ends the feed with its error instead of leaving it waiting.
         Use it under :func:`contextlib.aclosing`: the read under way is then cancelled
         when the caller stops. Raises what the cursor and the ping raise."""
@@ -276,7 +281,7 @@ class Pool:
                     pending = asyncio.ensure_future(cursor.next())
                 done, _ = await asyncio.wait({pending}, timeout=FEED_HEARTBEAT)
                 if not done:  # quiet: is the connection still there?
-                    await self.run(r.expr(1), conn=conn)
+                    await self.ping(conn)
                     continue
                 change, pending = pending.result(), None
                 yield change
@@ -284,6 +289,24 @@ class Pool:
             if pending is not None:
                 pending.cancel()
                 pending.add_done_callback(consume)
+
+    async def ping(self, conn: Any) -> None:
+        """Check that ``conn`` still answers (a query on it), one check for every feed on
+        it: a ping under way, or one sent less than FEED_HEARTBEAT / 2 seconds ago and
+        answered, serves them all (so idle feeds cost the server a ping per connection,
+        not per feed). Raises what :meth:`run` raises."""
+        now = asyncio.get_running_loop().time()
+        last = self._pings.get(conn)
+        if last is not None:
+            sent, answer = last
+            answered = answer.done() and not answer.cancelled() and answer.exception() is None
+            if not answer.done() or (answered and now - sent < FEED_HEARTBEAT / 2):
+                await asyncio.shield(answer)
+                return
+        answer = asyncio.ensure_future(self.run(r.expr(1), conn=conn))
+        answer.add_done_callback(consume)
+        self._pings[conn] = (now, answer)
+        await asyncio.shield(answer)
 
     async def run(self, query: RqlQuery, *, timeout: float | None = None, conn: Any = None) -> Any:
         """Run ``query``; its result (``coerce_to("array")`` reads as lists, feeds as cursors).

@@ -105,8 +105,9 @@ class RethinkDBStore(Store):
         self._pool: Pool | None = None
         self._catalog: Catalog | None = None
         self._feeds: Feeds | None = None
-        #: the conditional writes and the claims of each queue, group-committed (one
-        #: query in flight per queue; see :mod:`~tqueues.stores.rethinkdb.coalesce`)
+        #: the conditional writes and the claims of each queue, group-committed (see
+        #: :mod:`~tqueues.stores.rethinkdb.coalesce`: per queue, one claim group and up to
+        #: two write queries in flight)
         self._writes: QueueWrites | None = None
         self._claims: Claims | None = None
         self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
