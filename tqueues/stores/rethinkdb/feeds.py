@@ -46,7 +46,9 @@ class Feed:
     def __init__(self) -> None:
         self.task: asyncio.Task[None] | None = None
         self.up = asyncio.Event()  #: set while the feed is open.
-        self.tried = asyncio.Event()  #: set once the first attempt to open it has ended.
+        self.tried = asyncio.Event()  #: set once the last attempt asked for has ended.
+        #: set to cut the wait before the next attempt short (someone waits for the feed)
+        self.wake = asyncio.Event()
         self.error = ""  #: why it is down.
 
 
@@ -75,7 +77,9 @@ class Feeds:
         self.on_open: Callable[[str], object] | None = None
 
     async def watch(self, queue: str) -> None:
-        """Make sure the queue's changefeed runs; return once it is open.
+        """Make sure the queue's changefeed runs; return once it is open. A feed that is
+        down and waiting out its backoff is tried again at once (someone needs it now: a
+        server that failed over serves again within seconds), and this waits for that try.
 
         Raises StoreUnavailable when the feed cannot be opened within the timeout (it keeps
         retrying in the background, with backoff).
@@ -83,6 +87,9 @@ class Feeds:
         feed = self.follow(queue)
         if feed.up.is_set():
             return
+        if not feed.wake.is_set() and feed.tried.is_set():
+            feed.tried.clear()  # the next attempt's end is what this waits for
+            feed.wake.set()
         if not feed.tried.is_set():
             tried = asyncio.ensure_future(feed.tried.wait())
             try:
@@ -146,7 +153,9 @@ class Feeds:
                 if self._feeds.get(queue) is feed:
                     del self._feeds[queue]
                 return
-            await asyncio.sleep(backoff.next())
+            with contextlib.suppress(TimeoutError):  # the backoff, or until woken
+                await asyncio.wait_for(feed.wake.wait(), backoff.next())
+            feed.wake.clear()
 
     async def _follow_once(self, queue: str, feed: Feed, backoff: Backoff) -> None:
         """Open the feed, announce it, and deliver its changes until it breaks."""
