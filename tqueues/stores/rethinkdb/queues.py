@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -224,7 +225,7 @@ class Catalog:
         while True:
             try:
                 return await self._open()
-            except (Missing, Ambiguous, _Twins) as exc:
+            except (Missing, Ambiguous, _Twins, _Unsettled) as exc:
                 delay = backoff.next()
                 if loop.time() + delay > give_up:
                     raise
@@ -268,7 +269,12 @@ class Catalog:
         for index, function in indexes.items():
             if index not in existing:
                 await self.admin(table.index_create(index, function))
-        await self.admin(table.index_wait(*indexes))
+        try:
+            await self.admin(table.index_wait(*indexes))
+        except StoreUnavailable as exc:
+            if type(exc) is not StoreUnavailable or not _INDEX_MISSING.search(exc.message):
+                raise
+            raise _Unsettled(exc.message) from exc
 
     async def _remove_twins(self) -> bool:
         """:func:`remove_twins`, or False (with a warning) when the user may not read the
@@ -550,6 +556,16 @@ def _pause_of(config: QueueConfig) -> tuple[bool, float | None]:
 
 class _Twins(StoreUnavailable):
     """Twins were dropped: open again."""
+
+
+class _Unsettled(StoreUnavailable):
+    """An index of a catalog table just created was not found where it was created: the
+    table existed twice for a moment (another dispatcher started at the same instant), or
+    the cluster's metadata has not caught up. Open again."""
+
+
+#: the server's word for an index it does not know (yet)
+_INDEX_MISSING = re.compile(r"Index `[^`]+` was not found on table")
 
 
 __all__ = [
