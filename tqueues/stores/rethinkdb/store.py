@@ -16,7 +16,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -49,9 +49,10 @@ from tqueues.stores.rethinkdb.documents import (
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
-from tqueues.stores.rethinkdb.head import Heads, due_at, ended_at
+from tqueues.stores.rethinkdb.head import Heads
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
+from tqueues.stores.rethinkdb.reaper import Reaper
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
 from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
@@ -59,14 +60,6 @@ from tqueues.stores.workers import Command, WorkerRecord
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
 MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giving up.
-REAP_BATCH = 256  #: jobs the reaper reads per queue, index and status in one round.
-PURGE_BATCHES = 4  #: retention deletes of REAP_BATCH jobs per queue and status per round.
-#: Seconds (of the reaper's ``now``) between two retention purges of a queue: every index
-#: read costs the server about a millisecond of CPU even when it finds nothing, and a
-#: retention (seconds to days) needs no half-second precision.
-PURGE_INTERVAL = 5.0
-#: the statuses of jobs that ended, which the retention purge deletes.
-FINAL = tuple(status for status in JobStatus if status.is_final)
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for at most LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
@@ -74,7 +67,6 @@ LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: that their outcome is written without reading them first; and the most JSON (in
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
 STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
-Step = Callable[..., JobRecord]
 
 
 class RethinkDBStore(Store):
@@ -120,11 +112,10 @@ class RethinkDBStore(Store):
         #: unique jobs: the claims and releases of keys (see keys.py)
         self._keys = keys.Keys(self._keys_table, self._run, self._read_job,
                                durability=settings.durability)  # fmt: skip
-        #: queue -> the reaper's ``now`` of its last retention purge (see PURGE_INTERVAL)
-        self._purged: dict[str, float] = {}
         #: the most urgent pending jobs of each watched queue, from its changefeed: the
         #: candidates of claims, read from the index only when these cannot tell (head.py)
         self.heads = Heads()
+        self._reaper: Reaper | None = None  #: the housekeeping (see reaper.py)
 
     # -- plumbing ----------------------------------------------------------------------------
 
@@ -155,6 +146,11 @@ class RethinkDBStore(Store):
             "head_answers": self.heads.counts["answered"],
             "claims_lost": self.heads.counts["lost"],
         }
+
+    def _reaping(self) -> Reaper:
+        if self._reaper is None:
+            raise StoreUnavailable("the RethinkDB store is not open")
+        return self._reaper
 
     def _coalescers(self) -> tuple[QueueWrites, Claims]:
         if self._writes is None or self._claims is None:
@@ -219,6 +215,15 @@ class RethinkDBStore(Store):
         self._catalog.on_pause = self.pause_changed
         self._feeds = self._new_feeds(pool)
         self._writes = QueueWrites(self._table, self._run_on_queue, self.settings.durability)
+        self._reaper = Reaper(
+            heads=self.heads,
+            table=self._table,
+            run=self._run_on_queue,
+            durability=self.settings.durability,
+            change=self._change,
+            release_key=self._keys.release,
+            record=self.record,
+        )
         self._claims = Claims(
             heads=self.heads,
             table=self._table,
@@ -300,7 +305,7 @@ class RethinkDBStore(Store):
         _, catalog, feeds = self._parts()
         await catalog.get(name)
         feeds.stop(name)
-        self._purged.pop(name, None)
+        self._reaping().forget(name)
         try:
             count = int(await self._run(self._table(name).count()))
         except Missing:
@@ -1082,153 +1087,19 @@ class RethinkDBStore(Store):
         the queue's ``ttl_action``), and delete finished and failed jobs older than the
         queue's retention (``finished``). Reads are index ranges, never scans; each
         change is a compare-and-set, so dispatchers may reap concurrently and each change
-        happens once. Changes are recorded; deletions are not.
+        happens once. Changes are recorded; deletions are not. Every queue reaped is
+        followed (its changefeed), which tells when anything there comes due
+        (:mod:`~tqueues.stores.rethinkdb.reaper`).
         """
-        count = 0
         _, catalog, feeds = self._parts()
-        for config in await catalog.listed():  # no read while the catalog's feed is up
-            # the reaper follows every queue: its feed tells when anything there comes due,
-            # so an idle queue is not swept every round (until the feed is up, it is)
-            feeds.follow(config.name)
-            try:
-                count += await self._reap_queue(config, now)
-            except QueueNotFound:
-                continue
-        return count
-
-    async def _reap_queue(self, config: QueueConfig, now: float) -> int:
-        queue, table = config.name, self._table(config.name)
-        count = 0
-        # the queue's head (its feed) knows when anything is next due: until then no read
-        if self.heads.needs(queue, "sweep", now):
-            end_sweep = self.heads.begin(queue, "sweep")
-            next_due = float("-inf")  # unless the sweep ends well
-            try:
-                count, next_due = await self._sweep(config, now, with_next=end_sweep is not None)
-            finally:
-                if end_sweep is not None:
-                    end_sweep(next_due)
-        last = self._purged.get(queue)
-        if last is not None and last <= now < last + PURGE_INTERVAL:
-            return count
-        cutoff = now - config.retention
-        # the head knows when the earliest ended job it may delete ended: until its
-        # retention has passed, no read
-        if not self.heads.needs(queue, "purge", cutoff):
-            return count
-        self._purged[queue] = now
-        end_purge = self.heads.begin(queue, "purge")
-        earliest = float("-inf")  # unless the purge ends well
-        try:
-            deleted, left = await self._purge(table, queue, cutoff)
-            count += deleted
-            if end_purge is not None and not left:
-                ends = r.expr([queries.next_due(table, status, cutoff) for status in FINAL])
-                found = await self._run_on_queue(queue, ends)
-                earliest = min(
-                    (when for docs in found for doc in docs
-                     if (when := ended_at(doc_to_job(doc))) is not None),
-                    default=float("inf"),
-                )  # fmt: skip
-        finally:
-            if end_purge is not None:
-                end_purge(earliest)
-        return count
-
-    async def _purge(self, table: Any, queue: str, cutoff: float) -> tuple[int, bool]:
-        """Delete the queue's finished, failed and cancelled jobs that ended by ``cutoff``,
-        at most PURGE_BATCHES batches of each; how many went, and whether some were left."""
-        count, left = 0, False
-        for status in FINAL:
-            for _ in range(PURGE_BATCHES):
-                purge = queries.due(table, status, cutoff, REAP_BATCH).delete(
-                    **self._write_options()
-                )
-                result = await self._run_on_queue(queue, purge)
-                count += int(result.get("deleted", 0))
-                if int(result.get("deleted", 0)) + int(result.get("skipped", 0)) < REAP_BATCH:
-                    break
-            else:
-                left = True
-        return count, left
-
-    async def _sweep(
-        self, config: QueueConfig, now: float, *, with_next: bool
-    ) -> tuple[int, float]:
-        """Expire the leases, promote the delays and act on the ttls of ``config``'s queue
-        due by ``now``; how many jobs changed, and (``with_next``) the earliest time after
-        ``now`` anything of the kind comes due (``now`` if jobs were left due, inf if
-        none will be; -inf without ``with_next``)."""
-        queue, table = config.name, self._table(config.name)
-        count, next_due = 0, float("inf") if with_next else float("-inf")
-        steps: tuple[tuple[str, JobStatus, Step], ...] = (
-            ("state", JobStatus.STARTED, lifecycle.expire),
-            ("state", JobStatus.DELAYED, lifecycle.promote),
-            ("ttl", JobStatus.PENDING, lifecycle.outlive),
-            ("ttl", JobStatus.DELAYED, lifecycle.outlive),
-        )
-        # the reads go in two queries (each read costs the server about a millisecond of
-        # CPU even when it finds nothing, so fewer queries, not fewer reads, would not
-        # help): leases and delays first, then the ttls, which must see the jobs those
-        # steps made pending (a lease run out, a delay come) as they are now
-        for pair in (steps[:2], steps[2:]):
-            reads = [
-                queries.due(table, status, now, REAP_BATCH, index=index).coerce_to("array")
-                for index, status, _ in pair
-            ]
-            if with_next:
-                reads += [queries.next_due(table, status, now, index=index)
-                          for index, status, _ in pair]  # fmt: skip
-            found = await self._run_on_queue(queue, r.expr(reads))
-            for (_, _, step), docs in zip(pair, found[: len(pair)], strict=True):
-                delete = step is lifecycle.outlive and config.ttl_action == "delete"
-                results = await asyncio.gather(
-                    *(self._reap_one(queue, doc, step, now, delete=delete) for doc in docs)
-                )
-                count += sum(results)
-                if len(docs) >= REAP_BATCH:
-                    next_due = min(next_due, now)  # more may be due: sweep again soon
-            for docs in found[len(pair) :]:
-                for job in map(doc_to_job, docs):
-                    when = due_at(job)
-                    next_due = min(next_due, now if when is None else when)
-        return count, next_due
+        # no read of the catalog while its feed is up
+        return await self._reaping().reap(await catalog.listed(), now, follow=feeds.follow)
 
     async def promote_due(self, queue: str, now: float) -> int:
         """Promote the delayed jobs of ``queue`` due by ``now`` (a batch), as the reaper
         does; how many this call promoted."""
         await self.get_queue(queue)
-        table = self._table(queue)
-        query = queries.due(table, JobStatus.DELAYED, now, REAP_BATCH).coerce_to("array")
-        docs = await self._run_on_queue(queue, query)
-        promote = lifecycle.promote
-        return sum(
-            await asyncio.gather(
-                *(self._reap_one(queue, doc, promote, now, delete=False) for doc in docs)
-            )
-        )
-
-    async def _reap_one(
-        self, queue: str, doc: Mapping[str, Any], step: Step, now: float, *, delete: bool
-    ) -> int:
-        """Apply one reaper step to a job read through an index: 1 if this call changed
-        (or deleted) it, 0 if it no longer qualifies or another writer got there first."""
-        before = doc_to_job(doc)
-        try:
-            after = step(before, now=now).succeeding(before)
-        except InvalidTransition:
-            return 0
-        if delete:
-            query = queries.delete_if_unchanged(self._table(queue), before, **self._write_options())
-            result = await self._run_on_queue(queue, query)
-            if result.get("deleted", 0) != 1:
-                return 0
-            await self._keys.release(before, before.rev + 1)
-            return 1
-        if not await self._change(queue, before, after):
-            return 0
-        self.record(after, before)
-        return 1
+        return await self._reaping().promote_due(queue, now)
 
     # -- changes -----------------------------------------------------------------------------
 
