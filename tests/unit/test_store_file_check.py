@@ -13,7 +13,8 @@ import pytest
 
 from tqueues.errors import StoreUnavailable
 from tqueues.jobs import NewJob, QueueConfig
-from tqueues.stores.sqlite import SQLiteStore, check_database, check_file, create_database
+from tqueues.stores.sqlite import SQLiteStore
+from tqueues.stores.sqlite_file import check_database, check_file, create_database
 
 JOBS = 20_000
 
