@@ -4,12 +4,13 @@
 Starts a real ``tqueues_dispatcher`` on a fresh database of the server at ``--rethinkdb
 HOST:PORT`` (dropped afterwards), creates the queues, and parks one long-poll take on each
 (``GET /?queue=NAME&wait=240``), so that the dispatcher follows each queue's changefeed
-as it does for a worker; with ``--unwatched`` it parks none (the queues are then only
-swept). After ``--warmup`` seconds it reads the server's and the dispatcher's CPU time
-(Linux ``/proc``; the server must run on this machine) over ``--seconds`` and prints
-them as a percentage of one core, with the queries the server ran per second (its
-``stats`` table, all clients: run it on a server of its own). The reaper sweeps every
-``--reap_interval`` (0.5 s, the dispatcher's default).
+as it does for a worker; with ``--unwatched`` it parks none (the queues are then followed
+by the reaper alone, which opens each queue's feed itself since 2026-12-07; before, it
+swept each of them every round). After ``--warmup`` seconds it reads the server's and
+the dispatcher's CPU time (Linux ``/proc``; the server must run on this machine) over
+``--seconds`` and prints them as a percentage of one core, with the queries the server
+ran per second (its ``stats`` table, all clients: run it on a server of its own). The
+reaper sweeps every ``--reap_interval`` (0.5 s, the dispatcher's default).
 
     .venv/bin/python -m benchmarks.idle_queues --rethinkdb 127.0.0.1:28015
     .venv/bin/python -m benchmarks.idle_queues --rethinkdb 127.0.0.1:28015 --unwatched
