@@ -39,6 +39,8 @@ _EXISTS = re.compile(r"^(Table|Database|Index) `[^`]+` already exists")
 #: The server's text when a name stands for two databases or tables (two ``db_create`` of
 #: one name at once on a cluster make two: rethinkdb/rethinkdb#5900, #4898).
 _AMBIGUOUS = re.compile(r"^(Table|Database) `[^`]+` is ambiguous")
+#: The server's text for an index it does not know (yet: one being created elsewhere).
+_MISSING_INDEX = re.compile(r"Index `[^`]+` was not found on table")
 #: The server's texts (``datum.cc``, ``store_key.cc``) for a key it cannot hold: a string
 #: with a NUL character, a primary key over 127 bytes. A query logic error, not an outage.
 _BAD_KEY = re.compile(
@@ -65,6 +67,11 @@ class Missing(StoreUnavailable):
 
 class Exists(StoreUnavailable):
     """The table, database or index a query creates exists already."""
+
+
+class MissingIndex(StoreUnavailable):
+    """The index a query names does not exist on its table (or not yet: another process
+    created it a moment ago, on another server of a cluster)."""
 
 
 class Ambiguous(StoreUnavailable):
@@ -317,8 +324,8 @@ class Pool:
         and :class:`Exists` ("Table/Database/Index `x` already exists ...") and
         :class:`Ambiguous` ("Database `x` is ambiguous ...") let callers tell those
         apart, and :class:`KeyRefused` a key the server cannot hold (a NUL in it, over 127
-        bytes). A missing *index* ("Index `x` was not found on table ...", or
-        one still building) is none of them: plain StoreUnavailable.
+        bytes), and :class:`MissingIndex` an index the table does not have ("Index `x`
+        was not found on table ..."; one still building is plain StoreUnavailable).
         """
         timeout = self.settings.timeout if timeout is None else timeout
         if conn is None:
@@ -358,7 +365,8 @@ class Pool:
                 # An unavailable replica (a restart, a lost node) is an outage, which the
                 # caller reports in one line; the query printout would only flood the log.
                 log.error("RethinkDB refused a query: %s", exc)
-            raise StoreUnavailable(f"RethinkDB cannot serve the request: {text}") from exc
+            unavailable = MissingIndex if _MISSING_INDEX.search(text) else StoreUnavailable
+            raise unavailable(f"RethinkDB cannot serve the request: {text}") from exc
 
     def discard(self, conn: Any) -> None:
         """Close ``conn`` (it stopped answering, or broke) so the next use of its slot
@@ -423,6 +431,7 @@ __all__ = [
     "Exists",
     "KeyRefused",
     "Missing",
+    "MissingIndex",
     "Pool",
     "consume",
     "first_error",

@@ -30,7 +30,6 @@ import asyncio
 import contextlib
 import logging
 import math
-import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -50,6 +49,7 @@ from tqueues.stores.rethinkdb.pool import (
     Ambiguous,
     Exists,
     Missing,
+    MissingIndex,
     Pool,
     first_error,
     message,
@@ -217,7 +217,8 @@ class Catalog:
         again, with backoff, for up to the admin timeout (60 s). So is a database or
         catalog table that turns out to exist twice (another dispatcher created it at the
         same instant through another server): the extra ones are dropped first (see
-        :func:`remove_twins`). Raises StoreUnavailable.
+        :func:`remove_twins`), and so is an index of a catalog table just created that is
+        not found yet (the table existed twice for a moment). Raises StoreUnavailable.
         """
         loop = asyncio.get_running_loop()
         give_up = loop.time() + max(ADMIN_TIMEOUT, self.settings.timeout)
@@ -225,7 +226,7 @@ class Catalog:
         while True:
             try:
                 return await self._open()
-            except (Missing, Ambiguous, _Twins, _Unsettled) as exc:
+            except (Missing, Ambiguous, _Twins, MissingIndex) as exc:
                 delay = backoff.next()
                 if loop.time() + delay > give_up:
                     raise
@@ -269,12 +270,7 @@ class Catalog:
         for index, function in indexes.items():
             if index not in existing:
                 await self.admin(table.index_create(index, function))
-        try:
-            await self.admin(table.index_wait(*indexes))
-        except StoreUnavailable as exc:
-            if type(exc) is not StoreUnavailable or not _INDEX_MISSING.search(exc.message):
-                raise
-            raise _Unsettled(exc.message) from exc
+        await self.admin(table.index_wait(*indexes))
 
     async def _remove_twins(self) -> bool:
         """:func:`remove_twins`, or False (with a warning) when the user may not read the
@@ -556,16 +552,6 @@ def _pause_of(config: QueueConfig) -> tuple[bool, float | None]:
 
 class _Twins(StoreUnavailable):
     """Twins were dropped: open again."""
-
-
-class _Unsettled(StoreUnavailable):
-    """An index of a catalog table just created was not found where it was created: the
-    table existed twice for a moment (another dispatcher started at the same instant), or
-    the cluster's metadata has not caught up. Open again."""
-
-
-#: the server's word for an index it does not know (yet)
-_INDEX_MISSING = re.compile(r"Index `[^`]+` was not found on table")
 
 
 __all__ = [
