@@ -7,10 +7,11 @@ requests share them, a lone one is sent at once in its own).
 from __future__ import annotations
 
 import asyncio
+import collections
 
 from tests.contract.test_store import new
 from tqueues import clock
-from tqueues.errors import JobNotFound, LeaseMismatch
+from tqueues.errors import JobNotFound, LeaseMismatch, QueueNotFound
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig
 from tqueues.stores.base import Store
 
@@ -144,3 +145,92 @@ async def test_a_heartbeats_look_up_reads_each_queue_once(store: Store) -> None:
     assert flagged == [job_id for _, job_id in asked]
     if run_on_queue is not None:  # from one read per queue
         assert sorted(queries) == ["qa", "qb"]
+
+
+async def test_outcomes_and_the_next_take_go_in_one_write(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    for n in range(8):
+        await store.put(new(args=[n], priority=n))
+    a, b, c = await store.take_many("q", 3, worker="w1")
+    before = batches(store)
+    # When a worker reports two finishes, one with a stale lease and one of a job that
+    # does not exist, and asks for the next three jobs in the same call
+    answers, taken = await store.apply_and_take(
+        "q",
+        [
+            (a.id, store.finish_change(lease=a.lease, result="a")),
+            (b.id, store.finish_change(lease="stale")),
+            ("no-such-job", store.finish_change(lease="L")),
+            (c.id, store.finish_change(lease=c.lease, result="c")),
+        ],
+        3,
+        worker="w2",
+    )
+    # Then each outcome has its own answer, and the next three jobs in take order are
+    # started for w2, each under a lease of its own
+    assert [type(answer).__name__ for answer in answers] == [
+        "JobRecord",
+        "LeaseMismatch",
+        "JobNotFound",
+        "JobRecord",
+    ]
+    assert [job.args for job in taken] == [[3], [4], [5]]
+    assert all(job.status is JobStatus.STARTED and job.worker == "w2" for job in taken)
+    assert len({job.lease for job in taken} | {a.lease, b.lease, c.lease}) == 6
+    # And the store holds exactly that
+    assert (await store.get("q", a.id)).result == "a"
+    assert (await store.get("q", b.id)).status is JobStatus.STARTED
+    for job in taken:
+        stored = await store.get("q", job.id)
+        assert (stored.status, stored.lease, stored.attempts) == (JobStatus.STARTED, job.lease, 1)
+    after = batches(store)
+    if before is not None and after is not None:  # RethinkDB: claims and finishes, one query
+        assert after["write_queries"] - before["write_queries"] == 1
+        assert after["write_requests"] - before["write_requests"] == 2
+
+
+async def test_outcomes_are_stored_when_nothing_is_taken_along(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    await store.put(new())
+    (job,) = await store.take_many("q", 1)
+    # When the only job is finished with a take of five along: nothing is left to take
+    (answer,), taken = await store.apply_and_take(
+        "q", [(job.id, store.finish_change(lease=job.lease))], 5
+    )
+    assert isinstance(answer, JobRecord) and answer.status is JobStatus.FINISHED
+    assert taken == []
+    assert (await store.get("q", job.id)).status is JobStatus.FINISHED
+    # When the queue is paused: the outcome is stored, nothing is taken
+    for _ in range(2):
+        await store.put(new())
+    first, _ = await store.take_many("q", 2)
+    await store.pause("q")
+    (answer,), taken = await store.apply_and_take(
+        "q", [(first.id, store.finish_change(lease=first.lease))], 5
+    )
+    assert isinstance(answer, JobRecord) and taken == []
+    assert await store.count_jobs("q") == {JobStatus.FINISHED: 2, JobStatus.STARTED: 1}
+    # And of a missing queue, every outcome is QueueNotFound and nothing is taken
+    (missing,), taken = await store.apply_and_take("nope", [(job.id, store.kick_change())], 5)
+    assert isinstance(missing, QueueNotFound) and taken == []
+
+
+async def test_workers_reporting_and_taking_along_run_each_job_once(store: Store) -> None:
+    await store.create_queue(QueueConfig("q"))
+    jobs = await store.put_many([new(args=[n]) for n in range(90)])
+    runs: collections.Counter[str] = collections.Counter()
+
+    async def worker(name: str) -> None:
+        # Each round "runs" what it holds, then reports it and takes the next four along.
+        held = await store.take_many("q", 4, worker=name)
+        while held:
+            runs.update(job.id for job in held)
+            changes = [(job.id, store.finish_change(lease=job.lease)) for job in held]
+            answers, held = await store.apply_and_take("q", changes, 4, worker=name)
+            assert all(isinstance(answer, JobRecord) for answer in answers), answers
+
+    # When six workers drain the queue at once, reporting and taking in one call each
+    await asyncio.gather(*(worker(f"w{n}") for n in range(6)))
+    # Then every job ran exactly once and is finished
+    assert runs == collections.Counter(job.id for job in jobs)
+    assert await store.count_jobs("q") == {JobStatus.FINISHED: 90}

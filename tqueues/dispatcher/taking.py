@@ -5,7 +5,6 @@ for the rest of the API and the views' base).
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from aiohttp import web
@@ -78,9 +77,10 @@ class Outcomes(RestView):
         instead of the whole job (a worker has no use for its job's args and result echoed
         back). With ``"take": n`` (0 to MAX_TAKE) and optionally ``"worker"``, up to n pending
         jobs are also claimed, as ``POST .../take?count=n`` would without waiting, alongside
-        the outcomes (the embedded store commits both at once): the answer's ``"jobs"``
-        holds them with their leases. A take the store refuses (503) leaves ``"jobs"``
-        empty; if the outcomes fail as a whole, nothing is taken either.
+        the outcomes, in one store write where the store can (``Store.apply_and_take``):
+        the answer's ``"jobs"`` holds them with their leases. A take the store refuses
+        (503) leaves ``"jobs"`` empty; if the outcomes fail as a whole, nothing is taken
+        either.
         """
         batch: m.OutcomeBatch = await body_of(self.request)
         result = _brief_result if batch.brief else _result
@@ -93,20 +93,7 @@ class Outcomes(RestView):
         if not take:
             answers = await self.store.apply_many(self.queue, changes)
             return json_response({"results": [result(answer) for answer in answers]})
-        # Both at once: on the embedded store they share one group commit.
-        applied, taken = await asyncio.gather(
-            self.store.apply_many(self.queue, changes),
-            self.store.take_many(self.queue, take, worker=worker),
-            return_exceptions=True,
-        )
-        if isinstance(applied, BaseException):
-            if isinstance(taken, list):
-                self.store.give_back(taken)
-            raise applied
-        if isinstance(taken, TqueuesError):
-            taken = []  # the outcomes are stored: answer them; the next take meets the error
-        elif isinstance(taken, BaseException):
-            raise taken
+        applied, taken = await self.store.apply_and_take(self.queue, changes, take, worker=worker)
         self.hand_over(taken)
         return json_response(
             {

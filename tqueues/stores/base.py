@@ -413,6 +413,12 @@ class Store(Primitives):
             results = await self.mutate_many(queue, changes)
         except (QueueNotFound, StoreUnavailable) as exc:  # each item's answer
             return [exc] * len(changes)
+        return self._publish_many(results)
+
+    def _publish_many(
+        self, results: Sequence[tuple[JobRecord, JobRecord] | TqueuesError]
+    ) -> list[JobRecord | TqueuesError]:
+        """Publish what :meth:`mutate_many` wrote; per item, the job after or its error."""
         answers: list[JobRecord | TqueuesError] = []
         for result in results:
             if isinstance(result, TqueuesError):
@@ -422,6 +428,60 @@ class Store(Primitives):
                 self.record(after, before)
                 answers.append(after)
         return answers
+
+    async def apply_and_take(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        count: int,
+        *,
+        worker: str | None = None,
+    ) -> tuple[list[JobRecord | TqueuesError], list[JobRecord]]:
+        """:meth:`apply_many`, and up to ``count`` pending jobs of ``queue`` claimed for
+        ``worker`` alongside (as :meth:`take_many` without waiting), in one store write
+        where the store can (:meth:`mutate_and_claim`): per change, what
+        :meth:`apply_many` answers; the jobs taken. None are taken while the queue is
+        paused, when the claim failed (a StoreUnavailable: the next take meets it), or
+        when the changes failed as a whole (what was claimed is given back). Runs to the
+        end even if the caller is cancelled, and then gives back the jobs taken."""
+        task = asyncio.ensure_future(self._apply_and_take(queue, changes, count, worker))
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._give_back_taken)
+            raise
+
+    async def _apply_and_take(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        count: int,
+        worker: str | None,
+    ) -> tuple[list[JobRecord | TqueuesError], list[JobRecord]]:
+        try:
+            (config,) = await self._watch_all((queue,))
+        except (QueueNotFound, StoreUnavailable) as exc:
+            return [exc] * len(changes), []
+        if count <= 0 or not _unpaused((queue,), (config,)):
+            return await self._mutate_many_and_publish(queue, changes), []
+        results, claimed = await self.mutate_and_claim(
+            queue, changes, count, worker=worker, now=clock.now()
+        )
+        jobs = claimed if isinstance(claimed, list) else []
+        if isinstance(results, TqueuesError):
+            self.give_back(jobs)
+            return [results] * len(changes), []
+        for job in jobs:
+            self.record(job)
+        if not jobs:
+            self.counters[queue]["take_empty"] += 1
+        return self._publish_many(results), jobs
+
+    def _give_back_taken(
+        self, task: asyncio.Future[tuple[list[JobRecord | TqueuesError], list[JobRecord]]]
+    ) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.give_back(task.result()[1])
 
     def update_change(self, fields: Mapping[str, JSON], *, lease: str | None = None) -> Mutation:
         """Merge ``fields`` into the job; with a lease, also extend it by the job's ttr.

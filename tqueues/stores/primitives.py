@@ -225,6 +225,35 @@ class Primitives(abc.ABC):
                 raise result
         return results  # type: ignore[return-value]
 
+    async def mutate_and_claim(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        count: int,
+        *,
+        worker: str | None,
+        now: float,
+    ) -> tuple[
+        list[tuple[JobRecord, JobRecord] | TqueuesError] | TqueuesError,
+        list[JobRecord] | TqueuesError,
+    ]:
+        """:meth:`mutate_many` and :meth:`claim_many` of ``queue`` together: what each
+        gave, neither raised: the changes' results or the TqueuesError that failed them as
+        a whole; the jobs claimed or the TqueuesError that kept the claim from any.
+
+        The default runs the two concurrently (the embedded store commits them in one
+        transaction); a store whose cost is per write query writes both in one.
+        """
+        results = await asyncio.gather(
+            self.mutate_many(queue, changes),
+            self.claim_many(queue, count, worker=worker, now=now),
+            return_exceptions=True,
+        )
+        for result in results:
+            if isinstance(result, BaseException) and not isinstance(result, TqueuesError):
+                raise result
+        return results[0], results[1]  # type: ignore[return-value]
+
     @abc.abstractmethod
     async def list_jobs(
         self,

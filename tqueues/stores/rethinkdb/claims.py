@@ -18,10 +18,17 @@ revision read, written as a patch). When other takers (other dispatchers) won so
 next candidates are claimed; once every candidate is lost, the group looks again. A queue
 where claims lost jobs to other takers lately spreads its picks
 (:func:`~tqueues.stores.rethinkdb.head.spread`).
+
+A claim may carry writes of its own (:meth:`Claims.claim_along`: the outcomes a worker
+reports in the request that takes its next jobs): they go in the group's first claim
+write, in the same query (the server's cost is mostly per write query, so one query of
+both costs less than two), or, when the group writes no claim (nothing pending, a
+failure first), in a query without claims once the group is done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable, Sequence
@@ -30,7 +37,7 @@ from typing import Any
 from rethinkdb.ast import RqlQuery
 
 from tqueues import lifecycle
-from tqueues.errors import QueueNotFound, StoreUnavailable
+from tqueues.errors import QueueNotFound, StoreUnavailable, TqueuesError
 from tqueues.jobs import JobRecord, JobStatus
 from tqueues.stores.rethinkdb import queries
 from tqueues.stores.rethinkdb.coalesce import Coalescer, Request
@@ -45,24 +52,45 @@ CLAIM_CANDIDATES = 8  #: pending jobs read per claim round.
 CLAIM_ROUNDS = 64  #: claim rounds lost to other takers before giving up (returning None).
 
 
+#: A job's (before, after) for a conditional write.
+Pair = tuple[JobRecord, JobRecord]
+
+
 @dataclasses.dataclass(frozen=True, slots=True)
 class Ask:
-    """One caller's claim: up to ``count`` jobs for ``worker``, claimed as of ``now``."""
+    """One caller's claim: up to ``count`` jobs for ``worker``, claimed as of ``now``;
+    ``along``, the caller's other writes of the queue, written with the claims."""
 
     count: int
     worker: str | None
     now: float
+    along: Sequence[Pair] = ()
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Claimed:
+    """One caller's answer: the jobs it got, else the error that kept it from any (None:
+    nothing was pending); what became of its ``along`` writes (None when it had none)."""
+
+    jobs: list[JobRecord]
+    error: BaseException | None = None
+    along: Written | BaseException | None = None
 
 
 class Group:
     """The claims of one group of requests of ``queue`` (:meth:`Claims.claim`):
-    per request, the jobs claimed so far and the error that stopped it, if any."""
+    per request, the jobs claimed so far, the error that stopped it, if any, and what
+    became of its ``along`` writes (those not written yet wait in :attr:`unwritten`)."""
 
     def __init__(self, queue: str, asks: list[Ask]) -> None:
         self.queue = queue
         self.asks = asks
         self.claimed: list[list[JobRecord]] = [[] for _ in asks]
         self.stopped: list[BaseException | None] = [None] * len(asks)
+        self.along: list[Written | BaseException | None] = [None] * len(asks)
+        self.unwritten: dict[int, Sequence[Pair]] = {
+            i: ask.along for i, ask in enumerate(asks) if ask.along
+        }
 
     def missing(self, i: int) -> int:
         """How many more jobs request ``i`` wants."""
@@ -80,12 +108,10 @@ class Group:
             if self.claimed[i]:
                 log.warning("claim on queue %r stopped short: %s", self.queue, exc)
 
-    def answer(self, requests: Sequence[Request[Ask, list[JobRecord]]]) -> None:
-        for request, jobs, exc in zip(requests, self.claimed, self.stopped, strict=True):
-            if jobs or exc is None:
-                request.answer(jobs)
-            else:
-                request.fail(exc)
+    def answer(self, requests: Sequence[Request[Ask, Claimed]]) -> None:
+        for i, request in enumerate(requests):
+            jobs = self.claimed[i]
+            request.answer(Claimed(jobs, None if jobs else self.stopped[i], self.along[i]))
 
 
 class Claims:
@@ -110,9 +136,7 @@ class Claims:
         self.heads = heads
         self._table, self._run, self._write_many = table, run, write_many
         self._remember, self._undo_claim, self._new_lease = remember, undo_claim, new_lease
-        self.coalescer: Coalescer[Ask, list[JobRecord]] = Coalescer(
-            self._serve, name="rethinkdb claims"
-        )
+        self.coalescer: Coalescer[Ask, Claimed] = Coalescer(self._serve, name="rethinkdb claims")
         self.index_reads = 0  #: index reads of candidates so far
 
     async def claim(
@@ -125,16 +149,46 @@ class Claims:
         conditional on the lease minted for it. The jobs earlier writes won are returned,
         not dropped, since they are started under leases only this call knows. Raises
         QueueNotFound, or StoreUnavailable, only when nothing was claimed."""
-        return await self.coalescer.submit(queue, Ask(count, worker, now))
+        claimed = await self.coalescer.submit(queue, Ask(count, worker, now))
+        if claimed.error is not None:
+            raise claimed.error
+        return claimed.jobs
+
+    async def claim_along(
+        self, queue: str, count: int, worker: str | None, now: float, along: Sequence[Pair]
+    ) -> tuple[list[JobRecord] | TqueuesError, Written | BaseException]:
+        """:meth:`claim`, with ``along`` (the caller's conditional writes of other jobs of
+        ``queue``, distinct, as ``write_many`` takes them) written in the same query as the
+        claims (see the module's docstring). Both answers, neither raised: the jobs
+        claimed or the error that kept the claim from any; what ``write_many`` answered
+        for ``along`` or raised (StoreUnavailable: any of it may have been written)."""
+        claimed = await self.coalescer.submit(queue, Ask(count, worker, now, tuple(along)))
+        jobs: list[JobRecord] | TqueuesError = claimed.jobs
+        if isinstance(claimed.error, TqueuesError):
+            jobs = claimed.error
+        elif claimed.error is not None:
+            raise claimed.error  # a bug, not an answer
+        written = claimed.along if claimed.along is not None else Written(frozenset())
+        return jobs, written
 
     async def close(self) -> None:
         """Stop: claims under way and waiting get StoreUnavailable."""
         await self.coalescer.close()
 
-    async def _serve(self, queue: str, requests: list[Request[Ask, list[JobRecord]]]) -> None:
+    async def _serve(self, queue: str, requests: list[Request[Ask, Claimed]]) -> None:
         """Claim for a group of requests of ``queue`` (see :meth:`claim`), and answer
-        each: its jobs, or the error that kept it from getting any."""
+        each: its jobs, or the error that kept it from getting any, and its ``along``
+        writes' answer."""
         group = Group(queue, [request.item for request in requests])
+        await self._claim_for(group)
+        if group.unwritten:  # no claim was written: they go in a query of their own
+            await self._write_along(group, [])
+        group.answer(requests)
+
+    async def _claim_for(self, group: Group) -> None:
+        """The claim rounds of ``group``: candidates, then their claim writes, until every
+        request has its jobs, none is pending, or an error stopped them."""
+        queue = group.queue
         for attempt in range(CLAIM_ROUNDS):
             active = group.wanting()
             if not active:
@@ -155,7 +209,6 @@ class Claims:
         else:
             if group.wanting():
                 log.warning("claim on queue %r lost %d rounds to other takers", queue, CLAIM_ROUNDS)
-        group.answer(requests)
 
     async def _candidates(self, queue: str, need: int, spare: int) -> list[JobRecord]:
         """Up to ``need`` + ``spare`` of the most urgent pending jobs of ``queue`` (more
@@ -197,8 +250,9 @@ class Claims:
                     ).succeeding(before))
                     for before in take
                 ]  # fmt: skip
+            pairs = [p for t in tries.values() for p in t]
             try:
-                won = await self._claim_these(group.queue, [p for t in tries.values() for p in t])
+                won = await self._claim_these(group.queue, pairs, group)
             except (QueueNotFound, StoreUnavailable) as exc:
                 group.stop(active, exc)
                 return
@@ -210,13 +264,39 @@ class Claims:
                     else:
                         self.heads.lost(group.queue, before)
 
+    async def _write_along(
+        self, group: Group, claims: Sequence[Pair]
+    ) -> Written | BaseException | None:
+        """Write ``claims`` (see :meth:`_claim_these`; none: no claim write) and the
+        group's ``along`` writes not written yet in one query: each request's writes are
+        a request of the queue's writes of their own, made in the same turn of the event
+        loop, so they go together (:class:`~tqueues.stores.rethinkdb.coalesce.Coalescer`).
+        Sets each request's ``along`` answer; the claims' answer or what their write
+        raised (None without claims)."""
+        unwritten, group.unwritten = group.unwritten, {}
+        writes: list[Awaitable[Written]] = [
+            self._write_many(group.queue, pairs) for pairs in unwritten.values()
+        ]
+        if claims:
+            writes.insert(0, self._write_many(
+                group.queue, claims, status=JobStatus.PENDING, patch=lifecycle.CLAIM_FIELDS
+            ))  # fmt: skip
+        answers = await asyncio.gather(*writes, return_exceptions=True)
+        for answer in answers:
+            if isinstance(answer, BaseException) and not isinstance(answer, Exception):
+                raise answer  # cancelled: the store is closing
+        claimed = answers.pop(0) if claims else None
+        for i, answer in zip(unwritten, answers, strict=True):
+            group.along[i] = answer
+        return claimed
+
     async def _claim_these(
-        self, queue: str, pairs: Sequence[tuple[JobRecord, JobRecord]]
+        self, queue: str, pairs: Sequence[Pair], group: Group
     ) -> dict[str, JobRecord]:
         """Claim each job ``before`` (pending, distinct, as read, slim) as its ``after`` (a
-        claim under a lease of its own) in one write of the fields a claim changes; the
-        jobs won, whole as written, by id (those another taker won meanwhile are left
-        out).
+        claim under a lease of its own) in one write of the fields a claim changes, with
+        the group's ``along`` writes not written yet (:meth:`_write_along`); the jobs won,
+        whole as written, by id (those another taker won meanwhile are left out).
 
         A write whose answer never came (the server died mid-query, a timeout) may still
         have been applied: the jobs would then sit started under leases nobody holds until
@@ -224,19 +304,17 @@ class Claims:
         soon as the server answers (``undo_claim``). Raises StoreUnavailable,
         QueueNotFound.
         """
-        try:
-            written = await self._write_many(
-                queue, pairs, status=JobStatus.PENDING, patch=lifecycle.CLAIM_FIELDS
-            )
-        except StoreUnavailable as exc:
-            if not isinstance(exc, Missing):
+        written = await self._write_along(group, pairs)
+        if isinstance(written, BaseException):
+            if isinstance(written, StoreUnavailable) and not isinstance(written, Missing):
                 for _, after in pairs:
                     self._undo_claim(after)
-            raise
+            raise written
+        assert written is not None
         won = {job_id: doc_to_job(doc) for job_id, doc in written.docs.items()}
         for job in won.values():
             self._remember(job)
         return won
 
 
-__all__ = ["CLAIM_CANDIDATES", "CLAIM_ROUNDS", "Ask", "Claims", "Group"]
+__all__ = ["CLAIM_CANDIDATES", "CLAIM_ROUNDS", "Ask", "Claimed", "Claims", "Group", "Pair"]

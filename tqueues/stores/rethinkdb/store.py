@@ -16,7 +16,7 @@ import collections
 import contextlib
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -743,6 +743,49 @@ class RethinkDBStore(Store):
         failed (the write may then have been applied in part).
         """
         await self.get_queue(queue)
+        return await self._mutate_many(queue, changes, lambda pairs: self._write_many(queue, pairs))
+
+    async def mutate_and_claim(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        count: int,
+        *,
+        worker: str | None,
+        now: float,
+    ) -> tuple[
+        list[tuple[JobRecord, JobRecord] | TqueuesError] | TqueuesError,
+        list[JobRecord] | TqueuesError,
+    ]:
+        """:meth:`mutate_many` and :meth:`claim_many` in one write query: the changes'
+        conditional writes go in the claims' query
+        (:meth:`~tqueues.stores.rethinkdb.claims.Claims.claim_along`). A change whose job
+        moved on in between is retried on its own, as in :meth:`mutate_many`. When the
+        changes' read fails, nothing is claimed."""
+        _, claims = self._coalescers()
+        claimed: list[JobRecord] | TqueuesError = []
+
+        async def write(pairs: Sequence[tuple[JobRecord, JobRecord]]) -> Written:
+            nonlocal claimed
+            claimed, written = await claims.claim_along(queue, count, worker, now, pairs)
+            if isinstance(written, BaseException):
+                raise written
+            return written
+
+        try:
+            await self.get_queue(queue)
+            return await self._mutate_many(queue, changes, write), claimed
+        except (QueueNotFound, StoreUnavailable) as exc:
+            return exc, claimed
+
+    async def _mutate_many(
+        self,
+        queue: str,
+        changes: Sequence[tuple[str, Mutation]],
+        write: Callable[[Sequence[tuple[JobRecord, JobRecord]]], Awaitable[Written]],
+    ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
+        """:meth:`mutate_many`, its one conditional write made by ``write`` (called once,
+        with no pairs when every change failed or goes on its own)."""
         results: list[tuple[JobRecord, JobRecord] | TqueuesError | None] = [None] * len(changes)
         planned, alone = await self._plan_many(queue, changes, results)
         for index, (before, after) in list(planned.items()):
@@ -751,7 +794,7 @@ class RethinkDBStore(Store):
                 alone.append(index)
         for before, _ in planned.values():
             self._forget(queue, before.id)
-        written = (await self._write_many(queue, list(planned.values()))).ids
+        written = (await write(list(planned.values()))).ids
         await asyncio.gather(*(
             self._keys.release(after, after.rev) for before, after in planned.values()
             if after.id in written and before.holds_key() and not after.holds_key()
