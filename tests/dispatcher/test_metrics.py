@@ -106,6 +106,22 @@ async def test_metrics_count_jobs_by_state_events_retries_and_timings(either: Cl
     assert value(samples, "tqueues_store_write_duration_seconds_count", operation="insert_many")
 
 
+async def test_a_report_that_takes_along_is_timed_as_one_write(either: Client) -> None:
+    body = {"jobs": [{"method": "m:f"} for _ in range(2)]}
+    assert (await either.post("/queues/q/jobs", json=body)).status == 201
+    (first,) = await take(either, 1)
+    # When a worker reports its outcome and takes the next job in the same request
+    outcome = {"id": first["id"], "lease": first["lease"], "action": "finish"}
+    answer = await either.post("/queues/q/outcomes", json={"outcomes": [outcome], "take": 1})
+    assert answer.status == 200 and len((await answer.json())["jobs"]) == 1
+    # Then the store's write is timed once, as the outcomes and the claim together
+    samples = await scrape(either)
+    write = "tqueues_store_write_duration_seconds_count"
+    assert value(samples, write, operation="mutate_and_claim") == 1
+    assert value(samples, "tqueues_job_events_total", queue="q", event="taken") == 2
+    assert value(samples, "tqueues_job_events_total", queue="q", event="finished") == 1
+
+
 async def test_an_expired_lease_counts_as_an_expiry_and_a_retry(client: Client) -> None:
     response = await client.post("/queues/q/jobs", json={"method": "m:f", "ttr": 0.1})
     assert response.status == 201

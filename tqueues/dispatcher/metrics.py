@@ -65,7 +65,7 @@ WRITE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.0
 #: The store's write primitives (:mod:`tqueues.stores.primitives`) that :func:`time_writes`
 #: times, by the ``operation`` label they get.
 WRITES = ("insert", "insert_many", "insert_and_claim", "claim_first", "mutate",
-          "mutate_many", "reap")  # fmt: skip
+          "mutate_many", "mutate_and_claim", "reap")  # fmt: skip
 #: The methods an unmatched request is counted under by name (others: ``other``).
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _ENDS_OF_RUN = frozenset({"finished", "failed", "buried", "cancelled"})

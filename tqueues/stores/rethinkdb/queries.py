@@ -265,19 +265,6 @@ def get_many(table: Any, ids: Sequence[str]) -> RqlQuery:
 Write = tuple[JobRecord, JobRecord, "JobStatus | None"]
 
 
-def compare_and_set_many(
-    table: Any,
-    pairs: Sequence[tuple[JobRecord, JobRecord]],
-    *,
-    durability: str,
-    status: JobStatus | None = None,
-) -> RqlQuery:
-    """Replace each job ``before`` by its ``after`` if it is still at ``before.rev`` (and
-    ``status``), all in one write: :func:`conditional_writes` with one status for all."""
-    writes = [(before, after, status) for before, after in pairs]
-    return conditional_writes(table, writes, durability=durability)
-
-
 def conditional_writes(
     table: Any,
     writes: Sequence[Write],
@@ -409,7 +396,6 @@ __all__ = [
     "Write",
     "claim_candidates",
     "compare_and_set",
-    "compare_and_set_many",
     "conditional_writes",
     "count_ahead",
     "count_by_status",

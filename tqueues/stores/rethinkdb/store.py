@@ -734,7 +734,7 @@ class RethinkDBStore(Store):
     ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
         """Apply each ``(job id, change)`` as :meth:`mutate` does, batched: the jobs this
         process does not keep (see :meth:`mutate`) are read in one ``get_all``, and every
-        change is written in one conditional write (:func:`queries.compare_and_set_many`);
+        change is written in one conditional write (:func:`queries.conditional_writes`);
         only a change whose job moved on in between goes through :meth:`mutate` on its own
         (as do ids no batch can name, and a second change of one job in the batch, after
         the first). Per item (before, after) or the TqueuesError it alone got.
