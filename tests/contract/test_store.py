@@ -598,6 +598,19 @@ async def test_put_many_stores_all_in_order(store: Store) -> None:
         await store.put_many([new("nope")])
 
 
+async def test_a_large_put_many_stores_every_job_once_in_order(store: Store) -> None:
+    # (RethinkDB sends a batch this large as several inserts at once: INSERT_SPLIT)
+    await store.create_queue(QueueConfig("q"))
+    jobs = await store.put_many([new(args=[i]) for i in range(1001)])
+    assert [job.args for job in jobs] == [[i] for i in range(1001)]
+    assert await store.count_jobs("q") == {JobStatus.PENDING: 1001}
+    taken = await store.take_many("q", 100)
+    assert [job.id for job in taken] == [job.id for job in jobs[:100]]
+    listed = (await store.list_jobs("q", status=JobStatus.PENDING, limit=1000)).jobs
+    assert [job.id for job in listed] == [job.id for job in jobs[100:]][: len(listed)]
+    assert len(listed) == 901
+
+
 #: JSON that RethinkDB would not keep as sent: objects it would read as its own types (a
 #: time, binary data, a geometry), keys it would cut at a NUL (and clash), and keys that
 #: look like such keys escaped.
