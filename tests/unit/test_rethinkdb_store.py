@@ -875,3 +875,54 @@ async def test_a_batched_claim_applied_without_an_answer_undoes_each_job(
         back = await fake_store.get("q", job.id)
         assert (back.attempts, back.event, back.rev) == (0, "released", 2)
     assert len(await fake_store.claim_many("q", 3, worker="w", now=clock.now())) == 3
+
+
+async def test_outcomes_and_claims_applied_without_an_answer_are_retried_and_undone(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given a started job and a pending one, and a report of the first that takes the
+    # second along in one write, applied but never answered (a server killed mid-query)
+    await fake_store.create_queue(QueueConfig("q", ttr=600))
+    await fake_store.put_many([NewJob("q", "m:f") for _ in range(2)])
+    (running,) = await fake_store.take_many("q", 1, worker="w")
+    (pending,) = [job for job in (await fake_store.list_jobs("q")).jobs if job.id != running.id]
+    server.faults.append(_apply_then_lose_the_answer(server, pending.id))
+    finish = fake_store.finish_change(lease=running.lease, result="r")
+    answers, taken = await fake_store.apply_and_take("q", [(running.id, finish)], 1, worker="w")
+    # Then the outcome is answered 503 (the worker retries it) and nothing is handed out;
+    # the finish stands, and the claim nobody received is given back, its attempt uncounted
+    assert [type(answer) for answer in answers] == [StoreUnavailable] and taken == []
+    assert (await fake_store.get("q", running.id)).status is JobStatus.FINISHED
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while (back := await fake_store.get("q", pending.id)).status is not JobStatus.PENDING:
+        assert loop.time() < deadline, back
+        await asyncio.sleep(0.05)
+    assert back.attempts == 0
+    # and the retried outcome is refused as already applied: the job ran once
+    with pytest.raises(InvalidTransition):
+        await fake_store.finish("q", running.id, lease=running.lease, result="r")
+
+
+async def test_outcomes_are_stored_when_the_feed_a_take_needs_is_down(
+    server: FakeServer, fake_store: RethinkDBStore
+) -> None:
+    # Given a queue whose change feed the server refuses to open
+    await fake_store.create_queue(QueueConfig("q"))
+    await fake_store.put_many([NewJob("q", "m:f") for _ in range(2)])
+    (running,) = await fake_store.claim_many("q", 1, worker="w", now=clock.now())
+
+    def no_feeds(term: Any) -> Exception | None:
+        if type(term).__name__ == "Changes":
+            return ReqlOpFailedError("Cannot perform read: primary replica not available")
+        return None
+
+    server.faults.append(no_feeds)
+    # When a report takes along
+    finish = fake_store.finish_change(lease=running.lease)
+    answers, taken = await fake_store.apply_and_take("q", [(running.id, finish)], 1, worker="w")
+    # Then the outcome is stored and nothing is taken (the next take meets the outage)
+    assert [answer.status for answer in answers if isinstance(answer, JobRecord)] == [
+        JobStatus.FINISHED
+    ]
+    assert taken == []

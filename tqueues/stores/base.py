@@ -441,8 +441,9 @@ class Store(Primitives):
         ``worker`` alongside (as :meth:`take_many` without waiting), in one store write
         where the store can (:meth:`mutate_and_claim`): per change, what
         :meth:`apply_many` answers; the jobs taken. None are taken while the queue is
-        paused, when the claim failed (a StoreUnavailable: the next take meets it), or
-        when the changes failed as a whole (what was claimed is given back). Runs to the
+        paused, when the claim (or the change feed a take needs) failed with a
+        StoreUnavailable (the next take meets it), or when the changes failed as a whole
+        (what was claimed is given back). Runs to the
         end even if the caller is cancelled, and then gives back the jobs taken."""
         task = asyncio.ensure_future(self._apply_and_take(queue, changes, count, worker))
         try:
@@ -459,10 +460,17 @@ class Store(Primitives):
         worker: str | None,
     ) -> tuple[list[JobRecord | TqueuesError], list[JobRecord]]:
         try:
-            (config,) = await self._watch_all((queue,))
+            config = await self.get_queue(queue)
         except (QueueNotFound, StoreUnavailable) as exc:
             return [exc] * len(changes), []
-        if count <= 0 or not _unpaused((queue,), (config,)):
+        if count > 0 and _unpaused((queue,), (config,)):
+            try:
+                await self.watch(queue)
+            except (QueueNotFound, StoreUnavailable):  # no feed for a take: the outcomes alone
+                count = 0
+        else:
+            count = 0
+        if count == 0:
             return await self._mutate_many_and_publish(queue, changes), []
         results, claimed = await self.mutate_and_claim(
             queue, changes, count, worker=worker, now=clock.now()
