@@ -255,3 +255,78 @@ def test_a_patch_writes_the_claims_fields_and_refuses_to_lose_another_change() -
         patch(before, after.evolve(error="x"), lifecycle.CLAIM_FIELDS)
     with pytest.raises(ValueError, match="object"):
         patch(before, before.evolve(extra={"a": 1}), ("extra",))
+
+
+class ClaimWrites:
+    """The store's ``write_many`` for :class:`Claims`, for the grouping alone: each write
+    waits until released, then reports every claim written (whole, as the server would
+    answer a patch); which candidates each write tried and how many were in flight at
+    most are kept."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[str]] = []
+        self.running = 0
+        self.most_running = 0
+        self.release = asyncio.Event()
+
+    async def __call__(
+        self,
+        queue: str,
+        pairs: list[tuple[JobRecord, JobRecord]],
+        *,
+        status: JobStatus | None = None,
+        patch: tuple[str, ...] = (),
+    ) -> Written:
+        from tqueues.stores.rethinkdb.documents import job_to_doc
+
+        self.calls.append([before.id for before, _ in pairs])
+        self.running += 1
+        self.most_running = max(self.most_running, self.running)
+        try:
+            await self.release.wait()
+        finally:
+            self.running -= 1
+        docs = {after.id: job_to_doc(after) for _, after in pairs}
+        return Written(frozenset(docs), docs=docs if patch else {})
+
+
+async def test_claim_groups_of_a_queue_go_two_at_once_with_distinct_candidates() -> None:
+    import itertools
+
+    from tqueues.stores.rethinkdb.claims import CLAIM_PARALLEL, Claims
+    from tqueues.stores.rethinkdb.head import Heads
+
+    # Given a queue whose pending head holds ten jobs, j0 to j9 in take order
+    heads = Heads()
+    heads.opened("q")
+    end_fill = heads.begin_fill("q")
+    assert end_fill is not None
+    end_fill([job(n) for n in range(10)], 512)
+
+    async def no_reads(queue: str, query: object) -> object:
+        raise AssertionError("the head answers: no index read")
+
+    leases = itertools.count()
+    writes = ClaimWrites()
+    claims = Claims(
+        heads=heads, table=lambda queue: queue, run=no_reads, write_many=writes,
+        remember=lambda job: None, undo_claim=lambda job: None,
+        new_lease=lambda: f"L{next(leases)}",
+    )  # fmt: skip
+    # When one take's claim write is under way and two more takes come
+    first = asyncio.ensure_future(claims.claim("q", 3, "w1", 2.0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert writes.calls == [["j0", "j1", "j2"]]
+    second = asyncio.ensure_future(claims.claim("q", 3, "w2", 2.0))
+    third = asyncio.ensure_future(claims.claim("q", 2, "w3", 2.0))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    # Then those two go together at once, as a second write in flight, with the next
+    # candidates (not the ones the first write tries)
+    assert writes.calls == [["j0", "j1", "j2"], ["j3", "j4", "j5", "j6", "j7"]]
+    assert writes.most_running == CLAIM_PARALLEL == 2
+    writes.release.set()
+    got = [[j.id for j in jobs] for jobs in await asyncio.gather(first, second, third)]
+    assert got == [["j0", "j1", "j2"], ["j3", "j4", "j5"], ["j6", "j7"]]
+    await claims.close()

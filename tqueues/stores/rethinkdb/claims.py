@@ -50,6 +50,10 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 
 CLAIM_CANDIDATES = 8  #: pending jobs read per claim round.
 CLAIM_ROUNDS = 64  #: claim rounds lost to other takers before giving up (returning None).
+#: Claim groups of one queue in flight at once, each with candidates no other one holds:
+#: the server works on a query with one core at a time, so one group at a time left the
+#: second core idle while the next requests waited.
+CLAIM_PARALLEL = 2
 
 
 #: A job's (before, after) for a conditional write.
@@ -136,8 +140,12 @@ class Claims:
         self.heads = heads
         self._table, self._run, self._write_many = table, run, write_many
         self._remember, self._undo_claim, self._new_lease = remember, undo_claim, new_lease
-        self.coalescer: Coalescer[Ask, Claimed] = Coalescer(self._serve, name="rethinkdb claims")
+        self.coalescer: Coalescer[Ask, Claimed] = Coalescer(
+            self._serve, name="rethinkdb claims", parallel=CLAIM_PARALLEL
+        )
         self.index_reads = 0  #: index reads of candidates so far
+        #: per queue, the candidates of claim writes in flight (no other group tries them)
+        self._claiming: dict[str, set[str]] = {}
 
     async def claim(
         self, queue: str, count: int, worker: str | None, now: float
@@ -215,12 +223,14 @@ class Claims:
         when a read fills its head), in take order, slim
         (:func:`~tqueues.stores.rethinkdb.head.slim`): from the queue's head when it can
         tell, else from one index read of their slim fields, which fills the head if the
-        queue's feed is up. Raises QueueNotFound, StoreUnavailable."""
-        found = self.heads.candidates(queue, need, spare)
+        queue's feed is up. Candidates another group is claiming are left out (the head
+        is asked for as many more). Raises QueueNotFound, StoreUnavailable."""
+        busy = len(self._claiming.get(queue, ()))
+        found = self.heads.candidates(queue, need + busy, spare)
         if found is not None:
-            return found
+            return self._free(queue, found)
         end_fill = self.heads.begin_fill(queue)
-        want = need + spare
+        want = need + busy + spare
         limit = max(want, self.heads.size) if end_fill is not None else want
         self.index_reads += 1
         read: list[JobRecord] | None = None
@@ -232,13 +242,19 @@ class Claims:
         finally:
             if end_fill is not None:
                 end_fill(read, limit)
-        return [job for job in read if job.status is JobStatus.PENDING]
+        return self._free(queue, [job for job in read if job.status is JobStatus.PENDING])
+
+    def _free(self, queue: str, candidates: list[JobRecord]) -> list[JobRecord]:
+        """``candidates`` less those a claim write in flight tries."""
+        busy = self._claiming.get(queue)
+        return [job for job in candidates if job.id not in busy] if busy else candidates
 
     async def _claim_from(self, group: Group, pending: list[JobRecord]) -> None:
         """Hand ``pending`` (candidates just read) out to the group's requests that want
         more, in their order, and claim them in one write; again with the candidates
-        left while some were lost to other takers."""
-        while pending and (active := group.wanting()):
+        left while some were lost to other takers. The candidates a write tries are
+        another group's to skip until it is answered."""
+        while (pending := self._free(group.queue, pending)) and (active := group.wanting()):
             tries: dict[int, list[tuple[JobRecord, JobRecord]]] = {}
             for i in active:
                 ask = group.asks[i]
@@ -251,11 +267,18 @@ class Claims:
                     for before in take
                 ]  # fmt: skip
             pairs = [p for t in tries.values() for p in t]
+            busy = self._claiming.setdefault(group.queue, set())
+            ids = {before.id for before, _ in pairs}
+            busy.update(ids)
             try:
                 won = await self._claim_these(group.queue, pairs, group)
             except (QueueNotFound, StoreUnavailable) as exc:
                 group.stop(active, exc)
                 return
+            finally:
+                busy.difference_update(ids)
+                if not busy and self._claiming.get(group.queue) is busy:
+                    del self._claiming[group.queue]
             for i, pairs in tries.items():
                 group.claimed[i] += [won[after.id] for _, after in pairs if after.id in won]
                 for before, after in pairs:
@@ -317,4 +340,13 @@ class Claims:
         return won
 
 
-__all__ = ["CLAIM_CANDIDATES", "CLAIM_ROUNDS", "Ask", "Claimed", "Claims", "Group", "Pair"]
+__all__ = [
+    "CLAIM_CANDIDATES",
+    "CLAIM_PARALLEL",
+    "CLAIM_ROUNDS",
+    "Ask",
+    "Claimed",
+    "Claims",
+    "Group",
+    "Pair",
+]
