@@ -443,8 +443,8 @@ class Store(Primitives):
         :meth:`apply_many` answers; the jobs taken. None are taken while the queue is
         paused, when the claim (or the change feed a take needs) failed with a
         StoreUnavailable (the next take meets it), or when the changes failed as a whole
-        (what was claimed is given back). Runs to the
-        end even if the caller is cancelled, and then gives back the jobs taken."""
+        (what was claimed is given back). Runs to the end even if the caller is
+        cancelled, and then gives back the jobs taken."""
         task = asyncio.ensure_future(self._apply_and_take(queue, changes, count, worker))
         try:
             return await asyncio.shield(task)

@@ -241,8 +241,8 @@ class Primitives(abc.ABC):
         gave, neither raised: the changes' results or the TqueuesError that failed them as
         a whole; the jobs claimed or the TqueuesError that kept the claim from any.
 
-        The default runs the two concurrently (the embedded store commits them in one
-        transaction); a store whose cost is per write query writes both in one.
+        The default runs the two concurrently (the embedded store's group commit puts
+        them in one commit); the RethinkDB store writes both in one query.
         """
         results = await asyncio.gather(
             self.mutate_many(queue, changes),

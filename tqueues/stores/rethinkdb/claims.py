@@ -21,9 +21,13 @@ where claims lost jobs to other takers lately spreads its picks
 
 A claim may carry writes of its own (:meth:`Claims.claim_along`: the outcomes a worker
 reports in the request that takes its next jobs): they go in the group's first claim
-write, in the same query (the server's cost is mostly per write query, so one query of
-both costs less than two), or, when the group writes no claim (nothing pending, a
-failure first), in a query without claims once the group is done.
+write, in the same query (one query of both costs the server less than two: claims and
+finishes of 20 jobs, 0.70 against 0.85 ms of its CPU a job), or, when the group writes
+no claim (nothing pending, a failure first), in a query without claims once the group is
+done.
+
+Two groups of a queue may be in flight at once (CLAIM_PARALLEL); the second leaves out
+the candidates the first is claiming, so they never try the same job.
 """
 
 from __future__ import annotations
@@ -50,9 +54,9 @@ log = logging.getLogger("tqueues.stores.rethinkdb")
 
 CLAIM_CANDIDATES = 8  #: pending jobs read per claim round.
 CLAIM_ROUNDS = 64  #: claim rounds lost to other takers before giving up (returning None).
-#: Claim groups of one queue in flight at once, each with candidates no other one holds:
-#: the server works on a query with one core at a time, so one group at a time left the
-#: second core idle while the next requests waited.
+#: Claim groups of one queue in flight at once, each with candidates no other one holds
+#: (with one group at a time, the server used about one of its two cores in W2 while the
+#: next requests waited).
 CLAIM_PARALLEL = 2
 
 
