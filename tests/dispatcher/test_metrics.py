@@ -122,6 +122,30 @@ async def test_a_report_that_takes_along_is_timed_as_one_write(either: Client) -
     assert value(samples, "tqueues_job_events_total", queue="q", event="finished") == 1
 
 
+async def test_the_stores_own_work_is_counted(either: Client) -> None:
+    body = {"jobs": [{"method": "m:f"} for _ in range(4)]}
+    assert (await either.post("/queues/q/jobs", json=body)).status == 201
+    jobs = await take(either, 4)
+    # When four outcomes come at once
+    finishes = [
+        either.post(f"/queues/q/jobs/{job['id']}/finish?lease={job['lease']}") for job in jobs
+    ]
+    assert [response.status for response in await asyncio.gather(*finishes)] == [200] * 4
+    # Then the store's own counts are there, by name, and add up
+    samples = await scrape(either)
+    work = {
+        dict(labels)["what"]: count
+        for (name, labels), count in samples.items()
+        if name == "tqueues_store_work_total"
+    }
+    if "commits" in work:  # the embedded store's group commit
+        assert set(work) == {"operations", "commits", "syncs", "inline_runs"}
+        assert work["operations"] >= work["commits"] >= 1
+    else:  # RethinkDB: each write query carries one request or more
+        assert work["write_requests"] >= work["write_queries"] >= 2
+        assert work["claim_requests"] >= work["claim_groups"] >= 1
+
+
 async def test_an_expired_lease_counts_as_an_expiry_and_a_retry(client: Client) -> None:
     response = await client.post("/queues/q/jobs", json={"method": "m:f", "ttr": 0.1})
     assert response.status == 201

@@ -187,6 +187,7 @@ class StoreCollector(Collector):
         self._oldest: dict[str, float] = {}
         self._events: dict[str, dict[str, int]] = {}
         self._workers: collections.Counter[str] = collections.Counter()  #: by state
+        self._work: dict[str, int] = {}  #: the store's own counts (Store.work)
 
     async def refresh(self, store: Store) -> None:
         """Read each queue's counts by status and its first pending job (both indexed).
@@ -208,6 +209,7 @@ class StoreCollector(Collector):
         # The registry (tqueues.stores.workers): a worker's heartbeat every 5 s, one row
         # or document a worker, dropped after 5 minutes unseen.
         self._workers = collections.Counter(w.state(now) for w in await store.list_workers())
+        self._work = store.work()
 
     def collect(self) -> Iterator[Metric]:
         """The families: the store's as the last :meth:`refresh` read them, then the
@@ -276,6 +278,16 @@ class StoreCollector(Collector):
             "Seconds from a request's arrival to its answer (a WebSocket: its whole life).",
             ["method", "route"], dict(m.latency),
         )  # fmt: skip
+        work = CounterMetricFamily(
+            "tqueues_store_work",
+            "What the store's own machinery did since this dispatcher opened it, by what "
+            "(each store names its own counts: a group commit's operations and commits, "
+            "say).",
+            labels=["what"],
+        )
+        for what, count in self._work.items():
+            work.add_metric([what], count)
+        yield work
         yield _histogram(
             "tqueues_store_write_duration_seconds",
             "Seconds a store write took, as the dispatcher waited for it (durable).",

@@ -71,6 +71,7 @@ class GroupCommit:
         self._mutex = threading.Lock()  #: guards _queued and the choice to run inline
         self._queued = 0  #: operations queued for the thread and not yet done
         self._running = threading.Lock()  #: held by whoever runs a batch: thread or caller
+        self.operations = 0  #: operations submitted
         self.commits = 0  #: transactions committed (operations share them under load)
         self.inline_runs = 0  #: operations run on their caller's thread (the store idle)
         self._inline_this_turn = False  #: one ran inline in this turn of the caller's loop
@@ -107,6 +108,7 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         operation = _Operation(fn, args, batch, future, loop, committed)
+        self.operations += 1
         with self._mutex:
             inline = (
                 cheap

@@ -392,5 +392,12 @@ class Primitives(abc.ABC):
         """Delete the edges from the job ``job_id`` of ``queue`` (it ended: its
         dependents are settled)."""
 
+    def work(self) -> dict[str, int]:
+        """What the store's own machinery did since it was made, by name: counters that
+        only grow (a group commit's operations and commits, say), for the dispatcher's
+        metrics (``tqueues_store_work_total``). Each store names its own; none by
+        default. No I/O."""
+        return {}
+
     async def watch(self, queue: str) -> None:  # noqa: B027 - optional hook
         """Make sure changes of ``queue`` reach :attr:`hub` (stores with feeds start one)."""

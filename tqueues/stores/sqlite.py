@@ -403,6 +403,22 @@ class SQLiteStore(Store):
         )
         return [(status, count) for status, count in rows]
 
+    def work(self) -> dict[str, int]:
+        """The group commit's counts (:class:`~tqueues.stores.groupcommit.GroupCommit`):
+        ``operations`` submitted, ``commits`` (transactions: operations share them under
+        load), ``syncs`` (with ``synchronous`` FULL, disk syncs, each making every commit
+        before it durable) and ``inline_runs`` (operations run on the caller's thread
+        while the store was idle). Zeros while closed."""
+        thread = self._thread
+        if thread is None:
+            return dict.fromkeys(("operations", "commits", "syncs", "inline_runs"), 0)
+        return {
+            "operations": thread.operations,
+            "commits": thread.commits,
+            "syncs": thread.syncs,
+            "inline_runs": thread.inline_runs,
+        }
+
     async def count_jobs(self, queue: str) -> dict[JobStatus, int]:
         """From the census (:mod:`tqueues.stores.census`): no read of the jobs."""
         await self.get_queue(queue)

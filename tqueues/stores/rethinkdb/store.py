@@ -133,6 +133,10 @@ class RethinkDBStore(Store):
             raise StoreUnavailable("the RethinkDB store is not open")
         return self._pool, self._catalog, self._feeds
 
+    def work(self) -> dict[str, int]:
+        """:attr:`batches`: what this process's group commit and claims did."""
+        return self.batches
+
     @property
     def batches(self) -> dict[str, int]:
         """How much this process coalesced since it opened: ``write_queries`` (the
