@@ -78,6 +78,7 @@ from benchmarks.services import (
     rethinkdb_counts,
     rethinkdb_settings,
     rethinkdb_version,
+    store_work,
 )
 from tqueues.errors import TqueuesError
 from tqueues.stores.base import Store
@@ -342,6 +343,8 @@ class Bench:
                 }
                 counts_after = rethinkdb_counts(server_address)
                 wall = time.monotonic() - wall
+                urls = getattr(server, "urls", None) or [server.url]
+                work = store_work(urls) if system.server == "tqueues" else {}
             finally:
                 for worker in workers:
                     self.processes.stop(worker)
@@ -355,7 +358,10 @@ class Bench:
             "jobs": len(times),
             "cpu_s": {role: round(seconds, 2) for role, seconds in cpu.items()},
             "wall_s": round(wall, 2),
-            # the RethinkDB server's work meanwhile: queries run, documents read and written
+            # the dispatchers' stores' own counts since they started (tqueues_store_work)
+            "store_work": work,
+            # the RethinkDB server's work meanwhile: queries run (its change feeds'
+            # continuations included), documents read and written
             "server": {
                 key: counts_after[key] - value
                 for key, value in counts_before.items()

@@ -522,6 +522,34 @@ def rethinkdb_counts(address: str | None) -> dict[str, int]:
         return {}
 
 
+def store_work(urls: Sequence[str]) -> dict[str, int]:
+    """The store's own counts of the tqueues dispatchers at ``urls``
+    (``tqueues_store_work_total`` of each ``/metrics``), summed by name: for RethinkDB,
+    the write queries a dispatcher sent and the requests they carried, which the server's
+    own query count mixes with its change feeds' continuations. Empty when a dispatcher
+    cannot be read (a benchmark goes on without the counts)."""
+    import urllib.error
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    totals: dict[str, int] = {}
+    for url in urls:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=10) as answer:
+                text = answer.read().decode()
+        except (urllib.error.URLError, OSError):
+            return {}
+        for family in text_string_to_metric_families(text):
+            if family.name != "tqueues_store_work":
+                continue
+            for sample in family.samples:
+                if sample.name == "tqueues_store_work_total":
+                    what = sample.labels["what"]
+                    totals[what] = totals.get(what, 0) + int(sample.value)
+    return totals
+
+
 def rethinkdb_version(settings: RethinkDBSettings) -> str:
     """The version string of the RethinkDB server ``settings`` names. Raises ServiceError."""
     from rethinkdb import RethinkDB

@@ -96,6 +96,8 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "(SQLite, sync FULL) W1 enqueue with the asyncio client: " in stdout
     assert row["W1"].get("bulk_per_s", 0) > 0 or row["W1"]["bulk"].startswith("n/a")
     assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0 and row["W2"]["startup_s"] > 0
+    work = row["W2"]["store_work"]  # the dispatcher's group commit, from its /metrics
+    assert work["operations"] >= work["commits"] > 0, work
     assert 0 < row["W3"]["p50_ms"] <= row["W3"]["p99_ms"]
     assert row["W3"]["samples"] == 50
     assert row["W3"]["stream"]["samples"] == 50 and row["W3"]["stream"]["p50_ms"] > 0
@@ -156,6 +158,9 @@ def test_quick_run_on_rethinkdb(tmp_path: Path) -> None:
     row = results["systems"]["tqueues-rethinkdb"]
     assert row["W1"]["single_per_s"] > 0 and row["W1"]["bulk_per_s"] > 0, row
     assert row["W2"]["jobs"] == 300 and row["W2"]["per_s"] > 0, row
+    work = row["W2"]["store_work"]  # the dispatcher's own write queries and claims
+    assert work["write_requests"] >= work["write_queries"] > 0, work
+    assert work["claim_requests"] >= work["claim_groups"] > 0, work
     assert row["W3"]["samples"] == 50 and row["W3"]["p50_ms"] > 0, row
     assert row["versions"]["rethinkdb server"], row
     assert results["W4_rethinkdb"]["take_ratio"] > 0, results["W4_rethinkdb"]
