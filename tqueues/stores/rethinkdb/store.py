@@ -68,7 +68,7 @@ LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
 STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
 #: An insert of more jobs than INSERT_SPLIT goes to the server as INSERT_PARTS queries of
-#: equal size at once: one query is worked on by one core of the server at a time, and
+#: equal size at once: a second query in flight lets the server use a second core, and
 #: the inserts of a batch are not one atomic write anyway (measured on RethinkDB 2.4.4,
 #: 2 cores, a queue table with its indexes and a feed: 1,000 jobs as one query 4,950
 #: jobs/s, as two at once 6,020).
