@@ -9,7 +9,6 @@ fixed sleeps.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import dataclasses
 import inspect
@@ -18,6 +17,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -34,6 +34,7 @@ ALLOW = "tests.acceptance.jobs"
 LISTENING = re.compile(r"listening on (http://[^\s/]+/)")
 STARTUP_TIMEOUT = 15.0
 STOP_TIMEOUT = 10.0
+DROP_TIMEOUT = 60.0  #: seconds a test's RethinkDB database may take to drop at teardown
 PROCESSES = pytest.StashKey[list["Proc"]]()
 
 
@@ -361,6 +362,26 @@ def store_args(request: pytest.FixtureRequest) -> Iterator[list[str]]:
         async with RethinkDBStore(settings) as store:
             await store.drop_database()
 
-    # In a thread of its own: this fixture's teardown may run while a loop is current.
-    with concurrent.futures.ThreadPoolExecutor(1) as thread:
-        thread.submit(asyncio.run, drop()).result()
+    # The test's processes first (the cluster's teardown may come after this one): a
+    # dispatcher still running would see its database vanish under it.
+    for proc in reversed(request.node.stash.get(PROCESSES, [])):
+        proc.stop()
+    # In a thread of its own: this fixture's teardown may run while a loop is current. A
+    # daemon thread, waited for DROP_TIMEOUT seconds at most: a drop that hangs fails the
+    # test instead of holding up the suite (one hung once under load, and the executor
+    # this used to run in then waited for it for good).
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(drop())
+        except BaseException as exc:
+            failed.append(exc)
+
+    thread = threading.Thread(target=run, name=f"drop {settings.db}", daemon=True)
+    thread.start()
+    thread.join(DROP_TIMEOUT)
+    if thread.is_alive():
+        pytest.fail(f"dropping database {settings.db} did not end in {DROP_TIMEOUT:g} s")
+    if failed:
+        raise failed[0]
