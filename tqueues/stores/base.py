@@ -463,14 +463,13 @@ class Store(Primitives):
             config = await self.get_queue(queue)
         except (QueueNotFound, StoreUnavailable) as exc:
             return [exc] * len(changes), []
-        if count > 0 and _unpaused((queue,), (config,)):
+        taking = count > 0 and bool(_unpaused((queue,), (config,)))
+        if taking:
             try:
                 await self.watch(queue)
             except (QueueNotFound, StoreUnavailable):  # no feed for a take: the outcomes alone
-                count = 0
-        else:
-            count = 0
-        if count == 0:
+                taking = False
+        if not taking:
             return await self._mutate_many_and_publish(queue, changes), []
         results, claimed = await self.mutate_and_claim(
             queue, changes, count, worker=worker, now=clock.now()

@@ -23,6 +23,13 @@ from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
 
 Mutation = Callable[[JobRecord], JobRecord]
+#: What :meth:`Primitives.mutate_and_claim` gives: the changes' results, each (before,
+#: after) or its own error, or the error that failed them all; the jobs claimed, or the
+#: error that kept the claim from any.
+MutatedAndClaimed = tuple[
+    list[tuple[JobRecord, JobRecord] | TqueuesError] | TqueuesError,
+    list[JobRecord] | TqueuesError,
+]
 
 
 @dataclasses.dataclass(frozen=True, slots=True)
@@ -233,10 +240,7 @@ class Primitives(abc.ABC):
         *,
         worker: str | None,
         now: float,
-    ) -> tuple[
-        list[tuple[JobRecord, JobRecord] | TqueuesError] | TqueuesError,
-        list[JobRecord] | TqueuesError,
-    ]:
+    ) -> MutatedAndClaimed:
         """:meth:`mutate_many` and :meth:`claim_many` of ``queue`` together: what each
         gave, neither raised: the changes' results or the TqueuesError that failed them as
         a whole; the jobs claimed or the TqueuesError that kept the claim from any.

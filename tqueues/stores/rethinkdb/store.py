@@ -39,6 +39,7 @@ from tqueues.retry import Backoff, RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.history import Bucket, Counts, buckets_of
+from tqueues.stores.primitives import MutatedAndClaimed
 from tqueues.stores.rethinkdb import edges, history, keys, queries, schedules, workers
 from tqueues.stores.rethinkdb.claims import Claims
 from tqueues.stores.rethinkdb.documents import (
@@ -778,10 +779,7 @@ class RethinkDBStore(Store):
         *,
         worker: str | None,
         now: float,
-    ) -> tuple[
-        list[tuple[JobRecord, JobRecord] | TqueuesError] | TqueuesError,
-        list[JobRecord] | TqueuesError,
-    ]:
+    ) -> MutatedAndClaimed:
         """:meth:`mutate_many` and :meth:`claim_many` in one write query: the changes'
         conditional writes go in the claims' query
         (:meth:`~tqueues.stores.rethinkdb.claims.Claims.claim_along`). A change whose job
