@@ -18,6 +18,11 @@ not trust needs and aiohttp lacks.
   most one line every :data:`SUMMARY_INTERVAL` seconds saying how many were refused and
   why, never the request's bytes (which may hold a token) nor a traceback. aiohttp logs
   each one with its traceback and the raw line.
+* **A 408 is not lost to a reset.** A connection closed while its client's bytes are
+  still arriving is reset by the kernel, and the client may never read the answer sent
+  just before. So a connection answered 408 is half-closed after the answer, and what
+  still arrives is read and dropped until the client closes it or :data:`LINGER` seconds
+  pass (the lingering close of RFC 9112, section 9.6).
 
 :func:`raise_open_files_limit` raises the process's soft limit of open files to its hard
 limit; :func:`connection_limit` sizes the cap from it.
@@ -45,6 +50,9 @@ SUMMARY_INTERVAL = 10.0
 #: File descriptors kept for everything but client connections (the store's files and
 #: connections, the log, the event loop): an eighth of the limit, at least this many.
 RESERVED_FILES = 64
+#: Seconds a connection answered 408 is still read (and what arrives dropped) after its
+#: answer, at most, before it is closed: a lingering close (RFC 9112, section 9.6).
+LINGER = 2.0
 
 
 def _raw_response(status: int, reason: str, code: str, message: str) -> bytes:
@@ -155,7 +163,14 @@ def _parse_error_reason(exc: HttpProcessingError) -> str:
 class GuardedRequestHandler(RequestHandler):
     """aiohttp's protocol of one connection, under a :class:`Guard`."""
 
-    __slots__ = ("_guard", "_head_started", "_head_timer", "_refused", "_requests_open")
+    __slots__ = (
+        "_guard",
+        "_head_started",
+        "_head_timer",
+        "_linger_timer",
+        "_refused",
+        "_requests_open",
+    )
 
     def __init__(self, manager: web.Server, *, guard: Guard, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
@@ -163,6 +178,7 @@ class GuardedRequestHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False  #: some bytes of the awaited head have arrived.
         self._refused = False  #: closed at once, over the cap.
+        self._linger_timer: asyncio.TimerHandle | None = None  #: see :meth:`_linger`.
         #: requests whose head arrived and whose answer is not yet sent.
         self._requests_open = 0
 
@@ -187,6 +203,8 @@ class GuardedRequestHandler(RequestHandler):
         if self._refused:
             return  # aiohttp's server never knew of it
         self._stop_head_timer()
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
         self._guard.forget(self)
         super().connection_lost(exc)
 
@@ -250,8 +268,21 @@ class GuardedRequestHandler(RequestHandler):
         )
         self._guard.forget(self)
         if started and self.transport is not None:
-            self.transport.write(HEAD_TOO_SLOW)
+            self._linger(HEAD_TOO_SLOW)
         self.force_close()
+
+    def _linger(self, answer: bytes) -> None:
+        """Send ``answer``, half-close, and close :data:`LINGER` seconds later at most.
+
+        aiohttp lets go of the transport (its :meth:`force_close` then closes nothing);
+        what arrives meanwhile is dropped by :meth:`data_received`, and the transport
+        closes itself when the client closes its side first."""
+        transport = cast(asyncio.Transport, self.transport)
+        self.transport = None
+        transport.write(answer)
+        if transport.can_write_eof():
+            transport.write_eof()  # after the answer is flushed
+        self._linger_timer = self._loop.call_later(LINGER, transport.close)
 
     # -- malformed requests ---------------------------------------------------------------
 
