@@ -1,98 +1,185 @@
-"""What the queue tables' secondary indexes cost a RethinkDB server, straight from the driver.
+"""What a job costs a RethinkDB server, by the queue table's indexes and open change feeds,
+straight from the driver: the ceiling a tqueues drain on that server cannot pass.
 
-``python -m benchmarks.rethinkdb_indexes --rethinkdb HOST:PORT [--jobs N]`` creates a
-scratch database on that server (dropped at the end) with two tables: one bare, one with
-every index of a tqueues queue table (:data:`tqueues.stores.rethinkdb.queries.INDEXES`).
-Into each it writes, with ``durability hard``:
+``python -m benchmarks.rethinkdb_indexes --rethinkdb HOST:PORT [--jobs N] [--server_pid
+PID]`` creates a scratch database on that server (dropped at the end). For each variant
+of a queue table, a fresh table of it, with ``durability hard``:
 
-* ``N`` job documents, one insert at a time (what a single put costs the server);
-* then claims ``N`` * 4 pending jobs, 50 per conditional replace
-  (``get_all(*ids).replace(r.branch(row.status == "pending", claimed, row))``, as a
-  batched take writes them),
+* ``bare``: no secondary index; ``take order``: the ``state`` index alone (what a take
+  needs); ``tqueues``: every index of a tqueues queue table
+  (:data:`tqueues.stores.rethinkdb.queries.INDEXES`);
+* with 0, 1 or 3 change feeds of the table open (a tqueues dispatcher follows each queue
+  with one: three dispatchers, three feeds), each read to its end;
 
-and prints the rate of each. The server, not the dispatcher, is measured: no tqueues
-process runs. Run it on a quiet machine, on a server of its own.
+it runs ``N`` job cycles the way a batching dispatcher writes them: the jobs inserted,
+then claimed, then finished, ``--batch`` documents a query (:data:`BATCH`),
+:data:`WRITERS` queries at once, each claim and finish a conditional replace
+(``get_all(*ids).replace(r.branch(row.status == ..., changed, row))``). It prints the jobs
+per second of each and, given the server's process id (``DIR/pid`` of
+``../shared/rethinkdb/up``), the server's CPU per job and the jobs per second that CPU
+allows when the server has every core of this machine to itself.
+
+The server, not the dispatcher, is measured: no tqueues process runs, so a real drain
+(W2 in :mod:`benchmarks.run`) on the same server is slower than this. Run it on a quiet
+machine.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from rethinkdb import r
 
 from tqueues.stores.rethinkdb.queries import INDEXES
 
-BATCH = 50  #: documents per conditional replace
+BATCH = 20  #: documents per query by default (what W2's writes carry: docs/benchmarks.rst)
+WRITERS = 2  #: queries in flight at once (a dispatcher's two claim groups)
+#: variant name -> the indexes of its table
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "bare": (),
+    "take order": ("state",),
+    "tqueues": tuple(INDEXES),
+}
+FEEDS = (0, 1, 3)  #: change feeds open, per variant
+#: seconds the feeds may take to bring the last change after the last write
+FEED_DEADLINE = 60.0
 
 
-def _job(created: float) -> dict[str, Any]:
+def _job(n: int) -> dict[str, Any]:
     return {
-        "id": uuid.uuid4().hex,
+        "id": f"{n:012d}{uuid.uuid4().hex[:8]}",
         "queue": "q",
         "method": "m:f",
         "args": [1],
         "kwargs": {},
         "status": "pending",
         "priority": 1024,
-        "ready_at": created,
-        "created_at": created,
+        "ready_at": float(n),
+        "created_at": float(n),
         "attempts": 0,
         "rev": 0,
         "ttr": 60,
         "max_attempts": 3,
+        "expires_at": None,
+        "lease_expires": None,
+        "finished_at": None,
     }
 
 
-async def measure(conn: Any, table: Any, jobs: int) -> tuple[float, float]:
-    """Single inserts per second, and documents claimed per second in batches."""
-    started = time.perf_counter()
-    for n in range(jobs):
-        await table.insert(_job(float(n)), durability="hard").run(conn)
-    single = jobs / (time.perf_counter() - started)
-    docs = [_job(float(n)) for n in range(jobs * 4)]
-    await table.insert(docs, durability="hard").run(conn)
-    ids = [doc["id"] for doc in docs]
-    started = time.perf_counter()
-    for first in range(0, len(ids), BATCH):
-        await (
-            table.get_all(*ids[first : first + BATCH])
-            .replace(
-                lambda row: r.branch(
-                    row["status"] == "pending",
-                    row.merge({"status": "started", "rev": 1, "lease": "L"}),
-                    row,
-                ),
-                durability="hard",
-            )
-            .run(conn)
-        )
-    claimed = len(ids) / (time.perf_counter() - started)
-    return single, claimed
+def server_cpu(pid: int | None) -> float:
+    """CPU seconds (user and system) process ``pid`` has used; 0.0 without a pid."""
+    if pid is None:
+        return 0.0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def main(address: str, jobs: int) -> None:
+def _step(status: str, changed: dict[str, Any]) -> Callable[[Any], Any]:
+    """A conditional replace's function: ``changed`` merged into a job still ``status``."""
+    return lambda row: r.branch(row["status"] == status, row.merge(changed), row)
+
+
+CLAIM = _step("pending", {"status": "started", "rev": 1, "lease": "L", "lease_expires": 9e9})
+FINISH = _step("started", {"status": "finished", "rev": 2, "lease": None, "finished_at": 1.0})
+
+
+class Feed:
+    """One change feed of a table, read to its end in a task of its own."""
+
+    def __init__(self, address: tuple[str, int], table: Any) -> None:
+        self.changes = 0  #: changes read so far
+        self.opened = asyncio.Event()
+        self._task = asyncio.create_task(self._follow(address, table))
+
+    async def _follow(self, address: tuple[str, int], table: Any) -> None:
+        conn = await r.connect(host=address[0], port=address[1])
+        try:
+            feed = await table.changes(include_types=True).run(conn)
+            self.opened.set()
+            while True:
+                await feed.next()
+                self.changes += 1
+        finally:
+            await conn.close()
+
+    async def close(self) -> None:
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+
+
+async def cycles(
+    address: tuple[str, int], table: Any, jobs: int, feeds: int, pid: int | None, batch: int
+) -> tuple[float, float]:
+    """Insert, claim and finish ``jobs`` jobs in ``table`` with ``feeds`` change feeds
+    open; the seconds it took (until every feed brought every change) and the server's
+    CPU seconds meanwhile. Raises TimeoutError when the feeds lag FEED_DEADLINE behind."""
+    conns = [await r.connect(host=address[0], port=address[1]) for _ in range(WRITERS)]
+    following = [Feed(address, table) for _ in range(feeds)]
+    try:
+        await asyncio.gather(*(feed.opened.wait() for feed in following))
+        docs = [_job(n) for n in range(jobs)]
+        batches = [[doc["id"] for doc in docs[i : i + batch]] for i in range(0, jobs, batch)]
+        cpu, started = server_cpu(pid), time.perf_counter()
+
+        async def write(conn: Any, step: Callable[[list[str]], Any], todo: list[Any]) -> None:
+            while todo:
+                await step(todo.pop(0)).run(conn, durability="hard")
+
+        inserts = [docs[i : i + batch] for i in range(0, jobs, batch)]
+        await asyncio.gather(*(write(c, table.insert, inserts) for c in conns))
+        for change in (CLAIM, FINISH):
+            todo = list(batches)
+            step = lambda ids, change=change: table.get_all(*ids).replace(change)  # noqa: E731
+            await asyncio.gather(*(write(c, step, todo) for c in conns))
+        deadline = time.monotonic() + FEED_DEADLINE
+        while sum(feed.changes for feed in following) < 3 * jobs * feeds:
+            if time.monotonic() > deadline:
+                raise TimeoutError("the change feeds did not bring every change")
+            await asyncio.sleep(0.01)  # a poll's pace, not a synchronisation
+        return time.perf_counter() - started, server_cpu(pid) - cpu
+    finally:
+        for feed in following:
+            await feed.close()
+        for conn in conns:
+            await conn.close()
+
+
+async def main(address: str, jobs: int, pid: int | None, batch: int) -> None:
     r.set_loop_type("asyncio")
     host, _, port = address.rpartition(":")
-    conn = await r.connect(host=host or "127.0.0.1", port=int(port))
+    server = (host or "127.0.0.1", int(port))
+    conn = await r.connect(host=server[0], port=server[1])
     db = f"tqueues_bench_{uuid.uuid4().hex[:8]}"
     await r.db_create(db).run(conn)
+    cores = os.cpu_count() or 1
+    print(f"{jobs:,} job cycles a row, {batch} documents a query, {WRITERS} queries at once")
     try:
-        for name, indexed in (("bare", False), ("indexed", True)):
-            await r.db(db).table_create(name).run(conn)
-            table = r.db(db).table(name)
-            if indexed:
-                for index, function in INDEXES.items():
-                    await table.index_create(index, function).run(conn)
+        for name, indexes in VARIANTS.items():
+            for feeds in FEEDS:
+                table_name = f"t_{len(indexes)}_{feeds}"
+                await r.db(db).table_create(table_name).run(conn)
+                table = r.db(db).table(table_name)
+                for index in indexes:
+                    await table.index_create(index, INDEXES[index]).run(conn)
                 await table.index_wait().run(conn)
-            single, claimed = await measure(conn, table, jobs)
-            print(
-                f"{name:8} {single:8,.0f} single inserts/s  "
-                f"{claimed:8,.0f} docs/s claimed {BATCH} per conditional replace"
-            )
+                seconds, cpu = await cycles(server, table, jobs, feeds, pid, batch)
+                row = f"{name:10} {feeds} feeds  {jobs / seconds:7,.0f} jobs/s"
+                if pid is not None and cpu <= 0:
+                    row += "  server CPU below the clock's resolution: run more jobs"
+                elif pid is not None:
+                    row += (
+                        f"  server {1000 * cpu / jobs:5.2f} ms CPU a job:"
+                        f" {cores * jobs / cpu:7,.0f} jobs/s on {cores} cores"
+                    )
+                print(row, flush=True)
+                await r.db(db).table_drop(table_name).run(conn)
     finally:
         await r.db_drop(db).run(conn)
         await conn.close()
@@ -101,6 +188,8 @@ async def main(address: str, jobs: int) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rethinkdb", required=True, metavar="HOST:PORT")
-    parser.add_argument("--jobs", type=int, default=500)
+    parser.add_argument("--jobs", type=int, default=4000)
+    parser.add_argument("--server_pid", type=int, metavar="PID")
+    parser.add_argument("--batch", type=int, default=BATCH, help="documents per query")
     options = parser.parse_args()
-    asyncio.run(main(options.rethinkdb, options.jobs))
+    asyncio.run(main(options.rethinkdb, options.jobs, options.server_pid, options.batch))

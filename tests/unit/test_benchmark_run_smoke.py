@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import re
 import subprocess
 import sys
 import urllib.request
@@ -193,3 +195,27 @@ def test_an_unreachable_rethinkdb_server_is_the_rows_error(tmp_path: Path) -> No
     )
     assert "127.0.0.1:1" in results["W4_rethinkdb"]["error"]
     assert "not run: " in done.stdout and "Traceback" not in done.stderr
+
+
+@pytest.mark.timeout(240)
+def test_server_cost_benchmark_on_rethinkdb() -> None:
+    # benchmarks/rethinkdb_indexes.py (the driver alone) prints a row for each table
+    # variant and number of feeds, with the server's CPU a job where its pid is known.
+    address = rethinkdb_settings("tqueues_bench_check")
+    argv = [sys.executable, "-m", "benchmarks.rethinkdb_indexes", "--jobs", "200",
+            "--batch", "10", "--rethinkdb", f"{address.host}:{address.port}"]  # fmt: skip
+    pid_file = os.environ.get("TQUEUES_TEST_RETHINKDB_PIDFILE")
+    if pid_file:
+        argv += ["--server_pid", Path(pid_file).read_text().strip()]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=220)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = re.findall(
+        r"^(bare|take order|tqueues) +(\d) feeds +([\d,]+) jobs/s(.*)$", done.stdout, re.MULTILINE
+    )
+    assert [(name, feeds) for name, feeds, _, _ in rows] == [
+        (name, feeds) for name in ("bare", "take order", "tqueues") for feeds in "013"
+    ], done.stdout
+    assert all(int(rate.replace(",", "")) > 0 for _, _, rate, _ in rows), done.stdout
+    if pid_file:
+        costs = [re.search(r"server +([\d.]+) ms CPU a job", rest) for *_, rest in rows]
+        assert all(cost and float(cost.group(1)) > 0 for cost in costs), done.stdout
