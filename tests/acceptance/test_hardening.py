@@ -174,6 +174,31 @@ async def test_a_burst_of_malformed_requests_grows_the_log_by_a_few_lines(
     print(f"2,000 malformed requests in {elapsed:.1f} s")
 
 
+async def trickle(writer: asyncio.StreamWriter, started: float) -> float:
+    """Send a byte of a header every 2 ms until the connection is closed; the seconds
+    from ``started`` (``time.monotonic()``) until it was.
+
+    Bytes are then nearly always on their way when the head's deadline passes, and a
+    server that closes at once resets the connection: its 408 would be lost."""
+    headers = b"".join(b"X-%d: y\r\n" % i for i in range(100))
+    with contextlib.suppress(ConnectionError):
+        for i in itertools.count():
+            writer.write(headers[i % len(headers) :][:1])
+            await writer.drain()
+            await asyncio.sleep(0.002)  # the attack's pace, not a synchronisation
+    return time.monotonic() - started
+
+
+async def get_health(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> int:
+    """``GET /health`` on a kept-alive connection; its status (the connection stays open)."""
+    writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = re.search(rb"(?im)^content-length: *(\d+)", head)
+    assert length, head
+    await asyncio.wait_for(reader.readexactly(int(length.group(1))), 10)
+    return status_and_body(head)[0]
+
+
 async def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_closed(
     cluster: Cluster,
 ) -> None:
@@ -185,19 +210,7 @@ async def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_closed(
     started = time.monotonic()
     writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
 
-    async def trickle() -> float:
-        """Send a byte every 2 ms until the connection is closed; when it was."""
-        # Bytes are then nearly always on their way when the deadline passes, and a
-        # server that closes at once resets the connection: its 408 would be lost.
-        headers = b"".join(b"X-%d: y\r\n" % i for i in range(100))
-        with contextlib.suppress(ConnectionError):
-            for i in itertools.count():
-                writer.write(headers[i % len(headers) :][:1])
-                await writer.drain()
-                await asyncio.sleep(0.002)  # the attack's pace, not a synchronisation
-        return time.monotonic() - started
-
-    trickling = asyncio.create_task(trickle())
+    trickling = asyncio.create_task(trickle(writer, started))
     try:
         # Then it is answered 408 about the deadline after it began
         answer = await asyncio.wait_for(reader.read(), 5)
@@ -216,6 +229,45 @@ async def test_a_head_that_does_not_arrive_in_time_is_answered_408_and_closed(
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     assert await asyncio.wait_for(reader.read(), 5) == b""
     writer.close()
+
+
+async def test_a_connection_lingering_after_its_408_counts_and_makes_room_first(
+    cluster: Cluster,
+) -> None:
+    # Given a dispatcher of at most 3 connections whose heads must arrive within 1 s,
+    dispatcher = await cluster.dispatcher(None, "--max_connections", "3", "--header_timeout", "1")
+    port = port_of(dispatcher)
+    # two idle keep-alive connections,
+    kept = [await asyncio.open_connection("127.0.0.1", port) for _ in range(2)]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    trickling: asyncio.Task[float] | None = None
+    try:
+        for connection in kept:
+            assert await get_health(*connection) == 200
+        # and a client answered 408 that still sends (its connection lingers)
+        started = time.monotonic()
+        writer.write(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        trickling = asyncio.create_task(trickle(writer, started))
+        assert status_and_body(await asyncio.wait_for(reader.read(), 5))[0] == 408
+        # When a fourth connection asks for /health
+        asked = time.monotonic() - started
+        answer = await exchange(
+            port, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+        )
+        # Then it is answered, the lingering connection closing for it (at once, not
+        # LINGER seconds after its 408: it counted against the cap)
+        assert status_and_body(answer)[0] == 200
+        closed_after = await asyncio.wait_for(trickling, 10)
+        assert closed_after - asked < server.LINGER - 0.5, (asked, closed_after)
+        # And the keep-alive connections are still served
+        for connection in kept:
+            assert await get_health(*connection) == 200
+    finally:
+        if trickling is not None:
+            trickling.cancel()
+            await asyncio.gather(trickling, return_exceptions=True)
+        for _, kept_writer in [*kept, (reader, writer)]:
+            kept_writer.close()
 
 
 async def test_idle_keep_alives_and_long_polls_outlast_the_head_deadline(

@@ -22,7 +22,8 @@ not trust needs and aiohttp lacks.
   still arriving is reset by the kernel, and the client may never read the answer sent
   just before. So a connection answered 408 is half-closed after the answer, and what
   still arrives is read and dropped until the client closes it or :data:`LINGER` seconds
-  pass (the lingering close of RFC 9112, section 9.6).
+  pass (the lingering close of RFC 9112, section 9.6). It counts against the cap until
+  closed, and is the first closed for room.
 
 :func:`raise_open_files_limit` raises the process's soft limit of open files to its hard
 limit; :func:`connection_limit` sizes the cap from it.
@@ -168,6 +169,7 @@ class GuardedRequestHandler(RequestHandler):
         "_head_started",
         "_head_timer",
         "_linger_timer",
+        "_lingering",
         "_refused",
         "_requests_open",
     )
@@ -178,7 +180,9 @@ class GuardedRequestHandler(RequestHandler):
         self._head_timer: asyncio.TimerHandle | None = None
         self._head_started = False  #: some bytes of the awaited head have arrived.
         self._refused = False  #: closed at once, over the cap.
-        self._linger_timer: asyncio.TimerHandle | None = None  #: see :meth:`_linger`.
+        #: the transport of a connection answered and closing (see :meth:`_linger`).
+        self._lingering: asyncio.Transport | None = None
+        self._linger_timer: asyncio.TimerHandle | None = None
         #: requests whose head arrived and whose answer is not yet sent.
         self._requests_open = 0
 
@@ -205,17 +209,24 @@ class GuardedRequestHandler(RequestHandler):
         self._stop_head_timer()
         if self._linger_timer is not None:
             self._linger_timer.cancel()
+        self._lingering = None
         self._guard.forget(self)
         super().connection_lost(exc)
 
     def is_idle(self) -> bool:
         """Whether the connection is open and no request on it is being served: it waits
-        for the next request, or for the rest of a head."""
+        for the next request, or for the rest of a head, or it lingers after its answer."""
+        if self._lingering is not None:
+            return True
         return self._requests_open == 0 and not self._force_close and self.transport is not None
 
     def close_for_room(self) -> None:
         """Close this idle connection for a new one (its client opens another if it
-        needs one, as after a keep-alive timeout)."""
+        needs one, as after a keep-alive timeout); a lingering one (:meth:`_linger`) first."""
+        if self._lingering is not None:  # answered already: what it still sends is dropped
+            self._guard.forget(self)
+            self._lingering.close()
+            return
         self._guard.refusals.count("idle connections closed for new ones", self._peer())
         self._guard.forget(self)
         self._stop_head_timer()
@@ -266,9 +277,10 @@ class GuardedRequestHandler(RequestHandler):
         self._guard.refusals.count(
             f"request heads not complete within {self._guard.header_timeout:g} s", self._peer()
         )
-        self._guard.forget(self)
         if started and self.transport is not None:
             self._linger(HEAD_TOO_SLOW)
+        else:
+            self._guard.forget(self)
         self.force_close()
 
     def _linger(self, answer: bytes) -> None:
@@ -276,13 +288,17 @@ class GuardedRequestHandler(RequestHandler):
 
         aiohttp lets go of the transport (its :meth:`force_close` then closes nothing);
         what arrives meanwhile is dropped by :meth:`data_received`, and the transport
-        closes itself when the client closes its side first."""
-        transport = cast(asyncio.Transport, self.transport)
+        closes itself when the client closes its side first. Until closed, the
+        connection counts against the cap (it holds a file descriptor) and is the first
+        closed for room (:meth:`Guard.make_room`)."""
+        transport = self._lingering = cast(asyncio.Transport, self.transport)
         self.transport = None
         transport.write(answer)
         if transport.can_write_eof():
             transport.write_eof()  # after the answer is flushed
         self._linger_timer = self._loop.call_later(LINGER, transport.close)
+        self._guard.idle[self] = None
+        self._guard.idle.move_to_end(self, last=False)
 
     # -- malformed requests ---------------------------------------------------------------
 
