@@ -114,13 +114,14 @@ class System:
     def bin(self) -> Path:
         return VENVS / self.name / "bin" if self.requirements else Path(sys.executable).parent
 
-    def workers(self, server: Server, count: int) -> list[list[str]]:
-        """The commands that start ``count`` worker processes."""
+    def workers(self, server: Server, count: int, concurrency: int = 10) -> list[list[str]]:
+        """The commands that start ``count`` worker processes, each running up to
+        ``concurrency`` jobs at once where the system's worker takes such a setting."""
         b = self.bin()
         py = str(b / "python")
         one: dict[str, list[str]] = {
             "tqueues": [str(b / "tqueues_worker"), "--endpoint_url", server.url, "--queue", QUEUE,
-                        "--allow", "benchmarks.peers", "--concurrency", "10",
+                        "--allow", "benchmarks.peers", "--concurrency", str(concurrency),
                         "--loglevel", "WARNING"],
             "rq": [str(b / "rq"), "worker", "--url", server.url, "--worker-class",
                    "rq.worker.SimpleWorker", "--logging_level", "WARNING", QUEUE],
@@ -130,11 +131,11 @@ class System:
             "beanstalkd": [py, "-m", "benchmarks.peers.beanstalk_worker", str(server.port)],
             "procrastinate": [str(b / "procrastinate"),
                               "--app=benchmarks.peers.tasks_procrastinate.app", "worker",
-                              "--queues", QUEUE, "--concurrency", "10"],
+                              "--queues", QUEUE, "--concurrency", str(concurrency)],
         }  # fmt: skip
         if self.producer == "dramatiq":  # one command; it forks the worker processes itself
             return [[str(b / "dramatiq"), "benchmarks.peers.tasks_dramatiq",
-                     "--processes", str(count), "--threads", "10"]]  # fmt: skip
+                     "--processes", str(count), "--threads", str(concurrency)]]  # fmt: skip
         commands = []
         urls = getattr(server, "urls", None) or [server.url]
         for index in range(count):
@@ -282,7 +283,7 @@ class Bench:
         env = self.env(system, server, spec)
         return [
             self.processes.start(argv, log=f"{system.name}-worker-{n}.log", env=env)
-            for n, argv in enumerate(system.workers(server, count))
+            for n, argv in enumerate(system.workers(server, count, self.options.concurrency))
         ]
 
     # -- workloads ---------------------------------------------------------------------------
@@ -737,6 +738,13 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
         help=f"comma-separated, from {', '.join(SYSTEMS)} (default: all)",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=10,
+        help="jobs each worker process runs at once, for the systems whose workers take "
+        "such a setting (tqueues, procrastinate, dramatiq's threads); default 10",
     )
     parser.add_argument("--no-w4", action="store_true", help="skip the deep-queue benchmark")
     parser.add_argument("--json", type=Path, help="where to write the results (default: "

@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +30,16 @@ def test_quick_options_are_tqueues_only_and_small() -> None:
     assert (options.jobs, options.samples, options.repeat) == (300, 50, 1)
     with pytest.raises(SystemExit):
         run.parse(["--quick", "--systems", "rq"])  # a peer needs an install
+
+
+def test_worker_concurrency_is_an_option() -> None:
+    assert run.parse([]).concurrency == 10
+    options = run.parse(["--concurrency", "50"])
+    where = types.SimpleNamespace(url="http://127.0.0.1:1/", urls=None, port=1)  # none started
+    commands = run.SYSTEMS["tqueues"].workers(where, 2, options.concurrency)  # type: ignore[arg-type]
+    assert len(commands) == 2
+    for argv in commands:
+        assert argv[argv.index("--concurrency") + 1] == "50", argv
 
 
 def test_table_reports_errors_and_na() -> None:
