@@ -11,9 +11,11 @@ of a queue table, a fresh table of it, with ``durability hard``:
 * with 0, 1 or 3 change feeds of the table open (a tqueues dispatcher follows each queue
   with one: three dispatchers, three feeds), each read to its end;
 
-it runs ``N`` job cycles the way a batching dispatcher writes them: the jobs inserted,
-then claimed, then finished, ``--batch`` documents a query (:data:`BATCH`),
-:data:`WRITERS` queries at once, each claim and finish a conditional replace
+it runs (with ``--single M``, after ``M`` inserts one at a time, each waiting for the
+last, as W1's single puts do) ``N`` job cycles the way a batching dispatcher writes them:
+the jobs inserted, then claimed, then finished, ``--batch`` documents a query
+(:data:`BATCH`), :data:`WRITERS` queries at once, each claim and finish a conditional
+replace
 (``get_all(*ids).replace(r.branch(row.status == ..., changed, row))``). It prints the jobs
 per second of each and, given the server's process id (``DIR/pid`` of
 ``../shared/rethinkdb/up``), the server's CPU per job and the jobs per second that CPU
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import statistics
 import time
 import uuid
 from collections.abc import Callable
@@ -151,7 +154,19 @@ async def cycles(
             await conn.close()
 
 
-async def main(address: str, jobs: int, pid: int | None, batch: int) -> None:
+async def singles(conn: Any, table: Any, count: int) -> tuple[float, float]:
+    """Insert ``count`` jobs into ``table`` one at a time, each after the last was
+    answered (what W1's single puts cost the server); inserts per second and the median
+    insert's milliseconds."""
+    took: list[float] = []
+    for n in range(count):
+        started = time.perf_counter()
+        await table.insert(_job(n)).run(conn, durability="hard")
+        took.append(time.perf_counter() - started)
+    return count / sum(took), 1000 * statistics.median(took)
+
+
+async def main(address: str, jobs: int, pid: int | None, batch: int, single: int) -> None:
     r.set_loop_type("asyncio")
     host, _, port = address.rpartition(":")
     server = (host or "127.0.0.1", int(port))
@@ -169,6 +184,9 @@ async def main(address: str, jobs: int, pid: int | None, batch: int) -> None:
                 for index in indexes:
                     await table.index_create(index, INDEXES[index]).run(conn)
                 await table.index_wait().run(conn)
+                if single and not feeds:
+                    rate, median = await singles(conn, table, single)
+                    print(f"{name:10} single inserts {rate:5,.0f}/s, median {median:.2f} ms")
                 seconds, cpu = await cycles(server, table, jobs, feeds, pid, batch)
                 row = f"{name:10} {feeds} feeds  {jobs / seconds:7,.0f} jobs/s"
                 if pid is not None and cpu <= 0:
@@ -191,5 +209,10 @@ if __name__ == "__main__":
     parser.add_argument("--jobs", type=int, default=4000)
     parser.add_argument("--server_pid", type=int, metavar="PID")
     parser.add_argument("--batch", type=int, default=BATCH, help="documents per query")
+    parser.add_argument(
+        "--single", type=int, default=0, metavar="N", help="also N single inserts per table"
+    )
     options = parser.parse_args()
-    asyncio.run(main(options.rethinkdb, options.jobs, options.server_pid, options.batch))
+    asyncio.run(
+        main(options.rethinkdb, options.jobs, options.server_pid, options.batch, options.single)
+    )

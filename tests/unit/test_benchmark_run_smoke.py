@@ -213,8 +213,8 @@ def test_server_cost_benchmark_on_rethinkdb() -> None:
     # benchmarks/rethinkdb_indexes.py (the driver alone) prints a row for each table
     # variant and number of feeds, with the server's CPU a job where its pid is known.
     address = rethinkdb_settings("tqueues_bench_check")
-    argv = [sys.executable, "-m", "benchmarks.rethinkdb_indexes", "--jobs", "200",
-            "--batch", "10", "--rethinkdb", f"{address.host}:{address.port}"]  # fmt: skip
+    argv = [sys.executable, "-m", "benchmarks.rethinkdb_indexes", "--jobs", "200", "--batch",
+            "10", "--single", "20", "--rethinkdb", f"{address.host}:{address.port}"]  # fmt: skip
     pid_file = os.environ.get("TQUEUES_TEST_RETHINKDB_PIDFILE")
     if pid_file:
         argv += ["--server_pid", Path(pid_file).read_text().strip()]
@@ -227,6 +227,10 @@ def test_server_cost_benchmark_on_rethinkdb() -> None:
         (name, feeds) for name in ("bare", "take order", "tqueues") for feeds in "013"
     ], done.stdout
     assert all(int(rate.replace(",", "")) > 0 for _, _, rate, _ in rows), done.stdout
+    single = r"^(bare|take order|tqueues) +single inserts +[\d,]+/s, median ([\d.]+) ms"
+    singles = re.findall(single, done.stdout, re.MULTILINE)
+    assert [name for name, _ in singles] == ["bare", "take order", "tqueues"], done.stdout
+    assert all(float(median) > 0 for _, median in singles), done.stdout
     if pid_file:
         costs = [re.search(r"server +([\d.]+) ms CPU a job", rest) for *_, rest in rows]
         assert all(cost and float(cost.group(1)) > 0 for cost in costs), done.stdout
