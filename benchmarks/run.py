@@ -105,7 +105,7 @@ class System:
     requirements: tuple[str, ...] = ()  # empty: the benchmark's own virtualenv (tqueues)
     dispatcher_args: tuple[str, ...] = ()
     bulk_note: str = "n/a"
-    model: str = ""  # how its workers run jobs, for the docs
+    model: str = ""  # how its workers run jobs, for the docs ({concurrency}: --concurrency)
     store: str = "sqlite"  # tqueues: the dispatcher's store, "sqlite" or "rethinkdb"
     #: tqueues on RethinkDB: dispatcher processes on the one database; with more than one,
     #: W2 runs one worker per dispatcher and W3's worker takes from the second one.
@@ -153,16 +153,16 @@ SYSTEMS: dict[str, System] = {
     for s in (
         System("tqueues", "tqueues (SQLite, sync FULL)", "tqueues", "tqueues",
                bulk_note="n/a (no HTTP bulk enqueue yet)",
-               model="asyncio, --concurrency 10"),
+               model="asyncio, --concurrency {concurrency}"),
         System("tqueues-normal", "tqueues (SQLite, --sync NORMAL)", "tqueues", "tqueues",
                dispatcher_args=("--sync", "NORMAL"),
                bulk_note="n/a (no HTTP bulk enqueue yet)",
-               model="asyncio, --concurrency 10"),
+               model="asyncio, --concurrency {concurrency}"),
         System("tqueues-rethinkdb", "tqueues (RethinkDB, durability hard)", "tqueues",
-               "tqueues", model="asyncio, --concurrency 10", store="rethinkdb"),
+               "tqueues", model="asyncio, --concurrency {concurrency}", store="rethinkdb"),
         System("tqueues-rethinkdb-3", "tqueues (RethinkDB, 3 dispatchers, durability hard)",
-               "tqueues", "tqueues", model="asyncio, --concurrency 10; W2: 3 workers, one "
-               "per dispatcher; W3: put through one dispatcher, taken through another",
+               "tqueues", "tqueues", model="asyncio, --concurrency {concurrency}; W2: 3 workers, "
+               "one per dispatcher; W3: put through one dispatcher, taken through another",
                store="rethinkdb", dispatchers=3),
         System("rq", "RQ (Redis)", "rq", "redis", ("rq", "redis"),
                model="SimpleWorker (no fork per job), 1 at a time"),
@@ -170,11 +170,12 @@ SYSTEMS: dict[str, System] = {
         System("celery", "Celery (Redis)", "celery", "redis", ("celery[redis]",),
                model="--pool solo, 1 at a time"),
         System("dramatiq", "Dramatiq (Redis)", "dramatiq", "redis", ("dramatiq[redis]",),
-               model="--processes 2 --threads 10"),
+               model="--processes 2 --threads {concurrency}"),
         System("beanstalkd", "beanstalkd + greenstalk", "beanstalkd", "beanstalkd",
                ("greenstalk",), model="reserve/run/delete loop, 1 at a time"),
         System("procrastinate", "procrastinate (PostgreSQL)", "procrastinate", "postgresql",
-               ("procrastinate", "psycopg[binary,pool]"), model="asyncio, --concurrency 10"),
+               ("procrastinate", "psycopg[binary,pool]"),
+               model="asyncio, --concurrency {concurrency}"),
     )
 }  # fmt: skip
 #: Every system but tqueues on RethinkDB, which runs only where a server is named.
@@ -447,7 +448,8 @@ class Bench:
 
     def prepare(self, system: System, unavailable: dict[str, str]) -> dict[str, Any]:
         """Install one system; its row (versions, or the error that rules it out)."""
-        row: dict[str, Any] = {"label": system.label, "model": system.model}
+        model = system.model.format(concurrency=self.options.concurrency)
+        row: dict[str, Any] = {"label": system.label, "model": model}
         reason = unavailable.get(DEBIAN_FOR.get(system.server, ""))
         if reason:
             return {**row, "error": reason}
@@ -833,6 +835,7 @@ def run(options: argparse.Namespace) -> dict[str, Any]:
             "jobs": options.jobs,
             "samples": options.samples,
             "repeat": options.repeat,
+            "concurrency": options.concurrency,
             "quick": options.quick,
         },
         "systems": rows,

@@ -87,8 +87,9 @@ def test_w3_pools_the_samples_of_its_rounds() -> None:
 @pytest.mark.timeout(60)
 def test_quick_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
+    argv = ["-m", "benchmarks.run", "--quick", "--concurrency", "5", "--json", str(out)]
     process = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--json", str(out)],
+        [sys.executable, *argv],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -104,6 +105,7 @@ def test_quick_run(tmp_path: Path) -> None:
     assert "| tqueues (SQLite, sync FULL) |" in stdout
     results = json.loads(out.read_text())
     row = results["systems"]["tqueues"]
+    assert results["options"]["concurrency"] == 5 and row["model"] == "asyncio, --concurrency 5"
     assert row["W1"]["single_per_s"] > 0 and row["W1"]["stream_per_s"] > 0
     assert row["W1"]["single_async_per_s"] > 0
     assert "(SQLite, sync FULL) W1 enqueue with the asyncio client: " in stdout
