@@ -17,8 +17,9 @@ the jobs inserted, then claimed, then finished, ``--batch`` documents a query
 (:data:`BATCH`), :data:`WRITERS` queries at once, each claim and finish a conditional
 replace
 (``get_all(*ids).replace(r.branch(row.status == ..., changed, row))``). It prints the jobs
-per second of each and, given the server's process id (``DIR/pid`` of
-``../shared/rethinkdb/up``), the server's CPU per job and the jobs per second that CPU
+per second of each and, where the server runs on this machine (its process found by its
+port, or given: ``--server_pid``, e.g. ``DIR/node0/pid`` of ``../shared/rethinkdb/up``),
+the server's CPU per job and the jobs per second that CPU
 allows when the server has every core of this machine to itself.
 
 The server, not the dispatcher, is measured: no tqueues process runs, so a real drain
@@ -39,6 +40,7 @@ from typing import Any
 
 from rethinkdb import r
 
+from benchmarks.run import cpu_seconds, rethinkdb_pids
 from tqueues.stores.rethinkdb.queries import INDEXES
 
 BATCH = 20  #: documents per query by default (what W2's writes carry: docs/benchmarks.rst)
@@ -75,15 +77,6 @@ def _job(n: int) -> dict[str, Any]:
     }
 
 
-def server_cpu(pid: int | None) -> float:
-    """CPU seconds (user and system) process ``pid`` has used; 0.0 without a pid."""
-    if pid is None:
-        return 0.0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _step(status: str, changed: dict[str, Any]) -> Callable[[Any], Any]:
     """A conditional replace's function: ``changed`` merged into a job still ``status``."""
     return lambda row: r.branch(row["status"] == status, row.merge(changed), row)
@@ -118,24 +111,25 @@ class Feed:
 
 
 async def cycles(
-    address: tuple[str, int], table: Any, jobs: int, feeds: int, pid: int | None, batch: int
+    address: tuple[str, int], table: Any, jobs: int, feeds: int, pids: list[int], batch: int
 ) -> tuple[float, float]:
     """Insert, claim and finish ``jobs`` jobs in ``table`` with ``feeds`` change feeds
-    open; the seconds it took (until every feed brought every change) and the server's
-    CPU seconds meanwhile. Raises TimeoutError when the feeds lag FEED_DEADLINE behind."""
+    open; the seconds it took (until every feed brought every change) and the CPU seconds
+    of the server's processes ``pids`` meanwhile (0 without any). Raises TimeoutError when
+    the feeds lag FEED_DEADLINE behind."""
     conns = [await r.connect(host=address[0], port=address[1]) for _ in range(WRITERS)]
     following = [Feed(address, table) for _ in range(feeds)]
     try:
         await asyncio.gather(*(feed.opened.wait() for feed in following))
         docs = [_job(n) for n in range(jobs)]
-        batches = [[doc["id"] for doc in docs[i : i + batch]] for i in range(0, jobs, batch)]
-        cpu, started = server_cpu(pid), time.perf_counter()
+        inserts = [docs[i : i + batch] for i in range(0, jobs, batch)]
+        batches = [[doc["id"] for doc in chunk] for chunk in inserts]
+        cpu, started = cpu_seconds(pids), time.perf_counter()
 
         async def write(conn: Any, step: Callable[[list[str]], Any], todo: list[Any]) -> None:
             while todo:
                 await step(todo.pop(0)).run(conn, durability="hard")
 
-        inserts = [docs[i : i + batch] for i in range(0, jobs, batch)]
         await asyncio.gather(*(write(c, table.insert, inserts) for c in conns))
         for change in (CLAIM, FINISH):
             todo = list(batches)
@@ -146,7 +140,7 @@ async def cycles(
             if time.monotonic() > deadline:
                 raise TimeoutError("the change feeds did not bring every change")
             await asyncio.sleep(0.01)  # a poll's pace, not a synchronisation
-        return time.perf_counter() - started, server_cpu(pid) - cpu
+        return time.perf_counter() - started, cpu_seconds(pids) - cpu
     finally:
         for feed in following:
             await feed.close()
@@ -167,6 +161,7 @@ async def singles(conn: Any, table: Any, count: int) -> tuple[float, float]:
 
 
 async def main(address: str, jobs: int, pid: int | None, batch: int, single: int) -> None:
+    pids = [pid] if pid is not None else rethinkdb_pids(address)
     r.set_loop_type("asyncio")
     host, _, port = address.rpartition(":")
     server = (host or "127.0.0.1", int(port))
@@ -187,11 +182,11 @@ async def main(address: str, jobs: int, pid: int | None, batch: int, single: int
                 if single and not feeds:
                     rate, median = await singles(conn, table, single)
                     print(f"{name:10} single inserts {rate:5,.0f}/s, median {median:.2f} ms")
-                seconds, cpu = await cycles(server, table, jobs, feeds, pid, batch)
+                seconds, cpu = await cycles(server, table, jobs, feeds, pids, batch)
                 row = f"{name:10} {feeds} feeds  {jobs / seconds:7,.0f} jobs/s"
-                if pid is not None and cpu <= 0:
+                if pids and cpu <= 0:
                     row += "  server CPU below the clock's resolution: run more jobs"
-                elif pid is not None:
+                elif pids:
                     row += (
                         f"  server {1000 * cpu / jobs:5.2f} ms CPU a job:"
                         f" {cores * jobs / cpu:7,.0f} jobs/s on {cores} cores"
