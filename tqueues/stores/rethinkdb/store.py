@@ -12,21 +12,17 @@ database without a leader: a claim, a mutation or a reaper step that loses a rac
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
 
-from tqueues import clock, lifecycle
+from tqueues import lifecycle
 from tqueues.dependencies import key
 from tqueues.errors import (
-    InvalidTransition,
     JobNotFound,
-    LeaseMismatch,
     QueueNotFound,
     ScheduleExists,
     StoreUnavailable,
@@ -35,7 +31,7 @@ from tqueues.errors import (
 )
 from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
-from tqueues.retry import Backoff, RetryPolicy
+from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.history import Bucket, Counts, buckets_of
@@ -54,6 +50,8 @@ from tqueues.stores.rethinkdb.head import Heads
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.reaper import Reaper
+from tqueues.stores.rethinkdb.started import StartedJobs
+from tqueues.stores.rethinkdb.undo import ClaimUndo
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
 from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
@@ -64,10 +62,6 @@ MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giv
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for at most LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
-#: started jobs this process claimed (or last changed) that it keeps as it wrote them, so
-#: that their outcome is written without reading them first; and the most JSON (in
-#: characters of ``args``, ``kwargs`` and ``extra``) a job may hold to be kept.
-STARTED_CACHE, STARTED_CACHE_JSON = 20_000, 8192
 #: An insert of more jobs than INSERT_SPLIT goes to the server as INSERT_PARTS queries of
 #: equal size at once: a second query in flight lets the server use a second core, and
 #: the inserts of a batch are not one atomic write anyway (measured on RethinkDB 2.4.4,
@@ -109,13 +103,14 @@ class RethinkDBStore(Store):
         #: two write queries in flight)
         self._writes: QueueWrites | None = None
         self._claims: Claims | None = None
-        self._undoing: set[asyncio.Task[None]] = set()  #: claims that got no answer
-        self._following: asyncio.Task[None] | None = None  #: the catalog's feed
-        #: (queue, id) -> a started job as this process last wrote it (see _remember): a
-        #: hint for the next change's compare-and-set, never trusted beyond it.
-        self._started: collections.OrderedDict[tuple[str, str], JobRecord] = (
-            collections.OrderedDict()
+        #: releases of claims that got no answer (undo.py)
+        self._undo_claim = ClaimUndo(
+            lambda queue, job_id, lease: self.release(queue, job_id, lease=lease)
         )
+        self._following: asyncio.Task[None] | None = None  #: the catalog's feed
+        #: the started jobs this process claimed (or last changed), as it wrote them: a
+        #: hint for each one's next compare-and-set, never trusted beyond it (started.py)
+        self._started = StartedJobs()
         #: unique jobs: the claims and releases of keys (see keys.py)
         self._keys = keys.Keys(self._keys_table, self._run, self._read_job,
                                durability=settings.durability)  # fmt: skip
@@ -240,7 +235,7 @@ class RethinkDBStore(Store):
             table=self._table,
             run=self._run_on_queue,
             write_many=self._write_many,
-            remember=self._remember,
+            remember=self._started.remember,
             undo_claim=self._undo_claim,
             new_lease=self.new_lease,
         )
@@ -267,8 +262,7 @@ class RethinkDBStore(Store):
             await claims.close()
         if writes is not None:
             await writes.close()
-        for undo in tuple(self._undoing):
-            undo.cancel()  # the lease expires as usual
+        self._undo_claim.cancel()  # (their leases expire as usual)
         if feeds is not None:
             await feeds.close()
         if self._pool is not None:
@@ -456,7 +450,7 @@ class RethinkDBStore(Store):
             raise StoreUnavailable(f"RethinkDB did not store job {job.id}: {first_error(result)}")
         taken = [claimed]
         if result.get("handed"):
-            self._remember(claimed)
+            self._started.remember(claimed)
         else:
             self.heads.apply(queue, None, job)
             try:
@@ -567,82 +561,6 @@ class RethinkDBStore(Store):
             )
         return written
 
-    def _remember(self, job: JobRecord) -> None:
-        """Keep ``job`` (as just written) if it is started and small, else forget it; at
-        most STARTED_CACHE jobs, the oldest written dropped first."""
-        key = (job.queue, job.id)
-        self._started.pop(key, None)
-        if job.status is not JobStatus.STARTED:
-            return
-        try:
-            size = len(json.dumps((job.args, job.kwargs, job.extra), default=str))
-        except (TypeError, ValueError):
-            return
-        if size > STARTED_CACHE_JSON:
-            return
-        self._started[key] = job
-        if len(self._started) > STARTED_CACHE:
-            self._started.popitem(last=False)
-
-    def _forget(self, queue: str, job_id: str) -> None:
-        self._started.pop((queue, job_id), None)
-
-    def _changed_from_cache(
-        self, queue: str, job_id: str, change: Mutation
-    ) -> tuple[JobRecord, JobRecord] | None:
-        """(before, after) from the job as this process last wrote it, if it keeps it and
-        ``change`` accepts it; None otherwise (the caller reads the job: a refusal is only
-        trusted from a fresh read, since the kept job may be stale)."""
-        before = self._started.get((queue, job_id))
-        if before is None:
-            return None
-        try:
-            return before, change(before).succeeding(before)
-        except TqueuesError:
-            return None
-
-    def _undo_claim(self, claimed: JobRecord) -> None:
-        """Release ``claimed`` (a claim nobody received) in the background, retrying with
-        backoff while the server is unavailable, until its lease would have expired anyway.
-
-        The release is conditional on the claim's own lease, which only this process
-        knows: if the claim was not applied, or the job moved on, it changes nothing
-        (LeaseMismatch, InvalidTransition or JobNotFound end the undo quietly).
-        """
-        task = asyncio.ensure_future(self._undo_claim_until_answered(claimed))
-        self._undoing.add(task)
-        task.add_done_callback(self._undoing.discard)
-
-    async def _undo_claim_until_answered(self, claimed: JobRecord) -> None:
-        loop = asyncio.get_running_loop()
-        expires = claimed.lease_expires if claimed.lease_expires is not None else clock.now()
-        give_up = loop.time() + max(0.0, expires - clock.now())
-        backoff = Backoff(base=0.1, cap=2.0)
-        while True:
-            try:
-                await self.release(claimed.queue, claimed.id, lease=claimed.lease)
-            except (LeaseMismatch, InvalidTransition, JobNotFound, QueueNotFound):
-                return  # the claim was not applied, or the job is someone else's now
-            except StoreUnavailable as exc:
-                delay = backoff.next()
-                if loop.time() + delay > give_up:
-                    log.warning(
-                        "job %s of queue %r may be claimed by a take that got no answer; "
-                        "its lease expires: %s",
-                        claimed.id,
-                        claimed.queue,
-                        exc.message,
-                    )
-                    return
-                await asyncio.sleep(delay)
-                continue
-            log.info(
-                "job %s of queue %r: a claim that got no answer was applied; released it",
-                claimed.id,
-                claimed.queue,
-            )
-            return
-
     async def _plan_many(
         self,
         queue: str,
@@ -663,7 +581,7 @@ class RethinkDBStore(Store):
                 alone.append(index)
                 continue
             seen.add(job_id)
-            hinted = self._changed_from_cache(queue, job_id, change)
+            hinted = self._started.changed(queue, job_id, change)
             if hinted is None:
                 unread.append(index)
             else:
@@ -740,18 +658,18 @@ class RethinkDBStore(Store):
         after 64 conflicts in a row.
         """
         if storable(job_id):
-            hinted = self._changed_from_cache(queue, job_id, change)
+            hinted = self._started.changed(queue, job_id, change)
             if hinted is not None:
                 before, after = hinted
-                self._forget(queue, job_id)
+                self._started.forget(queue, job_id)
                 if await self._change(queue, before, after):
-                    self._remember(after)
+                    self._started.remember(after)
                     return before, after
         for _ in range(MUTATE_ATTEMPTS):
             before = await self.get(queue, job_id)
             after = change(before).succeeding(before)
             if await self._change(queue, before, after):
-                self._remember(after)
+                self._started.remember(after)
                 return before, after
         raise StoreUnavailable(f"job {job_id} kept changing under {MUTATE_ATTEMPTS} writes")
 
@@ -816,7 +734,7 @@ class RethinkDBStore(Store):
                 del planned[index]
                 alone.append(index)
         for before, _ in planned.values():
-            self._forget(queue, before.id)
+            self._started.forget(queue, before.id)
         written = (await write(list(planned.values()))).ids
         await asyncio.gather(*(
             self._keys.release(after, after.rev) for before, after in planned.values()
@@ -826,7 +744,7 @@ class RethinkDBStore(Store):
         for index, (before, after) in planned.items():
             if after.id in written:
                 results[index] = (before, after)
-                self._remember(after)
+                self._started.remember(after)
             else:
                 again.append(index)
         retried = await asyncio.gather(
