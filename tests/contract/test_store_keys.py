@@ -174,7 +174,7 @@ def keys_of(store: Store) -> Any:
         pytest.skip("the embedded store's unique index has no claims to leave behind")
     from tqueues.stores.rethinkdb import keys
 
-    return keys, store._keys_table()  # type: ignore[attr-defined]
+    return keys, store._side.keys()  # type: ignore[attr-defined]
 
 
 async def test_a_claim_left_by_a_process_that_died_is_taken_over(store: Store) -> None:

@@ -20,23 +20,20 @@ from typing import Any
 from rethinkdb.ast import RqlQuery
 
 from tqueues import lifecycle
-from tqueues.dependencies import key
 from tqueues.errors import (
     JobNotFound,
     QueueNotFound,
-    ScheduleExists,
     StoreUnavailable,
     TqueuesError,
-    WorkerNotFound,
 )
 from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store, key_taken
-from tqueues.stores.history import Bucket, Counts, buckets_of
+from tqueues.stores.history import Bucket, Counts
 from tqueues.stores.primitives import MutatedAndClaimed
-from tqueues.stores.rethinkdb import edges, history, keys, queries, schedules, workers
+from tqueues.stores.rethinkdb import keys, queries
 from tqueues.stores.rethinkdb.claims import Claims
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
@@ -50,6 +47,7 @@ from tqueues.stores.rethinkdb.head import Heads
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.reaper import Reaper
+from tqueues.stores.rethinkdb.side_tables import SideTables
 from tqueues.stores.rethinkdb.started import StartedJobs
 from tqueues.stores.rethinkdb.undo import ClaimUndo
 from tqueues.stores.rethinkdb.writes import QueueWrites, Written
@@ -111,8 +109,12 @@ class RethinkDBStore(Store):
         #: the started jobs this process claimed (or last changed), as it wrote them: a
         #: hint for each one's next compare-and-set, never trusted beyond it (started.py)
         self._started = StartedJobs()
+        #: the history, the worker registry, the schedules, the edges and the keys' table
+        self._side = SideTables(
+            self._db, lambda: self._parts()[1].configs, self._run, settings.durability
+        )
         #: unique jobs: the claims and releases of keys (see keys.py)
-        self._keys = keys.Keys(self._keys_table, self._run, self._read_job,
+        self._keys = keys.Keys(self._side.keys, self._run, self._read_job,
                                durability=settings.durability)  # fmt: skip
         #: the most urgent pending jobs of each watched queue, from its changefeed: the
         #: candidates of claims, read from the index only when these cannot tell (head.py)
@@ -317,12 +319,12 @@ class RethinkDBStore(Store):
             count = 0
         with contextlib.suppress(Missing):
             await catalog.admin(self._db.table_drop(name))
-        await self._run(history.delete(self._history(), name, None, **self._write_options()))
-        with contextlib.suppress(StoreUnavailable):  # the keys are off (see _keys_table)
+        await self._side.purge_history([name], None)
+        # (each of these is off when a queue has its table's name: see side_tables.py)
+        with contextlib.suppress(StoreUnavailable):
             await self._keys.forget_queue(name)
-        with contextlib.suppress(StoreUnavailable):  # the schedules are off (see _schedules)
-            await self._run(schedules.of_queue(self._schedules(), name).delete(
-                **self._write_options()))  # fmt: skip
+        with contextlib.suppress(StoreUnavailable):
+            await self._side.delete_schedules_of(name)
         await catalog.remove(name)
         return count
 
@@ -844,100 +846,58 @@ class RethinkDBStore(Store):
         await self._keys.release(job, job.rev + 1)
         return job
 
-    # -- housekeeping ------------------------------------------------------------------------
-
-    # -- throughput history ------------------------------------------------------------------
-
-    def _catalog_table(self, name: str, off: str, what: str) -> Any:
-        """The catalog-level table ``name`` (the history's, the registry's, ...). Raises
-        StoreUnavailable (``off``: what stops working) when a queue of an earlier version
-        has its name."""
-        if name in self._parts()[1].configs:
-            raise StoreUnavailable(
-                f"{off}: a queue is named {name!r}, {what} "
-                "(rename the queue: drain it into another and drop it)"
-            )
-        return self._db.table(name)
-
-    def _history(self) -> Any:
-        return self._catalog_table(history.HISTORY_TABLE, "history is off", "the history's table")
+    # -- the side tables (side_tables.py) -----------------------------------------------------
 
     async def add_history(self, counts: Counts) -> None:
-        """One insert whose conflict function sums: each document's addition is atomic,
-        the query as a whole is not. Raises StoreUnavailable."""
-        result = await self._run(history.add(self._history(), counts, **self._write_options()))
-        if result.get("errors"):
-            raise StoreUnavailable(f"RethinkDB did not add to the history: {first_error(result)}")
+        await self._side.add_history(counts)
 
     async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
-        docs = await self._run(history.read(self._history(), queue, since, until))
-        return buckets_of((doc["at"], doc["event"], doc["n"]) for doc in docs)
+        return await self._side.read_history(queue, since, until)
 
     async def purge_history(self, before: int) -> int:
         """One range delete per queue (the history of a dropped queue went with it)."""
-        table, deleted = self._history(), 0
-        for config in await self.list_queues():
-            query = history.delete(table, config.name, before, **self._write_options())
-            deleted += int((await self._run(query)).get("deleted", 0))
-        return deleted
+        queues = [config.name for config in await self.list_queues()]
+        return await self._side.purge_history(queues, before)
+
+    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
+        return await self._side.save_worker(record)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._side.list_workers()
+
+    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
+        return await self._side.command_worker(worker_id, command)
+
+    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
+        return await self._side.forget_workers(before=before, id=id)
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._side.create_schedule(schedule)
+
+    async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
+        return await self._side.list_schedules(queue)
+
+    async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
+        return await self._side.swap_schedule(before, after)
+
+    async def delete_schedule(self, queue: str, name: str) -> bool:
+        return await self._side.delete_schedule(queue, name)
+
+    async def add_edges(self, job: JobRecord) -> None:
+        await self._side.add_edges(job)
+
+    async def dependents_of(self, queue: str, job_id: str) -> list[str]:
+        return await self._side.dependents_of(queue, job_id)
+
+    async def drop_edges(self, queue: str, job_id: str) -> None:
+        await self._side.drop_edges(queue, job_id)
 
     async def count_ahead(self, job: JobRecord, limit: int) -> int:
         await self.get_queue(job.queue)
         query = queries.count_ahead(self._table(job.queue), job, limit)
         return int(await self._run_on_queue(job.queue, query))
 
-    # -- the worker registry -----------------------------------------------------------------
-
-    def _workers(self) -> Any:
-        return self._catalog_table(
-            workers.WORKERS_TABLE, "the worker registry is off", "the registry's table"
-        )
-
-    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
-        result = await self._run(workers.save(self._workers(), record, **self._write_options()))
-        changes = result.get("changes") or ()
-        if result.get("errors") or not changes:
-            raise StoreUnavailable(f"RethinkDB did not store worker {record.id!r}: "
-                                   f"{first_error(result)}")  # fmt: skip
-        return WorkerRecord.from_fields(changes[0]["new_val"])
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        docs = await self._run(self._workers().coerce_to("array"))
-        return sorted((WorkerRecord.from_fields(doc) for doc in docs), key=lambda w: w.id)
-
-    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
-        if not storable(worker_id):
-            raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
-        query = workers.command(self._workers(), worker_id, command, **self._write_options())
-        result = await self._run(query)
-        changes = result.get("changes") or ()
-        if not changes or changes[0].get("new_val") is None:
-            raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
-        return WorkerRecord.from_fields(changes[0]["new_val"])
-
-    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
-        table = self._workers()
-        if id is not None:
-            if not storable(id):
-                return 0
-            query = table.get(id).delete(**self._write_options())
-        elif before is not None:
-            query = workers.forget_before(table, before, **self._write_options())
-        else:
-            return 0
-        return int((await self._run(query)).get("deleted", 0))
-
-    # -- periodic jobs -------------------------------------------------------------------------
-
-    def _schedules(self) -> Any:
-        return self._catalog_table(
-            schedules.SCHEDULES_TABLE, "periodic jobs are off", "the schedules' table"
-        )
-
     # -- unique jobs (see keys.py) ---------------------------------------------------------
-
-    def _keys_table(self) -> Any:
-        return self._catalog_table(keys.KEYS_TABLE, "unique jobs are off", "the keys' table")
 
     async def _read_job(self, queue: str, job_id: str) -> JobRecord | None:
         """The job, or None if it (or its queue) is gone."""
@@ -1007,60 +967,6 @@ class RethinkDBStore(Store):
             return False
         await self._keys.drop(job, token)
         raise StoreUnavailable(f"RethinkDB did not store job {job.id}: {first_error(result)}")
-
-    async def create_schedule(self, schedule: ScheduleRecord) -> None:
-        query = schedules.create(self._schedules(), schedule, **self._write_options())
-        result = await self._run(query)
-        if result.get("inserted") == 1:
-            return
-        if "Duplicate primary key" in str(result.get("first_error", "")):
-            raise ScheduleExists(
-                f"schedule {schedule.name!r} exists in queue {schedule.queue!r}",
-                queue=schedule.queue, name=schedule.name,
-            )  # fmt: skip
-        raise StoreUnavailable(f"RethinkDB did not store schedule {schedule.key!r}: "
-                               f"{first_error(result)}")  # fmt: skip
-
-    async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
-        table = self._schedules()
-        selection = table if queue is None else schedules.of_queue(table, queue)
-        docs = await self._run(selection.coerce_to("array"))
-        records = (ScheduleRecord.from_fields(doc) for doc in docs)
-        return sorted(records, key=lambda schedule: (schedule.queue, schedule.name))
-
-    async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
-        query = schedules.swap(self._schedules(), before, after, **self._write_options())
-        result = await self._run(query)
-        if result.get("errors"):
-            raise StoreUnavailable(f"RethinkDB did not store schedule {before.key!r}: "
-                                   f"{first_error(result)}")  # fmt: skip
-        return int(result.get("replaced", 0)) == 1
-
-    async def delete_schedule(self, queue: str, name: str) -> bool:
-        query = self._schedules().get(f"{queue}/{name}").delete(**self._write_options())
-        return int((await self._run(query)).get("deleted", 0)) == 1
-
-    # -- dependencies --------------------------------------------------------------------------
-
-    def _edges(self) -> Any:
-        return self._catalog_table(edges.EDGES_TABLE, "dependencies are off", "the edges' table")
-
-    async def add_edges(self, job: JobRecord) -> None:
-        query = edges.add(self._edges(), list(job.after), key(job.queue, job.id),
-                          **self._write_options())  # fmt: skip
-        result = await self._run(query)
-        if result.get("errors"):
-            raise StoreUnavailable(f"RethinkDB did not store the edges of job {job.id}: "
-                                   f"{first_error(result)}")  # fmt: skip
-
-    async def dependents_of(self, queue: str, job_id: str) -> list[str]:
-        return [
-            str(name)
-            for name in await self._run(edges.dependents(self._edges(), key(queue, job_id)))
-        ]
-
-    async def drop_edges(self, queue: str, job_id: str) -> None:
-        await self._run(edges.drop(self._edges(), key(queue, job_id), **self._write_options()))
 
     async def reap(self, now: float) -> int:
         """The housekeeping of every queue as of ``now``; how many jobs changed or went.
