@@ -81,6 +81,11 @@ class JobNotFound(NotFound):
     status = 404
     code = "job_not_found"
 
+    @classmethod
+    def in_queue(cls, queue: str, job_id: str) -> JobNotFound:
+        """The error for job ``job_id`` missing from ``queue`` (what every store raises)."""
+        return cls(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
+
 
 class WorkerNotFound(NotFound):
     """No worker of that name is in the registry (never seen, or dropped)."""

@@ -85,10 +85,6 @@ def _worker(doc: str, command: str | None) -> WorkerRecord:
     )
 
 
-def _missing(queue: str, job_id: str) -> JobNotFound:
-    return JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
-
-
 class SQLiteStore(Store):
     """Jobs in ``<directory>/tqueues.sqlite3``; one per directory and process.
 
@@ -606,7 +602,7 @@ class SQLiteStore(Store):
     def _read(self, conn: sqlite3.Connection, queue: str, job_id: str) -> JobRecord:
         row = conn.execute(f"{SELECT_JOBS} WHERE id = ? AND queue = ?", (job_id, queue)).fetchone()
         if row is None:
-            raise _missing(queue, job_id)
+            raise JobNotFound.in_queue(queue, job_id)
         return job_of(row)
 
     def _read_many(
@@ -666,7 +662,7 @@ class SQLiteStore(Store):
                     before = current.get(job_id)
                     try:
                         if before is None:
-                            raise _missing(queue, job_id)
+                            raise JobNotFound.in_queue(queue, job_id)
                         # (a KeyTaken of _write wrote nothing: its statement was undone)
                         current[job_id] = after = self._write(conn, before, change(before))
                     except StoreUnavailable:

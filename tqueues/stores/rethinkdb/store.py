@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from rethinkdb.ast import RqlQuery
@@ -30,7 +30,7 @@ from tqueues.ids import storable
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_ordered_id
 from tqueues.retry import RetryPolicy
 from tqueues.settings import RethinkDBSettings
-from tqueues.stores.base import Mutation, Page, Store, key_taken
+from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts
 from tqueues.stores.primitives import MutatedAndClaimed
 from tqueues.stores.rethinkdb import keys, queries
@@ -38,25 +38,24 @@ from tqueues.stores.rethinkdb.claims import Claims
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
-    escape_key,
     format_cursor,
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
 from tqueues.stores.rethinkdb.head import Heads
+from tqueues.stores.rethinkdb.mutations import Mutations
 from tqueues.stores.rethinkdb.pool import KeyRefused, Missing, Pool, first_error
 from tqueues.stores.rethinkdb.queues import ADMIN_TIMEOUT, Catalog
 from tqueues.stores.rethinkdb.reaper import Reaper
 from tqueues.stores.rethinkdb.side_tables import SideTables
 from tqueues.stores.rethinkdb.started import StartedJobs
 from tqueues.stores.rethinkdb.undo import ClaimUndo
-from tqueues.stores.rethinkdb.writes import QueueWrites, Written
+from tqueues.stores.rethinkdb.writes import QueueWrites
 from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
-MUTATE_ATTEMPTS = 64  #: compare-and-set conflicts a mutation retries before giving up.
 #: documents the first read of a listing page cut by bytes asks for; each further read of
 #: the page asks for at most LIST_READ_GROWTH times more.
 LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
@@ -119,6 +118,17 @@ class RethinkDBStore(Store):
         #: the most urgent pending jobs of each watched queue, from its changefeed: the
         #: candidates of claims, read from the index only when these cannot tell (head.py)
         self.heads = Heads()
+        #: the conditional writes of jobs (mutations.py)
+        self._mutations = Mutations(
+            table=self._table,
+            run_on_queue=self._run_on_queue,
+            get_queue=self.get_queue,
+            get=self.get,
+            coalescers=self._coalescers,
+            started=self._started,
+            keys=self._keys,
+            durability=settings.durability,
+        )
         self._reaper: Reaper | None = None  #: the housekeeping (see reaper.py)
 
     # -- plumbing ----------------------------------------------------------------------------
@@ -185,11 +195,11 @@ class RethinkDBStore(Store):
         JobNotFound without a query, as on the embedded store, and so is a key the server
         refuses (:class:`KeyRefused`): never StoreUnavailable, which reads as an outage."""
         if not storable(job_id):
-            raise _job_not_found(queue, job_id)
+            raise JobNotFound.in_queue(queue, job_id)
         try:
             return await self._run_on_queue(queue, query)
         except KeyRefused as exc:
-            raise _job_not_found(queue, job_id) from exc
+            raise JobNotFound.in_queue(queue, job_id) from exc
 
     def _new_feeds(self, pool: Pool) -> Feeds:
         """The changefeeds of this store's queues, on ``pool``."""
@@ -228,7 +238,7 @@ class RethinkDBStore(Store):
             table=self._table,
             run=self._run_on_queue,
             durability=self.settings.durability,
-            change=self._change,
+            change=self._mutations.change,
             release_key=self._keys.release,
             record=self.record,
         )
@@ -236,7 +246,7 @@ class RethinkDBStore(Store):
             heads=self.heads,
             table=self._table,
             run=self._run_on_queue,
-            write_many=self._write_many,
+            write_many=self._mutations.write_many,
             remember=self._started.remember,
             undo_claim=self._undo_claim,
             new_lease=self.new_lease,
@@ -464,61 +474,6 @@ class RethinkDBStore(Store):
             committed(taken)
         return job, taken
 
-    async def _change(self, queue: str, before: JobRecord, after: JobRecord) -> bool:
-        """:meth:`_compare_and_set` with the job's key kept in step (unique jobs): a change
-        that makes the job live again claims its key first (raises KeyTaken, nothing
-        written, when another live job holds it), one that ends it releases its key once
-        written. Jobs without a key (and changes that keep a job live, or ended) are the
-        one conditional write."""
-        if after.key is None or before.holds_key() == after.holds_key():
-            return await self._compare_and_set(queue, before, after)
-        if not after.holds_key():
-            if not await self._compare_and_set(queue, before, after):
-                return False
-            await self._keys.release(after, after.rev)
-            return True
-        token, holder = await self._keys.claim(before)
-        if holder is not None:
-            raise key_taken(after, holder)
-        # (a write that got no answer may have been applied: its claim stays; if it was
-        # not, the claim is stale after keys.GRACE)
-        written = await self._compare_and_set(queue, before, after)
-        if not written:
-            await self._keys.drop(before, token)
-        return written
-
-    async def _compare_and_set(
-        self, queue: str, before: JobRecord, after: JobRecord, *, status: JobStatus | None = None
-    ) -> bool:
-        """Write ``after`` if the job is still at ``before.rev`` (and ``status``); False if
-        it changed or vanished in between. The write goes in the queue's next query, with
-        the other requests' writes (:class:`QueueWrites`). Raises StoreUnavailable (also
-        when the server refused to write the document), QueueNotFound."""
-        writes, _ = self._coalescers()
-        if escape_key(before.id) is not None:  # a key no batch's plan can hold: alone
-            query = queries.compare_and_set(
-                self._table(queue), before, after, status=status, **self._write_options()
-            )
-            result = await self._run_on_queue(queue, query)
-            if result.get("errors"):
-                raise StoreUnavailable(f"RethinkDB did not write job {before.id}: "
-                                       f"{first_error(result)}")  # fmt: skip
-            return bool(result.get("replaced") == 1)
-        written = await writes.write(queue, [(before, after, status)])
-        if before.id in written.ids:
-            return True
-        if written.errors and written.shared:
-            # The server refused some document of the query: this one, or another
-            # request's? Alone, the answer is this write's own.
-            written = await writes.write(queue, [(before, after, status)], alone=True)
-            if before.id in written.ids:
-                return True
-        if written.errors:
-            raise StoreUnavailable(
-                f"RethinkDB did not write job {before.id}: {written.first_error}"
-            )
-        return False
-
     async def claim_many(
         self, queue: str, count: int, *, worker: str | None, now: float
     ) -> list[JobRecord]:
@@ -534,84 +489,13 @@ class RethinkDBStore(Store):
         _, claims = self._coalescers()
         return await claims.claim(queue, count, worker, now)
 
-    async def _write_many(
-        self,
-        queue: str,
-        pairs: Sequence[tuple[JobRecord, JobRecord]],
-        *,
-        status: JobStatus | None = None,
-        patch: tuple[str, ...] = (),
-    ) -> Written:
-        """Write each ``after`` where its job is still at ``before.rev`` (and ``status``),
-        in the queue's next query (:class:`QueueWrites`; with ``patch``, only those fields
-        of ``after``, and the documents written are answered); what was written. A
-        document the server refused to write (``errors``) is logged and counts as not
-        written. Raises StoreUnavailable (the write as a whole failed: any part of it may
-        have been applied), QueueNotFound."""
-        if not pairs:
-            return Written(frozenset())
-        writes, _ = self._coalescers()
-        written: Written = await writes.write(
-            queue, [(before, after, status) for before, after in pairs], patch=patch
-        )
-        if written.errors and len(written.ids) < len(pairs):
-            log.warning(
-                "RethinkDB did not write %d job(s) of queue %r: %s",
-                written.errors,
-                queue,
-                written.first_error,
-            )
-        return written
-
-    async def _plan_many(
-        self,
-        queue: str,
-        changes: Sequence[tuple[str, Mutation]],
-        results: list[tuple[JobRecord, JobRecord] | TqueuesError | None],
-    ) -> tuple[dict[int, tuple[JobRecord, JobRecord]], list[int]]:
-        """The batch of :meth:`mutate_many`: (before, after) by position, from the jobs
-        this process keeps or else from one ``get_all`` of the others; and the positions
-        left to :meth:`mutate` on its own. Sets the errors of ``results`` the read already
-        answers (JobNotFound, what a change raised). Raises QueueNotFound,
-        StoreUnavailable."""
-        planned: dict[int, tuple[JobRecord, JobRecord]] = {}
-        unread: list[int] = []
-        alone: list[int] = []
-        seen: set[str] = set()
-        for index, (job_id, change) in enumerate(changes):
-            if job_id in seen or not storable(job_id) or escape_key(job_id) is not None:
-                alone.append(index)
-                continue
-            seen.add(job_id)
-            hinted = self._started.changed(queue, job_id, change)
-            if hinted is None:
-                unread.append(index)
-            else:
-                planned[index] = hinted
-        if not unread:
-            return planned, alone
-        ids = [changes[index][0] for index in unread]
-        docs = await self._run_on_queue(queue, queries.get_many(self._table(queue), ids))
-        found = {doc["id"]: doc_to_job(doc) for doc in docs}
-        for index in unread:
-            job_id, change = changes[index]
-            before = found.get(job_id)
-            if before is None:
-                results[index] = _job_not_found(queue, job_id)
-                continue
-            try:
-                planned[index] = (before, change(before).succeeding(before))
-            except TqueuesError as exc:
-                results[index] = exc
-        return planned, alone
-
     async def get(self, queue: str, job_id: str) -> JobRecord:
         """The job. Raises QueueNotFound, JobNotFound (also for an id no job can have,
         which the server would refuse as a key: see :func:`tqueues.ids.storable`)."""
         await self.get_queue(queue)
         doc = await self._run_on_job(queue, job_id, self._table(queue).get(job_id))
         if doc is None:
-            raise _job_not_found(queue, job_id)
+            raise JobNotFound.in_queue(queue, job_id)
         return doc_to_job(doc)
 
     async def cancel_requests(self, running: Sequence[tuple[str, str]]) -> list[str]:
@@ -649,47 +533,20 @@ class RethinkDBStore(Store):
     async def mutate(
         self, queue: str, job_id: str, change: Mutation
     ) -> tuple[JobRecord, JobRecord]:
-        """Apply ``change`` to the job and write it if ``rev`` did not move; retry if it did.
-
-        A started job this process wrote last (it claimed it, say) is changed as it was
-        written, without a read: one conditional write. Otherwise, or when that write finds
-        the job moved on (or ``change`` refuses the kept job), the job is read, the change
-        applied to it and written by compare-and-set.
+        """:meth:`Mutations.mutate`: one conditional write, after a read unless this
+        process keeps the job as it last wrote it; retried when the job moved on.
 
         Raises QueueNotFound, JobNotFound, whatever ``change`` raises, or StoreUnavailable
-        after 64 conflicts in a row.
-        """
-        if storable(job_id):
-            hinted = self._started.changed(queue, job_id, change)
-            if hinted is not None:
-                before, after = hinted
-                self._started.forget(queue, job_id)
-                if await self._change(queue, before, after):
-                    self._started.remember(after)
-                    return before, after
-        for _ in range(MUTATE_ATTEMPTS):
-            before = await self.get(queue, job_id)
-            after = change(before).succeeding(before)
-            if await self._change(queue, before, after):
-                self._started.remember(after)
-                return before, after
-        raise StoreUnavailable(f"job {job_id} kept changing under {MUTATE_ATTEMPTS} writes")
+        after :data:`~tqueues.stores.rethinkdb.mutations.MUTATE_ATTEMPTS` conflicts in a row."""
+        return await self._mutations.mutate(queue, job_id, change)
 
     async def mutate_many(
         self, queue: str, changes: Sequence[tuple[str, Mutation]]
     ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
-        """Apply each ``(job id, change)`` as :meth:`mutate` does, batched: the jobs this
-        process does not keep (see :meth:`mutate`) are read in one ``get_all``, and every
-        change is written in one conditional write (:func:`queries.conditional_writes`);
-        only a change whose job moved on in between goes through :meth:`mutate` on its own
-        (as do ids no batch can name, and a second change of one job in the batch, after
-        the first). Per item (before, after) or the TqueuesError it alone got.
-
-        Raises QueueNotFound, or StoreUnavailable when the read or the write as a whole
-        failed (the write may then have been applied in part).
-        """
-        await self.get_queue(queue)
-        return await self._mutate_many(queue, changes, lambda pairs: self._write_many(queue, pairs))
+        """:meth:`Mutations.mutate_many`: the jobs not kept read in one ``get_all``, every
+        change written in one conditional write. Per item (before, after) or its
+        TqueuesError. Raises QueueNotFound, StoreUnavailable."""
+        return await self._mutations.mutate_many(queue, changes)
 
     async def mutate_and_claim(
         self,
@@ -700,66 +557,9 @@ class RethinkDBStore(Store):
         worker: str | None,
         now: float,
     ) -> MutatedAndClaimed:
-        """:meth:`mutate_many` and :meth:`claim_many` in one write query: the changes'
-        conditional writes go in the claims' query
-        (:meth:`~tqueues.stores.rethinkdb.claims.Claims.claim_along`). A change whose job
-        moved on in between is retried on its own, as in :meth:`mutate_many`. When the
-        changes' read fails, nothing is claimed."""
-        _, claims = self._coalescers()
-        claimed: list[JobRecord] | TqueuesError = []
-
-        async def write(pairs: Sequence[tuple[JobRecord, JobRecord]]) -> Written:
-            nonlocal claimed
-            claimed, written = await claims.claim_along(queue, count, worker, now, pairs)
-            if isinstance(written, BaseException):
-                raise written
-            return written
-
-        try:
-            await self.get_queue(queue)
-            return await self._mutate_many(queue, changes, write), claimed
-        except (QueueNotFound, StoreUnavailable) as exc:
-            return exc, claimed
-
-    async def _mutate_many(
-        self,
-        queue: str,
-        changes: Sequence[tuple[str, Mutation]],
-        write: Callable[[Sequence[tuple[JobRecord, JobRecord]]], Awaitable[Written]],
-    ) -> list[tuple[JobRecord, JobRecord] | TqueuesError]:
-        """:meth:`mutate_many`, its one conditional write made by ``write`` (called once,
-        with no pairs when every change failed or goes on its own)."""
-        results: list[tuple[JobRecord, JobRecord] | TqueuesError | None] = [None] * len(changes)
-        planned, alone = await self._plan_many(queue, changes, results)
-        for index, (before, after) in list(planned.items()):
-            if after.holds_key() and not before.holds_key():  # claims its key first
-                del planned[index]
-                alone.append(index)
-        for before, _ in planned.values():
-            self._started.forget(queue, before.id)
-        written = (await write(list(planned.values()))).ids
-        await asyncio.gather(*(
-            self._keys.release(after, after.rev) for before, after in planned.values()
-            if after.id in written and before.holds_key() and not after.holds_key()
-        ))  # fmt: skip
-        again: list[int] = []
-        for index, (before, after) in planned.items():
-            if after.id in written:
-                results[index] = (before, after)
-                self._started.remember(after)
-            else:
-                again.append(index)
-        retried = await asyncio.gather(
-            *(self.mutate(queue, *changes[index]) for index in again), return_exceptions=True
-        )
-        for index, outcome in zip(again, retried, strict=True):
-            results[index] = _outcome(outcome)
-        for index in alone:
-            try:
-                results[index] = await self.mutate(queue, *changes[index])
-            except TqueuesError as exc:
-                results[index] = exc
-        return [result for result in results if result is not None]
+        """:meth:`Mutations.mutate_and_claim`: the changes' writes go in the claims'
+        query."""
+        return await self._mutations.mutate_and_claim(queue, changes, count, worker=worker, now=now)
 
     async def list_jobs(
         self,
@@ -841,7 +641,7 @@ class RethinkDBStore(Store):
         result = await self._run_on_job(queue, job_id, query)
         changes = result.get("changes") or []
         if not result.get("deleted") or not changes or not changes[0].get("old_val"):
-            raise _job_not_found(queue, job_id)
+            raise JobNotFound.in_queue(queue, job_id)
         job = doc_to_job(changes[0]["old_val"])
         await self._keys.release(job, job.rev + 1)
         return job
@@ -1004,20 +804,6 @@ class RethinkDBStore(Store):
         """
         await self.get_queue(queue)
         await self._parts()[2].watch(queue)
-
-
-def _outcome(
-    outcome: tuple[JobRecord, JobRecord] | BaseException,
-) -> tuple[JobRecord, JobRecord] | TqueuesError:
-    """A gathered :meth:`RethinkDBStore.mutate`'s result or its TqueuesError; anything
-    else it raised is raised."""
-    if isinstance(outcome, TqueuesError) or isinstance(outcome, tuple):
-        return outcome
-    raise outcome
-
-
-def _job_not_found(queue: str, job_id: str) -> JobNotFound:
-    return JobNotFound(f"job {job_id!r} does not exist in queue {queue!r}", id=job_id)
 
 
 __all__ = ["RethinkDBStore"]
