@@ -223,11 +223,11 @@ def test_claim_candidates_are_read_through_the_state_index(store: RethinkDBStore
 def test_list_query_resumes_after_the_cursor_through_the_primary_key(
     store: RethinkDBStore,
 ) -> None:
-    first = wire(store._list_query("q", None, 3))
+    first = wire(queries.page(store._table("q"), None, 3))
     assert T.BETWEEN not in term_types(first)
     job_id = "a" * 32
     for cursor in (job_id, f"{NOW!r}:{job_id}"):  # the cursors of earlier versions too
-        built = wire(store._list_query("q", cursor, 3))
+        built = wire(queries.page(store._table("q"), cursor, 3))
         between = built[1][0][1][0][1][0]
         assert between[0] == T.BETWEEN
         assert between[1][1] == job_id
@@ -420,7 +420,7 @@ def test_list_by_status_resumes_after_the_cursor_through_status_id(
     store: RethinkDBStore,
 ) -> None:
     job_id = "a" * 32
-    built = wire(store._list_query("q", job_id, 3, JobStatus.BURIED))
+    built = wire(queries.page(store._table("q"), job_id, 3, JobStatus.BURIED))
     between = built[1][0][1][0][1][0]
     assert between[0] == T.BETWEEN
     assert between[1][1] == [T.MAKE_ARRAY, ["buried", job_id]]

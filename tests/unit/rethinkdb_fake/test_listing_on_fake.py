@@ -9,7 +9,7 @@ import json
 from tests.conftest import StoreFactory
 from tests.unit.fake_rethinkdb import FakeServer
 from tqueues.jobs import NewJob, QueueConfig
-from tqueues.stores.rethinkdb.store import LIST_FIRST_READ
+from tqueues.stores.rethinkdb.listing import LIST_FIRST_READ
 
 
 async def sizes(server: FakeServer, ids: list[str]) -> list[int]:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -33,12 +34,11 @@ from tqueues.settings import RethinkDBSettings
 from tqueues.stores.base import Mutation, Page, Store
 from tqueues.stores.history import Bucket, Counts
 from tqueues.stores.primitives import MutatedAndClaimed
-from tqueues.stores.rethinkdb import keys, queries
+from tqueues.stores.rethinkdb import keys, listing, queries
 from tqueues.stores.rethinkdb.claims import Claims
 from tqueues.stores.rethinkdb.documents import (
     batch_ids,
     doc_to_job,
-    format_cursor,
     r,
 )
 from tqueues.stores.rethinkdb.feeds import Feeds
@@ -56,9 +56,6 @@ from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
-#: documents the first read of a listing page cut by bytes asks for; each further read of
-#: the page asks for at most LIST_READ_GROWTH times more.
-LIST_FIRST_READ, LIST_READ_GROWTH = 16, 8
 #: An insert of more jobs than INSERT_SPLIT goes to the server as INSERT_PARTS queries of
 #: equal size at once: a second query in flight lets the server use a second core, and
 #: the inserts of a batch are not one atomic write anyway (measured on RethinkDB 2.4.4,
@@ -574,53 +571,15 @@ class RethinkDBStore(Store):
         ``status_id``) in creation order (of their time-ordered ids). The cursor is the
         id of the last job of the previous page; an unreadable one starts over.
         ``max_bytes`` is counted in characters of the documents' JSON, on the server
-        (:meth:`_list_within`).
+        (:func:`~tqueues.stores.rethinkdb.listing.page_within`).
         Raises QueueNotFound."""
         await self.get_queue(queue)
+        run = functools.partial(self._run_on_queue, queue)
         if max_bytes is not None:
-            return await self._list_within(queue, status, cursor, limit, max_bytes)
-        docs = await self._run_on_queue(queue, self._list_query(queue, cursor, limit, status))
-        jobs = [doc_to_job(doc) for doc in docs]
-        next_cursor = format_cursor(jobs[-1]) if jobs and len(jobs) == limit else None
-        return Page(jobs, next_cursor)
-
-    async def _list_within(
-        self, queue: str, status: JobStatus | None, cursor: str | None, limit: int, max_bytes: int
-    ) -> Page:
-        """A page of at most ``limit`` jobs cut once they reach ``max_bytes``, read in
-        parts, each cut on the server (:func:`queries.within_bytes`): only the page comes
-        back, and the server reads past it no more documents than the part that cut it
-        asked for (a single read of ``limit`` documents would read all of them for a page
-        of five large jobs). The first part asks for LIST_FIRST_READ documents; each next
-        one for as many as the bytes left hold at the average size so far (a quarter
-        more), at most LIST_READ_GROWTH times the last (a page of jobs of about one size
-        takes one read when they are large, up to three when small). Raises
-        QueueNotFound."""
-        jobs: list[JobRecord] = []
-        used, read = 0, LIST_FIRST_READ
-        while True:
-            # Once the page is full, one more document tells whether more follow.
-            want = 1 if used >= max_bytes else min(read, limit - len(jobs))
-            query = queries.page(self._table(queue), cursor, want, status, max_bytes, used)
-            *docs, used = await self._run_on_queue(queue, query)
-            found = [doc_to_job(doc) for doc in docs if doc is not None]
-            jobs += found
-            if found:
-                cursor = format_cursor(found[-1])
-            if len(found) < len(docs):  # cut by bytes, and more follow
-                return Page(jobs, cursor)
-            if len(docs) < want:  # the end of the queue
-                return Page(jobs, None)
-            if len(jobs) == limit:
-                return Page(jobs, cursor)
-            room = (max_bytes - used) * 5 * len(jobs) // (4 * max(used, 1)) + 1
-            read = min(read * LIST_READ_GROWTH, max(room, 1))
-
-    def _list_query(
-        self, queue: str, cursor: str | None, limit: int, status: JobStatus | None = None
-    ) -> Any:
-        """The query for one page of :meth:`list_jobs` (no I/O)."""
-        return queries.page(self._table(queue), cursor, limit, status)
+            return await listing.page_within(
+                run, self._table(queue), status, cursor, limit, max_bytes
+            )
+        return await listing.page(run, self._table(queue), status, cursor, limit)
 
     async def peek(self, queue: str, status: JobStatus) -> JobRecord | None:
         """The next job of ``status`` (see :func:`queries.peek`), or None.
