@@ -15,7 +15,19 @@ Modules, each owning one thing:
   compare-and-set;
 * :mod:`~tqueues.stores.rethinkdb.head`: each followed queue's most urgent pending jobs
   and next due time, kept from its feed (claims and sweeps read the index less);
-* :mod:`~tqueues.stores.rethinkdb.store`: :class:`RethinkDBStore`, the store boundary.
+* :mod:`~tqueues.stores.rethinkdb.mutations`: every other change of a job, a
+  compare-and-set, many to a query (:mod:`~tqueues.stores.rethinkdb.writes`), the
+  started jobs this process wrote last changed without a read
+  (:mod:`~tqueues.stores.rethinkdb.started`);
+* :mod:`~tqueues.stores.rethinkdb.undo`: claims nobody received, released;
+* :mod:`~tqueues.stores.rethinkdb.listing`: pages of a queue's jobs;
+* :mod:`~tqueues.stores.rethinkdb.side_tables`: the history, the worker registry, the
+  schedules, the dependencies' edges (and the keys' table of
+  :mod:`~tqueues.stores.rethinkdb.keys`);
+* :mod:`~tqueues.stores.rethinkdb.reaper`: the housekeeping (leases, delays, ttl,
+  retention);
+* :mod:`~tqueues.stores.rethinkdb.store`: :class:`RethinkDBStore`, the store boundary,
+  which puts these together.
 
 See docs/rethinkdb.rst for the layout in the database and the algorithms. The driver comes
 with the ``rethinkdb`` extra (``pip install 'tqueues[rethinkdb]'``); without it, importing
