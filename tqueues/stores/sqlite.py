@@ -24,21 +24,19 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from tqueues import codec, lifecycle
-from tqueues.dependencies import key
 from tqueues.errors import (
     JobNotFound,
     QueueNotFound,
-    ScheduleExists,
     StoreUnavailable,
     TqueuesError,
-    WorkerNotFound,
 )
 from tqueues.jobs import JobRecord, JobStatus, QueueConfig, new_leases, new_ordered_id
 from tqueues.retry import RetryPolicy
+from tqueues.stores import sqlite_side as side
 from tqueues.stores.base import Mutation, Page, Store, key_taken
 from tqueues.stores.census import Census
 from tqueues.stores.groupcommit import GroupCommit
-from tqueues.stores.history import Bucket, Counts, buckets_of
+from tqueues.stores.history import Bucket, Counts
 from tqueues.stores.schedules import ScheduleRecord
 from tqueues.stores.sqlite_file import (
     QUICK_CHECK_SECONDS,
@@ -60,7 +58,7 @@ from tqueues.stores.sqlite_rows import (
     to_row,
     upgrade,
 )
-from tqueues.stores.workers import Command, WorkerRecord, command_of
+from tqueues.stores.workers import Command, WorkerRecord
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -77,12 +75,6 @@ ANY_PENDING = "SELECT 1 FROM jobs WHERE queue = ? AND status = 'pending' LIMIT 1
 def _any_pending(conn: sqlite3.Connection, queue: str) -> bool:
     """Whether ``queue`` has a pending job (one probe of the take index)."""
     return conn.execute(ANY_PENDING, (queue,)).fetchone() is not None
-
-
-def _worker(doc: str, command: str | None) -> WorkerRecord:
-    return dataclasses.replace(
-        WorkerRecord.from_fields(codec.loads(doc)), command=command_of(command)
-    )
 
 
 class SQLiteStore(Store):
@@ -749,39 +741,6 @@ class SQLiteStore(Store):
 
         return await self._run(remove, committed=count)
 
-    async def add_history(self, counts: Counts) -> None:
-        """One upsert per count, all in one transaction (so atomic as a whole here)."""
-        rows = [(queue, at, event, n) for (queue, at, event), n in counts.items()]
-
-        def add() -> None:
-            with self._transaction() as conn:
-                conn.executemany(
-                    "INSERT INTO history VALUES (?, ?, ?, ?) ON CONFLICT (queue, at, event) "
-                    "DO UPDATE SET count = count + excluded.count",
-                    rows,
-                )
-
-        await self._run(add)
-
-    async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
-        def read() -> list[Bucket]:
-            assert self._conn is not None
-            return buckets_of(
-                self._conn.execute(
-                    "SELECT at, event, count FROM history WHERE queue = ? AND at BETWEEN ? AND ?",
-                    (queue, since, until),
-                )
-            )
-
-        return await self._run(read)
-
-    async def purge_history(self, before: int) -> int:
-        def purge() -> int:
-            with self._transaction() as conn:
-                return int(conn.execute("DELETE FROM history WHERE at < ?", (before,)).rowcount)
-
-        return await self._run(purge)
-
     async def count_ahead(self, job: JobRecord, limit: int) -> int:
         await self.get_queue(job.queue)
 
@@ -796,55 +755,6 @@ class SQLiteStore(Store):
             return int(n)
 
         return await self._run(count)
-
-    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
-        doc = codec.dumps_str(record.fields())
-
-        def save() -> str | None:
-            with self._transaction() as conn:
-                (command,) = conn.execute(
-                    "INSERT INTO workers (id, doc, last_seen) VALUES (?, ?, ?) ON CONFLICT (id) "
-                    "DO UPDATE SET doc = excluded.doc, last_seen = excluded.last_seen "
-                    "RETURNING command",
-                    (record.id, doc, record.last_seen),
-                ).fetchone()
-                return str(command) if command is not None else None
-
-        command = await self._run(save)
-        return dataclasses.replace(record, command=command_of(command))
-
-    async def list_workers(self) -> list[WorkerRecord]:
-        def read() -> list[WorkerRecord]:
-            assert self._conn is not None
-            rows = self._conn.execute("SELECT doc, command FROM workers ORDER BY id")
-            return [_worker(doc, command) for doc, command in rows]
-
-        return await self._run(read)
-
-    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
-        def leave() -> WorkerRecord:
-            with self._transaction() as conn:
-                row = conn.execute(
-                    "UPDATE workers SET command = CASE WHEN command = 'stop' THEN 'stop' "
-                    "ELSE ? END WHERE id = ? RETURNING doc, command",
-                    (command, worker_id),
-                ).fetchone()
-            if row is None:
-                raise WorkerNotFound(f"no worker {worker_id!r} is known", id=worker_id)
-            return _worker(*row)
-
-        return await self._run(leave)
-
-    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
-        def forget() -> int:
-            with self._transaction() as conn:
-                if id is not None:
-                    return int(conn.execute("DELETE FROM workers WHERE id = ?", (id,)).rowcount)
-                return int(
-                    conn.execute("DELETE FROM workers WHERE last_seen < ?", (before,)).rowcount
-                )
-
-        return await self._run(forget)
 
     async def insert_once(self, job: JobRecord) -> bool:
         await self.get_queue(job.queue)
@@ -865,87 +775,61 @@ class SQLiteStore(Store):
 
         return await self._run(insert, committed=count)
 
-    async def create_schedule(self, schedule: ScheduleRecord) -> None:
-        doc = codec.dumps_str(schedule.fields())
+    # -- the side tables (sqlite_side.py) ---------------------------------------------------
 
-        def create() -> None:
+    async def _on_conn(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(connection, *args)`` on the store's thread, as one operation."""
+
+        def call() -> T:
             with self._transaction() as conn:
-                cursor = conn.execute(
-                    "INSERT INTO schedules (queue, name, doc, rev) VALUES (?, ?, ?, ?) "
-                    "ON CONFLICT DO NOTHING",
-                    (schedule.queue, schedule.name, doc, schedule.rev),
-                )
-            if cursor.rowcount != 1:
-                raise ScheduleExists(
-                    f"schedule {schedule.name!r} exists in queue {schedule.queue!r}",
-                    queue=schedule.queue, name=schedule.name,
-                )  # fmt: skip
+                return fn(conn, *args)
 
-        await self._run(create)
+        return await self._run(call)
+
+    async def add_history(self, counts: Counts) -> None:
+        """One upsert per count, all in one transaction (so atomic as a whole here)."""
+        await self._on_conn(side.add_history, counts)
+
+    async def read_history(self, queue: str, since: int, until: int) -> list[Bucket]:
+        return await self._on_conn(side.read_history, queue, since, until)
+
+    async def purge_history(self, before: int) -> int:
+        return await self._on_conn(side.purge_history, before)
+
+    async def save_worker(self, record: WorkerRecord) -> WorkerRecord:
+        return await self._on_conn(side.save_worker, record)
+
+    async def list_workers(self) -> list[WorkerRecord]:
+        return await self._on_conn(side.list_workers)
+
+    async def command_worker(self, worker_id: str, command: Command) -> WorkerRecord:
+        return await self._on_conn(side.command_worker, worker_id, command)
+
+    async def forget_workers(self, *, before: float | None = None, id: str | None = None) -> int:
+        return await self._on_conn(side.forget_workers, before, id)
+
+    async def create_schedule(self, schedule: ScheduleRecord) -> None:
+        await self._on_conn(side.create_schedule, schedule)
 
     async def list_schedules(self, queue: str | None = None) -> list[ScheduleRecord]:
-        def read() -> list[ScheduleRecord]:
-            assert self._conn is not None
-            if queue is None:
-                rows = self._conn.execute("SELECT doc FROM schedules ORDER BY queue, name")
-            else:
-                rows = self._conn.execute(
-                    "SELECT doc FROM schedules WHERE queue = ? ORDER BY name", (queue,)
-                )
-            return [ScheduleRecord.from_fields(codec.loads(doc)) for (doc,) in rows]
-
-        return await self._run(read)
+        return await self._on_conn(side.list_schedules, queue)
 
     async def swap_schedule(self, before: ScheduleRecord, after: ScheduleRecord) -> bool:
-        doc = codec.dumps_str(after.fields())
-
-        def swap() -> bool:
-            with self._transaction() as conn:
-                cursor = conn.execute(
-                    "UPDATE schedules SET doc = ?, rev = ? WHERE queue = ? AND name = ? "
-                    "AND rev = ?",
-                    (doc, after.rev, before.queue, before.name, before.rev),
-                )
-                return cursor.rowcount == 1
-
-        return await self._run(swap)
+        return await self._on_conn(side.swap_schedule, before, after)
 
     async def delete_schedule(self, queue: str, name: str) -> bool:
-        def delete() -> bool:
-            with self._transaction() as conn:
-                cursor = conn.execute(
-                    "DELETE FROM schedules WHERE queue = ? AND name = ?", (queue, name)
-                )
-                return cursor.rowcount == 1
-
-        return await self._run(delete)
+        return await self._on_conn(side.delete_schedule, queue, name)
 
     async def add_edges(self, job: JobRecord) -> None:
-        dependent = key(job.queue, job.id)
-        rows = [(prerequisite, dependent) for prerequisite in job.after]
-
-        def add() -> None:
-            with self._transaction() as conn:
-                conn.executemany("INSERT OR IGNORE INTO edges VALUES (?, ?)", rows)
-
-        await self._run(add)
+        await self._on_conn(side.add_edges, job)
 
     async def dependents_of(self, queue: str, job_id: str) -> list[str]:
-        def read() -> list[str]:
-            assert self._conn is not None
-            rows = self._conn.execute(
-                "SELECT dependent FROM edges WHERE prerequisite = ?", (key(queue, job_id),)
-            )
-            return [dependent for (dependent,) in rows]
-
-        return await self._run(read)
+        return await self._on_conn(side.dependents_of, queue, job_id)
 
     async def drop_edges(self, queue: str, job_id: str) -> None:
-        def drop() -> None:
-            with self._transaction() as conn:
-                conn.execute("DELETE FROM edges WHERE prerequisite = ?", (key(queue, job_id),))
+        await self._on_conn(side.drop_edges, queue, job_id)
 
-        await self._run(drop)
+    # -- housekeeping --------------------------------------------------------------------------
 
     async def promote_due(self, queue: str, now: float) -> int:
         await self.get_queue(queue)
