@@ -60,7 +60,7 @@ class Mutations:
         durability: str,
     ) -> None:
         self._table, self._run_on_queue = table, run_on_queue
-        self.get_queue, self._get = get_queue, get
+        self._get_queue, self._get = get_queue, get
         self._coalescers, self._started, self._keys = coalescers, started, keys
         self._options = {"durability": durability}
 
@@ -232,7 +232,7 @@ class Mutations:
         Raises QueueNotFound, or StoreUnavailable when the read or the write as a whole
         failed (the write may then have been applied in part).
         """
-        await self.get_queue(queue)
+        await self._get_queue(queue)
         return await self._mutate_many(queue, changes, lambda pairs: self.write_many(queue, pairs))
 
     async def mutate_and_claim(
@@ -260,7 +260,7 @@ class Mutations:
             return written
 
         try:
-            await self.get_queue(queue)
+            await self._get_queue(queue)
             return await self._mutate_many(queue, changes, write), claimed
         except (QueueNotFound, StoreUnavailable) as exc:
             return exc, claimed
