@@ -9,6 +9,7 @@ claims. Imports nothing of tqueues, so every install has it.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import random
 
@@ -63,6 +64,22 @@ class Backoff:
     def reset(self) -> None:
         """Forget the failures (the last attempt succeeded)."""
         self.failures = 0
+
+    async def sleep(self, delay: float | None = None) -> None:
+        """Wait ``delay`` seconds (default: :meth:`next`'s), unless the current task was
+        asked to stop: then raise CancelledError at once.
+
+        Code a retry loop awaits may swallow its task's cancellation, leaving only the
+        request on the task (:meth:`asyncio.Task.cancelling`): ``asyncio.wait_for`` of
+        Python 3.11 returns the result of what it waited for when that ends at the moment
+        it is cancelled, and a driver may turn the cancellation into its own error. A loop
+        that retried on that error would never end, and whoever cancelled it (a store
+        closing) would wait for it for good.
+        """
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise asyncio.CancelledError
+        await asyncio.sleep(self.next() if delay is None else delay)
 
 
 __all__ = ["Backoff", "RetryPolicy"]

@@ -54,6 +54,46 @@ def test_a_loops_backoff_follows_the_retry_policy(base: float, cap: float, failu
     assert waits == [policy.delay(n, rng=rng) for n in range(1, failures + 1)]
 
 
+async def test_a_retry_loop_ends_when_cancelled_even_if_an_attempt_swallowed_it() -> None:
+    attempts = 0
+    attempting = asyncio.Event()
+
+    async def attempt() -> None:
+        # What a driver may do (and asyncio.wait_for of Python 3.11, when what it waits
+        # for ends at the moment it is cancelled): the cancellation becomes something else
+        nonlocal attempts
+        attempts += 1
+        attempting.set()
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            raise RuntimeError("connection closed") from None
+
+    async def loop() -> None:
+        backoff = Backoff(base=60.0, cap=60.0)  # a wait no test would see the end of
+        while True:
+            try:
+                await attempt()
+            except RuntimeError:
+                await backoff.sleep()
+
+    task = asyncio.create_task(loop())
+    await asyncio.wait_for(attempting.wait(), 5)
+    task.cancel()
+    # Then the loop ends at once, cancelled, instead of waiting for its next attempt
+    done, _ = await asyncio.wait({task}, timeout=5)
+    assert done and task.cancelled() and attempts == 1
+
+
+async def test_backoff_sleep_waits_the_next_delay() -> None:
+    backoff = Backoff(base=0.05, cap=0.05, jitter=0)
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    await backoff.sleep()
+    await backoff.sleep(0.05)
+    assert loop.time() - started >= 0.1 and backoff.failures == 1
+
+
 def test_backoff_without_jitter_doubles() -> None:
     policy = RetryPolicy(base=0.5, cap=100, jitter=0)
     assert [policy.delay(n) for n in range(1, 5)] == [0.5, 1.0, 2.0, 4.0]

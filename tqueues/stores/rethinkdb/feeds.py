@@ -153,8 +153,11 @@ class Feeds:
                 if self._feeds.get(queue) is feed:
                     del self._feeds[queue]
                 return
+            if (task := asyncio.current_task()) is not None and task.cancelling():
+                raise asyncio.CancelledError  # (swallowed by what it awaited: see Backoff.sleep)
             with contextlib.suppress(TimeoutError):  # the backoff, or until woken
-                await asyncio.wait_for(feed.wake.wait(), backoff.next())
+                async with asyncio.timeout(backoff.next()):
+                    await feed.wake.wait()
             feed.wake.clear()
 
     async def _follow_once(self, queue: str, feed: Feed, backoff: Backoff) -> None:
@@ -182,7 +185,8 @@ class Feeds:
         finally:
             self.heads.forget(queue)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(cursor.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await cursor.close()
 
     def deliver(self, queue: str, change: Mapping[str, Any]) -> None:
         """Turn one changefeed message into a ChangeEvent on the hub.

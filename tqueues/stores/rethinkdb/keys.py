@@ -36,7 +36,6 @@ The rules, each step one atomic write of one document:
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -163,7 +162,7 @@ class Keys:
             if holder is not None and holder.holds_key() and holder.key == job.key:
                 return None, holder
             if not self._stale(held, holder, job):
-                await asyncio.sleep(backoff.next())  # a claim under way: its job comes
+                await backoff.sleep()  # a claim under way: its job comes
                 continue
             replaced = await self.run(take_over(table, held, mine, durability=self.durability))
             if replaced.get("replaced") == 1:

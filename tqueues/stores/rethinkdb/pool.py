@@ -193,7 +193,8 @@ class Pool:
             for _ in self.servers:
                 server = self._current
                 try:
-                    conn = await asyncio.wait_for(self._connect(), self.settings.timeout)
+                    async with asyncio.timeout(self.settings.timeout):
+                        conn = await self._connect()
                     break
                 except (ReqlError, OSError, TimeoutError) as exc:
                     said = (
@@ -245,12 +246,14 @@ class Pool:
         from there, new connections go home and the others are retired."""
         timeout = self.settings.timeout
         try:
-            conn = await asyncio.wait_for(self._connect(0), timeout)
+            async with asyncio.timeout(timeout):
+                conn = await self._connect(0)
         except (ReqlError, OSError, TimeoutError):
             return
         try:
             ready = r.db(self.settings.db).wait(wait_for="ready_for_writes", timeout=timeout)
-            await asyncio.wait_for(ready.run(conn), timeout + 1)
+            async with asyncio.timeout(timeout + 1):
+                await ready.run(conn)
         except (ReqlError, OSError, TimeoutError):
             self._close_later(conn)
             return
@@ -395,7 +398,8 @@ class Pool:
         if isinstance(reader, asyncio.Future):
             reader.add_done_callback(consume)
         with contextlib.suppress(Exception, asyncio.TimeoutError):
-            await asyncio.wait_for(conn.close(noreply_wait=False), 2.0)
+            async with asyncio.timeout(2.0):
+                await conn.close(noreply_wait=False)
 
     async def close(self) -> None:
         """Close every connection."""

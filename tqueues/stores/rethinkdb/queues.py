@@ -231,7 +231,7 @@ class Catalog:
                 if loop.time() + delay > give_up:
                     raise
                 log.info("opening the catalog: %s; trying again", exc.message)
-                await asyncio.sleep(delay)
+                await backoff.sleep(delay)
 
     async def _open(self) -> None:
         db = self.settings.db
@@ -402,7 +402,7 @@ class Catalog:
             if loop.time() >= deadline:
                 log.warning("queue %r was not built by its creator; building it here", name)
                 return None
-            await asyncio.sleep(backoff.next())
+            await backoff.sleep()
 
     async def _build(self, name: str) -> None:
         """Create the queue's table and its indexes and wait until they are ready."""
@@ -506,7 +506,7 @@ class Catalog:
             except (ReqlError, StoreUnavailable, OSError, TimeoutError) as exc:
                 text = exc.message if isinstance(exc, StoreUnavailable) else message(exc)
                 log.info("the catalog's change feed broke: %s; reopening it", text)
-            await asyncio.sleep(backoff.next())
+            await backoff.sleep()
 
     async def _follow_once(self, backoff: Backoff) -> None:
         conn = await self.pool.get()
@@ -522,7 +522,8 @@ class Catalog:
         finally:
             self.complete = False
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(cursor.close(), 2.0)
+                async with asyncio.timeout(2.0):
+                    await cursor.close()
 
     def _apply(self, old: dict[str, Any] | None, new: dict[str, Any] | None) -> None:
         """One change of the catalog: a ready queue's settings cached (another

@@ -75,7 +75,7 @@ class ClaimUndo:
                         exc.message,
                     )
                     return
-                await asyncio.sleep(delay)
+                await backoff.sleep(delay)
                 continue
             log.info(
                 "job %s of queue %r: a claim that got no answer was applied; released it",
