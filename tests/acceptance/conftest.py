@@ -369,7 +369,9 @@ def store_args(request: pytest.FixtureRequest) -> Iterator[list[str]]:
     # In a thread of its own: this fixture's teardown may run while a loop is current. A
     # daemon thread, waited for DROP_TIMEOUT seconds at most: a drop that hangs fails the
     # test instead of holding up the suite (one hung once under load, and the executor
-    # this used to run in then waited for it for good).
+    # this used to run in then waited for it for good; the cause, the store's close
+    # waiting for a catalog feed whose cancellation was swallowed, is fixed: see
+    # Backoff.sleep).
     failed: list[BaseException] = []
 
     def run() -> None:
