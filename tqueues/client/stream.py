@@ -142,7 +142,8 @@ class _CallSocket:
         pending[ref] = answered
         try:
             await ws.send_frame(codec.dumps({**body, "ref": ref}), aiohttp.WSMsgType.TEXT)
-            answer = await asyncio.wait_for(answered, wait + self.client.timeout)
+            async with asyncio.timeout(wait + self.client.timeout):  # (never swallows a
+                answer = await answered  # cancellation, as wait_for of Python 3.11 may)
         except (TimeoutError, ConnectionError) as exc:
             reason = connection_error_text(exc, timeout=wait + self.client.timeout)
             url = self._url
