@@ -76,10 +76,17 @@ class Backoff:
         that retried on that error would never end, and whoever cancelled it (a store
         closing) would wait for it for good.
         """
-        task = asyncio.current_task()
-        if task is not None and task.cancelling():
-            raise asyncio.CancelledError
+        raise_if_cancelling()
         await asyncio.sleep(self.next() if delay is None else delay)
 
 
-__all__ = ["Backoff", "RetryPolicy"]
+def raise_if_cancelling() -> None:
+    """Raise CancelledError if the current task is being cancelled: something it awaited
+    swallowed the cancellation (see :meth:`Backoff.sleep`). For loops that go on after an
+    error, before their next round."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+__all__ = ["Backoff", "RetryPolicy", "raise_if_cancelling"]

@@ -12,6 +12,7 @@ import logging
 
 from tqueues import clock
 from tqueues.errors import StoreUnavailable
+from tqueues.retry import raise_if_cancelling
 from tqueues.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -27,4 +28,5 @@ async def reap_forever(store: Store, interval: float) -> None:
                 log.debug("reaped %d job(s)", changed, extra={"action": "reaped"})
         except StoreUnavailable as exc:
             log.warning("reaper: %s", exc.message, extra={"action": "reap_failed"})
+        raise_if_cancelling()  # (a cancellation the store swallowed)
         await asyncio.sleep(interval)

@@ -15,6 +15,7 @@ import logging
 
 from tqueues import clock
 from tqueues.errors import StoreUnavailable
+from tqueues.retry import raise_if_cancelling
 from tqueues.stores.base import Store
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ async def fire_forever(store: Store, reread: float = REREAD) -> None:
             earliest = await store.fire_schedules(clock.now())
         except StoreUnavailable as exc:
             log.warning("schedules: %s", exc.message, extra={"action": "schedules_failed"})
+        raise_if_cancelling()  # (a cancellation the store swallowed)
         wait = reread if earliest is None else min(reread, max(0.0, earliest - clock.now()))
         # asyncio.timeout, not wait_for: on Python 3.11 wait_for loses a cancellation
         # that arrives as the event is set (the dispatcher would then not stop).

@@ -14,6 +14,7 @@ import logging
 
 from tqueues import clock
 from tqueues.errors import StoreUnavailable
+from tqueues.retry import raise_if_cancelling
 from tqueues.stores.base import Store
 from tqueues.stores.history import BUCKET, FLUSH_INTERVAL, bucket_of
 from tqueues.stores.workers import DROP_AFTER
@@ -41,6 +42,7 @@ async def keep_up(store: Store, keep: float) -> None:
                 await store.forget_workers(before=now - DROP_AFTER)
         except StoreUnavailable as exc:
             log.warning("upkeep: %s", exc.message, extra={"action": "upkeep_failed"})
+        raise_if_cancelling()  # (a cancellation the store swallowed)
 
 
 async def flush_last(store: Store) -> None:

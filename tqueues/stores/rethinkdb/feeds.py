@@ -28,7 +28,7 @@ from rethinkdb.errors import ReqlCursorEmpty, ReqlError
 from tqueues.errors import QueueNotFound, StoreUnavailable
 from tqueues.jobs import ChangeEvent, JobStatus
 from tqueues.lifecycle import put_of_handed
-from tqueues.retry import Backoff
+from tqueues.retry import Backoff, raise_if_cancelling
 from tqueues.stores.hub import ChangeHub
 from tqueues.stores.rethinkdb.documents import change_kind, doc_to_job
 from tqueues.stores.rethinkdb.head import Heads
@@ -153,8 +153,7 @@ class Feeds:
                 if self._feeds.get(queue) is feed:
                     del self._feeds[queue]
                 return
-            if (task := asyncio.current_task()) is not None and task.cancelling():
-                raise asyncio.CancelledError  # (swallowed by what it awaited: see Backoff.sleep)
+            raise_if_cancelling()
             with contextlib.suppress(TimeoutError):  # the backoff, or until woken
                 async with asyncio.timeout(backoff.next()):
                     await feed.wake.wait()
