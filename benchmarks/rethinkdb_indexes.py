@@ -3,7 +3,8 @@ straight from the driver: the ceiling a tqueues drain on that server cannot pass
 
 ``python -m benchmarks.rethinkdb_indexes --rethinkdb HOST:PORT [--jobs N] [--server_pid
 PID]`` creates a scratch database on that server (dropped at the end). For each variant
-of a queue table, a fresh table of it, with ``durability hard``:
+of a queue table, a fresh table of it, with ``durability hard`` (``--durability soft``:
+acknowledged once in the server's memory):
 
 * ``bare``: no secondary index; ``take order``: the ``state`` index alone (what a take
   needs); ``tqueues``: every index of a tqueues queue table
@@ -111,7 +112,13 @@ class Feed:
 
 
 async def cycles(
-    address: tuple[str, int], table: Any, jobs: int, feeds: int, pids: list[int], batch: int
+    address: tuple[str, int],
+    table: Any,
+    jobs: int,
+    feeds: int,
+    pids: list[int],
+    batch: int,
+    durability: str = "hard",
 ) -> tuple[float, float]:
     """Insert, claim and finish ``jobs`` jobs in ``table`` with ``feeds`` change feeds
     open; the seconds it took (until every feed brought every change) and the CPU seconds
@@ -128,7 +135,7 @@ async def cycles(
 
         async def write(conn: Any, step: Callable[[list[str]], Any], todo: list[Any]) -> None:
             while todo:
-                await step(todo.pop(0)).run(conn, durability="hard")
+                await step(todo.pop(0)).run(conn, durability=durability)
 
         await asyncio.gather(*(write(c, table.insert, inserts) for c in conns))
         for change in (CLAIM, FINISH):
@@ -148,19 +155,23 @@ async def cycles(
             await conn.close()
 
 
-async def singles(conn: Any, table: Any, count: int) -> tuple[float, float]:
+async def singles(
+    conn: Any, table: Any, count: int, durability: str = "hard"
+) -> tuple[float, float]:
     """Insert ``count`` jobs into ``table`` one at a time, each after the last was
     answered (what W1's single puts cost the server); inserts per second and the median
     insert's milliseconds."""
     took: list[float] = []
     for n in range(count):
         started = time.perf_counter()
-        await table.insert(_job(n)).run(conn, durability="hard")
+        await table.insert(_job(n)).run(conn, durability=durability)
         took.append(time.perf_counter() - started)
     return count / sum(took), 1000 * statistics.median(took)
 
 
-async def main(address: str, jobs: int, pid: int | None, batch: int, single: int) -> None:
+async def main(
+    address: str, jobs: int, pid: int | None, batch: int, single: int, durability: str = "hard"
+) -> None:
     pids = [pid] if pid is not None else rethinkdb_pids(address)
     r.set_loop_type("asyncio")
     host, _, port = address.rpartition(":")
@@ -169,7 +180,10 @@ async def main(address: str, jobs: int, pid: int | None, batch: int, single: int
     db = f"tqueues_bench_{uuid.uuid4().hex[:8]}"
     await r.db_create(db).run(conn)
     cores = os.cpu_count() or 1
-    print(f"{jobs:,} job cycles a row, {batch} documents a query, {WRITERS} queries at once")
+    print(
+        f"{jobs:,} job cycles a row, {batch} documents a query, {WRITERS} queries at once,"
+        f" durability {durability}"
+    )
     try:
         for name, indexes in VARIANTS.items():
             for feeds in FEEDS:
@@ -180,9 +194,9 @@ async def main(address: str, jobs: int, pid: int | None, batch: int, single: int
                     await table.index_create(index, INDEXES[index]).run(conn)
                 await table.index_wait().run(conn)
                 if single and not feeds:
-                    rate, median = await singles(conn, table, single)
+                    rate, median = await singles(conn, table, single, durability)
                     print(f"{name:10} single inserts {rate:5,.0f}/s, median {median:.2f} ms")
-                seconds, cpu = await cycles(server, table, jobs, feeds, pids, batch)
+                seconds, cpu = await cycles(server, table, jobs, feeds, pids, batch, durability)
                 row = f"{name:10} {feeds} feeds  {jobs / seconds:7,.0f} jobs/s"
                 if pids and cpu <= 0:
                     row += "  server CPU below the clock's resolution: run more jobs"
@@ -207,7 +221,15 @@ if __name__ == "__main__":
     parser.add_argument(
         "--single", type=int, default=0, metavar="N", help="also N single inserts per table"
     )
+    parser.add_argument("--durability", choices=("hard", "soft"), default="hard")
     options = parser.parse_args()
     asyncio.run(
-        main(options.rethinkdb, options.jobs, options.server_pid, options.batch, options.single)
+        main(
+            options.rethinkdb,
+            options.jobs,
+            options.server_pid,
+            options.batch,
+            options.single,
+            options.durability,
+        )
     )

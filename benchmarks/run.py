@@ -30,7 +30,9 @@ W4 deep queue (tqueues only)
 tqueues on RethinkDB (``tqueues-rethinkdb``, and W4 on its store) runs too when a server
 is named: ``--rethinkdb HOST:PORT`` or ``TQUEUES_BENCH_RETHINKDB=HOST:PORT`` (each
 dispatcher gets a database of its own there, dropped when it stops). No RethinkDB server
-can be installed by this script.
+can be installed by this script. Its variants, asked for by ``--systems``:
+``tqueues-rethinkdb-soft``, the dispatcher started with ``--durability soft``;
+``tqueues-rethinkdb-3``, three dispatchers on one database.
 
 The workloads run in ``--repeat`` rounds (3), each round every system in turn, so that
 a slow spell of the machine weighs on every system alike: W1 and W2 keep the median of
@@ -160,6 +162,9 @@ SYSTEMS: dict[str, System] = {
                model="asyncio, --concurrency {concurrency}"),
         System("tqueues-rethinkdb", "tqueues (RethinkDB, durability hard)", "tqueues",
                "tqueues", model="asyncio, --concurrency {concurrency}", store="rethinkdb"),
+        System("tqueues-rethinkdb-soft", "tqueues (RethinkDB, durability soft)", "tqueues",
+               "tqueues", dispatcher_args=("--durability", "soft"),
+               model="asyncio, --concurrency {concurrency}", store="rethinkdb"),
         System("tqueues-rethinkdb-3", "tqueues (RethinkDB, 3 dispatchers, durability hard)",
                "tqueues", "tqueues", model="asyncio, --concurrency {concurrency}; W2: 3 workers, "
                "one per dispatcher; W3: put through one dispatcher, taken through another",
