@@ -77,3 +77,38 @@ async def test_the_feeds_of_one_connection_share_a_ping(pool: Pool) -> None:
     pool._pings.clear()  # as once the last answer is older than half a heartbeat
     outcomes = await asyncio.gather(*(pool.ping(conn) for _ in range(3)), return_exceptions=True)
     assert all(isinstance(outcome, StoreUnavailable) for outcome in outcomes), outcomes
+
+
+async def test_a_burst_of_changes_arrives_whole(pool: Pool) -> None:
+    import asyncio
+    import contextlib
+
+    table = r.db(pool.settings.db).table("t")
+    conn = await pool.get()
+    cursor = await pool.run(table.changes(include_types=True, squash=False), conn=conn)
+    changes = pool.changes(cursor, conn)
+    # When one write adds 500 documents and another changes every one of them (the feed
+    # brings them in batches, read from the cursor without a wait each)
+    await pool.run(table.insert([{"id": n, "v": 0} for n in range(500)]))
+    await pool.run(table.update({"v": 1}))
+    seen: list[tuple[str, int, int]] = []
+    async with contextlib.aclosing(changes):
+        async with asyncio.timeout(30):
+            async for change in changes:
+                seen.append((change["type"], change["new_val"]["id"], change["new_val"]["v"]))
+                if len(seen) == 1000:
+                    break
+    # Then every change came, each once, and each document's add before its change (the
+    # server orders the changes of a document, not those of different ones)
+    assert sorted(seen) == sorted(
+        [("add", n, 0) for n in range(500)] + [("change", n, 1) for n in range(500)]
+    )
+    assert all(seen.index(("add", n, 0)) < seen.index(("change", n, 1)) for n in range(500))
+    # And the feed, still open, brings the next change when it comes (a wait, this time)
+    changes = pool.changes(cursor, conn)
+    async with contextlib.aclosing(changes):
+        await pool.run(table.get(7).update({"v": 2}))
+        async with asyncio.timeout(30):
+            change = await anext(changes)
+    assert (change["type"], change["new_val"]) == ("change", {"id": 7, "v": 2})
+    await cursor.close()

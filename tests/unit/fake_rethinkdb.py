@@ -48,6 +48,7 @@ from rethinkdb.errors import (
     ReqlQueryLogicError,
     ReqlRuntimeError,
     ReqlServerCompileError,
+    ReqlTimeoutError,
 )
 
 _MIN = object()
@@ -227,7 +228,8 @@ class FakeServer:
 
 
 class FakeCursor:
-    """A changefeed cursor (as the asyncio driver's: ``await next()``, ``await close()``)."""
+    """A changefeed cursor (as the asyncio driver's: ``await next(wait=True)``, ``await
+    close()``; ``next(wait=False)`` raises ReqlTimeoutError when no change is there)."""
 
     def __init__(self, table: FakeTable, conn: FakeConnection, *, include_types: bool) -> None:
         self.items: asyncio.Queue[Any] = asyncio.Queue()
@@ -235,7 +237,9 @@ class FakeCursor:
         self.conn = conn
         self.include_types = include_types
 
-    async def next(self) -> Any:
+    async def next(self, wait: bool = True) -> Any:
+        if not wait and self.items.empty():
+            raise ReqlTimeoutError()
         item = await self.items.get()
         if item is _CLOSED:
             self.items.put_nowait(_CLOSED)

@@ -7,7 +7,8 @@ Modules, each owning one thing:
 * :mod:`~tqueues.stores.rethinkdb.queries`: the secondary indexes of a queue table and
   every query on it (builders, no I/O);
 * :mod:`~tqueues.stores.rethinkdb.pool`: connections, reconnection backoff, driver
-  errors as StoreUnavailable;
+  errors as StoreUnavailable; their answers read with orjson
+  (:mod:`~tqueues.stores.rethinkdb.wire`);
 * :mod:`~tqueues.stores.rethinkdb.queues`: the ``tqueues_queues`` catalog, queue creation
   and index upgrades;
 * :mod:`~tqueues.stores.rethinkdb.feeds`: the changefeeds and their fan-out to the hub;

@@ -22,12 +22,14 @@ from rethinkdb.errors import (
     ReqlDriverError,
     ReqlError,
     ReqlQueryLogicError,
+    ReqlTimeoutError,
 )
 
 from tqueues.errors import StoreUnavailable
 from tqueues.retry import Backoff
 from tqueues.settings import RethinkDBSettings
 from tqueues.stores.rethinkdb.documents import r
+from tqueues.stores.rethinkdb.wire import AnswerDecoder
 
 log = logging.getLogger("tqueues.stores.rethinkdb")
 
@@ -166,6 +168,7 @@ class Pool:
             user=settings.user,
             password=settings.password,
             timeout=max(1, round(settings.timeout)),
+            json_decoder=AnswerDecoder,
         )
 
     async def get(self) -> Any:
@@ -283,12 +286,22 @@ class Pool:
         After FEED_HEARTBEAT seconds of silence the connection is pinged (:meth:`ping`),
         so that a dead one ends the feed with its error instead of leaving it waiting.
         Use it under :func:`contextlib.aclosing`: the read under way is then cancelled
-        when the caller stops. Raises what the cursor and the ping raise."""
+        when the caller stops. Raises what the cursor and the ping raise.
+
+        The changes of a batch already received are taken straight from the cursor
+        (``next(wait=False)``); only a wait for the next batch is a task of its own (with
+        the heartbeat's timeout), so a burst of changes costs no task per change."""
         pending: asyncio.Future[Any] | None = None
         try:
             while running():
                 if pending is None:
-                    pending = asyncio.ensure_future(cursor.next())
+                    try:
+                        change = await cursor.next(wait=False)
+                    except ReqlTimeoutError:  # none received yet: wait for the next batch
+                        pending = asyncio.ensure_future(cursor.next())
+                    else:
+                        yield change
+                        continue
                 done, _ = await asyncio.wait({pending}, timeout=FEED_HEARTBEAT)
                 if not done:  # quiet: is the connection still there?
                     await self.ping(conn)
