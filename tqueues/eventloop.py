@@ -8,9 +8,10 @@ allocations, and up to one in a hundred is a full collection, which walks every 
 object (a dispatcher's heads, caches and connections: tens of milliseconds each, a pause
 of every request in flight). Measured on a RethinkDB drain of 20,000 jobs (docs/benchmarks.rst,
 "the dispatcher's CPU on RethinkDB"): about 1,000 young and 8 full collections, 0.5-0.7 s
-of CPU, 6-8 % of the dispatcher's; with :data:`GC_THRESHOLDS`, 10 young collections and no
-full one, 0.03 s. Garbage in reference cycles waits longer for its collection (at most
-10,000 allocations' worth between young collections), which is what is traded.
+of CPU, 6-8 % of the dispatcher's; with :data:`GC_THRESHOLDS`, 114 young collections and
+one full one, 0.04 s (start-up included). Garbage in reference cycles waits longer for
+its collection (at most 10,000 allocations' worth between young collections), which is
+what is traded.
 """
 
 from __future__ import annotations
