@@ -19,17 +19,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 from rethinkdb.ast import ReQLDecoder
 
+from tqueues import codec
 from tqueues.stores.rethinkdb.documents import PSEUDO_TYPE_KEY
 
 
 class AnswerDecoder:
-    """A driver answer decoder (the ``json_decoder`` of ``r.connect``): orjson for plain
-    JSON, the driver's ``ReQLDecoder`` for an answer holding the text ``$reql_type$``
-    anywhere (a pseudo-type, or a string that merely contains it) or that orjson cannot
-    read (then the driver's decoder reads it, or raises what it raises)."""
+    """A driver answer decoder (the ``json_decoder`` of ``r.connect``): the project's
+    codec (:func:`tqueues.codec.loads`, orjson) for plain JSON, the driver's
+    ``ReQLDecoder`` for an answer holding the text ``$reql_type$`` anywhere (a
+    pseudo-type, or a string that merely contains it) or that orjson cannot read (then
+    the driver's decoder reads it, or raises what it raises)."""
 
     __slots__ = ("_options",)
 
@@ -41,8 +42,8 @@ class AnswerDecoder:
         decoder would return it. Raises ValueError for text that is not JSON."""
         if PSEUDO_TYPE_KEY not in text:
             try:
-                return orjson.loads(text)
-            except orjson.JSONDecodeError:
+                return codec.loads(text)
+            except codec.JSONDecodeError:
                 pass  # the driver's decoder reads it, or says what is wrong
         return ReQLDecoder(self._options).decode(text)
 
